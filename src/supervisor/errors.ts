@@ -1,0 +1,55 @@
+// Every error the server reports to a client, with a stable code, and the
+// one mapping from those codes to gRPC statuses. Anything else that reaches
+// the RPC boundary is a bug: it is logged and the client sees only INTERNAL.
+import { status as Status } from '@grpc/grpc-js';
+
+export const ErrorCodes = {
+  INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
+  INVALID_LIMITS: Status.INVALID_ARGUMENT,
+  JOB_NOT_FOUND: Status.NOT_FOUND,
+  UNAUTHENTICATED: Status.UNAUTHENTICATED,
+  PERMISSION_DENIED: Status.PERMISSION_DENIED,
+  EXEC_FAILED: Status.FAILED_PRECONDITION,
+  CONTROLLER_UNAVAILABLE: Status.FAILED_PRECONDITION,
+  CGROUP_SETUP_FAILED: Status.INTERNAL,
+  SPAWN_FAILED: Status.INTERNAL,
+  SHUTTING_DOWN: Status.UNAVAILABLE,
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export class JobworkerError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'JobworkerError';
+  }
+
+  get grpcStatus(): Status {
+    return ErrorCodes[this.code];
+  }
+}
+
+export const Errors = {
+  invalidArgument: (message: string) => new JobworkerError('INVALID_ARGUMENT', message),
+  invalidLimits: (message: string) => new JobworkerError('INVALID_LIMITS', message),
+  jobNotFound: (id: string) => new JobworkerError('JOB_NOT_FOUND', `job ${id} not found`),
+  unauthenticated: (message: string) => new JobworkerError('UNAUTHENTICATED', message),
+  permissionDenied: (message: string) => new JobworkerError('PERMISSION_DENIED', message),
+  shuttingDown: () => new JobworkerError('SHUTTING_DOWN', 'the server is shutting down'),
+  startFailed: (code: 'EXEC_FAILED' | 'CONTROLLER_UNAVAILABLE' | 'CGROUP_SETUP_FAILED' | 'SPAWN_FAILED', message: string) =>
+    new JobworkerError(code, message),
+};
+
+export interface StatusObject {
+  code: Status;
+  details: string;
+}
+
+/** The RPC boundary: known errors keep their status and message; anything else becomes INTERNAL. */
+export function toStatus(err: unknown): { status: StatusObject; unexpected: boolean } {
+  if (err instanceof JobworkerError) return { status: { code: err.grpcStatus, details: err.message }, unexpected: false };
+  return { status: { code: Status.INTERNAL, details: 'internal error (see the server log)' }, unexpected: true };
+}

@@ -1,0 +1,190 @@
+// Starts jobs on the job-supervisor pool and follows them to their end. The
+// main thread's share of a job: its record, its output log (filled from the
+// job's ring), and a MessagePort to ask its supervisor to stop it.
+import { randomUUID } from 'node:crypto';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import type { Logger } from 'pino';
+import type {
+  CgroupConfig,
+  CgroupDriverName,
+  JobLimits,
+  JobOutcome,
+  PrepareResult,
+  PrepareTask,
+  RunJobTask,
+  StopRequest,
+  TaskToMain,
+} from '../workers/protocol.js';
+import { createRing } from '../workers/ring-layout.js';
+import { Errors } from './errors.js';
+import { abandonJob, endJob, type JobRecord, type JobStore } from './job-store.js';
+import { MemoryOutputLog } from './output-log.js';
+import { RingReader, pumpRing } from './ring-reader.js';
+
+const TASK_FILE = fileURLToPath(new URL('../workers/job-task.js', import.meta.url));
+
+/** The environment a job starts with: nothing of the server's own. */
+export const JOB_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface JobRunnerOptions {
+  workers: number;
+  cgroupDriver: CgroupDriverName | 'auto';
+  cgroupParent: string;
+  cgroupMountRoot: string;
+  jobInitPath: string;
+  ringCapacity?: number;
+  logger: Logger;
+}
+
+export interface StartRequest {
+  command: string;
+  args: string[];
+  limits: JobLimits;
+  owner: string;
+}
+
+export class JobRunner {
+  readonly #pool: Piscina;
+  readonly #store: JobStore;
+  readonly #options: JobRunnerOptions;
+  readonly #logger: Logger;
+  readonly #ports = new Map<string, MessagePort>();
+  /** Jobs whose start is in flight: shutdown must wait for them too. */
+  readonly #starting = new Set<Promise<unknown>>();
+  #cgroup: CgroupConfig | undefined;
+  #closing = false;
+
+  constructor(store: JobStore, options: JobRunnerOptions) {
+    this.#store = store;
+    this.#options = options;
+    this.#logger = options.logger;
+    // Each thread supervises any number of jobs at once; a task is one job's
+    // whole life, so the pool must never queue tasks behind busy threads.
+    this.#pool = new Piscina({
+      filename: TASK_FILE,
+      minThreads: options.workers,
+      maxThreads: options.workers,
+      concurrentTasksPerWorker: Number.MAX_SAFE_INTEGER,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      // Piscina's default parks idle threads in Atomics.wait, which would
+      // freeze every job a thread supervises: wait on messages instead.
+      atomics: 'disabled',
+    });
+  }
+
+  /** Resolves the cgroup driver and prepares the parent group. Call once before start(). */
+  async prepare(): Promise<PrepareResult> {
+    const task: PrepareTask = {
+      driver: this.#options.cgroupDriver,
+      parent: this.#options.cgroupParent,
+      mountRoot: this.#options.cgroupMountRoot,
+    };
+    const result = (await this.#pool.run(task, { name: 'prepare' })) as PrepareResult;
+    this.#cgroup = { driver: result.driver, parent: task.parent, mountRoot: task.mountRoot };
+    return result;
+  }
+
+  /** Resolves once the command runs, with its record in the store; rejects when it could not start. */
+  start(request: StartRequest): Promise<JobRecord> {
+    if (this.#closing) return Promise.reject(Errors.shuttingDown());
+    const starting = this.#start(request);
+    const tracked = starting.catch(() => undefined);
+    this.#starting.add(tracked);
+    void tracked.finally(() => this.#starting.delete(tracked));
+    return starting;
+  }
+
+  async #start(request: StartRequest): Promise<JobRecord> {
+    if (!this.#cgroup) throw new Error('JobRunner.prepare() must run before start()');
+    const id = randomUUID();
+    const ring = createRing(this.#options.ringCapacity);
+    const log = new MemoryOutputLog();
+    const drained = pumpRing(new RingReader(ring), (stream, bytes) => log.append(stream, bytes));
+    const { port1: port, port2: taskPort } = new MessageChannel();
+    const task: RunJobTask = {
+      jobId: id,
+      command: request.command,
+      args: request.args,
+      limits: request.limits,
+      cgroup: this.#cgroup,
+      jobInitPath: this.#options.jobInitPath,
+      env: { PATH: JOB_PATH, HOME: '/root', LANG: 'C.UTF-8', JOBWORKER_JOB_ID: id },
+      ring,
+      port: taskPort,
+    };
+    const outcome = this.#pool.run(task, { name: 'runJob', transferList: [taskPort] }) as Promise<JobOutcome>;
+    const first = await Promise.race([
+      new Promise<TaskToMain>((resolve) => port.once('message', resolve)),
+      outcome.then((o) => Promise.reject(new Error(`job task ended before it reported a start (started: ${o.started})`))),
+    ]).catch((err: unknown) => {
+      port.close();
+      throw err;
+    });
+
+    if (first.type === 'start-failed') {
+      port.close();
+      await Promise.all([outcome, drained]);
+      throw Errors.startFailed(first.code, first.message);
+    }
+
+    const ended = Promise.all([outcome, drained]).then(
+      ([result]) => {
+        log.close();
+        endJob(record, result, new Date());
+        this.#logger.info({ jobId: id, state: record.state, exitCode: record.exitCode, signal: record.signal, message: record.message }, 'job ended');
+      },
+      (err: unknown) => {
+        // The thread supervising the job died. Its ring may never close, so
+        // the log is closed here to release the readers.
+        if (!log.closed) log.close();
+        abandonJob(record, err instanceof Error ? err.message : String(err), new Date());
+        this.#logger.error({ jobId: id, err }, 'job supervision failed');
+      },
+    );
+    const record: JobRecord = {
+      id,
+      command: request.command,
+      args: request.args,
+      limits: request.limits,
+      owner: request.owner,
+      pid: first.pid,
+      cgroup: first.cgroup,
+      startedAt: new Date(),
+      log,
+      ended: ended.finally(() => {
+        this.#ports.get(id)?.close();
+        this.#ports.delete(id);
+      }),
+      state: 'RUNNING',
+      endedAt: null,
+      exitCode: null,
+      signal: null,
+      memoryLimitHit: false,
+      message: '',
+    };
+    this.#ports.set(id, port);
+    this.#store.add(record);
+    this.#logger.info({ jobId: id, pid: first.pid, cgroup: first.cgroup, command: request.command, owner: request.owner }, 'job started');
+    return record;
+  }
+
+  /** Asks the job's supervisor to stop it; resolves once the job has ended. */
+  async stop(record: JobRecord, graceMs: number): Promise<void> {
+    const port = this.#ports.get(record.id);
+    if (record.state === 'RUNNING' && port) {
+      const request: StopRequest = { type: 'stop', graceMs };
+      port.postMessage(request);
+    }
+    await record.ended;
+  }
+
+  /** Refuses new jobs, stops every running one, and ends the pool. */
+  async close(graceMs: number): Promise<void> {
+    this.#closing = true;
+    await Promise.all(this.#starting);
+    await Promise.all(this.#store.running().map((job) => this.stop(job, graceMs)));
+    await this.#pool.destroy();
+  }
+}

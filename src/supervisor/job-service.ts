@@ -1,0 +1,160 @@
+// The JobService RPCs. Callers are authenticated and authorized before a
+// handler runs (rpc-boundary.ts); handlers validate their request and work on
+// the store.
+import { once } from 'node:events';
+import type { ServerWritableStream } from '@grpc/grpc-js';
+import {
+  JobStatus,
+  OutputStream,
+  type CreateJobReq,
+  type DataChunk,
+  type GetJobReq,
+  type GetJobsStreamReq,
+  type Job,
+  type StopJobReq,
+} from '../gen/jobworker/v1/jobworker.js';
+import { StreamId } from '../workers/ring-layout.js';
+import type { Caller } from './authz.js';
+import { Errors } from './errors.js';
+import type { JobRunner } from './job-runner.js';
+import type { JobRecord, JobState, JobStore } from './job-store.js';
+import { resolveLimits, type HostCapacity } from './limits.js';
+
+/** History goes out in pieces of at most this size, never as one message. */
+export const MAX_CHUNK_BYTES = 64 * 1024;
+export const MAX_COMMAND_BYTES = 4096;
+export const MAX_ARGS = 4096;
+export const MAX_ARGV_BYTES = 1024 * 1024;
+export const MAX_GRACE_MS = 10 * 60 * 1000;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export interface ServiceOptions {
+  store: JobStore;
+  runner: JobRunner;
+  host: HostCapacity;
+  defaultGraceMs: number;
+}
+
+export class JobService {
+  constructor(readonly options: ServiceOptions) {}
+
+  async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
+    validateCommand(request.command, request.args);
+    const limits = resolveLimits(request.limits, this.options.host);
+    const record = await this.options.runner.start({ command: request.command, args: request.args, limits, owner: caller.cn });
+    return toJob(record);
+  }
+
+  getJob(request: GetJobReq): Job {
+    return toJob(this.#find(request.id));
+  }
+
+  getJobs(): Job[] {
+    return this.options.store.list().map(toJob);
+  }
+
+  async stopJob(request: StopJobReq): Promise<Job> {
+    const record = this.#find(request.id);
+    const graceMs = request.graceMs ?? this.options.defaultGraceMs;
+    if (graceMs > MAX_GRACE_MS) throw Errors.invalidArgument(`grace_ms must be at most ${MAX_GRACE_MS}, got ${graceMs}`);
+    await this.options.runner.stop(record, graceMs);
+    return toJob(record);
+  }
+
+  /**
+   * Sends the job's output from byte 0. The reader is only an offset into the
+   * job's log; a slow client is held back by gRPC flow control (write() false
+   * → wait for drain) and never gets a copy of its own.
+   */
+  async streamOutput(call: ServerWritableStream<GetJobsStreamReq, DataChunk>): Promise<void> {
+    const { log } = this.#find(call.request.id);
+    const follow = call.request.follow;
+    const end = follow ? Number.POSITIVE_INFINITY : log.length;
+    const gone = new AbortController();
+    const onCancel = (): void => gone.abort();
+    call.once('cancelled', onCancel);
+    call.once('close', onCancel);
+    try {
+      let offset = 0;
+      while (offset < end) {
+        const slice = log.read(offset, Math.min(MAX_CHUNK_BYTES, end - offset));
+        if (slice) {
+          offset += slice.data.length;
+          const chunk: DataChunk = {
+            data: slice.data,
+            stream: slice.stream === StreamId.Stderr ? OutputStream.OUTPUT_STREAM_STDERR : OutputStream.OUTPUT_STREAM_STDOUT,
+            offset: slice.offset,
+          };
+          if (!call.write(chunk)) await once(call, 'drain', { signal: gone.signal });
+          continue;
+        }
+        if (log.closed) break;
+        await log.waitFor(offset, gone.signal);
+      }
+    } catch (err) {
+      // The client went away: nothing to send, nothing to report.
+      if (gone.signal.aborted) return;
+      throw err;
+    } finally {
+      call.off('cancelled', onCancel);
+      call.off('close', onCancel);
+    }
+    call.end();
+  }
+
+  #find(id: string): JobRecord {
+    if (!UUID.test(id)) throw Errors.invalidArgument(`job id must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${JSON.stringify(truncate(id))}`);
+    const record = this.options.store.get(id);
+    if (!record) throw Errors.jobNotFound(id);
+    return record;
+  }
+}
+
+function validateCommand(command: string, args: readonly string[]): void {
+  if (command === '') throw Errors.invalidArgument('command must not be empty');
+  if (Buffer.byteLength(command) > MAX_COMMAND_BYTES) throw Errors.invalidArgument(`command must be at most ${MAX_COMMAND_BYTES} bytes`);
+  if (args.length > MAX_ARGS) throw Errors.invalidArgument(`at most ${MAX_ARGS} arguments, got ${args.length}`);
+  let total = Buffer.byteLength(command);
+  for (const arg of [command, ...args]) {
+    // exec takes NUL-terminated strings: a NUL would silently cut the argument.
+    if (arg.includes('\0')) throw Errors.invalidArgument('command and arguments must not contain NUL bytes');
+    total += Buffer.byteLength(arg);
+  }
+  if (total > MAX_ARGV_BYTES) throw Errors.invalidArgument(`command and arguments must be at most ${MAX_ARGV_BYTES} bytes together, got ${total}`);
+}
+
+function truncate(text: string): string {
+  return text.length > 64 ? `${text.slice(0, 64)}…` : text;
+}
+
+const STATUS: Record<JobState, JobStatus> = {
+  RUNNING: JobStatus.JOB_STATUS_RUNNING,
+  COMPLETED: JobStatus.JOB_STATUS_COMPLETED,
+  FAILED: JobStatus.JOB_STATUS_FAILED,
+  STOPPED: JobStatus.JOB_STATUS_STOPPED,
+};
+
+export function toJob(record: JobRecord): Job {
+  return {
+    id: record.id,
+    command: record.command,
+    args: [...record.args],
+    limits: {
+      maxCpuPercent: record.limits.cpuPercent,
+      maxMemoryMb: record.limits.memoryBytes / (1024 * 1024),
+      maxIoBps: record.limits.ioBps,
+    },
+    status: STATUS[record.state],
+    pid: record.pid,
+    cgroup: record.cgroup,
+    startedAt: record.startedAt,
+    endedAt: record.endedAt ?? undefined,
+    exitCode: record.exitCode ?? undefined,
+    signal: record.signal ?? '',
+    memoryLimitHit: record.memoryLimitHit,
+    owner: record.owner,
+    message: record.message,
+    outputBytes: record.log.length,
+  };
+}

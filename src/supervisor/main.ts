@@ -1,0 +1,102 @@
+// jobworkerd: the server binary.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Builtins, Cli, Command, Option } from 'clipanion';
+import { pino } from 'pino';
+import * as t from 'typanion';
+import { startServer, type TlsMaterial } from './server.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+class ServeCommand extends Command {
+  static override usage = Command.Usage({
+    description: 'Run the jobworker server: a mutual-TLS gRPC API that runs, streams and stops jobs in cgroups',
+    details: `
+      Must run as root (it creates cgroups). Clients authenticate with certificates issued by the CA given with \`--ca\`; the Subject OU of a client certificate is its role: \`admin\` may do everything, \`viewer\` may only read.
+
+      SIGTERM or SIGINT stops accepting calls, stops every running job (SIGTERM, grace period, SIGKILL), removes their cgroups and exits 0.
+    `,
+  });
+
+  listen = Option.String('--listen', '0.0.0.0:50051', { description: 'Address to listen on (host:port)' });
+  ca = Option.String('--ca', 'certs/ca-cert.pem', { description: 'CA certificate(s) that client certificates must chain to' });
+  cert = Option.String('--cert', 'certs/server-cert.pem', { description: 'Server certificate (PEM)' });
+  key = Option.String('--key', 'certs/server-key.pem', { description: 'Server private key (PEM)' });
+  cgroupDriver = Option.String('--cgroup-driver', 'auto', {
+    description: 'cgroup driver: v1, v2, or auto (v2 when /sys/fs/cgroup is a cgroup2 mount with controllers)',
+    validator: t.isEnum(['auto', 'v1', 'v2'] as const),
+  });
+  cgroupParent = Option.String('--cgroup-parent', 'jobworker', {
+    description: 'Name of the cgroup under which job cgroups are created',
+    validator: t.cascade(t.isString(), [t.matchesRegExp(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/)]),
+  });
+  workers = Option.String('--workers', String(os.availableParallelism()), {
+    description: 'Job-supervisor threads (each supervises any number of jobs)',
+    validator: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(1, 64)]),
+  });
+  stopGrace = Option.String('--stop-grace', '100', {
+    description: 'Default milliseconds between SIGTERM and SIGKILL when a job is stopped',
+    validator: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(0, 600_000)]),
+  });
+  logLevel = Option.String('--log-level', 'info', {
+    description: 'Log level: trace, debug, info, warn, error, fatal, silent',
+    validator: t.isEnum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const),
+  });
+
+  async execute(): Promise<number> {
+    const logger = pino({ level: this.logLevel, base: { pid: process.pid } });
+    let tls: TlsMaterial;
+    try {
+      tls = { ca: readPem(this.ca, '--ca'), cert: readPem(this.cert, '--cert'), key: readPem(this.key, '--key') };
+    } catch (err) {
+      this.context.stderr.write(`jobworkerd: ${(err as Error).message}\n`);
+      return 2;
+    }
+    if (process.getuid?.() !== 0) {
+      this.context.stderr.write('jobworkerd: must run as root to create cgroups\n');
+      return 2;
+    }
+    let server;
+    try {
+      server = await startServer({
+        listen: this.listen,
+        tls,
+        cgroupDriver: this.cgroupDriver,
+        cgroupParent: this.cgroupParent,
+        workers: this.workers,
+        stopGraceMs: this.stopGrace,
+        jobInitPath: path.join(ROOT, 'build', 'job-init'),
+        logger,
+      });
+    } catch (err) {
+      this.context.stderr.write(`jobworkerd: cannot start: ${(err as Error).message}\n`);
+      return 1;
+    }
+    const signalled = await new Promise<NodeJS.Signals>((resolve) => {
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+      process.once('SIGINT', () => resolve('SIGINT'));
+    });
+    logger.info({ signal: signalled }, 'shutting down');
+    await server.shutdown();
+    return 0;
+  }
+}
+
+function readPem(file: string, flag: string): Buffer {
+  try {
+    const pem = fs.readFileSync(file);
+    if (!pem.includes('-----BEGIN ')) throw new Error('not a PEM file');
+    return pem;
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
+    throw new Error(`${flag} ${file}: ${reason}${flag === '--ca' && !fs.existsSync(file) ? ' (run `npm run certs` for a development PKI)' : ''}`);
+  }
+}
+
+const cli = new Cli({ binaryName: 'jobworkerd', binaryLabel: 'jobworker server', binaryVersion: '0.1.0' });
+cli.register(ServeCommand);
+cli.register(Builtins.HelpCommand);
+cli.register(Builtins.VersionCommand);
+process.exitCode = await cli.run(process.argv.slice(2));

@@ -1,0 +1,82 @@
+// The consumer side of a job's output ring (layout and invariants in
+// workers/ring-layout.ts). Runs on the main thread: it never blocks, it parks
+// on Atomics.waitAsync until the writer has published more.
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import {
+  CLOSED,
+  HEADER_BYTES,
+  LENGTH_MASK,
+  READ_INDEX,
+  STREAM_BIT,
+  StreamId,
+  WRITE_INDEX,
+  WRITER_WAKE,
+  ringViews,
+  type RingViews,
+} from '../workers/ring-layout.js';
+
+/** Receives views into the shared ring: copy what you keep before returning. */
+export type RingSink = (stream: StreamId, bytes: Uint8Array) => void;
+
+export class RingReader {
+  readonly #ring: RingViews;
+
+  constructor(sab: SharedArrayBuffer) {
+    this.#ring = ringViews(sab);
+  }
+
+  /** Hands every published record to `sink`, frees their space; returns bytes consumed. */
+  drain(sink: RingSink): number {
+    const { state, data, mask, capacity } = this.#ring;
+    const start = Atomics.load(state, READ_INDEX) >>> 0;
+    const end = Atomics.load(state, WRITE_INDEX) >>> 0;
+    let at = start;
+    while (at !== end) {
+      const header =
+        (data[at & mask]! | (data[(at + 1) & mask]! << 8) | (data[(at + 2) & mask]! << 16) | (data[(at + 3) & mask]! << 24)) >>> 0;
+      const length = header & LENGTH_MASK;
+      const stream = header & STREAM_BIT ? StreamId.Stderr : StreamId.Stdout;
+      const from = (at + HEADER_BYTES) & mask;
+      const first = Math.min(length, capacity - from);
+      sink(stream, data.subarray(from, from + first));
+      if (first < length) sink(stream, data.subarray(0, length - first));
+      at = (at + HEADER_BYTES + length) >>> 0;
+    }
+    if (at === start) return 0;
+    Atomics.store(state, READ_INDEX, at | 0);
+    Atomics.notify(state, READ_INDEX);
+    return (at - start) >>> 0;
+  }
+
+  /** True once the writer has closed and every record has been drained. */
+  get finished(): boolean {
+    const { state } = this.#ring;
+    // CLOSED first: it is set after the last WRITE_INDEX store.
+    return Atomics.load(state, CLOSED) === 1 && Atomics.load(state, WRITE_INDEX) === Atomics.load(state, READ_INDEX);
+  }
+
+  /** Resolves when the writer has published something (or closed) since the call. */
+  async waitForWriter(): Promise<void> {
+    const { state } = this.#ring;
+    const wake = Atomics.load(state, WRITER_WAKE);
+    if (Atomics.load(state, WRITE_INDEX) !== Atomics.load(state, READ_INDEX) || Atomics.load(state, CLOSED) === 1) return;
+    const result = Atomics.waitAsync(state, WRITER_WAKE, wake);
+    if (result.async) await result.value;
+  }
+}
+
+/**
+ * Moves everything from the ring into `sink` until the writer closes it.
+ * Yields to the event loop between passes, so that a job writing flat out
+ * cannot starve RPCs on the main thread.
+ */
+export async function pumpRing(reader: RingReader, sink: RingSink): Promise<void> {
+  for (;;) {
+    if (reader.drain(sink) > 0) {
+      await yieldToEventLoop();
+      continue;
+    }
+    if (reader.finished) return;
+    await reader.waitForWriter();
+  }
+}

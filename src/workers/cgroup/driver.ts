@@ -1,0 +1,33 @@
+// What a job supervisor needs from a cgroup driver; v1.ts and v2.ts provide it.
+import type { JobLimits, StartFailureCode } from '../protocol.js';
+
+export interface CgroupDriver {
+  readonly name: 'v1' | 'v2';
+  /** Creates the parent group(s) and enables controllers; returns the usable controllers. */
+  prepare(): string[];
+  /** Creates the job's group(s) with the limits in place. Throws CgroupError. */
+  create(jobId: string, limits: JobLimits): JobCgroup;
+}
+
+export interface JobCgroup {
+  /** Relative to the hierarchy root, e.g. "/jobworker/<id>". */
+  readonly path: string;
+  /** Every directory whose cgroup.procs job-init must join. */
+  readonly joinDirs: readonly string[];
+  /** SIGKILLs every process in the group, repeatedly, until none is left. */
+  killAll(): Promise<void>;
+  /** The group's OOM killer has killed at least one of its processes. */
+  memoryLimitHit(): boolean;
+  /** Removes the group(s); the group must be empty (killAll first). */
+  remove(): Promise<void>;
+}
+
+export class CgroupError extends Error {
+  constructor(
+    readonly code: Extract<StartFailureCode, 'CONTROLLER_UNAVAILABLE' | 'CGROUP_SETUP_FAILED'>,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CgroupError';
+  }
+}

@@ -1,0 +1,142 @@
+// cgroup v1: one hierarchy per controller (or per co-mounted set), found in
+// /proc/self/mountinfo. A job gets a group in each hierarchy it needs, and
+// job-init joins all of them before exec.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { JobLimits } from '../protocol.js';
+import { physicalBlockDevices } from './block-devices.js';
+import { CgroupError, type CgroupDriver, type JobCgroup } from './driver.js';
+import { ensureGroup, killPids, makeGroup, readControl, readKeyed, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
+
+const CFS_PERIOD_US = 100_000;
+/** Controllers a job needs whatever its limits; blkio only with an I/O limit. */
+const ALWAYS = ['cpu', 'memory'] as const;
+/** Used when present: freezer makes killing a forking job race-free. */
+const OPTIONAL = ['freezer', 'blkio'] as const;
+
+export class CgroupV1Driver implements CgroupDriver {
+  readonly name = 'v1';
+  readonly #mounts: Map<string, string>;
+
+  constructor(
+    readonly parent: string,
+    mountinfo = fs.readFileSync('/proc/self/mountinfo', 'utf8'),
+  ) {
+    this.#mounts = v1Mounts(mountinfo);
+  }
+
+  prepare(): string[] {
+    for (const controller of ALWAYS) this.#mount(controller);
+    const usable = [...ALWAYS, ...OPTIONAL].filter((c) => this.#mounts.has(c));
+    for (const controller of usable) ensureGroup(path.join(this.#mounts.get(controller)!, this.parent));
+    return usable;
+  }
+
+  create(jobId: string, limits: JobLimits): JobCgroup {
+    const wanted: string[] = [...ALWAYS];
+    if (limits.ioBps > 0) wanted.push('blkio');
+    const dirs = new Map<string, string>();
+    for (const controller of wanted) dirs.set(controller, path.join(this.#mount(controller), this.parent, jobId));
+    if (this.#mounts.has('freezer')) dirs.set('freezer', path.join(this.#mounts.get('freezer')!, this.parent, jobId));
+
+    // Co-mounted controllers (cpu,cpuacct) share one directory: make each once.
+    const unique = [...new Set(dirs.values())];
+    const made: string[] = [];
+    const group = new V1JobCgroup(`/${this.parent}/${jobId}`, unique, dirs);
+    try {
+      for (const dir of unique) {
+        makeGroup(dir);
+        made.push(dir);
+      }
+      const cpu = dirs.get('cpu')!;
+      writeControl(cpu, 'cpu.cfs_period_us', String(CFS_PERIOD_US));
+      writeControl(cpu, 'cpu.cfs_quota_us', String(Math.round((limits.cpuPercent * CFS_PERIOD_US) / 100)));
+      const memory = dirs.get('memory')!;
+      writeControl(memory, 'memory.limit_in_bytes', String(limits.memoryBytes));
+      // With swap accounting memsw caps memory+swap at the same figure (swap
+      // off for the job); without it, swappiness 0 is the closest v1 offers.
+      if (fs.existsSync(path.join(memory, 'memory.memsw.limit_in_bytes'))) {
+        writeControl(memory, 'memory.memsw.limit_in_bytes', String(limits.memoryBytes));
+      } else {
+        writeControl(memory, 'memory.swappiness', '0');
+      }
+      if (limits.ioBps > 0) {
+        const blkio = dirs.get('blkio')!;
+        for (const device of physicalBlockDevices()) {
+          writeControl(blkio, 'blkio.throttle.read_bps_device', `${device} ${limits.ioBps}`);
+          writeControl(blkio, 'blkio.throttle.write_bps_device', `${device} ${limits.ioBps}`);
+        }
+      }
+    } catch (err) {
+      for (const dir of made.reverse()) {
+        try {
+          fs.rmdirSync(dir);
+        } catch {
+          // Best effort: the original error is the one worth reporting.
+        }
+      }
+      throw err;
+    }
+    return group;
+  }
+
+  #mount(controller: string): string {
+    const mount = this.#mounts.get(controller);
+    if (!mount) {
+      throw new CgroupError('CONTROLLER_UNAVAILABLE', `cgroup v1 controller "${controller}" is not mounted; it is needed to enforce the job's limits`);
+    }
+    return mount;
+  }
+}
+
+class V1JobCgroup implements JobCgroup {
+  constructor(
+    readonly path: string,
+    readonly joinDirs: readonly string[],
+    readonly dirs: ReadonlyMap<string, string>,
+  ) {}
+
+  async killAll(): Promise<void> {
+    const freezer = this.dirs.get('freezer');
+    const procsDir = freezer ?? this.dirs.get('memory')!;
+    for (;;) {
+      if (readPids(procsDir).length === 0) return;
+      if (freezer) {
+        // Frozen, the group cannot fork while we read its pids and kill
+        // them, so no child is born unseen between the read and the kill.
+        writeControl(freezer, 'freezer.state', 'FROZEN');
+        await waitUntil(() => readControl(freezer, 'freezer.state').trim() === 'FROZEN', `${freezer} to freeze`);
+        killPids(readPids(freezer));
+        writeControl(freezer, 'freezer.state', 'THAWED');
+      } else {
+        killPids(readPids(procsDir));
+      }
+      await waitUntil(() => readPids(procsDir).length === 0, `${procsDir} to empty`, 1_000).catch(() => undefined);
+    }
+  }
+
+  memoryLimitHit(): boolean {
+    return (readKeyed(this.dirs.get('memory')!, 'memory.oom_control', 'oom_kill') ?? 0) > 0;
+  }
+
+  async remove(): Promise<void> {
+    for (const dir of this.joinDirs) await removeGroup(dir);
+  }
+}
+
+/** controller → mount point of every cgroup v1 hierarchy. */
+export function v1Mounts(mountinfo: string): Map<string, string> {
+  const mounts = new Map<string, string>();
+  for (const line of mountinfo.split('\n')) {
+    // <id> <parent> <maj:min> <root> <mount point> <opts> [optional...] - <fstype> <source> <super opts>
+    const [left, right] = line.split(' - ');
+    if (!left || !right) continue;
+    const [fstype, , superOpts] = right.split(' ');
+    if (fstype !== 'cgroup' || !superOpts) continue;
+    const mountPoint = left.split(' ')[4]!;
+    for (const opt of superOpts.split(',')) {
+      if (!mounts.has(opt)) mounts.set(opt, mountPoint);
+    }
+  }
+  return mounts;
+}

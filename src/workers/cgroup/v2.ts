@@ -1,0 +1,132 @@
+// cgroup v2: one unified hierarchy. Job groups live under one parent group
+// whose subtree_control hands them the controllers.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { JobLimits } from '../protocol.js';
+import { physicalBlockDevices } from './block-devices.js';
+import { CgroupError, type CgroupDriver, type JobCgroup } from './driver.js';
+import { ensureGroup, errnoMessage, killPids, makeGroup, readControl, readKeyed, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
+
+const CPU_PERIOD_US = 100_000;
+const WANTED = ['cpu', 'memory', 'io', 'pids'] as const;
+
+export class CgroupV2Driver implements CgroupDriver {
+  readonly name = 'v2';
+  readonly #parentDir: string;
+  #enabled = new Set<string>();
+
+  constructor(
+    readonly mountRoot: string,
+    readonly parent: string,
+  ) {
+    this.#parentDir = path.join(mountRoot, parent);
+  }
+
+  prepare(): string[] {
+    if (!fs.existsSync(path.join(this.mountRoot, 'cgroup.controllers'))) {
+      throw new CgroupError('CGROUP_SETUP_FAILED', `${this.mountRoot} is not a cgroup v2 mount`);
+    }
+    ensureGroup(this.#parentDir);
+    // Each level hands controllers down through subtree_control. The root
+    // group is exempt from the no-internal-process rule; the parent group
+    // itself holds no process, so enabling there is always allowed.
+    const relative = path.relative(this.mountRoot, this.#parentDir).split(path.sep);
+    let dir = this.mountRoot;
+    for (const part of relative) {
+      enableControllers(dir);
+      dir = path.join(dir, part);
+    }
+    enableControllers(this.#parentDir);
+    this.#enabled = new Set(readControl(this.#parentDir, 'cgroup.subtree_control').trim().split(/\s+/).filter(Boolean));
+    return [...this.#enabled];
+  }
+
+  create(jobId: string, limits: JobLimits): JobCgroup {
+    this.#require('cpu');
+    this.#require('memory');
+    if (limits.ioBps > 0) this.#require('io');
+    const dir = path.join(this.#parentDir, jobId);
+    makeGroup(dir);
+    try {
+      writeControl(dir, 'cpu.max', `${Math.round((limits.cpuPercent * CPU_PERIOD_US) / 100)} ${CPU_PERIOD_US}`);
+      writeControl(dir, 'memory.max', String(limits.memoryBytes));
+      if (fs.existsSync(path.join(dir, 'memory.swap.max'))) writeControl(dir, 'memory.swap.max', '0');
+      if (limits.ioBps > 0) {
+        for (const device of physicalBlockDevices()) {
+          writeControl(dir, 'io.max', `${device} rbps=${limits.ioBps} wbps=${limits.ioBps}`);
+        }
+      }
+    } catch (err) {
+      try {
+        fs.rmdirSync(dir);
+      } catch {
+        // Best effort: the original error is the one worth reporting.
+      }
+      throw err;
+    }
+    return new V2JobCgroup(`/${this.parent}/${jobId}`, dir);
+  }
+
+  #require(controller: string): void {
+    if (!this.#enabled.has(controller)) {
+      throw new CgroupError(
+        'CONTROLLER_UNAVAILABLE',
+        `cgroup v2 controller "${controller}" is not enabled in ${this.#parentDir}/cgroup.subtree_control; it is needed to enforce the job's limits`,
+      );
+    }
+  }
+}
+
+/** Enables in `dir`'s subtree_control every wanted controller `dir` has; ignores the rest. */
+function enableControllers(dir: string): void {
+  const available = readControl(dir, 'cgroup.controllers').trim().split(/\s+/);
+  for (const controller of WANTED) {
+    if (!available.includes(controller)) continue;
+    try {
+      fs.writeFileSync(path.join(dir, 'cgroup.subtree_control'), `+${controller}`);
+    } catch (err) {
+      // EBUSY: dir has processes of its own (no-internal-process rule); the
+      // controller stays off and create() names it if a job needs it.
+      if ((err as NodeJS.ErrnoException).code !== 'EBUSY') {
+        throw new CgroupError('CGROUP_SETUP_FAILED', `enable ${controller} in ${dir}/cgroup.subtree_control: ${errnoMessage(err)}`);
+      }
+    }
+  }
+}
+
+class V2JobCgroup implements JobCgroup {
+  readonly joinDirs: readonly string[];
+
+  constructor(
+    readonly path: string,
+    readonly dir: string,
+  ) {
+    this.joinDirs = [dir];
+  }
+
+  async killAll(): Promise<void> {
+    const populated = (): boolean => readKeyed(this.dir, 'cgroup.events', 'populated') === 1;
+    if (!populated()) return;
+    if (fs.existsSync(`${this.dir}/cgroup.kill`)) {
+      // Linux 5.14+: the kernel kills every process, forks included, at once.
+      writeControl(this.dir, 'cgroup.kill', '1');
+    } else {
+      while (populated()) {
+        writeControl(this.dir, 'cgroup.freeze', '1');
+        await waitUntil(() => readKeyed(this.dir, 'cgroup.events', 'frozen') === 1, `${this.dir} to freeze`);
+        killPids(readPids(this.dir));
+        writeControl(this.dir, 'cgroup.freeze', '0');
+        await waitUntil(() => !populated(), `${this.dir} to empty`, 1_000).catch(() => undefined);
+      }
+    }
+    await waitUntil(() => !populated(), `${this.dir} to empty`);
+  }
+
+  memoryLimitHit(): boolean {
+    return (readKeyed(this.dir, 'memory.events', 'oom_kill') ?? 0) > 0;
+  }
+
+  async remove(): Promise<void> {
+    await removeGroup(this.dir);
+  }
+}

@@ -1,0 +1,99 @@
+// The one protocol between the main thread and the job-supervisor threads.
+// Both sides import this file and nothing else of each other's.
+import type { MessagePort } from 'node:worker_threads';
+
+export type CgroupDriverName = 'v1' | 'v2';
+
+export interface JobLimits {
+  /** Percent of one core: 100 = one full core. */
+  cpuPercent: number;
+  memoryBytes: number;
+  /** Bytes/s read and write per physical block device; 0 = unlimited. */
+  ioBps: number;
+}
+
+export interface CgroupConfig {
+  /** 'auto' is resolved by the prepare task before any job runs. */
+  driver: CgroupDriverName;
+  /** Name of the parent group all job cgroups live under, e.g. "jobworker". */
+  parent: string;
+  /** Where cgroupfs is mounted: /sys/fs/cgroup (v1: one dir per controller). */
+  mountRoot: string;
+}
+
+/** Argument of the `runJob` task: one task supervises one job until it ends. */
+export interface RunJobTask {
+  jobId: string;
+  command: string;
+  args: string[];
+  limits: JobLimits;
+  cgroup: CgroupConfig;
+  /** Absolute path of the compiled job-init helper. */
+  jobInitPath: string;
+  env: Record<string, string>;
+  /** The job's output ring (see ring-layout.ts); the task writes, main reads. */
+  ring: SharedArrayBuffer;
+  /** Transferred: carries StopRequest in and JobStarted/JobStartFailed out. */
+  port: MessagePort;
+}
+
+/** main → task */
+export interface StopRequest {
+  type: 'stop';
+  graceMs: number;
+}
+
+/** task → main: job-init exec'd the command. */
+export interface JobStarted {
+  type: 'started';
+  pid: number;
+  /** The job's cgroup relative to the hierarchy root, e.g. "/jobworker/<id>". */
+  cgroup: string;
+}
+
+export type StartFailureCode =
+  | 'EXEC_FAILED'
+  | 'CONTROLLER_UNAVAILABLE'
+  | 'CGROUP_SETUP_FAILED'
+  | 'SPAWN_FAILED';
+
+/** task → main: nothing ran; the task has already cleaned up what it made. */
+export interface JobStartFailed {
+  type: 'start-failed';
+  code: StartFailureCode;
+  message: string;
+}
+
+export type TaskToMain = JobStarted | JobStartFailed;
+export type MainToTask = StopRequest;
+
+/**
+ * What `runJob` resolves with. The first termination reason recorded wins.
+ * When the job never started the task resolves with `started: false` after
+ * it has posted JobStartFailed.
+ */
+export interface JobOutcome {
+  started: boolean;
+  exitCode: number | null;
+  /** e.g. "SIGKILL" when the leader died of a signal. */
+  signal: string | null;
+  /** The cgroup's OOM killer killed at least one of the job's processes. */
+  memoryLimitHit: boolean;
+  /** A stop request reached the job before it ended. */
+  stopRequested: boolean;
+  /** Trouble in supervision itself (e.g. a cgroup that could not be removed). */
+  supervisorError: string | null;
+}
+
+/** Argument of the `prepare` task run once on every thread at start-up. */
+export interface PrepareTask {
+  driver: CgroupDriverName | 'auto';
+  parent: string;
+  mountRoot: string;
+}
+
+export interface PrepareResult {
+  driver: CgroupDriverName;
+  /** Controllers usable for job cgroups. */
+  controllers: string[];
+}

@@ -1,0 +1,169 @@
+import { mkdir, rmdir } from 'node:fs/promises';
+import test from 'ava';
+import { execa } from 'execa';
+import { jobInitPath } from '../helpers/paths.js';
+
+// Deadline for a single job-init run: a failure guard, never a wait.
+const timeout = 10_000;
+
+/** Runs job-init the way the supervisor does: fd 3 is the status pipe. */
+const runJobInit = (args: readonly string[]) =>
+  execa(jobInitPath, args, {
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    reject: false,
+    stripFinalNewline: false,
+    timeout,
+  });
+
+/** A v1 cgroup of our own under <controller>, removed when the test ends. */
+const makeCgroup = async (t: { teardown(fn: () => Promise<void>): void }, controller: string) => {
+  const name = `jobworker-test-init-${process.pid}`;
+  const dir = `/sys/fs/cgroup/${controller}/${name}`;
+  await mkdir(dir);
+  // The group is empty again once the job has exited, so rmdir succeeds.
+  t.teardown(() => rmdir(dir));
+  return { name, dir };
+};
+
+/** The path /proc/self/cgroup shows for one v1 controller. */
+const cgroupPathOf = (procSelfCgroup: string, controller: string) =>
+  procSelfCgroup.match(new RegExp(`^\\d+:${controller}:(.*)$`, 'm'))?.[1];
+
+test('exec: a command that starts closes the status pipe with no bytes', async (t) => {
+  const result = await runJobInit(['--', 'true']);
+  t.is(result.stdio[3], '');
+});
+
+test("exec: the command's stdout and exit code come through unchanged", async (t) => {
+  const result = await runJobInit(['--', 'sh', '-c', 'echo out; exit 7']);
+  t.is(result.stdout, 'out\n');
+  t.is(result.exitCode, 7);
+});
+
+test('exec: a missing command is reported on the status pipe and exits 127', async (t) => {
+  const result = await runJobInit(['--', 'nosuchcmd-xyz']);
+  t.is(result.stdio[3], 'exec\t2\tNo such file or directory\tnosuchcmd-xyz\n');
+  t.is(result.exitCode, 127);
+  t.regex(result.stderr, /job-init: exec nosuchcmd-xyz: No such file or directory/);
+});
+
+test.serial('cgroup: the command starts inside the cgroup it was given', async (t) => {
+  const group = await makeCgroup(t, 'pids');
+  const result = await runJobInit(['--cgroup', group.dir, '--', 'cat', '/proc/self/cgroup']);
+  t.is(result.stdio[3], '');
+  t.true(cgroupPathOf(result.stdout, 'pids')?.endsWith(`/${group.name}`), result.stdout);
+});
+
+test.serial('cgroup: the command starts inside every cgroup it was given', async (t) => {
+  const pids = await makeCgroup(t, 'pids');
+  const cpu = await makeCgroup(t, 'cpu');
+  const result = await runJobInit(['--cgroup', pids.dir, '--cgroup', cpu.dir, '--', 'cat', '/proc/self/cgroup']);
+  t.is(result.stdio[3], '');
+  t.true(cgroupPathOf(result.stdout, 'pids')?.endsWith(`/${pids.name}`), result.stdout);
+  t.true(cgroupPathOf(result.stdout, 'cpu')?.endsWith(`/${cpu.name}`), result.stdout);
+});
+
+test.serial('cgroup: a cgroup that cannot be joined is reported and the command never runs', async (t) => {
+  const dir = `/sys/fs/cgroup/pids/jobworker-test-init-missing-${process.pid}`;
+  const result = await runJobInit(['--cgroup', dir, '--', 'echo', 'ran']);
+  t.is(result.stdio[3], `cgroup\t2\tNo such file or directory\t${dir}\n`);
+  t.is(result.exitCode, 127);
+  t.is(result.stdout, '');
+});
+
+test('session: the command leads its own session and process group', async (t) => {
+  const result = await runJobInit(['--', 'cat', '/proc/self/stat']);
+  // Fields after "(comm)": state ppid pgrp session ...
+  const pid = Number(result.stdout.split(' ')[0]);
+  const [, , pgrp, session] = result.stdout.slice(result.stdout.lastIndexOf(')') + 2).split(' ');
+  t.true(pid > 0);
+  t.is(Number(pgrp), pid);
+  t.is(Number(session), pid);
+});
+
+// A parent that ignores SIGTERM and SIGINT and blocks SIGTERM and SIGUSR1,
+// then execs its arguments: exec keeps both, so its child inherits them.
+const ignoreAndBlockSignals = [
+  '-MPOSIX',
+  '-e',
+  '$SIG{TERM} = $SIG{INT} = "IGNORE"; sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGTERM, SIGUSR1)) or die; exec @ARGV or die',
+];
+const readSignalMasks = ['grep', '-E', '^Sig(Ign|Blk):', '/proc/self/status'];
+const noSignals = '0000000000000000';
+
+/** SigIgn and SigBlk of readSignalMasks run under ignoreAndBlockSignals, with or without job-init. */
+const signalMasks = async (throughJobInit: boolean) => {
+  const command = throughJobInit ? [jobInitPath, '--', ...readSignalMasks] : readSignalMasks;
+  const result = await execa('perl', [...ignoreAndBlockSignals, ...command], {
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    timeout,
+  });
+  return Object.fromEntries(result.stdout.split('\n').map((line) => line.split(/:\s+/)));
+};
+
+test.serial('signals: signals the parent ignored are back to their default action', async (t) => {
+  t.not((await signalMasks(false))['SigIgn'], noSignals, 'the fixture should ignore signals');
+  t.is((await signalMasks(true))['SigIgn'], noSignals);
+});
+
+test.serial('signals: signals the parent blocked are unblocked', async (t) => {
+  t.not((await signalMasks(false))['SigBlk'], noSignals, 'the fixture should block signals');
+  t.is((await signalMasks(true))['SigBlk'], noSignals);
+});
+
+/** The fds `ls -l /proc/self/fd` reports, with their targets. */
+const parseFdListing = (listing: string) =>
+  listing
+    .split('\n')
+    .map((line) => line.match(/ (\d+) -> (.*)$/))
+    .filter((match) => match !== null)
+    .map(([, fd, target]) => ({ fd: Number(fd), target }));
+
+const onlyStdioReachesTheCommand = test.macro({
+  async exec(t, statusFd: number, inheritedFds: number) {
+    const stdio: ['ignore', 'pipe', 'pipe', ...Array<'pipe'>] = ['ignore', 'pipe', 'pipe', ...Array<'pipe'>(inheritedFds).fill('pipe')];
+    const result = await execa(jobInitPath, ['--status-fd', String(statusFd), '--', 'ls', '-l', '/proc/self/fd'], {
+      stdio,
+      reject: false,
+      timeout,
+    });
+    t.is(result.exitCode, 0, result.stderr);
+    t.is(result.stdio[statusFd], '');
+    const fds = parseFdListing(result.stdout);
+    // fd 3 is the directory ls itself opened: everything inherited is gone.
+    t.deepEqual(
+      fds.map(({ fd }) => fd),
+      [0, 1, 2, 3],
+      result.stdout,
+    );
+    t.regex(fds[3]!.target!, /^\/proc\/\d+\/fd$/);
+  },
+  title: (_, statusFd: number, inheritedFds: number) =>
+    `fds: with status fd ${statusFd} among fds 3..${2 + inheritedFds}, the command gets only stdio`,
+});
+
+test(onlyStdioReachesTheCommand, 3, 2);
+test(onlyStdioReachesTheCommand, 5, 4);
+
+const rejectsUsage = test.macro({
+  async exec(t, args: readonly string[], problem: RegExp) {
+    const result = await runJobInit([...args]);
+    t.is(result.exitCode, 125);
+    t.regex(result.stderr, problem);
+    t.is(result.stdout, '');
+  },
+  title: (_, args: readonly string[]) =>
+    `usage: job-init ${args.length > 0 ? args.join(' ') : '(no arguments)'} exits 125 naming the problem`,
+});
+
+test(rejectsUsage, [], /missing '--' and a command/);
+test(rejectsUsage, ['echo', 'ran'], /missing '--' before the command echo/);
+test(rejectsUsage, ['--cgroup', '/tmp', '--'], /missing command after '--'/);
+test(rejectsUsage, ['--bogus', '--', 'echo', 'ran'], /unknown option --bogus/);
+test(rejectsUsage, ['--cgroup'], /missing value for --cgroup/);
+test(rejectsUsage, ['--status-fd', 'three', '--', 'echo', 'ran'], /--status-fd needs an fd number, not three/);
+
+test('usage: a usage error is also reported on the status pipe', async (t) => {
+  const result = await runJobInit(['--bogus', '--', 'echo', 'ran']);
+  t.is(result.stdio[3], 'usage\t22\tInvalid argument\t\n');
+});
