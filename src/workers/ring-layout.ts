@@ -32,7 +32,9 @@
 // close that lands between the reader's last check and its wait, since
 // closing does not move WRITE_INDEX.) The writer,
 // when the ring is full, parks on READ_INDEX the same way and the reader
-// notifies after every advance. Neither side ever blocks its thread.
+// notifies after every advance. Neither side ever blocks its thread. (A
+// pending waitAsync does not keep an event loop alive: both sides live in
+// threads held open by other handles: the gRPC server, piscina's port.)
 //
 // CLOSED is set once, after the last record: a reader that sees CLOSED and
 // then used == 0 has every byte.
