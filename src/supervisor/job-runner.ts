@@ -115,18 +115,21 @@ export class JobRunner {
       port: taskPort,
     };
     const outcome = this.#pool.run(task, { name: 'runJob', transferList: [taskPort] }) as Promise<JobOutcome>;
+    // Either the job starts (a message on the port, then the task runs on) or
+    // the task ends at once with the reason it could not start.
     const first = await Promise.race([
       new Promise<TaskToMain>((resolve) => port.once('message', resolve)),
-      outcome.then((o) => Promise.reject(new Error(`job task ended before it reported a start (started: ${o.started})`))),
+      outcome.then((o) => o),
     ]).catch((err: unknown) => {
       port.close();
       throw err;
     });
 
-    if (first.type === 'start-failed') {
+    if (!('type' in first)) {
       port.close();
-      await Promise.all([outcome, drained]);
-      throw Errors.startFailed(first.code, first.message);
+      await drained;
+      const failure = first.startFailure ?? { code: 'SPAWN_FAILED' as const, message: 'the job task ended without starting the job' };
+      throw Errors.startFailed(failure.code, failure.message);
     }
 
     const ended = Promise.all([outcome, drained]).then(

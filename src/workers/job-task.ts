@@ -26,6 +26,7 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
   const ring = new RingWriter(task.ring);
   const outcome: JobOutcome = {
     started: false,
+    startFailure: null,
     exitCode: null,
     signal: null,
     memoryLimitHit: false,
@@ -41,7 +42,7 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
     ring.close();
     task.port.close();
     if (!(err instanceof CgroupError)) throw err;
-    post({ type: 'start-failed', code: err.code, message: err.message });
+    outcome.startFailure = { code: err.code, message: err.message };
     return outcome;
   }
 
@@ -93,14 +94,14 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
     await cgroup.remove().catch(() => undefined);
     ring.close();
     task.port.close();
-    post({ type: 'start-failed', code: 'SPAWN_FAILED', message: `spawn ${task.jobInitPath}: ${status.message}` });
+    outcome.startFailure = { code: 'SPAWN_FAILED', message: `spawn ${task.jobInitPath}: ${status.message}` };
     return outcome;
   }
   if (status.length > 0) {
     await exited;
     await finish(cgroup, output, sources, ring, outcome);
     task.port.close();
-    post({ type: 'start-failed', code: 'EXEC_FAILED', message: parseStatusRecord(status, task.command) });
+    outcome.startFailure = { code: 'EXEC_FAILED', message: parseStatusRecord(status, task.command) };
     return outcome;
   }
 

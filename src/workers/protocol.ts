@@ -33,7 +33,7 @@ export interface RunJobTask {
   env: Record<string, string>;
   /** The job's output ring (see ring-layout.ts); the task writes, main reads. */
   ring: SharedArrayBuffer;
-  /** Transferred: carries StopRequest in and JobStarted/JobStartFailed out. */
+  /** Transferred: carries StopRequest in and JobStarted out. */
   port: MessagePort;
 }
 
@@ -57,23 +57,24 @@ export type StartFailureCode =
   | 'CGROUP_SETUP_FAILED'
   | 'SPAWN_FAILED';
 
-/** task → main: nothing ran; the task has already cleaned up what it made. */
-export interface JobStartFailed {
-  type: 'start-failed';
+/** Why nothing ran; the task has already cleaned up what it made. */
+export interface StartFailure {
   code: StartFailureCode;
   message: string;
 }
 
-export type TaskToMain = JobStarted | JobStartFailed;
+export type TaskToMain = JobStarted;
 export type MainToTask = StopRequest;
 
 /**
  * What `runJob` resolves with. The first termination reason recorded wins.
- * When the job never started the task resolves with `started: false` after
- * it has posted JobStartFailed.
+ * A job that never started resolves with `startFailure` set (and no
+ * JobStarted was posted): the task's result, unlike a port message, cannot
+ * race the task's end.
  */
 export interface JobOutcome {
   started: boolean;
+  startFailure: StartFailure | null;
   exitCode: number | null;
   /** e.g. "SIGKILL" when the leader died of a signal. */
   signal: string | null;
