@@ -116,11 +116,13 @@ export class JobRunner {
     };
     const outcome = this.#pool.run(task, { name: 'runJob', transferList: [taskPort] }) as Promise<JobOutcome>;
     // Either the job starts (a message on the port, then the task runs on) or
-    // the task ends at once with the reason it could not start.
-    const first = await Promise.race([
-      new Promise<TaskToMain>((resolve) => port.once('message', resolve)),
-      outcome.then((o) => o),
-    ]).catch((err: unknown) => {
+    // the task ends at once with the reason it could not start. The port and
+    // the task's result travel on different channels, so a job that ends at
+    // once may report its end before its start: then the start message is on
+    // its way and is what counts.
+    const startMessage = new Promise<TaskToMain>((resolve) => port.once('message', resolve));
+    const startOrFailure = outcome.then((o): Promise<TaskToMain | JobOutcome> => (o.started ? startMessage : Promise.resolve(o)));
+    const first = await Promise.race([startMessage, startOrFailure]).catch((err: unknown) => {
       port.close();
       throw err;
     });

@@ -40,6 +40,7 @@ export interface RunningServer {
   /** The port actually bound. */
   port: number;
   cgroup: PrepareResult;
+  cgroupParent: string;
   store: JobStore;
   /** Stops accepting calls, stops every running job, removes their cgroups. */
   shutdown(): Promise<void>;
@@ -125,5 +126,5 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       logger.info('jobworkerd stopped');
     })());
 
-  return { port, cgroup, store, shutdown };
+  return { port, cgroup, cgroupParent: options.cgroupParent, store, shutdown };
 }

@@ -1,0 +1,389 @@
+// The real server on loopback, the real job-init and real cgroups, driven by
+// the generated client.
+import test from 'ava';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { status as Status, type ServiceError } from '@grpc/grpc-js';
+import { JobStatus, OutputStream, type DataChunk, type Job, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
+import type { MemoryOutputLog } from '../../src/supervisor/output-log.js';
+import { collectStream, startTestServer, unary, type TestServer } from '../helpers/server.js';
+
+let ts: TestServer;
+
+test.before(async () => {
+  ts = await startTestServer();
+});
+
+test.after.always(async () => {
+  await ts?.stop();
+});
+
+const limits = (l: Partial<Limits> = {}): Limits => ({ maxCpuPercent: 0, maxMemoryMb: 0, maxIoBps: 0, ...l });
+
+async function create(command: string, args: string[] = [], l: Partial<Limits> = {}): Promise<Job> {
+  const res = await unary(ts.client('admin'), 'createJob', { command, args, limits: limits(l) });
+  return res.job!;
+}
+
+async function getJob(id: string): Promise<Job> {
+  return (await unary(ts.client('admin'), 'getJob', { id })).job!;
+}
+
+/** Follows the job's output to its end, then returns the job as GetJob shows it. */
+async function waitForEnd(id: string): Promise<{ job: Job; stdout: Buffer; stderr: Buffer }> {
+  const { stdout, stderr } = await collectStream(ts.client('admin'), { id, follow: true });
+  return { job: await getJob(id), stdout, stderr };
+}
+
+async function rejects(promise: Promise<unknown>): Promise<ServiceError> {
+  try {
+    await promise;
+  } catch (err) {
+    return err as ServiceError;
+  }
+  throw new Error('expected the call to fail');
+}
+
+/** Job cgroups currently under the test server's parent, in every hierarchy. */
+function jobCgroups(): string[] {
+  const parent = ts.server.cgroupParent;
+  const roots = ts.server.cgroup.driver === 'v2' ? ['/sys/fs/cgroup'] : ['cpu', 'memory', 'freezer', 'blkio'].map((c) => `/sys/fs/cgroup/${c}`);
+  const found: string[] = [];
+  for (const root of roots) {
+    const dir = path.join(root, parent);
+    if (!fs.existsSync(dir)) continue;
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) found.push(path.join(dir, entry.name));
+  }
+  return found;
+}
+
+/** Running or stopped, not a zombie waiting for init to reap it. */
+function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\d+ \(.*\) [ZX] /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+test.serial('lifecycle: a job runs, its output streams, and it ends COMPLETED with exit code 0', async (t) => {
+  const job = await create('sh', ['-c', 'echo out; echo err >&2']);
+  t.is(job.status, JobStatus.JOB_STATUS_RUNNING);
+  t.regex(job.id, /^[0-9a-f-]{36}$/);
+  t.is(job.owner, 'admin');
+  t.true(job.pid > 0);
+  t.is(job.cgroup, `/${ts.server.cgroupParent}/${job.id}`);
+  t.deepEqual(job.limits, { maxCpuPercent: 100, maxMemoryMb: 512, maxIoBps: 0 });
+  const { job: ended, stdout, stderr } = await waitForEnd(job.id);
+  t.is(stdout.toString(), 'out\n');
+  t.is(stderr.toString(), 'err\n');
+  t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED);
+  t.is(ended.exitCode, 0);
+  t.is(ended.signal, '');
+  t.is(ended.outputBytes, 8);
+  t.truthy(ended.endedAt);
+  t.true(ended.endedAt!.getTime() >= ended.startedAt!.getTime());
+  t.deepEqual(jobCgroups(), [], 'the job cgroup is removed');
+});
+
+test.serial('lifecycle: a non-zero exit ends FAILED with the code and a message', async (t) => {
+  const { job } = await waitForEnd((await create('sh', ['-c', 'exit 3'])).id);
+  t.is(job.status, JobStatus.JOB_STATUS_FAILED);
+  t.is(job.exitCode, 3);
+  t.is(job.message, 'exited with code 3');
+});
+
+test.serial('lifecycle: a job killed by a signal nobody asked for ends FAILED with the signal', async (t) => {
+  const { job } = await waitForEnd((await create('sh', ['-c', 'kill -9 $$'])).id);
+  t.is(job.status, JobStatus.JOB_STATUS_FAILED);
+  t.is(job.exitCode, undefined);
+  t.is(job.signal, 'SIGKILL');
+  t.false(job.memoryLimitHit);
+});
+
+test.serial('create: a command that does not exist fails with the exec error and leaves nothing behind', async (t) => {
+  const before = (await unary(ts.client('admin'), 'getJobs', {})).jobs.length;
+  const err = await rejects(create('nosuchcmd-jobworker'));
+  t.is(err.code, Status.FAILED_PRECONDITION);
+  t.is(err.details, 'exec "nosuchcmd-jobworker": No such file or directory');
+  t.is((await unary(ts.client('admin'), 'getJobs', {})).jobs.length, before, 'no job recorded');
+  t.deepEqual(jobCgroups(), [], 'no cgroup left');
+});
+
+test.serial('create: a file that is not executable fails with the exec error', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-noexec-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'data.txt');
+  fs.writeFileSync(file, 'not a program\n', { mode: 0o644 });
+  const err = await rejects(create(file));
+  t.is(err.code, Status.FAILED_PRECONDITION);
+  t.is(err.details, `exec "${file}": Permission denied`);
+  t.deepEqual(jobCgroups(), []);
+});
+
+const badCreate = test.macro({
+  async exec(t, command: string, args: string[], l: Partial<Limits>, code: Status, details: RegExp) {
+    const before = (await unary(ts.client('admin'), 'getJobs', {})).jobs.length;
+    const err = await rejects(create(command, args, l));
+    t.is(err.code, code);
+    t.regex(err.details, details);
+    t.is((await unary(ts.client('admin'), 'getJobs', {})).jobs.length, before);
+    t.deepEqual(jobCgroups(), []);
+  },
+  title: (title) => `create: ${title} is refused with a clear status and leaves nothing behind`,
+});
+
+test.serial('an empty command', badCreate, '', [], {}, Status.INVALID_ARGUMENT, /^command must not be empty$/);
+test.serial('a command with a NUL byte', badCreate, 'ec\0ho', [], {}, Status.INVALID_ARGUMENT, /NUL/);
+test.serial('too many arguments', badCreate, 'true', Array.from({ length: 5000 }, () => 'x'), {}, Status.INVALID_ARGUMENT, /at most 4096 arguments/);
+test.serial('CPU above cores x 100', badCreate, 'true', [], { maxCpuPercent: os.availableParallelism() * 100 + 1 }, Status.INVALID_ARGUMENT, /max_cpu_percent must be from 1 to/);
+test.serial('memory below 4 MB', badCreate, 'true', [], { maxMemoryMb: 3 }, Status.INVALID_ARGUMENT, /max_memory_mb must be from 4 to/);
+test.serial("memory above the host's", badCreate, 'true', [], { maxMemoryMb: 10 * 1024 * 1024 }, Status.INVALID_ARGUMENT, /max_memory_mb/);
+
+test.serial('ids: an unknown id is NOT_FOUND and a malformed one INVALID_ARGUMENT, for every RPC taking one', async (t) => {
+  const unknown = '123e4567-e89b-42d3-a456-426614174000';
+  const client = ts.client('admin');
+  for (const call of [
+    () => unary(client, 'getJob', { id: unknown }),
+    () => unary(client, 'stopJob', { id: unknown }),
+    () => collectStream(client, { id: unknown, follow: false }),
+  ]) {
+    const err = await rejects(call());
+    t.is(err.code, Status.NOT_FOUND);
+    t.is(err.details, `job ${unknown} not found`);
+  }
+  for (const id of ['', 'nope', '../../etc/passwd', 'x'.repeat(10_000)]) {
+    const err = await rejects(unary(client, 'getJob', { id }));
+    t.is(err.code, Status.INVALID_ARGUMENT);
+    t.regex(err.details, /^job id must be a UUID/);
+    t.true(err.details.length < 200, 'the bad id is truncated in the message');
+  }
+});
+
+test.serial('roles: a viewer may read but not create or stop', async (t) => {
+  const job = await create('sleep', ['600']);
+  t.teardown(() => unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 }).catch(() => undefined));
+  const viewer = ts.client('viewer');
+  t.is((await unary(viewer, 'getJob', { id: job.id })).job!.id, job.id);
+  t.true((await unary(viewer, 'getJobs', {})).jobs.some((j) => j.id === job.id));
+  t.deepEqual((await collectStream(viewer, { id: job.id, follow: false })).stdout, Buffer.alloc(0));
+  const denyCreate = await rejects(unary(viewer, 'createJob', { command: 'true', args: [], limits: limits() }));
+  t.is(denyCreate.code, Status.PERMISSION_DENIED);
+  t.is(denyCreate.details, 'permission denied: role "viewer" may not CreateJob');
+  const denyStop = await rejects(unary(viewer, 'stopJob', { id: job.id }));
+  t.is(denyStop.code, Status.PERMISSION_DENIED);
+  t.is(denyStop.details, 'permission denied: role "viewer" may not StopJob');
+  t.is((await getJob(job.id)).status, JobStatus.JOB_STATUS_RUNNING, 'the denied stop did nothing');
+});
+
+test.serial('output: random binary on stdout and stderr arrives byte-exact on each stream', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-bytes-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const out = randomBytes(5 * 1024 * 1024 + 17);
+  const err = randomBytes(3 * 1024 * 1024 + 5);
+  fs.writeFileSync(path.join(dir, 'out'), out);
+  fs.writeFileSync(path.join(dir, 'err'), err);
+  const job = await create('sh', ['-c', `cat ${dir}/out; cat ${dir}/err >&2; cat ${dir}/out`]);
+  const followed = await collectStream(ts.client('admin'), { id: job.id, follow: true });
+  const expectedOut = Buffer.concat([out, out]);
+  t.true(followed.stdout.equals(expectedOut), `stdout: ${followed.stdout.length} bytes, ${expectedOut.length} expected`);
+  t.true(followed.stderr.equals(err), `stderr: ${followed.stderr.length} bytes, ${err.length} expected`);
+  t.true(followed.chunks.every((c) => c.data.length <= 64 * 1024), 'history goes out in bounded chunks');
+  // Offsets run on without a gap across both streams.
+  let offset = 0;
+  for (const chunk of followed.chunks) {
+    t.is(chunk.offset, offset);
+    offset += chunk.data.length;
+  }
+  // A reader that comes after the end gets the same bytes.
+  const later = await collectStream(ts.client('viewer'), { id: job.id, follow: false });
+  t.true(later.stdout.equals(expectedOut));
+  t.true(later.stderr.equals(err));
+});
+
+test.serial('output: a follower gets output live, while the job runs', async (t) => {
+  const job = await create('sh', ['-c', 'echo first; exec sleep 600']);
+  t.teardown(() => unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 }).catch(() => undefined));
+  const stream = ts.client('viewer').getJobsStream({ id: job.id, follow: true });
+  const first = await new Promise<Buffer>((resolve, reject) => {
+    stream.once('data', (chunk: { data: Buffer }) => resolve(chunk.data));
+    stream.once('error', reject);
+  });
+  t.is(first.toString(), 'first\n');
+  t.is((await getJob(job.id)).status, JobStatus.JOB_STATUS_RUNNING);
+  const end = new Promise<void>((resolve) => stream.on('end', resolve).resume());
+  await unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 });
+  await end;
+});
+
+test.serial('output: without follow a reader gets what was written so far and the stream ends', async (t) => {
+  const job = await create('sh', ['-c', 'echo so-far; exec sleep 600']);
+  t.teardown(() => unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 }).catch(() => undefined));
+  // Wait for the line through a follower, then read without follow.
+  const follower = ts.client('admin').getJobsStream({ id: job.id, follow: true });
+  follower.on('error', () => undefined); // CANCELLED, from our own cancel()
+  await new Promise((resolve) => follower.once('data', resolve));
+  follower.cancel();
+  const { stdout } = await collectStream(ts.client('admin'), { id: job.id, follow: false });
+  t.is(stdout.toString(), 'so-far\n');
+  t.is((await getJob(job.id)).status, JobStatus.JOB_STATUS_RUNNING);
+});
+
+test.serial('output: 50 followers of one job all get identical bytes while one of them reads slowly', async (t) => {
+  const job = await create('sh', ['-c', 'head -c 16777216 /dev/urandom; echo tail >&2']);
+  const readers = Array.from({ length: 50 }, (_, i) =>
+    i === 0 ? slowCollect(job.id, 2) : collectStream(ts.client(i % 2 === 0 ? 'admin' : 'viewer'), { id: job.id, follow: true }),
+  );
+  const results = await Promise.all(readers);
+  const digest = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  const expected = digest(results[1]!.stdout);
+  t.is(results[1]!.stdout.length, 16 * 1024 * 1024);
+  for (const [i, r] of results.entries()) {
+    t.is(digest(r.stdout), expected, `reader ${i} stdout`);
+    t.is(r.stderr.toString(), 'tail\n', `reader ${i} stderr`);
+  }
+});
+
+test.serial('output: a follower that cancels is released at once', async (t) => {
+  const job = await create('sleep', ['600']);
+  t.teardown(() => unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 }).catch(() => undefined));
+  const log = ts.server.store.get(job.id)!.log as MemoryOutputLog;
+  const streams = Array.from({ length: 10 }, () => ts.client('admin').getJobsStream({ id: job.id, follow: true }));
+  for (const s of streams) s.on('error', () => undefined);
+  await waitUntil(() => log.waiting === 10, 'followers to park');
+  for (const s of streams) s.cancel();
+  await waitUntil(() => log.waiting === 0, 'followers to be released');
+  t.is(log.waiting, 0);
+});
+
+test.serial('output: a job that leaves a background child holding its pipes still ends', async (t) => {
+  const { job, stdout } = await waitForEnd((await create('sh', ['-c', 'sleep 600 & echo $!; echo bye'])).id);
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED);
+  const [childPid, bye] = stdout.toString().split('\n');
+  t.is(bye, 'bye');
+  t.true(Number(childPid) > 0);
+  t.false(alive(Number(childPid)), 'the background child was killed with its job');
+  t.deepEqual(jobCgroups(), []);
+});
+
+test.serial('stop: a job that ignores SIGTERM is killed after the grace period and ends STOPPED', async (t) => {
+  const job = await create('sh', ['-c', "trap '' TERM; echo ready; while :; do sleep 1; done"]);
+  await new Promise((resolve) => ts.client('admin').getJobsStream({ id: job.id, follow: true }).once('data', resolve));
+  const started = Date.now();
+  const stopped = (await unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 300 })).job!;
+  const took = Date.now() - started;
+  t.is(stopped.status, JobStatus.JOB_STATUS_STOPPED);
+  t.is(stopped.signal, 'SIGKILL');
+  t.true(took >= 300, `stop returned after ${took} ms, before the grace period`);
+  t.true(took < 10_000, `stop took ${took} ms`);
+  t.deepEqual(jobCgroups(), []);
+});
+
+test.serial('stop: processes that left the process group (setsid, double fork) die with the job', async (t) => {
+  const job = await create('sh', ['-c', 'setsid sleep 600 & echo $!; (sh -c "sleep 600 & echo \\$!" &); exec sleep 600']);
+  const pids: number[] = [];
+  const stream = ts.client('admin').getJobsStream({ id: job.id, follow: true });
+  let text = '';
+  await new Promise<void>((resolve) =>
+    stream.on('data', (chunk: { data: Buffer }) => {
+      text += chunk.data.toString();
+      if (text.split('\n').length >= 3) resolve();
+    }),
+  );
+  pids.push(...text.trim().split('\n').map(Number));
+  t.is(pids.length, 2);
+  t.true(pids.every(alive));
+  const stopped = (await unary(ts.client('admin'), 'stopJob', { id: job.id })).job!;
+  t.is(stopped.status, JobStatus.JOB_STATUS_STOPPED);
+  await waitUntil(() => !pids.some(alive), 'escaped processes to die');
+  t.false(pids.some(alive));
+  t.deepEqual(jobCgroups(), []);
+});
+
+test.serial('stop: stopping an ended job returns it as it is', async (t) => {
+  const { job } = await waitForEnd((await create('true')).id);
+  const again = (await unary(ts.client('admin'), 'stopJob', { id: job.id })).job!;
+  t.is(again.status, JobStatus.JOB_STATUS_COMPLETED);
+  t.deepEqual(again.endedAt, job.endedAt);
+});
+
+test.serial('limits: the requested limits land in the job cgroup files', async (t) => {
+  const driver = ts.server.cgroup.driver;
+  const script =
+    driver === 'v2'
+      ? 'g=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup); cat $g/cpu.max $g/memory.max $g/memory.swap.max $g/io.max'
+      : 'for c in cpu memory blkio; do eval "g_$c=/sys/fs/cgroup/$c$(grep -E "^[0-9]+:([^:]*,)?$c(,[^:]*)?:" /proc/self/cgroup | cut -d: -f3)"; done; ' +
+        'cat $g_cpu/cpu.cfs_quota_us $g_cpu/cpu.cfs_period_us $g_memory/memory.limit_in_bytes $g_blkio/blkio.throttle.read_bps_device $g_blkio/blkio.throttle.write_bps_device';
+  const { job, stdout } = await waitForEnd((await create('sh', ['-c', script], { maxCpuPercent: 50, maxMemoryMb: 64, maxIoBps: 1048576 })).id);
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
+  const lines = stdout.toString().trim().split('\n');
+  if (driver === 'v2') {
+    t.is(lines[0], '50000 100000');
+    t.is(lines[1], String(64 * 1024 * 1024));
+    t.is(lines[2], '0');
+    t.regex(lines[3]!, /^\d+:\d+ rbps=1048576 wbps=1048576/);
+  } else {
+    t.is(lines[0], '50000');
+    t.is(lines[1], '100000');
+    t.is(lines[2], String(64 * 1024 * 1024));
+    t.regex(lines[3]!, /^\d+:\d+ 1048576$/);
+    t.regex(lines[4]!, /^\d+:\d+ 1048576$/);
+  }
+});
+
+test.serial('limits: a job allocating past its memory limit ends FAILED with the memory-limit flag', async (t) => {
+  // The shell holds 64 MiB in a variable under a 16 MiB limit.
+  const { job } = await waitForEnd((await create('sh', ['-c', 'x=$(head -c 67108864 /dev/zero | tr "\\0" a); echo ${#x}'], { maxMemoryMb: 16 })).id);
+  t.is(job.status, JobStatus.JOB_STATUS_FAILED);
+  t.true(job.memoryLimitHit);
+  t.regex(job.message, /memory limit/);
+});
+
+test.serial('limits: a busy loop at --max-cpu 20 gets about a fifth of a core', async (t) => {
+  // `times` prints the CPU time of the shell's children: the loop's.
+  const { job, stdout } = await waitForEnd((await create('sh', ['-c', 'timeout 3 sh -c "while :; do :; done"; times'], { maxCpuPercent: 20 })).id);
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
+  const children = stdout.toString().trim().split('\n')[1]!;
+  const seconds = children
+    .split(' ')
+    .map((field) => /^(\d+)m([\d.]+)s$/.exec(field)!)
+    .reduce((sum, m) => sum + Number(m[1]) * 60 + Number(m[2]), 0);
+  // 3 s at 20% is 0.6 s of CPU; unthrottled it would be ~3 s.
+  t.true(seconds > 0.3 && seconds < 1.0, `the loop used ${seconds} s of CPU in 3 s`);
+});
+
+test.serial('output: GetJob never shows RUNNING once a follower has seen the end', async (t) => {
+  for (let i = 0; i < 10; i++) {
+    const { job } = await waitForEnd((await create('echo', [String(i)])).id);
+    t.is(job.status, JobStatus.JOB_STATUS_COMPLETED);
+  }
+});
+
+test.serial('output: stream chunks carry the stream they came from', async (t) => {
+  const { stdout, stderr, chunks } = await collectStream(ts.client('admin'), { id: (await create('sh', ['-c', 'printf o; printf e >&2'])).id, follow: true });
+  t.is(stdout.toString(), 'o');
+  t.is(stderr.toString(), 'e');
+  t.deepEqual(new Set(chunks.map((c) => c.stream)), new Set([OutputStream.OUTPUT_STREAM_STDOUT, OutputStream.OUTPUT_STREAM_STDERR]));
+});
+
+/** A reader that takes its time over every chunk, as a client on a slow link would. */
+async function slowCollect(id: string, delayMs: number): Promise<{ stdout: Buffer; stderr: Buffer }> {
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  for await (const chunk of ts.client('viewer').getJobsStream({ id, follow: true }) as AsyncIterable<DataChunk>) {
+    (chunk.stream === OutputStream.OUTPUT_STREAM_STDERR ? err : out).push(chunk.data);
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+  }
+  return { stdout: Buffer.concat(out), stderr: Buffer.concat(err) };
+}
+
+async function waitUntil(done: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
