@@ -2,9 +2,9 @@
 // boundary, the job runner and its pool. startServer() is what jobworkerd and
 // the integration tests run.
 import { Server, ServerCredentials, type ServerWritableStream } from '@grpc/grpc-js';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
+import { settlesWithin } from '../common/settle-within.js';
 import { JobServiceService, type DataChunk, type GetJobsStreamReq } from '../gen/jobworker/v1/jobworker.js';
 import type { CgroupDriverName, PrepareResult } from '../workers/protocol.js';
 import { JobRunner } from './job-runner.js';
@@ -118,8 +118,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       await runner.close(options.stopGraceMs);
       // Every job has ended, so following streams are finishing; a client
       // that stopped reading must not hold the server up for ever.
-      const finished = await Promise.race([drained.then(() => true), sleep(CALL_DRAIN_TIMEOUT_MS, false)]);
-      if (!finished) {
+      if (!(await settlesWithin(drained, CALL_DRAIN_TIMEOUT_MS))) {
         logger.warn({ timeoutMs: CALL_DRAIN_TIMEOUT_MS }, 'calls still open at shutdown; cancelling them');
         server.forceShutdown();
       }

@@ -5,6 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import { execa } from 'execa';
+import { settlesWithin } from '../common/settle-within.js';
 import { CgroupError, type JobCgroup } from './cgroup/driver.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
 import { parseStatusRecord } from './init-status.js';
@@ -148,8 +149,7 @@ async function finish(
 ): Promise<void> {
   try {
     await cgroup.killAll();
-    const drained = await Promise.race([output.then(() => true), sleep(PIPE_DRAIN_TIMEOUT_MS, false)]);
-    if (!drained) {
+    if (!(await settlesWithin(output, PIPE_DRAIN_TIMEOUT_MS))) {
       for (const { readable } of sources) readable.destroy();
       outcome.supervisorError = `output pipes still open ${PIPE_DRAIN_TIMEOUT_MS} ms after the job's cgroup emptied: a process outside the cgroup holds them`;
     }

@@ -1,0 +1,138 @@
+// Shutdown of the server and of the jobworkerd binary: every job stopped,
+// every cgroup removed, exit 0.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { execa } from 'execa';
+import { JobStatus, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
+import { connect } from '../../cli/connect.js';
+import { repoRoot } from '../helpers/paths.js';
+import { startTestServer, unary } from '../helpers/server.js';
+
+const limits: Limits = { maxCpuPercent: 0, maxMemoryMb: 0, maxIoBps: 0 };
+
+function groupsUnder(parent: string): string[] {
+  const found: string[] = [];
+  for (const root of ['/sys/fs/cgroup', ...['cpu', 'memory', 'freezer', 'blkio'].map((c) => `/sys/fs/cgroup/${c}`)]) {
+    const dir = path.join(root, parent);
+    if (!fs.existsSync(dir)) continue;
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) found.push(path.join(dir, entry.name));
+  }
+  return found;
+}
+
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) [ZX] /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+test.serial('shutdown: stops every running job, even one ignoring SIGTERM, ends its followers and removes the cgroups', async (t) => {
+  const ts = await startTestServer(t);
+  const admin = ts.client('admin');
+  const stubborn = (await unary(admin, 'createJob', { command: 'sh', args: ['-c', "trap '' TERM; echo up; while :; do sleep 1; done"], limits })).job!;
+  const quiet = (await unary(admin, 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
+  const follower = ts.client('viewer').getJobsStream({ id: stubborn.id, follow: true });
+  let received = '';
+  const followed = new Promise<void>((resolve, reject) => {
+    follower.on('data', (chunk: { data: Buffer }) => (received += chunk.data.toString()));
+    follower.on('end', resolve);
+    follower.on('error', reject);
+  });
+  // The follower is connected and streaming once the job's first line reaches it.
+  await new Promise((resolve) => follower.once('data', resolve));
+  await ts.server.shutdown();
+  await followed;
+  t.is(received, 'up\n', 'the follower got every byte and its stream ended');
+  for (const job of [stubborn, quiet]) {
+    t.is(ts.server.store.get(job.id)!.state, 'STOPPED');
+    t.false(alive(job.pid));
+  }
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
+});
+
+test.serial('shutdown: CreateJob during shutdown is refused as UNAVAILABLE', async (t) => {
+  const ts = await startTestServer(t);
+  const admin = ts.client('admin');
+  await unary(admin, 'createJob', { command: 'sleep', args: ['600'], limits });
+  const closing = ts.server.shutdown();
+  const err = await unary(admin, 'createJob', { command: 'true', args: [], limits }).then(
+    () => undefined,
+    (e: { code: number }) => e,
+  );
+  await closing;
+  t.truthy(err, 'the call failed');
+});
+
+test.serial('jobworkerd: SIGTERM stops the jobs, removes their cgroups and exits 0', async (t) => {
+  const ts = await startTestServer(t); // for its PKI only
+  await ts.stop();
+  const pki = fs.mkdtempSync('/tmp/jobworker-bin-pki-');
+  t.teardown(() => fs.rmSync(pki, { recursive: true, force: true }));
+  await execa('node', [path.join(repoRoot, 'dist/certs/make-dev-pki.js'), pki]);
+  const parent = `jobworker-test-bin-${process.pid}`;
+  const server = execa(
+    'node',
+    [
+      path.join(repoRoot, 'bin/jobworkerd.js'),
+      '--listen',
+      '127.0.0.1:0',
+      '--ca',
+      `${pki}/ca-cert.pem`,
+      '--cert',
+      `${pki}/server-cert.pem`,
+      '--key',
+      `${pki}/server-key.pem`,
+      '--cgroup-parent',
+      parent,
+      '--workers',
+      '1',
+    ],
+    { reject: false },
+  );
+  t.teardown(() => {
+    server.kill('SIGKILL');
+  });
+  const lines = readline.createInterface({ input: server.stdout! });
+  let port = 0;
+  for await (const line of lines) {
+    const entry = JSON.parse(line) as { msg: string; port?: number };
+    if (entry.msg === 'jobworkerd listening') {
+      port = entry.port!;
+      break;
+    }
+  }
+  t.true(port > 0);
+  const client = connect({ server: `127.0.0.1:${port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-admin-cert.pem`, key: `${pki}/client-admin-key.pem` });
+  t.teardown(() => client.close());
+  const job = (await unary(client, 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
+  t.is(job.status, JobStatus.JOB_STATUS_RUNNING);
+  server.kill('SIGTERM');
+  const result = await server;
+  t.is(result.exitCode, 0, result.stderr);
+  t.false(alive(job.pid));
+  t.deepEqual(groupsUnder(parent), []);
+  for (const root of ['cpu', 'memory', 'freezer', 'blkio']) {
+    try {
+      fs.rmdirSync(`/sys/fs/cgroup/${root}/${parent}`);
+    } catch {
+      // absent
+    }
+  }
+});
+
+test('jobworkerd: an unreadable certificate file is one clear line and exit 2', async (t) => {
+  const result = await execa('node', [path.join(repoRoot, 'bin/jobworkerd.js'), '--ca', '/nonexistent/ca.pem'], { reject: false });
+  t.is(result.exitCode, 2);
+  t.regex(result.stderr, /^jobworkerd: --ca \/nonexistent\/ca\.pem: no such file/);
+  t.is(result.stderr.split('\n').length, 1);
+});
+
+test('jobworkerd: a bad flag value is refused by name', async (t) => {
+  const result = await execa('node', [path.join(repoRoot, 'bin/jobworkerd.js'), '--cgroup-driver', 'v3'], { reject: false });
+  t.not(result.exitCode, 0);
+  t.regex(result.stdout + result.stderr, /cgroup-driver/);
+});
