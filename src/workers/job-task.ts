@@ -80,7 +80,10 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
   let stopping: Promise<void> | undefined;
   const stop = (graceMs: number): void => {
     outcome.stopRequested = true;
-    stopping ??= terminate(leader, cgroup, graceMs, leaderGone.signal);
+    stopping ??= terminate(leader, cgroup, graceMs, leaderGone.signal).catch((err: unknown) => {
+      // finish() kills the cgroup again and records what went wrong there.
+      outcome.supervisorError ??= `stop: ${err instanceof Error ? err.message : String(err)}`;
+    });
   };
   let pendingStop: number | undefined;
   task.port.on('message', (message: MainToTask) => {

@@ -9,6 +9,8 @@ import { CgroupError, type CgroupDriver, type JobCgroup } from './driver.js';
 import { ensureGroup, killPids, makeGroup, readControl, readKeyed, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
 
 const CFS_PERIOD_US = 100_000;
+/** A process in uninterruptible sleep dies only when its I/O returns; give up after this. */
+const KILL_TIMEOUT_MS = 30_000;
 /** Controllers a job needs whatever its limits; blkio only with an I/O limit. */
 const ALWAYS = ['cpu', 'memory'] as const;
 /** Used when present: freezer makes killing a forking job race-free. */
@@ -99,8 +101,12 @@ class V1JobCgroup implements JobCgroup {
   async killAll(): Promise<void> {
     const freezer = this.dirs.get('freezer');
     const procsDir = freezer ?? this.dirs.get('memory')!;
+    const deadline = Date.now() + KILL_TIMEOUT_MS;
     for (;;) {
       if (readPids(procsDir).length === 0) return;
+      if (Date.now() > deadline) {
+        throw new CgroupError('CGROUP_SETUP_FAILED', `processes of ${procsDir} survived SIGKILL for ${KILL_TIMEOUT_MS} ms: ${readPids(procsDir).join(' ')}`);
+      }
       if (freezer) {
         // Frozen, the group cannot fork while we read its pids and kill
         // them, so no child is born unseen between the read and the kill.
