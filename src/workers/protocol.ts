@@ -86,7 +86,7 @@ export interface JobOutcome {
   supervisorError: string | null;
 }
 
-/** Argument of the `prepare` task run once on every thread at start-up. */
+/** Argument of the `prepare` task, run once (on one thread) before any job starts. */
 export interface PrepareTask {
   driver: CgroupDriverName | 'auto';
   parent: string;

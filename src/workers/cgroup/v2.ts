@@ -13,7 +13,6 @@ const WANTED = ['cpu', 'memory', 'io', 'pids'] as const;
 export class CgroupV2Driver implements CgroupDriver {
   readonly name = 'v2';
   readonly #parentDir: string;
-  #enabled = new Set<string>();
 
   constructor(
     readonly mountRoot: string,
@@ -37,14 +36,16 @@ export class CgroupV2Driver implements CgroupDriver {
       dir = path.join(dir, part);
     }
     enableControllers(this.#parentDir);
-    this.#enabled = new Set(readControl(this.#parentDir, 'cgroup.subtree_control').trim().split(/\s+/).filter(Boolean));
-    return [...this.#enabled];
+    return this.#delegated();
   }
 
   create(jobId: string, limits: JobLimits): JobCgroup {
-    this.#require('cpu');
-    this.#require('memory');
-    if (limits.ioBps > 0) this.#require('io');
+    // Read from the kernel on every create, not remembered from prepare():
+    // prepare runs on one pool thread, and the file is what is enforced.
+    const delegated = this.#delegated();
+    this.#require(delegated, 'cpu');
+    this.#require(delegated, 'memory');
+    if (limits.ioBps > 0) this.#require(delegated, 'io');
     const dir = path.join(this.#parentDir, jobId);
     makeGroup(dir);
     try {
@@ -67,8 +68,13 @@ export class CgroupV2Driver implements CgroupDriver {
     return new V2JobCgroup(`/${this.parent}/${jobId}`, dir);
   }
 
-  #require(controller: string): void {
-    if (!this.#enabled.has(controller)) {
+  /** Controllers the parent hands down to job groups. */
+  #delegated(): string[] {
+    return readControl(this.#parentDir, 'cgroup.subtree_control').trim().split(/\s+/).filter(Boolean);
+  }
+
+  #require(delegated: readonly string[], controller: string): void {
+    if (!delegated.includes(controller)) {
       throw new CgroupError(
         'CONTROLLER_UNAVAILABLE',
         `cgroup v2 controller "${controller}" is not enabled in ${this.#parentDir}/cgroup.subtree_control; it is needed to enforce the job's limits`,
