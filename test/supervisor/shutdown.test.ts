@@ -74,6 +74,15 @@ test.serial('jobworkerd: SIGTERM stops the jobs, removes their cgroups and exits
   t.teardown(() => fs.rmSync(pki, { recursive: true, force: true }));
   await execa('node', [path.join(repoRoot, 'dist/certs/make-dev-pki.js'), pki]);
   const parent = `jobworker-test-bin-${process.pid}`;
+  t.teardown(() => {
+    for (const root of ['cpu', 'memory', 'freezer', 'blkio']) {
+      try {
+        fs.rmdirSync(`/sys/fs/cgroup/${root}/${parent}`);
+      } catch {
+        // absent, or already removed
+      }
+    }
+  });
   const server = execa(
     'node',
     [
@@ -115,13 +124,6 @@ test.serial('jobworkerd: SIGTERM stops the jobs, removes their cgroups and exits
   t.is(result.exitCode, 0, result.stderr);
   t.false(alive(job.pid));
   t.deepEqual(groupsUnder(parent), []);
-  for (const root of ['cpu', 'memory', 'freezer', 'blkio']) {
-    try {
-      fs.rmdirSync(`/sys/fs/cgroup/${root}/${parent}`);
-    } catch {
-      // absent
-    }
-  }
 });
 
 test('jobworkerd: an unreadable certificate file is one clear line and exit 2', async (t) => {

@@ -1,0 +1,68 @@
+// jobctl create: start a job and print its id.
+import { Command, Option } from 'clipanion';
+import type { CreateJobReq, Job } from '../src/gen/jobworker/v1/jobworker.js';
+import type { Session } from './connect.js';
+import { requireJob } from './errors.js';
+import { jobJson, toJsonLine } from './format.js';
+import { isCpuPercent, isIoBps, isMemoryMb, JobctlCommand } from './options.js';
+
+/**
+ * What create and run share: the limits and the command. The command is a
+ * positional followed by Option.Proxy(), so parsing of jobctl's own options
+ * stops at the command's name: in `jobctl create ls -la /tmp`, `-la` belongs
+ * to ls. A leading `--` is accepted as well (`jobctl create -- ls -la`).
+ */
+export abstract class StartCommand extends JobctlCommand {
+  maxCpu = Option.String('--max-cpu', {
+    description: 'CPU limit in percent of one core (1 to cores×100; server default 100)',
+    validator: isCpuPercent,
+  });
+  maxMemory = Option.String('--max-memory', {
+    description: 'Memory limit in MiB (4 to the host memory; server default 512); swap is off',
+    validator: isMemoryMb,
+  });
+  maxIobps = Option.String('--max-iobps', {
+    description: 'Read and write limit in bytes/s on every block device (default 0: unlimited)',
+    validator: isIoBps,
+  });
+  command = Option.String({ name: 'command' });
+  args = Option.Proxy({ name: 'args' });
+
+  protected createRequest(): CreateJobReq {
+    return {
+      command: this.command,
+      args: this.args,
+      // 0 asks for the server's default (proto3 scalars have no "unset").
+      limits: { maxCpuPercent: this.maxCpu ?? 0, maxMemoryMb: this.maxMemory ?? 0, maxIoBps: this.maxIobps ?? 0 },
+    };
+  }
+
+  protected async createJob(session: Session): Promise<Job> {
+    return requireJob('CreateJob', (await session.unary('createJob', this.createRequest())).job);
+  }
+}
+
+export class CreateCommand extends StartCommand {
+  static override paths = [['create']];
+  static override usage = Command.Usage({
+    description: 'Start a job and print its id',
+    details: `
+      Runs \`<command>\` with its arguments on the server, in a cgroup of its own with the limits given, and prints the job's id alone on one line as soon as the command has started (with \`--json\`: the job).
+
+      jobctl's options go before the command: everything after the command's name is passed to it unchanged. \`--\` before the command is accepted too.
+
+      A command that cannot be started (not found, not executable) is an error, and no job is recorded.
+    `,
+    examples: [
+      ['List /tmp', '$0 create ls -la /tmp'],
+      ['Run a shell command with half a CPU core and 64 MiB', "$0 create --max-cpu 50 --max-memory 64 -- sh -c 'echo hi; sleep 10'"],
+      ['Keep the id for later', 'id=$($0 create sleep 100)'],
+    ],
+  });
+
+  protected override async run(session: Session): Promise<number> {
+    const job = await this.createJob(session);
+    this.context.stdout.write(this.json ? toJsonLine(jobJson(job)) : `${job.id}\n`);
+    return 0;
+  }
+}

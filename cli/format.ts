@@ -1,0 +1,159 @@
+// How jobs look on the terminal and in --json output. Pure functions of a Job.
+//
+// Command lines and messages come from whoever created the job, and a viewer
+// sees every job: they are printed with control characters escaped so that a
+// job's argv cannot move the cursor or rewrite the terminal of the person
+// listing it.
+import { JobStatus, OutputStream, type DataChunk, type Job } from '../src/gen/jobworker/v1/jobworker.js';
+
+const STATUS_NAMES: Readonly<Record<JobStatus, string>> = {
+  [JobStatus.JOB_STATUS_UNSPECIFIED]: 'UNSPECIFIED',
+  [JobStatus.JOB_STATUS_INITIALIZING]: 'INITIALIZING',
+  [JobStatus.JOB_STATUS_RUNNING]: 'RUNNING',
+  [JobStatus.JOB_STATUS_COMPLETED]: 'COMPLETED',
+  [JobStatus.JOB_STATUS_FAILED]: 'FAILED',
+  [JobStatus.JOB_STATUS_STOPPED]: 'STOPPED',
+  [JobStatus.UNRECOGNIZED]: 'UNKNOWN',
+};
+
+export const statusName = (status: JobStatus): string => STATUS_NAMES[status] ?? 'UNKNOWN';
+
+// ---------------------------------------------------------------------------
+// JSON
+
+/**
+ * The --json shape of a job: proto3 JSON field names, but every field present
+ * (null when unset) and the status without its enum prefix, so scripts can
+ * read `.exitCode` or `.status == "COMPLETED"` without special cases.
+ */
+export function jobJson(job: Job) {
+  return {
+    id: job.id,
+    status: statusName(job.status),
+    command: job.command,
+    args: job.args,
+    owner: job.owner,
+    pid: job.pid || null,
+    cgroup: job.cgroup || null,
+    limits: {
+      maxCpuPercent: job.limits?.maxCpuPercent ?? null,
+      maxMemoryMb: job.limits?.maxMemoryMb ?? null,
+      maxIoBps: job.limits?.maxIoBps ?? null,
+    },
+    startedAt: job.startedAt?.toISOString() ?? null,
+    endedAt: job.endedAt?.toISOString() ?? null,
+    exitCode: job.exitCode ?? null,
+    signal: job.signal || null,
+    memoryLimitHit: job.memoryLimitHit,
+    message: job.message || null,
+    outputBytes: job.outputBytes,
+  };
+}
+
+export const toJsonLine = (value: unknown): string => `${JSON.stringify(value)}\n`;
+
+/** One line of `stream --json`. */
+export function chunkJsonLine(chunk: DataChunk): string {
+  const stream = chunk.stream === OutputStream.OUTPUT_STREAM_STDERR ? 'stderr' : 'stdout';
+  return toJsonLine({ stream, offset: chunk.offset, data_base64: Buffer.from(chunk.data).toString('base64') });
+}
+
+// ---------------------------------------------------------------------------
+// Text
+
+/** "COMPLETED (exit 0)", "STOPPED (signal SIGTERM)", "RUNNING". */
+export function statusLine(job: Job): string {
+  const outcome = outcomeOf(job);
+  return outcome ? `${statusName(job.status)} (${outcome})` : statusName(job.status);
+}
+
+function outcomeOf(job: Job): string | undefined {
+  if (job.signal) return `signal ${job.signal}${job.memoryLimitHit ? ', memory limit hit' : ''}`;
+  if (job.exitCode !== undefined) return `exit ${job.exitCode}${job.memoryLimitHit ? ', memory limit hit' : ''}`;
+  return undefined;
+}
+
+/** The table of `jobctl list`: aligned columns, the command last and unpadded. */
+export function jobTable(jobs: readonly Job[]): string {
+  const header = ['ID', 'STATUS', 'EXIT', 'STARTED', 'COMMAND'];
+  const rows = jobs.map((job) => [job.id, statusName(job.status), exitColumn(job), formatTime(job.startedAt), commandLine(job)]);
+  return alignColumns([header, ...rows]);
+}
+
+function exitColumn(job: Job): string {
+  if (job.signal) return job.signal;
+  if (job.exitCode !== undefined) return String(job.exitCode);
+  return '-';
+}
+
+function alignColumns(rows: readonly string[][]): string {
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  return rows
+    .map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  '))
+    .join('\n')
+    .concat('\n');
+}
+
+/** The key/value view of `jobctl get`. */
+export function jobDetail(job: Job): string {
+  const fields: [string, string][] = [
+    ['id', job.id],
+    ['status', statusName(job.status)],
+    ['command', commandLine(job)],
+    ['owner', escapeControl(job.owner) || '-'],
+    ['pid', job.pid ? String(job.pid) : '-'],
+    ['cgroup', escapeControl(job.cgroup) || '-'],
+    ['limits', limitsText(job)],
+    ['started', formatTime(job.startedAt)],
+    ['ended', formatTime(job.endedAt)],
+    ['exit code', job.exitCode === undefined ? '-' : String(job.exitCode)],
+    ['signal', job.signal || '-'],
+    ['memory limit hit', job.memoryLimitHit ? 'yes' : 'no'],
+    ['message', escapeControl(job.message) || '-'],
+    ['output bytes', String(job.outputBytes)],
+  ];
+  const width = Math.max(...fields.map(([key]) => key.length)) + 1;
+  return fields.map(([key, value]) => `${`${key}:`.padEnd(width)}  ${value}\n`).join('');
+}
+
+function limitsText(job: Job): string {
+  const limits = job.limits;
+  if (!limits) return '-';
+  const io = limits.maxIoBps ? `${limits.maxIoBps} B/s` : 'unlimited';
+  return `cpu ${limits.maxCpuPercent}%, memory ${limits.maxMemoryMb} MiB, io ${io}`;
+}
+
+/** ISO 8601 in UTC to the second: sortable, unambiguous across time zones. */
+function formatTime(date: Date | undefined): string {
+  return date ? date.toISOString().replace(/\.\d{3}Z$/, 'Z') : '-';
+}
+
+// ---------------------------------------------------------------------------
+// Command lines
+
+/** The job's argv as a shell would need it typed: `sh -c 'exit 3'`. */
+export function commandLine(job: Pick<Job, 'command' | 'args'>): string {
+  return [job.command, ...job.args].map(shellQuote).join(' ');
+}
+
+const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/;
+// C0 controls, DEL and C1 controls (ESC-less CSI is 0x9b).
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+// eslint-disable-next-line no-control-regex
+const CONTROL_GLOBAL = /[\u0000-\u001f\u007f-\u009f]/g;
+
+export function shellQuote(word: string): string {
+  if (SAFE_WORD.test(word)) return word;
+  if (!CONTROL.test(word)) return `'${word.replace(/'/g, `'\\''`)}'`;
+  // Bash's $'…' quoting spells control characters as escapes.
+  return `$'${word.replace(/[\\']/g, '\\$&').replace(CONTROL_GLOBAL, hexEscape)}'`;
+}
+
+function escapeControl(text: string): string {
+  return text.replace(CONTROL_GLOBAL, hexEscape);
+}
+
+function hexEscape(char: string): string {
+  return `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`;
+}

@@ -1,0 +1,71 @@
+// jobctl: the jobworker client. Parses the command line, runs one command,
+// sets the exit code; everything else lives in one file per command.
+import { Builtins, Cli, type CommandClass } from 'clipanion';
+import { CreateCommand } from './create.js';
+import { ExitCode } from './errors.js';
+import { GetCommand } from './get.js';
+import { ListCommand } from './list.js';
+import { RunCommand } from './run.js';
+import { StopCommand } from './stop.js';
+import { StreamCommand } from './stream.js';
+
+// grpc-js passes the host of the server address to TLS as the ServerName,
+// and Node warns (DEP0123, RFC 6066) when that is an IP address, which is
+// how jobctl is usually pointed at a server. The server's certificate is
+// still checked against the IP (its IP SANs), so the warning tells the user
+// nothing they can act on. Only that warning is dropped; any other still shows.
+const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+process.emitWarning = ((...args: unknown[]) => {
+  const [, typeOrOptions, code] = args;
+  const warningCode = typeof typeOrOptions === 'object' && typeOrOptions !== null ? (typeOrOptions as { code?: unknown }).code : code;
+  if (warningCode === 'DEP0123') return;
+  emitWarning(...args);
+}) as typeof process.emitWarning;
+
+const COMMANDS: CommandClass[] = [CreateCommand, RunCommand, StreamCommand, GetCommand, ListCommand, StopCommand];
+
+/**
+ * clipanion 3.2.1 asks tty.WriteStream.prototype for the colour depth, so it
+ * colours help text even into a pipe or a file; decide from the stream itself.
+ */
+const colored = (stream: NodeJS.WriteStream): boolean =>
+  process.env.FORCE_COLOR !== undefined ? process.env.FORCE_COLOR !== '0' : stream.isTTY === true && process.env.NO_COLOR === undefined;
+
+const cli = new Cli({ binaryLabel: 'jobworker client', binaryName: 'jobctl', binaryVersion: '0.1.0', enableColors: colored(process.stdout) });
+for (const command of COMMANDS) cli.register(command);
+cli.register(Builtins.HelpCommand);
+cli.register(Builtins.VersionCommand);
+
+/**
+ * Parsing is done here rather than in cli.run() because clipanion reports a
+ * parse error on stdout, with the usage, and exits 1; jobctl's contract is
+ * one line on stderr and exit 2 for any usage error.
+ */
+async function main(args: string[]): Promise<number> {
+  if (args.length === 0) {
+    process.stderr.write(cli.usage(null, { colored: colored(process.stderr) }));
+    return ExitCode.USAGE;
+  }
+  let command;
+  try {
+    command = cli.process(args);
+  } catch (err) {
+    process.stderr.write(`jobctl: ${usageErrorLine(err, args)}\n`);
+    return ExitCode.USAGE;
+  }
+  return cli.run(command);
+}
+
+/** clipanion's parse errors span several lines (candidate usages); the first one says what is wrong. */
+function usageErrorLine(err: unknown, args: readonly string[]): string {
+  const known = COMMANDS.some((command) => command.paths?.[0]?.[0] === args[0]);
+  const first = (err instanceof Error ? err.message : String(err)).split('\n')[0]!.replace(/[.:;]$/, '').trim();
+  const what = first.startsWith('Command not found')
+    ? known
+      ? `invalid arguments for "${args[0]}"`
+      : `unknown command ${JSON.stringify(args[0])}`
+    : first.charAt(0).toLowerCase() + first.slice(1);
+  return `${what} (see "jobctl ${known ? `${args[0]} ` : ''}--help")`;
+}
+
+process.exitCode = await main(process.argv.slice(2));

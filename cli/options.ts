@@ -1,0 +1,109 @@
+// What every jobctl command shares: the global options (flag > env >
+// default), the typanion validators that check flags as they are parsed, and
+// the base class that opens the connection, runs the command and turns any
+// failure into one line on stderr and an exit code.
+import { Command, Option } from 'clipanion';
+import * as t from 'typanion';
+import { connect, Session } from './connect.js';
+import { describeError } from './errors.js';
+
+export const DEFAULT_SERVER = '127.0.0.1:50051';
+
+// ---------------------------------------------------------------------------
+// Validators. Each failure message names what was expected and the value
+// given; clipanion prefixes it with "Invalid value for <flag>".
+
+/** Pushes an error the way typanion's own predicates do (path ": " message). */
+function fail(state: t.ValidationState | undefined, message: string): false {
+  state?.errors?.push(`${state.p ?? '.'}: ${message}`);
+  return false;
+}
+
+/**
+ * A decimal integer from min to max. Written by hand rather than with
+ * t.isNumber() so that "1e3", "0x10" or " 5" are refused and the message says
+ * the range in the flag's own terms.
+ */
+export function isIntegerIn(min: number, max: number, unit: string): t.StrictValidator<unknown, number> {
+  const expected = max === Number.MAX_SAFE_INTEGER ? `an integer of at least ${min}${unit}` : `an integer from ${min} to ${max}${unit}`;
+  return t.makeValidator<unknown, number>({
+    test: (value, state): value is number => {
+      const parsed = typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : Number.NaN;
+      if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+        return fail(state, `expected ${expected}, got ${JSON.stringify(value)}`);
+      }
+      if (typeof value === 'string') {
+        // clipanion hands validators the raw string and applies the coercion
+        // afterwards; without a coercion slot the value cannot be converted.
+        if (state?.coercions === undefined || state.coercion === undefined) return fail(state, 'unbound coercion result');
+        state.coercions.push([state.p ?? '.', state.coercion.bind(null, parsed)]);
+      }
+      return true;
+    },
+  });
+}
+
+/**
+ * Only the form and the hard floors are checked here: the ceilings (cores×100,
+ * the host's memory) belong to the server's host, not the one jobctl runs on,
+ * and the server reports them. proto3 carries these as uint32.
+ */
+const UINT32_MAX = 0xffff_ffff;
+
+export const isCpuPercent = isIntegerIn(1, UINT32_MAX, ' (percent of one CPU core)');
+export const isMemoryMb = isIntegerIn(4, UINT32_MAX, ' (MiB)');
+export const isIoBps = isIntegerIn(0, Number.MAX_SAFE_INTEGER, ' (bytes/s; 0 is unlimited)');
+/** The server refuses grace periods over 10 minutes. */
+export const isGraceMs = isIntegerIn(0, 600_000, ' (milliseconds)');
+
+/** host:port, with IPv6 hosts in brackets ([::1]:50051). */
+export const isServerAddress = t.makeValidator<unknown, string>({
+  test: (value, state): value is string => {
+    if (typeof value === 'string' && /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/.test(value)) {
+      const port = Number(value.slice(value.lastIndexOf(':') + 1));
+      if (port >= 1 && port <= 65535) return true;
+    }
+    return fail(state, `expected host:port such as ${DEFAULT_SERVER}, got ${JSON.stringify(value)}`);
+  },
+});
+
+// ---------------------------------------------------------------------------
+// The base class
+
+export abstract class JobctlCommand extends Command {
+  server = Option.String('--server', DEFAULT_SERVER, {
+    env: 'JOBWORKER_SERVER',
+    description: `Server address, host:port (env JOBWORKER_SERVER; default ${DEFAULT_SERVER})`,
+    validator: isServerAddress,
+  });
+  ca = Option.String('--ca', 'certs/ca-cert.pem', {
+    env: 'JOBWORKER_CA',
+    description: 'CA certificate the server certificate must chain to (env JOBWORKER_CA)',
+  });
+  cert = Option.String('--cert', 'certs/client-admin-cert.pem', {
+    env: 'JOBWORKER_CERT',
+    description: 'Client certificate; its OU is your role (env JOBWORKER_CERT)',
+  });
+  key = Option.String('--key', 'certs/client-admin-key.pem', {
+    env: 'JOBWORKER_KEY',
+    description: 'Private key of the client certificate (env JOBWORKER_KEY)',
+  });
+  json = Option.Boolean('--json', false, { description: 'Print JSON instead of text' });
+
+  /** The command's work; returns the exit code. Errors it throws are reported by execute(). */
+  protected abstract run(session: Session): Promise<number>;
+
+  override async execute(): Promise<number> {
+    let session: Session | undefined;
+    try {
+      session = new Session(connect({ server: this.server, ca: this.ca, cert: this.cert, key: this.key }), this.server);
+      return await this.run(session);
+    } catch (err) {
+      const { message, exitCode } = describeError(err, this.server);
+      if (message !== undefined) this.context.stderr.write(`jobctl: ${message}\n`);
+      return exitCode;
+    } finally {
+      session?.close();
+    }
+  }
+}

@@ -1,0 +1,469 @@
+// jobctl end to end: the real bin/jobctl.js, run with execa, against a real
+// server (real job-init, real cgroups) on a loopback port.
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net, { type AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { execa, type Options } from 'execa';
+import { writeDevPki } from '../../certs/pki.js';
+import { connect, ConnectTimeoutError, Session } from '../../cli/connect.js';
+import { connectionFailure } from '../../cli/errors.js';
+import { commandLine, shellQuote } from '../../cli/format.js';
+import { exitCodeOf } from '../../cli/run.js';
+import { JobStatus, type Job } from '../../src/gen/jobworker/v1/jobworker.js';
+import { jobctlPath } from '../helpers/paths.js';
+import { startTestServer, unary, waitForEnd, type Role, type TestServer } from '../helpers/server.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const MISSING_ID = '123e4567-e89b-12d3-a456-426614174000';
+
+// One server for the file: every test makes its own jobs, so they can run
+// side by side.
+let server: TestServer;
+test.before(async () => {
+  server = await startTestServer();
+});
+test.after.always(async () => {
+  await server?.stop();
+});
+
+interface RunOptions {
+  role?: Role;
+  env?: Record<string, string>;
+}
+
+/** `node bin/jobctl.js …` pointed at the test server; the timeout is a failure guard only. */
+function jobctl(args: readonly string[], options: RunOptions = {}) {
+  return execa('node', [jobctlPath, ...args], {
+    env: { ...server.env(options.role), ...options.env },
+    reject: false,
+    stripFinalNewline: false,
+    timeout: 60_000,
+  } satisfies Options);
+}
+
+function jobctlBinary(args: readonly string[], options: RunOptions = {}) {
+  return execa('node', [jobctlPath, ...args], {
+    env: { ...server.env(options.role), ...options.env },
+    reject: false,
+    encoding: 'buffer',
+    stripFinalNewline: false,
+    timeout: 60_000,
+  } satisfies Options);
+}
+
+async function tempDir(t: ExecutionContext): Promise<string> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'jobctl-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Starts a job through the API (not jobctl) for the tests of the other commands. */
+async function createJob(command: string, ...args: string[]): Promise<Job> {
+  const { job } = await unary(server.client(), 'createJob', { command, args, limits: undefined });
+  if (!job) throw new TypeError('CreateJob answered without a job');
+  return job;
+}
+
+/** A port nothing listens on: bound by the kernel, then released. */
+async function closedPort(): Promise<number> {
+  const listener = net.createServer().listen(0, '127.0.0.1');
+  await once(listener, 'listening');
+  const { port } = listener.address() as AddressInfo;
+  listener.close();
+  await once(listener, 'close');
+  return port;
+}
+
+// ---------------------------------------------------------------------------
+// create
+
+test('create: prints the job id alone on one line', async (t) => {
+  const result = await jobctl(['create', 'true']);
+  t.is(result.exitCode, 0, result.stderr);
+  t.regex(result.stdout, /^[0-9a-f-]{36}\n$/);
+  t.regex(result.stdout.trim(), UUID);
+  // Nothing else: in particular not grpc-js's DEP0123 warning about an IP as TLS ServerName.
+  t.is(result.stderr, '');
+});
+
+test('create: options after the command name belong to the command (ls -la /tmp)', async (t) => {
+  const result = await jobctl(['create', 'ls', '-la', '/tmp']);
+  t.is(result.exitCode, 0, result.stderr);
+  const { job, output } = await waitForEnd(server.client(), result.stdout.trim());
+  t.is(job.command, 'ls');
+  t.deepEqual(job.args, ['-la', '/tmp']);
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED);
+  // -a lists "." and -l prints the "total" line: ls saw its flags.
+  t.regex(output.stdout.toString(), /^total \d+/);
+  t.regex(output.stdout.toString(), / \.\n/);
+});
+
+test("create: limits before `--`, then the command (--max-cpu 50 -- sh -c 'echo hi')", async (t) => {
+  const result = await jobctl(['create', '--max-cpu', '50', '--', 'sh', '-c', 'echo hi']);
+  t.is(result.exitCode, 0, result.stderr);
+  const { job, output } = await waitForEnd(server.client(), result.stdout.trim());
+  t.is(job.command, 'sh');
+  t.deepEqual(job.args, ['-c', 'echo hi']);
+  t.is(job.limits?.maxCpuPercent, 50);
+  t.is(output.stdout.toString(), 'hi\n');
+});
+
+test('create --json: prints the job', async (t) => {
+  const result = await jobctl(['create', '--json', '--max-memory', '64', 'sleep', '100']);
+  t.is(result.exitCode, 0, result.stderr);
+  const job = JSON.parse(result.stdout);
+  t.teardown(() => unary(server.client(), 'stopJob', { id: job.id, graceMs: 0 }));
+  t.regex(job.id, UUID);
+  t.is(job.status, 'RUNNING');
+  t.is(job.command, 'sleep');
+  t.deepEqual(job.args, ['100']);
+  t.is(job.limits.maxMemoryMb, 64);
+  t.is(job.owner, 'admin');
+});
+
+test('create: a command that cannot be started is one line and exit 1', async (t) => {
+  const result = await jobctl(['create', 'nosuchcmd-jobctl-test']);
+  t.is(result.exitCode, 1);
+  t.is(result.stderr, 'jobctl: exec "nosuchcmd-jobctl-test": No such file or directory\n');
+  t.is(result.stdout, '');
+});
+
+const badFlag = test.macro({
+  async exec(t, args: string[], flag: string, value: string) {
+    const result = await jobctl(args);
+    t.is(result.exitCode, 2);
+    const lines = result.stderr.split('\n');
+    t.is(lines.length, 2, result.stderr);
+    t.true(lines[0]!.startsWith(`jobctl: invalid value for ${flag}: `), result.stderr);
+    t.true(lines[0]!.includes(`"${value}"`), result.stderr);
+    t.is(result.stdout, '');
+  },
+  title: (_title, args: string[]) => `usage: \`jobctl ${args.join(' ')}\` exits 2 with one line naming the flag and value`,
+});
+
+test(badFlag, ['create', '--max-cpu', 'abc', 'true'], '--max-cpu', 'abc');
+test(badFlag, ['create', '--max-cpu', '0', 'true'], '--max-cpu', '0');
+test(badFlag, ['create', '--max-cpu', '4294967296', 'true'], '--max-cpu', '4294967296');
+
+test("create: a limit above the server host's capacity is the server's one-line refusal and exit 1", async (t) => {
+  const cores = os.availableParallelism();
+  const result = await jobctl(['create', '--max-cpu', String(cores * 100 + 1), 'true']);
+  t.is(result.exitCode, 1);
+  t.is(result.stderr, `jobctl: max_cpu_percent must be from 1 to ${cores * 100} (${cores} cores), got ${cores * 100 + 1}\n`);
+});
+test(badFlag, ['run', '--max-memory', '3', 'true'], '--max-memory', '3');
+test(badFlag, ['create', '--max-iobps=-5', 'true'], '--max-iobps', '-5');
+test(badFlag, ['stop', '--grace', '1.5', MISSING_ID], '--grace', '1.5');
+test(badFlag, ['list', '--server', 'no-port'], '--server', 'no-port');
+
+test('usage: an unknown option is one line and exit 2', async (t) => {
+  const result = await jobctl(['list', '--bogus']);
+  t.is(result.exitCode, 2);
+  t.is(result.stderr, 'jobctl: unsupported option name ("--bogus") (see "jobctl list --help")\n');
+});
+
+// ---------------------------------------------------------------------------
+// get, list, stop
+
+test('get: shows the job as key/value lines', async (t) => {
+  const { job } = await waitForEnd(server.client(), (await createJob('sh', '-c', 'echo out; exit 3')).id);
+  const result = await jobctl(['get', job.id]);
+  t.is(result.exitCode, 0, result.stderr);
+  const fields = new Map(result.stdout.trimEnd().split('\n').map((line) => {
+    const [, key, value] = /^([a-z ]+):\s+(.*)$/.exec(line)!;
+    return [key!, value!];
+  }));
+  t.is(fields.get('id'), job.id);
+  t.is(fields.get('status'), 'FAILED');
+  t.is(fields.get('command'), "sh -c 'echo out; exit 3'");
+  t.is(fields.get('owner'), 'admin');
+  t.is(fields.get('exit code'), '3');
+  t.is(fields.get('signal'), '-');
+  t.is(fields.get('memory limit hit'), 'no');
+  t.is(fields.get('output bytes'), '4');
+  t.is(fields.get('limits'), 'cpu 100%, memory 512 MiB, io unlimited');
+  t.regex(fields.get('started')!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  t.regex(fields.get('ended')!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  t.regex(fields.get('cgroup')!, new RegExp(`${job.id}$`));
+  t.regex(fields.get('pid')!, /^\d+$/);
+});
+
+test('get --json: the job with every field', async (t) => {
+  const { job } = await waitForEnd(server.client(), (await createJob('sh', '-c', 'exit 0')).id);
+  const result = await jobctl(['get', '--json', job.id]);
+  t.is(result.exitCode, 0, result.stderr);
+  const json = JSON.parse(result.stdout);
+  t.like(json, { id: job.id, status: 'COMPLETED', command: 'sh', args: ['-c', 'exit 0'], exitCode: 0, signal: null, memoryLimitHit: false, outputBytes: 0 });
+  t.is(json.startedAt, job.startedAt?.toISOString());
+  t.is(json.endedAt, job.endedAt?.toISOString());
+});
+
+test('list: a table with aligned columns', async (t) => {
+  const { job } = await waitForEnd(server.client(), (await createJob('sh', '-c', 'exit 4')).id);
+  const result = await jobctl(['list']);
+  t.is(result.exitCode, 0, result.stderr);
+  const lines = result.stdout.trimEnd().split('\n');
+  t.regex(lines[0]!, /^ID\s+STATUS\s+EXIT\s+STARTED\s+COMMAND$/);
+  const row = lines.find((line) => line.startsWith(job.id));
+  t.truthy(row, result.stdout);
+  t.regex(row!, new RegExp(`^${job.id}\\s+FAILED\\s+4\\s+\\d{4}-\\S+Z\\s+sh -c 'exit 4'$`));
+  // Each column starts at the same offset on every line.
+  for (const header of ['STATUS', 'EXIT', 'STARTED', 'COMMAND']) {
+    const column = lines[0]!.indexOf(header);
+    for (const line of lines.slice(1)) t.is(line[column - 1], ' ', `${header} in ${JSON.stringify(line)}`);
+    for (const line of lines.slice(1)) t.not(line[column], ' ', `${header} in ${JSON.stringify(line)}`);
+  }
+});
+
+test('list --json: an array of jobs', async (t) => {
+  const job = await createJob('true');
+  const result = await jobctl(['list', '--json']);
+  t.is(result.exitCode, 0, result.stderr);
+  const jobs = JSON.parse(result.stdout);
+  t.true(Array.isArray(jobs));
+  t.truthy(jobs.find((listed: { id: string }) => listed.id === job.id));
+});
+
+test('stop: a sleep 100 job is stopped and its final status printed', async (t) => {
+  const job = await createJob('sleep', '100');
+  const result = await jobctl(['stop', job.id]);
+  t.is(result.exitCode, 0, result.stderr);
+  t.is(result.stdout, 'STOPPED (signal SIGTERM)\n');
+  const { job: ended } = await waitForEnd(server.client(), job.id);
+  t.is(ended.status, JobStatus.JOB_STATUS_STOPPED);
+});
+
+test('stop --json --grace 0: the stopped job', async (t) => {
+  const job = await createJob('sleep', '100');
+  const result = await jobctl(['stop', '--json', '--grace', '0', job.id]);
+  t.is(result.exitCode, 0, result.stderr);
+  t.like(JSON.parse(result.stdout), { id: job.id, status: 'STOPPED' });
+});
+
+// ---------------------------------------------------------------------------
+// stream
+
+test('stream: binary stdout and text stderr come out byte for byte on their own streams', async (t) => {
+  const dir = await tempDir(t);
+  const expected = path.join(dir, 'expected.bin');
+  // 1 MiB of random bytes, also kept in a file to compare with; stderr text
+  // written before, in the middle of, and after the binary.
+  const job = await createJob(
+    'sh',
+    '-c',
+    'echo first >&2; head -c 524288 /dev/urandom > "$1.a"; head -c 524288 /dev/urandom > "$1.b"; cat "$1.a"; echo middle >&2; cat "$1.b"; echo last >&2; cat "$1.a" "$1.b" > "$1"',
+    'sh',
+    expected,
+  );
+  await waitForEnd(server.client(), job.id);
+  const result = await jobctlBinary(['stream', job.id]);
+  t.is(result.exitCode, 0, Buffer.from(result.stderr).toString());
+  const stdout = Buffer.from(result.stdout);
+  t.is(stdout.length, 1024 * 1024);
+  t.true(stdout.equals(await readFile(expected)));
+  t.is(Buffer.from(result.stderr).toString(), 'first\nmiddle\nlast\n');
+});
+
+test('stream --follow: goes on until the job has ended and every byte is out', async (t) => {
+  const dir = await tempDir(t);
+  const fifo = path.join(dir, 'gate');
+  await execa('mkfifo', [fifo]);
+  // The job prints "ready", then blocks reading the fifo until the test writes to it.
+  const job = await createJob('sh', '-c', 'echo ready; cat "$1"; echo done', 'sh', fifo);
+  const follower = execa('node', [jobctlPath, 'stream', '--follow', job.id], { env: server.env(), reject: false, stripFinalNewline: false, timeout: 60_000 });
+  // Handshake: jobctl has printed what the job wrote so far, and is still following.
+  const [first] = (await once(follower.stdout, 'data')) as [Buffer];
+  t.is(first.toString(), 'ready\n');
+  await writeFile(fifo, 'released\n');
+  const result = await follower;
+  t.is(result.exitCode, 0, result.stderr);
+  t.is(result.stdout, 'ready\nreleased\ndone\n');
+  const { job: ended } = await waitForEnd(server.client(), job.id);
+  t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED);
+});
+
+test('stream without --follow: prints the output so far and exits while the job runs', async (t) => {
+  const job = await createJob('sh', '-c', 'echo before; exec sleep 100');
+  t.teardown(() => unary(server.client(), 'stopJob', { id: job.id, graceMs: 0 }));
+  // Handshake through the API: the first chunk is in the job's log.
+  const follow = server.client().getJobsStream({ id: job.id, follow: true });
+  follow.on('error', () => {}); // CANCELLED, below
+  const [chunk] = (await once(follow, 'data')) as [{ data: Buffer }];
+  follow.cancel();
+  t.is(Buffer.from(chunk.data).toString(), 'before\n');
+  const result = await jobctl(['stream', job.id]);
+  t.is(result.exitCode, 0, result.stderr);
+  t.is(result.stdout, 'before\n');
+});
+
+test('stream --json: one JSON line per chunk, base64 data, stream and offset', async (t) => {
+  const { job, output } = await waitForEnd(server.client(), (await createJob('sh', '-c', 'printf out; printf err >&2')).id);
+  const result = await jobctl(['stream', '--json', job.id]);
+  t.is(result.exitCode, 0, result.stderr);
+  const chunks = result.stdout.trimEnd().split('\n').map((line) => JSON.parse(line) as { stream: string; offset: number; data_base64: string });
+  const joined = (stream: string) => Buffer.concat(chunks.filter((chunk) => chunk.stream === stream).map((chunk) => Buffer.from(chunk.data_base64, 'base64')));
+  t.is(joined('stdout').toString(), 'out');
+  t.is(joined('stderr').toString(), 'err');
+  t.deepEqual(chunks.map((chunk) => chunk.offset), output.chunks.map((chunk) => chunk.offset));
+  t.deepEqual(Object.keys(chunks[0]!), ['stream', 'offset', 'data_base64']);
+});
+
+// ---------------------------------------------------------------------------
+// run
+
+const runExits = test.macro({
+  async exec(t, args: string[], exitCode: number) {
+    const result = await jobctl(['run', ...args]);
+    t.is(result.exitCode, exitCode, result.stderr);
+  },
+  title: (_title, args: string[], exitCode: number) => `run: \`${args.map(shellQuote).join(' ')}\` exits ${exitCode}`,
+});
+
+test(runExits, ['true'], 0);
+test(runExits, ['sh', '-c', 'exit 3'], 3);
+test(runExits, ['sh', '-c', 'kill -9 $$'], 137);
+test(runExits, ['--max-memory', '16', '--', 'sh', '-c', 'kill -15 $$'], 143);
+
+test('run: the job\'s stdout and stderr come through as it runs', async (t) => {
+  const result = await jobctl(['run', 'sh', '-c', 'echo out; echo err >&2; exit 5']);
+  t.is(result.exitCode, 5);
+  t.is(result.stdout, 'out\n');
+  t.is(result.stderr, 'err\n');
+});
+
+test('run: SIGINT stops the job, then jobctl exits like the job did', async (t) => {
+  const subprocess = execa('node', [jobctlPath, 'run', 'sh', '-c', 'echo ready; exec sleep 100'], {
+    env: server.env(),
+    reject: false,
+    stripFinalNewline: false,
+    timeout: 60_000,
+  });
+  // "ready" came through the stream: the job runs and jobctl's handler is in place.
+  const [first] = (await once(subprocess.stdout, 'data')) as [Buffer];
+  t.is(first.toString(), 'ready\n');
+  subprocess.kill('SIGINT');
+  const result = await subprocess;
+  t.is(result.exitCode, 143, result.stderr);
+  const id = /stopping the job ([0-9a-f-]{36})/.exec(result.stderr)?.[1];
+  t.truthy(id, result.stderr);
+  const { job } = await waitForEnd(server.client(), id!);
+  t.is(job.status, JobStatus.JOB_STATUS_STOPPED);
+  t.is(job.signal, 'SIGTERM');
+});
+
+test('run: exit codes follow shell conventions', (t) => {
+  const job = (fields: Partial<Job>): Job => ({
+    id: MISSING_ID, command: 'x', args: [], limits: undefined, status: JobStatus.JOB_STATUS_FAILED, pid: 1, cgroup: '',
+    startedAt: undefined, endedAt: undefined, signal: '', memoryLimitHit: false, owner: '', message: '', outputBytes: 0, ...fields,
+  });
+  t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_COMPLETED, exitCode: 0 })), 0);
+  t.is(exitCodeOf(job({ exitCode: 3 })), 3);
+  t.is(exitCodeOf(job({ signal: 'SIGKILL' })), 137);
+  t.is(exitCodeOf(job({})), 1);
+  t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_STOPPED, signal: 'SIGKILL' })), 137);
+  t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_STOPPED, exitCode: 0 })), 143);
+});
+
+// ---------------------------------------------------------------------------
+// Errors
+
+test('viewer: create is refused with the server\'s one-line reason and exit 1', async (t) => {
+  const result = await jobctl(['create', 'true'], { role: 'viewer' });
+  t.is(result.exitCode, 1);
+  t.is(result.stderr, 'jobctl: permission denied: role "viewer" may not CreateJob\n');
+  t.is(result.stdout, '');
+});
+
+test('viewer: list works', async (t) => {
+  const job = await createJob('true');
+  const result = await jobctl(['list'], { role: 'viewer' });
+  t.is(result.exitCode, 0, result.stderr);
+  t.true(result.stdout.includes(job.id));
+});
+
+test('get: an unknown id is "job … not found" and exit 1', async (t) => {
+  const result = await jobctl(['get', MISSING_ID]);
+  t.is(result.exitCode, 1);
+  t.is(result.stderr, `jobctl: job ${MISSING_ID} not found\n`);
+});
+
+test('stop: a malformed id is the server\'s INVALID_ARGUMENT message and exit 1', async (t) => {
+  const result = await jobctl(['stop', 'not-a-uuid']);
+  t.is(result.exitCode, 1);
+  t.regex(result.stderr, /^jobctl: job id must be a UUID .*"not-a-uuid"\n$/);
+});
+
+test('unreachable server: one line and exit 69 (EX_UNAVAILABLE)', async (t) => {
+  const address = `127.0.0.1:${await closedPort()}`;
+  const result = await jobctl(['list'], { env: { JOBWORKER_SERVER: address } });
+  t.is(result.exitCode, 69);
+  t.is(result.stderr, `jobctl: cannot reach server ${address}: connection refused\n`);
+});
+
+test('flags win over the environment: --server', async (t) => {
+  const result = await jobctl(['list', '--server', server.address], { env: { JOBWORKER_SERVER: `127.0.0.1:${await closedPort()}` } });
+  t.is(result.exitCode, 0, result.stderr);
+});
+
+test('missing certificate file: one line and exit 2', async (t) => {
+  const result = await jobctl(['list', '--cert', '/nonexistent/client.pem']);
+  t.is(result.exitCode, 2);
+  t.is(result.stderr, 'jobctl: cannot read client certificate /nonexistent/client.pem: no such file\n');
+});
+
+test('TLS: a server certificate from another CA fails the handshake, exit 69', async (t) => {
+  const other = await tempDir(t);
+  await writeDevPki(other);
+  const result = await jobctl(['list', '--ca', path.join(other, 'ca-cert.pem')]);
+  t.is(result.exitCode, 69);
+  t.regex(result.stderr, /^jobctl: cannot reach server 127\.0\.0\.1:\d+: TLS handshake failed \(self-signed certificate in certificate chain\)\n$/);
+});
+
+test('connect timeout: a server that never answers the handshake fails after the deadline', async (t) => {
+  // Accepts TCP connections and says nothing: the TLS handshake hangs.
+  const silent = net.createServer(() => {}).listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  t.teardown(() => new Promise<void>((resolve) => silent.close(() => resolve())));
+  const address = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  const env = server.env();
+  const session = new Session(connect({ server: address, ca: env.JOBWORKER_CA!, cert: env.JOBWORKER_CERT!, key: env.JOBWORKER_KEY! }), address, 300);
+  t.teardown(() => session.close());
+  const error = await t.throwsAsync(session.unary('getJobs', {}), { instanceOf: ConnectTimeoutError });
+  t.is(error?.message, `cannot reach server ${address}: timed out after 0.3 s`);
+});
+
+test('grpc-js connection errors become short reasons', (t) => {
+  t.is(connectionFailure('No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: '), 'connection refused');
+  t.is(
+    connectionFailure('No connection established. Last error: Error: self-signed certificate in certificate chain. Resolution note: '),
+    'TLS handshake failed (self-signed certificate in certificate chain)',
+  );
+  t.regex(connectionFailure('No connection established. Last error: read ECONNRESET (2026-01-01T00:00:00.000Z). Resolution note: ')!, /^TLS handshake failed/);
+  t.is(connectionFailure('the server is shutting down'), undefined);
+});
+
+// ---------------------------------------------------------------------------
+// Help and formatting
+
+test('help: jobctl --help lists every command', async (t) => {
+  const result = await jobctl(['--help']);
+  t.is(result.exitCode, 0);
+  for (const command of ['create', 'run', 'stream', 'get', 'list', 'stop']) t.true(result.stdout.includes(`jobctl ${command}`), command);
+  // Not a terminal: no colour codes.
+  t.false(result.stdout.includes('\u001b['));
+});
+
+test('help: jobctl create --help has details and examples', async (t) => {
+  const result = await jobctl(['create', '--help']);
+  t.is(result.exitCode, 0);
+  t.true(result.stdout.includes('$ jobctl create ls -la /tmp'));
+  t.true(result.stdout.includes('--max-cpu'));
+});
+
+test('format: command lines are quoted for a shell and control characters escaped', (t) => {
+  t.is(commandLine({ command: 'sh', args: ['-c', "echo 'hi' there"] }), `sh -c 'echo '\\''hi'\\'' there'`);
+  t.is(commandLine({ command: 'printf', args: ['\u001b[2J', ''] }), "printf $'\\x1b[2J' ''");
+});

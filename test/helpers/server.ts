@@ -1,0 +1,152 @@
+// A real jobworkerd for integration tests: a fresh dev PKI in a temp dir, the
+// server on a loopback port chosen by the kernel, real cgroups under a parent
+// of this test process's own, and clients for either role.
+import { readdir, readFile, rm, rmdir, mkdtemp } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { writeDevPki } from '../../certs/pki.js';
+import { connect, unary } from '../../cli/connect.js';
+import type { DataChunk, GetJobsStreamReq, Job, JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
+import { OutputStream } from '../../src/gen/jobworker/v1/jobworker.js';
+import { startServer, type RunningServer, type ServerOptions } from '../../src/supervisor/server.js';
+import { jobInitPath } from './paths.js';
+
+export { unary, type RequestOf, type ResponseOf, type UnaryMethod } from '../../cli/connect.js';
+
+export type Role = 'admin' | 'viewer';
+
+/** What the helper needs of an ava ExecutionContext (tests and hooks both have it). */
+export interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+export interface TestServer {
+  /** 127.0.0.1:<port> */
+  address: string;
+  /** Directory holding the dev PKI: ca-cert.pem, client-admin-cert.pem, … */
+  pki: string;
+  server: RunningServer;
+  /** A new client with the role's certificate; closed by stop(). */
+  client(role?: Role): JobServiceClient;
+  /** JOBWORKER_* variables that point jobctl at this server with the role's certificate. */
+  env(role?: Role): Record<string, string>;
+  /** Shuts the server down and removes the PKI and the cgroup parent. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/**
+ * One parent per test process: ava runs test files in parallel processes,
+ * and each must be free to create and remove its own groups. Servers within
+ * one process share it; job cgroups are named by job id, so they never meet.
+ */
+export const testCgroupParent = `jobworker-test-${process.pid}`;
+const CGROUP_ROOT = '/sys/fs/cgroup';
+
+export async function startTestServer(t?: Teardown, overrides: Partial<ServerOptions> = {}): Promise<TestServer> {
+  const pki = await mkdtemp(path.join(os.tmpdir(), 'jobworker-test-pki-'));
+  let server: RunningServer;
+  try {
+    await writeDevPki(pki);
+    const file = (name: string) => readFile(path.join(pki, name));
+    server = await startServer({
+      listen: '127.0.0.1:0',
+      tls: { ca: await file('ca-cert.pem'), cert: await file('server-cert.pem'), key: await file('server-key.pem') },
+      cgroupDriver: 'auto',
+      cgroupParent: testCgroupParent,
+      workers: 2,
+      stopGraceMs: 100,
+      jobInitPath,
+      logger: pino({ level: 'silent' }),
+      ...overrides,
+    });
+  } catch (err) {
+    await rm(pki, { recursive: true, force: true });
+    throw err;
+  }
+
+  const address = `127.0.0.1:${server.port}`;
+  const clients: JobServiceClient[] = [];
+  const env = (role: Role = 'admin'): Record<string, string> => ({
+    JOBWORKER_SERVER: address,
+    JOBWORKER_CA: path.join(pki, 'ca-cert.pem'),
+    JOBWORKER_CERT: path.join(pki, `client-${role}-cert.pem`),
+    JOBWORKER_KEY: path.join(pki, `client-${role}-key.pem`),
+  });
+  const client = (role: Role = 'admin'): JobServiceClient => {
+    const vars = env(role);
+    // By name, not IP: grpc-js sends the host as TLS ServerName, and Node
+    // warns (DEP0123) in the test's output for an IP. The server
+    // certificate names localhost too.
+    const made = connect({ server: `localhost:${server.port}`, ca: vars.JOBWORKER_CA!, cert: vars.JOBWORKER_CERT!, key: vars.JOBWORKER_KEY! });
+    clients.push(made);
+    return made;
+  };
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      for (const made of clients) made.close();
+      try {
+        await server.shutdown();
+      } finally {
+        await rm(pki, { recursive: true, force: true });
+        await removeCgroupParent(overrides.cgroupParent ?? testCgroupParent);
+      }
+    })());
+
+  t?.teardown(stop);
+  return { address, pki, server, client, env, stop };
+}
+
+/**
+ * rmdir of the parent in every hierarchy. Best effort: it is still busy
+ * while another server of this process has jobs, and that server's own
+ * stop() removes it later.
+ */
+async function removeCgroupParent(parent: string): Promise<void> {
+  let hierarchies: string[];
+  try {
+    hierarchies = await readdir(CGROUP_ROOT);
+  } catch {
+    return;
+  }
+  await Promise.all(
+    [CGROUP_ROOT, ...hierarchies.map((name) => path.join(CGROUP_ROOT, name))].map(async (dir) => {
+      try {
+        await rmdir(path.join(dir, parent));
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'ENOENT' && code !== 'EBUSY' && code !== 'ENOTEMPTY' && code !== 'ENOTDIR') throw err;
+      }
+    }),
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Reading jobs through the API
+
+export interface CollectedOutput {
+  stdout: Buffer;
+  stderr: Buffer;
+  chunks: DataChunk[];
+}
+
+/** Reads a GetJobsStream call to its end; with follow, that is once the job has ended. */
+export async function collectStream(client: JobServiceClient, request: GetJobsStreamReq): Promise<CollectedOutput> {
+  const chunks: DataChunk[] = [];
+  for await (const chunk of client.getJobsStream(request) as AsyncIterable<DataChunk>) chunks.push(chunk);
+  const of = (stream: OutputStream) => Buffer.concat(chunks.filter((chunk) => chunk.stream === stream).map((chunk) => chunk.data));
+  return { stdout: of(OutputStream.OUTPUT_STREAM_STDOUT), stderr: of(OutputStream.OUTPUT_STREAM_STDERR), chunks };
+}
+
+/**
+ * Waits until the job has ended, without polling: a following stream ends
+ * only then. Returns the ended job and its whole output.
+ */
+export async function waitForEnd(client: JobServiceClient, id: string): Promise<{ job: Job; output: CollectedOutput }> {
+  const output = await collectStream(client, { id, follow: true });
+  const { job } = await unary(client, 'getJob', { id });
+  if (!job) throw new TypeError(`GetJob ${id} answered without a job`);
+  return { job, output };
+}
