@@ -8,6 +8,7 @@ import path from 'node:path';
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
 import { JobStatus, OutputStream, type DataChunk, type Job, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import type { MemoryOutputLog } from '../../src/supervisor/output-log.js';
+import { alive, groupsUnder } from '../helpers/host.js';
 import { collectStream, startTestServer, unary, type TestServer } from '../helpers/server.js';
 
 let ts: TestServer;
@@ -46,29 +47,6 @@ async function rejects(promise: Promise<unknown>): Promise<ServiceError> {
   throw new Error('expected the call to fail');
 }
 
-/** Job cgroups currently under the test server's parent, in every hierarchy. */
-function jobCgroups(): string[] {
-  const parent = ts.server.cgroupParent;
-  const roots = ts.server.cgroup.driver === 'v2' ? ['/sys/fs/cgroup'] : ['cpu', 'memory', 'freezer', 'blkio'].map((c) => `/sys/fs/cgroup/${c}`);
-  const found: string[] = [];
-  for (const root of roots) {
-    const dir = path.join(root, parent);
-    if (!fs.existsSync(dir)) continue;
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) found.push(path.join(dir, entry.name));
-  }
-  return found;
-}
-
-/** Running or stopped, not a zombie waiting for init to reap it. */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) [ZX] /.test(stat);
-  } catch {
-    return false;
-  }
-}
-
 test.serial('lifecycle: a job runs, its output streams, and it ends COMPLETED with exit code 0', async (t) => {
   const job = await create('sh', ['-c', 'echo out; echo err >&2']);
   t.is(job.status, JobStatus.JOB_STATUS_RUNNING);
@@ -86,7 +64,7 @@ test.serial('lifecycle: a job runs, its output streams, and it ends COMPLETED wi
   t.is(ended.outputBytes, 8);
   t.truthy(ended.endedAt);
   t.true(ended.endedAt!.getTime() >= ended.startedAt!.getTime());
-  t.deepEqual(jobCgroups(), [], 'the job cgroup is removed');
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), [], 'the job cgroup is removed');
 });
 
 test.serial('lifecycle: a non-zero exit ends FAILED with the code and a message', async (t) => {
@@ -110,7 +88,7 @@ test.serial('create: a command that does not exist fails with the exec error and
   t.is(err.code, Status.FAILED_PRECONDITION);
   t.is(err.details, 'exec "nosuchcmd-jobworker": No such file or directory');
   t.is((await unary(ts.client('admin'), 'getJobs', {})).jobs.length, before, 'no job recorded');
-  t.deepEqual(jobCgroups(), [], 'no cgroup left');
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), [], 'no cgroup left');
 });
 
 test.serial('create: a file that is not executable fails with the exec error', async (t) => {
@@ -121,7 +99,7 @@ test.serial('create: a file that is not executable fails with the exec error', a
   const err = await rejects(create(file));
   t.is(err.code, Status.FAILED_PRECONDITION);
   t.is(err.details, `exec "${file}": Permission denied`);
-  t.deepEqual(jobCgroups(), []);
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
 });
 
 const badCreate = test.macro({
@@ -131,7 +109,7 @@ const badCreate = test.macro({
     t.is(err.code, code);
     t.regex(err.details, details);
     t.is((await unary(ts.client('admin'), 'getJobs', {})).jobs.length, before);
-    t.deepEqual(jobCgroups(), []);
+    t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
   },
   title: (title) => `create: ${title} is refused with a clear status and leaves nothing behind`,
 });
@@ -266,7 +244,7 @@ test.serial('output: a job that leaves a background child holding its pipes stil
   t.is(bye, 'bye');
   t.true(Number(childPid) > 0);
   t.false(alive(Number(childPid)), 'the background child was killed with its job');
-  t.deepEqual(jobCgroups(), []);
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
 });
 
 test.serial('stop: a job that ignores SIGTERM is killed after the grace period and ends STOPPED', async (t) => {
@@ -279,7 +257,7 @@ test.serial('stop: a job that ignores SIGTERM is killed after the grace period a
   t.is(stopped.signal, 'SIGKILL');
   t.true(took >= 300, `stop returned after ${took} ms, before the grace period`);
   t.true(took < 10_000, `stop took ${took} ms`);
-  t.deepEqual(jobCgroups(), []);
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
 });
 
 test.serial('stop: processes that left the process group (setsid, double fork) die with the job', async (t) => {
@@ -300,7 +278,7 @@ test.serial('stop: processes that left the process group (setsid, double fork) d
   t.is(stopped.status, JobStatus.JOB_STATUS_STOPPED);
   await waitUntil(() => !pids.some(alive), 'escaped processes to die');
   t.false(pids.some(alive));
-  t.deepEqual(jobCgroups(), []);
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
 });
 
 test.serial('stop: stopping an ended job returns it as it is', async (t) => {

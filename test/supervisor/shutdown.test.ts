@@ -8,27 +8,10 @@ import { execa } from 'execa';
 import { JobStatus, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import { connect } from '../../cli/connect.js';
 import { repoRoot } from '../helpers/paths.js';
+import { alive, groupsUnder } from '../helpers/host.js';
 import { startTestServer, unary } from '../helpers/server.js';
 
 const limits: Limits = { maxCpuPercent: 0, maxMemoryMb: 0, maxIoBps: 0 };
-
-function groupsUnder(parent: string): string[] {
-  const found: string[] = [];
-  for (const root of ['/sys/fs/cgroup', ...['cpu', 'memory', 'freezer', 'blkio'].map((c) => `/sys/fs/cgroup/${c}`)]) {
-    const dir = path.join(root, parent);
-    if (!fs.existsSync(dir)) continue;
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) found.push(path.join(dir, entry.name));
-  }
-  return found;
-}
-
-function alive(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) [ZX] /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 test.serial('shutdown: stops every running job, even one ignoring SIGTERM, ends its followers and removes the cgroups', async (t) => {
   const ts = await startTestServer(t);
