@@ -98,7 +98,7 @@ test.serial('jobworkerd: SIGTERM stops the jobs, removes their cgroups and exits
     }
   }
   t.true(port > 0);
-  const client = connect({ server: `127.0.0.1:${port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-admin-cert.pem`, key: `${pki}/client-admin-key.pem` });
+  const client = connect({ server: `localhost:${port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-admin-cert.pem`, key: `${pki}/client-admin-key.pem` });
   t.teardown(() => client.close());
   const job = (await unary(client, 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
   t.is(job.status, JobStatus.JOB_STATUS_RUNNING);
