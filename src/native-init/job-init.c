@@ -1,7 +1,7 @@
 /*
  * job-init: the last step between the job supervisor and a job's command.
  *
- *   job-init [--status-fd N] [--cgroup <dir>]... -- <command> [args...]
+ *   job-init [--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]... -- <command> [args...]
  *
  * Joins the job's cgroups, starts a new session, undoes the signal state and
  * file descriptors it inherited, and execs the command: one function per step,
@@ -11,8 +11,10 @@
  * EOF. No bytes: exec succeeded. Otherwise one record
  *   <step>\t<errno>\t<strerror>\t<detail>\n
  * and exit 127 (125 for bad usage) without running the command. Steps are
- * usage, cloexec, cgroup, setsid, signals, closefds and exec; detail is the
- * cgroup dir for cgroup, the command for exec, empty otherwise.
+ * usage, cloexec, cgroup, setsid, signals, pipes, closefds and exec; detail is
+ * the cgroup dir for cgroup, the command for exec, empty otherwise. With
+ * --stdio pipes one more line comes first, "ready\t<stdout fd>\t<stderr fd>\n",
+ * and job-init waits for one byte back (see make_stdio_pipes).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -31,6 +33,8 @@
 
 /* Where status records go; -1 when --status-fd was not a valid number. */
 static int status_fd = 3;
+/* --stdio pipes: give the command real pipes on fds 1 and 2. */
+static int stdio_pipes;
 
 static void write_all(int fd, const char *buf, int len)
 {
@@ -86,7 +90,7 @@ static _Noreturn void usage(const char *problem, const char *arg)
 	char message[PATH_MAX + 256];
 
 	(void)snprintf(message, sizeof message, "job-init: %s %s\nusage: job-init "
-		       "[--status-fd N] [--cgroup <dir>]... -- <command> [args...]\n",
+		       "[--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]... -- <command> [args...]\n",
 		       problem, arg);
 	report("usage", EINVAL, "", message, EXIT_USAGE);
 }
@@ -120,12 +124,19 @@ static int parse_args(int argc, char **argv)
 		}
 		if (argv[i][0] != '-')
 			usage("missing '--' before the command", argv[i]);
-		if (strcmp(argv[i], "--status-fd") != 0 && strcmp(argv[i], "--cgroup") != 0)
+		if (strcmp(argv[i], "--status-fd") != 0 && strcmp(argv[i], "--cgroup") != 0 &&
+		    strcmp(argv[i], "--stdio") != 0)
 			usage("unknown option", argv[i]);
 		if (i + 1 == argc)
 			usage("missing value for", argv[i]);
 		if (strcmp(argv[i], "--status-fd") == 0 && (status_fd = parse_fd(argv[i + 1])) < 0)
 			usage("--status-fd needs an fd number, not", argv[i + 1]);
+		if (strcmp(argv[i], "--stdio") == 0) {
+			if (strcmp(argv[i + 1], "pipes") == 0)
+				stdio_pipes = 1;
+			else if (strcmp(argv[i + 1], "inherit") != 0)
+				usage("--stdio takes inherit or pipes, not", argv[i + 1]);
+		}
 	}
 	usage("missing", "'--' and a command");
 }
@@ -223,6 +234,39 @@ static void restore_signals(void)
 }
 
 /*
+ * Node gives a child socketpairs for "pipe" stdio, and a socket cannot be
+ * opened by path: a job's `echo oops > /dev/stderr` would fail with ENXIO.
+ * So job-init puts real pipes on fds 1 and 2. The supervisor cannot be handed
+ * their read ends directly; it opens them through /proc/<our pid>/fd/<n>,
+ * which only works while we still hold them, so we announce them on the
+ * status fd (a socketpair, so it carries the reply too) and wait for one byte
+ * saying the supervisor has them. Our copies are close-on-exec.
+ */
+static void make_stdio_pipes(void)
+{
+	char ready[64];
+	int out[2], err[2];
+	ssize_t n;
+	char ack;
+
+	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
+		bail("pipes", errno, "");
+	/* dup2 clears close-on-exec on the copy: exactly what fds 1 and 2 need. */
+	if (dup2(out[1], STDOUT_FILENO) < 0 || dup2(err[1], STDERR_FILENO) < 0)
+		bail("pipes", errno, "");
+	(void)close(out[1]);
+	(void)close(err[1]);
+
+	write_all(status_fd, ready, snprintf(ready, sizeof ready, "ready\t%d\t%d\n", out[0], err[0]));
+	do
+		n = read(status_fd, &ack, 1);
+	while (n < 0 && errno == EINTR);
+	/* EOF: the supervisor is gone or gave up on us; nobody would read the job. */
+	if (n != 1)
+		bail("pipes", n < 0 ? errno : EPIPE, "");
+}
+
+/*
  * Fallback for kernels before 5.9, which lack close_range: walk /proc/self/fd
  * with getdents64 into a stack buffer, since opendir would allocate. Closing
  * while reading is safe: the directory's offsets are fd numbers, so closed
@@ -283,6 +327,8 @@ int main(int argc, char **argv)
 	join_cgroups(argv, command);
 	isolate_session();
 	restore_signals();
+	if (stdio_pipes)
+		make_stdio_pipes();
 	close_other_fds(status_fd);
 
 	execvp(argv[command], &argv[command]);

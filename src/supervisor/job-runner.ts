@@ -13,6 +13,7 @@ import type {
   JobOutcome,
   PrepareResult,
   PrepareTask,
+  ReapTask,
   RunJobTask,
   StopRequest,
   TaskToMain,
@@ -71,6 +72,10 @@ export class JobRunner {
       // Piscina's default parks idle threads in Atomics.wait, which would
       // freeze every job a thread supervises: wait on messages instead.
       atomics: 'disabled',
+      // Job pipes are opened with fs.openSync and handed to net.Socket, which
+      // closes them itself; a thread that also tracked them would close
+      // reused fd numbers when it exits (and Node aborts on the mix-up).
+      trackUnmanagedFds: false,
     });
   }
 
@@ -140,12 +145,19 @@ export class JobRunner {
         endJob(record, result, new Date());
         this.#logger.info({ jobId: id, state: record.state, exitCode: record.exitCode, signal: record.signal, message: record.message }, 'job ended');
       },
-      (err: unknown) => {
-        // The thread supervising the job died. Its ring may never close, so
-        // the log is closed here to release the readers.
+      async (err: unknown) => {
+        // The thread supervising the job died, leaving the job running with
+        // nobody to reap it: kill it through its cgroup from another thread.
+        // Its ring may never close, so the log is closed here to release
+        // the readers.
+        this.#logger.error({ jobId: id, err }, 'job supervision failed; killing the job through its cgroup');
+        const reap: ReapTask = { jobId: id, cgroup: this.#cgroup! };
+        const reaped = await (this.#pool.run(reap, { name: 'reap' }) as Promise<void>).then(
+          () => '',
+          (reapErr: unknown) => `; its cgroup could not be removed: ${reapErr instanceof Error ? reapErr.message : String(reapErr)}`,
+        );
         if (!log.closed) log.close();
-        abandonJob(record, err instanceof Error ? err.message : String(err), new Date());
-        this.#logger.error({ jobId: id, err }, 'job supervision failed');
+        abandonJob(record, `${err instanceof Error ? err.message : String(err)}${reaped}`, new Date());
       },
     );
     const record: JobRecord = {

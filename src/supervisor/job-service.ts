@@ -13,7 +13,7 @@ import {
   type Job,
   type StopJobReq,
 } from '../gen/jobworker/v1/jobworker.js';
-import { StreamId } from '../workers/ring-layout.js';
+import { StreamId } from '../workers/protocol.js';
 import type { Caller } from './authz.js';
 import { Errors } from './errors.js';
 import type { JobRunner } from './job-runner.js';
@@ -25,6 +25,8 @@ export const MAX_CHUNK_BYTES = 64 * 1024;
 export const MAX_COMMAND_BYTES = 4096;
 export const MAX_ARGS = 4096;
 export const MAX_ARGV_BYTES = 1024 * 1024;
+/** Linux refuses any one exec argument longer than this (MAX_ARG_STRLEN, NUL included). */
+export const MAX_ARG_BYTES = 128 * 1024 - 1;
 export const MAX_GRACE_MS = 10 * 60 * 1000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -115,11 +117,13 @@ function validateCommand(command: string, args: readonly string[]): void {
   if (command === '') throw Errors.invalidArgument('command must not be empty');
   if (Buffer.byteLength(command) > MAX_COMMAND_BYTES) throw Errors.invalidArgument(`command must be at most ${MAX_COMMAND_BYTES} bytes`);
   if (args.length > MAX_ARGS) throw Errors.invalidArgument(`at most ${MAX_ARGS} arguments, got ${args.length}`);
-  let total = Buffer.byteLength(command);
+  let total = 0;
   for (const arg of [command, ...args]) {
     // exec takes NUL-terminated strings: a NUL would silently cut the argument.
     if (arg.includes('\0')) throw Errors.invalidArgument('command and arguments must not contain NUL bytes');
-    total += Buffer.byteLength(arg);
+    const bytes = Buffer.byteLength(arg);
+    if (bytes > MAX_ARG_BYTES) throw Errors.invalidArgument(`each argument must be at most ${MAX_ARG_BYTES} bytes (the kernel's limit), got one of ${bytes}`);
+    total += bytes;
   }
   if (total > MAX_ARGV_BYTES) throw Errors.invalidArgument(`command and arguments must be at most ${MAX_ARGV_BYTES} bytes together, got ${total}`);
 }

@@ -58,6 +58,7 @@ class ServeCommand extends Command {
       this.context.stderr.write('jobworkerd: must run as root to create cgroups\n');
       return 2;
     }
+    let shuttingDown = false;
     let server;
     try {
       server = await startServer({
@@ -74,9 +75,16 @@ class ServeCommand extends Command {
       this.context.stderr.write(`jobworkerd: cannot start: ${(err as Error).message}\n`);
       return 1;
     }
+    // The handlers stay installed: a second signal during shutdown must not
+    // kill the server with jobs and cgroups still to clean up.
     const signalled = await new Promise<NodeJS.Signals>((resolve) => {
-      process.once('SIGTERM', () => resolve('SIGTERM'));
-      process.once('SIGINT', () => resolve('SIGINT'));
+      const onSignal = (signal: NodeJS.Signals): void => {
+        if (shuttingDown) logger.warn({ signal }, 'already shutting down: stopping jobs and removing their cgroups');
+        else resolve(signal);
+        shuttingDown = true;
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
     });
     logger.info({ signal: signalled }, 'shutting down');
     await server.shutdown();

@@ -6,7 +6,7 @@
 //
 // This in-memory log keeps every byte; the interface is what the rest of the
 // server relies on, so a disk-backed log can take its place.
-import { StreamId } from '../workers/ring-layout.js';
+import { StreamId } from '../workers/protocol.js';
 
 export interface OutputSlice {
   stream: StreamId;

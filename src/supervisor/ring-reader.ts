@@ -8,12 +8,12 @@ import {
   LENGTH_MASK,
   READ_INDEX,
   STREAM_BIT,
-  StreamId,
   WRITE_INDEX,
   WRITER_WAKE,
   ringViews,
   type RingViews,
 } from '../workers/ring-layout.js';
+import { StreamId } from '../workers/protocol.js';
 
 /** Receives views into the shared ring: copy what you keep before returning. */
 export type RingSink = (stream: StreamId, bytes: Uint8Array) => void;

@@ -81,7 +81,7 @@ export class RpcBoundary {
       peer: call.getPeer(),
       cn: caller?.cn,
       role: caller?.role,
-      jobId: jobIdOf(call.request) ?? jobIdOf((response as { id?: unknown } | undefined)),
+      jobId: jobIdOf(call.request) ?? jobIdOf((response as { job?: unknown } | undefined)?.job),
       outcome,
       code: code ?? 0,
       ms: Math.round((performance.now() - started) * 10) / 10,

@@ -1,21 +1,73 @@
-// job-init reports a failure before exec as one line on its status pipe:
-//   <step>\t<errno>\t<strerror>\t<detail>\n
-// and success as EOF with no bytes (the pipe is CLOEXEC and closes on exec).
+// job-init's status channel (fd 3, a socketpair). job-init writes, in order:
+//   ready\t<stdout fd>\t<stderr fd>\n   its stdio pipes exist; it waits for one byte back
+//   <step>\t<errno>\t<strerror>\t<detail>\n   a step failed; it exits 127
+// and success is EOF with no failure record: the channel is close-on-exec in
+// job-init, so it closes at the moment exec succeeds.
+import type { Duplex } from 'node:stream';
+import type { StartFailureCode } from './protocol.js';
 
-/** Turns a status record into the message a client sees. */
-export function parseStatusRecord(record: Buffer, command: string): string {
+export type StatusEvent =
+  | { kind: 'ready'; stdoutFd: number; stderrFd: number }
+  | { kind: 'failed'; code: StartFailureCode; message: string }
+  | { kind: 'execd' };
+
+/** Reads the channel one line at a time; EOF ends it. */
+export class InitStatus {
+  readonly #channel: Duplex;
+  #buffered = '';
+  #ended = false;
+  #waiting: (() => void) | undefined;
+
+  constructor(channel: Duplex) {
+    this.#channel = channel;
+    channel.setEncoding('utf8');
+    channel.on('data', (text: string) => {
+      this.#buffered += text;
+      this.#waiting?.();
+    });
+    const end = (): void => {
+      this.#ended = true;
+      this.#waiting?.();
+    };
+    channel.once('end', end);
+    channel.once('close', end);
+    channel.once('error', end);
+  }
+
+  async next(command: string): Promise<StatusEvent> {
+    for (;;) {
+      const newline = this.#buffered.indexOf('\n');
+      if (newline >= 0) {
+        const line = this.#buffered.slice(0, newline);
+        this.#buffered = this.#buffered.slice(newline + 1);
+        return parseLine(line, command);
+      }
+      if (this.#ended) {
+        return this.#buffered === '' ? { kind: 'execd' } : parseLine(this.#buffered, command);
+      }
+      await new Promise<void>((resolve) => (this.#waiting = resolve));
+      this.#waiting = undefined;
+    }
+  }
+
+  /** Lets job-init go on to exec. */
+  acknowledge(): void {
+    this.#channel.write('k');
+  }
+}
+
+function parseLine(line: string, command: string): StatusEvent {
+  const fields = line.split('\t');
+  if (fields[0] === 'ready') return { kind: 'ready', stdoutFd: Number(fields[1]), stderrFd: Number(fields[2]) };
   // The detail is the client's command or a path: it may hold tabs itself.
-  const [step, , reason, ...rest] = record.toString('utf8').replace(/\n$/, '').split('\t');
+  const [step, , reason, ...rest] = fields;
   const detail = rest.join('\t');
   switch (step) {
     case 'exec':
-      return `exec ${JSON.stringify(command)}: ${reason}`;
+      return { kind: 'failed', code: 'EXEC_FAILED', message: `exec ${JSON.stringify(command)}: ${reason}` };
     case 'cgroup':
-      return `join cgroup ${detail}: ${reason}`;
-    case undefined:
-    case '':
-      return 'job-init failed without saying why';
+      return { kind: 'failed', code: 'CGROUP_SETUP_FAILED', message: `join cgroup ${detail}: ${reason}` };
     default:
-      return `job-init ${step}${detail ? ` ${detail}` : ''}: ${reason}`;
+      return { kind: 'failed', code: 'SPAWN_FAILED', message: `job-init ${step}${detail ? ` ${detail}` : ''}: ${reason}` };
   }
 }

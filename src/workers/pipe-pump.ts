@@ -4,7 +4,7 @@
 // slowed down, its output is never dropped, and the worker never holds more
 // than the chunks already read when the pause began.
 import type { Readable } from 'node:stream';
-import type { StreamId } from './ring-layout.js';
+import type { StreamId } from './protocol.js';
 import type { RingWriter } from './ring-writer.js';
 
 export interface OutputSource {

@@ -1,8 +1,15 @@
-// The one protocol between the main thread and the job-supervisor threads.
-// Both sides import this file and nothing else of each other's.
+// The protocol between the main thread and the job-supervisor threads: the
+// task and message types here, the output ring's layout in ring-layout.ts.
+// Those two files are all the two sides share.
 import type { MessagePort } from 'node:worker_threads';
 
 export type CgroupDriverName = 'v1' | 'v2';
+
+/** Which of a job's output streams bytes came from. */
+export const enum StreamId {
+  Stdout = 0,
+  Stderr = 1,
+}
 
 export interface JobLimits {
   /** Percent of one core: 100 = one full core. */
@@ -31,7 +38,7 @@ export interface RunJobTask {
   /** Absolute path of the compiled job-init helper. */
   jobInitPath: string;
   env: Record<string, string>;
-  /** The job's output ring (see ring-layout.ts); the task writes, main reads. */
+  /** The job's output ring (layout in ring-layout.ts, the other shared file); the task writes, main reads. */
   ring: SharedArrayBuffer;
   /** Transferred: carries StopRequest in and JobStarted out. */
   port: MessagePort;
@@ -84,6 +91,12 @@ export interface JobOutcome {
   stopRequested: boolean;
   /** Trouble in supervision itself (e.g. a cgroup that could not be removed). */
   supervisorError: string | null;
+}
+
+/** Argument of the `reap` task: clean up after a job whose thread died. */
+export interface ReapTask {
+  jobId: string;
+  cgroup: CgroupConfig;
 }
 
 /** Argument of the `prepare` task, run once (on one thread) before any job starts. */

@@ -1,7 +1,7 @@
 // The job output ring: a single-producer single-consumer byte ring in a
 // SharedArrayBuffer. The job-supervisor thread (ring-writer.ts) is the only
-// writer; the main thread (supervisor/ring-reader.ts) the only reader. Both
-// sides import only this file of each other's.
+// writer; the main thread (supervisor/ring-reader.ts) the only reader. This
+// file and protocol.ts are all the two sides share.
 //
 //   state (Int32Array over the first STATE_BYTES)            data (capacity bytes)
 //   +-------------+------------+--------+-------------+     +---------------------+
@@ -51,11 +51,6 @@ export const STREAM_BIT = 0x8000_0000;
 export const LENGTH_MASK = 0x7fff_ffff;
 /** A header plus at least one byte of payload. */
 export const MIN_RECORD = HEADER_BYTES + 1;
-
-export const enum StreamId {
-  Stdout = 0,
-  Stderr = 1,
-}
 
 export const DEFAULT_RING_CAPACITY = 256 * 1024;
 export const MIN_RING_CAPACITY = 64;

@@ -7,12 +7,12 @@ import {
   MIN_RECORD,
   READ_INDEX,
   STREAM_BIT,
-  StreamId,
   WRITE_INDEX,
   WRITER_WAKE,
   ringViews,
   type RingViews,
 } from './ring-layout.js';
+import { StreamId } from './protocol.js';
 
 export class RingWriter {
   readonly #ring: RingViews;
@@ -27,6 +27,10 @@ export class RingWriter {
    * Returns how many payload bytes were taken (0 when the ring is full).
    */
   write(stream: StreamId, chunk: Uint8Array): number {
+    // After close the reader may already have finished: a write could only
+    // land unseen. The one writer that gets here is a pump abandoned because
+    // a process outside the job held its pipes; its bytes are dropped.
+    if (this.#closed) return chunk.length;
     const { state, capacity } = this.#ring;
     const write = Atomics.load(state, WRITE_INDEX) >>> 0;
     const free = capacity - ((write - (Atomics.load(state, READ_INDEX) >>> 0)) >>> 0);

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { MemoryOutputLog, type OutputLog } from '../../src/supervisor/output-log.js';
-import { StreamId } from '../../src/workers/ring-layout.js';
+import { StreamId } from '../../src/workers/protocol.js';
 
 function readAll(log: OutputLog, from: number, maxBytes: number): { stream: StreamId; data: Buffer }[] {
   const out: { stream: StreamId; data: Buffer }[] = [];

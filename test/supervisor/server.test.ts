@@ -117,6 +117,7 @@ const badCreate = test.macro({
 test.serial('an empty command', badCreate, '', [], {}, Status.INVALID_ARGUMENT, /^command must not be empty$/);
 test.serial('a command with a NUL byte', badCreate, 'ec\0ho', [], {}, Status.INVALID_ARGUMENT, /NUL/);
 test.serial('too many arguments', badCreate, 'true', Array.from({ length: 5000 }, () => 'x'), {}, Status.INVALID_ARGUMENT, /at most 4096 arguments/);
+test.serial('an argument longer than the kernel takes', badCreate, 'echo', ['x'.repeat(128 * 1024)], {}, Status.INVALID_ARGUMENT, /each argument must be at most 131071 bytes/);
 test.serial('CPU above cores x 100', badCreate, 'true', [], { maxCpuPercent: os.availableParallelism() * 100 + 1 }, Status.INVALID_ARGUMENT, /max_cpu_percent must be from 1 to/);
 test.serial('memory below 4 MB', badCreate, 'true', [], { maxMemoryMb: 3 }, Status.INVALID_ARGUMENT, /max_memory_mb must be from 4 to/);
 test.serial("memory above the host's", badCreate, 'true', [], { maxMemoryMb: 10 * 1024 * 1024 }, Status.INVALID_ARGUMENT, /max_memory_mb/);
@@ -281,6 +282,16 @@ test.serial('stop: processes that left the process group (setsid, double fork) d
   t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
 });
 
+test.serial("stop: the grace period holds for the whole job, not just its leader", async (t) => {
+  // The leader (sh) dies at once on SIGTERM; its child needs half a second
+  // to clean up and must get it.
+  const job = await create('sh', ['-c', `sh -c 'trap "sleep 0.5; echo cleaned; exit 0" TERM; echo ready; while :; do sleep 0.1; done' & wait`]);
+  await new Promise((resolve) => ts.client('admin').getJobsStream({ id: job.id, follow: true }).once('data', resolve));
+  await unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 10_000 });
+  const { stdout } = await collectStream(ts.client('admin'), { id: job.id, follow: false });
+  t.is(stdout.toString(), 'ready\ncleaned\n');
+});
+
 test.serial('stop: stopping an ended job returns it as it is', async (t) => {
   const { job } = await waitForEnd((await create('true')).id);
   const again = (await unary(ts.client('admin'), 'stopJob', { id: job.id })).job!;
@@ -338,6 +349,21 @@ test.serial('output: GetJob never shows RUNNING once a follower has seen the end
     const { job } = await waitForEnd((await create('echo', [String(i)])).id);
     t.is(job.status, JobStatus.JOB_STATUS_COMPLETED);
   }
+});
+
+test.serial('output: a job can open its stdout and stderr by path, as with real pipes', async (t) => {
+  const { job, stdout, stderr } = await waitForEnd((await create('sh', ['-c', 'echo to-out > /dev/stdout; echo to-err > /dev/stderr; test -p /proc/self/fd/1'])).id);
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
+  t.is(stdout.toString(), 'to-out\n');
+  t.is(stderr.toString(), 'to-err\n');
+});
+
+test.serial('job environment: a minimal environment of its own and / as its working directory', async (t) => {
+  const { stdout } = await waitForEnd((await create('sh', ['-c', 'pwd; env | sort'])).id);
+  const [cwd, ...env] = stdout.toString().trim().split('\n');
+  t.is(cwd, '/');
+  const names = env.map((line) => line.split('=')[0]).filter((name) => name !== 'PWD' && name !== 'SHLVL' && name !== '_');
+  t.deepEqual(names, ['HOME', 'JOBWORKER_JOB_ID', 'LANG', 'PATH']);
 });
 
 test.serial('output: stream chunks carry the stream they came from', async (t) => {

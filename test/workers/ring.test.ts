@@ -2,7 +2,8 @@ import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { RingReader, pumpRing } from '../../src/supervisor/ring-reader.js';
-import { MIN_RECORD, StreamId, createRing } from '../../src/workers/ring-layout.js';
+import { StreamId } from '../../src/workers/protocol.js';
+import { MIN_RECORD, createRing } from '../../src/workers/ring-layout.js';
 import { RingWriter } from '../../src/workers/ring-writer.js';
 
 interface Received {

@@ -7,6 +7,8 @@ export interface CgroupDriver {
   prepare(): string[];
   /** Creates the job's group(s) with the limits in place. Throws CgroupError. */
   create(jobId: string, limits: JobLimits): JobCgroup;
+  /** The group(s) of a job created earlier, to kill and remove them. */
+  open(jobId: string): JobCgroup;
 }
 
 export interface JobCgroup {
@@ -14,6 +16,8 @@ export interface JobCgroup {
   readonly path: string;
   /** Every directory whose cgroup.procs job-init must join. */
   readonly joinDirs: readonly string[];
+  /** Some process is still in the group. */
+  populated(): boolean;
   /** SIGKILLs every process in the group, repeatedly, until none is left. */
   killAll(): Promise<void>;
   /** The group's OOM killer has killed at least one of its processes. */

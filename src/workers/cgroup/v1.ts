@@ -11,10 +11,13 @@ import { ensureGroup, killPids, makeGroup, readControl, readKeyed, readPids, rem
 const CFS_PERIOD_US = 100_000;
 /** A process in uninterruptible sleep dies only when its I/O returns; give up after this. */
 const KILL_TIMEOUT_MS = 30_000;
-/** Controllers a job needs whatever its limits; blkio only with an I/O limit. */
-const ALWAYS = ['cpu', 'memory'] as const;
-/** Used when present: freezer makes killing a forking job race-free. */
-const OPTIONAL = ['freezer', 'blkio'] as const;
+/**
+ * Controllers every job needs: cpu and memory for its limits, freezer to kill
+ * it (without it the only way is to kill pids read from cgroup.procs, which
+ * races with forks and pid reuse). blkio only for an I/O limit.
+ */
+const ALWAYS = ['cpu', 'memory', 'freezer'] as const;
+const OPTIONAL = ['blkio'] as const;
 
 export class CgroupV1Driver implements CgroupDriver {
   readonly name = 'v1';
@@ -35,12 +38,7 @@ export class CgroupV1Driver implements CgroupDriver {
   }
 
   create(jobId: string, limits: JobLimits): JobCgroup {
-    const wanted: string[] = [...ALWAYS];
-    if (limits.ioBps > 0) wanted.push('blkio');
-    const dirs = new Map<string, string>();
-    for (const controller of wanted) dirs.set(controller, path.join(this.#mount(controller), this.parent, jobId));
-    if (this.#mounts.has('freezer')) dirs.set('freezer', path.join(this.#mounts.get('freezer')!, this.parent, jobId));
-
+    const dirs = this.#dirs(jobId, limits.ioBps > 0 ? [...ALWAYS, 'blkio'] : ALWAYS);
     // Co-mounted controllers (cpu,cpuacct) share one directory: make each once.
     const unique = [...new Set(dirs.values())];
     const made: string[] = [];
@@ -82,10 +80,19 @@ export class CgroupV1Driver implements CgroupDriver {
     return group;
   }
 
+  open(jobId: string): JobCgroup {
+    const dirs = this.#dirs(jobId, [...ALWAYS, ...OPTIONAL.filter((c) => this.#mounts.has(c))]);
+    return new V1JobCgroup(`/${this.parent}/${jobId}`, [...new Set(dirs.values())], dirs);
+  }
+
+  #dirs(jobId: string, controllers: readonly string[]): Map<string, string> {
+    return new Map(controllers.map((controller) => [controller, path.join(this.#mount(controller), this.parent, jobId)]));
+  }
+
   #mount(controller: string): string {
     const mount = this.#mounts.get(controller);
     if (!mount) {
-      throw new CgroupError('CONTROLLER_UNAVAILABLE', `cgroup v1 controller "${controller}" is not mounted; it is needed to enforce the job's limits`);
+      throw new CgroupError('CONTROLLER_UNAVAILABLE', `cgroup v1 controller "${controller}" is not mounted; it is needed ${controller === 'freezer' ? "to kill a job's processes without racing its forks" : "to enforce the job's limits"}`);
     }
     return mount;
   }
@@ -98,27 +105,36 @@ class V1JobCgroup implements JobCgroup {
     readonly dirs: ReadonlyMap<string, string>,
   ) {}
 
+  populated(): boolean {
+    return readPids(this.#freezer).length > 0;
+  }
+
   async killAll(): Promise<void> {
-    const freezer = this.dirs.get('freezer');
-    const procsDir = freezer ?? this.dirs.get('memory')!;
+    const freezer = this.#freezer;
     const deadline = Date.now() + KILL_TIMEOUT_MS;
-    for (;;) {
-      if (readPids(procsDir).length === 0) return;
+    while (this.populated()) {
       if (Date.now() > deadline) {
-        throw new CgroupError('CGROUP_SETUP_FAILED', `processes of ${procsDir} survived SIGKILL for ${KILL_TIMEOUT_MS} ms: ${readPids(procsDir).join(' ')}`);
+        throw new CgroupError('CGROUP_SETUP_FAILED', `processes of ${freezer} survived SIGKILL for ${KILL_TIMEOUT_MS} ms: ${readPids(freezer).join(' ')}`);
       }
-      if (freezer) {
-        // Frozen, the group cannot fork while we read its pids and kill
-        // them, so no child is born unseen between the read and the kill.
+      // Frozen, the group cannot fork while we read its pids and kill them,
+      // so no child is born unseen and no pid is reused in between. A group
+      // that will not freeze (a task stuck in uninterruptible sleep) is
+      // thawed again and the loop retries until the deadline.
+      try {
         writeControl(freezer, 'freezer.state', 'FROZEN');
-        await waitUntil(() => readControl(freezer, 'freezer.state').trim() === 'FROZEN', `${freezer} to freeze`);
+        await waitUntil(() => readControl(freezer, 'freezer.state').trim() === 'FROZEN', `${freezer} to freeze`, 1_000);
         killPids(readPids(freezer));
+      } catch (err) {
+        if (!(err instanceof CgroupError)) throw err;
+      } finally {
         writeControl(freezer, 'freezer.state', 'THAWED');
-      } else {
-        killPids(readPids(procsDir));
       }
-      await waitUntil(() => readPids(procsDir).length === 0, `${procsDir} to empty`, 1_000).catch(() => undefined);
+      await waitUntil(() => !this.populated(), `${freezer} to empty`, 1_000).catch(() => undefined);
     }
+  }
+
+  get #freezer(): string {
+    return this.dirs.get('freezer')!;
   }
 
   memoryLimitHit(): boolean {

@@ -8,6 +8,8 @@ import { CgroupError, type CgroupDriver, type JobCgroup } from './driver.js';
 import { ensureGroup, errnoMessage, killPids, makeGroup, readControl, readKeyed, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
 
 const CPU_PERIOD_US = 100_000;
+/** A process in uninterruptible sleep dies only when its I/O returns; give up after this. */
+const KILL_TIMEOUT_MS = 30_000;
 const WANTED = ['cpu', 'memory', 'io', 'pids'] as const;
 
 export class CgroupV2Driver implements CgroupDriver {
@@ -68,6 +70,10 @@ export class CgroupV2Driver implements CgroupDriver {
     return new V2JobCgroup(`/${this.parent}/${jobId}`, dir);
   }
 
+  open(jobId: string): JobCgroup {
+    return new V2JobCgroup(`/${this.parent}/${jobId}`, path.join(this.#parentDir, jobId));
+  }
+
   /** Controllers the parent hands down to job groups. */
   #delegated(): string[] {
     return readControl(this.#parentDir, 'cgroup.subtree_control').trim().split(/\s+/).filter(Boolean);
@@ -110,22 +116,32 @@ class V2JobCgroup implements JobCgroup {
     this.joinDirs = [dir];
   }
 
+  populated(): boolean {
+    return readKeyed(this.dir, 'cgroup.events', 'populated') === 1;
+  }
+
   async killAll(): Promise<void> {
-    const populated = (): boolean => readKeyed(this.dir, 'cgroup.events', 'populated') === 1;
-    if (!populated()) return;
+    if (!this.populated()) return;
     if (fs.existsSync(`${this.dir}/cgroup.kill`)) {
       // Linux 5.14+: the kernel kills every process, forks included, at once.
       writeControl(this.dir, 'cgroup.kill', '1');
     } else {
-      while (populated()) {
-        writeControl(this.dir, 'cgroup.freeze', '1');
-        await waitUntil(() => readKeyed(this.dir, 'cgroup.events', 'frozen') === 1, `${this.dir} to freeze`);
-        killPids(readPids(this.dir));
-        writeControl(this.dir, 'cgroup.freeze', '0');
-        await waitUntil(() => !populated(), `${this.dir} to empty`, 1_000).catch(() => undefined);
+      const deadline = Date.now() + KILL_TIMEOUT_MS;
+      while (this.populated() && Date.now() < deadline) {
+        // Frozen, the group cannot fork between reading its pids and killing them.
+        try {
+          writeControl(this.dir, 'cgroup.freeze', '1');
+          await waitUntil(() => readKeyed(this.dir, 'cgroup.events', 'frozen') === 1, `${this.dir} to freeze`, 1_000);
+          killPids(readPids(this.dir));
+        } catch (err) {
+          if (!(err instanceof CgroupError)) throw err;
+        } finally {
+          writeControl(this.dir, 'cgroup.freeze', '0');
+        }
+        await waitUntil(() => !this.populated(), `${this.dir} to empty`, 1_000).catch(() => undefined);
       }
     }
-    await waitUntil(() => !populated(), `${this.dir} to empty`);
+    await waitUntil(() => !this.populated(), `${this.dir} to empty`, KILL_TIMEOUT_MS);
   }
 
   memoryLimitHit(): boolean {
