@@ -122,6 +122,13 @@ test.serial('CPU above cores x 100', badCreate, 'true', [], { maxCpuPercent: os.
 test.serial('memory below 4 MB', badCreate, 'true', [], { maxMemoryMb: 3 }, Status.INVALID_ARGUMENT, /max_memory_mb must be from 4 to/);
 test.serial("memory above the host's", badCreate, 'true', [], { maxMemoryMb: 10 * 1024 * 1024 }, Status.INVALID_ARGUMENT, /max_memory_mb/);
 
+test.serial('create: a request over 4 MiB is refused before it is decoded, and the server carries on', async (t) => {
+  const err = await rejects(create('echo', Array.from({ length: 40 }, () => 'x'.repeat(120_000))));
+  t.is(err.code, Status.RESOURCE_EXHAUSTED);
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
+  t.true(Array.isArray((await unary(ts.client('admin'), 'getJobs', {})).jobs));
+});
+
 test.serial('ids: an unknown id is NOT_FOUND and a malformed one INVALID_ARGUMENT, for every RPC taking one', async (t) => {
   const unknown = '123e4567-e89b-42d3-a456-426614174000';
   const client = ts.client('admin');
