@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-const HIERARCHIES = ['/sys/fs/cgroup', ...['cpu', 'memory', 'freezer', 'blkio', 'pids'].map((c) => `/sys/fs/cgroup/${c}`)];
+const HIERARCHIES = ['/sys/fs/cgroup', ...['unified', 'cpu', 'memory', 'freezer', 'blkio', 'pids'].map((c) => `/sys/fs/cgroup/${c}`)];
 
 /** Job groups under `parent`, in the v2 tree and every v1 hierarchy. */
 export function groupsUnder(parent: string): string[] {

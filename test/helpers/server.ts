@@ -10,6 +10,7 @@ import { connect, unary } from '../../cli/connect.js';
 import type { DataChunk, GetJobsStreamReq, Job, JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { OutputStream } from '../../src/gen/jobworker/v1/jobworker.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/supervisor/server.js';
+import { groupsUnder } from './host.js';
 import { jobInitPath } from './paths.js';
 
 export { unary, type RequestOf, type ResponseOf, type UnaryMethod } from '../../cli/connect.js';
@@ -89,6 +90,9 @@ export async function startTestServer(t?: Teardown, overrides: Partial<ServerOpt
       for (const made of clients) made.close();
       try {
         await server.shutdown();
+        // Every job ends with its cgroup removed: a leftover fails the test.
+        const leftovers = groupsUnder(server.cgroupParent);
+        if (leftovers.length > 0) throw new Error(`job cgroups left behind: ${leftovers.join(', ')}`);
       } finally {
         await rm(pki, { recursive: true, force: true });
         await removeCgroupParent(overrides.cgroupParent ?? testCgroupParent);
