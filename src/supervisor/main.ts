@@ -20,28 +20,28 @@ class ServeCommand extends Command {
     `,
   });
 
-  listen = Option.String('--listen', '0.0.0.0:50051', { description: 'Address to listen on (host:port)' });
-  ca = Option.String('--ca', 'certs/ca-cert.pem', { description: 'CA certificate(s) that client certificates must chain to' });
-  cert = Option.String('--cert', 'certs/server-cert.pem', { description: 'Server certificate (PEM)' });
-  key = Option.String('--key', 'certs/server-key.pem', { description: 'Server private key (PEM)' });
+  listen = Option.String('--listen', '0.0.0.0:50051', { description: 'Address to listen on (host:port) (default 0.0.0.0:50051)' });
+  ca = Option.String('--ca', 'certs/ca-cert.pem', { description: 'CA certificate(s) that client certificates must chain to (default certs/ca-cert.pem)' });
+  cert = Option.String('--cert', 'certs/server-cert.pem', { description: 'Server certificate (PEM) (default certs/server-cert.pem)' });
+  key = Option.String('--key', 'certs/server-key.pem', { description: 'Server private key (PEM) (default certs/server-key.pem)' });
   cgroupDriver = Option.String('--cgroup-driver', 'auto', {
-    description: 'cgroup driver: v1, v2, or auto (v2 when /sys/fs/cgroup is a cgroup2 mount with controllers)',
+    description: 'cgroup driver: v1, v2, or auto (default; v2 when /sys/fs/cgroup is a cgroup2 mount with controllers)',
     validator: t.isEnum(['auto', 'v1', 'v2'] as const),
   });
   cgroupParent = Option.String('--cgroup-parent', 'jobworker', {
-    description: 'Name of the cgroup under which job cgroups are created',
+    description: 'Name of the cgroup under which job cgroups are created (default jobworker)',
     validator: t.cascade(t.isString(), [t.matchesRegExp(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/)]),
   });
   workers = Option.String('--workers', String(os.availableParallelism()), {
-    description: 'Job-supervisor threads (each supervises any number of jobs)',
+    description: 'Job-supervisor threads (each supervises any number of jobs) (default one per core)',
     validator: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(1, 64)]),
   });
   stopGrace = Option.String('--stop-grace', '100', {
-    description: 'Default milliseconds between SIGTERM and SIGKILL when a job is stopped',
+    description: 'Default milliseconds between SIGTERM and SIGKILL when a job is stopped (default 100)',
     validator: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(0, 600_000)]),
   });
   logLevel = Option.String('--log-level', 'info', {
-    description: 'Log level: trace, debug, info, warn, error, fatal, silent',
+    description: 'Log level: trace, debug, info, warn, error, fatal, silent (default info)',
     validator: t.isEnum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const),
   });
 
@@ -103,7 +103,10 @@ function readPem(file: string, flag: string): Buffer {
   }
 }
 
-const cli = new Cli({ binaryName: 'jobworkerd', binaryLabel: 'jobworker server', binaryVersion: '0.1.0' });
+// clipanion decides on colours from the terminal type, not from whether
+// stdout is a terminal: decide here, so `--help | less` gets plain text.
+const colors = process.env.FORCE_COLOR !== undefined ? process.env.FORCE_COLOR !== '0' : process.stdout.isTTY === true && process.env.NO_COLOR === undefined;
+const cli = new Cli({ binaryName: 'jobworkerd', binaryLabel: 'jobworker server', binaryVersion: '0.1.0', enableColors: colors });
 cli.register(ServeCommand);
 cli.register(Builtins.HelpCommand);
 cli.register(Builtins.VersionCommand);
