@@ -120,6 +120,9 @@ static int parse_args(int argc, char **argv)
 		if (strcmp(argv[i], "--") == 0) {
 			if (i + 1 == argc)
 				usage("missing command after", "'--'");
+			/* The pipes go onto fds 1 and 2: a status fd there would be lost. */
+			if (stdio_pipes && status_fd <= STDERR_FILENO)
+				usage("--stdio pipes puts the pipes on fds 1 and 2: --status-fd must be", "3 or more");
 			return i + 1;
 		}
 		if (argv[i][0] != '-')

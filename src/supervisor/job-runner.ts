@@ -127,14 +127,19 @@ export class JobRunner {
     // its way and is what counts.
     const startMessage = new Promise<TaskToMain>((resolve) => port.once('message', resolve));
     const startOrFailure = outcome.then((o): Promise<TaskToMain | JobOutcome> => (o.started ? startMessage : Promise.resolve(o)));
-    const first = await Promise.race([startMessage, startOrFailure]).catch((err: unknown) => {
+    const first = await Promise.race([startMessage, startOrFailure]).catch(async (err: unknown) => {
+      // The thread died mid-start: job-init may be running in its cgroup
+      // (even exec'd, its start message lost with the thread).
       port.close();
-      throw err;
+      this.#logger.error({ jobId: id, err }, 'job supervision failed during start; killing whatever it started');
+      await this.#reap(id);
+      throw Errors.startFailed('SPAWN_FAILED', `the job's supervisor thread failed while starting it: ${err instanceof Error ? err.message : String(err)}`);
     });
 
     if (!('type' in first)) {
       port.close();
       await drained;
+      if (first.supervisorError) this.#logger.warn({ jobId: id, problem: first.supervisorError }, 'cleanup after a failed start');
       const failure = first.startFailure ?? { code: 'SPAWN_FAILED' as const, message: 'the job task ended without starting the job' };
       throw Errors.startFailed(failure.code, failure.message);
     }
@@ -151,11 +156,7 @@ export class JobRunner {
         // Its ring may never close, so the log is closed here to release
         // the readers.
         this.#logger.error({ jobId: id, err }, 'job supervision failed; killing the job through its cgroup');
-        const reap: ReapTask = { jobId: id, cgroup: this.#cgroup! };
-        const reaped = await (this.#pool.run(reap, { name: 'reap' }) as Promise<void>).then(
-          () => '',
-          (reapErr: unknown) => `; its cgroup could not be removed: ${reapErr instanceof Error ? reapErr.message : String(reapErr)}`,
-        );
+        const reaped = await this.#reap(id);
         if (!log.closed) log.close();
         abandonJob(record, `${err instanceof Error ? err.message : String(err)}${reaped}`, new Date());
       },
@@ -185,6 +186,18 @@ export class JobRunner {
     this.#store.add(record);
     this.#logger.info({ jobId: id, pid: first.pid, cgroup: first.cgroup, command: request.command, owner: request.owner }, 'job started');
     return record;
+  }
+
+  /** Kills and removes a job's cgroup from another thread; returns '' or what went wrong, for the record. */
+  async #reap(jobId: string): Promise<string> {
+    const task: ReapTask = { jobId, cgroup: this.#cgroup! };
+    return (this.#pool.run(task, { name: 'reap' }) as Promise<void>).then(
+      () => '',
+      (err: unknown) => {
+        this.#logger.error({ jobId, err }, 'could not remove the cgroup of an abandoned job');
+        return `; its cgroup could not be removed: ${err instanceof Error ? err.message : String(err)}`;
+      },
+    );
   }
 
   /** Asks the job's supervisor to stop it; resolves once the job has ended. */

@@ -2,7 +2,9 @@
 //   ready\t<stdout fd>\t<stderr fd>\n   its stdio pipes exist; it waits for one byte back
 //   <step>\t<errno>\t<strerror>\t<detail>\n   a step failed; it exits 127
 // and success is EOF with no failure record: the channel is close-on-exec in
-// job-init, so it closes at the moment exec succeeds.
+// job-init, so it closes at the moment exec succeeds. (A job-init killed
+// after our acknowledgement also closes it with no record: that looks like
+// an exec, and the job then ends at once, killed by its signal.)
 import type { Duplex } from 'node:stream';
 import type { StartFailureCode } from './protocol.js';
 
@@ -16,6 +18,7 @@ export class InitStatus {
   readonly #channel: Duplex;
   #buffered = '';
   #ended = false;
+  #error: Error | undefined;
   #waiting: (() => void) | undefined;
 
   constructor(channel: Duplex) {
@@ -31,7 +34,11 @@ export class InitStatus {
     };
     channel.once('end', end);
     channel.once('close', end);
-    channel.once('error', end);
+    channel.once('error', (err: Error) => {
+      // A reset (job-init died with our acknowledgement unread) is no exec.
+      this.#error ??= err;
+      end();
+    });
   }
 
   async next(command: string): Promise<StatusEvent> {
@@ -43,7 +50,9 @@ export class InitStatus {
         return parseLine(line, command);
       }
       if (this.#ended) {
-        return this.#buffered === '' ? { kind: 'execd' } : parseLine(this.#buffered, command);
+        if (this.#buffered !== '') return parseLine(this.#buffered, command);
+        if (this.#error) return { kind: 'failed', code: 'SPAWN_FAILED', message: `job-init status channel: ${this.#error.message}` };
+        return { kind: 'execd' };
       }
       await new Promise<void>((resolve) => (this.#waiting = resolve));
       this.#waiting = undefined;

@@ -17,6 +17,8 @@ import { RingWriter } from './ring-writer.js';
 
 /** How long the pipes may stay open after every process of the job is gone. */
 const PIPE_DRAIN_TIMEOUT_MS = 10_000;
+/** How long job-init may take from spawn to exec. */
+const HANDSHAKE_TIMEOUT_MS = 30_000;
 
 export function prepare(task: PrepareTask): PrepareResult {
   const driver = task.driver === 'auto' ? detectDriver(task.mountRoot) : task.driver;
@@ -50,12 +52,18 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
     // Whatever went wrong, nothing of the job may outlive this task.
     const message = err instanceof Error ? err.message : String(err);
     if (!outcome.started) {
-      outcome.startFailure ??= { code: err instanceof CgroupError ? err.code : 'CGROUP_SETUP_FAILED', message };
+      outcome.startFailure ??= { code: err instanceof CgroupError ? err.code : 'SPAWN_FAILED', message };
     } else {
       outcome.supervisorError ??= message;
     }
-    await cgroup?.killAll().catch(() => undefined);
-    await cgroup?.remove().catch(() => undefined);
+    const cleanup = await cgroup
+      ?.killAll()
+      .then(() => cgroup?.remove())
+      .then(
+        () => '',
+        (cleanupErr: unknown) => `; cleanup: ${cleanupErr instanceof Error ? cleanupErr.message : String(cleanupErr)}`,
+      );
+    if (cleanup) outcome.supervisorError = `${outcome.supervisorError ?? message}${cleanup}`;
   } finally {
     ring.close();
     task.port.close();
@@ -98,27 +106,43 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   // execa's own promise carries nothing we need, but must not go unobserved.
   void child.catch(() => undefined);
 
+  // A job-init that never gets to exec (stuck joining a cgroup, stopped)
+  // would hold CreateJob, and shutdown, for ever: kill it after a while. Its
+  // status channel then ends before exec, which reads as a failure.
+  let handshakeTimedOut = false;
+  const handshake = setTimeout(() => {
+    handshakeTimedOut = true;
+    void cgroup.killAll().catch(() => undefined);
+  }, HANDSHAKE_TIMEOUT_MS);
   const status = new InitStatus(child.stdio[3] as Duplex);
-  let event = await status.next(task.command);
   let sources: OutputSource[] = [];
+  let output: Promise<void> = Promise.resolve();
+  let event = await status.next(task.command);
   if (event.kind === 'ready') {
-    sources = [
-      { stream: StreamId.Stdout, readable: openPipe(leader.pid, event.stdoutFd) },
-      { stream: StreamId.Stderr, readable: openPipe(leader.pid, event.stderrFd) },
-    ];
+    sources = openPipes(leader.pid, event.stdoutFd, event.stderrFd);
+    // The pump listens before job-init may exec, so no byte, end or error
+    // of the pipes can come before it does.
+    output = pumpOutput(sources, ring);
+    // Observed now: a pipe error must not become an unhandled rejection that
+    // takes the thread, and every job on it, down. finish() reports it.
+    output.catch(() => undefined);
     status.acknowledge();
     event = await status.next(task.command);
+  } else if (event.kind === 'execd') {
+    event = { kind: 'failed', code: 'SPAWN_FAILED', message: 'job-init ended before it set up the pipes' };
   }
-  const output = pumpOutput(sources, ring);
-  // Observed now: a pipe error must not become an unhandled rejection that
-  // takes the thread, and every job on it, down. finish() reports it.
-  output.catch(() => undefined);
+  clearTimeout(handshake);
 
-  if (event.kind !== 'execd') {
+  if (event.kind !== 'execd' || handshakeTimedOut) {
+    // Kill first: a job-init that is still waiting would never exit.
+    await cgroup.killAll().catch(() => undefined);
     await exited;
     await finish(cgroup, output, sources, outcome);
-    outcome.startFailure =
-      event.kind === 'failed' ? { code: event.code, message: event.message } : { code: 'SPAWN_FAILED', message: 'job-init reported its pipes twice' };
+    outcome.startFailure = handshakeTimedOut
+      ? { code: 'SPAWN_FAILED', message: `job-init did not exec the command within ${HANDSHAKE_TIMEOUT_MS} ms` }
+      : event.kind === 'failed'
+        ? { code: event.code, message: event.message }
+        : { code: 'SPAWN_FAILED', message: 'job-init announced its pipes twice' };
     return;
   }
 
@@ -128,21 +152,48 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
 
   const leaderGone = new AbortController();
   void exited.then(() => leaderGone.abort());
-  let stopping: Promise<void> | undefined;
+  const stop: StopState = { deadline: Number.POSITIVE_INFINITY, running: undefined };
   task.port.on('message', (message: MainToTask) => {
-    if (message.type !== 'stop') throw new Error(`unknown message from main: ${JSON.stringify(message)}`);
+    if (message.type !== 'stop') {
+      // A bug on the main thread; throwing here would take every job on this thread down.
+      outcome.supervisorError ??= `unknown message from main: ${JSON.stringify(message)}`;
+      return;
+    }
     // Once the leader has exited the job is ending by itself: that is not a stop.
     if (leaderGone.signal.aborted) return;
     outcome.stopRequested = true;
-    stopping ??= terminate(leader, cgroup, message.graceMs, leaderGone.signal).catch((err: unknown) => {
+    // A later stop may shorten the grace period (shutdown after a long user stop), never lengthen it.
+    stop.deadline = Math.min(stop.deadline, performance.now() + message.graceMs);
+    stop.running ??= terminate(leader, cgroup, stop, leaderGone.signal).catch((err: unknown) => {
       // finish() kills the cgroup again and records what went wrong there.
       outcome.supervisorError ??= `stop: ${err instanceof Error ? err.message : String(err)}`;
     });
   });
 
   await exited;
-  await stopping;
+  await stop.running;
   await finish(cgroup, output, sources, outcome);
+}
+
+interface StopState {
+  /** performance.now() time after which everything left in the cgroup is killed. */
+  deadline: number;
+  running: Promise<void> | undefined;
+}
+
+/** Both or neither: a half-opened pair is closed again before the error goes up. */
+function openPipes(pid: number, stdoutFd: number, stderrFd: number): OutputSource[] {
+  const opened: number[] = [];
+  try {
+    for (const fd of [stdoutFd, stderrFd]) opened.push(openPipeEnd(pid, fd));
+  } catch (err) {
+    for (const fd of opened) fs.closeSync(fd);
+    throw err;
+  }
+  return [
+    { stream: StreamId.Stdout, readable: new net.Socket({ fd: opened[0]!, readable: true, writable: false }) },
+    { stream: StreamId.Stderr, readable: new net.Socket({ fd: opened[1]!, readable: true, writable: false }) },
+  ];
 }
 
 /**
@@ -150,9 +201,8 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
  * our acknowledgement; it is our child and has not exec'd, so the pid is its.
  * (libuv opens every file close-on-exec, so no later job inherits it.)
  */
-function openPipe(pid: number, fd: number): net.Socket {
-  const ours = fs.openSync(`/proc/${pid}/fd/${fd}`, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  return new net.Socket({ fd: ours, readable: true, writable: false });
+function openPipeEnd(pid: number, fd: number): number {
+  return fs.openSync(`/proc/${pid}/fd/${fd}`, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
 }
 
 /**
@@ -163,7 +213,7 @@ function openPipe(pid: number, fd: number): net.Socket {
  * whole job, not just the leader: a shell that dies at once on SIGTERM must
  * not cut short the cleanup of the program it started.
  */
-async function terminate(leader: ChildProcess, cgroup: JobCgroup, graceMs: number, leaderGone: AbortSignal): Promise<void> {
+async function terminate(leader: ChildProcess, cgroup: JobCgroup, stop: StopState, leaderGone: AbortSignal): Promise<void> {
   if (!leaderGone.aborted) {
     try {
       process.kill(-leader.pid!, 'SIGTERM');
@@ -171,9 +221,8 @@ async function terminate(leader: ChildProcess, cgroup: JobCgroup, graceMs: numbe
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
     }
   }
-  const deadline = Date.now() + graceMs;
-  for (let delay = 1; cgroup.populated() && Date.now() < deadline; delay = Math.min(delay * 2, 50)) {
-    await sleep(Math.min(delay, Math.max(0, deadline - Date.now())));
+  for (let delay = 1; cgroup.populated() && performance.now() < stop.deadline; delay = Math.min(delay * 2, 50)) {
+    await sleep(Math.min(delay, Math.max(0, stop.deadline - performance.now())));
   }
   await cgroup.killAll();
 }

@@ -299,6 +299,19 @@ test.serial("stop: the grace period holds for the whole job, not just its leader
   t.is(stdout.toString(), 'ready\ncleaned\n');
 });
 
+test.serial('stop: a later stop with a shorter grace period cuts an earlier long one short', async (t) => {
+  const job = await create('sh', ['-c', "trap '' TERM; echo ready; while :; do sleep 1; done"]);
+  await new Promise((resolve) => ts.client('admin').getJobsStream({ id: job.id, follow: true }).once('data', resolve));
+  // One connection, so the long stop reaches the server first.
+  const admin = ts.client('admin');
+  const started = Date.now();
+  const slow = unary(admin, 'stopJob', { id: job.id, graceMs: 600_000 });
+  const fast = await unary(admin, 'stopJob', { id: job.id, graceMs: 0 });
+  t.is(fast.job!.status, JobStatus.JOB_STATUS_STOPPED);
+  t.is((await slow).job!.status, JobStatus.JOB_STATUS_STOPPED);
+  t.true(Date.now() - started < 10_000, 'the ten-minute grace period did not hold the job');
+});
+
 test.serial('stop: stopping an ended job returns it as it is', async (t) => {
   const { job } = await waitForEnd((await create('true')).id);
   const again = (await unary(ts.client('admin'), 'stopJob', { id: job.id })).job!;
