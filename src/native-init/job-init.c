@@ -11,7 +11,7 @@
  * EOF. No bytes: exec succeeded. Otherwise one record
  *   <step>\t<errno>\t<strerror>\t<detail>\n
  * and exit 127 (125 for bad usage) without running the command. Steps are
- * usage, cloexec, cgroup, setsid, signals, pipes, closefds and exec; detail is
+ * usage, cloexec, cgroup, oomscore, setsid, signals, pipes, closefds and exec; detail is
  * the cgroup dir for cgroup, the command for exec, empty otherwise. With
  * --stdio pipes one more line comes first, "ready\t<stdout fd>\t<stderr fd>\n",
  * and job-init waits for one byte back (see make_stdio_pipes).
@@ -198,6 +198,20 @@ static void join_cgroups(char **argv, int command)
 }
 
 /*
+ * A server run with a protective OOM score (a systemd unit's OOMScoreAdjust=)
+ * would pass it on to every job through fork and exec: a job that runs the
+ * host out of memory must be as killable as any other process, so reset it.
+ */
+static void reset_oom_score(void)
+{
+	int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+
+	if (fd < 0 || write(fd, "0", 1) != 1)
+		bail("oomscore", errno, "");
+	(void)close(fd);
+}
+
+/*
  * A new session makes the job's pid its process group id too, so the
  * supervisor can signal the whole job tree with kill(-pid), and the job shares
  * neither a group nor a controlling terminal with the supervisor. This fails
@@ -328,6 +342,7 @@ int main(int argc, char **argv)
 	/* From here on: no allocation, only system calls and stack buffers. */
 	set_status_cloexec(status_fd);
 	join_cgroups(argv, command);
+	reset_oom_score();
 	isolate_session();
 	restore_signals();
 	if (stdio_pipes)

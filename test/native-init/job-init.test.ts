@@ -167,3 +167,38 @@ test('usage: a usage error is also reported on the status pipe', async (t) => {
   const result = await runJobInit(['--bogus', '--', 'echo', 'ran']);
   t.is(result.stdio[3], 'usage\t22\tInvalid argument\t\n');
 });
+
+test('oom score: the command does not inherit the parent\'s OOM score adjustment', async (t) => {
+  // A parent with a score of its own, as a systemd unit's OOMScoreAdjust= gives.
+  // (+500: this sandbox's kernel answers EIO to negative scores.)
+  const result = await execa(
+    'sh',
+    ['-c', `echo 500 > /proc/self/oom_score_adj && exec ${jobInitPath} -- cat /proc/self/oom_score_adj`],
+    { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], reject: false, timeout },
+  );
+  t.is(result.exitCode, 0, result.stderr);
+  t.is(result.stdout.trim(), '0');
+});
+
+test('stdio pipes: the command gets real pipes on fds 1 and 2 once the supervisor acknowledges', async (t) => {
+  const child = execa(jobInitPath, ['--stdio', 'pipes', '--', 'sh', '-c', 'test -p /proc/self/fd/1 && test -p /proc/self/fd/2 && echo piped > /dev/stdout'], {
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    buffer: false,
+    reject: false,
+    timeout,
+  });
+  const status = child.stdio[3] as import('node:net').Socket;
+  const ready = await new Promise<string>((resolve) => status.once('data', (chunk: Buffer) => resolve(chunk.toString())));
+  const [word, out, err] = ready.trim().split('\t');
+  t.is(word, 'ready');
+  const { openSync, createReadStream } = await import('node:fs');
+  const stdout = createReadStream('', { fd: openSync(`/proc/${child.pid}/fd/${out}`, 'r') });
+  const stderrFd = openSync(`/proc/${child.pid}/fd/${err}`, 'r');
+  status.write('k');
+  let text = '';
+  for await (const chunk of stdout) text += String(chunk);
+  const result = await child;
+  (await import('node:fs')).closeSync(stderrFd);
+  t.is(result.exitCode, 0);
+  t.is(text, 'piped\n');
+});

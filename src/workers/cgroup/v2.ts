@@ -54,6 +54,9 @@ export class CgroupV2Driver implements CgroupDriver {
       writeControl(dir, 'cpu.max', `${Math.round((limits.cpuPercent * CPU_PERIOD_US) / 100)} ${CPU_PERIOD_US}`);
       writeControl(dir, 'memory.max', String(limits.memoryBytes));
       if (fs.existsSync(path.join(dir, 'memory.swap.max'))) writeControl(dir, 'memory.swap.max', '0');
+      // An OOM kill takes the whole job, not one process of it: a job with
+      // a process missing is broken in ways its owner cannot see.
+      writeControl(dir, 'memory.oom.group', '1');
       if (limits.ioBps > 0) {
         for (const device of physicalBlockDevices()) {
           writeControl(dir, 'io.max', `${device} rbps=${limits.ioBps} wbps=${limits.ioBps}`);
