@@ -107,6 +107,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await runner.close(0);
     throw err;
   }
+  for (const stale of cgroup.stale) {
+    if (stale.error) logger.error(stale, 'could not clean up a job cgroup left by an earlier run');
+    else logger.warn(stale, 'removed a job cgroup left by an earlier run');
+  }
   logger.info({ listen: options.listen, port, cgroupDriver: cgroup.driver, controllers: cgroup.controllers }, 'jobworkerd listening');
 
   let closing: Promise<void> | undefined;

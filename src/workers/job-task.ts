@@ -12,7 +12,7 @@ import { CgroupError, type JobCgroup } from './cgroup/driver.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
 import { InitStatus } from './init-status.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
-import { StreamId, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type RunJobTask, type TaskToMain } from './protocol.js';
+import { StreamId, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type RunJobTask, type StaleJob, type TaskToMain } from './protocol.js';
 import { RingWriter } from './ring-writer.js';
 
 /** How long the pipes may stay open after every process of the job is gone. */
@@ -20,10 +20,29 @@ const PIPE_DRAIN_TIMEOUT_MS = 10_000;
 /** How long job-init may take from spawn to exec. */
 const HANDSHAKE_TIMEOUT_MS = 30_000;
 
-export function prepare(task: PrepareTask): PrepareResult {
+/**
+ * Resolves the driver, prepares the parent group, and clears out job groups
+ * a crashed earlier run left behind: their processes would otherwise run on,
+ * unsupervised, for ever. The parent belongs to this server alone.
+ */
+export async function prepare(task: PrepareTask): Promise<PrepareResult> {
   const driver = task.driver === 'auto' ? detectDriver(task.mountRoot) : task.driver;
-  const controllers = driverFor({ driver, parent: task.parent, mountRoot: task.mountRoot }).prepare();
-  return { driver, controllers };
+  const cgroups = driverFor({ driver, parent: task.parent, mountRoot: task.mountRoot });
+  const controllers = cgroups.prepare();
+  const stale: StaleJob[] = [];
+  for (const jobId of cgroups.listJobs()) {
+    const group = cgroups.open(jobId);
+    let hadProcesses = false;
+    try {
+      hadProcesses = group.populated();
+      await group.killAll();
+      await group.remove();
+      stale.push({ jobId, hadProcesses, error: null });
+    } catch (err) {
+      stale.push({ jobId, hadProcesses, error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  return { driver, controllers, stale };
 }
 
 /** Kills and removes the cgroup of a job whose supervising thread died. */

@@ -110,4 +110,14 @@ export interface PrepareResult {
   driver: CgroupDriverName;
   /** Controllers usable for job cgroups. */
   controllers: string[];
+  /** Job groups a previous run left behind (it crashed): their processes killed, the groups removed. */
+  stale: StaleJob[];
+}
+
+export interface StaleJob {
+  jobId: string;
+  /** It still had processes, now killed. */
+  hadProcesses: boolean;
+  /** Why it could not be cleaned up, when it could not. */
+  error: string | null;
 }

@@ -37,11 +37,11 @@ export interface TestServer {
 }
 
 /**
- * One parent per test process: ava runs test files in parallel processes,
- * and each must be free to create and remove its own groups. Servers within
- * one process share it; job cgroups are named by job id, so they never meet.
+ * One parent per server: ava runs test files in parallel processes, and a
+ * server clears out every job group under its parent when it starts.
  */
-export const testCgroupParent = `jobworker-test-${process.pid}`;
+let servers = 0;
+const nextCgroupParent = (): string => `jobworker-test-${process.pid}-${++servers}`;
 const CGROUP_ROOT = '/sys/fs/cgroup';
 
 export async function startTestServer(t?: Teardown, overrides: Partial<ServerOptions> = {}): Promise<TestServer> {
@@ -54,7 +54,7 @@ export async function startTestServer(t?: Teardown, overrides: Partial<ServerOpt
       listen: '127.0.0.1:0',
       tls: { ca: await file('ca-cert.pem'), cert: await file('server-cert.pem'), key: await file('server-key.pem') },
       cgroupDriver: 'auto',
-      cgroupParent: testCgroupParent,
+      cgroupParent: nextCgroupParent(),
       workers: 2,
       stopGraceMs: 100,
       jobInitPath,
@@ -95,7 +95,7 @@ export async function startTestServer(t?: Teardown, overrides: Partial<ServerOpt
         if (leftovers.length > 0) throw new Error(`job cgroups left behind: ${leftovers.join(', ')}`);
       } finally {
         await rm(pki, { recursive: true, force: true });
-        await removeCgroupParent(overrides.cgroupParent ?? testCgroupParent);
+        await removeCgroupParent(server.cgroupParent);
       }
     })());
 

@@ -1,10 +1,10 @@
 // Shutdown of the server and of the jobworkerd binary: every job stopped,
 // every cgroup removed, exit 0.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import { execa } from 'execa';
+import { execa, type ResultPromise } from 'execa';
 import { JobStatus, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import { connect } from '../../cli/connect.js';
 import { repoRoot } from '../helpers/paths.js';
@@ -50,13 +50,42 @@ test.serial('shutdown: CreateJob during shutdown is refused as UNAVAILABLE', asy
   t.truthy(err, 'the call failed');
 });
 
-test.serial('jobworkerd: SIGTERM stops the jobs, removes their cgroups and exits 0', async (t) => {
-  const ts = await startTestServer(t); // for its PKI only
-  await ts.stop();
+interface Daemon {
+  process: ResultPromise<{ reject: false }>;
+  port: number;
+  /** Every log line up to "listening". */
+  startLog: { msg: string; jobId?: string; hadProcesses?: boolean }[];
+}
+
+/** A real jobworkerd on a free loopback port; killed in teardown if still running. */
+async function startDaemon(t: ExecutionContext, pki: string, parent: string): Promise<Daemon> {
+  const child = execa(
+    'node',
+    [
+      path.join(repoRoot, 'bin/jobworkerd.js'),
+      ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
+      ...['--cgroup-parent', parent, '--workers', '1'],
+    ],
+    { reject: false },
+  );
+  t.teardown(() => {
+    child.kill('SIGKILL');
+  });
+  const startLog: Daemon['startLog'] = [];
+  for await (const line of readline.createInterface({ input: child.stdout! })) {
+    const entry = JSON.parse(line) as Daemon['startLog'][number] & { port?: number };
+    startLog.push(entry);
+    if (entry.msg === 'jobworkerd listening') return { process: child, port: entry.port!, startLog };
+  }
+  throw new Error(`jobworkerd exited before listening: ${(await child).stderr}`);
+}
+
+/** A dev PKI and a cgroup parent of the test's own, both removed in teardown. */
+async function daemonSetup(t: ExecutionContext): Promise<{ pki: string; parent: string }> {
   const pki = fs.mkdtempSync('/tmp/jobworker-bin-pki-');
   t.teardown(() => fs.rmSync(pki, { recursive: true, force: true }));
   await execa('node', [path.join(repoRoot, 'dist/certs/make-dev-pki.js'), pki]);
-  const parent = `jobworker-test-bin-${process.pid}`;
+  const parent = `jobworker-test-bin-${process.pid}-${++daemons}`;
   t.teardown(() => {
     for (const root of ['cpu', 'memory', 'freezer', 'blkio']) {
       try {
@@ -66,47 +95,45 @@ test.serial('jobworkerd: SIGTERM stops the jobs, removes their cgroups and exits
       }
     }
   });
-  const server = execa(
-    'node',
-    [
-      path.join(repoRoot, 'bin/jobworkerd.js'),
-      '--listen',
-      '127.0.0.1:0',
-      '--ca',
-      `${pki}/ca-cert.pem`,
-      '--cert',
-      `${pki}/server-cert.pem`,
-      '--key',
-      `${pki}/server-key.pem`,
-      '--cgroup-parent',
-      parent,
-      '--workers',
-      '1',
-    ],
-    { reject: false },
-  );
-  t.teardown(() => {
-    server.kill('SIGKILL');
-  });
-  const lines = readline.createInterface({ input: server.stdout! });
-  let port = 0;
-  for await (const line of lines) {
-    const entry = JSON.parse(line) as { msg: string; port?: number };
-    if (entry.msg === 'jobworkerd listening') {
-      port = entry.port!;
-      break;
-    }
-  }
-  t.true(port > 0);
+  return { pki, parent };
+}
+let daemons = 0;
+
+function adminClient(t: ExecutionContext, pki: string, port: number) {
   const client = connect({ server: `localhost:${port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-admin-cert.pem`, key: `${pki}/client-admin-key.pem` });
   t.teardown(() => client.close());
-  const job = (await unary(client, 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
+  return client;
+}
+
+test.serial('jobworkerd: SIGTERM stops the jobs, removes their cgroups and exits 0', async (t) => {
+  const { pki, parent } = await daemonSetup(t);
+  const daemon = await startDaemon(t, pki, parent);
+  const job = (await unary(adminClient(t, pki, daemon.port), 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
   t.is(job.status, JobStatus.JOB_STATUS_RUNNING);
-  server.kill('SIGTERM');
-  const result = await server;
+  daemon.process.kill('SIGTERM');
+  const result = await daemon.process;
   t.is(result.exitCode, 0, result.stderr);
   t.false(alive(job.pid));
   t.deepEqual(groupsUnder(parent), []);
+});
+
+test.serial('jobworkerd: after a crash (SIGKILL) the next start kills the orphaned jobs and removes their cgroups', async (t) => {
+  const { pki, parent } = await daemonSetup(t);
+  const crashed = await startDaemon(t, pki, parent);
+  const job = (await unary(adminClient(t, pki, crashed.port), 'createJob', { command: 'sh', args: ['-c', 'setsid sleep 600 & exec sleep 600'], limits })).job!;
+  crashed.process.kill('SIGKILL');
+  await crashed.process;
+  t.true(alive(job.pid), 'the job outlived its server');
+  t.is(groupsUnder(parent).length > 0, true);
+
+  const restarted = await startDaemon(t, pki, parent);
+  t.false(alive(job.pid));
+  t.deepEqual(groupsUnder(parent), []);
+  const logged = restarted.startLog.find((entry) => entry.msg === 'removed a job cgroup left by an earlier run');
+  t.is(logged?.jobId, job.id);
+  t.true(logged?.hadProcesses);
+  restarted.process.kill('SIGTERM');
+  t.is((await restarted.process).exitCode, 0);
 });
 
 test('jobworkerd: an unreadable certificate file is one clear line and exit 2', async (t) => {

@@ -36,6 +36,6 @@ test.serial('cgroup v2: a job whose controllers are not delegated is refused, na
     (e: ServiceError) => e,
   )) as ServiceError;
   t.is(err.code, Status.FAILED_PRECONDITION);
-  t.regex(err.details, /^cgroup v2 controller "cpu" is not enabled in \/sys\/fs\/cgroup\/unified\/jobworker-test-\d+\/cgroup.subtree_control/);
+  t.regex(err.details, /^cgroup v2 controller "cpu" is not enabled in \/sys\/fs\/cgroup\/unified\/jobworker-test-[\d-]+\/cgroup.subtree_control/);
   t.deepEqual((await unary(ts.client('admin'), 'getJobs', {})).jobs, []);
 });

@@ -40,6 +40,19 @@ export function readPids(dir: string): number[] {
   return pids;
 }
 
+/** Names of the child groups of `dir` that match `pattern`; none when dir is missing. */
+export function childGroups(dir: string, pattern: RegExp): string[] {
+  try {
+    return fs
+      .readdirSync(dir, { withFileTypes: true })
+      .filter((entry) => entry.isDirectory() && pattern.test(entry.name))
+      .map((entry) => entry.name);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
 export function makeGroup(dir: string): void {
   try {
     fs.mkdirSync(dir);

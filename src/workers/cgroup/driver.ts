@@ -9,6 +9,8 @@ export interface CgroupDriver {
   create(jobId: string, limits: JobLimits): JobCgroup;
   /** The group(s) of a job created earlier, to kill and remove them. */
   open(jobId: string): JobCgroup;
+  /** Ids of every job group under the parent, in any hierarchy. */
+  listJobs(): string[];
 }
 
 export interface JobCgroup {
@@ -25,6 +27,9 @@ export interface JobCgroup {
   /** Removes the group(s); the group must be empty (killAll first). */
   remove(): Promise<void>;
 }
+
+/** Job groups are named by the job's UUID; anything else under the parent is not ours. */
+export const JOB_GROUP_NAME = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export class CgroupError extends Error {
   constructor(

@@ -5,8 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { JobLimits } from '../protocol.js';
 import { physicalBlockDevices } from './block-devices.js';
-import { CgroupError, type CgroupDriver, type JobCgroup } from './driver.js';
-import { ensureGroup, killPids, makeGroup, readControl, readKeyed, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
+import { CgroupError, JOB_GROUP_NAME, type CgroupDriver, type JobCgroup } from './driver.js';
+import { childGroups, ensureGroup, killPids, makeGroup, readControl, readKeyed, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
 
 const CFS_PERIOD_US = 100_000;
 /** A process in uninterruptible sleep dies only when its I/O returns; give up after this. */
@@ -83,6 +83,14 @@ export class CgroupV1Driver implements CgroupDriver {
   open(jobId: string): JobCgroup {
     const dirs = this.#dirs(jobId, [...ALWAYS, ...OPTIONAL.filter((c) => this.#mounts.has(c))]);
     return new V1JobCgroup(`/${this.parent}/${jobId}`, [...new Set(dirs.values())], dirs);
+  }
+
+  listJobs(): string[] {
+    const ids = new Set<string>();
+    for (const controller of [...ALWAYS, ...OPTIONAL].filter((c) => this.#mounts.has(c))) {
+      for (const id of childGroups(path.join(this.#mounts.get(controller)!, this.parent), JOB_GROUP_NAME)) ids.add(id);
+    }
+    return [...ids];
   }
 
   #dirs(jobId: string, controllers: readonly string[]): Map<string, string> {

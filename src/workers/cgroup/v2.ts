@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { JobLimits } from '../protocol.js';
 import { physicalBlockDevices } from './block-devices.js';
-import { CgroupError, type CgroupDriver, type JobCgroup } from './driver.js';
-import { ensureGroup, errnoMessage, killPids, makeGroup, readControl, readKeyed, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
+import { CgroupError, JOB_GROUP_NAME, type CgroupDriver, type JobCgroup } from './driver.js';
+import { childGroups, ensureGroup, errnoMessage, killPids, makeGroup, readControl, readKeyed, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
 
 const CPU_PERIOD_US = 100_000;
 /** A process in uninterruptible sleep dies only when its I/O returns; give up after this. */
@@ -71,6 +71,10 @@ export class CgroupV2Driver implements CgroupDriver {
       throw err;
     }
     return new V2JobCgroup(`/${this.parent}/${jobId}`, dir);
+  }
+
+  listJobs(): string[] {
+    return childGroups(this.#parentDir, JOB_GROUP_NAME);
   }
 
   open(jobId: string): JobCgroup {
