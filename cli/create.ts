@@ -4,7 +4,7 @@ import type { CreateJobReq, Job } from '../src/gen/jobworker/v1/jobworker.js';
 import type { Session } from './connect.js';
 import { requireJob } from './errors.js';
 import { jobJson, toJsonLine } from './format.js';
-import { isCpuPercent, isIoBps, isMemoryMb, JobctlCommand } from './options.js';
+import { isCpuPercent, isIoBps, isMemoryMb, isPids, JobctlCommand } from './options.js';
 
 /**
  * What create and run share: the limits and the command. The command is a
@@ -25,6 +25,10 @@ export abstract class StartCommand extends JobctlCommand {
     description: 'Read and write limit in bytes/s on every block device (default 0: unlimited)',
     validator: isIoBps,
   });
+  maxPids = Option.String('--max-pids', {
+    description: 'Most processes and threads at once (server default 4096; 0: unlimited)',
+    validator: isPids,
+  });
   command = Option.String({ name: 'command' });
   args = Option.Proxy({ name: 'args' });
 
@@ -33,7 +37,7 @@ export abstract class StartCommand extends JobctlCommand {
       command: this.command,
       args: this.args,
       // 0 asks for the server's default (proto3 scalars have no "unset").
-      limits: { maxCpuPercent: this.maxCpu ?? 0, maxMemoryMb: this.maxMemory ?? 0, maxIoBps: this.maxIobps ?? 0 },
+      limits: { maxCpuPercent: this.maxCpu ?? 0, maxMemoryMb: this.maxMemory ?? 0, maxIoBps: this.maxIobps ?? 0, maxPids: this.maxPids },
     };
   }
 

@@ -39,6 +39,7 @@ export function jobJson(job: Job) {
       maxCpuPercent: job.limits?.maxCpuPercent ?? null,
       maxMemoryMb: job.limits?.maxMemoryMb ?? null,
       maxIoBps: job.limits?.maxIoBps ?? null,
+      maxPids: job.limits?.maxPids ?? null,
     },
     startedAt: job.startedAt?.toISOString() ?? null,
     endedAt: job.endedAt?.toISOString() ?? null,
@@ -120,7 +121,8 @@ function limitsText(job: Job): string {
   const limits = job.limits;
   if (!limits) return '-';
   const io = limits.maxIoBps ? `${limits.maxIoBps} B/s` : 'unlimited';
-  return `cpu ${limits.maxCpuPercent}%, memory ${limits.maxMemoryMb} MiB, io ${io}`;
+  const pids = limits.maxPids ? String(limits.maxPids) : 'unlimited';
+  return `cpu ${limits.maxCpuPercent}%, memory ${limits.maxMemoryMb} MiB, io ${io}, pids ${pids}`;
 }
 
 /** ISO 8601 in UTC to the second: sortable, unambiguous across time zones. */

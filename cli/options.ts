@@ -52,6 +52,7 @@ const UINT32_MAX = 0xffff_ffff;
 
 export const isCpuPercent = isIntegerIn(1, UINT32_MAX, ' (percent of one CPU core)');
 export const isMemoryMb = isIntegerIn(4, UINT32_MAX, ' (MiB)');
+export const isPids = isIntegerIn(0, UINT32_MAX, ' (processes; 0 is unlimited)');
 export const isIoBps = isIntegerIn(0, Number.MAX_SAFE_INTEGER, ' (bytes/s; 0 is unlimited)');
 /** The server refuses grace periods over 10 minutes. */
 export const isGraceMs = isIntegerIn(0, 600_000, ' (milliseconds)');

@@ -148,6 +148,7 @@ export function toJob(record: JobRecord): Job {
       maxCpuPercent: record.limits.cpuPercent,
       maxMemoryMb: record.limits.memoryBytes / (1024 * 1024),
       maxIoBps: record.limits.ioBps,
+      maxPids: record.limits.pids,
     },
     status: STATUS[record.state],
     pid: record.pid,

@@ -17,6 +17,8 @@ export interface JobLimits {
   memoryBytes: number;
   /** Bytes/s read and write per physical block device; 0 = unlimited. */
   ioBps: number;
+  /** Most tasks (processes and threads) at once; 0 = unlimited. */
+  pids: number;
 }
 
 export interface CgroupConfig {

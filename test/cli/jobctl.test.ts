@@ -112,7 +112,7 @@ test("create: limits before `--`, then the command (--max-cpu 50 -- sh -c 'echo 
 });
 
 test('create --json: prints the job', async (t) => {
-  const result = await jobctl(['create', '--json', '--max-memory', '64', 'sleep', '100']);
+  const result = await jobctl(['create', '--json', '--max-memory', '64', '--max-pids', '0', 'sleep', '100']);
   t.is(result.exitCode, 0, result.stderr);
   const job = JSON.parse(result.stdout);
   t.teardown(() => unary(server.client(), 'stopJob', { id: job.id, graceMs: 0 }));
@@ -121,6 +121,7 @@ test('create --json: prints the job', async (t) => {
   t.is(job.command, 'sleep');
   t.deepEqual(job.args, ['100']);
   t.is(job.limits.maxMemoryMb, 64);
+  t.is(job.limits.maxPids, 0, '0 asks for no process limit, not the default');
   t.is(job.owner, 'admin');
 });
 
@@ -184,7 +185,7 @@ test('get: shows the job as key/value lines', async (t) => {
   t.is(fields.get('signal'), '-');
   t.is(fields.get('memory limit hit'), 'no');
   t.is(fields.get('output bytes'), '4');
-  t.is(fields.get('limits'), 'cpu 100%, memory 512 MiB, io unlimited');
+  t.is(fields.get('limits'), 'cpu 100%, memory 512 MiB, io unlimited, pids 4096');
   t.regex(fields.get('started')!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
   t.regex(fields.get('ended')!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
   t.regex(fields.get('cgroup')!, new RegExp(`${job.id}$`));

@@ -54,7 +54,7 @@ test.serial('lifecycle: a job runs, its output streams, and it ends COMPLETED wi
   t.is(job.owner, 'admin');
   t.true(job.pid > 0);
   t.is(job.cgroup, `/${ts.server.cgroupParent}/${job.id}`);
-  t.deepEqual(job.limits, { maxCpuPercent: 100, maxMemoryMb: 512, maxIoBps: 0 });
+  t.deepEqual(job.limits, { maxCpuPercent: 100, maxMemoryMb: 512, maxIoBps: 0, maxPids: 4096 });
   const { job: ended, stdout, stderr } = await waitForEnd(job.id);
   t.is(stdout.toString(), 'out\n');
   t.is(stderr.toString(), 'err\n');
@@ -323,23 +323,25 @@ test.serial('limits: the requested limits land in the job cgroup files', async (
   const driver = ts.server.cgroup.driver;
   const script =
     driver === 'v2'
-      ? 'g=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup); cat $g/cpu.max $g/memory.max $g/memory.swap.max $g/io.max'
-      : 'for c in cpu memory blkio; do eval "g_$c=/sys/fs/cgroup/$c$(grep -E "^[0-9]+:([^:]*,)?$c(,[^:]*)?:" /proc/self/cgroup | cut -d: -f3)"; done; ' +
-        'cat $g_cpu/cpu.cfs_quota_us $g_cpu/cpu.cfs_period_us $g_memory/memory.limit_in_bytes $g_blkio/blkio.throttle.read_bps_device $g_blkio/blkio.throttle.write_bps_device';
-  const { job, stdout } = await waitForEnd((await create('sh', ['-c', script], { maxCpuPercent: 50, maxMemoryMb: 64, maxIoBps: 1048576 })).id);
+      ? 'g=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup); cat $g/cpu.max $g/memory.max $g/memory.swap.max $g/pids.max $g/io.max'
+      : 'for c in cpu memory blkio pids; do eval "g_$c=/sys/fs/cgroup/$c$(grep -E "^[0-9]+:([^:]*,)?$c(,[^:]*)?:" /proc/self/cgroup | cut -d: -f3)"; done; ' +
+        'cat $g_cpu/cpu.cfs_quota_us $g_cpu/cpu.cfs_period_us $g_memory/memory.limit_in_bytes $g_blkio/blkio.throttle.read_bps_device $g_blkio/blkio.throttle.write_bps_device $g_pids/pids.max';
+  const { job, stdout } = await waitForEnd((await create('sh', ['-c', script], { maxCpuPercent: 50, maxMemoryMb: 64, maxIoBps: 1048576, maxPids: 100 })).id);
   t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
   const lines = stdout.toString().trim().split('\n');
   if (driver === 'v2') {
     t.is(lines[0], '50000 100000');
     t.is(lines[1], String(64 * 1024 * 1024));
     t.is(lines[2], '0');
-    t.regex(lines[3]!, /^\d+:\d+ rbps=1048576 wbps=1048576/);
+    t.is(lines[3], '100');
+    t.regex(lines[4]!, /^\d+:\d+ rbps=1048576 wbps=1048576/);
   } else {
     t.is(lines[0], '50000');
     t.is(lines[1], '100000');
     t.is(lines[2], String(64 * 1024 * 1024));
     t.regex(lines[3]!, /^\d+:\d+ 1048576$/);
     t.regex(lines[4]!, /^\d+:\d+ 1048576$/);
+    t.is(lines[5], '100');
   }
 });
 
@@ -349,6 +351,20 @@ test.serial('limits: a job allocating past its memory limit ends FAILED with the
   t.is(job.status, JobStatus.JOB_STATUS_FAILED);
   t.true(job.memoryLimitHit);
   t.regex(job.message, /memory limit/);
+});
+
+test.serial('limits: a fork bomb under max_pids 64 is contained, the server stays responsive, and stop ends it', async (t) => {
+  const job = await create('sh', ['-c', 'bomb() { bomb | bomb & }; bomb; exec sleep 600'], { maxPids: 64 });
+  const pidsDir = ts.server.cgroup.driver === 'v2' ? `/sys/fs/cgroup${job.cgroup}` : `/sys/fs/cgroup/pids${job.cgroup}`;
+  // The bomb has hit the ceiling once the kernel has refused it a fork.
+  await waitUntil(() => /^max [1-9]/m.test(fs.readFileSync(`${pidsDir}/pids.events`, 'utf8')), 'the pids limit to refuse a fork');
+  t.true(Number(fs.readFileSync(`${pidsDir}/pids.current`, 'utf8')) <= 64);
+  const asked = Date.now();
+  t.is((await getJob(job.id)).status, JobStatus.JOB_STATUS_RUNNING);
+  t.true(Date.now() - asked < 5_000, 'GetJob answered while the bomb runs');
+  const stopped = (await unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 })).job!;
+  t.is(stopped.status, JobStatus.JOB_STATUS_STOPPED);
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
 });
 
 test.serial('limits: a busy loop at --max-cpu 20 gets about a fifth of a core', async (t) => {

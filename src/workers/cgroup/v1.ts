@@ -17,7 +17,8 @@ const KILL_TIMEOUT_MS = 30_000;
  * races with forks and pid reuse). blkio only for an I/O limit.
  */
 const ALWAYS = ['cpu', 'memory', 'freezer'] as const;
-const OPTIONAL = ['blkio'] as const;
+/** blkio for an I/O limit, pids for a process limit. */
+const OPTIONAL = ['blkio', 'pids'] as const;
 
 export class CgroupV1Driver implements CgroupDriver {
   readonly name = 'v1';
@@ -38,7 +39,7 @@ export class CgroupV1Driver implements CgroupDriver {
   }
 
   create(jobId: string, limits: JobLimits): JobCgroup {
-    const dirs = this.#dirs(jobId, limits.ioBps > 0 ? [...ALWAYS, 'blkio'] : ALWAYS);
+    const dirs = this.#dirs(jobId, [...ALWAYS, ...(limits.ioBps > 0 ? ['blkio'] : []), ...(limits.pids > 0 ? ['pids'] : [])]);
     // Co-mounted controllers (cpu,cpuacct) share one directory: make each once.
     const unique = [...new Set(dirs.values())];
     const made: string[] = [];
@@ -60,6 +61,7 @@ export class CgroupV1Driver implements CgroupDriver {
       } else {
         writeControl(memory, 'memory.swappiness', '0');
       }
+      if (limits.pids > 0) writeControl(dirs.get('pids')!, 'pids.max', String(limits.pids));
       if (limits.ioBps > 0) {
         const blkio = dirs.get('blkio')!;
         for (const device of physicalBlockDevices()) {

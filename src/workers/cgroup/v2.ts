@@ -48,6 +48,7 @@ export class CgroupV2Driver implements CgroupDriver {
     this.#require(delegated, 'cpu');
     this.#require(delegated, 'memory');
     if (limits.ioBps > 0) this.#require(delegated, 'io');
+    if (limits.pids > 0) this.#require(delegated, 'pids');
     const dir = path.join(this.#parentDir, jobId);
     makeGroup(dir);
     try {
@@ -57,6 +58,7 @@ export class CgroupV2Driver implements CgroupDriver {
       // An OOM kill takes the whole job, not one process of it: a job with
       // a process missing is broken in ways its owner cannot see.
       writeControl(dir, 'memory.oom.group', '1');
+      if (limits.pids > 0) writeControl(dir, 'pids.max', String(limits.pids));
       if (limits.ioBps > 0) {
         for (const device of physicalBlockDevices()) {
           writeControl(dir, 'io.max', `${device} rbps=${limits.ioBps} wbps=${limits.ioBps}`);
