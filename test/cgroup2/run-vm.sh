@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# npm run test:cgroup2: runs the cgroup integration tests on a pure cgroup v2
+# kernel. This host (and CI) has cgroup v1 controllers, so the tests boot
+# Debian's cloud kernel under qemu (TCG: no KVM here) with an initramfs that
+# carries busybox, node, openssl, the built project and its node_modules, and
+# an init that mounts ONLY cgroup2 at /sys/fs/cgroup. Exits with the tests'
+# status; fails loudly when the VM never reports one.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+
+# Files run inside the VM: the ones that drive real cgroups through the server.
+TESTS=(dist/test/supervisor/server.test.js dist/test/supervisor/shutdown.test.js)
+VM_TIMEOUT=${VM_TIMEOUT:-1200}
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+compgen -G '/boot/vmlinuz-*-cloud-amd64' >/dev/null || need+=(linux-image-cloud-amd64)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
+if ((${#need[@]})); then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[ -d dist ] && [ -x build/job-init ] || npm run build
+
+kernel=$(ls /boot/vmlinuz-*-cloud-amd64 | sort -V | tail -1)
+version=${kernel#/boot/vmlinuz-}
+work=$(mktemp -d /tmp/jobworker-cgroup2.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+root=$work/root
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,etc,root,app/build,modules,usr/lib/ssl}
+
+copy_with_libs() { # a binary and every library ldd names, at the same paths
+  install -D "$1" "$root$1"
+  for lib in $(ldd "$1" | grep -o '/[^ ]*'); do install -D "$(readlink -f "$lib")" "$root$lib"; done
+}
+cp /bin/busybox "$root/bin/busybox"
+copy_with_libs "$(readlink -f /usr/bin/node)"
+[ -e "$root/usr/bin/node" ] || ln -s "$(readlink -f /usr/bin/node)" "$root/usr/bin/node"
+copy_with_libs /usr/bin/openssl
+copy_with_libs "$repo/build/job-init"
+cp /usr/lib/ssl/openssl.cnf "$root/usr/lib/ssl/" 2>/dev/null || true
+cp test/cgroup2/init "$root/init"
+chmod +x "$root/init"
+cp -a dist package.json bin "$root/app/"
+cp build/job-init "$root/app/build/"
+# node_modules without the build-only binaries (buf alone is ~90 MB).
+tar -C "$repo" --exclude='node_modules/@bufbuild/buf*' --exclude='node_modules/typescript' -cf - node_modules | tar -C "$root/app" -xf -
+# virtio-blk is a module in the cloud kernel: a disk gives io.max a device to limit.
+for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev virtio/virtio_pci block/virtio_blk; do
+  cp "/lib/modules/$version/kernel/drivers/$m.ko" "$root/modules/" 2>/dev/null || true
+done
+echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+echo '127.0.0.1 localhost' >"$root/etc/hosts"
+printf '%s\n' "${TESTS[@]}" >"$root/app/cgroup2-tests"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$work/initramfs.gz")
+truncate -s 64M "$work/disk.img"
+
+echo "test:cgroup2: booting $(basename "$kernel") (initramfs $(du -h "$work/initramfs.gz" | cut -f1)) to run ${TESTS[*]}"
+set +e
+timeout "$VM_TIMEOUT" qemu-system-x86_64 -m 3072 -smp 2 -nographic -no-reboot \
+  -kernel "$kernel" -initrd "$work/initramfs.gz" \
+  -drive "file=$work/disk.img,format=raw,if=virtio" \
+  -append "console=ttyS0 quiet panic=-1" | tee "$work/console.log"
+set -e
+result=$(grep -o '^CGROUP2_RESULT exit=[0-9]*' "$work/console.log" | tail -1 || true)
+if [ -z "$result" ]; then
+  echo "test:cgroup2: FAILED: the VM never reported a result (timeout ${VM_TIMEOUT}s or a crash; console above)" >&2
+  exit 1
+fi
+code=${result##*=}
+echo "test:cgroup2: tests exited $code"
+exit "$code"
