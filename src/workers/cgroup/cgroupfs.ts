@@ -73,7 +73,7 @@ export function ensureGroup(dir: string): void {
  * rmdir, retried for a while on EBUSY: a killed process leaves its cgroup
  * only once the kernel has finished tearing it down, a moment after SIGKILL.
  */
-export async function removeGroup(dir: string, timeoutMs = 10_000): Promise<void> {
+export async function removeGroup(dir: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
     try {
