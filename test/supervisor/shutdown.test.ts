@@ -87,7 +87,7 @@ async function daemonSetup(t: ExecutionContext): Promise<{ pki: string; parent: 
   await execa('node', [path.join(repoRoot, 'dist/certs/make-dev-pki.js'), pki]);
   const parent = `jobworker-test-bin-${process.pid}-${++daemons}`;
   t.teardown(() => {
-    for (const root of ['cpu', 'memory', 'freezer', 'blkio']) {
+    for (const root of fs.readdirSync('/sys/fs/cgroup')) {
       try {
         fs.rmdirSync(`/sys/fs/cgroup/${root}/${parent}`);
       } catch {
