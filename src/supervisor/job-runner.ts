@@ -6,6 +6,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
+import { messageOf } from '../common/error-message.js';
 import type {
   CgroupConfig,
   CgroupDriverName,
@@ -133,7 +134,7 @@ export class JobRunner {
       port.close();
       this.#logger.error({ jobId: id, err }, 'job supervision failed during start; killing whatever it started');
       await this.#reap(id);
-      throw Errors.startFailed('SPAWN_FAILED', `the job's supervisor thread failed while starting it: ${err instanceof Error ? err.message : String(err)}`);
+      throw Errors.startFailed('SPAWN_FAILED', `the job's supervisor thread failed while starting it: ${messageOf(err)}`);
     });
 
     if (!('type' in first)) {
@@ -158,7 +159,7 @@ export class JobRunner {
         this.#logger.error({ jobId: id, err }, 'job supervision failed; killing the job through its cgroup');
         const reaped = await this.#reap(id);
         if (!log.closed) log.close();
-        abandonJob(record, `${err instanceof Error ? err.message : String(err)}${reaped}`, new Date());
+        abandonJob(record, `${messageOf(err)}${reaped}`, new Date());
       },
     );
     const record: JobRecord = {
@@ -195,7 +196,7 @@ export class JobRunner {
       () => '',
       (err: unknown) => {
         this.#logger.error({ jobId, err }, 'could not remove the cgroup of an abandoned job');
-        return `; its cgroup could not be removed: ${err instanceof Error ? err.message : String(err)}`;
+        return `; its cgroup could not be removed: ${messageOf(err)}`;
       },
     );
   }

@@ -65,7 +65,7 @@ export function abandonJob(record: JobRecord, reason: string, endedAt: Date): vo
   record.state = 'FAILED';
 }
 
-export function describeEnd(outcome: JobOutcome, limits: JobLimits): { state: JobState; message: string } {
+function describeEnd(outcome: JobOutcome, limits: JobLimits): { state: JobState; message: string } {
   const parts: string[] = [];
   if (outcome.memoryLimitHit && outcome.signal === 'SIGKILL') {
     parts.push(`killed by the memory limit (${limits.memoryBytes / (1024 * 1024)} MiB)`);

@@ -7,6 +7,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
+import { messageOf } from '../common/error-message.js';
 import { settlesWithin } from '../common/settle-within.js';
 import { CgroupError, type JobCgroup } from './cgroup/driver.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
@@ -39,7 +40,7 @@ export async function prepare(task: PrepareTask): Promise<PrepareResult> {
       await group.remove();
       stale.push({ jobId, hadProcesses, error: null });
     } catch (err) {
-      stale.push({ jobId, hadProcesses, error: err instanceof Error ? err.message : String(err) });
+      stale.push({ jobId, hadProcesses, error: messageOf(err) });
     }
   }
   return { driver, controllers, stale };
@@ -69,7 +70,7 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
     await supervise(task, cgroup, ring, outcome);
   } catch (err) {
     // Whatever went wrong, nothing of the job may outlive this task.
-    const message = err instanceof Error ? err.message : String(err);
+    const message = messageOf(err);
     if (!outcome.started) {
       outcome.startFailure ??= { code: err instanceof CgroupError ? err.code : 'SPAWN_FAILED', message };
     } else {
@@ -80,7 +81,7 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
       .then(() => cgroup?.remove())
       .then(
         () => '',
-        (cleanupErr: unknown) => `; cleanup: ${cleanupErr instanceof Error ? cleanupErr.message : String(cleanupErr)}`,
+        (cleanupErr: unknown) => `; cleanup: ${messageOf(cleanupErr)}`,
       );
     if (cleanup) outcome.supervisorError = `${outcome.supervisorError ?? message}${cleanup}`;
   } finally {
@@ -185,7 +186,7 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
     stop.deadline = Math.min(stop.deadline, performance.now() + message.graceMs);
     stop.running ??= terminate(leader, cgroup, stop, leaderGone.signal).catch((err: unknown) => {
       // finish() kills the cgroup again and records what went wrong there.
-      outcome.supervisorError ??= `stop: ${err instanceof Error ? err.message : String(err)}`;
+      outcome.supervisorError ??= `stop: ${messageOf(err)}`;
     });
   });
 
@@ -256,7 +257,7 @@ async function terminate(leader: ChildProcess, cgroup: JobCgroup, stop: StopStat
 async function finish(cgroup: JobCgroup, output: Promise<void>, sources: readonly OutputSource[], outcome: JobOutcome): Promise<void> {
   const problems: string[] = [];
   const note = (what: string) => (err: unknown) => {
-    problems.push(`${what}: ${err instanceof Error ? err.message : String(err)}`);
+    problems.push(`${what}: ${messageOf(err)}`);
   };
   await cgroup.killAll().catch(note('kill'));
   const drained = await settlesWithin(output.catch(note('output')), PIPE_DRAIN_TIMEOUT_MS);
