@@ -1,5 +1,4 @@
 // A JobService client over mutual TLS 1.3: what jobctl and the tests use.
-import fs from 'node:fs';
 import tls from 'node:tls';
 import {
   connectivityState as ConnectivityState,
@@ -10,6 +9,7 @@ import {
   type ClientUnaryCall,
   type ServiceError,
 } from '@grpc/grpc-js';
+import { PemFileError, readPem } from '../src/common/pem.js';
 import { JobServiceClient, type DataChunk, type GetJobsStreamReq } from '../src/gen/jobworker/v1/jobworker.js';
 
 export interface ConnectOptions {
@@ -45,15 +45,12 @@ const CHANNEL_OPTIONS: ChannelOptions = {
 };
 
 export function readPemFile(file: string, what: string): Buffer {
-  let pem: Buffer;
   try {
-    pem = fs.readFileSync(file);
+    return readPem(file);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ConfigError(`cannot read ${what} ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message}`);
+    if (err instanceof PemFileError) throw new ConfigError(`cannot read ${what} ${file}: ${err.reason}`);
+    throw err;
   }
-  if (!pem.includes('-----BEGIN ')) throw new ConfigError(`${what} ${file} is not a PEM file`);
-  return pem;
 }
 
 export function connect(options: ConnectOptions): JobServiceClient {

@@ -1,6 +1,7 @@
 // jobctl: the jobworker client. Parses the command line, runs one command,
 // sets the exit code; everything else lives in one file per command.
 import { Builtins, Cli, type CommandClass } from 'clipanion';
+import { colorsFor } from '../src/common/terminal.js';
 import { CreateCommand } from './create.js';
 import { ExitCode } from './errors.js';
 import { GetCommand } from './get.js';
@@ -24,14 +25,7 @@ process.emitWarning = ((...args: unknown[]) => {
 
 const COMMANDS: CommandClass[] = [CreateCommand, RunCommand, StreamCommand, GetCommand, ListCommand, StopCommand];
 
-/**
- * clipanion 3.2.1 asks tty.WriteStream.prototype for the colour depth, so it
- * colours help text even into a pipe or a file; decide from the stream itself.
- */
-const colored = (stream: NodeJS.WriteStream): boolean =>
-  process.env.FORCE_COLOR !== undefined ? process.env.FORCE_COLOR !== '0' : stream.isTTY === true && process.env.NO_COLOR === undefined;
-
-const cli = new Cli({ binaryLabel: 'jobworker client', binaryName: 'jobctl', binaryVersion: '0.1.0', enableColors: colored(process.stdout) });
+const cli = new Cli({ binaryLabel: 'jobworker client', binaryName: 'jobctl', binaryVersion: '0.1.0', enableColors: colorsFor(process.stdout) });
 for (const command of COMMANDS) cli.register(command);
 cli.register(Builtins.HelpCommand);
 cli.register(Builtins.VersionCommand);
@@ -43,7 +37,7 @@ cli.register(Builtins.VersionCommand);
  */
 async function main(args: string[]): Promise<number> {
   if (args.length === 0) {
-    process.stderr.write(cli.usage(null, { colored: colored(process.stderr) }));
+    process.stderr.write(cli.usage(null, { colored: colorsFor(process.stderr) }));
     return ExitCode.USAGE;
   }
   let command;

@@ -1,11 +1,12 @@
 // jobworkerd: the server binary.
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Builtins, Cli, Command, Option } from 'clipanion';
 import { pino } from 'pino';
 import * as t from 'typanion';
+import { PemFileError, readPem } from '../common/pem.js';
+import { colorsFor } from '../common/terminal.js';
 import { startServer, type TlsMaterial } from './server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -49,7 +50,7 @@ class ServeCommand extends Command {
     const logger = pino({ level: this.logLevel, base: { pid: process.pid } });
     let tls: TlsMaterial;
     try {
-      tls = { ca: readPem(this.ca, '--ca'), cert: readPem(this.cert, '--cert'), key: readPem(this.key, '--key') };
+      tls = { ca: readFlagPem(this.ca, '--ca'), cert: readFlagPem(this.cert, '--cert'), key: readFlagPem(this.key, '--key') };
     } catch (err) {
       this.context.stderr.write(`jobworkerd: ${(err as Error).message}\n`);
       return 2;
@@ -92,21 +93,17 @@ class ServeCommand extends Command {
   }
 }
 
-function readPem(file: string, flag: string): Buffer {
+function readFlagPem(file: string, flag: string): Buffer {
   try {
-    const pem = fs.readFileSync(file);
-    if (!pem.includes('-----BEGIN ')) throw new Error('not a PEM file');
-    return pem;
+    return readPem(file);
   } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
-    throw new Error(`${flag} ${file}: ${reason}${flag === '--ca' && !fs.existsSync(file) ? ' (run `npm run certs` for a development PKI)' : ''}`);
+    if (!(err instanceof PemFileError)) throw err;
+    const hint = flag === '--ca' && err.missing ? ' (run `npm run certs` for a development PKI)' : '';
+    throw new Error(`${flag} ${file}: ${err.reason}${hint}`);
   }
 }
 
-// clipanion decides on colours from the terminal type, not from whether
-// stdout is a terminal: decide here, so `--help | less` gets plain text.
-const colors = process.env.FORCE_COLOR !== undefined ? process.env.FORCE_COLOR !== '0' : process.stdout.isTTY === true && process.env.NO_COLOR === undefined;
-const cli = new Cli({ binaryName: 'jobworkerd', binaryLabel: 'jobworker server', binaryVersion: '0.1.0', enableColors: colors });
+const cli = new Cli({ binaryName: 'jobworkerd', binaryLabel: 'jobworker server', binaryVersion: '0.1.0', enableColors: colorsFor(process.stdout) });
 cli.register(ServeCommand);
 cli.register(Builtins.HelpCommand);
 cli.register(Builtins.VersionCommand);
