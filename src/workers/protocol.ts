@@ -1,6 +1,7 @@
 // The protocol between the main thread and the job-supervisor threads: the
 // task and message types here, the output ring's layout in ring-layout.ts.
-// Those two files are all the two sides share.
+// Of each other's code, those two files are all the two sides share
+// (src/common holds helpers that belong to neither).
 import type { MessagePort } from 'node:worker_threads';
 
 export type CgroupDriverName = 'v1' | 'v2';

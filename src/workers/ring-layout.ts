@@ -1,7 +1,7 @@
 // The job output ring: a single-producer single-consumer byte ring in a
 // SharedArrayBuffer. The job-supervisor thread (ring-writer.ts) is the only
-// writer; the main thread (supervisor/ring-reader.ts) the only reader. This
-// file and protocol.ts are all the two sides share.
+// writer; the main thread (supervisor/ring-reader.ts) the only reader. Of
+// each other's code, this file and protocol.ts are all the two sides share.
 //
 //   state (Int32Array over the first STATE_BYTES)            data (capacity bytes)
 //   +-------------+------------+--------+-------------+     +---------------------+
