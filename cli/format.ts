@@ -45,9 +45,10 @@ export function jobJson(job: Job) {
     endedAt: job.endedAt?.toISOString() ?? null,
     exitCode: job.exitCode ?? null,
     signal: job.signal || null,
-    memoryLimitHit: job.memoryLimitHit,
+    oomKilled: job.oomKilled,
     message: job.message || null,
     outputBytes: job.outputBytes,
+    usage: job.usage ? { ...job.usage, sampledAt: job.usage.sampledAt?.toISOString() ?? null } : null,
   };
 }
 
@@ -69,8 +70,8 @@ export function statusLine(job: Job): string {
 }
 
 function outcomeOf(job: Job): string | undefined {
-  if (job.signal) return `signal ${job.signal}${job.memoryLimitHit ? ', memory limit hit' : ''}`;
-  if (job.exitCode !== undefined) return `exit ${job.exitCode}${job.memoryLimitHit ? ', memory limit hit' : ''}`;
+  if (job.signal) return `signal ${job.signal}${job.oomKilled ? ', OOM killed' : ''}`;
+  if (job.exitCode !== undefined) return `exit ${job.exitCode}${job.oomKilled ? ', OOM killed' : ''}`;
   return undefined;
 }
 
@@ -109,9 +110,10 @@ export function jobDetail(job: Job): string {
     ['ended', formatTime(job.endedAt)],
     ['exit code', job.exitCode === undefined ? '-' : String(job.exitCode)],
     ['signal', job.signal || '-'],
-    ['memory limit hit', job.memoryLimitHit ? 'yes' : 'no'],
+    ['oom killed', job.oomKilled ? 'yes' : 'no'],
     ['message', escapeControl(job.message) || '-'],
     ['output bytes', String(job.outputBytes)],
+    ...usageFields(job),
   ];
   const width = Math.max(...fields.map(([key]) => key.length)) + 1;
   return fields.map(([key, value]) => `${`${key}:`.padEnd(width)}  ${value}\n`).join('');
@@ -124,6 +126,21 @@ function limitsText(job: Job): string {
   const pids = limits.maxPids ? String(limits.maxPids) : 'unlimited';
   return `cpu ${limits.maxCpuPercent}%, memory ${limits.maxMemoryMb} MiB, io ${io}, pids ${pids}`;
 }
+
+function usageFields(job: Job): [string, string][] {
+  const usage = job.usage;
+  if (!usage) return [['usage', '-']];
+  const now = job.endedAt ? '' : `${mebibytes(usage.memoryBytes)} now, `;
+  return [
+    ['cpu time', `${seconds(usage.cpuUsec)} (throttled ${seconds(usage.cpuThrottledUsec)})`],
+    ['memory', `${now}peak ${mebibytes(usage.memoryPeakBytes)}`],
+    ['block io', `read ${mebibytes(usage.ioReadBytes)}, written ${mebibytes(usage.ioWriteBytes)}`],
+    ['usage read at', formatTime(usage.sampledAt)],
+  ];
+}
+
+const seconds = (usec: number): string => `${(usec / 1e6).toFixed(3)} s`;
+const mebibytes = (bytes: number): string => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
 
 /** ISO 8601 in UTC to the second: sortable, unambiguous across time zones. */
 function formatTime(date: Date | undefined): string {

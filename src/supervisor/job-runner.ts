@@ -7,23 +7,29 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { messageOf } from '../common/error-message.js';
+import { settlesWithin } from '../common/settle-within.js';
 import type {
   CgroupConfig,
   CgroupDriverName,
   JobLimits,
   JobOutcome,
+  JobStarted,
   PrepareResult,
   PrepareTask,
   ReapTask,
   RunJobTask,
   StopRequest,
   TaskToMain,
+  UsageRequest,
 } from '../workers/protocol.js';
 import { createRing } from '../workers/ring-layout.js';
 import { Errors } from './errors.js';
 import { abandonJob, endJob, type JobRecord, type JobStore } from './job-store.js';
 import { MemoryOutputLog } from './output-log.js';
 import { RingReader, pumpRing } from './ring-reader.js';
+
+/** A supervisor thread answers a usage request in well under a millisecond; past this, answer with what is known. */
+const USAGE_TIMEOUT_MS = 2_000;
 
 const TASK_FILE = fileURLToPath(new URL('../workers/job-task.js', import.meta.url));
 
@@ -53,6 +59,8 @@ export class JobRunner {
   readonly #options: JobRunnerOptions;
   readonly #logger: Logger;
   readonly #ports = new Map<string, MessagePort>();
+  /** One usage request in flight per job; concurrent askers share it. */
+  readonly #usageRequests = new Map<string, Promise<void>>();
   /** Jobs whose start is in flight: shutdown must wait for them too. */
   readonly #starting = new Set<Promise<unknown>>();
   #cgroup: CgroupConfig | undefined;
@@ -126,8 +134,9 @@ export class JobRunner {
     // the task's result travel on different channels, so a job that ends at
     // once may report its end before its start: then the start message is on
     // its way and is what counts.
-    const startMessage = new Promise<TaskToMain>((resolve) => port.once('message', resolve));
-    const startOrFailure = outcome.then((o): Promise<TaskToMain | JobOutcome> => (o.started ? startMessage : Promise.resolve(o)));
+    // (Usage requests come only once the job is in the store: its first message is this one.)
+    const startMessage = new Promise<JobStarted>((resolve) => port.once('message', resolve));
+    const startOrFailure = outcome.then((o): Promise<JobStarted | JobOutcome> => (o.started ? startMessage : Promise.resolve(o)));
     const first = await Promise.race([startMessage, startOrFailure]).catch(async (err: unknown) => {
       // The thread died mid-start: job-init may be running in its cgroup
       // (even exec'd, its start message lost with the thread).
@@ -180,8 +189,9 @@ export class JobRunner {
       endedAt: null,
       exitCode: null,
       signal: null,
-      memoryLimitHit: false,
+      oomKilled: false,
       message: '',
+      usage: null,
     };
     this.#ports.set(id, port);
     this.#store.add(record);
@@ -209,6 +219,35 @@ export class JobRunner {
       port.postMessage(request);
     }
     await record.ended;
+  }
+
+  /**
+   * Reads a running job's usage from its cgroup into its record. The job's
+   * supervisor thread reads the files, as it owns the group; if the job ends
+   * first, the record holds the final figures instead.
+   */
+  async refreshUsage(record: JobRecord): Promise<void> {
+    const port = this.#ports.get(record.id);
+    if (record.state !== 'RUNNING' || !port) return;
+    let request = this.#usageRequests.get(record.id);
+    if (!request) {
+      const answered = new Promise<void>((resolve) => {
+        const onReport = (message: TaskToMain) => {
+          if (message.type !== 'usage') return;
+          port.off('message', onReport);
+          if (message.usage) record.usage = message.usage;
+          resolve();
+        };
+        port.on('message', onReport);
+      });
+      const ask: UsageRequest = { type: 'usage' };
+      port.postMessage(ask);
+      request = settlesWithin(Promise.race([answered, record.ended]), USAGE_TIMEOUT_MS).then(() => {
+        this.#usageRequests.delete(record.id);
+      });
+      this.#usageRequests.set(record.id, request);
+    }
+    await request;
   }
 
   /** Refuses new jobs, stops every running one, and ends the pool. */

@@ -48,8 +48,10 @@ export class JobService {
     return toJob(record);
   }
 
-  getJob(request: GetJobReq): Job {
-    return toJob(this.#find(request.id));
+  async getJob(request: GetJobReq): Promise<Job> {
+    const record = this.#find(request.id);
+    await this.options.runner.refreshUsage(record);
+    return toJob(record);
   }
 
   getJobs(): Job[] {
@@ -157,9 +159,10 @@ export function toJob(record: JobRecord): Job {
     endedAt: record.endedAt ?? undefined,
     exitCode: record.exitCode ?? undefined,
     signal: record.signal ?? '',
-    memoryLimitHit: record.memoryLimitHit,
+    oomKilled: record.oomKilled,
     owner: record.owner,
     message: record.message,
     outputBytes: record.log.length,
+    usage: record.usage ? { ...record.usage, sampledAt: new Date(record.usage.sampledAt) } : undefined,
   };
 }

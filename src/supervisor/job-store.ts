@@ -1,7 +1,7 @@
 // The jobs the server knows: one record each, changed only through the
 // functions here so that every transition is a single synchronous step (a
 // reader never sees a half-ended job).
-import type { JobLimits, JobOutcome } from '../workers/protocol.js';
+import type { JobLimits, JobOutcome, ResourceUsage } from '../workers/protocol.js';
 import type { OutputLog } from './output-log.js';
 
 export type JobState = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'STOPPED';
@@ -22,8 +22,10 @@ export interface JobRecord {
   endedAt: Date | null;
   exitCode: number | null;
   signal: string | null;
-  memoryLimitHit: boolean;
+  oomKilled: boolean;
   message: string;
+  /** Last read from the job's cgroup; final once the job has ended. */
+  usage: ResourceUsage | null;
 }
 
 export class JobStore {
@@ -52,7 +54,8 @@ export function endJob(record: JobRecord, outcome: JobOutcome, endedAt: Date): v
   const { state, message } = describeEnd(outcome, record.limits);
   record.exitCode = outcome.exitCode;
   record.signal = outcome.signal;
-  record.memoryLimitHit = outcome.memoryLimitHit;
+  record.oomKilled = outcome.oomKilled;
+  if (outcome.usage) record.usage = outcome.usage;
   record.message = message;
   record.endedAt = endedAt;
   record.state = state;
@@ -67,17 +70,19 @@ export function abandonJob(record: JobRecord, reason: string, endedAt: Date): vo
 
 function describeEnd(outcome: JobOutcome, limits: JobLimits): { state: JobState; message: string } {
   const parts: string[] = [];
-  if (outcome.memoryLimitHit && outcome.signal === 'SIGKILL') {
-    parts.push(`killed by the memory limit (${limits.memoryBytes / (1024 * 1024)} MiB)`);
+  const limit = `the memory limit (${limits.memoryBytes / (1024 * 1024)} MiB)`;
+  if (outcome.oomKilled && outcome.signal === 'SIGKILL') {
+    parts.push(`killed by ${limit}`);
   } else if (outcome.signal) {
     parts.push(`killed by ${outcome.signal}`);
   } else if (outcome.exitCode !== 0) {
     parts.push(`exited with code ${outcome.exitCode}`);
   }
-  if (outcome.memoryLimitHit && outcome.signal !== 'SIGKILL') parts.push('the memory limit killed one of its processes');
+  if (outcome.oomKilled && outcome.signal !== 'SIGKILL') parts.push(`${limit} killed one of its processes`);
   if (outcome.supervisorError) parts.push(`supervisor: ${outcome.supervisorError}`);
   const message = parts.join('; ');
   if (outcome.stopRequested) return { state: 'STOPPED', message: message ? `stopped; ${message}` : 'stopped' };
-  if (outcome.exitCode === 0 && !outcome.signal) return { state: 'COMPLETED', message };
+  // A job that lost a process to the OOM killer did not do its work, whatever its leader's exit code says.
+  if (outcome.exitCode === 0 && !outcome.signal && !outcome.oomKilled) return { state: 'COMPLETED', message };
   return { state: 'FAILED', message };
 }

@@ -90,7 +90,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   server.addService(JobServiceService, {
     createJob: boundary.unary('CreateJob', async (caller, req) => ({ job: await service.createJob(caller, req) })),
-    getJob: boundary.unary('GetJob', (_caller, req) => ({ job: service.getJob(req) })),
+    getJob: boundary.unary('GetJob', async (_caller, req) => ({ job: await service.getJob(req) })),
     stopJob: boundary.unary('StopJob', async (_caller, req) => ({ job: await service.stopJob(req) })),
     getJobs: boundary.unary('GetJobs', () => ({ jobs: service.getJobs() })),
     getJobsStream: boundary.serverStream('GetJobsStream', (_caller, call: ServerWritableStream<GetJobsStreamReq, DataChunk>) =>

@@ -13,7 +13,7 @@ import { CgroupError, type JobCgroup } from './cgroup/driver.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
 import { InitStatus } from './init-status.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
-import { StreamId, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type RunJobTask, type StaleJob, type TaskToMain } from './protocol.js';
+import { StreamId, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type ResourceUsage, type RunJobTask, type StaleJob, type TaskToMain, type UsageReport } from './protocol.js';
 import { RingWriter } from './ring-writer.js';
 
 /** How long the pipes may stay open after every process of the job is gone. */
@@ -60,8 +60,9 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
     startFailure: null,
     exitCode: null,
     signal: null,
-    memoryLimitHit: false,
+    oomKilled: false,
     stopRequested: false,
+    usage: null,
     supervisorError: null,
   };
   let cgroup: JobCgroup | undefined;
@@ -174,25 +175,41 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   void exited.then(() => leaderGone.abort());
   const stop: StopState = { deadline: Number.POSITIVE_INFINITY, running: undefined };
   task.port.on('message', (message: MainToTask) => {
-    if (message.type !== 'stop') {
-      // A bug on the main thread; throwing here would take every job on this thread down.
-      outcome.supervisorError ??= `unknown message from main: ${JSON.stringify(message)}`;
-      return;
+    switch (message.type) {
+      case 'stop':
+        // Once the leader has exited the job is ending by itself: that is not a stop.
+        if (leaderGone.signal.aborted) return;
+        outcome.stopRequested = true;
+        // A later stop may shorten the grace period (shutdown after a long user stop), never lengthen it.
+        stop.deadline = Math.min(stop.deadline, performance.now() + message.graceMs);
+        stop.running ??= terminate(leader, cgroup, stop, leaderGone.signal).catch((err: unknown) => {
+          // finish() kills the cgroup again and records what went wrong there.
+          outcome.supervisorError ??= `stop: ${messageOf(err)}`;
+        });
+        return;
+      case 'usage': {
+        const report: UsageReport = { type: 'usage', usage: usageNow(cgroup) };
+        task.port.postMessage(report);
+        return;
+      }
+      default:
+        // A bug on the main thread; throwing here would take every job on this thread down.
+        outcome.supervisorError ??= `unknown message from main: ${JSON.stringify(message)}`;
     }
-    // Once the leader has exited the job is ending by itself: that is not a stop.
-    if (leaderGone.signal.aborted) return;
-    outcome.stopRequested = true;
-    // A later stop may shorten the grace period (shutdown after a long user stop), never lengthen it.
-    stop.deadline = Math.min(stop.deadline, performance.now() + message.graceMs);
-    stop.running ??= terminate(leader, cgroup, stop, leaderGone.signal).catch((err: unknown) => {
-      // finish() kills the cgroup again and records what went wrong there.
-      outcome.supervisorError ??= `stop: ${messageOf(err)}`;
-    });
   });
 
   await exited;
   await stop.running;
   await finish(cgroup, output, sources, outcome);
+}
+
+/** null once the group is being torn down: the final figures then come with the outcome. */
+function usageNow(cgroup: JobCgroup): ResourceUsage | null {
+  try {
+    return cgroup.usage();
+  } catch {
+    return null;
+  }
 }
 
 interface StopState {
@@ -265,10 +282,13 @@ async function finish(cgroup: JobCgroup, output: Promise<void>, sources: readonl
     for (const { readable } of sources) readable.destroy();
     problems.push(`output pipes still open ${PIPE_DRAIN_TIMEOUT_MS} ms after the job's cgroup emptied: a process outside the cgroup holds them`);
   }
+  // Read once every process is gone, so a kill that landed as the leader
+  // exited is counted, and before the group and its counters are removed.
   try {
-    outcome.memoryLimitHit = cgroup.memoryLimitHit();
+    outcome.oomKilled = cgroup.oomKilled();
+    outcome.usage = { ...cgroup.usage(), memoryBytes: 0 };
   } catch (err) {
-    note('memory events')(err);
+    note('final usage')(err);
   }
   await cgroup.remove().catch(note('remove cgroup'));
   if (problems.length > 0) outcome.supervisorError ??= problems.join('; ');

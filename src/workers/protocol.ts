@@ -43,7 +43,7 @@ export interface RunJobTask {
   env: Record<string, string>;
   /** The job's output ring (layout in ring-layout.ts, the other shared file); the task writes, main reads. */
   ring: SharedArrayBuffer;
-  /** Transferred: carries StopRequest in and JobStarted out. */
+  /** Transferred: carries MainToTask messages in and TaskToMain out. */
   port: MessagePort;
 }
 
@@ -73,8 +73,37 @@ export interface StartFailure {
   message: string;
 }
 
-export type TaskToMain = JobStarted;
-export type MainToTask = StopRequest;
+/** main → task: report what the job has used so far. */
+export interface UsageRequest {
+  type: 'usage';
+}
+
+/** task → main: the answer to a UsageRequest. */
+export interface UsageReport {
+  type: 'usage';
+  /** null while the job's group is being torn down: its final figures come with the JobOutcome. */
+  usage: ResourceUsage | null;
+}
+
+/** What a job has used, read from its cgroup. */
+export interface ResourceUsage {
+  /** CPU time, user and system, of every process of the job. */
+  cpuUsec: number;
+  /** Time the job's processes were held back by its CPU limit. */
+  cpuThrottledUsec: number;
+  /** Memory charged to the job now (0 once it has ended). */
+  memoryBytes: number;
+  /** The most memory ever charged to the job. */
+  memoryPeakBytes: number;
+  /** Bytes the job read from and wrote to physical block devices. */
+  ioReadBytes: number;
+  ioWriteBytes: number;
+  /** When the figures were read (ms since the epoch). */
+  sampledAt: number;
+}
+
+export type TaskToMain = JobStarted | UsageReport;
+export type MainToTask = StopRequest | UsageRequest;
 
 /**
  * What `runJob` resolves with. The first termination reason recorded wins.
@@ -89,9 +118,11 @@ export interface JobOutcome {
   /** e.g. "SIGKILL" when the leader died of a signal. */
   signal: string | null;
   /** The cgroup's OOM killer killed at least one of the job's processes. */
-  memoryLimitHit: boolean;
+  oomKilled: boolean;
   /** A stop request reached the job before it ended. */
   stopRequested: boolean;
+  /** Read after the last process had gone, before the cgroup was removed; null when it could not be read. */
+  usage: ResourceUsage | null;
   /** Trouble in supervision itself (e.g. a cgroup that could not be removed). */
   supervisorError: string | null;
 }

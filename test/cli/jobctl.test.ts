@@ -12,7 +12,7 @@ import { connect, ConnectTimeoutError, Session } from '../../cli/connect.js';
 import { connectionFailure } from '../../cli/errors.js';
 import { commandLine, shellQuote } from '../../cli/format.js';
 import { exitCodeOf } from '../../cli/run.js';
-import { JobStatus, type Job } from '../../src/gen/jobworker/v1/jobworker.js';
+import { Job, JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
 import { jobctlPath } from '../helpers/paths.js';
 import { startTestServer, unary, waitForEnd, type Role, type TestServer } from '../helpers/server.js';
 
@@ -183,8 +183,12 @@ test('get: shows the job as key/value lines', async (t) => {
   t.is(fields.get('owner'), 'admin');
   t.is(fields.get('exit code'), '3');
   t.is(fields.get('signal'), '-');
-  t.is(fields.get('memory limit hit'), 'no');
+  t.is(fields.get('oom killed'), 'no');
   t.is(fields.get('output bytes'), '4');
+  t.regex(fields.get('cpu time')!, /^\d+\.\d{3} s \(throttled \d+\.\d{3} s\)$/);
+  t.regex(fields.get('memory')!, /^peak \d+\.\d MiB$/, 'an ended job has no memory in use');
+  t.regex(fields.get('block io')!, /^read \d+\.\d MiB, written \d+\.\d MiB$/);
+  t.regex(fields.get('usage read at')!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
   t.is(fields.get('limits'), 'cpu 100%, memory 512 MiB, io unlimited, pids 4096');
   t.regex(fields.get('started')!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
   t.regex(fields.get('ended')!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
@@ -197,9 +201,11 @@ test('get --json: the job with every field', async (t) => {
   const result = await jobctl(['get', '--json', job.id]);
   t.is(result.exitCode, 0, result.stderr);
   const json = JSON.parse(result.stdout);
-  t.like(json, { id: job.id, status: 'COMPLETED', command: 'sh', args: ['-c', 'exit 0'], exitCode: 0, signal: null, memoryLimitHit: false, outputBytes: 0 });
+  t.like(json, { id: job.id, status: 'COMPLETED', command: 'sh', args: ['-c', 'exit 0'], exitCode: 0, signal: null, oomKilled: false, outputBytes: 0 });
   t.is(json.startedAt, job.startedAt?.toISOString());
   t.is(json.endedAt, job.endedAt?.toISOString());
+  t.like(json.usage, { memoryBytes: 0, sampledAt: job.usage?.sampledAt?.toISOString() });
+  t.true(json.usage.memoryPeakBytes > 0, 'the shell used some memory');
 });
 
 test('list: a table with aligned columns', async (t) => {
@@ -356,10 +362,7 @@ test('run: SIGINT stops the job, then jobctl exits like the job did', async (t) 
 });
 
 test('run: exit codes follow shell conventions', (t) => {
-  const job = (fields: Partial<Job>): Job => ({
-    id: MISSING_ID, command: 'x', args: [], limits: undefined, status: JobStatus.JOB_STATUS_FAILED, pid: 1, cgroup: '',
-    startedAt: undefined, endedAt: undefined, signal: '', memoryLimitHit: false, owner: '', message: '', outputBytes: 0, ...fields,
-  });
+  const job = (fields: Partial<Job>): Job => Job.fromPartial({ id: MISSING_ID, command: 'x', status: JobStatus.JOB_STATUS_FAILED, pid: 1, ...fields });
   t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_COMPLETED, exitCode: 0 })), 0);
   t.is(exitCodeOf(job({ exitCode: 3 })), 3);
   t.is(exitCodeOf(job({ signal: 'SIGKILL' })), 137);

@@ -38,6 +38,14 @@ async function waitForEnd(id: string): Promise<{ job: Job; stdout: Buffer; stder
   return { job: await getJob(id), stdout, stderr };
 }
 
+/** Resolves once the job has written something, without holding a stream open. */
+async function firstOutput(id: string): Promise<void> {
+  const follower = ts.client('admin').getJobsStream({ id, follow: true });
+  follower.on('error', () => undefined); // CANCELLED, from our own cancel()
+  await new Promise((resolve) => follower.once('data', resolve));
+  follower.cancel();
+}
+
 async function rejects(promise: Promise<unknown>): Promise<ServiceError> {
   try {
     await promise;
@@ -79,7 +87,7 @@ test.serial('lifecycle: a job killed by a signal nobody asked for ends FAILED wi
   t.is(job.status, JobStatus.JOB_STATUS_FAILED);
   t.is(job.exitCode, undefined);
   t.is(job.signal, 'SIGKILL');
-  t.false(job.memoryLimitHit);
+  t.false(job.oomKilled);
 });
 
 test.serial('create: a command that does not exist fails with the exec error and leaves nothing behind', async (t) => {
@@ -208,11 +216,7 @@ test.serial('output: a follower gets output live, while the job runs', async (t)
 test.serial('output: without follow a reader gets what was written so far and the stream ends', async (t) => {
   const job = await create('sh', ['-c', 'echo so-far; exec sleep 600']);
   t.teardown(() => unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 }).catch(() => undefined));
-  // Wait for the line through a follower, then read without follow.
-  const follower = ts.client('admin').getJobsStream({ id: job.id, follow: true });
-  follower.on('error', () => undefined); // CANCELLED, from our own cancel()
-  await new Promise((resolve) => follower.once('data', resolve));
-  follower.cancel();
+  await firstOutput(job.id);
   const { stdout } = await collectStream(ts.client('admin'), { id: job.id, follow: false });
   t.is(stdout.toString(), 'so-far\n');
   t.is((await getJob(job.id)).status, JobStatus.JOB_STATUS_RUNNING);
@@ -257,7 +261,7 @@ test.serial('output: a job that leaves a background child holding its pipes stil
 
 test.serial('stop: a job that ignores SIGTERM is killed after the grace period and ends STOPPED', async (t) => {
   const job = await create('sh', ['-c', "trap '' TERM; echo ready; while :; do sleep 1; done"]);
-  await new Promise((resolve) => ts.client('admin').getJobsStream({ id: job.id, follow: true }).once('data', resolve));
+  await firstOutput(job.id);
   const started = Date.now();
   const stopped = (await unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 300 })).job!;
   const took = Date.now() - started;
@@ -293,7 +297,7 @@ test.serial("stop: the grace period holds for the whole job, not just its leader
   // The leader (sh) dies at once on SIGTERM; its child needs half a second
   // to clean up and must get it.
   const job = await create('sh', ['-c', `sh -c 'trap "sleep 0.5; echo cleaned; exit 0" TERM; echo ready; while :; do sleep 0.1; done' & wait`]);
-  await new Promise((resolve) => ts.client('admin').getJobsStream({ id: job.id, follow: true }).once('data', resolve));
+  await firstOutput(job.id);
   await unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 10_000 });
   const { stdout } = await collectStream(ts.client('admin'), { id: job.id, follow: false });
   t.is(stdout.toString(), 'ready\ncleaned\n');
@@ -301,7 +305,7 @@ test.serial("stop: the grace period holds for the whole job, not just its leader
 
 test.serial('stop: a later stop with a shorter grace period cuts an earlier long one short', async (t) => {
   const job = await create('sh', ['-c', "trap '' TERM; echo ready; while :; do sleep 1; done"]);
-  await new Promise((resolve) => ts.client('admin').getJobsStream({ id: job.id, follow: true }).once('data', resolve));
+  await firstOutput(job.id);
   // One connection, so the long stop reaches the server first.
   const admin = ts.client('admin');
   const started = Date.now();
@@ -345,12 +349,28 @@ test.serial('limits: the requested limits land in the job cgroup files', async (
   }
 });
 
-test.serial('limits: a job allocating past its memory limit ends FAILED with the memory-limit flag', async (t) => {
+test.serial('limits: a job allocating past its memory limit ends FAILED with the oom_killed flag', async (t) => {
   // The shell holds 64 MiB in a variable under a 16 MiB limit.
   const { job } = await waitForEnd((await create('sh', ['-c', 'x=$(head -c 67108864 /dev/zero | tr "\\0" a); echo ${#x}'], { maxMemoryMb: 16 })).id);
   t.is(job.status, JobStatus.JOB_STATUS_FAILED);
-  t.true(job.memoryLimitHit);
-  t.regex(job.message, /memory limit/);
+  t.true(job.oomKilled);
+  t.regex(job.message, /killed by the memory limit \(16 MiB\)|the memory limit \(16 MiB\) killed one of its processes/);
+  t.true(job.usage!.memoryPeakBytes > 12 * 1024 * 1024, `peak ${job.usage!.memoryPeakBytes} B: the job ran up to its limit`);
+});
+
+test.serial('limits: a job whose leader exits 0 after one of its processes was OOM killed still ends FAILED', async (t) => {
+  // v1 kills the largest process (the inner shell); v2 (memory.oom.group) kills the whole job.
+  const { job } = await waitForEnd((await create('sh', ['-c', 'sh -c \'x=$(head -c 67108864 /dev/zero | tr "\\0" a)\'; exit 0'], { maxMemoryMb: 16 })).id);
+  t.is(job.status, JobStatus.JOB_STATUS_FAILED);
+  t.true(job.oomKilled);
+  t.regex(job.message, /memory limit \(16 MiB\)/);
+});
+
+test.serial('limits: a job that merely touches its memory limit is not OOM killed', async (t) => {
+  // Page cache is reclaimed at the limit rather than killing anyone: 64 MiB through a 16 MiB job.
+  const { job } = await waitForEnd((await create('sh', ['-c', 'head -c 67108864 /dev/zero | cat >/dev/null'], { maxMemoryMb: 16 })).id);
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
+  t.false(job.oomKilled);
 });
 
 test.serial('limits: a fork bomb under max_pids 64 is contained, the server stays responsive, and stop ends it', async (t) => {
@@ -367,7 +387,7 @@ test.serial('limits: a fork bomb under max_pids 64 is contained, the server stay
   t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
 });
 
-test.serial('limits: a busy loop at --max-cpu 20 gets about a fifth of a core', async (t) => {
+test.serial('limits: a busy loop at --max-cpu 20 gets about a fifth of a core, and the throttling shows in its usage', async (t) => {
   // `times` prints the CPU time of the shell's children: the loop's.
   const { job, stdout } = await waitForEnd((await create('sh', ['-c', 'timeout 3 sh -c "while :; do :; done"; times'], { maxCpuPercent: 20 })).id);
   t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
@@ -378,6 +398,56 @@ test.serial('limits: a busy loop at --max-cpu 20 gets about a fifth of a core', 
     .reduce((sum, m) => sum + Number(m[1]) * 60 + Number(m[2]), 0);
   // 3 s at 20% is 0.6 s of CPU; unthrottled it would be ~3 s.
   t.true(seconds > 0.3 && seconds < 1.0, `the loop used ${seconds} s of CPU in 3 s`);
+  const usage = job.usage!;
+  t.true(usage.cpuUsec > 0.3e6 && usage.cpuUsec < 1.0e6, `the cgroup counted ${usage.cpuUsec} µs of CPU`);
+  // Held back for most of the 3 s: ~2.4 s on one core.
+  t.true(usage.cpuThrottledUsec > 1e6, `throttled for ${usage.cpuThrottledUsec} µs`);
+});
+
+test.serial('usage: GetJob reads CPU, memory and disk I/O of a running job; the final figures stay once it has ended', async (t) => {
+  // Direct I/O, so the bytes reach the disk (and its counters) inside the job on both drivers.
+  const scratch = path.join(os.tmpdir(), `jobworker-usage-${process.pid}-${Date.now()}`);
+  const script = [
+    `dd if=/dev/zero of=${scratch} bs=1M count=8 oflag=direct 2>/dev/null`,
+    `dd if=${scratch} of=/dev/null bs=1M iflag=direct 2>/dev/null`,
+    `rm -f ${scratch}`,
+    'timeout 1 sh -c "while :; do :; done"',
+    'x=$(head -c 33554432 /dev/zero | tr "\\0" a)',
+    'echo ready',
+    'sleep 600',
+  ].join('; ');
+  const job = await create('sh', ['-c', script]);
+  t.teardown(() => fs.rmSync(scratch, { force: true }));
+  await firstOutput(job.id);
+  const before = Date.now();
+  const running = (await getJob(job.id)).usage!;
+  const MiB = 1024 * 1024;
+  t.true(running.sampledAt!.getTime() >= before - 1_000, 'read when asked, not remembered');
+  t.true(running.cpuUsec > 0.5e6 && running.cpuUsec < 5e6, `cpu ${running.cpuUsec} µs after a 1 s busy loop`);
+  t.true(running.memoryBytes >= 32 * MiB, `memory now ${running.memoryBytes} B while a 32 MiB variable is held`);
+  t.true(running.memoryPeakBytes >= running.memoryBytes);
+  t.true(running.ioWriteBytes >= 8 * MiB && running.ioWriteBytes < 64 * MiB, `wrote ${running.ioWriteBytes} B`);
+  t.true(running.ioReadBytes >= 8 * MiB && running.ioReadBytes < 64 * MiB, `read ${running.ioReadBytes} B`);
+
+  const stopped = (await unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 })).job!;
+  const final = stopped.usage!;
+  t.is(final.memoryBytes, 0, 'nothing is in use once the job has ended');
+  t.true(final.memoryPeakBytes >= running.memoryPeakBytes);
+  t.true(final.cpuUsec >= running.cpuUsec);
+  t.true(final.ioWriteBytes >= running.ioWriteBytes);
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
+  t.deepEqual((await getJob(job.id)).usage, final, 'kept after the cgroup is gone');
+  const listed = (await unary(ts.client('viewer'), 'getJobs', {})).jobs.find((j) => j.id === job.id)!;
+  t.deepEqual(listed.usage, final);
+});
+
+test.serial('stop: a process that left the job\'s session and closed its output dies when the leader exits', async (t) => {
+  const { job, stdout } = await waitForEnd((await create('sh', ['-c', 'setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!'])).id);
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
+  const pid = Number(stdout.toString());
+  t.true(pid > 0);
+  t.false(alive(pid), 'the escaped process was killed with its job');
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
 });
 
 test.serial('output: GetJob never shows RUNNING once a follower has seen the end', async (t) => {

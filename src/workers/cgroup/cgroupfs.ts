@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CgroupError } from './driver.js';
+import { parseFlatKeyed } from './usage-stats.js';
 
 export function writeControl(dir: string, file: string, value: string): void {
   try {
@@ -18,7 +19,17 @@ export function readControl(dir: string, file: string): string {
   return fs.readFileSync(path.join(dir, file), 'utf8');
 }
 
-/** Value of `key` in a flat-keyed file such as memory.events ("oom_kill 3"). */
+/** The file's text, or '' when the kernel offers no such file (a controller that is not enabled). */
+export function readControlIfPresent(dir: string, file: string): string {
+  try {
+    return readControl(dir, file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw err;
+  }
+}
+
+/** Value of `key` in a flat-keyed file such as memory.events ("oom_kill 3"); undefined when either is missing. */
 export function readKeyed(dir: string, file: string, key: string): number | undefined {
   let text: string;
   try {
@@ -26,11 +37,17 @@ export function readKeyed(dir: string, file: string, key: string): number | unde
   } catch {
     return undefined;
   }
-  for (const line of text.split('\n')) {
-    const [k, v] = line.split(' ');
-    if (k === key && v !== undefined) return Number(v);
+  return parseFlatKeyed(text).get(key);
+}
+
+/** A file holding one number (memory.current); undefined when the kernel has no such file. */
+export function readNumber(dir: string, file: string): number | undefined {
+  try {
+    return Number(readControl(dir, file));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
   }
-  return undefined;
 }
 
 export function readPids(dir: string): number[] {

@@ -1,5 +1,5 @@
 // What a job supervisor needs from a cgroup driver; v1.ts and v2.ts provide it.
-import type { JobLimits, StartFailureCode } from '../protocol.js';
+import type { JobLimits, ResourceUsage, StartFailureCode } from '../protocol.js';
 
 export interface CgroupDriver {
   readonly name: 'v1' | 'v2';
@@ -23,7 +23,9 @@ export interface JobCgroup {
   /** SIGKILLs every process in the group, repeatedly, until none is left. */
   killAll(): Promise<void>;
   /** The group's OOM killer has killed at least one of its processes. */
-  memoryLimitHit(): boolean;
+  oomKilled(): boolean;
+  /** What the group's processes have used so far. Throws if the group is gone. */
+  usage(): ResourceUsage;
   /** Removes the group(s); the group must be empty (killAll first). */
   remove(): Promise<void>;
 }

@@ -3,10 +3,11 @@
 // job-init joins all of them before exec.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { JobLimits } from '../protocol.js';
+import type { JobLimits, ResourceUsage } from '../protocol.js';
 import { physicalBlockDevices } from './block-devices.js';
+import { parseBlkioServiceBytes, parseFlatKeyed } from './usage-stats.js';
 import { CgroupError, JOB_GROUP_NAME, type CgroupDriver, type JobCgroup } from './driver.js';
-import { childGroups, ensureGroup, killPids, makeGroup, readControl, readKeyed, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
+import { childGroups, ensureGroup, killPids, makeGroup, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
 
 const CFS_PERIOD_US = 100_000;
 /** A process in uninterruptible sleep dies only when its I/O returns; give up after this. */
@@ -17,8 +18,12 @@ const KILL_TIMEOUT_MS = 30_000;
  * races with forks and pid reuse). blkio only for an I/O limit.
  */
 const ALWAYS = ['cpu', 'memory', 'freezer'] as const;
-/** blkio for an I/O limit, pids for a process limit. */
-const OPTIONAL = ['blkio', 'pids'] as const;
+/**
+ * Joined whenever mounted: cpuacct and blkio count CPU time and I/O bytes for
+ * the job's usage figures; blkio also carries an I/O limit and pids a process
+ * limit, and a job with either limit is refused when its controller is missing.
+ */
+const OPTIONAL = ['cpuacct', 'blkio', 'pids'] as const;
 
 export class CgroupV1Driver implements CgroupDriver {
   readonly name = 'v1';
@@ -33,13 +38,15 @@ export class CgroupV1Driver implements CgroupDriver {
 
   prepare(): string[] {
     for (const controller of ALWAYS) this.#mount(controller);
-    const usable = [...ALWAYS, ...OPTIONAL].filter((c) => this.#mounts.has(c));
+    const usable = this.#joined();
     for (const controller of usable) ensureGroup(path.join(this.#mounts.get(controller)!, this.parent));
     return usable;
   }
 
   create(jobId: string, limits: JobLimits): JobCgroup {
-    const dirs = this.#dirs(jobId, [...ALWAYS, ...(limits.ioBps > 0 ? ['blkio'] : []), ...(limits.pids > 0 ? ['pids'] : [])]);
+    if (limits.ioBps > 0) this.#mount('blkio');
+    if (limits.pids > 0) this.#mount('pids');
+    const dirs = this.#dirs(jobId, this.#joined());
     // Co-mounted controllers (cpu,cpuacct) share one directory: make each once.
     const unique = [...new Set(dirs.values())];
     const made: string[] = [];
@@ -83,16 +90,21 @@ export class CgroupV1Driver implements CgroupDriver {
   }
 
   open(jobId: string): JobCgroup {
-    const dirs = this.#dirs(jobId, [...ALWAYS, ...OPTIONAL.filter((c) => this.#mounts.has(c))]);
+    const dirs = this.#dirs(jobId, this.#joined());
     return new V1JobCgroup(`/${this.parent}/${jobId}`, [...new Set(dirs.values())], dirs);
   }
 
   listJobs(): string[] {
     const ids = new Set<string>();
-    for (const controller of [...ALWAYS, ...OPTIONAL].filter((c) => this.#mounts.has(c))) {
+    for (const controller of this.#joined()) {
       for (const id of childGroups(path.join(this.#mounts.get(controller)!, this.parent), JOB_GROUP_NAME)) ids.add(id);
     }
     return [...ids];
+  }
+
+  /** The controllers a job's groups are made in. */
+  #joined(): string[] {
+    return [...ALWAYS, ...OPTIONAL].filter((c) => this.#mounts.has(c));
   }
 
   #dirs(jobId: string, controllers: readonly string[]): Map<string, string> {
@@ -147,8 +159,27 @@ class V1JobCgroup implements JobCgroup {
     return this.dirs.get('freezer')!;
   }
 
-  memoryLimitHit(): boolean {
+  oomKilled(): boolean {
     return (readKeyed(this.dirs.get('memory')!, 'memory.oom_control', 'oom_kill') ?? 0) > 0;
+  }
+
+  usage(): ResourceUsage {
+    const memory = this.dirs.get('memory')!;
+    const cpuacct = this.dirs.get('cpuacct');
+    const blkio = this.dirs.get('blkio');
+    const throttledNs = parseFlatKeyed(readControl(this.dirs.get('cpu')!, 'cpu.stat')).get('throttled_time') ?? 0;
+    const io = blkio
+      ? parseBlkioServiceBytes(readControlIfPresent(blkio, 'blkio.throttle.io_service_bytes'), physicalBlockDevices())
+      : { read: 0, write: 0 };
+    return {
+      cpuUsec: cpuacct ? Math.round((readNumber(cpuacct, 'cpuacct.usage') ?? 0) / 1000) : 0,
+      cpuThrottledUsec: Math.round(throttledNs / 1000),
+      memoryBytes: readNumber(memory, 'memory.usage_in_bytes') ?? 0,
+      memoryPeakBytes: readNumber(memory, 'memory.max_usage_in_bytes') ?? 0,
+      ioReadBytes: io.read,
+      ioWriteBytes: io.write,
+      sampledAt: Date.now(),
+    };
   }
 
   async remove(): Promise<void> {

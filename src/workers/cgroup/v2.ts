@@ -2,10 +2,11 @@
 // whose subtree_control hands them the controllers.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { JobLimits } from '../protocol.js';
+import type { JobLimits, ResourceUsage } from '../protocol.js';
 import { physicalBlockDevices } from './block-devices.js';
+import { parseFlatKeyed, parseIoStat } from './usage-stats.js';
 import { CgroupError, JOB_GROUP_NAME, type CgroupDriver, type JobCgroup } from './driver.js';
-import { childGroups, ensureGroup, errnoMessage, killPids, makeGroup, readControl, readKeyed, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
+import { childGroups, ensureGroup, errnoMessage, killPids, makeGroup, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
 
 const CPU_PERIOD_US = 100_000;
 /** A process in uninterruptible sleep dies only when its I/O returns; give up after this. */
@@ -117,6 +118,7 @@ function enableControllers(dir: string): void {
 
 class V2JobCgroup implements JobCgroup {
   readonly joinDirs: readonly string[];
+  #peakSeen = 0;
 
   constructor(
     readonly path: string,
@@ -153,8 +155,25 @@ class V2JobCgroup implements JobCgroup {
     await waitUntil(() => !this.populated(), `${this.dir} to empty`, KILL_TIMEOUT_MS);
   }
 
-  memoryLimitHit(): boolean {
+  oomKilled(): boolean {
     return (readKeyed(this.dir, 'memory.events', 'oom_kill') ?? 0) > 0;
+  }
+
+  usage(): ResourceUsage {
+    const cpu = parseFlatKeyed(readControl(this.dir, 'cpu.stat'));
+    const memoryBytes = readNumber(this.dir, 'memory.current') ?? 0;
+    // memory.peak is Linux 5.19+; before that the most seen at any reading is the best there is.
+    this.#peakSeen = Math.max(this.#peakSeen, readNumber(this.dir, 'memory.peak') ?? memoryBytes);
+    const io = parseIoStat(readControlIfPresent(this.dir, 'io.stat'), physicalBlockDevices());
+    return {
+      cpuUsec: cpu.get('usage_usec') ?? 0,
+      cpuThrottledUsec: cpu.get('throttled_usec') ?? 0,
+      memoryBytes,
+      memoryPeakBytes: this.#peakSeen,
+      ioReadBytes: io.read,
+      ioWriteBytes: io.write,
+      sampledAt: Date.now(),
+    };
   }
 
   async remove(): Promise<void> {
