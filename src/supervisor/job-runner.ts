@@ -40,6 +40,7 @@ export interface JobRunnerOptions {
   workers: number;
   cgroupDriver: CgroupDriverName | 'auto';
   cgroupParent: string;
+  cgroupDelegated: boolean;
   cgroupMountRoot: string;
   jobInitPath: string;
   ringCapacity?: number;
@@ -94,9 +95,10 @@ export class JobRunner {
       driver: this.#options.cgroupDriver,
       parent: this.#options.cgroupParent,
       mountRoot: this.#options.cgroupMountRoot,
+      delegated: this.#options.cgroupDelegated,
     };
     const result = (await this.#pool.run(task, { name: 'prepare' })) as PrepareResult;
-    this.#cgroup = { driver: result.driver, parent: task.parent, mountRoot: task.mountRoot };
+    this.#cgroup = { driver: result.driver, parent: result.parent, mountRoot: task.mountRoot };
     return result;
   }
 

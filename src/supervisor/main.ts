@@ -11,6 +11,18 @@ import { startServer, type TlsMaterial } from './server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
+const CGROUP_NAME = /^[A-Za-z0-9_.-]+$/;
+
+/** jobworker, a/b, /a/b: names of letters, digits, `_.-`, none of them `.` or `..`. */
+const isCgroupPath = t.makeValidator<unknown, string>({
+  test: (value, state): value is string => {
+    const names = typeof value === 'string' ? value.replace(/^\//, '').split('/') : [];
+    if (names.length > 0 && names.every((name) => CGROUP_NAME.test(name) && name !== '.' && name !== '..')) return true;
+    state?.errors?.push(`${state.p ?? '.'}: expected a cgroup path such as jobworker or /jobworker (got ${JSON.stringify(value)})`);
+    return false;
+  },
+});
+
 class ServeCommand extends Command {
   static override usage = Command.Usage({
     description: 'Run the jobworker server: a mutual-TLS gRPC API that runs, streams and stops jobs in cgroups',
@@ -30,8 +42,13 @@ class ServeCommand extends Command {
     validator: t.isEnum(['auto', 'v1', 'v2'] as const),
   });
   cgroupParent = Option.String('--cgroup-parent', 'jobworker', {
-    description: 'Name of the cgroup under which job cgroups are created (default jobworker)',
-    validator: t.cascade(t.isString(), [t.matchesRegExp(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/)]),
+    description:
+      'cgroup under which job cgroups are created: relative to the hierarchy root, or with --cgroup-delegated to the server\'s own cgroup; a leading / always means the root (default jobworker)',
+    validator: isCgroupPath,
+  });
+  cgroupDelegated = Option.Boolean('--cgroup-delegated', false, {
+    description:
+      "cgroup v2: the server's own cgroup is delegated to it (systemd Delegate=yes, as in deploy/jobworkerd.service). It moves itself into <own>/supervisor and creates job cgroups under <own>/<cgroup-parent>",
   });
   workers = Option.String('--workers', String(os.availableParallelism()), {
     description: 'Job-supervisor threads (each supervises any number of jobs) (default one per core)',
@@ -67,6 +84,7 @@ class ServeCommand extends Command {
         tls,
         cgroupDriver: this.cgroupDriver,
         cgroupParent: this.cgroupParent,
+        cgroupDelegated: this.cgroupDelegated,
         workers: this.workers,
         stopGraceMs: this.stopGrace,
         jobInitPath: path.join(ROOT, 'build', 'job-init'),

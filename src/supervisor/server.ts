@@ -27,6 +27,8 @@ export interface ServerOptions {
   tls: TlsMaterial;
   cgroupDriver: CgroupDriverName | 'auto';
   cgroupParent: string;
+  /** cgroup v2: the server's own group is delegated to it (systemd Delegate=yes). */
+  cgroupDelegated?: boolean;
   cgroupMountRoot?: string;
   workers: number;
   stopGraceMs: number;
@@ -40,6 +42,7 @@ export interface RunningServer {
   /** The port actually bound. */
   port: number;
   cgroup: PrepareResult;
+  /** The job parent group relative to the mount root(s): where the job groups are. */
   cgroupParent: string;
   store: JobStore;
   /** Stops accepting calls, stops every running job, removes their cgroups. */
@@ -69,6 +72,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     workers: options.workers,
     cgroupDriver: options.cgroupDriver,
     cgroupParent: options.cgroupParent,
+    cgroupDelegated: options.cgroupDelegated ?? false,
     cgroupMountRoot: options.cgroupMountRoot ?? '/sys/fs/cgroup',
     jobInitPath: options.jobInitPath,
     ringCapacity: options.ringCapacity,
@@ -111,7 +115,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     if (stale.error) logger.error(stale, 'could not clean up a job cgroup left by an earlier run');
     else logger.warn(stale, 'removed a job cgroup left by an earlier run');
   }
-  logger.info({ listen: options.listen, port, cgroupDriver: cgroup.driver, controllers: cgroup.controllers }, 'jobworkerd listening');
+  if (options.cgroupDelegated && cgroup.driver === 'v1') {
+    logger.warn('--cgroup-delegated applies to cgroup v2 only: under v1, job groups go under each hierarchy\'s root');
+  }
+  if (cgroup.movedTo) logger.info({ cgroup: `/${cgroup.movedTo}` }, 'moved the server into a leaf of its delegated cgroup');
+  logger.info({ listen: options.listen, port, cgroupDriver: cgroup.driver, cgroupParent: `/${cgroup.parent}`, controllers: cgroup.controllers }, 'jobworkerd listening');
 
   let closing: Promise<void> | undefined;
   const shutdown = (): Promise<void> =>
@@ -129,5 +137,5 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       logger.info('jobworkerd stopped');
     })());
 
-  return { port, cgroup, cgroupParent: options.cgroupParent, store, shutdown };
+  return { port, cgroup, cgroupParent: cgroup.parent, store, shutdown };
 }

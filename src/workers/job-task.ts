@@ -10,6 +10,7 @@ import { execa } from 'execa';
 import { messageOf } from '../common/error-message.js';
 import { settlesWithin } from '../common/settle-within.js';
 import { CgroupError, type JobCgroup } from './cgroup/driver.js';
+import { moveSelfInto, ownCgroupV2, placeV2 } from './cgroup/delegation.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
 import { InitStatus } from './init-status.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
@@ -28,7 +29,11 @@ const HANDSHAKE_TIMEOUT_MS = 30_000;
  */
 export async function prepare(task: PrepareTask): Promise<PrepareResult> {
   const driver = task.driver === 'auto' ? detectDriver(task.mountRoot) : task.driver;
-  const cgroups = driverFor({ driver, parent: task.parent, mountRoot: task.mountRoot });
+  // v1 has no delegation to honour (nor a no-internal-process rule): its
+  // parent is taken from each hierarchy's root.
+  const { parent, moveTo } = driver === 'v2' ? placeV2(task.parent, ownCgroupV2(), task.delegated) : { parent: task.parent.replace(/^\/+/, ''), moveTo: null };
+  if (moveTo) moveSelfInto(task.mountRoot, moveTo);
+  const cgroups = driverFor({ driver, parent, mountRoot: task.mountRoot });
   const controllers = cgroups.prepare();
   const stale: StaleJob[] = [];
   for (const jobId of cgroups.listJobs()) {
@@ -43,7 +48,7 @@ export async function prepare(task: PrepareTask): Promise<PrepareResult> {
       stale.push({ jobId, hadProcesses, error: messageOf(err) });
     }
   }
-  return { driver, controllers, stale };
+  return { driver, parent, movedTo: moveTo, controllers, stale };
 }
 
 /** Kills and removes the cgroup of a job whose supervising thread died. */

@@ -136,12 +136,19 @@ export interface ReapTask {
 /** Argument of the `prepare` task, run once (on one thread) before any job starts. */
 export interface PrepareTask {
   driver: CgroupDriverName | 'auto';
+  /** As given with --cgroup-parent; resolved into PrepareResult.parent. */
   parent: string;
   mountRoot: string;
+  /** cgroup v2: the server's own group is delegated to it (systemd Delegate=yes). */
+  delegated: boolean;
 }
 
 export interface PrepareResult {
   driver: CgroupDriverName;
+  /** The job parent group relative to the mount root(s), e.g. "system.slice/jobworkerd.service/jobworker". */
+  parent: string;
+  /** The group the server moved itself into, relative to the mount root, when it had to. */
+  movedTo: string | null;
   /** Controllers usable for job cgroups. */
   controllers: string[];
   /** Job groups a previous run left behind (it crashed): their processes killed, the groups removed. */

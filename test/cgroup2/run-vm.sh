@@ -10,8 +10,10 @@ cd "$(dirname "$0")/../.."
 repo=$PWD
 
 # Files run inside the VM: the ones that drive real cgroups through the server.
-TESTS=(dist/test/supervisor/server.test.js dist/test/supervisor/shutdown.test.js)
+TESTS=(dist/test/supervisor/server.test.js dist/test/supervisor/shutdown.test.js dist/test/supervisor/delegation.test.js)
 VM_TIMEOUT=${VM_TIMEOUT:-1200}
+# VM_MATCH='*usage*' runs only the tests whose titles match (ava --match), for work on one test.
+VM_MATCH=${VM_MATCH:-}
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -54,6 +56,7 @@ done
 echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
 echo '127.0.0.1 localhost' >"$root/etc/hosts"
 printf '%s\n' "${TESTS[@]}" >"$root/app/cgroup2-tests"
+printf '%s' "$VM_MATCH" >"$root/app/cgroup2-match"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$work/initramfs.gz")
 truncate -s 64M "$work/disk.img"
 

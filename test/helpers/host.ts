@@ -1,6 +1,7 @@
 // What tests check on the host itself: processes and cgroups left behind.
 import fs from 'node:fs';
 import path from 'node:path';
+import { detectDriver } from '../../src/workers/cgroup/select.js';
 
 const HIERARCHIES = ['/sys/fs/cgroup', ...['unified', 'cpu', 'memory', 'freezer', 'blkio', 'pids'].map((c) => `/sys/fs/cgroup/${c}`)];
 
@@ -21,5 +22,20 @@ export function alive(pid: number): boolean {
     return !/^\d+ \(.*\) [ZX] /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch {
     return false;
+  }
+}
+
+/** Pids in a job's cgroup (its path as in Job.cgroup), from the v2 tree or the v1 freezer hierarchy. */
+export function pidsIn(cgroup: string): number[] {
+  const procs = path.join('/sys/fs/cgroup', detectDriver('/sys/fs/cgroup') === 'v2' ? '' : 'freezer', cgroup, 'cgroup.procs');
+  return fs.readFileSync(procs, 'utf8').split('\n').filter(Boolean).map(Number);
+}
+
+/** Polls a condition on the host (a process gone, a counter moved) that no event announces. */
+export async function waitUntil(done: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }

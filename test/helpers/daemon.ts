@@ -1,0 +1,72 @@
+// A real jobworkerd process (bin/jobworkerd.js) for the tests that need the
+// binary itself: signals, crashes, restarts, a cgroup of its own.
+import type { ExecutionContext } from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { execa, type ResultPromise } from 'execa';
+import { connect } from '../../cli/connect.js';
+import { repoRoot } from './paths.js';
+
+export interface Daemon {
+  process: ResultPromise<{ reject: false }>;
+  port: number;
+  /** Every log line up to "listening". */
+  startLog: { msg: string; jobId?: string; hadProcesses?: boolean; cgroup?: string; cgroupParent?: string }[];
+}
+
+export interface DaemonOptions {
+  /** Extra flags. */
+  args?: string[];
+  /** A cgroup v2 group (relative to /sys/fs/cgroup) to start the daemon in, as systemd would. */
+  cgroup?: string;
+}
+
+/** A real jobworkerd on a free loopback port; SIGKILLed in teardown if still running. */
+export async function startDaemon(t: ExecutionContext, pki: string, parent: string, options: DaemonOptions = {}): Promise<Daemon> {
+  const argv = [
+    path.join(repoRoot, 'bin/jobworkerd.js'),
+    ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
+    ...['--cgroup-parent', parent, '--workers', '1'],
+    ...(options.args ?? []),
+  ];
+  // The shell joins the group and then becomes node: the daemon starts there, as under systemd.
+  const child = options.cgroup
+    ? execa('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec node "$@"', `/sys/fs/cgroup/${options.cgroup}`, ...argv], { reject: false })
+    : execa('node', argv, { reject: false });
+  t.teardown(() => {
+    child.kill('SIGKILL');
+  });
+  const startLog: Daemon['startLog'] = [];
+  for await (const line of readline.createInterface({ input: child.stdout! })) {
+    const entry = JSON.parse(line) as Daemon['startLog'][number] & { port?: number };
+    startLog.push(entry);
+    if (entry.msg === 'jobworkerd listening') return { process: child, port: entry.port!, startLog };
+  }
+  throw new Error(`jobworkerd exited before listening: ${(await child).stderr}`);
+}
+
+/** A dev PKI and a cgroup parent name of the test's own, both removed in teardown. */
+export async function daemonSetup(t: ExecutionContext): Promise<{ pki: string; parent: string }> {
+  const pki = fs.mkdtempSync('/tmp/jobworker-bin-pki-');
+  t.teardown(() => fs.rmSync(pki, { recursive: true, force: true }));
+  await execa('node', [path.join(repoRoot, 'dist/certs/make-dev-pki.js'), pki]);
+  const parent = `jobworker-test-bin-${process.pid}-${++daemons}`;
+  t.teardown(() => {
+    for (const root of ['', ...fs.readdirSync('/sys/fs/cgroup')]) {
+      try {
+        fs.rmdirSync(path.join('/sys/fs/cgroup', root, parent));
+      } catch {
+        // absent, not a hierarchy, or already removed
+      }
+    }
+  });
+  return { pki, parent };
+}
+let daemons = 0;
+
+export function adminClient(t: ExecutionContext, pki: string, port: number) {
+  const client = connect({ server: `localhost:${port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-admin-cert.pem`, key: `${pki}/client-admin-key.pem` });
+  t.teardown(() => client.close());
+  return client;
+}
