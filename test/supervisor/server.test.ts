@@ -349,6 +349,20 @@ test.serial('limits: the requested limits land in the job cgroup files', async (
   }
 });
 
+test.serial('limits: direct writes under max_io_bps 1 MiB/s are held to about that rate', async (t) => {
+  const scratch = path.join(os.tmpdir(), `jobworker-iolimit-${process.pid}-${Date.now()}`);
+  t.teardown(() => fs.rmSync(scratch, { force: true }));
+  // 4 MiB at 1 MiB/s: about 4 s throttled, well under a second on this disk unthrottled.
+  const { job, stderr } = await waitForEnd(
+    (await create('sh', ['-c', `dd if=/dev/zero of=${scratch} bs=64k count=64 oflag=direct && rm ${scratch}`], { maxIoBps: 1024 * 1024 })).id,
+  );
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, `${job.message} ${stderr.toString()}`);
+  const took = job.endedAt!.getTime() - job.startedAt!.getTime();
+  // The throttle lets a little through at once (a slice's budget), so the bound is loose.
+  t.true(took >= 2_000, `4 MiB written in ${took} ms under a 1 MiB/s limit`);
+  t.true(job.usage!.ioWriteBytes >= 4 * 1024 * 1024, `${job.usage!.ioWriteBytes} B counted`);
+});
+
 test.serial('limits: a job allocating past its memory limit ends FAILED with the oom_killed flag', async (t) => {
   // The shell holds 64 MiB in a variable under a 16 MiB limit.
   const { job } = await waitForEnd((await create('sh', ['-c', 'x=$(head -c 67108864 /dev/zero | tr "\\0" a); echo ${#x}'], { maxMemoryMb: 16 })).id);
