@@ -118,6 +118,9 @@ function tlsReason(details: string): string | undefined {
   // "…Last error: Error: <reason> (<timestamp>). Resolution note: …"; the timestamp and note come and go.
   const lastError = /Last error: (?:Error: )?(.*?)(?: \(\d{4}-\d\d-\d\dT[^)]*\))?\.?(?: Resolution note:.*)?$/m.exec(details)?.[1];
   if (!lastError) return undefined;
+  // Node: "Hostname/IP does not match certificate's altnames: IP: 127.0.0.1 is not in the cert's list: "
+  const altnames = /does not match certificate's altnames: (.*)$/.exec(lastError)?.[1];
+  if (altnames) return `the server's certificate is not for this address: ${altnames.replace(/:\s*$/, '').trim()}`;
   // OpenSSL alerts read "…:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:…"
   const alert = /SSL routines:[^:]*:([^:]+)/.exec(lastError)?.[1];
   return (alert ?? lastError).trim().slice(0, 120) || undefined;

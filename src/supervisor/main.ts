@@ -1,12 +1,14 @@
 // jobworkerd: the server binary.
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Builtins, Cli, Command, Option } from 'clipanion';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import * as t from 'typanion';
-import { PemFileError, readPem } from '../common/pem.js';
 import { colorsFor } from '../common/terminal.js';
+import type { DenyList } from './deny-list.js';
+import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './reload.js';
 import { startServer, type TlsMaterial } from './server.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -30,6 +32,8 @@ class ServeCommand extends Command {
       Must run as root (it creates cgroups). Clients authenticate with certificates issued by the CA given with \`--ca\`; the Subject OU of a client certificate is its role: \`admin\` may do everything, \`viewer\` may only read.
 
       SIGTERM or SIGINT stops accepting calls, stops every running job (SIGTERM, grace period, SIGKILL), removes their cgroups and exits 0.
+
+      The certificate, key, CA bundle and deny list are re-read when their files change (checked every second) and on SIGHUP, which also reopens \`--audit-log\`. New connections use the new material; a reload that fails keeps the old and logs why.
     `,
   });
 
@@ -58,6 +62,13 @@ class ServeCommand extends Command {
     description: 'Default milliseconds between SIGTERM and SIGKILL when a job is stopped (default 100)',
     validator: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(0, 600_000)]),
   });
+  denyCn = Option.Array('--deny-cn', [], { description: 'Refuse client certificates with this CN (repeatable)' });
+  denyList = Option.String('--deny-list', {
+    description: 'File of refused client certificates, one "CN=<name>" or "serial=<hex>" per line (# comments)',
+  });
+  auditLog = Option.String('--audit-log', {
+    description: 'Append the audit trail (one JSON line per call) to this file instead of the main log',
+  });
   logLevel = Option.String('--log-level', 'info', {
     description: 'Log level: trace, debug, info, warn, error, fatal, silent (default info)',
     validator: t.isEnum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const),
@@ -65,9 +76,14 @@ class ServeCommand extends Command {
 
   async execute(): Promise<number> {
     const logger = pino({ level: this.logLevel, base: { pid: process.pid } });
+    const files: ConfigFiles = { ca: this.ca, cert: this.cert, key: this.key, denyList: this.denyList, denyCns: this.denyCn };
     let tls: TlsMaterial;
+    let denyList: DenyList;
+    let audit: { logger: Logger; reopen(): void } | undefined;
     try {
-      tls = { ca: readFlagPem(this.ca, '--ca'), cert: readFlagPem(this.cert, '--cert'), key: readFlagPem(this.key, '--key') };
+      tls = loadTls(files);
+      denyList = loadDenyList(files);
+      if (this.auditLog) audit = openAuditLog(this.auditLog);
     } catch (err) {
       this.context.stderr.write(`jobworkerd: ${(err as Error).message}\n`);
       return 2;
@@ -89,11 +105,14 @@ class ServeCommand extends Command {
         stopGraceMs: this.stopGrace,
         jobInitPath: path.join(ROOT, 'build', 'job-init'),
         logger,
+        auditLogger: audit?.logger,
+        denyList,
       });
     } catch (err) {
       this.context.stderr.write(`jobworkerd: cannot start: ${(err as Error).message}\n`);
       return 1;
     }
+    const unwatch = watchConfig(files, server, logger, () => audit?.reopen());
     // The handlers stay installed: a second signal during shutdown must not
     // kill the server with jobs and cgroups still to clean up.
     const signalled = await new Promise<NodeJS.Signals>((resolve) => {
@@ -106,19 +125,22 @@ class ServeCommand extends Command {
       process.on('SIGINT', onSignal);
     });
     logger.info({ signal: signalled }, 'shutting down');
+    unwatch();
     await server.shutdown();
     return 0;
   }
 }
 
-function readFlagPem(file: string, flag: string): Buffer {
+/** Its own file, apart from the debug log; reopened on SIGHUP so logrotate can move it. */
+function openAuditLog(file: string): { logger: Logger; reopen(): void } {
+  let destination;
   try {
-    return readPem(file);
+    fs.closeSync(fs.openSync(file, 'a', 0o600));
+    destination = pino.destination({ dest: file, append: true, sync: true });
   } catch (err) {
-    if (!(err instanceof PemFileError)) throw err;
-    const hint = flag === '--ca' && err.missing ? ' (run `npm run certs` for a development PKI)' : '';
-    throw new Error(`${flag} ${file}: ${err.reason}${hint}`);
+    throw new Error(`--audit-log ${file}: ${(err as Error).message}`);
   }
+  return { logger: pino({ base: null }, destination), reopen: () => destination.reopen() };
 }
 
 const cli = new Cli({ binaryName: 'jobworkerd', binaryLabel: 'jobworker server', binaryVersion: '0.1.0', enableColors: colorsFor(process.stdout) });

@@ -1,21 +1,17 @@
 // The one place every RPC passes through: it identifies the caller from the
-// verified client certificate, applies the authorization table, logs one line
-// per call, and turns errors into statuses (unknown errors are logged and
-// reach the client only as INTERNAL).
+// verified client certificate, refuses certificates that are not for client
+// authentication or are on the deny list, applies the authorization table,
+// writes one audit line per call, and turns errors into statuses (unknown
+// errors are logged and reach the client only as INTERNAL).
 import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
-
-type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
 import type { Logger } from 'pino';
 import { authorize, callerOf, type Caller, type RpcName } from './authz.js';
+import { DenyList } from './deny-list.js';
 import { Errors, toStatus } from './errors.js';
 
-function identify(call: AnyCall): Caller {
-  const cert = call.getAuthContext().sslPeerCertificate;
-  // Unreachable with a server that requires client certificates; kept as a
-  // guard so a misconfigured listener cannot serve anonymous callers.
-  if (!cert || !cert.subject) throw Errors.unauthenticated('a client certificate is required');
-  return callerOf(cert);
-}
+type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
+
+const CLIENT_AUTH_EKU = '1.3.6.1.5.5.7.3.2';
 
 function jobIdOf(request: unknown): string | undefined {
   const id = (request as { id?: unknown } | undefined)?.id;
@@ -23,14 +19,38 @@ function jobIdOf(request: unknown): string | undefined {
 }
 
 export class RpcBoundary {
-  constructor(readonly logger: Logger) {}
+  /** Replaced whole on reload; read on every call. */
+  denyList: DenyList = DenyList.EMPTY;
+
+  constructor(
+    /** Where unexpected errors go. */
+    readonly logger: Logger,
+    /** One line per call. */
+    readonly audit: Logger,
+  ) {}
+
+  #identify(call: AnyCall): Caller {
+    const cert = call.getAuthContext().sslPeerCertificate;
+    // Unreachable with a server that requires client certificates; kept as a
+    // guard so a misconfigured listener cannot serve anonymous callers.
+    if (!cert || !cert.subject) throw Errors.unauthenticated('a client certificate is required');
+    // OpenSSL refuses a client certificate whose extended key usage leaves
+    // out clientAuth, but accepts one with no such extension at all.
+    if (!cert.ext_key_usage?.includes(CLIENT_AUTH_EKU)) {
+      throw Errors.unauthenticated('the client certificate is not for client authentication (no clientAuth extended key usage)');
+    }
+    const caller = callerOf(cert);
+    const denied = this.denyList.refuses(cert, caller.cn);
+    if (denied) throw Errors.unauthenticated(`the client certificate (${denied}) is on the server's deny list`);
+    return caller;
+  }
 
   unary<Req, Res>(rpc: RpcName, handler: (caller: Caller, request: Req) => Res | Promise<Res>) {
     return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
       const started = performance.now();
       let caller: Caller | undefined;
       void (async () => {
-        caller = identify(call);
+        caller = this.#identify(call);
         authorize(caller, rpc);
         return handler(caller, call.request);
       })().then(
@@ -52,7 +72,7 @@ export class RpcBoundary {
       const started = performance.now();
       let caller: Caller | undefined;
       void (async () => {
-        caller = identify(call);
+        caller = this.#identify(call);
         authorize(caller, rpc);
         await handler(caller, call);
       })().then(
@@ -86,7 +106,9 @@ export class RpcBoundary {
       code: code ?? 0,
       ms: Math.round((performance.now() - started) * 10) / 10,
     };
+    // The audit line carries who, what and how it ended: never request
+    // bodies (a command line may hold secrets) nor job output.
+    this.audit.info(line, 'rpc');
     if (err) this.logger.error({ ...line, err }, 'rpc failed unexpectedly');
-    else this.logger.info(line, 'rpc');
   }
 }

@@ -2,7 +2,7 @@
 // boundary, the job runner and its pool. startServer() is what jobworkerd and
 // the integration tests run.
 import { Server, ServerCredentials, type ServerWritableStream } from '@grpc/grpc-js';
-import type { SecureContextOptions } from 'node:tls';
+import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import { settlesWithin } from '../common/settle-within.js';
 import { JobServiceService, type DataChunk, type GetJobsStreamReq } from '../gen/jobworker/v1/jobworker.js';
@@ -11,9 +11,11 @@ import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
 import { JobStore } from './job-store.js';
 import { thisHost, type HostCapacity } from './limits.js';
+import { DenyList } from './deny-list.js';
 import { RpcBoundary } from './rpc-boundary.js';
 
 const CALL_DRAIN_TIMEOUT_MS = 5_000;
+export const MAX_STREAMS_PER_CONNECTION = 128;
 
 export interface TlsMaterial {
   ca: Buffer;
@@ -34,6 +36,9 @@ export interface ServerOptions {
   stopGraceMs: number;
   jobInitPath: string;
   logger: Logger;
+  /** One line per call; default: the main log, lines marked `audit: true`. */
+  auditLogger?: Logger;
+  denyList?: DenyList;
   host?: HostCapacity;
   ringCapacity?: number;
 }
@@ -45,6 +50,14 @@ export interface RunningServer {
   /** The job parent group relative to the mount root(s): where the job groups are. */
   cgroupParent: string;
   store: JobStore;
+  /**
+   * New connections use this material from now on; open ones keep theirs.
+   * Throws (and changes nothing) when it does not make a TLS context, e.g. a
+   * key that does not match its certificate.
+   */
+  setTls(material: TlsMaterial): void;
+  /** Checked on every call from now on, on open connections too. */
+  setDenyList(denyList: DenyList): void;
   /** Stops accepting calls, stops every running job, removes their cgroups. */
   shutdown(): Promise<void>;
 }
@@ -56,13 +69,26 @@ export interface RunningServer {
  */
 class MutualTlsCredentials extends ServerCredentials {
   constructor(material: TlsMaterial) {
-    const context: SecureContextOptions = { ca: material.ca, cert: material.cert, key: material.key, minVersion: 'TLSv1.3' };
-    super({ requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, context);
+    super({ requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, contextOptions(material));
+  }
+
+  /**
+   * Checked before it is handed over: grpc-js answers a context it cannot
+   * set by refusing every new connection.
+   */
+  update(material: TlsMaterial): void {
+    const options = contextOptions(material);
+    createSecureContext(options);
+    this.updateSecureContextOptions(options);
   }
 
   _equals(other: ServerCredentials): boolean {
     return other === this;
   }
+}
+
+function contextOptions(material: TlsMaterial): SecureContextOptions {
+  return { ca: material.ca, cert: material.cert, key: material.key, minVersion: 'TLSv1.3' };
 }
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
@@ -86,11 +112,25 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     throw err;
   }
   const service = new JobService({ store, runner, host: options.host ?? thisHost(), defaultGraceMs: options.stopGraceMs });
-  const boundary = new RpcBoundary(logger);
+  const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }));
+  boundary.denyList = options.denyList ?? DenyList.EMPTY;
+  const tlsCredentials = new MutualTlsCredentials(options.tls);
 
   const server = new Server({
     // Bounded request size: a CreateJob is small; anything near this is abuse.
     'grpc.max_receive_message_length': 4 * 1024 * 1024,
+    // One connection cannot hold more than this many calls open at once; its
+    // client queues the rest. Enough for a harness following 100 jobs.
+    'grpc.max_concurrent_streams': MAX_STREAMS_PER_CONNECTION,
+    // Dead peers (a client host that vanished) are found and their
+    // connections closed, streams included.
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+    'grpc.max_connection_idle_ms': 15 * 60_000,
+    // Clients reconnect at least hourly, so a client certificate that has
+    // expired or whose CA left the bundle stops working within the hour
+    // (the deny list needs no reconnect); calls in flight are let finish.
+    'grpc.max_connection_age_ms': 60 * 60_000,
   });
   server.addService(JobServiceService, {
     createJob: boundary.unary('CreateJob', async (caller, req) => ({ job: await service.createJob(caller, req) })),
@@ -105,7 +145,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   let port: number;
   try {
     port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(options.listen, new MutualTlsCredentials(options.tls), (err, bound) => (err ? reject(err) : resolve(bound)));
+      server.bindAsync(options.listen, tlsCredentials, (err, bound) => (err ? reject(err) : resolve(bound)));
     });
   } catch (err) {
     await runner.close(0);
@@ -137,5 +177,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       logger.info('jobworkerd stopped');
     })());
 
-  return { port, cgroup, cgroupParent: cgroup.parent, store, shutdown };
+  return {
+    port,
+    cgroup,
+    cgroupParent: cgroup.parent,
+    store,
+    setTls: (material) => tlsCredentials.update(material),
+    setDenyList: (denyList) => {
+      boundary.denyList = denyList;
+    },
+    shutdown,
+  };
 }

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { execa, type Options } from 'execa';
-import { writeDevPki } from '../../certs/pki.js';
+import { issueCert, writeDevPki } from '../../certs/pki.js';
 import { connect, ConnectTimeoutError, Session } from '../../cli/connect.js';
 import { connectionFailure } from '../../cli/errors.js';
 import { commandLine, shellQuote } from '../../cli/format.js';
@@ -424,6 +424,19 @@ test('TLS: a server certificate from another CA fails the handshake, exit 69', a
   const result = await jobctl(['list', '--ca', path.join(other, 'ca-cert.pem')]);
   t.is(result.exitCode, 69);
   t.regex(result.stderr, /^jobctl: cannot reach server 127\.0\.0\.1:\d+: TLS handshake failed \(self-signed certificate in certificate chain\)\n$/);
+});
+
+// Serial, so before the tests that run side by side: it swaps the shared server's certificate.
+test.serial('TLS: a server certificate that does not name the address dialled fails the handshake, exit 69', async (t) => {
+  const file = (name: string) => readFile(path.join(server.pki, name));
+  const ca = { certPem: (await file('ca-cert.pem')).toString(), keyPem: (await file('ca-key.pem')).toString() };
+  const elsewhere = await issueCert(ca, { cn: 'elsewhere.example', kind: 'server', sans: ['elsewhere.example'] });
+  const original = { ca: await file('ca-cert.pem'), cert: await file('server-cert.pem'), key: await file('server-key.pem') };
+  server.server.setTls({ ...original, cert: Buffer.from(elsewhere.certPem), key: Buffer.from(elsewhere.keyPem) });
+  t.teardown(() => server.server.setTls(original));
+  const result = await jobctl(['list']);
+  t.is(result.exitCode, 69);
+  t.regex(result.stderr, /^jobctl: cannot reach server 127\.0\.0\.1:\d+: TLS handshake failed \(the server's certificate is not for this address: IP: 127\.0\.0\.1 is not in the cert's list\)\n$/);
 });
 
 test('connect timeout: a server that never answers the handshake fails after the deadline', async (t) => {

@@ -8,11 +8,23 @@ import { execa, type ResultPromise } from 'execa';
 import { connect } from '../../cli/connect.js';
 import { repoRoot } from './paths.js';
 
+export interface LogLine {
+  msg: string;
+  level: number;
+  jobId?: string;
+  hadProcesses?: boolean;
+  cgroup?: string;
+  cgroupParent?: string;
+  why?: string;
+  err?: string;
+  entries?: number;
+}
+
 export interface Daemon {
   process: ResultPromise<{ reject: false }>;
   port: number;
-  /** Every log line up to "listening". */
-  startLog: { msg: string; jobId?: string; hadProcesses?: boolean; cgroup?: string; cgroupParent?: string }[];
+  /** Every log line so far: the ones up to "listening" when startDaemon resolves, later ones as they come. */
+  log: LogLine[];
 }
 
 export interface DaemonOptions {
@@ -37,13 +49,22 @@ export async function startDaemon(t: ExecutionContext, pki: string, parent: stri
   t.teardown(() => {
     child.kill('SIGKILL');
   });
-  const startLog: Daemon['startLog'] = [];
-  for await (const line of readline.createInterface({ input: child.stdout! })) {
-    const entry = JSON.parse(line) as Daemon['startLog'][number] & { port?: number };
-    startLog.push(entry);
-    if (entry.msg === 'jobworkerd listening') return { process: child, port: entry.port!, startLog };
+  const log: LogLine[] = [];
+  const listening = new Promise<number>((resolve, reject) => {
+    readline
+      .createInterface({ input: child.stdout! })
+      .on('line', (line) => {
+        const entry = JSON.parse(line) as LogLine & { port?: number };
+        log.push(entry);
+        if (entry.msg === 'jobworkerd listening') resolve(entry.port!);
+      })
+      .on('close', () => reject(new Error('jobworkerd exited before listening')));
+  });
+  try {
+    return { process: child, port: await listening, log };
+  } catch {
+    throw new Error(`jobworkerd exited before listening: ${(await child).stderr}`);
   }
-  throw new Error(`jobworkerd exited before listening: ${(await child).stderr}`);
 }
 
 /** A dev PKI and a cgroup parent name of the test's own, both removed in teardown. */

@@ -44,7 +44,7 @@ if (detectDriver(ROOT) === 'v2') {
     // The no-internal-process rule: the service group holds no process once job controllers are enabled in it.
     t.deepEqual(procs(serviceDir), []);
     t.deepEqual(procs(path.join(serviceDir, 'supervisor')), [daemon.process.pid!]);
-    t.is(daemon.startLog.find((e) => e.msg === 'moved the server into a leaf of its delegated cgroup')?.cgroup, `/${service}/supervisor`);
+    t.is(daemon.log.find((e) => e.msg === 'moved the server into a leaf of its delegated cgroup')?.cgroup, `/${service}/supervisor`);
     const enabled = fs.readFileSync(path.join(serviceDir, 'cgroup.subtree_control'), 'utf8').trim().split(' ');
     for (const controller of ['cpu', 'memory', 'pids']) t.true(enabled.includes(controller), `${controller} enabled in ${enabled.join(' ')}`);
 
@@ -60,8 +60,8 @@ if (detectDriver(ROOT) === 'v2') {
     daemon.process.kill('SIGKILL');
     await daemon.process;
     const restarted = await startDaemon(t, pki, 'jobworker', { cgroup: `${service}/supervisor`, args: ['--cgroup-delegated'] });
-    t.false(restarted.startLog.some((e) => e.msg === 'moved the server into a leaf of its delegated cgroup'), 'already in the leaf');
-    t.is(restarted.startLog.find((e) => e.msg === 'removed a job cgroup left by an earlier run')?.jobId, job.id);
+    t.false(restarted.log.some((e) => e.msg === 'moved the server into a leaf of its delegated cgroup'), 'already in the leaf');
+    t.is(restarted.log.find((e) => e.msg === 'removed a job cgroup left by an earlier run')?.jobId, job.id);
     t.false(alive(job.pid));
     t.deepEqual(subgroups(path.join(serviceDir, 'jobworker')), []);
     const second = (await unary(adminClient(t, pki, restarted.port), 'createJob', { command: 'true', args: [], limits })).job!;
@@ -73,7 +73,7 @@ if (detectDriver(ROOT) === 'v2') {
   test.serial('delegation: under cgroup v1 --cgroup-delegated only logs a warning, and job groups stay under each hierarchy root', async (t) => {
     const { pki, parent } = await daemonSetup(t);
     const daemon = await startDaemon(t, pki, parent, { args: ['--cgroup-delegated'] });
-    t.true(daemon.startLog.some((e) => e.msg.startsWith('--cgroup-delegated applies to cgroup v2 only')));
+    t.true(daemon.log.some((e) => e.msg.startsWith('--cgroup-delegated applies to cgroup v2 only')));
     const job = (await unary(adminClient(t, pki, daemon.port), 'createJob', { command: 'true', args: [], limits })).job!;
     t.is(job.cgroup, `/${parent}/${job.id}`);
     daemon.process.kill('SIGTERM');

@@ -74,7 +74,7 @@ test.serial('jobworkerd: after a crash (SIGKILL) the next start kills the orphan
   const restarted = await startDaemon(t, pki, parent);
   t.deepEqual(orphans.filter(alive), [], 'every process of the orphaned job is gone');
   t.deepEqual(groupsUnder(parent), []);
-  const logged = restarted.startLog.find((entry) => entry.msg === 'removed a job cgroup left by an earlier run');
+  const logged = restarted.log.find((entry) => entry.msg === 'removed a job cgroup left by an earlier run');
   t.is(logged?.jobId, job.id);
   t.true(logged?.hadProcesses);
   restarted.process.kill('SIGTERM');
