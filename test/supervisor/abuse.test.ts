@@ -1,5 +1,9 @@
 // One client flooding the server must not take it down or starve another.
 import test from 'ava';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import path from 'node:path';
+import tls from 'node:tls';
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
 import type { MemoryOutputLog } from '../../src/supervisor/output-log.js';
 import { MAX_STREAMS_PER_CONNECTION } from '../../src/supervisor/server.js';
@@ -57,4 +61,43 @@ test.serial('abuse: 1,000 streams from one connection: at most the per-connectio
   await unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 });
   const texts = await Promise.all(ended);
   t.deepEqual([...new Set(texts)], ['hi\n'], 'every stream, queued or not, got the whole output and its end');
+});
+
+test.serial('abuse: a connection flooding the server with HTTP/2 PINGs is cut off, and another client is answered', async (t) => {
+  const pki = (name: string) => fs.readFileSync(path.join(ts.pki, name));
+  const socket = tls.connect({
+    host: '127.0.0.1',
+    port: ts.server.port,
+    servername: 'localhost',
+    ca: pki('ca-cert.pem'),
+    cert: pki('client-admin-cert.pem'),
+    key: pki('client-admin-key.pem'),
+    ALPNProtocols: ['h2'],
+  });
+  // EPIPE / ECONNRESET once the server hangs up: that is the outcome wanted.
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  await once(socket, 'secureConnect');
+  // The client preface, an empty SETTINGS frame, then PING frames without
+  // ever reading the ACKs: the server's replies pile up until it gives up.
+  const frame = (type: number, payload: Buffer) => {
+    const header = Buffer.alloc(9);
+    header.writeUIntBE(payload.length, 0, 3);
+    header[3] = type;
+    return Buffer.concat([header, payload]);
+  };
+  socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, Buffer.alloc(0))]));
+  socket.pause();
+  const ping = frame(6, Buffer.alloc(8));
+  const burst = Buffer.concat(Array.from({ length: 1_000 }, () => ping));
+  let sent = 0;
+  while (!socket.destroyed && sent < 200_000) {
+    if (!socket.write(burst)) await Promise.race([new Promise((resolve) => socket.once('drain', resolve)), closed]);
+    sent += 1_000;
+  }
+  const cutOff = await Promise.race([closed.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 30_000))]);
+  t.true(cutOff, `the flooding connection was closed after ${sent} PINGs`);
+  t.log(`cut off after ${sent} PINGs`);
+  const latencies = await bystander(5);
+  t.true(Math.max(...latencies) < 5_000, `bystander latencies ${latencies.map(Math.round).join(' ')} ms`);
 });
