@@ -86,8 +86,8 @@ export async function daemonSetup(t: ExecutionContext): Promise<{ pki: string; p
 }
 let daemons = 0;
 
-export function adminClient(t: ExecutionContext, pki: string, port: number) {
-  const client = connect({ server: `localhost:${port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-admin-cert.pem`, key: `${pki}/client-admin-key.pem` });
+export function adminClient(t: ExecutionContext, pki: string, port: number, role: 'admin' | 'viewer' = 'admin') {
+  const client = connect({ server: `localhost:${port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-${role}-cert.pem`, key: `${pki}/client-${role}-key.pem` });
   t.teardown(() => client.close());
   return client;
 }

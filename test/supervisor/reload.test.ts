@@ -39,12 +39,12 @@ function presentedSerial(port: number): Promise<string> {
   });
 }
 
-async function setup(t: ExecutionContext): Promise<{ pki: string; daemon: Daemon; audit: string; deny: string }> {
+async function setup(t: ExecutionContext, extraArgs: string[] = []): Promise<{ pki: string; daemon: Daemon; audit: string; deny: string }> {
   const { pki, parent } = await daemonSetup(t);
   const audit = path.join(pki, 'audit.log');
   const deny = path.join(pki, 'deny.txt');
   fs.writeFileSync(deny, '# nobody yet\n');
-  const daemon = await startDaemon(t, pki, parent, { args: ['--audit-log', audit, '--deny-list', deny] });
+  const daemon = await startDaemon(t, pki, parent, { args: ['--audit-log', audit, '--deny-list', deny, ...extraArgs] });
   return { pki, daemon, audit, deny };
 }
 
@@ -78,9 +78,11 @@ test.serial('audit: SIGHUP reopens the file, so logrotate can move it away', asy
   t.is(fs.readFileSync(audit, 'utf8').trim().split('\n').length, 1);
 });
 
-test.serial('deny list: a CN added to the file is refused within seconds, a broken file keeps the last good list', async (t) => {
-  const { pki, daemon, deny } = await setup(t);
+test.serial('deny list: a CN added to the file is refused within seconds, a broken file keeps the last good list, --deny-cn holds throughout', async (t) => {
+  const { pki, daemon, deny } = await setup(t, ['--deny-cn', 'viewer']);
   const admin = adminClient(t, pki, daemon.port);
+  const viewer = adminClient(t, pki, daemon.port, 'viewer');
+  t.is(await codeOf(unary(viewer, 'getJobs', {})), Status.UNAUTHENTICATED);
   t.is(await codeOf(unary(admin, 'getJobs', {})), Status.OK);
   fs.writeFileSync(deny, 'CN=admin\n');
   await eventually(async () => (await codeOf(unary(admin, 'getJobs', {}))) === Status.UNAUTHENTICATED, 'admin to be refused');
@@ -90,6 +92,7 @@ test.serial('deny list: a CN added to the file is refused within seconds, a brok
   t.is(await codeOf(unary(admin, 'getJobs', {})), Status.UNAUTHENTICATED, 'the last good list stays');
   fs.writeFileSync(deny, '');
   await eventually(async () => (await codeOf(unary(admin, 'getJobs', {}))) === Status.OK, 'admin to be let in again');
+  t.is(await codeOf(unary(viewer, 'getJobs', {})), Status.UNAUTHENTICATED, 'the flag is not the file: it stays');
 });
 
 test.serial('rotation: a new certificate and key written over the old ones are served to new connections', async (t) => {
