@@ -2,6 +2,7 @@
 // sets the exit code; everything else lives in one file per command.
 import { Builtins, Cli, type CommandClass } from 'clipanion';
 import { colorsFor } from '../src/common/terminal.js';
+import { silenceIpServerNameWarning } from './connect.js';
 import { CreateCommand } from './create.js';
 import { ExitCode } from './errors.js';
 import { GetCommand } from './get.js';
@@ -10,18 +11,7 @@ import { RunCommand } from './run.js';
 import { StopCommand } from './stop.js';
 import { StreamCommand } from './stream.js';
 
-// grpc-js passes the host of the server address to TLS as the ServerName,
-// and Node warns (DEP0123, RFC 6066) when that is an IP address, which is
-// how jobctl is usually pointed at a server. The server's certificate is
-// still checked against the IP (its IP SANs), so the warning tells the user
-// nothing they can act on. Only that warning is dropped; any other still shows.
-const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
-process.emitWarning = ((...args: unknown[]) => {
-  const [, typeOrOptions, code] = args;
-  const warningCode = typeof typeOrOptions === 'object' && typeOrOptions !== null ? (typeOrOptions as { code?: unknown }).code : code;
-  if (warningCode === 'DEP0123') return;
-  emitWarning(...args);
-}) as typeof process.emitWarning;
+silenceIpServerNameWarning();
 
 const COMMANDS: CommandClass[] = [CreateCommand, RunCommand, StreamCommand, GetCommand, ListCommand, StopCommand];
 

@@ -1,0 +1,96 @@
+// What a benchmark run produces: one row per figure, each beside the
+// baseline measured in the same run, printed, written to bench/results.md
+// and, with --json, to a file.
+import fs from 'node:fs';
+import os from 'node:os';
+
+export interface Row {
+  name: string;
+  figure: number;
+  unit: string;
+  baseline: number | null;
+  baseline_name: string | null;
+  /** figure / baseline. */
+  ratio: number | null;
+  /** e.g. "ratio <= 3"; null when the issue sets none. */
+  goal: string | null;
+  met: boolean | null;
+  /** min–max of the samples behind the figure. */
+  spread: string;
+  note?: string;
+}
+
+export interface Machine {
+  cores: number;
+  memoryGiB: number;
+  kernel: string;
+  node: string;
+  cgroupDriver: string;
+  date: string;
+}
+
+export function machine(cgroupDriver: string): Machine {
+  return {
+    cores: os.availableParallelism(),
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+    cgroupDriver,
+    date: new Date().toISOString(),
+  };
+}
+
+export interface Goal {
+  text: string;
+  maxRatio?: number;
+  minRatio?: number;
+}
+
+export function row(fields: Omit<Row, 'ratio' | 'met' | 'goal'> & { goal?: Goal }): Row {
+  const ratio = fields.baseline ? fields.figure / fields.baseline : null;
+  const { goal, ...rest } = fields;
+  return {
+    ...rest,
+    ratio,
+    goal: goal?.text ?? null,
+    met: goal && ratio !== null ? ratio <= (goal.maxRatio ?? Infinity) && ratio >= (goal.minRatio ?? 0) : null,
+  };
+}
+
+/** A table cell: a `|` inside would end it. */
+const cell = (text: string): string => text.replace(/\|/g, '\\|');
+
+const fmt = (value: number | null, digits = 2): string => (value === null ? '-' : value >= 100 ? value.toFixed(0) : value.toFixed(digits));
+
+export function markdown(rows: readonly Row[], info: Machine): string {
+  const lines = [
+    '# Benchmark results',
+    '',
+    '`npm run bench` wrote this file; rerun it to refresh.',
+    '',
+    `${info.cores} cores, ${info.memoryGiB} GiB, Linux ${info.kernel}, Node ${info.node}, cgroup ${info.cgroupDriver}, ${info.date}.`,
+    'Every figure is beside a baseline measured in the same run; ratio = figure / baseline. Spread is min–max of the samples.',
+    '',
+    '| scenario | figure | baseline | ratio | goal | met | spread |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    ...rows.map((r) =>
+      [
+        '',
+        cell(r.name),
+        `${fmt(r.figure)} ${r.unit}`,
+        r.baseline === null ? '-' : cell(`${fmt(r.baseline)} ${r.unit} (${r.baseline_name})`),
+        r.ratio === null ? '-' : `${fmt(r.ratio)}×`,
+        r.goal ?? '-',
+        r.met === null ? '-' : r.met ? 'yes' : '**no**',
+        cell(`${r.spread}${r.note ? ` — ${r.note}` : ''}`),
+        '',
+      ].join(' | ').trim(),
+    ),
+    '',
+  ];
+  return lines.join('\n');
+}
+
+export function writeJson(file: string, info: Machine, rows: readonly Row[]): void {
+  fs.writeFileSync(file, `${JSON.stringify({ machine: info, scenarios: rows }, null, 2)}\n`);
+}

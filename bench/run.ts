@@ -1,0 +1,75 @@
+// npm run bench [-- --quick] [-- --only N] [-- --json FILE]: every scenario
+// against the real server in a process of its own; results printed, written
+// to bench/results.md (full runs of every scenario only), and with --json to FILE.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Builtins, Cli, Command, Option } from 'clipanion';
+import { silenceIpServerNameWarning } from '../cli/connect.js';
+import { markdown, machine, writeJson, type Row } from './report.js';
+import { cliStartup } from './scenarios/cli-startup.js';
+import { fanOut } from './scenarios/fan-out.js';
+import { jobStart } from './scenarios/job-start.js';
+import { memoryBound } from './scenarios/memory-bound.js';
+import { outputThroughput } from './scenarios/output-throughput.js';
+import { scale } from './scenarios/scale.js';
+import { REPO, startBenchServer, type BenchServer } from './server.js';
+
+const SCENARIOS: [string, (server: BenchServer, quick: boolean) => Promise<Row[]>][] = [
+  ['1. job start', jobStart],
+  ['2. output throughput', outputThroughput],
+  ['4. fan-out', fanOut],
+  ['5. scale', scale],
+  ['6. CLI start-up', cliStartup],
+  ['7. memory bound', memoryBound],
+];
+
+class BenchCommand extends Command {
+  static override usage = Command.Usage({ description: 'Benchmark jobworker against baselines measured in the same run (as root)' });
+
+  quick = Option.Boolean('--quick', false, { description: 'Fewer samples: a smoke run of a minute or two' });
+  json = Option.String('--json', { description: 'Also write the results as JSON to this file' });
+  only = Option.Array('--only', [], { description: 'Run only this scenario, by number (repeatable): --only 5' });
+
+  async execute(): Promise<number> {
+    const server = await startBenchServer();
+    const rows: Row[] = [];
+    let failed = false;
+    try {
+      const chosen = this.only.length === 0 ? SCENARIOS : SCENARIOS.filter(([name]) => this.only.includes(name.split('.')[0]!));
+      for (const [name, scenario] of chosen) {
+        this.context.stdout.write(`${name}…\n`);
+        try {
+          const result = await scenario(server, this.quick);
+          rows.push(...result);
+          for (const r of result) this.context.stdout.write(`  ${describe(r)}\n`);
+        } catch (err) {
+          // Reported, not hidden: the other scenarios still run.
+          failed = true;
+          this.context.stdout.write(`  FAILED: ${(err as Error).message}\n`);
+        }
+      }
+    } finally {
+      await server.stop();
+    }
+    const info = machine(server.cgroupDriver);
+    // Only a whole, full run replaces the recorded results.
+    if (!this.quick && this.only.length === 0) {
+      fs.writeFileSync(path.join(REPO, 'bench/results.md'), markdown(rows, info));
+      this.context.stdout.write('written: bench/results.md\n');
+    }
+    if (this.json) writeJson(this.json, info, rows);
+    return failed ? 1 : 0;
+  }
+}
+
+function describe(r: Row): string {
+  const ratio = r.ratio === null ? '' : ` = ${r.ratio.toFixed(2)}× ${r.baseline_name} (${r.baseline!.toFixed(2)} ${r.unit})`;
+  const goal = r.goal ? ` [goal ${r.goal}: ${r.met ? 'met' : 'NOT met'}]` : '';
+  return `${r.name}: ${r.figure.toFixed(2)} ${r.unit}${ratio}${goal}; spread ${r.spread}`;
+}
+
+silenceIpServerNameWarning();
+const cli = new Cli({ binaryName: 'npm run bench --', binaryLabel: 'jobworker benchmarks' });
+cli.register(BenchCommand);
+cli.register(Builtins.HelpCommand);
+process.exitCode = await cli.run(process.argv.slice(2));

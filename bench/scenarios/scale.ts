@@ -1,0 +1,46 @@
+// 5. Many running jobs at once: creation time, server memory per running
+// job, GetJobs over all of them, and stopping them all.
+import { unary } from '../../cli/connect.js';
+import type { Limits } from '../../src/gen/jobworker/v1/jobworker.js';
+import { row, type Row } from '../report.js';
+import type { BenchServer } from '../server.js';
+import { median, spread, timeEach } from '../stats.js';
+
+const LIMITS: Limits = { maxCpuPercent: 10, maxMemoryMb: 16, maxIoBps: 0, maxPids: 8 };
+const IN_FLIGHT = 32;
+const GOAL_BYTES_PER_JOB = 64 * 1024;
+
+export async function scale(server: BenchServer, quick: boolean): Promise<Row[]> {
+  const count = quick ? 100 : 1_000;
+  const client = server.client();
+  const idle = await timeEach(quick ? 10 : 20, () => unary(client, 'getJobs', {}));
+  const before = server.memory().rss;
+  const ids: string[] = [];
+  let next = 0;
+  const began = performance.now();
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      while (next++ < count) ids.push((await unary(client, 'createJob', { command: 'sleep', args: ['600'], limits: LIMITS })).job!.id);
+    }),
+  );
+  const createSeconds = (performance.now() - began) / 1000;
+  const perJob = (server.memory().rss - before) / count;
+  const loaded = await timeEach(quick ? 10 : 20, () => unary(client, 'getJobs', {}));
+  const stopBegan = performance.now();
+  await Promise.all(ids.map((id) => unary(client, 'stopJob', { id, graceMs: 0 })));
+  const stopSeconds = (performance.now() - stopBegan) / 1000;
+  return [
+    row({ name: `create ${count} sleep jobs (${IN_FLIGHT} calls in flight)`, figure: createSeconds, unit: 's', baseline: null, baseline_name: null, spread: `${(count / createSeconds).toFixed(0)} jobs/s` }),
+    row({
+      name: 'server memory per running job',
+      figure: perJob / 1024,
+      unit: 'KiB',
+      baseline: GOAL_BYTES_PER_JOB / 1024,
+      baseline_name: 'goal',
+      goal: { text: '≤ 64 KiB', maxRatio: 1 },
+      spread: `RSS ${(before / 2 ** 20).toFixed(0)} → ${((before + perJob * count) / 2 ** 20).toFixed(0)} MiB`,
+    }),
+    row({ name: `GetJobs with ${count} running jobs`, figure: median(loaded), unit: 'ms', baseline: median(idle), baseline_name: 'GetJobs, same server, before', spread: spread(loaded) }),
+    row({ name: `stop all ${count} jobs`, figure: stopSeconds, unit: 's', baseline: null, baseline_name: null, spread: '-' }),
+  ];
+}

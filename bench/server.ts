@@ -1,0 +1,87 @@
+// The server under test: the real jobworkerd in a process of its own (so
+// the benchmark's clients do not share its event loop), with a throwaway
+// PKI and a cgroup parent of its own.
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+import { writeDevPki } from '../certs/pki.js';
+import { connect } from '../cli/connect.js';
+import type { JobServiceClient } from '../src/gen/jobworker/v1/jobworker.js';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface BenchServer {
+  port: number;
+  pid: number;
+  pki: string;
+  cgroupDriver: string;
+  /** A new channel (its own connection) with the role's certificate. */
+  client(role?: 'admin' | 'viewer'): JobServiceClient;
+  /** jobctl's environment for this server. */
+  env(): Record<string, string>;
+  /** Resident and peak resident memory of the server process, in bytes. */
+  memory(): { rss: number; peak: number };
+  stop(): Promise<void>;
+}
+
+export async function startBenchServer(): Promise<BenchServer> {
+  const pki = fs.mkdtempSync('/tmp/jobworker-bench-pki-');
+  await writeDevPki(pki);
+  const parent = `jobworker-bench-${process.pid}`;
+  const child: ResultPromise = execa(
+    'node',
+    [
+      path.join(REPO, 'bin/jobworkerd.js'),
+      ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
+      ...['--cgroup-parent', parent, '--audit-log', path.join(pki, 'audit.log')],
+    ],
+    { reject: false, stderr: 'inherit' },
+  );
+  const lines = readline.createInterface({ input: child.stdout! });
+  // pino writes to the pipe synchronously: keep reading or the server blocks.
+  const started = await new Promise<{ port: number; cgroupDriver: string }>((resolve, reject) => {
+    lines.on('line', (line) => {
+      const entry = JSON.parse(line) as { msg?: string; port?: number; cgroupDriver?: string };
+      if (entry.msg === 'jobworkerd listening') resolve({ port: entry.port!, cgroupDriver: entry.cgroupDriver! });
+    });
+    lines.on('close', () => reject(new Error('jobworkerd exited before listening')));
+  });
+  const clients: JobServiceClient[] = [];
+  return {
+    ...started,
+    pid: child.pid!,
+    pki,
+    client(role = 'admin') {
+      const client = connect({ server: `127.0.0.1:${started.port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-${role}-cert.pem`, key: `${pki}/client-${role}-key.pem` });
+      clients.push(client);
+      return client;
+    },
+    env: () => ({
+      JOBWORKER_SERVER: `127.0.0.1:${started.port}`,
+      JOBWORKER_CA: `${pki}/ca-cert.pem`,
+      JOBWORKER_CERT: `${pki}/client-admin-cert.pem`,
+      JOBWORKER_KEY: `${pki}/client-admin-key.pem`,
+    }),
+    memory() {
+      const status = fs.readFileSync(`/proc/${child.pid}/status`, 'utf8');
+      const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)![1]) * 1024;
+      return { rss: kib('VmRSS'), peak: kib('VmHWM') };
+    },
+    async stop() {
+      for (const client of clients) client.close();
+      child.kill('SIGTERM');
+      await child;
+      fs.rmSync(pki, { recursive: true, force: true });
+      // The server removed its job groups; the parent is ours to remove, in every hierarchy.
+      for (const hierarchy of ['', ...fs.readdirSync('/sys/fs/cgroup')]) {
+        try {
+          fs.rmdirSync(path.join('/sys/fs/cgroup', hierarchy, parent));
+        } catch {
+          // not a hierarchy, or no parent there
+        }
+      }
+    },
+  };
+}
