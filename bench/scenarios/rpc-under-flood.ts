@@ -1,0 +1,61 @@
+// 3. GetJob latency while 4 jobs write output flat out, with no reader and
+// then with one follower each, against the same server idle.
+import { unary } from '../../cli/connect.js';
+import type { JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
+import { row, type Row } from '../report.js';
+import type { BenchServer } from '../server.js';
+import { median, percentile, spread } from '../stats.js';
+
+const FLOODERS = 4;
+
+async function latencies(client: JobServiceClient, id: string, count: number): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const began = performance.now();
+    await unary(client, 'getJob', { id });
+    samples.push(performance.now() - began);
+  }
+  return samples;
+}
+
+/** Reads a job's output to the end and drops it: a follower that keeps up. */
+function drain(client: JobServiceClient, id: string): Promise<void> {
+  return new Promise((resolve) => {
+    const stream = client.getJobsStream({ id, follow: true });
+    stream.on('data', () => undefined);
+    stream.on('end', resolve);
+    stream.on('error', () => resolve());
+  });
+}
+
+export async function rpcUnderFlood(server: BenchServer, quick: boolean): Promise<Row[]> {
+  const count = quick ? 100 : 300;
+  // Long enough to outlast the sampling; stopped once it is done.
+  const flood = { command: 'sh', args: ['-c', 'exec cat /dev/zero'], limits: undefined };
+  const admin = server.client();
+  const probe = server.client('viewer');
+  const target = (await unary(admin, 'createJob', { command: 'sleep', args: ['600'], limits: undefined })).job!.id;
+  await latencies(probe, target, 20); // warm
+  const idle = await latencies(probe, target, count);
+
+  const measure = async (followers: boolean): Promise<number[]> => {
+    const ids = await Promise.all(Array.from({ length: FLOODERS }, async () => (await unary(admin, 'createJob', flood)).job!.id));
+    const readers = followers ? ids.map((id) => drain(server.client('viewer'), id)) : [];
+    try {
+      return await latencies(probe, target, count);
+    } finally {
+      await Promise.all(ids.map((id) => unary(admin, 'stopJob', { id, graceMs: 0 })));
+      await Promise.all(readers);
+    }
+  };
+  const noReaders = await measure(false);
+  const withFollowers = await measure(true);
+  await unary(admin, 'stopJob', { id: target, graceMs: 0 });
+  const p99Goal = { text: 'p99 ratio ≤ 2', maxRatio: 2 };
+  return [
+    row({ name: `GetJob p50, ${FLOODERS} jobs flooding output, no readers`, figure: median(noReaders), unit: 'ms', baseline: median(idle), baseline_name: 'idle p50', spread: spread(noReaders) }),
+    row({ name: `GetJob p99, ${FLOODERS} jobs flooding output, no readers`, figure: percentile(noReaders, 99), unit: 'ms', baseline: percentile(idle, 99), baseline_name: 'idle p99', goal: p99Goal, spread: spread(noReaders) }),
+    row({ name: `GetJob p50, ${FLOODERS} jobs flooding, one follower each`, figure: median(withFollowers), unit: 'ms', baseline: median(idle), baseline_name: 'idle p50', spread: spread(withFollowers) }),
+    row({ name: `GetJob p99, ${FLOODERS} jobs flooding, one follower each`, figure: percentile(withFollowers, 99), unit: 'ms', baseline: percentile(idle, 99), baseline_name: 'idle p99', goal: p99Goal, spread: spread(withFollowers) }),
+  ];
+}
