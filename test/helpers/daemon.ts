@@ -6,6 +6,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
 import { connect } from '../../cli/connect.js';
+import { removeParentTree } from './host.js';
 import { repoRoot } from './paths.js';
 
 export interface LogLine {
@@ -73,15 +74,7 @@ export async function daemonSetup(t: ExecutionContext): Promise<{ pki: string; p
   t.teardown(() => fs.rmSync(pki, { recursive: true, force: true }));
   await execa('node', [path.join(repoRoot, 'dist/certs/make-dev-pki.js'), pki]);
   const parent = `jobworker-test-bin-${process.pid}-${++daemons}`;
-  t.teardown(() => {
-    for (const root of ['', ...fs.readdirSync('/sys/fs/cgroup')]) {
-      try {
-        fs.rmdirSync(path.join('/sys/fs/cgroup', root, parent));
-      } catch {
-        // absent, not a hierarchy, or already removed
-      }
-    }
-  });
+  t.teardown(() => removeParentTree(parent));
   return { pki, parent };
 }
 let daemons = 0;

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { detectDriver } from '../../src/workers/cgroup/select.js';
 
-const HIERARCHIES = ['/sys/fs/cgroup', ...['unified', 'cpu', 'memory', 'freezer', 'blkio', 'pids'].map((c) => `/sys/fs/cgroup/${c}`)];
+const HIERARCHIES = ['/sys/fs/cgroup', ...['unified', 'cpu', 'cpuacct', 'memory', 'freezer', 'blkio', 'pids'].map((c) => `/sys/fs/cgroup/${c}`)];
 
 /** Job groups under `parent`, in the v2 tree and every v1 hierarchy. */
 export function groupsUnder(parent: string): string[] {
@@ -37,5 +37,43 @@ export async function waitUntil(done: () => boolean, what: string, timeoutMs = 1
   while (!done()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/**
+ * Kills whatever still runs in the groups under `parent` and removes them and
+ * the parent, in every hierarchy: the cleanup after a daemon a test SIGKILLed
+ * (its jobs outlive it, by design), so that a failed test leaves nothing.
+ */
+export async function removeParentTree(parent: string): Promise<void> {
+  for (const root of HIERARCHIES) {
+    const dir = path.join(root, parent);
+    if (!fs.existsSync(dir)) continue;
+    for (const group of groupsUnder(parent).filter((g) => g.startsWith(`${dir}/`))) {
+      const pids = (): number[] => fs.readFileSync(path.join(group, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+      await waitUntil(() => {
+        for (const pid of pids()) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone already
+          }
+        }
+        return pids().length === 0;
+      }, `${group} to empty`);
+      await waitUntil(() => {
+        try {
+          fs.rmdirSync(group);
+          return true;
+        } catch {
+          return false;
+        }
+      }, `${group} to be removed`);
+    }
+    try {
+      fs.rmdirSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
   }
 }
