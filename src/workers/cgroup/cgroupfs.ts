@@ -42,12 +42,8 @@ export function readKeyed(dir: string, file: string, key: string): number | unde
 
 /** A file holding one number (memory.current); undefined when the kernel has no such file. */
 export function readNumber(dir: string, file: string): number | undefined {
-  try {
-    return Number(readControl(dir, file));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const text = readControlIfPresent(dir, file);
+  return text === '' ? undefined : Number(text);
 }
 
 export function readPids(dir: string): number[] {

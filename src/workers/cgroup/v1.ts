@@ -15,7 +15,7 @@ const KILL_TIMEOUT_MS = 30_000;
 /**
  * Controllers every job needs: cpu and memory for its limits, freezer to kill
  * it (without it the only way is to kill pids read from cgroup.procs, which
- * races with forks and pid reuse). blkio only for an I/O limit.
+ * races with forks and pid reuse).
  */
 const ALWAYS = ['cpu', 'memory', 'freezer'] as const;
 /**
@@ -155,6 +155,8 @@ class V1JobCgroup implements JobCgroup {
     }
   }
 
+  #devices: string[] | undefined;
+
   get #freezer(): string {
     return this.dirs.get('freezer')!;
   }
@@ -168,8 +170,10 @@ class V1JobCgroup implements JobCgroup {
     const cpuacct = this.dirs.get('cpuacct');
     const blkio = this.dirs.get('blkio');
     const throttledNs = parseFlatKeyed(readControl(this.dirs.get('cpu')!, 'cpu.stat')).get('throttled_time') ?? 0;
+    // Read once per job: usage is asked for on every GetJob, and disks do not come and go mid-job.
+    this.#devices ??= physicalBlockDevices();
     const io = blkio
-      ? parseBlkioServiceBytes(readControlIfPresent(blkio, 'blkio.throttle.io_service_bytes'), physicalBlockDevices())
+      ? parseBlkioServiceBytes(readControlIfPresent(blkio, 'blkio.throttle.io_service_bytes'), this.#devices)
       : { read: 0, write: 0 };
     return {
       cpuUsec: cpuacct ? Math.round((readNumber(cpuacct, 'cpuacct.usage') ?? 0) / 1000) : 0,

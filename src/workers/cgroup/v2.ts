@@ -119,6 +119,7 @@ function enableControllers(dir: string): void {
 class V2JobCgroup implements JobCgroup {
   readonly joinDirs: readonly string[];
   #peakSeen = 0;
+  #devices: string[] | undefined;
 
   constructor(
     readonly path: string,
@@ -164,7 +165,9 @@ class V2JobCgroup implements JobCgroup {
     const memoryBytes = readNumber(this.dir, 'memory.current') ?? 0;
     // memory.peak is Linux 5.19+; before that the most seen at any reading is the best there is.
     this.#peakSeen = Math.max(this.#peakSeen, readNumber(this.dir, 'memory.peak') ?? memoryBytes);
-    const io = parseIoStat(readControlIfPresent(this.dir, 'io.stat'), physicalBlockDevices());
+    // Read once per job: usage is asked for on every GetJob, and disks do not come and go mid-job.
+    this.#devices ??= physicalBlockDevices();
+    const io = parseIoStat(readControlIfPresent(this.dir, 'io.stat'), this.#devices);
     return {
       cpuUsec: cpu.get('usage_usec') ?? 0,
       cpuThrottledUsec: cpu.get('throttled_usec') ?? 0,
