@@ -26,16 +26,24 @@ export interface BenchServer {
   stop(): Promise<void>;
 }
 
-export async function startBenchServer(): Promise<BenchServer> {
+export interface BenchServerOptions {
+  /** Names this server's cgroup parent apart from another bench server's running at the same time. */
+  name?: string;
+  /** More jobworkerd flags. */
+  args?: string[];
+}
+
+export async function startBenchServer(options: BenchServerOptions = {}): Promise<BenchServer> {
   const pki = fs.mkdtempSync('/tmp/jobworker-bench-pki-');
   await writeDevPki(pki);
-  const parent = `jobworker-bench-${process.pid}`;
+  const parent = `jobworker-bench-${process.pid}${options.name ? `-${options.name}` : ''}`;
   const child: ResultPromise = execa(
     'node',
     [
       path.join(REPO, 'bin/jobworkerd.js'),
       ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
       ...['--cgroup-parent', parent, '--audit-log', path.join(pki, 'audit.log')],
+      ...(options.args ?? []),
     ],
     { reject: false, stderr: 'inherit' },
   );

@@ -3,7 +3,7 @@
 import { unary } from '../../cli/connect.js';
 import type { JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { row, type Row } from '../report.js';
-import type { BenchServer } from '../server.js';
+import { startBenchServer, type BenchServer } from '../server.js';
 import { median, percentile, spread } from '../stats.js';
 
 const FLOODERS = 4;
@@ -28,8 +28,14 @@ function drain(client: JobServiceClient, id: string): Promise<void> {
   });
 }
 
-export async function rpcUnderFlood(server: BenchServer, quick: boolean): Promise<Row[]> {
-  const count = quick ? 100 : 300;
+interface FloodLatencies {
+  idle: number[];
+  noReaders: number[];
+  withFollowers: number[];
+}
+
+/** GetJob latencies on one server: idle, then while FLOODERS jobs write flat out with no reader, then with one follower each. */
+async function underFlood(server: BenchServer, count: number): Promise<FloodLatencies> {
   // Long enough to outlast the sampling; stopped once it is done.
   const flood = { command: 'sh', args: ['-c', 'exec cat /dev/zero'], limits: undefined };
   const admin = server.client();
@@ -51,11 +57,30 @@ export async function rpcUnderFlood(server: BenchServer, quick: boolean): Promis
   const noReaders = await measure(false);
   const withFollowers = await measure(true);
   await unary(admin, 'stopJob', { id: target, graceMs: 0 });
+  return { idle, noReaders, withFollowers };
+}
+
+export async function rpcUnderFlood(server: BenchServer, quick: boolean): Promise<Row[]> {
+  const count = quick ? 100 : 300;
+  const ring = await underFlood(server, count);
+  // The same flood on a server whose main thread reads the job pipes itself:
+  // what the rings and the supervisor threads buy.
+  const inlineServer = await startBenchServer({ name: 'inline', args: ['--output-path', 'inline'] });
+  let inline: FloodLatencies;
+  try {
+    inline = await underFlood(inlineServer, count);
+  } finally {
+    await inlineServer.stop();
+  }
   const p99Goal = { text: 'p99 ratio ≤ 2', maxRatio: 2 };
+  const p99 = (samples: number[]) => percentile(samples, 99);
   return [
-    row({ name: `GetJob p50, ${FLOODERS} jobs flooding output, no readers`, figure: median(noReaders), unit: 'ms', baseline: median(idle), baseline_name: 'idle p50', spread: spread(noReaders) }),
-    row({ name: `GetJob p99, ${FLOODERS} jobs flooding output, no readers`, figure: percentile(noReaders, 99), unit: 'ms', baseline: percentile(idle, 99), baseline_name: 'idle p99', goal: p99Goal, spread: spread(noReaders) }),
-    row({ name: `GetJob p50, ${FLOODERS} jobs flooding, one follower each`, figure: median(withFollowers), unit: 'ms', baseline: median(idle), baseline_name: 'idle p50', spread: spread(withFollowers) }),
-    row({ name: `GetJob p99, ${FLOODERS} jobs flooding, one follower each`, figure: percentile(withFollowers, 99), unit: 'ms', baseline: percentile(idle, 99), baseline_name: 'idle p99', goal: p99Goal, spread: spread(withFollowers) }),
+    row({ name: `GetJob p50, ${FLOODERS} jobs flooding output, no readers`, figure: median(ring.noReaders), unit: 'ms', baseline: median(ring.idle), baseline_name: 'idle p50', spread: spread(ring.noReaders) }),
+    row({ name: `GetJob p99, ${FLOODERS} jobs flooding output, no readers`, figure: p99(ring.noReaders), unit: 'ms', baseline: p99(ring.idle), baseline_name: 'idle p99', goal: p99Goal, spread: spread(ring.noReaders) }),
+    row({ name: `GetJob p50, ${FLOODERS} jobs flooding, one follower each`, figure: median(ring.withFollowers), unit: 'ms', baseline: median(ring.idle), baseline_name: 'idle p50', spread: spread(ring.withFollowers) }),
+    row({ name: `GetJob p99, ${FLOODERS} jobs flooding, one follower each`, figure: p99(ring.withFollowers), unit: 'ms', baseline: p99(ring.idle), baseline_name: 'idle p99', goal: p99Goal, spread: spread(ring.withFollowers) }),
+    row({ name: 'inline output path: GetJob p99, idle', figure: p99(inline.idle), unit: 'ms', baseline: p99(ring.idle), baseline_name: 'rings, idle p99', spread: spread(inline.idle) }),
+    row({ name: 'inline output path: GetJob p99, flooding, no readers', figure: p99(inline.noReaders), unit: 'ms', baseline: p99(ring.noReaders), baseline_name: 'rings, same flood', spread: spread(inline.noReaders) }),
+    row({ name: 'inline output path: GetJob p99, flooding, one follower each', figure: p99(inline.withFollowers), unit: 'ms', baseline: p99(ring.withFollowers), baseline_name: 'rings, same flood', spread: spread(inline.withFollowers) }),
   ];
 }

@@ -14,6 +14,7 @@ import type {
   JobLimits,
   JobOutcome,
   JobStarted,
+  OutputPath,
   PrepareResult,
   PrepareTask,
   ReapTask,
@@ -25,6 +26,7 @@ import type {
 import { createRing } from '../workers/ring-layout.js';
 import { Errors } from './errors.js';
 import { abandonJob, endJob, type JobRecord, type JobStore } from './job-store.js';
+import { readPipesInline } from './inline-output.js';
 import { MemoryOutputLog } from './output-log.js';
 import { RingReader, pumpRing } from './ring-reader.js';
 
@@ -44,6 +46,7 @@ export interface JobRunnerOptions {
   cgroupMountRoot: string;
   jobInitPath: string;
   ringCapacity?: number;
+  outputPath?: OutputPath;
   logger: Logger;
 }
 
@@ -128,6 +131,7 @@ export class JobRunner {
       jobInitPath: this.#options.jobInitPath,
       env: { PATH: JOB_PATH, HOME: '/root', LANG: 'C.UTF-8', JOBWORKER_JOB_ID: id },
       ring,
+      outputPath: this.#options.outputPath ?? 'ring',
       port: taskPort,
     };
     const outcome = this.#pool.run(task, { name: 'runJob', transferList: [taskPort] }) as Promise<JobOutcome>;
@@ -156,7 +160,8 @@ export class JobRunner {
       throw Errors.startFailed(failure.code, failure.message);
     }
 
-    const ended = Promise.all([outcome, drained]).then(
+    const readInline = first.pipes ? readPipesInline(first.pipes, log) : undefined;
+    const ended = Promise.all([outcome, drained, readInline]).then(
       ([result]) => {
         log.close();
         endJob(record, result, new Date());

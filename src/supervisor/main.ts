@@ -69,6 +69,11 @@ class ServeCommand extends Command {
   auditLog = Option.String('--audit-log', {
     description: 'Append the audit trail (one JSON line per call) to this file instead of the main log',
   });
+  outputPath = Option.String('--output-path', 'ring', {
+    description:
+      'Who reads job pipes: ring (default; supervisor threads, through a ring buffer per job) or inline (the main thread itself: only for measuring what the rings buy, npm run bench scenario 3)',
+    validator: t.isEnum(['ring', 'inline'] as const),
+  });
   logLevel = Option.String('--log-level', 'info', {
     description: 'Log level: trace, debug, info, warn, error, fatal, silent (default info)',
     validator: t.isEnum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const),
@@ -103,6 +108,7 @@ class ServeCommand extends Command {
         cgroupDelegated: this.cgroupDelegated,
         workers: this.workers,
         stopGraceMs: this.stopGrace,
+        outputPath: this.outputPath,
         jobInitPath: path.join(ROOT, 'build', 'job-init'),
         logger,
         auditLogger: audit?.logger,

@@ -6,7 +6,7 @@ import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import { settlesWithin } from '../common/settle-within.js';
 import { JobServiceService, type DataChunk, type GetJobsStreamReq } from '../gen/jobworker/v1/jobworker.js';
-import type { CgroupDriverName, PrepareResult } from '../workers/protocol.js';
+import type { CgroupDriverName, OutputPath, PrepareResult } from '../workers/protocol.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
 import { JobStore } from './job-store.js';
@@ -41,6 +41,7 @@ export interface ServerOptions {
   denyList?: DenyList;
   host?: HostCapacity;
   ringCapacity?: number;
+  outputPath?: OutputPath;
 }
 
 export interface RunningServer {
@@ -102,6 +103,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     cgroupMountRoot: options.cgroupMountRoot ?? '/sys/fs/cgroup',
     jobInitPath: options.jobInitPath,
     ringCapacity: options.ringCapacity,
+    outputPath: options.outputPath,
     logger,
   });
   let cgroup: PrepareResult;

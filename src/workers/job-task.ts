@@ -1,12 +1,11 @@
 // Runs on a job-supervisor thread (piscina). One `runJob` call supervises one
 // job from cgroup creation to cgroup removal; a thread runs many at once, so
 // nothing here may block the thread for long.
-import type { ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execa } from 'execa';
 import { messageOf } from '../common/error-message.js';
 import { settlesWithin } from '../common/settle-within.js';
 import { CgroupError, type JobCgroup } from './cgroup/driver.js';
@@ -98,30 +97,31 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
 }
 
 async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, outcome: JobOutcome): Promise<void> {
-  const child = execa(
+  // node:child_process rather than execa: a running job keeps its leader's
+  // ChildProcess for its whole life, and execa's promise and stream plumbing
+  // around it held ~22 KiB of heap per job (bench scenario 5), for nothing
+  // this code uses.
+  const leader = spawn(
     task.jobInitPath,
     ['--stdio', 'pipes', ...cgroup.joinDirs.flatMap((dir) => ['--cgroup', dir]), '--', task.command, ...task.args],
     {
       // job-init replaces fds 1 and 2 with real pipes (see make_stdio_pipes).
       stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-      buffer: false,
-      reject: false,
-      extendEnv: false,
       env: task.env,
       cwd: '/',
-      // The job ends through its cgroup, never through execa's kill helpers.
-      cleanup: false,
-      forceKillAfterDelay: false,
     },
   );
-  const leader = child as unknown as ChildProcess;
   if (leader.pid === undefined) {
-    // spawn failed (ENOENT, E2BIG, EMFILE…): execa settles with the reason.
-    const result = await child;
-    outcome.startFailure = { code: 'SPAWN_FAILED', message: `spawn job-init: ${result.originalMessage ?? result.shortMessage}` };
+    // spawn failed (ENOENT, E2BIG, EMFILE…): the reason comes as an 'error' event.
+    const err = await new Promise<Error>((resolve) => leader.once('error', resolve));
+    outcome.startFailure = { code: 'SPAWN_FAILED', message: `spawn job-init: ${err.message}` };
     await cgroup.remove();
     return;
   }
+  // Unheard, a later 'error' would be thrown on this thread and take every job on it down.
+  leader.on('error', (err) => {
+    outcome.supervisorError ??= `job-init: ${err.message}`;
+  });
   const exited = new Promise<void>((resolve) => {
     leader.once('exit', (code, signal) => {
       outcome.exitCode = code;
@@ -129,8 +129,6 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
       resolve();
     });
   });
-  // execa's own promise carries nothing we need, but must not go unobserved.
-  void child.catch(() => undefined);
 
   // A job-init that never gets to exec (stuck joining a cgroup, stopped)
   // would hold CreateJob, and shutdown, for ever: kill it after a while. Its
@@ -140,18 +138,24 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
     handshakeTimedOut = true;
     void cgroup.killAll().catch(() => undefined);
   }, HANDSHAKE_TIMEOUT_MS);
-  const status = new InitStatus(child.stdio[3] as Duplex);
+  const status = new InitStatus(leader.stdio[3] as Duplex);
   let sources: OutputSource[] = [];
   let output: Promise<void> = Promise.resolve();
+  let handedOver: [number, number] | null = null;
   let event = await status.next(task.command);
   if (event.kind === 'ready') {
-    sources = openPipes(leader.pid, event.stdoutFd, event.stderrFd);
-    // The pump listens before job-init may exec, so no byte, end or error
-    // of the pipes can come before it does.
-    output = pumpOutput(sources, ring);
-    // Observed now: a pipe error must not become an unhandled rejection that
-    // takes the thread, and every job on it, down. finish() reports it.
-    output.catch(() => undefined);
+    const pipes = openPipes(leader.pid, event.stdoutFd, event.stderrFd);
+    if (task.outputPath === 'inline') {
+      handedOver = pipes;
+    } else {
+      sources = readersOf(pipes);
+      // The pump listens before job-init may exec, so no byte, end or error
+      // of the pipes can come before it does.
+      output = pumpOutput(sources, ring);
+      // Observed now: a pipe error must not become an unhandled rejection that
+      // takes the thread, and every job on it, down. finish() reports it.
+      output.catch(() => undefined);
+    }
     status.acknowledge();
     event = await status.next(task.command);
   } else if (event.kind === 'execd') {
@@ -163,6 +167,7 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
     // Kill first: a job-init that is still waiting would never exit.
     await cgroup.killAll().catch(() => undefined);
     await exited;
+    for (const fd of handedOver ?? []) fs.closeSync(fd);
     await finish(cgroup, output, sources, outcome);
     outcome.startFailure = handshakeTimedOut
       ? { code: 'SPAWN_FAILED', message: `job-init did not exec the command within ${HANDSHAKE_TIMEOUT_MS} ms` }
@@ -173,7 +178,7 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   }
 
   outcome.started = true;
-  const started: TaskToMain = { type: 'started', pid: leader.pid, cgroup: cgroup.path };
+  const started: TaskToMain = { type: 'started', pid: leader.pid, cgroup: cgroup.path, pipes: handedOver };
   task.port.postMessage(started);
 
   const leaderGone = new AbortController();
@@ -224,7 +229,7 @@ interface StopState {
 }
 
 /** Both or neither: a half-opened pair is closed again before the error goes up. */
-function openPipes(pid: number, stdoutFd: number, stderrFd: number): OutputSource[] {
+function openPipes(pid: number, stdoutFd: number, stderrFd: number): [number, number] {
   const opened: number[] = [];
   try {
     for (const fd of [stdoutFd, stderrFd]) opened.push(openPipeEnd(pid, fd));
@@ -232,9 +237,13 @@ function openPipes(pid: number, stdoutFd: number, stderrFd: number): OutputSourc
     for (const fd of opened) fs.closeSync(fd);
     throw err;
   }
+  return [opened[0]!, opened[1]!];
+}
+
+function readersOf([stdout, stderr]: [number, number]): OutputSource[] {
   return [
-    { stream: StreamId.Stdout, readable: new net.Socket({ fd: opened[0]!, readable: true, writable: false }) },
-    { stream: StreamId.Stderr, readable: new net.Socket({ fd: opened[1]!, readable: true, writable: false }) },
+    { stream: StreamId.Stdout, readable: new net.Socket({ fd: stdout, readable: true, writable: false }) },
+    { stream: StreamId.Stderr, readable: new net.Socket({ fd: stderr, readable: true, writable: false }) },
   ];
 }
 

@@ -43,6 +43,7 @@ export interface RunJobTask {
   env: Record<string, string>;
   /** The job's output ring (layout in ring-layout.ts, the other shared file); the task writes, main reads. */
   ring: SharedArrayBuffer;
+  outputPath: OutputPath;
   /** Transferred: carries MainToTask messages in and TaskToMain out. */
   port: MessagePort;
 }
@@ -59,7 +60,18 @@ export interface JobStarted {
   pid: number;
   /** The job's cgroup relative to the hierarchy root, e.g. "/jobworker/<id>". */
   cgroup: string;
+  /** outputPath 'inline' only: the read ends of stdout and stderr, now the main thread's to read and close. */
+  pipes: [stdout: number, stderr: number] | null;
 }
+
+/**
+ * 'ring': the supervisor thread reads the job's pipes into its ring. 'inline':
+ * it hands the pipes to the main thread, which reads them itself — the design
+ * the rings replaced, kept only so that bench scenario 3 can measure what
+ * they buy. Inline output has no backpressure, no cross-stream ordering and
+ * no drain timeout.
+ */
+export type OutputPath = 'ring' | 'inline';
 
 export type StartFailureCode =
   | 'EXEC_FAILED'

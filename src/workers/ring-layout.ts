@@ -66,7 +66,13 @@ export function createRing(capacity = DEFAULT_RING_CAPACITY): SharedArrayBuffer 
   if (!Number.isInteger(capacity) || capacity < MIN_RING_CAPACITY || capacity > 1 << 30 || (capacity & (capacity - 1)) !== 0) {
     throw new RangeError(`ring capacity must be a power of two from ${MIN_RING_CAPACITY} to 2^30, got ${capacity}`);
   }
-  return new SharedArrayBuffer(STATE_BYTES + capacity);
+  const bytes = STATE_BYTES + capacity;
+  // A growable buffer (even one that never grows) is reserved with mmap and
+  // committed page by page as it is touched, so a quiet job costs the pages
+  // its output has reached. A fixed-size one comes from malloc: once glibc
+  // has raised its mmap threshold (any freed ring does), that is calloc on
+  // reused heap, every page zeroed and resident at once.
+  return new SharedArrayBuffer(bytes, { maxByteLength: bytes });
 }
 
 export function ringViews(sab: SharedArrayBuffer): RingViews {
