@@ -31,6 +31,8 @@ export interface BenchServerOptions {
   name?: string;
   /** More jobworkerd flags. */
   args?: string[];
+  /** Flags for node itself, e.g. --cpu-prof. */
+  nodeArgs?: string[];
 }
 
 export async function startBenchServer(options: BenchServerOptions = {}): Promise<BenchServer> {
@@ -40,6 +42,7 @@ export async function startBenchServer(options: BenchServerOptions = {}): Promis
   const child: ResultPromise = execa(
     'node',
     [
+      ...(options.nodeArgs ?? []),
       path.join(REPO, 'bin/jobworkerd.js'),
       ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
       ...['--cgroup-parent', parent, '--audit-log', path.join(pki, 'audit.log')],

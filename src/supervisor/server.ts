@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { settlesWithin } from '../common/settle-within.js';
 import { JobServiceService, type DataChunk, type GetJobsStreamReq } from '../gen/jobworker/v1/jobworker.js';
 import type { CgroupDriverName, OutputPath, PrepareResult } from '../workers/protocol.js';
+import { encodeDataChunk } from './data-chunk-encoder.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
 import { JobStore } from './job-store.js';
@@ -134,7 +135,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     // (the deny list needs no reconnect); calls in flight are let finish.
     'grpc.max_connection_age_ms': 60 * 60_000,
   });
-  server.addService(JobServiceService, {
+  const definition = {
+    ...JobServiceService,
+    getJobsStream: { ...JobServiceService.getJobsStream, responseSerialize: encodeDataChunk },
+  };
+  server.addService(definition, {
     createJob: boundary.unary('CreateJob', async (caller, req) => ({ job: await service.createJob(caller, req) })),
     getJob: boundary.unary('GetJob', async (_caller, req) => ({ job: await service.getJob(req) })),
     stopJob: boundary.unary('StopJob', async (_caller, req) => ({ job: await service.stopJob(req) })),
