@@ -1,10 +1,11 @@
 // npm run bench [-- --quick] [-- --only N] [-- --json FILE]: every scenario
 // against the real server in a process of its own; results printed, written
-// to bench/results.md (full runs of every scenario only), and with --json to FILE.
+// to bench/results.md (full, unprofiled runs of every scenario only), and with --json to FILE.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Builtins, Cli, Command, Option } from 'clipanion';
 import { silenceIpServerNameWarning } from '../cli/connect.js';
+import { summarizeProfiles } from './profile.js';
 import { markdown, machine, writeJson, type Row } from './report.js';
 import { cliStartup } from './scenarios/cli-startup.js';
 import { fanOut } from './scenarios/fan-out.js';
@@ -34,9 +35,17 @@ class BenchCommand extends Command {
   quick = Option.Boolean('--quick', false, { description: 'Fewer samples: a smoke run of a minute or two' });
   json = Option.String('--json', { description: 'Also write the results as JSON to this file' });
   only = Option.Array('--only', [], { description: 'Run only this scenario, by number (repeatable): --only 5' });
+  cpuProf = Option.String('--cpu-prof', {
+    description: "Run the server under node --cpu-prof, write its profiles (one per thread) to this directory and print each thread's top functions by self time",
+  });
 
   async execute(): Promise<number> {
-    const server = await startBenchServer();
+    const cpuProf = this.cpuProf && path.resolve(this.cpuProf);
+    if (cpuProf && fs.existsSync(cpuProf) && fs.readdirSync(cpuProf).some((name) => name.endsWith('.cpuprofile'))) {
+      this.context.stderr.write(`--cpu-prof ${this.cpuProf}: already holds profiles; give an empty or new directory\n`);
+      return 2;
+    }
+    const server = await startBenchServer({ nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : [] });
     const rows: Row[] = [];
     let failed = false;
     try {
@@ -56,9 +65,16 @@ class BenchCommand extends Command {
     } finally {
       await server.stop();
     }
+    // Node writes the profiles as the server exits.
+    if (cpuProf) {
+      for (const profile of summarizeProfiles(cpuProf, 12)) {
+        this.context.stdout.write(`profile of the server's ${profile.thread} (${(profile.totalMs / 1000).toFixed(1)} s), self time: ${profile.file}\n`);
+        for (const { frame, percent } of profile.top) this.context.stdout.write(`  ${percent.toFixed(1).padStart(5)}%  ${frame}\n`);
+      }
+    }
     const info = machine(server.cgroupDriver);
     // Only a whole, full run replaces the recorded results.
-    if (!this.quick && this.only.length === 0) {
+    if (!this.quick && this.only.length === 0 && !cpuProf) {
       fs.writeFileSync(path.join(REPO, 'bench/results.md'), markdown(rows, info));
       this.context.stdout.write('written: bench/results.md\n');
     }

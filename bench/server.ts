@@ -21,6 +21,8 @@ export interface BenchServer {
   client(role?: 'admin' | 'viewer'): JobServiceClient;
   /** jobctl's environment for this server. */
   env(): Record<string, string>;
+  /** The start phases the server logged (src/workers/protocol.ts StartPhases, plus totalMs) since the last call. */
+  takeStartPhases(): Record<string, number>[];
   /** Resident and peak resident memory of the server process, in bytes. */
   memory(): { rss: number; peak: number };
   stop(): Promise<void>;
@@ -51,11 +53,13 @@ export async function startBenchServer(options: BenchServerOptions = {}): Promis
     { reject: false, stderr: 'inherit' },
   );
   const lines = readline.createInterface({ input: child.stdout! });
+  let startPhases: Record<string, number>[] = [];
   // pino writes to the pipe synchronously: keep reading or the server blocks.
   const started = await new Promise<{ port: number; cgroupDriver: string }>((resolve, reject) => {
     lines.on('line', (line) => {
-      const entry = JSON.parse(line) as { msg?: string; port?: number; cgroupDriver?: string };
+      const entry = JSON.parse(line) as { msg?: string; port?: number; cgroupDriver?: string; start?: Record<string, number> };
       if (entry.msg === 'jobworkerd listening') resolve({ port: entry.port!, cgroupDriver: entry.cgroupDriver! });
+      if (entry.msg === 'job started' && entry.start) startPhases.push(entry.start);
     });
     lines.on('close', () => reject(new Error('jobworkerd exited before listening')));
   });
@@ -68,6 +72,11 @@ export async function startBenchServer(options: BenchServerOptions = {}): Promis
       const client = connect({ server: `127.0.0.1:${started.port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-${role}-cert.pem`, key: `${pki}/client-${role}-key.pem` });
       clients.push(client);
       return client;
+    },
+    takeStartPhases() {
+      const taken = startPhases;
+      startPhases = [];
+      return taken;
     },
     env: () => ({
       JOBWORKER_SERVER: `127.0.0.1:${started.port}`,

@@ -1,9 +1,15 @@
 // 1. CreateJob → RUNNING for /bin/true with limits, against spawning it from
 // Node and against doing the same cgroup work with cgroup-tools.
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import path from 'node:path';
 import { execa } from 'execa';
 import { unary } from '../../cli/connect.js';
 import type { Limits } from '../../src/gen/jobworker/v1/jobworker.js';
+import { driverFor } from '../../src/workers/cgroup/select.js';
+import type { CgroupDriverName } from '../../src/workers/protocol.js';
 import { row, type Row } from '../report.js';
 import type { BenchServer } from '../server.js';
 import { median, percentile, spread, timeEach } from '../stats.js';
@@ -39,6 +45,44 @@ async function cgroupTools(driver: string, i: number): Promise<void> {
   }
 }
 
+/**
+ * The kernel's share of a start: a running process moved into a fresh job
+ * group in every hierarchy job-init joins, by the same cgroup.procs writes
+ * job-init makes. Milliseconds for the writes alone, per sample.
+ */
+async function cgroupMoves(driverName: CgroupDriverName, count: number): Promise<number[]> {
+  const parent = `jobworker-bench-${process.pid}-move`;
+  const driver = driverFor({ driver: driverName, parent, mountRoot: '/sys/fs/cgroup' });
+  driver.prepare();
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const group = driver.create(randomUUID(), { cpuPercent: 50, memoryBytes: 64 * 2 ** 20, ioBps: 0, pids: 64 });
+      const child = spawn('sleep', ['60'], { stdio: 'ignore' });
+      const exited = once(child, 'exit');
+      try {
+        await once(child, 'spawn');
+        const began = performance.now();
+        for (const dir of group.joinDirs) fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(child.pid));
+        samples.push(performance.now() - began);
+      } finally {
+        child.kill('SIGKILL');
+        await exited;
+        await group.remove();
+      }
+    }
+  } finally {
+    for (const hierarchy of ['', ...fs.readdirSync('/sys/fs/cgroup')]) {
+      try {
+        fs.rmdirSync(path.join('/sys/fs/cgroup', hierarchy, parent));
+      } catch {
+        // not a hierarchy, or no parent there
+      }
+    }
+  }
+  return samples;
+}
+
 async function ensureCgroupTools(): Promise<void> {
   if ((await execa('sh', ['-c', 'command -v cgcreate'], { reject: false })).exitCode === 0) return;
   await execa('apt-get', ['install', '-y', '-qq', 'cgroup-tools'], { env: { DEBIAN_FRONTEND: 'noninteractive' } });
@@ -49,8 +93,12 @@ export async function jobStart(server: BenchServer, quick: boolean): Promise<Row
   const client = server.client();
   const create = () => unary(client, 'createJob', { command: '/bin/true', args: [], limits: LIMITS });
   await timeEach(5, create); // warm the connection and the pool
+  server.takeStartPhases();
   const ours = await timeEach(samples, create);
+  const phases = server.takeStartPhases();
+  const phase = (key: string) => phases.map((p) => p[key]!);
   const bare = await timeEach(samples, spawnTrue);
+  const moves = await cgroupMoves(server.cgroupDriver as CgroupDriverName, samples);
   await ensureCgroupTools();
   const tools = await timeEach(Math.min(samples, 50), (i) => cgroupTools(server.cgroupDriver, i));
 
@@ -80,6 +128,22 @@ export async function jobStart(server: BenchServer, quick: boolean): Promise<Row
       baseline_name: 'Node spawn /bin/true',
       goal: { text: 'ratio ≤ 3', maxRatio: 3 },
       spread: spread(ours),
+    }),
+    ...(
+      [
+        ['cgroupMs', 'of which: creating the cgroups and writing limits, p50'],
+        ['spawnMs', 'of which: spawn() of job-init from the server (fork + exec), p50'],
+        ['execMs', 'of which: job-init joining the cgroups, handing over pipes, exec, p50'],
+        ['totalMs', 'of which: all the server-side work (adds pool dispatch, thread hops), p50'],
+      ] as const
+    ).map(([key, name]) => row({ name, figure: median(phase(key)), unit: 'ms', baseline: p50, baseline_name: 'job start p50', spread: spread(phase(key)) })),
+    row({
+      name: "the kernel's share: moving a process into its job cgroups, p50",
+      figure: median(moves),
+      unit: 'ms',
+      baseline: p50,
+      baseline_name: 'job start p50',
+      spread: spread(moves),
     }),
     row({ name: 'job start p99', figure: percentile(ours, 99), unit: 'ms', baseline: percentile(bare, 99), baseline_name: 'Node spawn p99', spread: spread(ours) }),
     row({

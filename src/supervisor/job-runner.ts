@@ -118,6 +118,7 @@ export class JobRunner {
   async #start(request: StartRequest): Promise<JobRecord> {
     if (!this.#cgroup) throw new Error('JobRunner.prepare() must run before start()');
     const id = randomUUID();
+    const began = performance.now();
     const ring = createRing(this.#options.ringCapacity);
     const log = new MemoryOutputLog();
     const drained = pumpRing(new RingReader(ring), (stream, bytes) => log.append(stream, bytes));
@@ -202,7 +203,10 @@ export class JobRunner {
     };
     this.#ports.set(id, port);
     this.#store.add(record);
-    this.#logger.info({ jobId: id, pid: first.pid, cgroup: first.cgroup, command: request.command, owner: request.owner }, 'job started');
+    // Where a start's time went: supervisor-thread steps, and everything from
+    // here to their end (pool dispatch, thread hops) in totalMs.
+    const start = roundedMs({ ...first.phases, totalMs: performance.now() - began });
+    this.#logger.info({ jobId: id, pid: first.pid, cgroup: first.cgroup, command: request.command, owner: request.owner, start }, 'job started');
     return record;
   }
 
@@ -264,4 +268,8 @@ export class JobRunner {
     await Promise.all(this.#store.running().map((job) => this.stop(job, graceMs)));
     await this.#pool.destroy();
   }
+}
+
+function roundedMs<T extends Record<string, number>>(phases: T): T {
+  return Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v * 100) / 100])) as T;
 }

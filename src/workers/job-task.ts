@@ -13,7 +13,7 @@ import { moveSelfInto, ownCgroupV2, placeV2 } from './cgroup/delegation.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
 import { InitStatus } from './init-status.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
-import { StreamId, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type ResourceUsage, type RunJobTask, type StaleJob, type TaskToMain, type UsageReport } from './protocol.js';
+import { StreamId, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type ResourceUsage, type RunJobTask, type StaleJob, type StartPhases, type TaskToMain, type UsageReport } from './protocol.js';
 import { RingWriter } from './ring-writer.js';
 
 /** How long the pipes may stay open after every process of the job is gone. */
@@ -71,8 +71,9 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
   };
   let cgroup: JobCgroup | undefined;
   try {
+    const began = performance.now();
     cgroup = driverFor(task.cgroup).create(task.jobId, task.limits);
-    await supervise(task, cgroup, ring, outcome);
+    await supervise(task, cgroup, ring, outcome, performance.now() - began);
   } catch (err) {
     // Whatever went wrong, nothing of the job may outlive this task.
     const message = messageOf(err);
@@ -96,7 +97,8 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
   return outcome;
 }
 
-async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, outcome: JobOutcome): Promise<void> {
+async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, outcome: JobOutcome, cgroupMs: number): Promise<void> {
+  const spawning = performance.now();
   // node:child_process rather than execa: a running job keeps its leader's
   // ChildProcess for its whole life, and execa's promise and stream plumbing
   // around it held ~22 KiB of heap per job (bench scenario 5), for nothing
@@ -111,6 +113,7 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
       cwd: '/',
     },
   );
+  const spawned = performance.now();
   if (leader.pid === undefined) {
     // spawn failed (ENOENT, E2BIG, EMFILE…): the reason comes as an 'error' event.
     const err = await new Promise<Error>((resolve) => leader.once('error', resolve));
@@ -178,7 +181,8 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   }
 
   outcome.started = true;
-  const started: TaskToMain = { type: 'started', pid: leader.pid, cgroup: cgroup.path, pipes: handedOver };
+  const phases: StartPhases = { cgroupMs, spawnMs: spawned - spawning, execMs: performance.now() - spawned };
+  const started: TaskToMain = { type: 'started', pid: leader.pid, cgroup: cgroup.path, pipes: handedOver, phases };
   task.port.postMessage(started);
 
   const leaderGone = new AbortController();

@@ -62,6 +62,17 @@ export interface JobStarted {
   cgroup: string;
   /** outputPath 'inline' only: the read ends of stdout and stderr, now the main thread's to read and close. */
   pipes: [stdout: number, stderr: number] | null;
+  phases: StartPhases;
+}
+
+/** Milliseconds each step of a start took on the supervisor thread: for the log and the benchmarks. */
+export interface StartPhases {
+  /** Creating the job's group(s) and writing its limits. */
+  cgroupMs: number;
+  /** The spawn() of job-init: libuv forks the whole server, the child execs. */
+  spawnMs: number;
+  /** From then to the command's exec: job-init joins the groups and makes the pipes, the thread opens them. */
+  execMs: number;
 }
 
 /**
