@@ -1,9 +1,11 @@
 // 3. GetJob latency while 4 jobs write output flat out, with no reader and
 // then with one follower each, against the same server idle.
+import path from 'node:path';
+import { execa } from 'execa';
 import { unary } from '../../cli/connect.js';
 import type { JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { row, type Row } from '../report.js';
-import { startBenchServer, type BenchServer } from '../server.js';
+import { REPO, startBenchServer, type BenchServer } from '../server.js';
 import { median, percentile, spread } from '../stats.js';
 
 const FLOODERS = 4;
@@ -18,14 +20,12 @@ async function latencies(client: JobServiceClient, id: string, count: number): P
   return samples;
 }
 
-/** Reads a job's output to the end and drops it: a follower that keeps up. */
-function drain(client: JobServiceClient, id: string): Promise<void> {
-  return new Promise((resolve) => {
-    const stream = client.getJobsStream({ id, follow: true });
-    stream.on('data', () => undefined);
-    stream.on('end', resolve);
-    stream.on('error', () => resolve());
-  });
+/**
+ * A follower that keeps up: jobctl in a process of its own, so that
+ * decoding its stream does not slow the probe's own calls down.
+ */
+function follow(server: BenchServer, id: string): Promise<unknown> {
+  return execa('node', [path.join(REPO, 'bin/jobctl.js'), 'stream', '--follow', id], { env: server.env(), stdout: 'ignore', reject: false });
 }
 
 interface FloodLatencies {
@@ -42,11 +42,13 @@ async function underFlood(server: BenchServer, count: number): Promise<FloodLate
   const probe = server.client('viewer');
   const target = (await unary(admin, 'createJob', { command: 'sleep', args: ['600'], limits: undefined })).job!.id;
   await latencies(probe, target, 20); // warm
-  const idle = await latencies(probe, target, count);
+  // Half before the floods and half after: the machine's own drift then
+  // weighs on the baseline as on the figures.
+  const idleBefore = await latencies(probe, target, Math.ceil(count / 2));
 
   const measure = async (followers: boolean): Promise<number[]> => {
     const ids = await Promise.all(Array.from({ length: FLOODERS }, async () => (await unary(admin, 'createJob', flood)).job!.id));
-    const readers = followers ? ids.map((id) => drain(server.client('viewer'), id)) : [];
+    const readers = followers ? ids.map((id) => follow(server, id)) : [];
     try {
       return await latencies(probe, target, count);
     } finally {
@@ -56,6 +58,7 @@ async function underFlood(server: BenchServer, count: number): Promise<FloodLate
   };
   const noReaders = await measure(false);
   const withFollowers = await measure(true);
+  const idle = [...idleBefore, ...(await latencies(probe, target, Math.floor(count / 2)))];
   await unary(admin, 'stopJob', { id: target, graceMs: 0 });
   return { idle, noReaders, withFollowers };
 }
