@@ -31,6 +31,19 @@ test('ring: rejects a capacity that is not a power of two', (t) => {
   t.throws(() => createRing(32), { instanceOf: RangeError });
 });
 
+test('ring: a drain with a budget stops at the first record boundary past it; the next drain goes on from there', (t) => {
+  const sab = createRing(1024);
+  const writer = new RingWriter(sab);
+  const reader = new RingReader(sab);
+  for (const text of ['aaaa', 'bbbb', 'cccc']) t.is(writer.write(StreamId.Stdout, Buffer.from(text)), 4);
+  const first: string[] = [];
+  // Each record is a 4-byte header and 4 bytes: a budget of 9 takes two whole records.
+  t.is(reader.drain((_stream, bytes) => first.push(Buffer.from(bytes).toString()), 9), 16);
+  t.deepEqual(first, ['aaaa', 'bbbb']);
+  const rest = drainAll(reader);
+  t.deepEqual(rest.map((r) => r.bytes.toString()), ['cccc']);
+});
+
 test('ring: a record comes out with its stream and bytes', (t) => {
   const sab = createRing(64);
   const writer = new RingWriter(sab);
