@@ -46,6 +46,11 @@ export interface Goal {
   minRatio?: number;
 }
 
+/** A scenario that threw: reported in the table and the JSON, not left out. */
+export function failedRow(scenario: string, message: string): Row {
+  return { name: scenario, figure: Number.NaN, unit: '', baseline: null, baseline_name: null, ratio: null, goal: null, met: false, spread: `FAILED: ${message}` };
+}
+
 export function row(fields: Omit<Row, 'ratio' | 'met' | 'goal'> & { goal?: Goal }): Row {
   const ratio = fields.baseline ? fields.figure / fields.baseline : null;
   const { goal, ...rest } = fields;
@@ -60,7 +65,8 @@ export function row(fields: Omit<Row, 'ratio' | 'met' | 'goal'> & { goal?: Goal 
 /** A table cell: a `|` inside would end it. */
 const cell = (text: string): string => text.replace(/\|/g, '\\|');
 
-const fmt = (value: number | null, digits = 2): string => (value === null ? '-' : value >= 100 ? value.toFixed(0) : value.toFixed(digits));
+const fmt = (value: number | null, digits = 2): string =>
+  value === null || Number.isNaN(value) ? '-' : value >= 100 ? value.toFixed(0) : value.toFixed(digits);
 
 export function markdown(rows: readonly Row[], info: Machine): string {
   const lines = [

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Builtins, Cli, Command, Option } from 'clipanion';
 import { silenceIpServerNameWarning } from '../cli/connect.js';
 import { summarizeProfiles } from './profile.js';
-import { markdown, machine, writeJson, type Row } from './report.js';
+import { failedRow, markdown, machine, writeJson, type Row } from './report.js';
 import { cliStartup } from './scenarios/cli-startup.js';
 import { fanOut } from './scenarios/fan-out.js';
 import { jobStart } from './scenarios/job-start.js';
@@ -59,6 +59,7 @@ class BenchCommand extends Command {
         } catch (err) {
           // Reported, not hidden: the other scenarios still run.
           failed = true;
+          rows.push(failedRow(name, (err as Error).message));
           this.context.stdout.write(`  FAILED: ${(err as Error).message}\n`);
         }
       }

@@ -9,9 +9,14 @@ export function percentile(samples: readonly number[], p: number): number {
 
 export const median = (samples: readonly number[]): number => percentile(samples, 50);
 
-/** "min–max" with the given precision. */
+/** Past this many times the median, the slowest sample makes a figure suspect. */
+const NOISY = 5;
+
+/** "min–max" with the given precision, marked when the samples are unusually spread. */
 export function spread(samples: readonly number[], digits = 1): string {
-  return `${Math.min(...samples).toFixed(digits)}–${Math.max(...samples).toFixed(digits)}`;
+  const max = Math.max(...samples);
+  const noisy = max > NOISY * median(samples) ? ` (noisy: max > ${NOISY}× median)` : '';
+  return `${Math.min(...samples).toFixed(digits)}–${max.toFixed(digits)}${noisy}`;
 }
 
 /** Milliseconds each of `count` sequential runs of `fn` took. */
