@@ -13,8 +13,9 @@ await build({
   target: 'node20',
   logLevel: 'warning',
   // grpc-js and its dependencies are CommonJS: in an ES module they still
-  // need require (for Node's built-ins) and __dirname (grpc-js locates its
-  // own .proto files with it).
+  // need require (Node's built-ins, protobufjs's eval("require")), and
+  // __dirname must at least be defined (grpc-js names its channelz .proto
+  // files with it, which jobctl never loads).
   banner: {
     js: [
       "import { createRequire as __jobctlCreateRequire } from 'node:module';",

@@ -52,7 +52,10 @@ child.stdout.on('end', () => process.stdout.write(String(bytes)));
 async function rawTls(pki: string, mib: number): Promise<number> {
   const server = execa('node', ['-e', TLS_SERVER, pki, String(mib)], { reject: false });
   try {
-    const port = await new Promise<string>((resolve) => server.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim())));
+    const port = await new Promise<string>((resolve, reject) => {
+      server.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()));
+      void server.then((result) => reject(new Error(`the TLS server exited before listening: ${result.stderr}`)));
+    });
     return await seconds(() => execa('node', ['-e', TLS_CLIENT, pki, port]));
   } finally {
     server.kill();
@@ -63,7 +66,10 @@ async function rawTls(pki: string, mib: number): Promise<number> {
 async function grpcFloor(server: BenchServer, mib: number): Promise<number> {
   const floor = execa('node', [path.join(REPO, 'dist/bench/grpc-floor.js'), server.pki, String(mib)], { reject: false });
   try {
-    const port = await new Promise<string>((resolve) => floor.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim())));
+    const port = await new Promise<string>((resolve, reject) => {
+      floor.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()));
+      void floor.then((result) => reject(new Error(`grpc-floor.js exited before listening: ${result.stderr}`)));
+    });
     return await seconds(async () => {
       const env = { ...server.env(), JOBWORKER_SERVER: `127.0.0.1:${port}` };
       const streamed = await execa('sh', ['-c', `node "$0" stream --follow "$1" | wc -c`, path.join(REPO, 'bin/jobctl.js'), randomUUID()], { env });

@@ -5,14 +5,27 @@ import net from 'node:net';
 import { StreamId } from '../workers/protocol.js';
 import type { OutputLog } from './output-log.js';
 
-/** Appends everything read from the two pipes to the log; resolves once both have ended (or failed). */
-export function readPipesInline([stdout, stderr]: [number, number], log: OutputLog): Promise<void> {
+export interface InlineReader {
+  /** Resolves once both pipes have ended (or failed). */
+  done: Promise<void>;
+  /** Stops reading: for a job whose supervision failed, before its log is closed. */
+  stop(): void;
+}
+
+/** Appends everything read from the two pipes to the log. */
+export function readPipesInline([stdout, stderr]: [number, number], log: OutputLog): InlineReader {
+  const sockets: net.Socket[] = [];
   const read = (fd: number, stream: StreamId) =>
     new Promise<void>((resolve) => {
       const socket = new net.Socket({ fd, readable: true, writable: false });
-      socket.on('data', (bytes: Buffer) => log.append(stream, bytes));
+      sockets.push(socket);
+      socket.on('data', (bytes: Buffer) => {
+        if (!log.closed) log.append(stream, bytes);
+      });
       socket.once('end', resolve);
+      socket.once('close', () => resolve());
       socket.once('error', () => resolve());
     });
-  return Promise.all([read(stdout, StreamId.Stdout), read(stderr, StreamId.Stderr)]).then(() => undefined);
+  const done = Promise.all([read(stdout, StreamId.Stdout), read(stderr, StreamId.Stderr)]).then(() => undefined);
+  return { done, stop: () => sockets.forEach((socket) => socket.destroy()) };
 }

@@ -161,8 +161,8 @@ export class JobRunner {
       throw Errors.startFailed(failure.code, failure.message);
     }
 
-    const readInline = first.pipes ? readPipesInline(first.pipes, log) : undefined;
-    const ended = Promise.all([outcome, drained, readInline]).then(
+    const inline = first.pipes ? readPipesInline(first.pipes, log) : undefined;
+    const ended = Promise.all([outcome, drained, inline?.done]).then(
       ([result]) => {
         log.close();
         endJob(record, result, new Date());
@@ -175,6 +175,7 @@ export class JobRunner {
         // the readers.
         this.#logger.error({ jobId: id, err }, 'job supervision failed; killing the job through its cgroup');
         const reaped = await this.#reap(id);
+        inline?.stop();
         if (!log.closed) log.close();
         abandonJob(record, `${messageOf(err)}${reaped}`, new Date());
       },

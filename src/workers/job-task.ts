@@ -103,19 +103,27 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   // ChildProcess for its whole life, and execa's promise and stream plumbing
   // around it held ~22 KiB of heap per job (bench scenario 5), for nothing
   // this code uses.
-  const leader = spawn(
-    task.jobInitPath,
-    ['--stdio', 'pipes', ...cgroup.joinDirs.flatMap((dir) => ['--cgroup', dir]), '--', task.command, ...task.args],
-    {
-      // job-init replaces fds 1 and 2 with real pipes (see make_stdio_pipes).
-      stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-      env: task.env,
-      cwd: '/',
-    },
-  );
+  let leader: ChildProcess;
+  try {
+    leader = spawn(
+      task.jobInitPath,
+      ['--stdio', 'pipes', ...cgroup.joinDirs.flatMap((dir) => ['--cgroup', dir]), '--', task.command, ...task.args],
+      {
+        // job-init replaces fds 1 and 2 with real pipes (see make_stdio_pipes).
+        stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+        env: task.env,
+        cwd: '/',
+      },
+    );
+  } catch (err) {
+    // Some failures (E2BIG, an argument with a NUL byte) throw at once…
+    outcome.startFailure = { code: 'SPAWN_FAILED', message: `spawn job-init: ${messageOf(err)}` };
+    await cgroup.remove();
+    return;
+  }
   const spawned = performance.now();
   if (leader.pid === undefined) {
-    // spawn failed (ENOENT, E2BIG, EMFILE…): the reason comes as an 'error' event.
+    // …others (ENOENT, EACCES, EMFILE, EAGAIN) come as an 'error' event.
     const err = await new Promise<Error>((resolve) => leader.once('error', resolve));
     outcome.startFailure = { code: 'SPAWN_FAILED', message: `spawn job-init: ${err.message}` };
     await cgroup.remove();
