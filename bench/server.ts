@@ -47,7 +47,7 @@ export async function startBenchServer(options: BenchServerOptions = {}): Promis
       ...(options.nodeArgs ?? []),
       path.join(REPO, 'bin/jobworkerd.js'),
       ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
-      ...['--cgroup-parent', parent, '--audit-log', path.join(pki, 'audit.log')],
+      ...['--cgroup-parent', parent, '--audit-log', path.join(pki, 'audit.log'), '--data-dir', path.join(pki, 'data')],
       ...(options.args ?? []),
     ],
     { reject: false, stderr: 'inherit' },

@@ -14,6 +14,9 @@ export const ErrorCodes = {
   CGROUP_SETUP_FAILED: Status.INTERNAL,
   SPAWN_FAILED: Status.INTERNAL,
   SHUTTING_DOWN: Status.UNAVAILABLE,
+  // Disk full, most likely: what gRPC's RESOURCE_EXHAUSTED names.
+  NOT_RECORDED: Status.RESOURCE_EXHAUSTED,
+  OUTPUT_NOT_KEPT: Status.FAILED_PRECONDITION,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
@@ -39,6 +42,9 @@ export const Errors = {
   unauthenticated: (message: string) => new JobworkerError('UNAUTHENTICATED', message),
   permissionDenied: (message: string) => new JobworkerError('PERMISSION_DENIED', message),
   shuttingDown: () => new JobworkerError('SHUTTING_DOWN', 'the server is shutting down'),
+  notRecorded: (message: string) => new JobworkerError('NOT_RECORDED', message),
+  outputNotKept: (id: string) =>
+    new JobworkerError('OUTPUT_NOT_KEPT', `the output of job ${id} is gone: it ran before the server's last restart, and output is kept in memory only`),
   startFailed: (code: 'EXEC_FAILED' | 'CONTROLLER_UNAVAILABLE' | 'CGROUP_SETUP_FAILED' | 'SPAWN_FAILED', message: string) =>
     new JobworkerError(code, message),
 };

@@ -25,7 +25,7 @@ import type {
 } from '../workers/protocol.js';
 import { createRing } from '../workers/ring-layout.js';
 import { Errors } from './errors.js';
-import { abandonJob, endJob, type JobRecord, type JobStore } from './job-store.js';
+import { NotRecordedError, abandonJob, endJob, type JobRecord, type JobStore } from './job-store.js';
 import { readPipesInline } from './inline-output.js';
 import { MemoryOutputLog } from './output-log.js';
 import { RingReader, pumpRing } from './ring-reader.js';
@@ -166,6 +166,7 @@ export class JobRunner {
       ([result]) => {
         log.close();
         endJob(record, result, new Date());
+        this.#record(record);
         this.#logger.info({ jobId: id, state: record.state, exitCode: record.exitCode, signal: record.signal, message: record.message }, 'job ended');
       },
       async (err: unknown) => {
@@ -178,6 +179,7 @@ export class JobRunner {
         inline?.stop();
         if (!log.closed) log.close();
         abandonJob(record, `${messageOf(err)}${reaped}`, new Date());
+        this.#record(record);
       },
     );
     const record: JobRecord = {
@@ -190,6 +192,7 @@ export class JobRunner {
       cgroup: first.cgroup,
       startedAt: new Date(),
       log,
+      restoredOutputBytes: 0,
       ended: ended.finally(() => {
         this.#ports.get(id)?.close();
         this.#ports.delete(id);
@@ -203,12 +206,30 @@ export class JobRunner {
       usage: null,
     };
     this.#ports.set(id, port);
-    this.#store.add(record);
+    try {
+      this.#store.add(record);
+    } catch (err) {
+      if (!(err instanceof NotRecordedError)) throw err;
+      // Nobody may be told of a job the history does not have: it would
+      // vanish at the next restart with nobody to stop it.
+      this.#logger.error({ jobId: id, err: err.reason }, 'could not record a started job; stopping it');
+      await this.stop(record, 0);
+      throw Errors.notRecorded(`${err.message}; the job was stopped`);
+    }
     // Where a start's time went: supervisor-thread steps, and everything from
     // here to their end (pool dispatch, thread hops) in totalMs.
     const start = roundedMs({ ...first.phases, totalMs: performance.now() - began });
     this.#logger.info({ jobId: id, pid: first.pid, cgroup: first.cgroup, command: request.command, owner: request.owner, start }, 'job started');
     return record;
+  }
+
+  /** Writes a job's end to the history; a failure is logged, the end stands (it is what happened). */
+  #record(record: JobRecord): void {
+    try {
+      this.#store.update(record);
+    } catch (err) {
+      this.#logger.error({ jobId: record.id, err: err instanceof NotRecordedError ? err.reason : err }, 'could not record the end of a job in the job history');
+    }
   }
 
   /** Kills and removes a job's cgroup from another thread; returns '' or what went wrong, for the record. */

@@ -17,7 +17,7 @@ import { StreamId } from '../workers/protocol.js';
 import type { Caller } from './authz.js';
 import { Errors } from './errors.js';
 import type { JobRunner } from './job-runner.js';
-import type { JobRecord, JobState, JobStore } from './job-store.js';
+import { outputBytes, type JobRecord, type JobState, type JobStore } from './job-store.js';
 import { resolveLimits, type HostCapacity } from './limits.js';
 
 /** History goes out in pieces of at most this size, never as one message. */
@@ -73,6 +73,7 @@ export class JobService {
    */
   async streamOutput(call: ServerWritableStream<GetJobsStreamReq, DataChunk>): Promise<void> {
     const { log } = this.#find(call.request.id);
+    if (!log) throw Errors.outputNotKept(call.request.id);
     const follow = call.request.follow;
     const end = follow ? Number.POSITIVE_INFINITY : log.length;
     const gone = new AbortController();
@@ -162,7 +163,7 @@ export function toJob(record: JobRecord): Job {
     oomKilled: record.oomKilled,
     owner: record.owner,
     message: record.message,
-    outputBytes: record.log.length,
+    outputBytes: outputBytes(record),
     usage: record.usage ? { ...record.usage, sampledAt: new Date(record.usage.sampledAt) } : undefined,
   };
 }

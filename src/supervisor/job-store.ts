@@ -1,7 +1,9 @@
 // The jobs the server knows: one record each, changed only through the
 // functions here so that every transition is a single synchronous step (a
-// reader never sees a half-ended job).
+// reader never sees a half-ended job). With a history, every record is also
+// written to disk when it is added and when it ends.
 import type { JobLimits, JobOutcome, ResourceUsage } from '../workers/protocol.js';
+import type { JobHistory, StoredJob } from './job-history.js';
 import type { OutputLog } from './output-log.js';
 
 export type JobState = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'STOPPED';
@@ -15,7 +17,10 @@ export interface JobRecord {
   readonly pid: number;
   readonly cgroup: string;
   readonly startedAt: Date;
-  readonly log: OutputLog;
+  /** null for a job from before the server's last restart: its output was held in memory and is gone. */
+  readonly log: OutputLog | null;
+  /** How much output a job from before the restart had written; 0 for the others (their log knows). */
+  readonly restoredOutputBytes: number;
   /** Resolves once the job has ended and its record says how. */
   readonly ended: Promise<void>;
   state: JobState;
@@ -28,11 +33,74 @@ export interface JobRecord {
   usage: ResourceUsage | null;
 }
 
+/** The job was not recorded on disk: the history said why. */
+export class NotRecordedError extends Error {
+  constructor(
+    readonly jobId: string,
+    readonly reason: unknown,
+  ) {
+    super(`cannot record job ${jobId} in the job history: ${(reason as Error).message}`);
+    this.name = 'NotRecordedError';
+  }
+}
+
+export const RESTARTED_WHILE_RUNNING = 'the server restarted while it ran: its processes were killed and its cgroup removed';
+
 export class JobStore {
   readonly #jobs = new Map<string, JobRecord>();
+  readonly #history: JobHistory | null;
 
+  constructor(history: JobHistory | null = null) {
+    this.#history = history;
+  }
+
+  /** Writes the record to the history first; throws NotRecordedError (and keeps nothing) when that fails. */
   add(record: JobRecord): void {
+    this.#write(record);
     this.#jobs.set(record.id, record);
+  }
+
+  /** Writes a changed record (its end) to the history; throws NotRecordedError when that fails. */
+  update(record: JobRecord): void {
+    if (this.#jobs.get(record.id) === record) this.#write(record);
+  }
+
+  /**
+   * Takes in the jobs of earlier runs. One that was running then was ended by
+   * the restart (the server killed what was left in its cgroup at start): it
+   * is recorded FAILED, saying so.
+   */
+  restore(jobs: readonly StoredJob[], now: Date): { interrupted: string[]; unrecorded: NotRecordedError[] } {
+    const interrupted: string[] = [];
+    const unrecorded: NotRecordedError[] = [];
+    for (const job of jobs) {
+      const { outputBytes, ...fields } = job;
+      const record: JobRecord = { ...fields, log: null, restoredOutputBytes: outputBytes, ended: Promise.resolve() };
+      if (record.state === 'RUNNING') {
+        record.state = 'FAILED';
+        record.endedAt = now;
+        record.message = RESTARTED_WHILE_RUNNING;
+        record.usage = record.usage && { ...record.usage, memoryBytes: 0 };
+        interrupted.push(record.id);
+        try {
+          this.#write(record);
+        } catch (err) {
+          // Still FAILED here; on disk it stays RUNNING and is ended again next start.
+          unrecorded.push(err as NotRecordedError);
+        }
+      }
+      this.#jobs.set(record.id, record);
+    }
+    return { interrupted, unrecorded };
+  }
+
+  #write(record: JobRecord): void {
+    if (!this.#history) return;
+    try {
+      this.#history.put(stored(record));
+    } catch (err) {
+      throw new NotRecordedError(record.id, err);
+    }
   }
 
   get(id: string): JobRecord | undefined {
@@ -85,4 +153,30 @@ function describeEnd(outcome: JobOutcome, limits: JobLimits): { state: JobState;
   // A job that lost a process to the OOM killer did not do its work, whatever its leader's exit code says.
   if (outcome.exitCode === 0 && !outcome.signal && !outcome.oomKilled) return { state: 'COMPLETED', message };
   return { state: 'FAILED', message };
+}
+
+/** Bytes of output the job has written, whether or not they are still kept. */
+export function outputBytes(record: JobRecord): number {
+  return record.log ? record.log.length : record.restoredOutputBytes;
+}
+
+function stored(record: JobRecord): StoredJob {
+  return {
+    id: record.id,
+    command: record.command,
+    args: [...record.args],
+    limits: record.limits,
+    owner: record.owner,
+    pid: record.pid,
+    cgroup: record.cgroup,
+    startedAt: record.startedAt,
+    state: record.state,
+    endedAt: record.endedAt,
+    exitCode: record.exitCode,
+    signal: record.signal,
+    oomKilled: record.oomKilled,
+    message: record.message,
+    usage: record.usage,
+    outputBytes: outputBytes(record),
+  };
 }

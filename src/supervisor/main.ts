@@ -8,6 +8,7 @@ import { pino, type Logger } from 'pino';
 import * as t from 'typanion';
 import { colorsFor } from '../common/terminal.js';
 import type { DenyList } from './deny-list.js';
+import { HistoryError } from './job-history.js';
 import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './reload.js';
 import { startServer, type TlsMaterial } from './server.js';
 
@@ -62,6 +63,9 @@ class ServeCommand extends Command {
     description: 'Default milliseconds between SIGTERM and SIGKILL when a job is stopped (default 100)',
     validator: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(0, 600_000)]),
   });
+  dataDir = Option.String('--data-dir', '/var/lib/jobworker', {
+    description: 'Directory for the job history (jobs.db, SQLite), kept across restarts; created if missing (default /var/lib/jobworker)',
+  });
   denyCn = Option.Array('--deny-cn', [], { description: 'Refuse client certificates with this CN (repeatable)' });
   denyList = Option.String('--deny-list', {
     description: 'File of refused client certificates, one "CN=<name>" or "serial=<hex>" per line (# comments)',
@@ -109,6 +113,7 @@ class ServeCommand extends Command {
         workers: this.workers,
         stopGraceMs: this.stopGrace,
         outputPath: this.outputPath,
+        dataDir: this.dataDir,
         jobInitPath: path.join(ROOT, 'build', 'job-init'),
         logger,
         auditLogger: audit?.logger,
@@ -116,7 +121,8 @@ class ServeCommand extends Command {
       });
     } catch (err) {
       this.context.stderr.write(`jobworkerd: cannot start: ${(err as Error).message}\n`);
-      return 1;
+      // A data directory it cannot use is a configuration error, like a bad certificate.
+      return err instanceof HistoryError ? 2 : 1;
     }
     const unwatch = watchConfig(files, server, logger, () => audit?.reopen());
     // The handlers stay installed: a second signal during shutdown must not

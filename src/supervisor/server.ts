@@ -10,6 +10,7 @@ import type { CgroupDriverName, OutputPath, PrepareResult } from '../workers/pro
 import { encodeDataChunk } from './data-chunk-encoder.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
+import { JobHistory, type HistoryProblem } from './job-history.js';
 import { JobStore } from './job-store.js';
 import { thisHost, type HostCapacity } from './limits.js';
 import { DenyList } from './deny-list.js';
@@ -41,6 +42,8 @@ export interface ServerOptions {
   auditLogger?: Logger;
   denyList?: DenyList;
   host?: HostCapacity;
+  /** Where job records are kept across restarts (jobs.db); without it, they live in memory only. */
+  dataDir?: string;
   ringCapacity?: number;
   outputPath?: OutputPath;
 }
@@ -95,7 +98,11 @@ function contextOptions(material: TlsMaterial): SecureContextOptions {
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const logger = options.logger;
-  const store = new JobStore();
+  const problems: HistoryProblem[] = [];
+  const history = options.dataDir === undefined ? null : JobHistory.open(options.dataDir, problems);
+  const earlier = history?.load(problems) ?? [];
+  for (const problem of problems) logger.error(problem, 'job history: not everything could be read back');
+  const store = new JobStore(history);
   const runner = new JobRunner(store, {
     workers: options.workers,
     cgroupDriver: options.cgroupDriver,
@@ -110,8 +117,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   let cgroup: PrepareResult;
   try {
     cgroup = await runner.prepare();
+    // After prepare(): it has killed whatever the jobs that were running left in their groups.
+    const { interrupted, unrecorded } = store.restore(earlier, new Date());
+    for (const err of unrecorded) logger.error({ jobId: err.jobId, err: err.reason }, 'could not record an interrupted job as FAILED');
+    if (earlier.length > 0) logger.info({ jobs: earlier.length, interrupted: interrupted.length }, 'job history read back');
+    for (const jobId of interrupted) logger.warn({ jobId }, 'a job was running when the server stopped: recorded FAILED');
   } catch (err) {
     await runner.close(0);
+    history?.close();
     throw err;
   }
   const service = new JobService({ store, runner, host: options.host ?? thisHost(), defaultGraceMs: options.stopGraceMs });
@@ -175,6 +188,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       // end when their jobs do, which runner.close() brings about.
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       await runner.close(options.stopGraceMs);
+      // Every job's end is written; nothing writes after this.
+      history?.close();
       // Every job has ended, so following streams are finishing; a client
       // that stopped reading must not hold the server up for ever.
       if (!(await settlesWithin(drained, CALL_DRAIN_TIMEOUT_MS))) {

@@ -49,8 +49,13 @@ cp test/cgroup2/init "$root/init"
 chmod +x "$root/init"
 cp -a dist package.json bin "$root/app/"
 cp build/job-init "$root/app/build/"
-# node_modules without the build-only binaries (buf alone is ~90 MB).
-tar -C "$repo" --exclude='node_modules/@bufbuild/buf*' --exclude='node_modules/typescript' -cf - node_modules | tar -C "$root/app" -xf -
+# node_modules without what only builds need (buf alone is ~90 MB; better-sqlite3's sources and
+# objects ~25 MB: the tests load its compiled addon alone).
+tar -C "$repo" --exclude='node_modules/@bufbuild/buf*' --exclude='node_modules/typescript' \
+  --exclude='node_modules/@esbuild' --exclude='node_modules/better-sqlite3/deps' --exclude='node_modules/better-sqlite3/build/deps' \
+  --exclude='node_modules/better-sqlite3/build/Release/obj*' --exclude='node_modules/better-sqlite3/build/Release/.deps' \
+  --exclude='node_modules/better-sqlite3/build/Release/test_extension.node' --exclude='node_modules/better-sqlite3/build/Release/*.a' \
+  -cf - node_modules | tar -C "$root/app" -xf -
 # virtio-blk is a module in the cloud kernel: a disk gives io.max a device to limit.
 for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev virtio/virtio_pci block/virtio_blk; do
   cp "/lib/modules/$version/kernel/drivers/$m.ko" "$root/modules/" 2>/dev/null || true

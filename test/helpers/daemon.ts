@@ -40,7 +40,7 @@ export async function startDaemon(t: ExecutionContext, pki: string, parent: stri
   const argv = [
     path.join(repoRoot, 'bin/jobworkerd.js'),
     ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
-    ...['--cgroup-parent', parent, '--workers', '1'],
+    ...['--cgroup-parent', parent, '--workers', '1', '--data-dir', `${pki}/data`],
     ...(options.args ?? []),
   ];
   // The shell joins the group and then becomes node: the daemon starts there, as under systemd.

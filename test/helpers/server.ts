@@ -4,6 +4,7 @@
 import { readdir, readFile, rm, rmdir, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { ServiceError } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { writeDevPki } from '../../certs/pki.js';
 import { connect, unary } from '../../cli/connect.js';
@@ -153,4 +154,14 @@ export async function waitForEnd(client: JobServiceClient, id: string): Promise<
   const { job } = await unary(client, 'getJob', { id });
   if (!job) throw new TypeError(`GetJob ${id} answered without a job`);
   return { job, output };
+}
+
+/** The error a call that must fail failed with. */
+export async function rejects(promise: Promise<unknown>): Promise<ServiceError> {
+  try {
+    await promise;
+  } catch (err) {
+    return err as ServiceError;
+  }
+  throw new Error('expected the call to fail');
 }

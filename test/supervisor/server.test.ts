@@ -5,11 +5,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { status as Status, type ServiceError } from '@grpc/grpc-js';
+import { status as Status } from '@grpc/grpc-js';
 import { JobStatus, OutputStream, type DataChunk, type Job, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import type { MemoryOutputLog } from '../../src/supervisor/output-log.js';
 import { alive, groupsUnder, waitUntil } from '../helpers/host.js';
-import { collectStream, startTestServer, unary, type TestServer } from '../helpers/server.js';
+import { collectStream, rejects, startTestServer, unary, type TestServer } from '../helpers/server.js';
 
 let ts: TestServer;
 
@@ -46,14 +46,6 @@ async function firstOutput(id: string): Promise<void> {
   follower.cancel();
 }
 
-async function rejects(promise: Promise<unknown>): Promise<ServiceError> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as ServiceError;
-  }
-  throw new Error('expected the call to fail');
-}
 
 test.serial('lifecycle: a job runs, its output streams, and it ends COMPLETED with exit code 0', async (t) => {
   const job = await create('sh', ['-c', 'echo out; echo err >&2']);

@@ -1,0 +1,167 @@
+// Job records kept across restarts: the real jobworkerd, SIGKILLed or
+// stopped, started again on the same data directory.
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { status as Status } from '@grpc/grpc-js';
+import Database from 'better-sqlite3';
+import { execa } from 'execa';
+import { JobStatus, type Job } from '../../src/gen/jobworker/v1/jobworker.js';
+import { JobHistory, type HistoryProblem, type StoredJob } from '../../src/supervisor/job-history.js';
+import { RESTARTED_WHILE_RUNNING } from '../../src/supervisor/job-store.js';
+import { adminClient, daemonSetup, startDaemon } from '../helpers/daemon.js';
+import { alive, groupsUnder } from '../helpers/host.js';
+import { collectStream, rejects, startTestServer, unary } from '../helpers/server.js';
+import { repoRoot } from '../helpers/paths.js';
+
+const limits = { maxCpuPercent: 50, maxMemoryMb: 64, maxIoBps: 0, maxPids: 0 };
+
+
+const byId = (jobs: Job[]) => new Map(jobs.map((job) => [job.id, job]));
+
+test.serial('after a SIGKILL the restarted server lists every earlier job; the one that was running is FAILED, its processes gone', async (t) => {
+  const { pki, parent } = await daemonSetup(t);
+  const first = await startDaemon(t, pki, parent);
+  const client = adminClient(t, pki, first.port);
+  const done = (await unary(client, 'createJob', { command: 'sh', args: ['-c', 'echo hello; exit 3'], limits })).job!;
+  await collectStream(client, { id: done.id, follow: true });
+  const running = (await unary(client, 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
+  first.process.kill('SIGKILL');
+  await first.process;
+
+  const second = await startDaemon(t, pki, parent);
+  const again = adminClient(t, pki, second.port, 'viewer');
+  const jobs = byId((await unary(again, 'getJobs', {})).jobs);
+  t.is(jobs.size, 2);
+  t.like(jobs.get(done.id), { status: JobStatus.JOB_STATUS_FAILED, exitCode: 3, command: 'sh', args: ['-c', 'echo hello; exit 3'], owner: 'admin', outputBytes: 6 });
+  t.deepEqual(jobs.get(done.id)!.limits, done.limits);
+  t.is(jobs.get(done.id)!.startedAt!.getTime(), done.startedAt!.getTime());
+  const interrupted = jobs.get(running.id)!;
+  t.is(interrupted.status, JobStatus.JOB_STATUS_FAILED);
+  t.is(interrupted.message, RESTARTED_WHILE_RUNNING);
+  t.truthy(interrupted.endedAt);
+  t.false(alive(running.pid), 'the job that was running is gone');
+  t.deepEqual(groupsUnder(parent), []);
+  t.truthy(second.log.find((line) => line.msg === 'a job was running when the server stopped: recorded FAILED' && line.jobId === running.id));
+
+  // The output was in the dead server's memory: saying so beats an empty stream.
+  const err = await rejects(collectStream(again, { id: done.id, follow: false }));
+  t.is(err.code, Status.FAILED_PRECONDITION);
+  t.regex(err.details, /ran before the server's last restart/);
+  // And the server goes on as before.
+  const fresh = (await unary(adminClient(t, pki, second.port), 'createJob', { command: 'echo', args: ['new'], limits })).job!;
+  t.is((await collectStream(again, { id: fresh.id, follow: true })).stdout.toString(), 'new\n');
+  second.process.kill('SIGTERM');
+  t.is((await second.process).exitCode, 0);
+});
+
+test.serial('a clean shutdown records the jobs it stopped as STOPPED, and the next start shows them so', async (t) => {
+  const { pki, parent } = await daemonSetup(t);
+  const first = await startDaemon(t, pki, parent);
+  const job = (await unary(adminClient(t, pki, first.port), 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
+  first.process.kill('SIGTERM');
+  t.is((await first.process).exitCode, 0);
+
+  const second = await startDaemon(t, pki, parent);
+  const [again] = (await unary(adminClient(t, pki, second.port), 'getJobs', {})).jobs;
+  t.is(again?.id, job.id);
+  t.is(again?.status, JobStatus.JOB_STATUS_STOPPED);
+  t.false(second.log.some((line) => line.msg === 'a job was running when the server stopped: recorded FAILED'));
+  second.process.kill('SIGTERM');
+  await second.process;
+});
+
+test.serial('a job history SQLite cannot read is moved aside and reported; the server starts with a new one', async (t) => {
+  const { pki, parent } = await daemonSetup(t);
+  fs.mkdirSync(`${pki}/data`);
+  fs.writeFileSync(`${pki}/data/jobs.db`, 'this is not a database, but the disk said it was'.repeat(100));
+  const daemon = await startDaemon(t, pki, parent);
+  const problem = daemon.log.find((line) => line.msg === 'job history: not everything could be read back') as { problem?: string } | undefined;
+  t.regex(problem?.problem ?? '', /jobs\.db is unreadable .*moved to .*jobs\.db\.corrupt-/);
+  t.true(fs.readdirSync(`${pki}/data`).some((name) => name.startsWith('jobs.db.corrupt-')), 'the unreadable file is kept for a human to look at');
+  const client = adminClient(t, pki, daemon.port);
+  t.deepEqual((await unary(client, 'getJobs', {})).jobs, []);
+  const job = (await unary(client, 'createJob', { command: 'true', args: [], limits })).job!;
+  t.is(job.status, JobStatus.JOB_STATUS_RUNNING);
+  daemon.process.kill('SIGTERM');
+  await daemon.process;
+});
+
+test('a data directory that cannot be created stops the server with the reason', async (t) => {
+  const { pki, parent } = await daemonSetup(t);
+  const result = await execa(
+    'node',
+    [
+      path.join(repoRoot, 'bin/jobworkerd.js'),
+      ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
+      ...['--cgroup-parent', parent, '--data-dir', `${pki}/missing/data`],
+    ],
+    { reject: false },
+  );
+  t.is(result.exitCode, 2);
+  t.regex(result.stderr, /^jobworkerd: cannot start: cannot create the data directory \/tmp\/\S+\/missing\/data: ENOENT/);
+});
+
+test('a record that does not parse is reported and left out; the others load', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-history-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const job = (id: string): StoredJob => ({
+    id,
+    command: 'true',
+    args: ['a', 'b'],
+    limits: { cpuPercent: 100, memoryBytes: 2 ** 20, ioBps: 0, pids: 64 },
+    owner: 'admin',
+    pid: 42,
+    cgroup: `/jobworker/${id}`,
+    startedAt: new Date(1_700_000_000_000),
+    state: 'COMPLETED',
+    endedAt: new Date(1_700_000_001_000),
+    exitCode: 0,
+    signal: null,
+    oomKilled: false,
+    message: '',
+    usage: null,
+    outputBytes: 12,
+  });
+  const history = JobHistory.open(dir, []);
+  history.put(job('good'));
+  history.put(job('bad'));
+  history.close();
+  const db = new Database(path.join(dir, 'jobs.db'));
+  db.prepare("UPDATE jobs SET state = 'EXPLODED' WHERE id = 'bad'").run();
+  db.close();
+
+  const problems: HistoryProblem[] = [];
+  const reopened = JobHistory.open(dir, problems);
+  t.teardown(() => reopened.close());
+  t.deepEqual(reopened.load(problems), [job('good')]);
+  t.deepEqual(problems, [{ jobId: 'bad', problem: 'unreadable record, left out: unknown state "EXPLODED"' }]);
+});
+
+test.serial('with the data directory full, CreateJob is refused with RESOURCE_EXHAUSTED and the job it started is stopped', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-full-'));
+  await execa('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', dir]);
+  t.teardown(async () => {
+    await execa('umount', [dir], { reject: false });
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const ts = await startTestServer(t, { dataDir: path.join(dir, 'data') });
+  const client = ts.client('admin');
+  const first = (await unary(client, 'createJob', { command: 'true', args: [], limits })).job!;
+  await collectStream(client, { id: first.id, follow: true });
+  // Fill what is left of the filesystem.
+  await execa('sh', ['-c', `cat /dev/zero > "${dir}/filler"`], { reject: false });
+
+  const err = await rejects(unary(client, 'createJob', { command: 'sleep', args: ['600'], limits }));
+  t.is(err.code, Status.RESOURCE_EXHAUSTED);
+  t.regex(err.details, /cannot record job \S+ in the job history: .*full.*; the job was stopped/i);
+  t.deepEqual(groupsUnder(ts.server.cgroupParent), [], 'the job that could not be recorded is gone');
+  t.deepEqual((await unary(client, 'getJobs', {})).jobs.map((job) => job.id), [first.id]);
+
+  // Space again: recording works again.
+  fs.rmSync(`${dir}/filler`);
+  const later = (await unary(client, 'createJob', { command: 'true', args: [], limits })).job!;
+  t.is(later.status, JobStatus.JOB_STATUS_RUNNING);
+  await collectStream(client, { id: later.id, follow: true });
+});
