@@ -49,35 +49,24 @@ child.stdout.on('data', (d) => { bytes += d.length; });
 child.stdout.on('end', () => process.stdout.write(String(bytes)));
 `;
 
-async function rawTls(pki: string, mib: number): Promise<number> {
-  const server = execa('node', ['-e', TLS_SERVER, pki, String(mib)], { reject: false });
+/** Runs `use` while a server started as `node args…` runs; the server prints its port as its first output. */
+async function withServer<T>(args: string[], use: (port: string) => Promise<T>): Promise<T> {
+  const server = execa('node', args, { reject: false });
   try {
     const port = await new Promise<string>((resolve, reject) => {
       server.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()));
-      void server.then((result) => reject(new Error(`the TLS server exited before listening: ${result.stderr}`)));
+      void server.then((result) => reject(new Error(`node ${args[0]} exited before listening: ${result.stderr}`)));
     });
-    return await seconds(() => execa('node', ['-e', TLS_CLIENT, pki, port]));
+    return await use(port);
   } finally {
     server.kill();
   }
 }
 
-/** Seconds for jobctl, in a process of its own as in our own figure, to receive mib MiB from the bare grpc-js server. */
-async function grpcFloor(server: BenchServer, mib: number): Promise<number> {
-  const floor = execa('node', [path.join(REPO, 'dist/bench/grpc-floor.js'), server.pki, String(mib)], { reject: false });
-  try {
-    const port = await new Promise<string>((resolve, reject) => {
-      floor.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()));
-      void floor.then((result) => reject(new Error(`grpc-floor.js exited before listening: ${result.stderr}`)));
-    });
-    return await seconds(async () => {
-      const env = { ...server.env(), JOBWORKER_SERVER: `127.0.0.1:${port}` };
-      const streamed = await execa('sh', ['-c', `node "$0" stream --follow "$1" | wc -c`, path.join(REPO, 'bin/jobctl.js'), randomUUID()], { env });
-      if (Number(streamed.stdout.trim()) !== mib * 2 ** 20) throw new Error(`jobctl received ${streamed.stdout.trim()} bytes from grpc-js alone, of ${mib * 2 ** 20}`);
-    });
-  } finally {
-    floor.kill();
-  }
+/** `jobctl stream --follow` in a process of its own, into `wc -c`; fails unless every byte came. */
+async function streamWithJobctl(env: Record<string, string>, id: string, bytes: number): Promise<void> {
+  const streamed = await execa('sh', ['-c', `node "$0" stream --follow "$1" | wc -c`, path.join(REPO, 'bin/jobctl.js'), id], { env });
+  if (Number(streamed.stdout.trim()) !== bytes) throw new Error(`jobctl received ${streamed.stdout.trim()} bytes of ${bytes} from ${env.JOBWORKER_SERVER}`);
 }
 
 export async function outputThroughput(server: BenchServer, quick: boolean): Promise<Row[]> {
@@ -85,13 +74,15 @@ export async function outputThroughput(server: BenchServer, quick: boolean): Pro
   const bytes = mib * 1024 * 1024;
   const pipe = await seconds(() => execa('sh', ['-c', `head -c ${mib}M /dev/zero | cat > /dev/null`]));
   const nodePipe = await seconds(() => execa('node', ['-e', CHILD_PIPE, String(mib)]));
-  const tls = await rawTls(server.pki, mib);
-  const grpc = await grpcFloor(server, mib);
+  const tls = await withServer(['-e', TLS_SERVER, server.pki, String(mib)], (port) => seconds(() => execa('node', ['-e', TLS_CLIENT, server.pki, port])));
+  // The same jobctl against a bare grpc-js server (grpc-floor.ts) streaming from memory: what grpc-js itself allows.
+  const grpc = await withServer([path.join(REPO, 'dist/bench/grpc-floor.js'), server.pki, String(mib)], (port) =>
+    seconds(() => streamWithJobctl({ ...server.env(), JOBWORKER_SERVER: `127.0.0.1:${port}` }, randomUUID(), bytes)),
+  );
   const client = server.client();
   const ours = await seconds(async () => {
     const job = (await unary(client, 'createJob', { command: 'head', args: ['-c', `${mib}M`, '/dev/zero'], limits: undefined })).job!;
-    const streamed = await execa('sh', ['-c', `node "$0" stream --follow "$1" | wc -c`, path.join(REPO, 'bin/jobctl.js'), job.id], { env: server.env() });
-    if (Number(streamed.stdout.trim()) !== bytes) throw new Error(`jobctl received ${streamed.stdout.trim()} bytes of ${bytes}`);
+    await streamWithJobctl(server.env(), job.id, bytes);
   });
   const rate = (s: number) => bytes / MB / s;
   const single = `one run of ${mib} MiB`;

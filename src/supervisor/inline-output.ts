@@ -22,9 +22,9 @@ export function readPipesInline([stdout, stderr]: [number, number], log: OutputL
       socket.on('data', (bytes: Buffer) => {
         if (!log.closed) log.append(stream, bytes);
       });
-      socket.once('end', resolve);
+      // 'close' follows the end, an error or stop(); the error itself needs a listener, or it is thrown.
       socket.once('close', () => resolve());
-      socket.once('error', () => resolve());
+      socket.on('error', () => undefined);
     });
   const done = Promise.all([read(stdout, StreamId.Stdout), read(stderr, StreamId.Stderr)]).then(() => undefined);
   return { done, stop: () => sockets.forEach((socket) => socket.destroy()) };

@@ -64,7 +64,7 @@ class ServeCommand extends Command {
     validator: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(0, 600_000)]),
   });
   dataDir = Option.String('--data-dir', '/var/lib/jobworker', {
-    description: 'Directory for the job history (jobs.db, SQLite), kept across restarts; created if missing (default /var/lib/jobworker)',
+    description: 'Directory for the job history (jobs.db, SQLite), kept across restarts; created if missing, its parent must exist (default /var/lib/jobworker)',
   });
   denyCn = Option.Array('--deny-cn', [], { description: 'Refuse client certificates with this CN (repeatable)' });
   denyList = Option.String('--deny-list', {

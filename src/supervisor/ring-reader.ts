@@ -71,8 +71,9 @@ export class RingReader {
 
 /**
  * About how many bytes all the rings together hand over per turn of the
- * event loop (each busy ring moves at least MIN_PASS, and whole records). Each pass copies its bytes into a job's log on the RPC thread, and a
- * call waits for the passes queued ahead of it: with four jobs writing flat
+ * event loop (each busy ring moves at least MIN_PASS, and whole records).
+ * Each pass copies its bytes into a job's log on the RPC thread, and a call
+ * waits for the passes queued ahead of it: with four jobs writing flat
  * out, a full ring (256 KiB) per job per turn doubled GetJob's p99 (bench
  * scenario 3). Split among the rings that have data, one busy job still
  * moves a whole ring per turn, which single-stream throughput needs.

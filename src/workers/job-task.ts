@@ -2,6 +2,7 @@
 // job from cgroup creation to cgroup removal; a thread runs many at once, so
 // nothing here may block the thread for long.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -103,7 +104,8 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   // ChildProcess for its whole life, and execa's promise and stream plumbing
   // around it held ~22 KiB of heap per job (bench scenario 5), for nothing
   // this code uses.
-  let leader: ChildProcess;
+  let leader: ChildProcess | undefined;
+  let spawnError: unknown;
   try {
     leader = spawn(
       task.jobInitPath,
@@ -116,16 +118,14 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
       },
     );
   } catch (err) {
-    // Some failures (E2BIG, an argument with a NUL byte) throw at once…
-    outcome.startFailure = { code: 'SPAWN_FAILED', message: `spawn job-init: ${messageOf(err)}` };
-    await cgroup.remove();
-    return;
+    // Some failures (E2BIG) throw at once; others (ENOENT, EACCES, EMFILE,
+    // EAGAIN) come as an 'error' event.
+    spawnError = err;
   }
   const spawned = performance.now();
-  if (leader.pid === undefined) {
-    // …others (ENOENT, EACCES, EMFILE, EAGAIN) come as an 'error' event.
-    const err = await new Promise<Error>((resolve) => leader.once('error', resolve));
-    outcome.startFailure = { code: 'SPAWN_FAILED', message: `spawn job-init: ${err.message}` };
+  if (leader?.pid === undefined) {
+    spawnError ??= await once(leader!, 'error').then(([err]: unknown[]) => err);
+    outcome.startFailure = { code: 'SPAWN_FAILED', message: `spawn job-init: ${messageOf(spawnError)}` };
     await cgroup.remove();
     return;
   }
