@@ -169,6 +169,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     });
   } catch (err) {
     await runner.close(0);
+    history?.close();
     throw err;
   }
   for (const stale of cgroup.stale) {
