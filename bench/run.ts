@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only N] [-- --json FILE]: every scenario
+// npm run bench [-- --quick] [-- --only N] [-- --json FILE] [-- --cpu-prof DIR]: every scenario
 // against the real server in a process of its own; results printed, written
 // to bench/results.md (full, unprofiled runs of every scenario only), and with --json to FILE.
 import fs from 'node:fs';
