@@ -8,6 +8,9 @@ import { DataChunk } from '../gen/jobworker/v1/jobworker.js';
 const DATA_TAG = (1 << 3) | 2; // field 1, length-delimited
 const STREAM_TAG = (2 << 3) | 0; // field 2, varint
 const OFFSET_TAG = (3 << 3) | 0; // field 3, varint
+const TIME_TAG = (4 << 3) | 2; // field 4, google.protobuf.Timestamp
+const SECONDS_TAG = (1 << 3) | 0;
+const NANOS_TAG = (2 << 3) | 0;
 
 function varintSize(value: number): number {
   let size = 1;
@@ -29,14 +32,21 @@ function writeVarint(out: Buffer, at: number, value: number): number {
 }
 
 export function encodeDataChunk(chunk: DataChunk): Buffer {
-  const { data, stream, offset } = chunk;
-  // Negative enum values are ten-byte varints; none is ever sent, but the
-  // generated encoder stays right for them.
-  if (stream < 0 || !Number.isSafeInteger(offset) || offset < 0) return Buffer.from(DataChunk.encode(chunk).finish());
+  const { data, stream, offset, time } = chunk;
+  const ms = time?.getTime() ?? 0;
+  // Negative enum values and times before 1970 are ten-byte varints; none
+  // is ever sent, but the generated encoder stays right for them.
+  if (stream < 0 || !Number.isSafeInteger(offset) || offset < 0 || !(ms >= 0)) return Buffer.from(DataChunk.encode(chunk).finish());
+  const seconds = Math.floor(ms / 1000);
+  const nanos = (ms - seconds * 1000) * 1_000_000;
+  let timeSize = 0;
+  if (seconds !== 0) timeSize += 1 + varintSize(seconds);
+  if (nanos !== 0) timeSize += 1 + varintSize(nanos);
   let size = 0;
   if (data.length !== 0) size += 1 + varintSize(data.length) + data.length;
   if (stream !== 0) size += 1 + varintSize(stream);
   if (offset !== 0) size += 1 + varintSize(offset);
+  if (time) size += 1 + varintSize(timeSize) + timeSize;
   const out = Buffer.allocUnsafe(size);
   let at = 0;
   if (data.length !== 0) {
@@ -51,7 +61,19 @@ export function encodeDataChunk(chunk: DataChunk): Buffer {
   }
   if (offset !== 0) {
     out[at++] = OFFSET_TAG;
-    writeVarint(out, at, offset);
+    at = writeVarint(out, at, offset);
+  }
+  if (time) {
+    out[at++] = TIME_TAG;
+    at = writeVarint(out, at, timeSize);
+    if (seconds !== 0) {
+      out[at++] = SECONDS_TAG;
+      at = writeVarint(out, at, seconds);
+    }
+    if (nanos !== 0) {
+      out[at++] = NANOS_TAG;
+      writeVarint(out, at, nanos);
+    }
   }
   return out;
 }

@@ -16,7 +16,7 @@ export const ErrorCodes = {
   SHUTTING_DOWN: Status.UNAVAILABLE,
   // Disk full, most likely: what gRPC's RESOURCE_EXHAUSTED names.
   NOT_RECORDED: Status.RESOURCE_EXHAUSTED,
-  OUTPUT_NOT_KEPT: Status.FAILED_PRECONDITION,
+  OUTPUT_UNREADABLE: Status.DATA_LOSS,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
@@ -43,8 +43,7 @@ export const Errors = {
   permissionDenied: (message: string) => new JobworkerError('PERMISSION_DENIED', message),
   shuttingDown: () => new JobworkerError('SHUTTING_DOWN', 'the server is shutting down'),
   notRecorded: (message: string) => new JobworkerError('NOT_RECORDED', message),
-  outputNotKept: (id: string) =>
-    new JobworkerError('OUTPUT_NOT_KEPT', `the output of job ${id} is gone: it ran before the server's last restart, and output is kept in memory only`),
+  outputUnreadable: (id: string, reason: string) => new JobworkerError('OUTPUT_UNREADABLE', `job ${id}: ${reason}`),
   startFailed: (code: 'EXEC_FAILED' | 'CONTROLLER_UNAVAILABLE' | 'CGROUP_SETUP_FAILED' | 'SPAWN_FAILED', message: string) =>
     new JobworkerError(code, message),
 };

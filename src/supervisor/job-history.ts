@@ -1,7 +1,7 @@
 // Job records on disk: one SQLite row per job (better-sqlite3, WAL), written
 // at every state change before the change is answered to any client, read
-// back when the server starts. Output is not kept here (yet): it stays in
-// memory and is lost on restart.
+// back when the server starts. Output is kept beside it, in files of its own
+// (output-log.ts).
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -9,7 +9,7 @@ import type { JobLimits, ResourceUsage } from '../workers/protocol.js';
 import type { JobRecord, JobState } from './job-store.js';
 
 /** A job as the history keeps it: its record without the live parts (log, ended promise), with how much output it wrote. */
-export type StoredJob = Omit<JobRecord, 'log' | 'ended' | 'restoredOutputBytes' | 'args'> & { args: string[]; outputBytes: number };
+export type StoredJob = Omit<JobRecord, 'log' | 'ended' | 'args'> & { args: string[]; outputBytes: number };
 
 /** What the history could not give back, one entry per row or file. */
 export interface HistoryProblem {
@@ -69,6 +69,7 @@ export class HistoryError extends Error {
 export class JobHistory {
   readonly #db: Database.Database;
   readonly #put: Database.Statement;
+  readonly #delete: Database.Statement;
 
   private constructor(db: Database.Database) {
     this.#db = db;
@@ -78,6 +79,7 @@ export class JobHistory {
       ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at, exit_code = excluded.exit_code,
         signal = excluded.signal, oom_killed = excluded.oom_killed, message = excluded.message, usage = excluded.usage,
         output_bytes = excluded.output_bytes`);
+    this.#delete = db.prepare('DELETE FROM jobs WHERE id = ?');
   }
 
   /**
@@ -147,6 +149,10 @@ export class JobHistory {
       usage: job.usage ? JSON.stringify(job.usage) : null,
       output_bytes: job.outputBytes,
     });
+  }
+
+  delete(id: string): void {
+    this.#delete.run(id);
   }
 
   /** Every job, in the order they started; rows that do not parse are reported and left out. */

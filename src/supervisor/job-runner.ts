@@ -2,6 +2,7 @@
 // main thread's share of a job: its record, its output log (filled from the
 // job's ring), and a MessagePort to ask its supervisor to stop it.
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
@@ -27,7 +28,7 @@ import { createRing } from '../workers/ring-layout.js';
 import { Errors } from './errors.js';
 import { NotRecordedError, abandonJob, endJob, type JobRecord, type JobStore } from './job-store.js';
 import { readPipesInline } from './inline-output.js';
-import { MemoryOutputLog } from './output-log.js';
+import { OutputLog } from './output-log.js';
 import { RingReader, pumpRing } from './ring-reader.js';
 
 /** A supervisor thread answers a usage request in well under a millisecond; past this, answer with what is known. */
@@ -45,6 +46,12 @@ export interface JobRunnerOptions {
   cgroupDelegated: boolean;
   cgroupMountRoot: string;
   jobInitPath: string;
+  /** Where each job's output directory goes (<data dir>/output). */
+  outputRoot: string;
+  /** Per job: past this, its oldest output is discarded. */
+  maxOutputBytes: number;
+  /** Called after a job's end is recorded. */
+  onJobEnded?: () => void;
   ringCapacity?: number;
   outputPath?: OutputPath;
   logger: Logger;
@@ -120,8 +127,8 @@ export class JobRunner {
     const id = randomUUID();
     const began = performance.now();
     const ring = createRing(this.#options.ringCapacity);
-    const log = new MemoryOutputLog();
-    const drained = pumpRing(new RingReader(ring), (stream, bytes) => log.append(stream, bytes));
+    const log = this.#newLog(id);
+    const drained = pumpRing(new RingReader(ring), log);
     const { port1: port, port2: taskPort } = new MessageChannel();
     const task: RunJobTask = {
       jobId: id,
@@ -156,6 +163,7 @@ export class JobRunner {
     if (!('type' in first)) {
       port.close();
       await drained;
+      await log.remove();
       if (first.supervisorError) this.#logger.warn({ jobId: id, problem: first.supervisorError }, 'cleanup after a failed start');
       const failure = first.startFailure ?? { code: 'SPAWN_FAILED' as const, message: 'the job task ended without starting the job' };
       throw Errors.startFailed(failure.code, failure.message);
@@ -163,11 +171,13 @@ export class JobRunner {
 
     const inline = first.pipes ? readPipesInline(first.pipes, log) : undefined;
     const ended = Promise.all([outcome, drained, inline?.done]).then(
-      ([result]) => {
-        log.close();
+      async ([result]) => {
+        // Every byte on disk before the end is recorded (unless the disk is full: then the end does not wait).
+        await log.close();
         endJob(record, result, new Date());
         this.#record(record);
         this.#logger.info({ jobId: id, state: record.state, exitCode: record.exitCode, signal: record.signal, message: record.message }, 'job ended');
+        this.#options.onJobEnded?.();
       },
       async (err: unknown) => {
         // The thread supervising the job died, leaving the job running with
@@ -177,9 +187,10 @@ export class JobRunner {
         this.#logger.error({ jobId: id, err }, 'job supervision failed; killing the job through its cgroup');
         const reaped = await this.#reap(id);
         inline?.stop();
-        if (!log.closed) log.close();
+        await log.close();
         abandonJob(record, `${messageOf(err)}${reaped}`, new Date());
         this.#record(record);
+        this.#options.onJobEnded?.();
       },
     );
     const record: JobRecord = {
@@ -192,7 +203,6 @@ export class JobRunner {
       cgroup: first.cgroup,
       startedAt: new Date(),
       log,
-      restoredOutputBytes: 0,
       ended: ended.finally(() => {
         this.#ports.get(id)?.close();
         this.#ports.delete(id);
@@ -214,6 +224,7 @@ export class JobRunner {
       // vanish at the next restart with nobody to stop it.
       this.#logger.error({ jobId: id, err: err.reason }, 'could not record a started job; stopping it');
       await this.stop(record, 0);
+      await log.remove();
       throw Errors.notRecorded(`${err.message}; the job was stopped`);
     }
     // Where a start's time went: supervisor-thread steps, and everything from
@@ -221,6 +232,11 @@ export class JobRunner {
     const start = roundedMs({ ...first.phases, totalMs: performance.now() - began });
     this.#logger.info({ jobId: id, pid: first.pid, cgroup: first.cgroup, command: request.command, owner: request.owner, start }, 'job started');
     return record;
+  }
+
+  /** A job's output log: in its own directory under the output root. */
+  #newLog(jobId: string): OutputLog {
+    return new OutputLog({ dir: path.join(this.#options.outputRoot, jobId), maxBytes: this.#options.maxOutputBytes, logger: this.#logger.child({ jobId }) });
   }
 
   /** Writes a job's end to the history; a failure is logged, the end stands (it is what happened). */

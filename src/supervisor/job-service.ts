@@ -9,6 +9,7 @@ import {
   type CreateJobReq,
   type DataChunk,
   type GetJobReq,
+  type GetJobsReq,
   type GetJobsStreamReq,
   type Job,
   type StopJobReq,
@@ -17,8 +18,10 @@ import { StreamId } from '../workers/protocol.js';
 import type { Caller } from './authz.js';
 import { Errors } from './errors.js';
 import type { JobRunner } from './job-runner.js';
-import { outputBytes, type JobRecord, type JobState, type JobStore } from './job-store.js';
+import type { JobRecord, JobState, JobStore } from './job-store.js';
 import { resolveLimits, type HostCapacity } from './limits.js';
+import { OutputCursor, offsetOfLastLines, offsetSince } from './output-cursor.js';
+import { OutputUnreadableError } from './output-log.js';
 
 /** History goes out in pieces of at most this size, never as one message. */
 export const MAX_CHUNK_BYTES = 64 * 1024;
@@ -28,6 +31,7 @@ export const MAX_ARGV_BYTES = 1024 * 1024;
 /** Linux refuses any one exec argument longer than this (MAX_ARG_STRLEN, NUL included). */
 export const MAX_ARG_BYTES = 128 * 1024 - 1;
 export const MAX_GRACE_MS = 10 * 60 * 1000;
+export const MAX_PAGE_SIZE = 10_000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -54,8 +58,31 @@ export class JobService {
     return toJob(record);
   }
 
-  getJobs(): Job[] {
-    return this.options.store.list().map(toJob);
+  /**
+   * Newest first. A page token is the start time and id of the last job of
+   * the previous page: the next page starts after that job, or, if it was
+   * pruned meanwhile, with the first job that started before it.
+   */
+  getJobs(request: GetJobsReq): { jobs: Job[]; nextPageToken: string } {
+    if (request.pageSize > MAX_PAGE_SIZE) throw Errors.invalidArgument(`page_size must be at most ${MAX_PAGE_SIZE}, got ${request.pageSize}`);
+    if (request.status === JobStatus.UNRECOGNIZED || request.status === JobStatus.JOB_STATUS_INITIALIZING) {
+      throw Errors.invalidArgument('status must be one of RUNNING, COMPLETED, FAILED, STOPPED');
+    }
+    const after = request.pageToken === '' ? null : parsePageToken(request.pageToken);
+    const all = this.options.store.list();
+    let i = all.length - 1;
+    if (after) {
+      const known = all.findLastIndex((job) => job.id === after.id);
+      i = known >= 0 ? known - 1 : all.findLastIndex((job) => job.startedAt.getTime() < after.startedAt);
+    }
+    const limit = request.pageSize === 0 ? Number.POSITIVE_INFINITY : request.pageSize;
+    const page: JobRecord[] = [];
+    for (; i >= 0 && page.length < limit; i -= 1) {
+      if (matches(all[i]!, request)) page.push(all[i]!);
+    }
+    const more = page.length === limit && all.slice(0, i + 1).some((job) => matches(job, request));
+    const last = page[page.length - 1];
+    return { jobs: page.map(toJob), nextPageToken: more && last ? pageToken(last) : '' };
   }
 
   async stopJob(request: StopJobReq): Promise<Job> {
@@ -67,43 +94,47 @@ export class JobService {
   }
 
   /**
-   * Sends the job's output from byte 0. The reader is only an offset into the
-   * job's log; a slow client is held back by gRPC flow control (write() false
-   * → wait for drain) and never gets a copy of its own.
+   * Sends the job's output from its first byte still kept, or from where
+   * since/tail_lines say. The reader is a cursor into the job's log; a slow
+   * client is held back by gRPC flow control (write() false → wait for
+   * drain) and never gets a copy of its own.
    */
   async streamOutput(call: ServerWritableStream<GetJobsStreamReq, DataChunk>): Promise<void> {
-    const { log } = this.#find(call.request.id);
-    if (!log) throw Errors.outputNotKept(call.request.id);
-    const follow = call.request.follow;
+    const { id, follow, since, tailLines, timestamps } = call.request;
+    const { log } = this.#find(id);
     const end = follow ? Number.POSITIVE_INFINITY : log.length;
     const gone = new AbortController();
     const onCancel = (): void => gone.abort();
     call.once('cancelled', onCancel);
     call.once('close', onCancel);
+    const cursor = new OutputCursor(log, log.start);
     try {
-      let offset = 0;
-      while (offset < end) {
-        const slice = log.read(offset, Math.min(MAX_CHUNK_BYTES, end - offset));
+      if (since) cursor.offset = Math.max(cursor.offset, await offsetSince(log, since.getTime()));
+      if (tailLines !== undefined) cursor.offset = Math.max(cursor.offset, await offsetOfLastLines(log, tailLines, log.length));
+      while (cursor.offset < end) {
+        const slice = await cursor.next(Math.min(MAX_CHUNK_BYTES, end - cursor.offset), timestamps);
         if (slice) {
-          offset += slice.data.length;
           const chunk: DataChunk = {
             data: slice.data,
             stream: slice.stream === StreamId.Stderr ? OutputStream.OUTPUT_STREAM_STDERR : OutputStream.OUTPUT_STREAM_STDOUT,
             offset: slice.offset,
+            time: timestamps ? new Date(slice.time) : undefined,
           };
           if (!call.write(chunk)) await once(call, 'drain', { signal: gone.signal });
           continue;
         }
         if (log.closed) break;
-        await log.waitFor(offset, gone.signal);
+        await log.waitFor(cursor.offset, gone.signal);
       }
     } catch (err) {
       // The client went away: nothing to send, nothing to report.
       if (gone.signal.aborted) return;
+      if (err instanceof OutputUnreadableError) throw Errors.outputUnreadable(id, err.message);
       throw err;
     } finally {
       call.off('cancelled', onCancel);
       call.off('close', onCancel);
+      await cursor.close();
     }
     call.end();
   }
@@ -129,6 +160,20 @@ function validateCommand(command: string, args: readonly string[]): void {
     total += bytes;
   }
   if (total > MAX_ARGV_BYTES) throw Errors.invalidArgument(`command and arguments must be at most ${MAX_ARGV_BYTES} bytes together, got ${total}`);
+}
+
+function matches(job: JobRecord, request: GetJobsReq): boolean {
+  return (request.status === JobStatus.JOB_STATUS_UNSPECIFIED || STATUS[job.state] === request.status) && (request.owner === '' || job.owner === request.owner);
+}
+
+function pageToken(job: JobRecord): string {
+  return Buffer.from(`${job.startedAt.getTime()}:${job.id}`).toString('base64url');
+}
+
+function parsePageToken(token: string): { startedAt: number; id: string } {
+  const match = /^(\d{1,15}):([0-9a-f-]{36})$/.exec(Buffer.from(token, 'base64url').toString());
+  if (!match) throw Errors.invalidArgument(`page_token is not one this server gave out: ${JSON.stringify(truncate(token))}`);
+  return { startedAt: Number(match[1]), id: match[2]! };
 }
 
 function truncate(text: string): string {
@@ -163,7 +208,9 @@ export function toJob(record: JobRecord): Job {
     oomKilled: record.oomKilled,
     owner: record.owner,
     message: record.message,
-    outputBytes: outputBytes(record),
+    outputBytes: record.log.length,
+    outputStart: record.log.start,
+    outputProblem: record.log.problem,
     usage: record.usage ? { ...record.usage, sampledAt: new Date(record.usage.sampledAt) } : undefined,
   };
 }

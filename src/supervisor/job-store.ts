@@ -17,10 +17,7 @@ export interface JobRecord {
   readonly pid: number;
   readonly cgroup: string;
   readonly startedAt: Date;
-  /** null for a job from before the server's last restart: its output was held in memory and is gone. */
-  readonly log: OutputLog | null;
-  /** How much output a job from before the restart had written; 0 for the others (their log knows). */
-  readonly restoredOutputBytes: number;
+  readonly log: OutputLog;
   /** Resolves once the job has ended and its record says how. */
   readonly ended: Promise<void>;
   state: JobState;
@@ -70,12 +67,12 @@ export class JobStore {
    * the restart (the server killed what was left in its cgroup at start): it
    * is recorded FAILED, saying so.
    */
-  restore(jobs: readonly StoredJob[], now: Date): { interrupted: string[]; unrecorded: NotRecordedError[] } {
+  restore(jobs: readonly { job: StoredJob; log: OutputLog }[], now: Date): { interrupted: string[]; unrecorded: NotRecordedError[] } {
     const interrupted: string[] = [];
     const unrecorded: NotRecordedError[] = [];
-    for (const job of jobs) {
-      const { outputBytes, ...fields } = job;
-      const record: JobRecord = { ...fields, log: null, restoredOutputBytes: outputBytes, ended: Promise.resolve() };
+    for (const { job, log } of jobs) {
+      const { outputBytes: _recorded, ...fields } = job;
+      const record: JobRecord = { ...fields, log, ended: Promise.resolve() };
       if (record.state === 'RUNNING') {
         record.state = 'FAILED';
         record.endedAt = now;
@@ -94,6 +91,12 @@ export class JobStore {
     return { interrupted, unrecorded };
   }
 
+  /** Forgets an ended job (pruning); its row goes from the history too, or the error is thrown. */
+  remove(record: JobRecord): void {
+    this.#jobs.delete(record.id);
+    this.#history?.delete(record.id);
+  }
+
   #write(record: JobRecord): void {
     if (!this.#history) return;
     try {
@@ -110,6 +113,15 @@ export class JobStore {
   /** In the order they started. */
   list(): JobRecord[] {
     return [...this.#jobs.values()];
+  }
+
+  /** Oldest first, without copying: for pruning, which stops early. */
+  values(): IterableIterator<JobRecord> {
+    return this.#jobs.values();
+  }
+
+  get size(): number {
+    return this.#jobs.size;
   }
 
   running(): JobRecord[] {
@@ -155,10 +167,6 @@ function describeEnd(outcome: JobOutcome, limits: JobLimits): { state: JobState;
   return { state: 'FAILED', message };
 }
 
-/** Bytes of output the job has written, whether or not they are still kept. */
-export function outputBytes(record: JobRecord): number {
-  return record.log ? record.log.length : record.restoredOutputBytes;
-}
 
 function stored(record: JobRecord): StoredJob {
   return {
@@ -177,6 +185,6 @@ function stored(record: JobRecord): StoredJob {
     oomKilled: record.oomKilled,
     message: record.message,
     usage: record.usage,
-    outputBytes: outputBytes(record),
+    outputBytes: record.log.length,
   };
 }

@@ -1,150 +1,583 @@
 // A job's output: one append-only log of bytes, stdout and stderr interleaved
-// in the order they were read, each byte tagged with its stream. Readers are
-// nothing but offsets into it, so a reader that switches from history to live
-// output cannot miss what was appended in between, and a hundred readers cost
-// no more memory than one.
+// in the order they were read, each run of bytes tagged with its stream and
+// the time it arrived. Readers are nothing but offsets into it (see
+// output-cursor.ts), so a reader that switches from history to live output
+// cannot miss what was appended in between.
 //
-// This in-memory log keeps every byte; the interface is what the rest of the
-// server relies on, so a disk-backed log can take its place.
+// The bytes go to files under the job's directory (format: output-format.ts)
+// and only a bounded tail stays in memory: the blocks not yet written, and
+// the last two, from which live followers read without touching the disk.
+// Memory per job is therefore bounded whatever the job prints; a job that
+// prints faster than the disk takes it is held back through its ring (the
+// pump waits for room(), the ring fills, the job blocks on its pipe).
+import fs from 'node:fs';
+import { mkdir, open, readdir, rm, unlink, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { messageOf } from '../common/error-message.js';
 import { StreamId } from '../workers/protocol.js';
+import { ENTRY_BYTES, entryLength, entryOffset, parseSegmentName, readEntry, segmentName, writeEntry } from './output-format.js';
+
+/** Blocks start small so the many jobs that print little cost little, and grow by 4× to this. */
+const FIRST_BLOCK = 4 * 1024;
+const MAX_BLOCK = 256 * 1024;
+/** Written blocks kept in memory for live followers, the newest being appended to. */
+const KEPT_BLOCKS = 2;
+/** Bytes appended but not yet written past which the pump must wait (room() is 0). */
+const MAX_UNWRITTEN = 1024 * 1024;
+/** While the disk refuses writes (full), they are retried this often. */
+export const RETRY_MS = 1_000;
+/** Segments per --max-output-bytes: the granularity at which old output is discarded. */
+const SEGMENTS_PER_LIMIT = 8;
+const MIN_SEGMENT = 64 * 1024;
 
 export interface OutputSlice {
   stream: StreamId;
   /** Offset of data's first byte in the log. */
   offset: number;
-  /** A view into the log: valid for as long as the log lives, never modified. */
+  /** Never modified once returned. */
   data: Buffer;
+  /** When data's first byte arrived, ms since the epoch. */
+  time: number;
 }
 
-export interface OutputLog {
-  /** Bytes appended so far. */
-  readonly length: number;
-  /** No more bytes will come. */
-  readonly closed: boolean;
-  append(stream: StreamId, bytes: Uint8Array): void;
-  /** At most maxBytes from offset, all from one stream; null when offset >= length. */
-  read(offset: number, maxBytes: number): OutputSlice | null;
-  /** Resolves once length > offset or the log is closed; rejects with the signal's reason on abort. */
-  waitFor(offset: number, signal?: AbortSignal): Promise<void>;
-  close(): void;
+/** A run of the log's offsets in one pair of files. */
+export interface Segment {
+  readonly start: number;
+  /** Data bytes appended to it (on disk, or still in a block). */
+  bytes: number;
+  /** Entries appended to it. */
+  entries: number;
+  /** Time of its first entry; NaN while it has none. */
+  firstTime: number;
 }
 
-// Segments start small so the many jobs that print little cost little, and
-// grow to a cap so a chatty job's log is a list of large flat buffers.
-const FIRST_SEGMENT = 4 * 1024;
-const MAX_SEGMENT = 1024 * 1024;
+/** Part of the tail in memory: whole frames, all in one segment. */
+export interface Block {
+  readonly segment: Segment;
+  /** Log offset of data[0]. */
+  readonly start: number;
+  /** Index in its segment of its first entry. */
+  readonly firstEntry: number;
+  readonly data: Buffer;
+  used: number;
+  /** Its entries, encoded as on disk. */
+  readonly index: Buffer;
+  entries: number;
+  writtenData: number;
+  writtenEntries: number;
+  /** Entries handed to a write: the last frame may grow only past these. */
+  lockedEntries: number;
+}
 
-export class MemoryOutputLog implements OutputLog {
+interface SegmentFiles {
+  data: FileHandle;
+  index: FileHandle;
+}
+
+export interface OutputLogOptions {
+  /** This job's directory; created on the first write, its parent must exist. */
+  dir: string;
+  /** Past this many bytes, the oldest segments are discarded. */
+  maxBytes: number;
+  logger: Logger;
+}
+
+/** Output that cannot be read back as it was written: served as DATA_LOSS. */
+export class OutputUnreadableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OutputUnreadableError';
+  }
+}
+
+export class OutputLog {
+  readonly dir: string;
+  readonly #maxBytes: number;
+  readonly #segmentBytes: number;
+  readonly #logger: Logger;
   #length = 0;
   #closed = false;
-  readonly #segments: Buffer[] = [];
-  /** Log offset of each segment's first byte (ascending). */
-  readonly #segmentStarts: number[] = [];
-  /** Log offset where each run of one stream begins (ascending), and its stream. */
-  readonly #runStarts: number[] = [];
-  readonly #runStreams: StreamId[] = [];
-  #waiters = new Set<() => void>();
+  #removed = false;
+  /** Given up (shutdown, pruning): appends are dropped, nothing more is written. */
+  #disposed = false;
+  /** Shutting down: a write the disk refuses makes the log give up rather than wait. */
+  #giveUpWhenPaused = false;
+  #lastTime = 0;
+  readonly #segments: Segment[] = [];
+  #blocks: Block[] = [];
+  /** Write handles of segments that still have blocks to write. */
+  readonly #files = new Map<Segment, SegmentFiles>();
+  /** Log offset up to which data is on disk. */
+  #written = 0;
+  #writing = false;
+  /** Settles when the write loop in progress (if any) has stopped. */
+  #idle: Promise<void> = Promise.resolve();
+  #dirMade = false;
+  #retry: NodeJS.Timeout | undefined;
+  #pausedSince: Date | null = null;
+  #pauseReason = '';
+  /** Found when the files were opened after a restart, or a write that failed for good. */
+  #problem = '';
+  #readers = new Set<() => void>();
+  #roomWaiters = new Set<() => void>();
+  #settledWaiters = new Set<() => void>();
 
+  constructor(options: OutputLogOptions) {
+    this.dir = options.dir;
+    this.#maxBytes = options.maxBytes;
+    this.#segmentBytes = Math.max(MIN_SEGMENT, Math.floor(options.maxBytes / SEGMENTS_PER_LIMIT));
+    this.#logger = options.logger;
+  }
+
+  /** Bytes appended so far; offsets run from 0 to this. */
   get length(): number {
     return this.#length;
   }
 
+  /** Offset of the first byte still kept: past 0 once old output has been discarded. */
+  get start(): number {
+    return this.#segments[0]?.start ?? this.#length;
+  }
+
+  /** No more bytes will come. */
   get closed(): boolean {
     return this.#closed;
   }
 
-  append(stream: StreamId, bytes: Uint8Array): void {
+  /** Why output is not being written now, or what is wrong with what was written; '' when all is well. */
+  get problem(): string {
+    if (this.#pausedSince) return `output capture paused since ${this.#pausedSince.toISOString()}: ${this.#pauseReason}; the job waits, retrying every ${RETRY_MS / 1000} s`;
+    return this.#problem;
+  }
+
+  /** For readers (output-cursor.ts): the segments in log order, and the tail in memory. */
+  get segments(): readonly Segment[] {
+    return this.#segments;
+  }
+
+  get blocks(): readonly Block[] {
+    return this.#blocks;
+  }
+
+  /** True once the job's files are gone (pruned): readers stop. */
+  get removed(): boolean {
+    return this.#removed;
+  }
+
+  /** How many bytes append() may take before the writer should wait for whenRoom(). */
+  room(): number {
+    if (this.#disposed) return Number.POSITIVE_INFINITY;
+    return MAX_UNWRITTEN - (this.#length - this.#written);
+  }
+
+  whenRoom(): Promise<void> {
+    if (this.room() > 0) return Promise.resolve();
+    return new Promise((resolve) => this.#roomWaiters.add(resolve));
+  }
+
+  append(stream: StreamId, bytes: Uint8Array, time = Date.now()): void {
+    if (this.#disposed) return;
     if (this.#closed) throw new Error('append to a closed output log');
     if (bytes.length === 0) return;
-    if (this.#runStreams.length === 0 || this.#runStreams[this.#runStreams.length - 1] !== stream) {
-      this.#runStarts.push(this.#length);
-      this.#runStreams.push(stream);
-    }
+    // Arrival times never go backwards, even when the clock does: readers search them.
+    time = Math.max(time, this.#lastTime);
+    this.#lastTime = time;
     let copied = 0;
     while (copied < bytes.length) {
-      const segment = this.#writableSegment();
-      const at = this.#length - this.#segmentStarts[this.#segmentStarts.length - 1]!;
-      const n = Math.min(bytes.length - copied, segment.length - at);
-      segment.set(copied === 0 && n === bytes.length ? bytes : bytes.subarray(copied, copied + n), at);
-      copied += n;
+      const block = this.#writableBlock();
+      const n = Math.min(bytes.length - copied, block.data.length - block.used);
+      block.data.set(copied === 0 && n === bytes.length ? bytes : bytes.subarray(copied, copied + n), block.used);
+      const last = (block.entries - 1) * ENTRY_BYTES;
+      if (
+        block.entries > block.lockedEntries &&
+        block.index[last + 6] === (stream === StreamId.Stderr ? 2 : 1) &&
+        block.index.readDoubleLE(last + 12) === time
+      ) {
+        block.index.writeUInt32LE(entryLength(block.index, last) + n, last + 8);
+      } else {
+        writeEntry(block.index, block.entries * ENTRY_BYTES, { offset: this.#length, stream, length: n, time });
+        block.entries += 1;
+        block.segment.entries += 1;
+        if (Number.isNaN(block.segment.firstTime)) block.segment.firstTime = time;
+      }
+      block.used += n;
+      block.segment.bytes += n;
       this.#length += n;
+      copied += n;
     }
-    this.#wake();
+    this.#startWriting();
+    wakeAll(this.#readers);
+    this.#readers = new Set();
   }
 
-  read(offset: number, maxBytes: number): OutputSlice | null {
-    if (offset >= this.#length || maxBytes <= 0) return null;
-    const s = lastAtOrBefore(this.#segmentStarts, offset);
-    const segmentStart = this.#segmentStarts[s]!;
-    const segment = this.#segments[s]!;
-    const r = lastAtOrBefore(this.#runStarts, offset);
-    const runEnd = r + 1 < this.#runStarts.length ? this.#runStarts[r + 1]! : this.#length;
-    const end = Math.min(offset + maxBytes, runEnd, segmentStart + segment.length, this.#length);
-    return {
-      stream: this.#runStreams[r]!,
-      offset,
-      data: segment.subarray(offset - segmentStart, end - segmentStart),
-    };
-  }
-
+  /** Resolves once length > offset or the log is closed; rejects with the signal's reason on abort. */
   waitFor(offset: number, signal?: AbortSignal): Promise<void> {
     if (offset < this.#length || this.#closed) return Promise.resolve();
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<void>((resolve, reject) => {
       const onAbort = (): void => {
-        this.#waiters.delete(wake);
+        this.#readers.delete(wake);
         reject(signal!.reason);
       };
       const wake = (): void => {
         signal?.removeEventListener('abort', onAbort);
         resolve();
       };
-      this.#waiters.add(wake);
+      this.#readers.add(wake);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#wake();
-  }
-
   /** How many readers are parked; for tests that check nothing leaks. */
   get waiting(): number {
-    return this.#waiters.size;
+    return this.#readers.size;
   }
 
-  #writableSegment(): Buffer {
-    const last = this.#segments.length - 1;
-    if (last >= 0 && this.#length < this.#segmentStarts[last]! + this.#segments[last]!.length) {
-      return this.#segments[last]!;
+  /**
+   * No more bytes will come. Resolves once every byte is on disk, or at once
+   * while the disk refuses writes (they go on being retried: the end of a job
+   * must not wait for disk space).
+   */
+  close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      wakeAll(this.#readers);
+      this.#readers = new Set();
+      this.#startWriting();
     }
-    const size = last < 0 ? FIRST_SEGMENT : Math.min(this.#segments[last]!.length * 2, MAX_SEGMENT);
-    // allocUnsafeSlow: a segment of its own, not a slice of Node's shared pool
-    // that would pin unrelated memory; every byte is written before it is read.
-    const segment = Buffer.allocUnsafeSlow(size);
-    this.#segments.push(segment);
-    this.#segmentStarts.push(this.#length);
-    return segment;
+    if (this.#settled()) return Promise.resolve();
+    return new Promise((resolve) => this.#settledWaiters.add(resolve));
   }
 
-  #wake(): void {
-    if (this.#waiters.size === 0) return;
-    const waiters = this.#waiters;
-    this.#waiters = new Set();
-    for (const wake of waiters) wake();
+  /**
+   * From now on, a write the disk refuses ends the writing instead of
+   * pausing it (the server is shutting down and the job must end); if
+   * writing is paused now, it ends at once.
+   */
+  giveUpWhenPaused(): void {
+    this.#giveUpWhenPaused = true;
+    if (this.#pausedSince) void this.dispose();
+  }
+
+  /** Stops writing for good: closes the files, drops retries and whatever was not written (logged). */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
+    if (this.#written < this.#length && !this.#removed) {
+      this.#logger.error({ dir: this.dir, lostBytes: this.#length - this.#written }, 'output that could not be written is lost');
+      this.#problem = `output from byte ${this.#written} on could not be written and is lost`;
+    }
+    this.#closed = true;
+    for (const waiters of [this.#readers, this.#roomWaiters, this.#settledWaiters]) {
+      wakeAll(waiters);
+      waiters.clear();
+    }
+    const files = [...this.#files.values()];
+    this.#files.clear();
+    await Promise.all(files.map(closeFiles));
+  }
+
+  /** Deletes the job's files (pruning). Open readers finish what their handles hold. */
+  async remove(): Promise<void> {
+    this.#removed = true;
+    await this.dispose();
+    await this.#idle;
+    this.#blocks = [];
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** Nothing left to do, or nothing doable until the disk takes writes again. */
+  #settled(): boolean {
+    return (this.#written === this.#length && this.#files.size === 0) || (this.#pausedSince !== null && !this.#writing);
+  }
+
+  #hasWork(): boolean {
+    return this.#blocks.some((b) => b.writtenEntries < b.entries) || (this.#closed && this.#files.size > 0);
+  }
+
+  #writableBlock(): Block {
+    const last = this.#blocks[this.#blocks.length - 1];
+    if (last && last.used < last.data.length && (last.entries + 1) * ENTRY_BYTES <= last.index.length) return last;
+    let segment = this.#segments[this.#segments.length - 1];
+    if (!segment || segment.bytes >= this.#segmentBytes) {
+      segment = { start: this.#length, bytes: 0, entries: 0, firstTime: Number.NaN };
+      this.#segments.push(segment);
+    }
+    const size = Math.min(last ? last.data.length * 4 : FIRST_BLOCK, MAX_BLOCK, this.#segmentBytes);
+    const block: Block = {
+      segment,
+      start: this.#length,
+      firstEntry: segment.entries,
+      // allocUnsafeSlow: memory of its own, not a slice of Node's shared
+      // pool that would pin unrelated buffers; every byte is written before
+      // it is read.
+      data: Buffer.allocUnsafeSlow(size),
+      used: 0,
+      // An entry per 80 bytes on average before the block counts as full:
+      // a job printing one byte at a time cannot make an index bigger than this.
+      index: Buffer.allocUnsafeSlow(Math.max(ENTRY_BYTES * 16, Math.floor(size / 4))),
+      entries: 0,
+      writtenData: 0,
+      writtenEntries: 0,
+      lockedEntries: 0,
+    };
+    this.#blocks.push(block);
+    return block;
+  }
+
+  #startWriting(): void {
+    if (this.#writing || this.#retry || this.#disposed) return;
+    this.#writing = true;
+    // After the current drain pass: its appends go out in one write.
+    this.#idle = new Promise((resolve) => queueMicrotask(() => void this.#writeAll().finally(resolve)));
+  }
+
+  async #writeAll(): Promise<void> {
+    try {
+      for (;;) {
+        const block = this.#blocks.find((b) => b.writtenEntries < b.entries);
+        if (!block) break;
+        await this.#writeBlock(block);
+        if (this.#disposed) return;
+        this.#dropWrittenBlocks();
+        await this.#closeFinishedSegments();
+        this.#afterWrite();
+      }
+      this.#dropWrittenBlocks();
+      await this.#closeFinishedSegments();
+      this.#afterWrite();
+      if (this.#pausedSince) {
+        this.#logger.info({ pausedSince: this.#pausedSince }, 'output capture resumed');
+        this.#pausedSince = null;
+      }
+    } catch (err) {
+      if (this.#disposed) return;
+      if (this.#giveUpWhenPaused) {
+        this.#logger.error({ dir: this.dir, err: messageOf(err) }, 'cannot write output while shutting down');
+        this.#writing = false;
+        await this.dispose();
+        return;
+      }
+      if (!this.#pausedSince) {
+        this.#pausedSince = new Date();
+        this.#pauseReason = `cannot write to ${this.dir}: ${messageOf(err)}`;
+        this.#logger.warn({ dir: this.dir, err: messageOf(err) }, 'output capture paused: the job waits until its output can be written');
+      }
+      this.#retry = setTimeout(() => {
+        this.#retry = undefined;
+        this.#startWriting();
+      }, RETRY_MS);
+      this.#retry.unref();
+    } finally {
+      this.#writing = false;
+    }
+    // Appended to, or closed, while the last write was finishing.
+    if (this.#disposed) return;
+    if (!this.#retry && this.#hasWork()) this.#startWriting();
+    else if (this.#settled()) {
+      wakeAll(this.#settledWaiters);
+      this.#settledWaiters.clear();
+    }
+  }
+
+  async #writeBlock(block: Block): Promise<void> {
+    // The entries are fixed before their data goes out, so the index never
+    // claims bytes this write did not cover.
+    const entries = block.entries;
+    block.lockedEntries = entries;
+    const dataEnd = block.used;
+    const files = await this.#filesOf(block.segment);
+    while (block.writtenData < dataEnd) {
+      const { bytesWritten } = await files.data.write(block.data, block.writtenData, dataEnd - block.writtenData, block.start - block.segment.start + block.writtenData);
+      block.writtenData += bytesWritten;
+      this.#written = block.start + block.writtenData;
+    }
+    while (block.writtenEntries < entries) {
+      const from = block.writtenEntries * ENTRY_BYTES;
+      const { bytesWritten } = await files.index.write(block.index, from, entries * ENTRY_BYTES - from, (block.firstEntry + block.writtenEntries) * ENTRY_BYTES);
+      // A partial entry is rewritten whole next time.
+      block.writtenEntries += Math.floor(bytesWritten / ENTRY_BYTES);
+    }
+  }
+
+  async #filesOf(segment: Segment): Promise<SegmentFiles> {
+    const open_ = this.#files.get(segment);
+    if (open_) return open_;
+    if (this.#disposed) throw new Error('output log disposed');
+    if (!this.#dirMade) {
+      await mkdir(this.dir, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+      this.#dirMade = true;
+    }
+    const data = await open(path.join(this.dir, segmentName(segment.start, 'out')), 'w', 0o600);
+    const index = await open(path.join(this.dir, segmentName(segment.start, 'idx')), 'w', 0o600).catch(async (err: unknown) => {
+      await data.close();
+      throw err;
+    });
+    const files = { data, index };
+    this.#files.set(segment, files);
+    return files;
+  }
+
+  /** Drops written blocks no follower needs (all of them once the log is closed). */
+  #dropWrittenBlocks(): void {
+    const keep = this.#closed ? 0 : KEPT_BLOCKS;
+    while (this.#blocks.length > keep && this.#blocks[0]!.writtenEntries === this.#blocks[0]!.entries) this.#blocks.shift();
+  }
+
+  /** Wakes a waiting pump, discards old segments. */
+  #afterWrite(): void {
+    if (this.room() > 0 && this.#roomWaiters.size > 0) {
+      wakeAll(this.#roomWaiters);
+      this.#roomWaiters.clear();
+    }
+    this.#discardOld();
+  }
+
+  /** Closes the write handles of segments with nothing left to write. */
+  async #closeFinishedSegments(): Promise<void> {
+    const current = this.#closed ? undefined : this.#segments[this.#segments.length - 1];
+    const done = [...this.#files].filter(([segment]) => segment !== current && !this.#blocks.some((b) => b.segment === segment));
+    for (const [segment] of done) this.#files.delete(segment);
+    await Promise.all(done.map(([, files]) => closeFiles(files)));
+  }
+
+  /** --max-output-bytes: whole segments, oldest first, never one still being written. */
+  #discardOld(): void {
+    while (this.#segments.length > 1 && this.#length - this.#segments[0]!.start > this.#maxBytes) {
+      const oldest = this.#segments[0]!;
+      if (this.#files.has(oldest) || this.#blocks.some((b) => b.segment === oldest)) break;
+      this.#segments.shift();
+      for (const kind of ['out', 'idx'] as const) {
+        unlink(path.join(this.dir, segmentName(oldest.start, kind))).catch((err: unknown) =>
+          this.#logger.error({ dir: this.dir, err: messageOf(err) }, 'could not delete discarded output'),
+        );
+      }
+    }
+  }
+
+  /**
+   * The output of a job from an earlier run of the server, read-only. Checks
+   * every segment's ends: a data file longer than its index (a crash between
+   * the two writes) is cut back to what is indexed, an index that claims
+   * more than its data file holds (the disk lost a write) is cut back to the
+   * frames the data covers; each cut, and output shorter than the job's
+   * record says it wrote, is reported in `problem`.
+   */
+  static async open(options: OutputLogOptions, recordedBytes: number): Promise<OutputLog> {
+    const log = new OutputLog(options);
+    log.#closed = true;
+    log.#dirMade = true;
+    const problems: string[] = [];
+    let names: string[];
+    try {
+      names = await readdir(options.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      names = [];
+    }
+    const starts = new Map<number, Set<string>>();
+    for (const name of names) {
+      const parsed = parseSegmentName(name);
+      if (!parsed) continue;
+      if (!starts.has(parsed.start)) starts.set(parsed.start, new Set());
+      starts.get(parsed.start)!.add(parsed.kind);
+    }
+    for (const start of [...starts.keys()].sort((a, b) => a - b)) {
+      if (starts.get(start)!.size < 2) {
+        problems.push(`segment ${segmentName(start, 'out')} lacks its ${starts.get(start)!.has('out') ? 'index' : 'data'} file: left out`);
+        continue;
+      }
+      const segment = await checkSegment(options.dir, start, problems);
+      if (!segment) continue;
+      const previous = log.#segments[log.#segments.length - 1];
+      if (previous && previous.start + previous.bytes !== start) problems.push(`bytes ${previous.start + previous.bytes} to ${start} are missing`);
+      log.#segments.push(segment);
+      log.#length = start + segment.bytes;
+    }
+    log.#written = log.#length;
+    if (recordedBytes > log.#length) problems.push(`the job wrote ${recordedBytes} bytes, ${recordedBytes - log.#length} of them are not on disk`);
+    log.#problem = problems.length > 0 ? `output damaged: ${problems.join('; ')}` : '';
+    return log;
   }
 }
 
-/** Index of the last element <= value in an ascending array whose first element is <= value. */
-function lastAtOrBefore(sorted: readonly number[], value: number): number {
-  let lo = 0;
-  let hi = sorted.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >>> 1;
-    if (sorted[mid]! <= value) lo = mid;
-    else hi = mid - 1;
+/** One segment's files checked and, where they disagree, cut back to what both hold; null when nothing of it is usable. */
+async function checkSegment(dir: string, start: number, problems: string[]): Promise<Segment | null> {
+  const dataPath = path.join(dir, segmentName(start, 'out'));
+  const indexPath = path.join(dir, segmentName(start, 'idx'));
+  const name = segmentName(start, 'out');
+  const data = await open(dataPath, 'r+');
+  const index = await open(indexPath, 'r+');
+  try {
+    const dataBytes = (await data.stat()).size;
+    const indexBytes = (await index.stat()).size;
+    let entries = Math.floor(indexBytes / ENTRY_BYTES);
+    if (indexBytes % ENTRY_BYTES !== 0) problems.push(`${name}: its index ends in a partial entry, cut off`);
+    const entry = Buffer.alloc(ENTRY_BYTES);
+    const at = async (i: number): Promise<ReturnType<typeof readEntry>> => {
+      await index.read(entry, 0, ENTRY_BYTES, i * ENTRY_BYTES);
+      return readEntry(entry, 0);
+    };
+    if (entries > 0) {
+      const first = await at(0);
+      if (typeof first === 'string' || first.offset !== start) {
+        problems.push(`${name}: its index is unreadable (${typeof first === 'string' ? first : `first entry at offset ${first.offset}`}), left out`);
+        return null;
+      }
+    }
+    // The last entry whose frame lies wholly within the data file.
+    let lo = 0;
+    let hi = entries;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      await index.read(entry, 0, ENTRY_BYTES, mid * ENTRY_BYTES);
+      if (entryOffset(entry, 0) + entryLength(entry, 0) - start <= dataBytes) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo < entries) problems.push(`${name}: ${entries - lo} frames claim bytes its data file lacks, cut off`);
+    entries = lo;
+    let bytes = 0;
+    let firstTime = Number.NaN;
+    if (entries > 0) {
+      const last = await at(entries - 1);
+      if (typeof last === 'string') {
+        problems.push(`${name}: its index is unreadable (${last}), left out`);
+        return null;
+      }
+      bytes = last.offset + last.length - start;
+      const first = (await at(0)) as Exclude<ReturnType<typeof readEntry>, string>;
+      firstTime = first.time;
+    }
+    if (bytes < dataBytes) problems.push(`${name}: ${dataBytes - bytes} bytes without index entries, cut off`);
+    if (bytes !== dataBytes) await data.truncate(bytes);
+    if (entries * ENTRY_BYTES !== indexBytes) await index.truncate(entries * ENTRY_BYTES);
+    return { start, bytes, entries, firstTime };
+  } finally {
+    await data.close();
+    await index.close();
   }
-  return lo;
+}
+
+async function closeFiles(files: SegmentFiles): Promise<void> {
+  await Promise.allSettled([files.data.close(), files.index.close()]);
+}
+
+function wakeAll(waiters: Set<() => void>): void {
+  for (const wake of waiters) wake();
+}
+
+/** Creates `<dataDir>/output` if missing; jobs' directories go in it. */
+export function makeOutputRoot(dataDir: string): string {
+  const root = path.join(dataDir, 'output');
+  try {
+    fs.mkdirSync(root, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  return root;
 }

@@ -18,6 +18,13 @@ import { StreamId } from '../workers/protocol.js';
 /** Receives views into the shared ring: copy what you keep before returning. */
 export type RingSink = (stream: StreamId, bytes: Uint8Array) => void;
 
+/** Where a pump puts what it drains: it takes what room() allows, then waits. */
+export interface PumpTarget {
+  append(stream: StreamId, bytes: Uint8Array, time: number): void;
+  room(): number;
+  whenRoom(): Promise<void>;
+}
+
 export class RingReader {
   readonly #ring: RingViews;
 
@@ -84,11 +91,14 @@ const MIN_PASS = 16 * 1024;
 let busyPumps = 0;
 
 /**
- * Moves everything from the ring into `sink` until the writer closes it.
+ * Moves everything from the ring into `target` until the writer closes it.
  * Yields to the event loop between passes, so that a job writing flat out
  * cannot starve RPCs on the main thread.
  */
-export async function pumpRing(reader: RingReader, sink: RingSink): Promise<void> {
+export async function pumpRing(reader: RingReader, target: PumpTarget): Promise<void> {
+  // One arrival time per pass: what one pass moves arrived together.
+  let now = 0;
+  const sink: RingSink = (stream, bytes) => target.append(stream, bytes, now);
   let busy = false;
   const setBusy = (now: boolean) => {
     if (now !== busy) busyPumps += now ? 1 : -1;
@@ -96,8 +106,17 @@ export async function pumpRing(reader: RingReader, sink: RingSink): Promise<void
   };
   try {
     for (;;) {
+      const room = target.room();
+      if (room <= 0) {
+        // The output is not being written as fast as the job writes it:
+        // the ring fills and the job waits on its pipe.
+        setBusy(false);
+        await target.whenRoom();
+        continue;
+      }
       setBusy(true);
-      if (reader.drain(sink, Math.max(MIN_PASS, TURN_BUDGET / busyPumps)) > 0) {
+      now = Date.now();
+      if (reader.drain(sink, Math.min(room, Math.max(MIN_PASS, TURN_BUDGET / busyPumps))) > 0) {
         await yieldToEventLoop();
         continue;
       }

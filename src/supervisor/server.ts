@@ -2,6 +2,7 @@
 // boundary, the job runner and its pool. startServer() is what jobworkerd and
 // the integration tests run.
 import { Server, ServerCredentials, type ServerWritableStream } from '@grpc/grpc-js';
+import path from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import { settlesWithin } from '../common/settle-within.js';
@@ -10,8 +11,10 @@ import type { CgroupDriverName, OutputPath, PrepareResult } from '../workers/pro
 import { encodeDataChunk } from './data-chunk-encoder.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
-import { JobHistory, type HistoryProblem } from './job-history.js';
+import { JobHistory, type HistoryProblem, type StoredJob } from './job-history.js';
 import { JobStore } from './job-store.js';
+import { OutputLog, makeOutputRoot } from './output-log.js';
+import { Retention } from './retention.js';
 import { thisHost, type HostCapacity } from './limits.js';
 import { DenyList } from './deny-list.js';
 import { RpcBoundary } from './rpc-boundary.js';
@@ -42,11 +45,23 @@ export interface ServerOptions {
   auditLogger?: Logger;
   denyList?: DenyList;
   host?: HostCapacity;
-  /** Where job records are kept across restarts (jobs.db); without it, they live in memory only. */
-  dataDir?: string;
+  /** Where job records (jobs.db) and output (output/) are kept across restarts. */
+  dataDir: string;
+  /** Per job; past this its oldest output is discarded. Default 1 GiB. */
+  maxOutputBytes?: number;
+  /** Ended jobs kept at most; default 10,000. */
+  retainJobs?: number;
+  /** Ended jobs are kept this long; default 7 days. */
+  retainForMs?: number;
   ringCapacity?: number;
   outputPath?: OutputPath;
 }
+
+export const DEFAULT_MAX_OUTPUT_BYTES = 1024 ** 3;
+export const DEFAULT_RETAIN_JOBS = 10_000;
+export const DEFAULT_RETAIN_FOR_MS = 7 * 24 * 3600_000;
+/** Output directories opened at once when reading back the history. */
+const OPEN_CONCURRENCY = 16;
 
 export interface RunningServer {
   /** The port actually bound. */
@@ -99,10 +114,21 @@ function contextOptions(material: TlsMaterial): SecureContextOptions {
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const logger = options.logger;
   const problems: HistoryProblem[] = [];
-  const history = options.dataDir === undefined ? null : JobHistory.open(options.dataDir, problems);
-  const earlier = history?.load(problems) ?? [];
+  const history = JobHistory.open(options.dataDir, problems);
+  const maxOutputBytes = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
+  let outputRoot: string;
+  let earlier: Awaited<ReturnType<typeof openOutputs>>;
+  try {
+    outputRoot = makeOutputRoot(options.dataDir);
+    earlier = await openOutputs(history.load(problems), outputRoot, maxOutputBytes, logger);
+  } catch (err) {
+    history.close();
+    throw err;
+  }
   for (const problem of problems) logger.error(problem, 'job history: not everything could be read back');
+  for (const { job, log } of earlier) if (log.problem) logger.error({ jobId: job.id, problem: log.problem }, 'job output: not everything could be read back');
   const store = new JobStore(history);
+  const retention = new Retention(store, { jobs: options.retainJobs ?? DEFAULT_RETAIN_JOBS, forMs: options.retainForMs ?? DEFAULT_RETAIN_FOR_MS }, logger);
   const runner = new JobRunner(store, {
     workers: options.workers,
     cgroupDriver: options.cgroupDriver,
@@ -110,6 +136,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     cgroupDelegated: options.cgroupDelegated ?? false,
     cgroupMountRoot: options.cgroupMountRoot ?? '/sys/fs/cgroup',
     jobInitPath: options.jobInitPath,
+    outputRoot,
+    maxOutputBytes,
+    onJobEnded: () => retention.prune(),
     ringCapacity: options.ringCapacity,
     outputPath: options.outputPath,
     logger,
@@ -122,9 +151,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     for (const err of unrecorded) logger.error({ jobId: err.jobId, err: err.reason }, 'could not record an interrupted job as FAILED');
     if (earlier.length > 0) logger.info({ jobs: earlier.length, interrupted: interrupted.length }, 'job history read back');
     for (const jobId of interrupted) logger.warn({ jobId }, 'a job was running when the server stopped: recorded FAILED');
+    retention.start();
   } catch (err) {
     await runner.close(0);
-    history?.close();
+    history.close();
     throw err;
   }
   const service = new JobService({ store, runner, host: options.host ?? thisHost(), defaultGraceMs: options.stopGraceMs });
@@ -156,7 +186,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     createJob: boundary.unary('CreateJob', async (caller, req) => ({ job: await service.createJob(caller, req) })),
     getJob: boundary.unary('GetJob', async (_caller, req) => ({ job: await service.getJob(req) })),
     stopJob: boundary.unary('StopJob', async (_caller, req) => ({ job: await service.stopJob(req) })),
-    getJobs: boundary.unary('GetJobs', () => ({ jobs: service.getJobs() })),
+    getJobs: boundary.unary('GetJobs', (_caller, req) => service.getJobs(req)),
     getJobsStream: boundary.serverStream('GetJobsStream', (_caller, call: ServerWritableStream<GetJobsStreamReq, DataChunk>) =>
       service.streamOutput(call),
     ),
@@ -168,8 +198,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       server.bindAsync(options.listen, tlsCredentials, (err, bound) => (err ? reject(err) : resolve(bound)));
     });
   } catch (err) {
+    retention.stop();
     await runner.close(0);
-    history?.close();
+    history.close();
     throw err;
   }
   for (const stale of cgroup.stale) {
@@ -188,9 +219,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       // Refuse new calls at once; calls in flight (streams following jobs)
       // end when their jobs do, which runner.close() brings about.
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      retention.stop();
+      // A job whose output the disk will not take must still end.
+      for (const job of store.running()) job.log.giveUpWhenPaused();
       await runner.close(options.stopGraceMs);
-      // Every job's end is written; nothing writes after this.
-      history?.close();
+      // Every job's end is recorded; nothing writes after this (output the
+      // disk still refuses is given up, and logged).
+      history.close();
+      await Promise.all(store.list().map((job) => job.log.dispose()));
       // Every job has ended, so following streams are finishing; a client
       // that stopped reading must not hold the server up for ever.
       if (!(await settlesWithin(drained, CALL_DRAIN_TIMEOUT_MS))) {
@@ -211,4 +247,20 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     },
     shutdown,
   };
+}
+
+/** Each job's output, checked; OPEN_CONCURRENCY directories at a time. */
+async function openOutputs(jobs: StoredJob[], root: string, maxBytes: number, logger: Logger): Promise<{ job: StoredJob; log: OutputLog }[]> {
+  const opened: { job: StoredJob; log: OutputLog }[] = new Array(jobs.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < jobs.length) {
+      const i = next++;
+      const job = jobs[i]!;
+      const options = { dir: path.join(root, job.id), maxBytes, logger: logger.child({ jobId: job.id }) };
+      opened[i] = { job, log: await OutputLog.open(options, job.outputBytes) };
+    }
+  };
+  await Promise.all(Array.from({ length: OPEN_CONCURRENCY }, worker));
+  return opened;
 }
