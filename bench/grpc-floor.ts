@@ -16,7 +16,7 @@ const total = Number(mib) * 2 ** 20;
 
 async function stream(call: ServerWritableStream<GetJobsStreamReq, DataChunk>): Promise<void> {
   for (let offset = 0; offset < total; offset += chunk.length) {
-    const message: DataChunk = { data: chunk.subarray(0, Math.min(chunk.length, total - offset)), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset };
+    const message: DataChunk = { data: chunk.subarray(0, Math.min(chunk.length, total - offset)), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset, time: undefined };
     if (!call.write(message)) await new Promise((resolve) => call.once('drain', resolve));
   }
   call.end();

@@ -10,7 +10,15 @@ import {
   type ServiceError,
 } from '@grpc/grpc-js';
 import { PemFileError, readPem } from '../src/common/pem.js';
-import { JobServiceClient, type DataChunk, type GetJobsStreamReq } from '../src/gen/jobworker/v1/jobworker.js';
+import {
+  CreateJobReq,
+  GetJobReq,
+  GetJobsReq,
+  GetJobsStreamReq,
+  JobServiceClient,
+  StopJobReq,
+  type DataChunk,
+} from '../src/gen/jobworker/v1/jobworker.js';
 
 export interface ConnectOptions {
   /** host:port */
@@ -90,19 +98,24 @@ export type UnaryMethod = 'createJob' | 'getJob' | 'stopJob' | 'getJobs';
 // The generated methods are overloaded; Parameters<> sees the last overload,
 // (request, metadata, options, callback), which is the one called below.
 export type RequestOf<M extends UnaryMethod> = Parameters<JobServiceClient[M]>[0];
+/** What callers pass: fields left out take their proto3 defaults. */
+export type PartialRequestOf<M extends UnaryMethod> = Partial<RequestOf<M>>;
+
+const REQUESTS = { createJob: CreateJobReq, getJob: GetJobReq, stopJob: StopJobReq, getJobs: GetJobsReq } as const;
 export type ResponseOf<M extends UnaryMethod> = Parameters<Parameters<JobServiceClient[M]>[3]>[1];
 
 /** Calls one unary RPC; rejects with the grpc-js ServiceError (code, details). */
 export function unary<M extends UnaryMethod>(
   client: JobServiceClient,
   method: M,
-  request: RequestOf<M>,
+  request: PartialRequestOf<M>,
   options: Partial<CallOptions> = {},
 ): Promise<ResponseOf<M>> {
+  const full = (REQUESTS[method] as { fromPartial(partial: object): RequestOf<M> }).fromPartial(request);
   type Callback = (error: ServiceError | null, response: ResponseOf<M>) => void;
   const call = client[method] as unknown as (request: RequestOf<M>, metadata: Metadata, options: Partial<CallOptions>, callback: Callback) => ClientUnaryCall;
   return new Promise((resolve, reject) => {
-    call.call(client, request, new Metadata(), options, (error, response) => (error ? reject(error) : resolve(response)));
+    call.call(client, full, new Metadata(), options, (error, response) => (error ? reject(error) : resolve(response)));
   });
 }
 
@@ -128,7 +141,7 @@ export class Session {
     readonly connectTimeoutMs: number = CONNECT_TIMEOUT_MS,
   ) {}
 
-  unary<M extends UnaryMethod>(method: M, request: RequestOf<M>, options?: Partial<CallOptions>): Promise<ResponseOf<M>> {
+  unary<M extends UnaryMethod>(method: M, request: PartialRequestOf<M>, options?: Partial<CallOptions>): Promise<ResponseOf<M>> {
     return Promise.race([unary(this.client, method, request, options), this.#watchdog()]);
   }
 
@@ -137,8 +150,8 @@ export class Session {
    * chunk is not read until onChunk's promise settles, so a slow consumer
    * holds the stream back through gRPC flow control instead of buffering.
    */
-  async stream(request: GetJobsStreamReq, onChunk: (chunk: DataChunk) => void | Promise<void>): Promise<void> {
-    const call = this.client.getJobsStream(request);
+  async stream(request: Partial<GetJobsStreamReq>, onChunk: (chunk: DataChunk) => void | Promise<void>): Promise<void> {
+    const call = this.client.getJobsStream(GetJobsStreamReq.fromPartial(request));
     const read = async (): Promise<void> => {
       for await (const chunk of call as AsyncIterable<DataChunk>) await onChunk(chunk);
     };

@@ -48,6 +48,8 @@ export function jobJson(job: Job) {
     oomKilled: job.oomKilled,
     message: job.message || null,
     outputBytes: job.outputBytes,
+    outputStart: job.outputStart,
+    outputProblem: job.outputProblem || null,
     usage: job.usage ? { ...job.usage, sampledAt: job.usage.sampledAt?.toISOString() ?? null } : null,
   };
 }
@@ -57,7 +59,8 @@ export const toJsonLine = (value: unknown): string => `${JSON.stringify(value)}\
 /** One line of `stream --json`. */
 export function chunkJsonLine(chunk: DataChunk): string {
   const stream = chunk.stream === OutputStream.OUTPUT_STREAM_STDERR ? 'stderr' : 'stdout';
-  return toJsonLine({ stream, offset: chunk.offset, data_base64: Buffer.from(chunk.data).toString('base64') });
+  const time = chunk.time ? { time: chunk.time.toISOString() } : {};
+  return toJsonLine({ stream, offset: chunk.offset, ...time, data_base64: Buffer.from(chunk.data).toString('base64') });
 }
 
 // ---------------------------------------------------------------------------
@@ -112,7 +115,8 @@ export function jobDetail(job: Job): string {
     ['signal', job.signal || '-'],
     ['oom killed', job.oomKilled ? 'yes' : 'no'],
     ['message', escapeControl(job.message) || '-'],
-    ['output bytes', String(job.outputBytes)],
+    ['output bytes', job.outputStart > 0 ? `${job.outputBytes} (the first ${job.outputStart} discarded)` : String(job.outputBytes)],
+    ['output problem', escapeControl(job.outputProblem) || '-'],
     ...usageFields(job),
   ];
   const width = Math.max(...fields.map(([key]) => key.length)) + 1;

@@ -57,6 +57,33 @@ export const isIoBps = isIntegerIn(0, Number.MAX_SAFE_INTEGER, ' (bytes/s; 0 is 
 /** The server refuses grace periods over 10 minutes. */
 export const isGraceMs = isIntegerIn(0, 600_000, ' (milliseconds)');
 
+/** Lines, as `tail -n` counts them; proto3 carries it as uint32. */
+export const isLineCount = isIntegerIn(0, UINT32_MAX, ' (lines)');
+/** Page size; the server answers at most 10,000 jobs at once. */
+export const isJobCount = isIntegerIn(1, 10_000, ' (jobs)');
+
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/**
+ * A point in time: a duration back from now ("90s", "10m", "2h", "1d") or
+ * an ISO 8601 / RFC 3339 time with its zone ("2026-11-29T12:00:00Z").
+ */
+export function parseSince(value: string, now = Date.now()): Date | null {
+  const duration = DURATION.exec(value);
+  if (duration) return new Date(now - Number(duration[1]) * UNIT_MS[duration[2] as keyof typeof UNIT_MS]);
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(value)) return null;
+  const time = Date.parse(value);
+  return Number.isNaN(time) ? null : new Date(time);
+}
+
+export const isSince = t.makeValidator<unknown, string>({
+  test: (value, state): value is string => {
+    if (typeof value === 'string' && parseSince(value)) return true;
+    return fail(state, `expected a duration back from now (90s, 10m, 2h, 1d) or a time such as 2026-11-29T12:00:00Z, got ${JSON.stringify(value)}`);
+  },
+});
+
 /** host:port, with IPv6 hosts in brackets ([::1]:50051). */
 export const isServerAddress = t.makeValidator<unknown, string>({
   test: (value, state): value is string => {

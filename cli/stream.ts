@@ -3,11 +3,11 @@
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { Command, Option } from 'clipanion';
-import { OutputStream, type GetJobsStreamReq } from '../src/gen/jobworker/v1/jobworker.js';
+import { OutputStream, type DataChunk, type GetJobsStreamReq } from '../src/gen/jobworker/v1/jobworker.js';
 import type { Session } from './connect.js';
 import { OutputClosedError } from './errors.js';
 import { chunkJsonLine } from './format.js';
-import { JobctlCommand } from './options.js';
+import { JobctlCommand, isLineCount, isSince, parseSince } from './options.js';
 
 /**
  * A local output with backpressure: write() settles once the data is taken
@@ -42,13 +42,41 @@ export interface Outputs {
   stderr: Writable;
 }
 
+/**
+ * Puts the chunk's time before every line that starts in it, as
+ * `docker logs --timestamps` does; one per output, each remembering whether
+ * its last chunk ended a line.
+ */
+class LineStamper {
+  #atLineStart = true;
+
+  stamp(chunk: DataChunk): Buffer {
+    const prefix = Buffer.from(`${(chunk.time ?? new Date(0)).toISOString()} `);
+    const data = Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength);
+    const parts: Buffer[] = [];
+    let from = 0;
+    while (from < data.length) {
+      if (this.#atLineStart) parts.push(prefix);
+      const newline = data.indexOf(10, from);
+      const end = newline < 0 ? data.length : newline + 1;
+      parts.push(data.subarray(from, end));
+      this.#atLineStart = newline >= 0;
+      from = end;
+    }
+    return Buffer.concat(parts);
+  }
+}
+
 /** Copies a job's output until the server ends the stream (with follow: once the job has ended and every byte is out). */
-export async function copyOutput(session: Session, request: GetJobsStreamReq, outputs: Outputs, json: boolean): Promise<void> {
+export async function copyOutput(session: Session, request: Partial<GetJobsStreamReq>, outputs: Outputs, json: boolean): Promise<void> {
   const stdout = new Sink(outputs.stdout);
   const stderr = new Sink(outputs.stderr);
+  const stampers = request.timestamps ? { stdout: new LineStamper(), stderr: new LineStamper() } : undefined;
   await session.stream(request, (chunk) => {
     if (json) return stdout.write(chunkJsonLine(chunk));
-    return (chunk.stream === OutputStream.OUTPUT_STREAM_STDERR ? stderr : stdout).write(chunk.data);
+    const toStderr = chunk.stream === OutputStream.OUTPUT_STREAM_STDERR;
+    const data = stampers ? stampers[toStderr ? 'stderr' : 'stdout'].stamp(chunk) : chunk.data;
+    return (toStderr ? stderr : stdout).write(data);
   });
 }
 
@@ -59,20 +87,27 @@ export class StreamCommand extends JobctlCommand {
     details: `
       The job's stdout goes to stdout and its stderr to stderr, byte for byte (binary output is not altered). Without \`--follow\` jobctl prints what the job has written so far and exits; with it, it goes on until the job has ended and all of its output is out. Exits 0 when the stream ends, whatever the job's exit code (\`jobctl get\` has it).
 
-      With \`--json\`, every chunk is one JSON line on stdout: \`{"stream":"stdout","offset":0,"data_base64":"..."}\`; \`offset\` counts bytes of stdout and stderr together, in the order the job wrote them.
+      \`--since\` starts with the output that arrived at or after a time (\`10m\` back from now, or \`2026-11-29T12:00:00Z\`); \`--tail N\` with the last N lines written so far; given both, whichever starts later. \`--timestamps\` puts the time the server read each line's first byte (RFC 3339, UTC, milliseconds) and a space before the line. Output the server discarded for its \`--max-output-bytes\` is skipped.
+
+      With \`--json\`, every chunk is one JSON line on stdout: \`{"stream":"stdout","offset":0,"data_base64":"..."}\` (with \`--timestamps\`, also \`"time"\`); \`offset\` counts bytes of stdout and stderr together, in the order the job wrote them.
     `,
     examples: [
       ['Output so far', '$0 stream 123e4567-e89b-12d3-a456-426614174000'],
       ['Follow until the job ends', '$0 stream --follow 123e4567-e89b-12d3-a456-426614174000'],
+      ['The last 100 lines of the last 10 minutes, with times, then follow', '$0 stream --timestamps --since 10m --tail 100 --follow 123e4567-e89b-12d3-a456-426614174000'],
       ['Only stdout, into a file', '$0 stream 123e4567-e89b-12d3-a456-426614174000 2>/dev/null > out.bin'],
     ],
   });
 
   follow = Option.Boolean('-f,--follow', false, { description: 'Keep streaming until the job has ended' });
+  since = Option.String('--since', { description: 'Only output that arrived at or after this time: 90s, 10m, 2h, 1d back from now, or an RFC 3339 time', validator: isSince });
+  tail = Option.String('--tail', { description: 'Only the last N lines (of the output there is now)', validator: isLineCount });
+  timestamps = Option.Boolean('-t,--timestamps', false, { description: 'Put the time each line arrived before it' });
   id = Option.String({ name: 'id' });
 
   protected override async run(session: Session): Promise<number> {
-    await copyOutput(session, { id: this.id, follow: this.follow }, this.context, this.json);
+    const request = { id: this.id, follow: this.follow, since: this.since === undefined ? undefined : parseSince(this.since)!, tailLines: this.tail, timestamps: this.timestamps };
+    await copyOutput(session, request, this.context, this.json);
     return 0;
   }
 }

@@ -2,7 +2,7 @@
 // (sha256), how long until the last has all of it, and the server's peak memory.
 import { createHash } from 'node:crypto';
 import { unary } from '../../cli/connect.js';
-import type { JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
+import { GetJobsStreamReq, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { row, type Row } from '../report.js';
 import type { BenchServer } from '../server.js';
 
@@ -10,7 +10,7 @@ function follow(client: JobServiceClient, id: string): Promise<{ digest: string;
   return new Promise((resolve, reject) => {
     const hash = createHash('sha256');
     let bytes = 0;
-    const stream = client.getJobsStream({ id, follow: true });
+    const stream = client.getJobsStream(GetJobsStreamReq.fromPartial({ id, follow: true }));
     stream.on('data', (chunk: { data: Uint8Array }) => {
       hash.update(chunk.data);
       bytes += chunk.data.length;

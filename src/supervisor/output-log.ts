@@ -361,6 +361,8 @@ export class OutputLog {
         await this.dispose();
         return;
       }
+      // A partial write before the failure may have made room.
+      this.#afterWrite();
       if (!this.#pausedSince) {
         this.#pausedSince = new Date();
         this.#pauseReason = `cannot write to ${this.dir}: ${messageOf(err)}`;
@@ -370,7 +372,6 @@ export class OutputLog {
         this.#retry = undefined;
         this.#startWriting();
       }, RETRY_MS);
-      this.#retry.unref();
     } finally {
       this.#writing = false;
     }
@@ -539,6 +540,7 @@ async function checkSegment(dir: string, start: number, problems: string[]): Pro
       if (entryOffset(entry, 0) + entryLength(entry, 0) - start <= dataBytes) lo = mid + 1;
       else hi = mid;
     }
+    const indexEntries = entries;
     if (lo < entries) problems.push(`${name}: ${entries - lo} frames claim bytes its data file lacks, cut off`);
     entries = lo;
     let bytes = 0;
@@ -553,7 +555,8 @@ async function checkSegment(dir: string, start: number, problems: string[]): Pro
       const first = (await at(0)) as Exclude<ReturnType<typeof readEntry>, string>;
       firstTime = first.time;
     }
-    if (bytes < dataBytes) problems.push(`${name}: ${dataBytes - bytes} bytes without index entries, cut off`);
+    // (After frames were cut, the bytes they left behind are no news.)
+    if (bytes < dataBytes && lo === indexEntries) problems.push(`${name}: ${dataBytes - bytes} bytes without index entries, cut off`);
     if (bytes !== dataBytes) await data.truncate(bytes);
     if (entries * ENTRY_BYTES !== indexBytes) await index.truncate(entries * ENTRY_BYTES);
     return { start, bytes, entries, firstTime };

@@ -12,7 +12,7 @@ import { connect, ConnectTimeoutError, Session } from '../../cli/connect.js';
 import { connectionFailure } from '../../cli/errors.js';
 import { commandLine, shellQuote } from '../../cli/format.js';
 import { exitCodeOf } from '../../cli/run.js';
-import { Job, JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
+import { GetJobsStreamReq, Job, JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
 import { jobctlPath } from '../helpers/paths.js';
 import { startTestServer, unary, waitForEnd, type Role, type TestServer } from '../helpers/server.js';
 
@@ -296,7 +296,7 @@ test('stream without --follow: prints the output so far and exits while the job 
   const job = await createJob('sh', '-c', 'echo before; exec sleep 100');
   t.teardown(() => unary(server.client(), 'stopJob', { id: job.id, graceMs: 0 }));
   // Handshake through the API: the first chunk is in the job's log.
-  const follow = server.client().getJobsStream({ id: job.id, follow: true });
+  const follow = server.client().getJobsStream(GetJobsStreamReq.fromPartial({ id: job.id, follow: true }));
   follow.on('error', () => {}); // CANCELLED, below
   const [chunk] = (await once(follow, 'data')) as [{ data: Buffer }];
   follow.cancel();

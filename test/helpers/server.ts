@@ -8,8 +8,8 @@ import type { ServiceError } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { writeDevPki } from '../../certs/pki.js';
 import { connect, unary } from '../../cli/connect.js';
-import type { DataChunk, GetJobsStreamReq, Job, JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
-import { OutputStream } from '../../src/gen/jobworker/v1/jobworker.js';
+import type { DataChunk, Job, JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
+import { GetJobsStreamReq, OutputStream } from '../../src/gen/jobworker/v1/jobworker.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/supervisor/server.js';
 import { groupsUnder } from './host.js';
 import { jobInitPath } from './paths.js';
@@ -60,6 +60,8 @@ export async function startTestServer(t?: Teardown, overrides: Partial<ServerOpt
       stopGraceMs: 100,
       jobInitPath,
       logger: pino({ level: 'silent' }),
+      // Beside the PKI, so stop() removes it with it.
+      dataDir: path.join(pki, 'data'),
       ...overrides,
     });
   } catch (err) {
@@ -138,9 +140,9 @@ export interface CollectedOutput {
 }
 
 /** Reads a GetJobsStream call to its end; with follow, that is once the job has ended. */
-export async function collectStream(client: JobServiceClient, request: GetJobsStreamReq): Promise<CollectedOutput> {
+export async function collectStream(client: JobServiceClient, request: Partial<GetJobsStreamReq>): Promise<CollectedOutput> {
   const chunks: DataChunk[] = [];
-  for await (const chunk of client.getJobsStream(request) as AsyncIterable<DataChunk>) chunks.push(chunk);
+  for await (const chunk of client.getJobsStream(GetJobsStreamReq.fromPartial(request)) as AsyncIterable<DataChunk>) chunks.push(chunk);
   const of = (stream: OutputStream) => Buffer.concat(chunks.filter((chunk) => chunk.stream === stream).map((chunk) => chunk.data));
   return { stdout: of(OutputStream.OUTPUT_STREAM_STDOUT), stderr: of(OutputStream.OUTPUT_STREAM_STDERR), chunks };
 }

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import tls from 'node:tls';
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
-import type { MemoryOutputLog } from '../../src/supervisor/output-log.js';
+import { GetJobsStreamReq } from '../../src/gen/jobworker/v1/jobworker.js';
 import { MAX_STREAMS_PER_CONNECTION } from '../../src/supervisor/server.js';
 import { waitUntil } from '../helpers/host.js';
 import { startTestServer, unary, type TestServer } from '../helpers/server.js';
@@ -49,9 +49,9 @@ test.serial('abuse: 10,000 unary calls in one burst are all answered, and anothe
 test.serial('abuse: 1,000 streams from one connection: at most the per-connection cap are open at the server, the rest wait, and all finish', async (t) => {
   const job = (await unary(ts.client('admin'), 'createJob', { command: 'sh', args: ['-c', 'echo hi; exec sleep 600'], limits: undefined })).job!;
   t.teardown(() => unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 }).catch(() => undefined));
-  const log = ts.server.store.get(job.id)!.log as MemoryOutputLog;
+  const log = ts.server.store.get(job.id)!.log;
   const flooder = ts.client('viewer');
-  const streams = Array.from({ length: 1_000 }, () => flooder.getJobsStream({ id: job.id, follow: true }));
+  const streams = Array.from({ length: 1_000 }, () => flooder.getJobsStream(GetJobsStreamReq.fromPartial({ id: job.id, follow: true })));
   const ended = streams.map(
     (stream) =>
       new Promise<string>((resolve) => {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { credentials, status as Status, type ServiceError } from '@grpc/grpc-js';
 import { createCa, issueCert, type PemPair } from '../../certs/pki.js';
-import { JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
+import { GetJobsStreamReq, JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { DenyList } from '../../src/supervisor/deny-list.js';
 import { startTestServer, unary, type TestServer } from '../helpers/server.js';
 
@@ -38,7 +38,7 @@ async function everyRpc(pair: PemPair): Promise<{ code: number; details: string 
       unary(client, 'getJob', { id }),
       unary(client, 'stopJob', { id }),
       unary(client, 'createJob', { command: 'true', args: [], limits: undefined }),
-      new Promise((resolve, reject) => client.getJobsStream({ id, follow: false }).on('error', reject).on('end', resolve).resume()),
+      new Promise((resolve, reject) => client.getJobsStream(GetJobsStreamReq.fromPartial({ id, follow: false })).on('error', reject).on('end', resolve).resume()),
     ];
     return await Promise.all(calls.map((call) => call.then(() => ({ code: 0, details: '' }), (err: ServiceError) => ({ code: err.code, details: err.details }))));
   } finally {

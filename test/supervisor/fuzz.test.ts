@@ -3,7 +3,7 @@
 // did not report. FUZZ_SEED and FUZZ_RUNS override the fixed defaults.
 import test from 'ava';
 import { Metadata, status as Status, type Client, type ServiceError } from '@grpc/grpc-js';
-import { CreateJobReq, GetJobReq, GetJobsStreamReq, JobServiceService, StopJobReq } from '../../src/gen/jobworker/v1/jobworker.js';
+import { CreateJobReq, GetJobReq, GetJobsReq, GetJobsStreamReq, JobServiceService, JobStatus, StopJobReq } from '../../src/gen/jobworker/v1/jobworker.js';
 import { groupsUnder } from '../helpers/host.js';
 import { startTestServer, unary, type TestServer } from '../helpers/server.js';
 
@@ -71,9 +71,9 @@ function generator(random: () => number) {
       case 'StopJob':
         return Buffer.from(StopJobReq.encode({ id: text(), graceMs: random() < 0.5 ? undefined : pick([0, 1, 600_001, 2 ** 32 - 1]) }).finish());
       case 'GetJobsStream':
-        return Buffer.from(GetJobsStreamReq.encode({ id: text(), follow: random() < 0.5 }).finish());
+        return Buffer.from(GetJobsStreamReq.encode(GetJobsStreamReq.fromPartial({ id: text(), follow: random() < 0.5, tailLines: random() < 0.3 ? pick([0, 1, 2 ** 32 - 1]) : undefined })).finish());
       case 'GetJobs':
-        return Buffer.alloc(0);
+        return random() < 0.5 ? Buffer.alloc(0) : Buffer.from(GetJobsReq.encode(GetJobsReq.fromPartial({ pageSize: pick([0, 1, 10_001]), pageToken: random() < 0.5 ? '' : text(), status: pick([0, 2, 1, 99]) as JobStatus })).finish());
     }
   };
   const malformed = (rpc: Rpc): Buffer => {

@@ -6,8 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
-import { JobStatus, OutputStream, type DataChunk, type Job, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
-import type { MemoryOutputLog } from '../../src/supervisor/output-log.js';
+import { GetJobsStreamReq, JobStatus, OutputStream, type DataChunk, type Job, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import { alive, groupsUnder, waitUntil } from '../helpers/host.js';
 import { collectStream, rejects, startTestServer, unary, type TestServer } from '../helpers/server.js';
 
@@ -40,7 +39,7 @@ async function waitForEnd(id: string): Promise<{ job: Job; stdout: Buffer; stder
 
 /** Resolves once the job has written something, without holding a stream open. */
 async function firstOutput(id: string): Promise<void> {
-  const follower = ts.client('admin').getJobsStream({ id, follow: true });
+  const follower = ts.client('admin').getJobsStream(GetJobsStreamReq.fromPartial({ id, follow: true }));
   follower.on('error', () => undefined); // CANCELLED, from our own cancel()
   await new Promise((resolve) => follower.once('data', resolve));
   follower.cancel();
@@ -193,7 +192,7 @@ test.serial('output: random binary on stdout and stderr arrives byte-exact on ea
 test.serial('output: a follower gets output live, while the job runs', async (t) => {
   const job = await create('sh', ['-c', 'echo first; exec sleep 600']);
   t.teardown(() => unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 }).catch(() => undefined));
-  const stream = ts.client('viewer').getJobsStream({ id: job.id, follow: true });
+  const stream = ts.client('viewer').getJobsStream(GetJobsStreamReq.fromPartial({ id: job.id, follow: true }));
   const first = await new Promise<Buffer>((resolve, reject) => {
     stream.once('data', (chunk: { data: Buffer }) => resolve(chunk.data));
     stream.once('error', reject);
@@ -232,8 +231,8 @@ test.serial('output: 50 followers of one job all get identical bytes while one o
 test.serial('output: a follower that cancels is released at once', async (t) => {
   const job = await create('sleep', ['600']);
   t.teardown(() => unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 }).catch(() => undefined));
-  const log = ts.server.store.get(job.id)!.log as MemoryOutputLog;
-  const streams = Array.from({ length: 10 }, () => ts.client('admin').getJobsStream({ id: job.id, follow: true }));
+  const log = ts.server.store.get(job.id)!.log;
+  const streams = Array.from({ length: 10 }, () => ts.client('admin').getJobsStream(GetJobsStreamReq.fromPartial({ id: job.id, follow: true })));
   for (const s of streams) s.on('error', () => undefined);
   await waitUntil(() => log.waiting === 10, 'followers to park');
   for (const s of streams) s.cancel();
@@ -267,7 +266,7 @@ test.serial('stop: a job that ignores SIGTERM is killed after the grace period a
 test.serial('stop: processes that left the process group (setsid, double fork) die with the job', async (t) => {
   const job = await create('sh', ['-c', 'setsid sleep 600 & echo $!; (sh -c "sleep 600 & echo \\$!" &); exec sleep 600']);
   const pids: number[] = [];
-  const stream = ts.client('admin').getJobsStream({ id: job.id, follow: true });
+  const stream = ts.client('admin').getJobsStream(GetJobsStreamReq.fromPartial({ id: job.id, follow: true }));
   let text = '';
   await new Promise<void>((resolve) =>
     stream.on('data', (chunk: { data: Buffer }) => {
@@ -498,7 +497,7 @@ test.serial('output: stream chunks carry the stream they came from', async (t) =
 async function slowCollect(id: string, delayMs: number): Promise<{ stdout: Buffer; stderr: Buffer }> {
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  for await (const chunk of ts.client('viewer').getJobsStream({ id, follow: true }) as AsyncIterable<DataChunk>) {
+  for await (const chunk of ts.client('viewer').getJobsStream(GetJobsStreamReq.fromPartial({ id, follow: true })) as AsyncIterable<DataChunk>) {
     (chunk.stream === OutputStream.OUTPUT_STREAM_STDERR ? err : out).push(chunk.data);
     await new Promise((resolve) => setTimeout(resolve, delayMs));
   }

@@ -3,7 +3,7 @@
 import test from 'ava';
 import path from 'node:path';
 import { execa } from 'execa';
-import { JobStatus, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
+import { GetJobsStreamReq, JobStatus, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import { repoRoot } from '../helpers/paths.js';
 import { adminClient, daemonSetup, startDaemon } from '../helpers/daemon.js';
 import { alive, groupsUnder, pidsIn, waitUntil } from '../helpers/host.js';
@@ -16,7 +16,7 @@ test.serial('shutdown: stops every running job, even one ignoring SIGTERM, ends 
   const admin = ts.client('admin');
   const stubborn = (await unary(admin, 'createJob', { command: 'sh', args: ['-c', "trap '' TERM; echo up; while :; do sleep 1; done"], limits })).job!;
   const quiet = (await unary(admin, 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
-  const follower = ts.client('viewer').getJobsStream({ id: stubborn.id, follow: true });
+  const follower = ts.client('viewer').getJobsStream(GetJobsStreamReq.fromPartial({ id: stubborn.id, follow: true }));
   let received = '';
   const followed = new Promise<void>((resolve, reject) => {
     follower.on('data', (chunk: { data: Buffer }) => (received += chunk.data.toString()));
