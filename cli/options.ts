@@ -4,6 +4,7 @@
 // failure into one line on stderr and an exit code.
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
+import { parseDuration } from '../src/common/units.js';
 import { connect, Session } from './connect.js';
 import { describeError } from './errors.js';
 
@@ -62,16 +63,13 @@ export const isLineCount = isIntegerIn(0, UINT32_MAX, ' (lines)');
 /** Page size; the server answers at most 10,000 jobs at once. */
 export const isJobCount = isIntegerIn(1, 10_000, ' (jobs)');
 
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
-const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-
 /**
  * A point in time: a duration back from now ("90s", "10m", "2h", "1d") or
  * an ISO 8601 / RFC 3339 time with its zone ("2026-11-29T12:00:00Z").
  */
 export function parseSince(value: string, now = Date.now()): Date | null {
-  const duration = DURATION.exec(value);
-  if (duration) return new Date(now - Number(duration[1]) * UNIT_MS[duration[2] as keyof typeof UNIT_MS]);
+  const duration = parseDuration(value);
+  if (duration !== null) return new Date(now - duration);
   if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(value)) return null;
   const time = Date.parse(value);
   return Number.isNaN(time) ? null : new Date(time);

@@ -7,6 +7,7 @@ import { Builtins, Cli, Command, Option } from 'clipanion';
 import { pino, type Logger } from 'pino';
 import * as t from 'typanion';
 import { colorsFor } from '../common/terminal.js';
+import { parseBytes, parseDuration } from '../common/units.js';
 import type { DenyList } from './deny-list.js';
 import { HistoryError } from './job-history.js';
 import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './reload.js';
@@ -22,6 +23,25 @@ const isCgroupPath = t.makeValidator<unknown, string>({
     const names = typeof value === 'string' ? value.replace(/^\//, '').split('/') : [];
     if (names.length > 0 && names.every((name) => CGROUP_NAME.test(name) && name !== '.' && name !== '..')) return true;
     state?.errors?.push(`${state.p ?? '.'}: expected a cgroup path such as jobworker or /jobworker (got ${JSON.stringify(value)})`);
+    return false;
+  },
+});
+
+function isSize(min: number) {
+  return t.makeValidator<unknown, string>({
+    test: (value, state): value is string => {
+      const bytes = typeof value === 'string' ? parseBytes(value) : null;
+      if (bytes !== null && bytes >= min) return true;
+      state?.errors?.push(`${state.p ?? '.'}: expected a size of at least ${min} bytes such as 1G, 512M or 1073741824 (got ${JSON.stringify(value)})`);
+      return false;
+    },
+  });
+}
+
+const isDuration = t.makeValidator<unknown, string>({
+  test: (value, state): value is string => {
+    if (typeof value === 'string' && parseDuration(value) !== null) return true;
+    state?.errors?.push(`${state.p ?? '.'}: expected a duration such as 30m, 12h or 7d (got ${JSON.stringify(value)})`);
     return false;
   },
 });
@@ -64,7 +84,19 @@ class ServeCommand extends Command {
     validator: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(0, 600_000)]),
   });
   dataDir = Option.String('--data-dir', '/var/lib/jobworker', {
-    description: 'Directory for the job history (jobs.db, SQLite), kept across restarts; created if missing, its parent must exist (default /var/lib/jobworker)',
+    description: 'Directory for the job history (jobs.db, SQLite) and output (output/), kept across restarts; created if missing, its parent must exist (default /var/lib/jobworker)',
+  });
+  maxOutputBytes = Option.String('--max-output-bytes', '1G', {
+    description: "Output kept per job; past it the oldest is discarded, an eighth of this at a time: bytes, or with K, M, G, T (powers of 1024) (default 1G, at least 1M)",
+    validator: isSize(1024 * 1024),
+  });
+  retainJobs = Option.String('--retain-jobs', '10000', {
+    description: 'Ended jobs kept (record and output); the oldest are removed past this (default 10000)',
+    validator: t.cascade(t.isNumber(), [t.isInteger(), t.isInInclusiveRange(0, 10_000_000)]),
+  });
+  retainFor = Option.String('--retain-for', '7d', {
+    description: 'How long an ended job is kept: 30m, 12h, 7d, ... (default 7d)',
+    validator: isDuration,
   });
   denyCn = Option.Array('--deny-cn', [], { description: 'Refuse client certificates with this CN (repeatable)' });
   denyList = Option.String('--deny-list', {
@@ -114,6 +146,9 @@ class ServeCommand extends Command {
         stopGraceMs: this.stopGrace,
         outputPath: this.outputPath,
         dataDir: this.dataDir,
+        maxOutputBytes: parseBytes(this.maxOutputBytes)!,
+        retainJobs: this.retainJobs,
+        retainForMs: parseDuration(this.retainFor)!,
         jobInitPath: path.join(ROOT, 'build', 'job-init'),
         logger,
         auditLogger: audit?.logger,

@@ -478,7 +478,7 @@ export class OutputLog {
     try {
       names = await readdir(options.dir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') problems.push(`cannot read ${options.dir}: ${messageOf(err)}`);
       names = [];
     }
     const starts = new Map<number, Set<string>>();
@@ -493,7 +493,10 @@ export class OutputLog {
         problems.push(`segment ${segmentName(start, 'out')} lacks its ${starts.get(start)!.has('out') ? 'index' : 'data'} file: left out`);
         continue;
       }
-      const segment = await checkSegment(options.dir, start, problems);
+      const segment = await checkSegment(options.dir, start, problems).catch((err: unknown) => {
+        problems.push(`${segmentName(start, 'out')}: ${messageOf(err)}, left out`);
+        return null;
+      });
       if (!segment) continue;
       const previous = log.#segments[log.#segments.length - 1];
       if (previous && previous.start + previous.bytes !== start) problems.push(`bytes ${previous.start + previous.bytes} to ${start} are missing`);
@@ -580,7 +583,7 @@ export function makeOutputRoot(dataDir: string): string {
   try {
     fs.mkdirSync(root, { mode: 0o700 });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`cannot create the output directory ${root}: ${(err as Error).message}`);
   }
   return root;
 }

@@ -11,7 +11,7 @@ import type { CgroupDriverName, OutputPath, PrepareResult } from '../workers/pro
 import { encodeDataChunk } from './data-chunk-encoder.js';
 import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
-import { JobHistory, type HistoryProblem, type StoredJob } from './job-history.js';
+import { HistoryError, JobHistory, type HistoryProblem, type StoredJob } from './job-history.js';
 import { JobStore } from './job-store.js';
 import { OutputLog, makeOutputRoot } from './output-log.js';
 import { Retention } from './retention.js';
@@ -123,7 +123,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     earlier = await openOutputs(history.load(problems), outputRoot, maxOutputBytes, logger);
   } catch (err) {
     history.close();
-    throw err;
+    // Like a data directory it cannot create: the operator's to fix, exit 2.
+    throw new HistoryError((err as Error).message);
   }
   for (const problem of problems) logger.error(problem, 'job history: not everything could be read back');
   for (const { job, log } of earlier) if (log.problem) logger.error({ jobId: job.id, problem: log.problem }, 'job output: not everything could be read back');

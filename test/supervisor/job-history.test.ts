@@ -1,13 +1,14 @@
 // Job records kept across restarts: the real jobworkerd, SIGKILLed or
 // stopped, started again on the same data directory.
 import test from 'ava';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
 import Database from 'better-sqlite3';
 import { execa } from 'execa';
-import { JobStatus, type Job } from '../../src/gen/jobworker/v1/jobworker.js';
+import { GetJobsStreamReq, JobStatus, OutputStream, type DataChunk, type Job, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { JobHistory, type HistoryProblem, type StoredJob } from '../../src/supervisor/job-history.js';
 import { RESTARTED_WHILE_RUNNING } from '../../src/supervisor/job-store.js';
 import { adminClient, daemonSetup, startDaemon } from '../helpers/daemon.js';
@@ -20,13 +21,40 @@ const limits = { maxCpuPercent: 50, maxMemoryMb: 64, maxIoBps: 0, maxPids: 0 };
 
 const byId = (jobs: Job[]) => new Map(jobs.map((job) => [job.id, job]));
 
-test.serial('after a SIGKILL the restarted server lists every earlier job; the one that was running is FAILED, its processes gone', async (t) => {
+/** Where each run of one stream starts: how stdout and stderr interleave, however the chunks were cut. */
+function runs(chunks: DataChunk[]): [number, OutputStream][] {
+  return chunks.filter((c, i) => i === 0 || chunks[i - 1]!.stream !== c.stream).map((c) => [c.offset, c.stream]);
+}
+
+/** Random bytes in a file of the test's PKI dir, for jobs to `cat`. */
+function randomFile(pki: string, name: string, bytes: number): { path: string; data: Buffer } {
+  const data = randomBytes(bytes);
+  const file = path.join(pki, name);
+  fs.writeFileSync(file, data);
+  return { path: file, data };
+}
+
+/** Reads a running job's output until `bytes` have come: it is then in the server's log. */
+async function outputReaches(client: JobServiceClient, id: string, bytes: number): Promise<void> {
+  const stream = client.getJobsStream(GetJobsStreamReq.fromPartial({ id, follow: true }));
+  let seen = 0;
+  for await (const chunk of stream as AsyncIterable<DataChunk>) {
+    seen += chunk.data.length;
+    if (seen >= bytes) break;
+  }
+  stream.cancel();
+}
+
+test.serial('after a SIGKILL the restarted server lists every earlier job with its output byte-exact; the one that was running is FAILED, its processes gone', async (t) => {
   const { pki, parent } = await daemonSetup(t);
+  const out = randomFile(pki, 'out.bin', 3 * 1024 * 1024 + 17);
+  const err = randomFile(pki, 'err.bin', 100_003);
   const first = await startDaemon(t, pki, parent);
   const client = adminClient(t, pki, first.port);
-  const done = (await unary(client, 'createJob', { command: 'sh', args: ['-c', 'echo hello; exit 3'], limits })).job!;
-  await collectStream(client, { id: done.id, follow: true });
-  const running = (await unary(client, 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
+  const done = (await unary(client, 'createJob', { command: 'sh', args: ['-c', `cat ${out.path}; cat ${err.path} >&2; echo hello; exit 3`], limits })).job!;
+  const before = await collectStream(client, { id: done.id, follow: true });
+  const running = (await unary(client, 'createJob', { command: 'sh', args: ['-c', `cat ${err.path} >&2; cat ${out.path}; exec sleep 600`], limits })).job!;
+  await outputReaches(client, running.id, out.data.length + err.data.length);
   first.process.kill('SIGKILL');
   await first.process;
 
@@ -34,21 +62,27 @@ test.serial('after a SIGKILL the restarted server lists every earlier job; the o
   const again = adminClient(t, pki, second.port, 'viewer');
   const jobs = byId((await unary(again, 'getJobs', {})).jobs);
   t.is(jobs.size, 2);
-  t.like(jobs.get(done.id), { status: JobStatus.JOB_STATUS_FAILED, exitCode: 3, command: 'sh', args: ['-c', 'echo hello; exit 3'], owner: 'admin', outputBytes: 6 });
+  const total = out.data.length + err.data.length + 6;
+  t.like(jobs.get(done.id), { status: JobStatus.JOB_STATUS_FAILED, exitCode: 3, command: 'sh', owner: 'admin', outputBytes: total, outputProblem: '' });
   t.deepEqual(jobs.get(done.id)!.limits, done.limits);
   t.is(jobs.get(done.id)!.startedAt!.getTime(), done.startedAt!.getTime());
   const interrupted = jobs.get(running.id)!;
   t.is(interrupted.status, JobStatus.JOB_STATUS_FAILED);
   t.is(interrupted.message, RESTARTED_WHILE_RUNNING);
+  t.is(interrupted.outputBytes, out.data.length + err.data.length, 'its output as far as the server had it');
   t.truthy(interrupted.endedAt);
   t.false(alive(running.pid), 'the job that was running is gone');
   t.deepEqual(groupsUnder(parent), []);
   t.truthy(second.log.find((line) => line.msg === 'a job was running when the server stopped: recorded FAILED' && line.jobId === running.id));
 
-  // The output was in the dead server's memory: saying so beats an empty stream.
-  const err = await rejects(collectStream(again, { id: done.id, follow: false }));
-  t.is(err.code, Status.FAILED_PRECONDITION);
-  t.regex(err.details, /ran before the server's last restart/);
+  // Output from before the restart, byte for byte, stdout and stderr apart and in order.
+  const after = await collectStream(again, { id: done.id, follow: true });
+  t.true(after.stdout.equals(Buffer.concat([out.data, Buffer.from('hello\n')])));
+  t.true(after.stderr.equals(err.data));
+  t.deepEqual(runs(after.chunks), runs(before.chunks), 'stdout and stderr interleaved as they were');
+  const cut = await collectStream(again, { id: running.id, follow: false });
+  t.true(cut.stderr.equals(err.data));
+  t.true(cut.stdout.equals(out.data));
   // And the server goes on as before.
   const fresh = (await unary(adminClient(t, pki, second.port), 'createJob', { command: 'echo', args: ['new'], limits })).job!;
   t.is((await collectStream(again, { id: fresh.id, follow: true })).stdout.toString(), 'new\n');
@@ -56,10 +90,13 @@ test.serial('after a SIGKILL the restarted server lists every earlier job; the o
   t.is((await second.process).exitCode, 0);
 });
 
-test.serial('a clean shutdown records the jobs it stopped as STOPPED, and the next start shows them so', async (t) => {
+test.serial('a clean shutdown records the jobs it stopped as STOPPED with their output, and the next start shows them so', async (t) => {
   const { pki, parent } = await daemonSetup(t);
+  const out = randomFile(pki, 'out.bin', 1024 * 1024 + 5);
   const first = await startDaemon(t, pki, parent);
-  const job = (await unary(adminClient(t, pki, first.port), 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
+  const client = adminClient(t, pki, first.port);
+  const job = (await unary(client, 'createJob', { command: 'sh', args: ['-c', `cat ${out.path}; exec sleep 600`], limits })).job!;
+  await outputReaches(client, job.id, out.data.length);
   first.process.kill('SIGTERM');
   t.is((await first.process).exitCode, 0);
 
@@ -67,6 +104,7 @@ test.serial('a clean shutdown records the jobs it stopped as STOPPED, and the ne
   const [again] = (await unary(adminClient(t, pki, second.port), 'getJobs', {})).jobs;
   t.is(again?.id, job.id);
   t.is(again?.status, JobStatus.JOB_STATUS_STOPPED);
+  t.true((await collectStream(adminClient(t, pki, second.port), { id: job.id })).stdout.equals(out.data));
   t.false(second.log.some((line) => line.msg === 'a job was running when the server stopped: recorded FAILED'));
   second.process.kill('SIGTERM');
   await second.process;
