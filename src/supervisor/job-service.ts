@@ -96,8 +96,8 @@ export class JobService {
   /**
    * Sends the job's output from its first byte still kept, or from where
    * since/tail_lines say. The reader is a cursor into the job's log; a slow
-   * client is held back by gRPC flow control (write() false → wait for
-   * drain) and never gets a copy of its own.
+   * client is held back by gRPC flow control (see WriteWindow) and never
+   * gets more than a few chunks of its own.
    */
   async streamOutput(call: ServerWritableStream<GetJobsStreamReq, DataChunk>): Promise<void> {
     const { id, follow, since, tailLines, timestamps } = call.request;
@@ -108,6 +108,7 @@ export class JobService {
     call.once('cancelled', onCancel);
     call.once('close', onCancel);
     const cursor = new OutputCursor(log, log.start);
+    const window = new WriteWindow(call, gone.signal);
     try {
       if (since) cursor.offset = Math.max(cursor.offset, await offsetSince(log, since.getTime()));
       if (tailLines !== undefined) cursor.offset = Math.max(cursor.offset, await offsetOfLastLines(log, tailLines, log.length));
@@ -120,7 +121,7 @@ export class JobService {
             offset: slice.offset,
             time: timestamps ? new Date(slice.time) : undefined,
           };
-          if (!call.write(chunk)) await once(call, 'drain', { signal: gone.signal });
+          await window.write(chunk);
           continue;
         }
         if (log.closed) break;
@@ -160,6 +161,43 @@ function validateCommand(command: string, args: readonly string[]): void {
     total += bytes;
   }
   if (total > MAX_ARGV_BYTES) throw Errors.invalidArgument(`command and arguments must be at most ${MAX_ARGV_BYTES} bytes together, got ${total}`);
+}
+
+/** Chunks a stream may have handed to grpc-js and not yet seen written to the connection. */
+const CHUNKS_IN_FLIGHT = 4;
+
+/**
+ * Holds a stream's writer back once CHUNKS_IN_FLIGHT chunks are queued.
+ * grpc-js queues 16 messages per call before write() says false: at 64 KiB
+ * a chunk, plus its encoded copy, a hundred followers held 2 MiB each.
+ */
+class WriteWindow {
+  #inFlight = 0;
+  #wake: (() => void) | undefined;
+
+  constructor(
+    readonly call: ServerWritableStream<GetJobsStreamReq, DataChunk>,
+    readonly signal: AbortSignal,
+  ) {}
+
+  async write(chunk: DataChunk): Promise<void> {
+    this.#inFlight += 1;
+    this.call.write(chunk, () => {
+      this.#inFlight -= 1;
+      this.#wake?.();
+    });
+    if (this.#inFlight < CHUNKS_IN_FLIGHT) return;
+    // A cancelled call never calls back: the signal ends the wait.
+    const aborted = once(this.signal, 'abort');
+    try {
+      while (this.#inFlight >= CHUNKS_IN_FLIGHT) {
+        await Promise.race([new Promise<void>((resolve) => (this.#wake = resolve)), aborted]);
+        if (this.signal.aborted) throw this.signal.reason;
+      }
+    } finally {
+      this.#wake = undefined;
+    }
+  }
 }
 
 function matches(job: JobRecord, request: GetJobsReq): boolean {
