@@ -1,7 +1,6 @@
 // The JobService RPCs. Callers are authenticated and authorized before a
 // handler runs (rpc-boundary.ts); handlers validate their request and work on
 // the store.
-import { once } from 'node:events';
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import {
   JobStatus,
@@ -164,7 +163,7 @@ function validateCommand(command: string, args: readonly string[]): void {
 }
 
 /** Chunks a stream may have handed to grpc-js and not yet seen written to the connection. */
-const CHUNKS_IN_FLIGHT = 4;
+const CHUNKS_IN_FLIGHT = 2;
 
 /**
  * Holds a stream's writer back once CHUNKS_IN_FLIGHT chunks are queued.
@@ -178,7 +177,10 @@ class WriteWindow {
   constructor(
     readonly call: ServerWritableStream<GetJobsStreamReq, DataChunk>,
     readonly signal: AbortSignal,
-  ) {}
+  ) {
+    // A cancelled call never calls back: the signal ends the wait.
+    signal.addEventListener('abort', () => this.#wake?.(), { once: true });
+  }
 
   async write(chunk: DataChunk): Promise<void> {
     this.#inFlight += 1;
@@ -187,12 +189,10 @@ class WriteWindow {
       this.#wake?.();
     });
     if (this.#inFlight < CHUNKS_IN_FLIGHT) return;
-    // A cancelled call never calls back: the signal ends the wait.
-    const aborted = once(this.signal, 'abort');
     try {
       while (this.#inFlight >= CHUNKS_IN_FLIGHT) {
-        await Promise.race([new Promise<void>((resolve) => (this.#wake = resolve)), aborted]);
         if (this.signal.aborted) throw this.signal.reason;
+        await new Promise<void>((resolve) => (this.#wake = resolve));
       }
     } finally {
       this.#wake = undefined;

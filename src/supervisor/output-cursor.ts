@@ -7,7 +7,7 @@ import { ENTRY_BYTES, entryLength, entryOffset, entryStream, entryTime, readEntr
 import { OutputUnreadableError, type Block, type OutputLog, type OutputSlice, type Segment } from './output-log.js';
 
 /** Index entries read from disk at a time. */
-const BATCH_ENTRIES = 3276;
+const BATCH_ENTRIES = 819;
 /** Bytes read at a time when searching backwards for line ends. */
 const SCAN_BYTES = 64 * 1024;
 
