@@ -22,6 +22,8 @@ export class OutputCursor {
   #batchCount = 0;
   /** The batch entry the last read started in. */
   #batchPos = 0;
+  /** Closed by its reader, maybe while a read was opening files. */
+  #closed = false;
 
   constructor(log: OutputLog, offset: number) {
     this.#log = log;
@@ -46,6 +48,7 @@ export class OutputCursor {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     await this.#closeFiles();
   }
 
@@ -95,6 +98,7 @@ export class OutputCursor {
     try {
       this.#data = await open(path.join(dir, segmentName(segment.start, 'out')), 'r');
       this.#index = await open(path.join(dir, segmentName(segment.start, 'idx')), 'r');
+      if (this.#closed) throw new Error('cursor closed');
     } catch (err) {
       await this.#closeFiles();
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' && this.#log.start > segment.start) {

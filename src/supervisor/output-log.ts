@@ -417,6 +417,11 @@ export class OutputLog {
       throw err;
     });
     const files = { data, index };
+    if (this.#disposed) {
+      // Disposed while the files were being opened: dispose() could not close these.
+      await closeFiles(files);
+      throw new Error('output log disposed');
+    }
     this.#files.set(segment, files);
     return files;
   }
