@@ -16,9 +16,9 @@ import { rpcUnderFlood } from './scenarios/rpc-under-flood.js';
 import { scale } from './scenarios/scale.js';
 import { REPO, startBenchServer, type BenchServer } from './server.js';
 
-// Run in this order, not by number: the server keeps every job's output in
-// memory (issue 6), and a server with a large RSS is slower to spawn jobs
-// (libuv forks it whole), so the scenarios that pile up output come last.
+// Run in this order, not by number: the scenarios that write the most output
+// come last, so the page cache and writeback they leave behind do not slow
+// the timing of the others.
 const SCENARIOS: [string, (server: BenchServer, quick: boolean) => Promise<Row[]>][] = [
   ['5. scale', scale],
   ['1. job start', jobStart],
