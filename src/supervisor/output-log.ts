@@ -270,6 +270,7 @@ export class OutputLog {
       this.#logger.error({ dir: this.dir, lostBytes: this.#length - this.#written }, 'output that could not be written is lost');
       this.#problem = `output from byte ${this.#written} on could not be written and is lost`;
     }
+    this.#pausedSince = null;
     this.#closed = true;
     for (const waiters of [this.#readers, this.#roomWaiters, this.#settledWaiters]) {
       wakeAll(waiters);
@@ -289,9 +290,9 @@ export class OutputLog {
     await rm(this.dir, { recursive: true, force: true });
   }
 
-  /** Nothing left to do, or nothing doable until the disk takes writes again. */
+  /** Nothing left to do, or nothing doable until the disk takes writes again, or nothing to be done at all. */
   #settled(): boolean {
-    return (this.#written === this.#length && this.#files.size === 0) || (this.#pausedSince !== null && !this.#writing);
+    return this.#disposed || (this.#written === this.#length && this.#files.size === 0) || (this.#pausedSince !== null && !this.#writing);
   }
 
   #hasWork(): boolean {

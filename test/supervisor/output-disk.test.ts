@@ -6,11 +6,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
 import { execa } from 'execa';
-import { GetJobsStreamReq, JobStatus, type DataChunk, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
+import { GetJobsStreamReq, JobStatus, type DataChunk, type Job, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { adminClient, daemonSetup, startDaemon, type Daemon } from '../helpers/daemon.js';
 import { waitUntil } from '../helpers/host.js';
 import { jobctlPath as jobctl } from '../helpers/paths.js';
-import { collectStream, rejects, startTestServer, unary, waitForEnd } from '../helpers/server.js';
+import { collectStream, rejects, startTestServer, unary, waitForEnd, type TestServer } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;
 const limits = { maxCpuPercent: 100, maxMemoryMb: 256, maxIoBps: 0, maxPids: 0 };
@@ -213,29 +213,33 @@ test('listing: newest first, filtered by status and owner, a page at a time', as
   t.is(bad.exitCode, 2);
 });
 
-test.serial('disk full: output capture pauses with a clear status while the job waits, and resumes losing nothing when space returns', async (t) => {
+/**
+ * A server whose data directory is a 16 MiB tmpfs, and a job that writes 8
+ * MiB of random bytes once the tmpfs has only 2 MiB left; resolves once its
+ * capture has paused.
+ */
+async function pausedJob(t: ExecutionContext): Promise<{ ts: TestServer; job: Job; data: Buffer; filler: string }> {
   const dataDir = fs.mkdtempSync('/tmp/jobworker-full-');
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
   await execa('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'jobworker-test', dataDir]);
   t.teardown(() => execa('umount', ['-l', dataDir]).catch(() => undefined));
   const ts = await startTestServer(t, { dataDir: path.join(dataDir, 'data') });
-  const client = ts.client();
   const data = randomBytes(8 * MiB);
   const file = path.join(ts.pki, 'data.bin');
   fs.writeFileSync(file, data);
   const go = path.join(ts.pki, 'go');
-  const job = (await unary(client, 'createJob', { command: 'sh', args: ['-c', `while [ ! -e ${go} ]; do sleep 0.02; done; cat ${file}`], limits })).job!;
-  // Leave about 2 MiB free, then let the job write 8.
+  const job = (await unary(ts.client(), 'createJob', { command: 'sh', args: ['-c', `while [ ! -e ${go} ]; do sleep 0.02; done; cat ${file}`], limits })).job!;
   const { stdout: free } = await execa('df', ['--output=avail', '-B1', dataDir]);
   const filler = path.join(dataDir, 'filler');
   fs.writeFileSync(filler, Buffer.alloc(Number(free.split('\n')[1]) - 2 * MiB));
   fs.writeFileSync(go, '');
+  await waitUntil(() => ts.server.store.get(job.id)!.log.problem !== '', 'capture to pause');
+  return { ts, job, data, filler };
+}
 
-  let paused = '';
-  await waitUntil(() => {
-    paused = ts.server.store.get(job.id)!.log.problem;
-    return paused !== '';
-  }, 'capture to pause');
+test.serial('disk full: output capture pauses with a clear status while the job waits, and resumes losing nothing when space returns', async (t) => {
+  const { ts, job, data, filler } = await pausedJob(t);
+  const client = ts.client();
   const seen = (await unary(client, 'getJob', { id: job.id })).job!;
   t.is(seen.status, JobStatus.JOB_STATUS_RUNNING, 'the job waits');
   t.regex(seen.outputProblem, /^output capture paused since .*: cannot write to .*: ENOSPC: no space left on device.*the job waits, retrying every 1 s$/);
@@ -247,4 +251,12 @@ test.serial('disk full: output capture pauses with a clear status while the job 
   t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED);
   t.is(ended.outputProblem, '');
   t.is(createHash('sha256').update(output.stdout).digest('hex'), createHash('sha256').update(data).digest('hex'));
+});
+
+test.serial('disk full: shutdown does not wait for the disk: the paused job is stopped, its unwritten output given up', async (t) => {
+  const { ts, job } = await pausedJob(t);
+  await ts.stop();
+  const record = ts.server.store.get(job.id)!;
+  t.is(record.state, 'STOPPED');
+  t.regex(record.log.problem, /could not be written and is lost/);
 });
