@@ -110,6 +110,33 @@ test.serial('a clean shutdown records the jobs it stopped as STOPPED with their 
   await second.process;
 });
 
+test.serial('output damaged on disk is cut back, reported in the log and on the job, and the rest is served', async (t) => {
+  const { pki, parent } = await daemonSetup(t);
+  const out = randomFile(pki, 'out.bin', 300_000);
+  const first = await startDaemon(t, pki, parent);
+  const client = adminClient(t, pki, first.port);
+  const job = (await unary(client, 'createJob', { command: 'cat', args: [out.path], limits })).job!;
+  await collectStream(client, { id: job.id, follow: true });
+  first.process.kill('SIGTERM');
+  await first.process;
+  // The disk lost the end of the data file.
+  const dir = path.join(pki, 'data', 'output', job.id);
+  const data = fs.readdirSync(dir).find((name) => name.endsWith('.out'))!;
+  fs.truncateSync(path.join(dir, data), 250_000);
+
+  const second = await startDaemon(t, pki, parent);
+  const again = adminClient(t, pki, second.port);
+  const logged = second.log.find((line) => line.msg === 'job output: not everything could be read back') as { jobId?: string; problem?: string } | undefined;
+  t.is(logged?.jobId, job.id);
+  const { job: damaged } = await unary(again, 'getJob', { id: job.id });
+  t.regex(damaged!.outputProblem, /^output damaged: .*frames claim bytes its data file lacks, cut off; the job wrote 300000 bytes, \d+ of them are not on disk$/);
+  const served = await collectStream(again, { id: job.id });
+  t.true(served.stdout.length <= 250_000 && served.stdout.length > 0);
+  t.true(served.stdout.equals(out.data.subarray(0, served.stdout.length)), 'what is kept is byte-exact');
+  second.process.kill('SIGTERM');
+  await second.process;
+});
+
 test.serial('a job history SQLite cannot read is moved aside and reported; the server starts with a new one', async (t) => {
   const { pki, parent } = await daemonSetup(t);
   fs.mkdirSync(`${pki}/data`);
