@@ -83,7 +83,7 @@ export async function copyOutput(session: Session, request: Partial<GetJobsStrea
 export class StreamCommand extends JobctlCommand {
   static override paths = [['stream']];
   static override usage = Command.Usage({
-    description: "Print a job's output from its first byte",
+    description: "Print a job's output: all of it, or from --since or the last --tail lines",
     details: `
       The job's stdout goes to stdout and its stderr to stderr, byte for byte (binary output is not altered). Without \`--follow\` jobctl prints what the job has written so far and exits; with it, it goes on until the job has ended and all of its output is out. Exits 0 when the stream ends, whatever the job's exit code (\`jobctl get\` has it).
 

@@ -112,7 +112,10 @@ export class JobService {
       if (since) cursor.offset = Math.max(cursor.offset, await offsetSince(log, since.getTime()));
       if (tailLines !== undefined) cursor.offset = Math.max(cursor.offset, await offsetOfLastLines(log, tailLines, log.length));
       while (cursor.offset < end) {
-        const slice = await cursor.next(Math.min(MAX_CHUNK_BYTES, end - cursor.offset), timestamps);
+        // Frame by frame when each chunk's time matters.
+        const slice = await cursor.next(Math.min(MAX_CHUNK_BYTES, end - cursor.offset), timestamps || since !== undefined);
+        // A since still to come holds back what a follower gets until then.
+        if (slice && since && slice.time < since.getTime()) continue;
         if (slice) {
           const chunk: DataChunk = {
             data: slice.data,

@@ -175,6 +175,21 @@ test('reading: --tail with --follow gives the last lines, then what comes', asyn
   t.is((await follow).stdout, '999\n1000\nafter');
 });
 
+test('reading: a follower with a since still to come gets only what arrives after it', async (t) => {
+  const ts = await startTestServer(t);
+  const [early, late] = [path.join(ts.pki, 'early'), path.join(ts.pki, 'late')];
+  const script = `while [ ! -e ${early} ]; do sleep 0.02; done; echo early; while [ ! -e ${late} ]; do sleep 0.02; done; echo late`;
+  const job = (await unary(ts.client(), 'createJob', { command: 'sh', args: ['-c', script], limits })).job!;
+  const since = new Date(Date.now() + 3000);
+  const following = collectStream(ts.client(), { id: job.id, follow: true, since });
+  fs.writeFileSync(early, '');
+  await waitUntil(() => ts.server.store.get(job.id)!.log.length === 6, 'the early line');
+  t.true(Date.now() < since.getTime(), 'the early line came before since (3 s margin)');
+  await waitUntil(() => Date.now() > since.getTime(), 'since to pass', 5000);
+  fs.writeFileSync(late, '');
+  t.is((await following).stdout.toString(), 'late\n');
+});
+
 test('listing: newest first, filtered by status and owner, a page at a time', async (t) => {
   const ts = await startTestServer(t);
   const client = ts.client();
