@@ -216,6 +216,9 @@ export class JobRunner {
       usage: null,
     };
     this.#ports.set(id, port);
+    port.on('message', (message: TaskToMain) => {
+      if (message.type === 'exited') log.stopHoldingBack();
+    });
     try {
       this.#store.add(record);
     } catch (err) {

@@ -111,12 +111,15 @@ export class JobService {
     try {
       if (since) cursor.offset = Math.max(cursor.offset, await offsetSince(log, since.getTime()));
       if (tailLines !== undefined) cursor.offset = Math.max(cursor.offset, await offsetOfLastLines(log, tailLines, log.length));
+      let notYet = since !== undefined;
       while (cursor.offset < end) {
-        // Frame by frame when each chunk's time matters.
-        const slice = await cursor.next(Math.min(MAX_CHUNK_BYTES, end - cursor.offset), timestamps || since !== undefined);
+        // Frame by frame while each chunk's time matters: to timestamp it, or
+        // until the first that arrived at or after since (times never decrease).
+        const slice = await cursor.next(Math.min(MAX_CHUNK_BYTES, end - cursor.offset), timestamps || notYet);
         // A since still to come holds back what a follower gets until then.
-        if (slice && since && slice.time < since.getTime()) continue;
+        if (slice && notYet && slice.time < since!.getTime()) continue;
         if (slice) {
+          notYet = false;
           const chunk: DataChunk = {
             data: slice.data,
             stream: slice.stream === StreamId.Stderr ? OutputStream.OUTPUT_STREAM_STDERR : OutputStream.OUTPUT_STREAM_STDOUT,

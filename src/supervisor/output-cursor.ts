@@ -39,12 +39,16 @@ export class OutputCursor {
   async next(maxBytes: number, split: boolean): Promise<OutputSlice | null> {
     const log = this.#log;
     if (log.removed) throw new OutputUnreadableError('the job was removed from the history while its output was being read');
-    if (this.offset < log.start) this.offset = log.start;
-    if (this.offset >= log.length || maxBytes <= 0) return null;
-    const blocks = log.blocks;
-    const slice = blocks.length > 0 && this.offset >= blocks[0]!.start ? fromBlocks(blocks, this.offset, maxBytes, split) : await this.#fromDisk(maxBytes, split);
-    this.offset = slice.offset + slice.data.length;
-    return slice;
+    for (;;) {
+      if (this.offset < log.start) this.offset = log.start;
+      if (this.offset >= log.length || maxBytes <= 0) return null;
+      const blocks = log.blocks;
+      const slice = blocks.length > 0 && this.offset >= blocks[0]!.start ? fromBlocks(blocks, this.offset, maxBytes, split) : await this.#fromDisk(maxBytes, split);
+      // null: the segment was discarded as it was opened; go on from the first byte kept.
+      if (!slice) continue;
+      this.offset = slice.offset + slice.data.length;
+      return slice;
+    }
   }
 
   async close(): Promise<void> {
@@ -52,9 +56,9 @@ export class OutputCursor {
     await this.#closeFiles();
   }
 
-  async #fromDisk(maxBytes: number, split: boolean): Promise<OutputSlice> {
+  async #fromDisk(maxBytes: number, split: boolean): Promise<OutputSlice | null> {
     const segment = this.#segmentAt();
-    if (segment !== this.#segment) await this.#openSegment(segment);
+    if (segment !== this.#segment && !(await this.#openSegment(segment))) return null;
     if (!this.#batchHolds(this.offset)) await this.#loadBatch(await this.#entryAt(this.offset));
     const batch = this.#batch;
     // Readers move forwards: search on from where the last read ended.
@@ -92,7 +96,8 @@ export class OutputCursor {
     return segment;
   }
 
-  async #openSegment(segment: Segment): Promise<void> {
+  /** False when the segment was discarded (--max-output-bytes) before it could be opened. */
+  async #openSegment(segment: Segment): Promise<boolean> {
     await this.#closeFiles();
     const dir = this.#log.dir;
     try {
@@ -101,13 +106,13 @@ export class OutputCursor {
       if (this.#closed) throw new Error('cursor closed');
     } catch (err) {
       await this.#closeFiles();
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && this.#log.start > segment.start) {
-        throw new OutputUnreadableError('output was discarded (--max-output-bytes) while it was being read; read again from the start');
-      }
+      if (this.#log.removed) throw new OutputUnreadableError('the job was removed from the history while its output was being read');
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && this.#log.start > segment.start) return false;
       throw this.#unreadable(`cannot open ${segmentName(segment.start, 'out')}: ${(err as Error).message}`);
     }
     this.#segment = segment;
     this.#batchCount = 0;
+    return true;
   }
 
   #batchHolds(offset: number): boolean {
@@ -186,10 +191,13 @@ function fromBlocks(blocks: readonly Block[], offset: number, maxBytes: number, 
 
 /** Offset of the first byte that arrived at or after `time` (ms since the epoch); the log's length when none did. */
 export async function offsetSince(log: OutputLog, time: number): Promise<number> {
-  const blocks = log.blocks;
+  // Copies: the log drops blocks and segments from the front while the
+  // search waits on the disk. A dropped block's memory is never reused.
+  const blocks = [...log.blocks];
+  const segments = [...log.segments];
   const inMemory = blocks.length > 0 && entryTime(blocks[0]!.index, 0) < time;
   if (!inMemory) {
-    for (const segment of log.segments) {
+    for (const segment of segments) {
       if (blocks.length > 0 && segment.start >= blocks[0]!.start) break;
       const found = await searchSegmentByTime(log, segment, time);
       if (found !== null) return found;
@@ -208,7 +216,15 @@ export async function offsetSince(log: OutputLog, time: number): Promise<number>
 async function searchSegmentByTime(log: OutputLog, segment: Segment, time: number): Promise<number | null> {
   if (Number.isNaN(segment.firstTime)) return null;
   if (segment.firstTime >= time) return segment.start;
-  const index = await open(path.join(log.dir, segmentName(segment.start, 'idx')), 'r');
+  let index;
+  try {
+    index = await open(path.join(log.dir, segmentName(segment.start, 'idx')), 'r');
+  } catch (err) {
+    if (log.removed) throw new OutputUnreadableError('the job was removed from the history while its output was being read');
+    // Discarded (--max-output-bytes) since the search began: nothing of it is kept.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
   try {
     const entry = Buffer.alloc(ENTRY_BYTES);
     const timeOf = async (i: number): Promise<number> => {
@@ -244,8 +260,9 @@ export async function offsetOfLastLines(log: OutputLog, lines: number, end: numb
   const cursor = new OutputCursor(log, 0);
   try {
     while (to > log.start) {
-      const from = Math.max(log.start, to - SCAN_BYTES);
-      const piece = await readRange(cursor, from, to);
+      const { from, bytes: piece } = await readRange(cursor, Math.max(log.start, to - SCAN_BYTES), to);
+      // Nothing kept before `to` (discarded, or a gap in damaged files): the lines begin there.
+      if (piece.length === 0) return to;
       let at = piece.length - 1 - skip;
       skip = 0;
       while (at >= 0) {
@@ -263,13 +280,20 @@ export async function offsetOfLastLines(log: OutputLog, lines: number, end: numb
   }
 }
 
-async function readRange(cursor: OutputCursor, from: number, to: number): Promise<Buffer> {
-  const pieces: Buffer[] = [];
+/** The bytes from `from` (or, past a jump, from where they continue without one) up to `to`. */
+async function readRange(cursor: OutputCursor, from: number, to: number): Promise<{ from: number; bytes: Buffer }> {
+  let pieces: Buffer[] = [];
+  let start = from;
   cursor.offset = from;
   while (cursor.offset < to) {
+    const expected = cursor.offset;
     const slice = await cursor.next(to - cursor.offset, false);
-    if (!slice) break;
+    if (!slice || slice.offset >= to) break;
+    if (slice.offset !== expected) {
+      pieces = [];
+      start = slice.offset;
+    }
     pieces.push(slice.data);
   }
-  return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+  return { from: start, bytes: pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces) };
 }

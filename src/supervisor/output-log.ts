@@ -23,8 +23,12 @@ const FIRST_BLOCK = 4 * 1024;
 const MAX_BLOCK = 256 * 1024;
 /** Written blocks kept in memory for live followers, the newest being appended to. */
 const KEPT_BLOCKS = 2;
-/** Bytes appended but not yet written past which the pump must wait (room() is 0). */
-const MAX_UNWRITTEN = 1024 * 1024;
+/**
+ * Memory of a job's tail (blocks and their indexes, written or not) past
+ * which the pump must wait (room() is 0): about 1.4 MiB not yet written
+ * besides the two blocks kept for followers.
+ */
+const MAX_TAIL_MEMORY = 2 * 1024 * 1024;
 /** While the disk refuses writes (full), they are retried this often. */
 export const RETRY_MS = 1_000;
 /** Segments per --max-output-bytes: the granularity at which old output is discarded. */
@@ -103,9 +107,13 @@ export class OutputLog {
   #disposed = false;
   /** Shutting down: a write the disk refuses makes the log give up rather than wait. */
   #giveUpWhenPaused = false;
+  /** The job's processes are gone: what is left of its output is bounded, and taken whatever the disk does. */
+  #holdingBack = true;
   #lastTime = 0;
   readonly #segments: Segment[] = [];
   #blocks: Block[] = [];
+  /** Bytes allocated for #blocks. */
+  #tailMemory = 0;
   /** Write handles of segments that still have blocks to write. */
   readonly #files = new Map<Segment, SegmentFiles>();
   /** Log offset up to which data is on disk. */
@@ -167,8 +175,8 @@ export class OutputLog {
 
   /** How many bytes append() may take before the writer should wait for whenRoom(). */
   room(): number {
-    if (this.#disposed) return Number.POSITIVE_INFINITY;
-    return MAX_UNWRITTEN - (this.#length - this.#written);
+    if (this.#disposed || !this.#holdingBack) return Number.POSITIVE_INFINITY;
+    return MAX_TAIL_MEMORY - this.#tailMemory;
   }
 
   whenRoom(): Promise<void> {
@@ -251,6 +259,17 @@ export class OutputLog {
   }
 
   /**
+   * Every process of the job is gone: from now on append() takes whatever
+   * comes (what the pipes and the ring hold) without waiting for the disk,
+   * so that the job's end never waits for disk space.
+   */
+  stopHoldingBack(): void {
+    this.#holdingBack = false;
+    wakeAll(this.#roomWaiters);
+    this.#roomWaiters.clear();
+  }
+
+  /**
    * From now on, a write the disk refuses ends the writing instead of
    * pausing it (the server is shutting down and the job must end); if
    * writing is paused now, it ends at once.
@@ -287,6 +306,7 @@ export class OutputLog {
     await this.dispose();
     await this.#idle;
     this.#blocks = [];
+    this.#tailMemory = 0;
     await rm(this.dir, { recursive: true, force: true });
   }
 
@@ -307,7 +327,9 @@ export class OutputLog {
       segment = { start: this.#length, bytes: 0, entries: 0, firstTime: Number.NaN };
       this.#segments.push(segment);
     }
-    const size = Math.min(last ? last.data.length * 4 : FIRST_BLOCK, MAX_BLOCK, this.#segmentBytes);
+    // Sized by what the last block held: one that filled its index with
+    // tiny frames long before its data does not make the next one bigger.
+    const size = Math.min(last ? Math.max(FIRST_BLOCK, 2 ** Math.ceil(Math.log2(last.used * 4))) : FIRST_BLOCK, MAX_BLOCK, this.#segmentBytes);
     const block: Block = {
       segment,
       start: this.#length,
@@ -323,6 +345,7 @@ export class OutputLog {
       lockedEntries: 0,
     };
     this.#blocks.push(block);
+    this.#tailMemory += block.data.length + block.index.length;
     return block;
   }
 
@@ -430,7 +453,10 @@ export class OutputLog {
   /** Drops written blocks no follower needs (all of them once the log is closed). */
   #dropWrittenBlocks(): void {
     const keep = this.#closed ? 0 : KEPT_BLOCKS;
-    while (this.#blocks.length > keep && this.#blocks[0]!.writtenEntries === this.#blocks[0]!.entries) this.#blocks.shift();
+    while (this.#blocks.length > keep && this.#blocks[0]!.writtenEntries === this.#blocks[0]!.entries) {
+      const dropped = this.#blocks.shift()!;
+      this.#tailMemory -= dropped.data.length + dropped.index.length;
+    }
   }
 
   /** Wakes a waiting pump, discards old segments. */
@@ -493,7 +519,10 @@ export class OutputLog {
     }
     for (const start of [...starts.keys()].sort((a, b) => a - b)) {
       if (starts.get(start)!.size < 2) {
-        problems.push(`segment ${segmentName(start, 'out')} lacks its ${starts.get(start)!.has('out') ? 'index' : 'data'} file: left out`);
+        // A crash between creating the two files, most likely: unreadable either way.
+        const [kind] = [...starts.get(start)!] as ['out' | 'idx'];
+        problems.push(`segment ${segmentName(start, 'out')} lacks its ${kind === 'out' ? 'index' : 'data'} file: deleted`);
+        await unlink(path.join(options.dir, segmentName(start, kind))).catch(() => undefined);
         continue;
       }
       const segment = await checkSegment(options.dir, start, problems).catch((err: unknown) => {
@@ -519,7 +548,10 @@ async function checkSegment(dir: string, start: number, problems: string[]): Pro
   const indexPath = path.join(dir, segmentName(start, 'idx'));
   const name = segmentName(start, 'out');
   const data = await open(dataPath, 'r+');
-  const index = await open(indexPath, 'r+');
+  const index = await open(indexPath, 'r+').catch(async (err: unknown) => {
+    await data.close();
+    throw err;
+  });
   try {
     const dataBytes = (await data.stat()).size;
     const indexBytes = (await index.stat()).size;

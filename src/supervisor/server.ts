@@ -2,6 +2,7 @@
 // boundary, the job runner and its pool. startServer() is what jobworkerd and
 // the integration tests run.
 import { Server, ServerCredentials, type ServerWritableStream } from '@grpc/grpc-js';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import type { Logger } from 'pino';
@@ -121,6 +122,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   try {
     outputRoot = makeOutputRoot(options.dataDir);
     earlier = await openOutputs(history.load(problems), outputRoot, maxOutputBytes, logger);
+    // Rows that did not parse keep their output: the history still has them.
+    const known = new Set([...earlier.map(({ job }) => job.id), ...problems.map((p) => p.jobId).filter((id) => id !== null)]);
+    await removeOrphanOutputs(outputRoot, known, logger);
   } catch (err) {
     history.close();
     // Like a data directory it cannot create: the operator's to fix, exit 2.
@@ -264,4 +268,17 @@ async function openOutputs(jobs: StoredJob[], root: string, maxBytes: number, lo
   };
   await Promise.all(Array.from({ length: OPEN_CONCURRENCY }, worker));
   return opened;
+}
+
+/**
+ * Output directories of jobs the history does not have (their row was never
+ * written, or pruned while the files could not be deleted): nobody can ask
+ * for them, so they go.
+ */
+async function removeOrphanOutputs(root: string, known: ReadonlySet<string>, logger: Logger): Promise<void> {
+  for (const name of await readdir(root)) {
+    if (known.has(name)) continue;
+    await rm(path.join(root, name), { recursive: true, force: true });
+    logger.warn({ dir: path.join(root, name) }, 'removed the output of a job the history does not have');
+  }
 }

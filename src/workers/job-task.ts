@@ -14,7 +14,7 @@ import { moveSelfInto, ownCgroupV2, placeV2 } from './cgroup/delegation.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
 import { InitStatus } from './init-status.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
-import { StreamId, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type ResourceUsage, type RunJobTask, type StaleJob, type StartPhases, type TaskToMain, type UsageReport } from './protocol.js';
+import { StreamId, type JobExited, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type ResourceUsage, type RunJobTask, type StaleJob, type StartPhases, type TaskToMain, type UsageReport } from './protocol.js';
 import { RingWriter } from './ring-writer.js';
 
 /** How long the pipes may stay open after every process of the job is gone. */
@@ -222,7 +222,8 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
 
   await exited;
   await stop.running;
-  await finish(cgroup, output, sources, outcome);
+  const gone: JobExited = { type: 'exited' };
+  await finish(cgroup, output, sources, outcome, () => task.port.postMessage(gone));
 }
 
 /** null once the group is being torn down: the final figures then come with the outcome. */
@@ -297,12 +298,13 @@ async function terminate(leader: ChildProcess, cgroup: JobCgroup, stop: StopStat
  * so a reader that sees the end has every byte. Every step runs even when an
  * earlier one failed; the first failure is recorded.
  */
-async function finish(cgroup: JobCgroup, output: Promise<void>, sources: readonly OutputSource[], outcome: JobOutcome): Promise<void> {
+async function finish(cgroup: JobCgroup, output: Promise<void>, sources: readonly OutputSource[], outcome: JobOutcome, onKilled?: () => void): Promise<void> {
   const problems: string[] = [];
   const note = (what: string) => (err: unknown) => {
     problems.push(`${what}: ${messageOf(err)}`);
   };
   await cgroup.killAll().catch(note('kill'));
+  onKilled?.();
   const drained = await settlesWithin(output.catch(note('output')), PIPE_DRAIN_TIMEOUT_MS);
   if (!drained) {
     for (const { readable } of sources) readable.destroy();

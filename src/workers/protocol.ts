@@ -65,6 +65,15 @@ export interface JobStarted {
   phases: StartPhases;
 }
 
+/**
+ * task → main: every process of the job is gone; what is left of its output
+ * is what its pipes and ring hold. The main thread then takes it all, even
+ * while its disk refuses writes, so the job's end never waits for the disk.
+ */
+export interface JobExited {
+  type: 'exited';
+}
+
 /** Milliseconds each step of a start took on the supervisor thread: for the log and the benchmarks. */
 export interface StartPhases {
   /** Creating the job's group(s) and writing its limits. */
@@ -125,7 +134,7 @@ export interface ResourceUsage {
   sampledAt: number;
 }
 
-export type TaskToMain = JobStarted | UsageReport;
+export type TaskToMain = JobStarted | UsageReport | JobExited;
 export type MainToTask = StopRequest | UsageRequest;
 
 /**

@@ -275,3 +275,17 @@ test.serial('disk full: shutdown does not wait for the disk: the paused job is s
   t.is(record.state, 'STOPPED');
   t.regex(record.log.problem, /could not be written and is lost/);
 });
+
+test.serial('disk full: a paused job can still be stopped at once; what it wrote is kept and written once space returns', async (t) => {
+  const { ts, job, data, filler } = await pausedJob(t);
+  const client = ts.client();
+  const { job: stopped } = await unary(client, 'stopJob', { id: job.id, graceMs: 0 });
+  t.is(stopped!.status, JobStatus.JOB_STATUS_STOPPED);
+  t.regex(stopped!.outputProblem, /output capture paused/, 'its last output still waits for the disk');
+  fs.rmSync(filler);
+  await waitUntil(() => ts.server.store.get(job.id)!.log.problem === '', 'the rest to be written');
+  const { job: after } = await unary(client, 'getJob', { id: job.id });
+  const { stdout } = await collectStream(client, { id: job.id });
+  t.is(stdout.length, after!.outputBytes);
+  t.true(stdout.equals(data.subarray(0, stdout.length)), 'a byte-exact prefix of what the job wrote');
+});

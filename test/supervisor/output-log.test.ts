@@ -233,3 +233,20 @@ test.serial('output log: on a full disk capture pauses (room() goes to 0, proble
   t.is(log.problem, '', `resumed within ${RETRY_MS} ms of space returning`);
   t.true(bytesOf(await readAll(log, 0, 65_536)).equals(Buffer.concat(written.map((w) => w.data))));
 });
+
+test.serial('output log: a job printing one byte at a time cannot grow the tail past its bound while the disk is full', async (t) => {
+  const mount = await tempDir(t);
+  await execa('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'jobworker-test', mount]);
+  t.teardown(() => execa('umount', ['-l', mount]).catch(() => undefined));
+  await writeFile(path.join(mount, 'filler'), Buffer.alloc(1024 * 1024 - 64 * 1024)).catch(() => undefined);
+  const log = new OutputLog({ dir: path.join(mount, 'job'), maxBytes: 1024 ** 3, logger });
+  t.teardown(() => log.dispose());
+  let time = 0;
+  while (log.room() > 0) {
+    log.append(time % 2 ? StreamId.Stderr : StreamId.Stdout, Buffer.from('x'), time++);
+    // Let the writes run (and fail): what is not written is what the bound is about.
+    if (time % 1000 === 0) await new Promise((resolve) => setImmediate(resolve));
+  }
+  const memory = log.blocks.reduce((n, b) => n + b.data.length + b.index.length, 0);
+  t.true(memory <= 2 * 1024 * 1024 + 5 * 1024, `tail memory ${memory} after ${time} one-byte frames`);
+});
