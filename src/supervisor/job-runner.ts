@@ -2,7 +2,6 @@
 // main thread's share of a job: its record, its output log (filled from the
 // job's ring), and a MessagePort to ask its supervisor to stop it.
 import { randomUUID } from 'node:crypto';
-import path from 'node:path';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
@@ -28,7 +27,7 @@ import { createRing } from '../workers/ring-layout.js';
 import { Errors } from './errors.js';
 import { NotRecordedError, abandonJob, endJob, type JobRecord, type JobStore } from './job-store.js';
 import { readPipesInline } from './inline-output.js';
-import { OutputLog } from './output-log.js';
+import { OutputLog, jobLogOptions } from './output-log.js';
 import { RingReader, pumpRing } from './ring-reader.js';
 
 /** A supervisor thread answers a usage request in well under a millisecond; past this, answer with what is known. */
@@ -127,7 +126,7 @@ export class JobRunner {
     const id = randomUUID();
     const began = performance.now();
     const ring = createRing(this.#options.ringCapacity);
-    const log = this.#newLog(id);
+    const log = new OutputLog(jobLogOptions(this.#options.outputRoot, id, this.#options.maxOutputBytes, this.#logger));
     const drained = pumpRing(new RingReader(ring), log);
     const { port1: port, port2: taskPort } = new MessageChannel();
     const task: RunJobTask = {
@@ -237,15 +236,11 @@ export class JobRunner {
     return record;
   }
 
-  /** A job's output log: in its own directory under the output root. */
-  #newLog(jobId: string): OutputLog {
-    return new OutputLog({ dir: path.join(this.#options.outputRoot, jobId), maxBytes: this.#options.maxOutputBytes, logger: this.#logger.child({ jobId }) });
-  }
 
   /** Writes a job's end to the history; a failure is logged, the end stands (it is what happened). */
   #record(record: JobRecord): void {
     try {
-      this.#store.update(record);
+      this.#store.recordEnd(record);
     } catch (err) {
       this.#logger.error({ jobId: record.id, err: err instanceof NotRecordedError ? err.reason : err }, 'could not record the end of a job in the job history');
     }

@@ -76,12 +76,13 @@ export class JobService {
     }
     const limit = request.pageSize === 0 ? Number.POSITIVE_INFINITY : request.pageSize;
     const page: JobRecord[] = [];
-    for (; i >= 0 && page.length < limit; i -= 1) {
-      if (matches(all[i]!, request)) page.push(all[i]!);
+    for (; i >= 0; i -= 1) {
+      if (!matches(all[i]!, request)) continue;
+      // One match past a full page: there is a next page, which starts after its last job.
+      if (page.length === limit) return { jobs: page.map(toJob), nextPageToken: pageToken(page[page.length - 1]!) };
+      page.push(all[i]!);
     }
-    const more = page.length === limit && all.slice(0, i + 1).some((job) => matches(job, request));
-    const last = page[page.length - 1];
-    return { jobs: page.map(toJob), nextPageToken: more && last ? pageToken(last) : '' };
+    return { jobs: page.map(toJob), nextPageToken: '' };
   }
 
   async stopJob(request: StopJobReq): Promise<Job> {

@@ -1,7 +1,7 @@
 // The jobs the server knows: one record each, changed only through the
 // functions here so that every transition is a single synchronous step (a
-// reader never sees a half-ended job). With a history, every record is also
-// written to disk when it is added and when it ends.
+// reader never sees a half-ended job). Every record is also written to the
+// job history when it is added and when it ends.
 import type { JobLimits, JobOutcome, ResourceUsage } from '../workers/protocol.js';
 import type { JobHistory, StoredJob } from './job-history.js';
 import type { OutputLog } from './output-log.js';
@@ -45,9 +45,11 @@ export const RESTARTED_WHILE_RUNNING = 'the server restarted while it ran: its p
 
 export class JobStore {
   readonly #jobs = new Map<string, JobRecord>();
-  readonly #history: JobHistory | null;
+  /** How many of #jobs have ended: pruning asks at every job's end, and must not count them all each time. */
+  #ended = 0;
+  readonly #history: JobHistory;
 
-  constructor(history: JobHistory | null = null) {
+  constructor(history: JobHistory) {
     this.#history = history;
   }
 
@@ -57,9 +59,11 @@ export class JobStore {
     this.#jobs.set(record.id, record);
   }
 
-  /** Writes a changed record (its end) to the history; throws NotRecordedError when that fails. */
-  update(record: JobRecord): void {
-    if (this.#jobs.get(record.id) === record) this.#write(record);
+  /** Records a job's end (once), writing it to the history; throws NotRecordedError when that fails. */
+  recordEnd(record: JobRecord): void {
+    if (this.#jobs.get(record.id) !== record) return;
+    this.#ended += 1;
+    this.#write(record);
   }
 
   /**
@@ -87,18 +91,18 @@ export class JobStore {
         }
       }
       this.#jobs.set(record.id, record);
+      this.#ended += 1;
     }
     return { interrupted, unrecorded };
   }
 
   /** Forgets an ended job (pruning); its row goes from the history too, or the error is thrown. */
   remove(record: JobRecord): void {
-    this.#jobs.delete(record.id);
-    this.#history?.delete(record.id);
+    if (this.#jobs.delete(record.id) && record.state !== 'RUNNING') this.#ended -= 1;
+    this.#history.delete(record.id);
   }
 
   #write(record: JobRecord): void {
-    if (!this.#history) return;
     try {
       this.#history.put(stored(record));
     } catch (err) {
@@ -120,8 +124,8 @@ export class JobStore {
     return this.#jobs.values();
   }
 
-  get size(): number {
-    return this.#jobs.size;
+  get endedCount(): number {
+    return this.#ended;
   }
 
   running(): JobRecord[] {
@@ -166,7 +170,6 @@ function describeEnd(outcome: JobOutcome, limits: JobLimits): { state: JobState;
   if (outcome.exitCode === 0 && !outcome.signal && !outcome.oomKilled) return { state: 'COMPLETED', message };
   return { state: 'FAILED', message };
 }
-
 
 function stored(record: JobRecord): StoredJob {
   return {

@@ -3,7 +3,7 @@
 // and the files it has open; many cursors share one log.
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { ENTRY_BYTES, entryLength, entryOffset, entryStream, entryTime, readEntry, segmentName } from './output-format.js';
+import { ENTRY_BYTES, entryLength, entryOffset, entryStream, entryTime, readEntry, searchIndex, segmentName } from './output-format.js';
 import { OutputUnreadableError, type Block, type OutputLog, type OutputSlice, type Segment } from './output-log.js';
 
 /** Index entries read from disk at a time. */
@@ -65,17 +65,11 @@ export class OutputCursor {
     let i = entryOffset(batch, this.#batchPos * ENTRY_BYTES) <= this.offset ? this.#batchPos : 0;
     while (i + 1 < this.#batchCount && entryOffset(batch, (i + 1) * ENTRY_BYTES) <= this.offset) i += 1;
     this.#batchPos = i;
-    const at = i * ENTRY_BYTES;
-    const stream = entryStream(batch, at);
-    const limit = this.offset + maxBytes;
-    let end = Math.min(entryOffset(batch, at) + entryLength(batch, at), limit);
-    for (let j = i + 1; !split && end < limit && j < this.#batchCount && entryStream(batch, j * ENTRY_BYTES) === stream; j += 1) {
-      end = Math.min(entryOffset(batch, j * ENTRY_BYTES) + entryLength(batch, j * ENTRY_BYTES), limit);
-    }
+    const end = sliceEnd(batch, i, this.#batchCount, this.offset + maxBytes, split);
     const data = Buffer.allocUnsafe(end - this.offset);
     const { bytesRead } = await this.#data!.read(data, 0, data.length, this.offset - segment.start);
     if (bytesRead !== data.length) throw this.#unreadable(`bytes ${this.offset} to ${end} are missing from ${segmentName(segment.start, 'out')}`);
-    return { stream, offset: this.offset, data, time: entryTime(batch, at) };
+    return { stream: entryStream(batch, i * ENTRY_BYTES), offset: this.offset, data, time: entryTime(batch, i * ENTRY_BYTES) };
   }
 
   /** The segment holding the cursor's offset, moving the cursor past a gap in the files. */
@@ -121,19 +115,10 @@ export class OutputCursor {
     return entryOffset(this.#batch, 0) <= offset && offset < entryOffset(this.#batch, last) + entryLength(this.#batch, last);
   }
 
-  /** Index in the open segment of the entry whose frame holds offset: a binary search over the index file. */
+  /** Index in the open segment of the entry whose frame holds offset. */
   async #entryAt(offset: number): Promise<number> {
-    const entry = Buffer.alloc(ENTRY_BYTES);
-    let lo = 0;
-    let hi = this.#segment!.entries - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      const { bytesRead } = await this.#index!.read(entry, 0, ENTRY_BYTES, mid * ENTRY_BYTES);
-      // Entries not yet on disk are past anything read from disk.
-      if (bytesRead === ENTRY_BYTES && entryOffset(entry, 0) <= offset) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
+    const next = await searchIndex(this.#index!, 0, this.#segment!.entries, (entry) => entryOffset(entry, 0) > offset);
+    return Math.max(0, next - 1);
   }
 
   /** Reads entries from `first` on, checking each one and that they follow on from each other. */
@@ -179,14 +164,22 @@ function fromBlocks(blocks: readonly Block[], offset: number, maxBytes: number, 
     if (entryOffset(index, mid * ENTRY_BYTES) <= offset) lo = mid;
     else hi = mid - 1;
   }
-  const at = lo * ENTRY_BYTES;
-  const stream = entryStream(index, at);
-  const limit = offset + maxBytes;
-  let end = Math.min(entryOffset(index, at) + entryLength(index, at), limit);
-  for (let j = lo + 1; !split && end < limit && j < block.entries && entryStream(index, j * ENTRY_BYTES) === stream; j += 1) {
+  const end = sliceEnd(index, lo, block.entries, offset + maxBytes, split);
+  return { stream: entryStream(index, lo * ENTRY_BYTES), offset, data: block.data.subarray(offset - block.start, end - block.start), time: entryTime(index, lo * ENTRY_BYTES) };
+}
+
+/**
+ * Where a slice that starts in frame `i` of `index` (`count` frames) ends:
+ * at the frame's end or, unless split, at the end of the run of frames of
+ * its stream; never past `limit`.
+ */
+function sliceEnd(index: Buffer, i: number, count: number, limit: number, split: boolean): number {
+  const stream = entryStream(index, i * ENTRY_BYTES);
+  let end = Math.min(entryOffset(index, i * ENTRY_BYTES) + entryLength(index, i * ENTRY_BYTES), limit);
+  for (let j = i + 1; !split && end < limit && j < count && entryStream(index, j * ENTRY_BYTES) === stream; j += 1) {
     end = Math.min(entryOffset(index, j * ENTRY_BYTES) + entryLength(index, j * ENTRY_BYTES), limit);
   }
-  return { stream, offset, data: block.data.subarray(offset - block.start, end - block.start), time: entryTime(index, at) };
+  return end;
 }
 
 /** Offset of the first byte that arrived at or after `time` (ms since the epoch); the log's length when none did. */
@@ -226,21 +219,11 @@ async function searchSegmentByTime(log: OutputLog, segment: Segment, time: numbe
     throw err;
   }
   try {
+    // Entry 0 is earlier than `time` (firstTime).
+    const found = await searchIndex(index, 1, segment.entries, (entry) => entryTime(entry, 0) >= time);
+    if (found >= segment.entries) return null;
     const entry = Buffer.alloc(ENTRY_BYTES);
-    const timeOf = async (i: number): Promise<number> => {
-      const { bytesRead } = await index.read(entry, 0, ENTRY_BYTES, i * ENTRY_BYTES);
-      return bytesRead === ENTRY_BYTES ? entryTime(entry, 0) : Number.POSITIVE_INFINITY;
-    };
-    // First entry with time >= `time`: entry 0 is earlier.
-    let lo = 1;
-    let hi = segment.entries;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if ((await timeOf(mid)) >= time) hi = mid;
-      else lo = mid + 1;
-    }
-    if (lo >= segment.entries) return null;
-    const { bytesRead } = await index.read(entry, 0, ENTRY_BYTES, lo * ENTRY_BYTES);
+    const { bytesRead } = await index.read(entry, 0, ENTRY_BYTES, found * ENTRY_BYTES);
     return bytesRead === ENTRY_BYTES ? entryOffset(entry, 0) : null;
   } finally {
     await index.close();

@@ -17,6 +17,7 @@
 // an index never claims bytes the data file lacks, unless the disk lost them;
 // a data file longer than its index holds bytes whose entries were not
 // written, and those are cut off when the job's output is next opened.
+import type { FileHandle } from 'node:fs/promises';
 import { StreamId } from '../workers/protocol.js';
 
 export const ENTRY_BYTES = 20;
@@ -65,4 +66,20 @@ export function parseSegmentName(name: string): { start: number; kind: 'out' | '
   if (!match) return null;
   const start = Number.parseInt(match[1]!, 16);
   return Number.isSafeInteger(start) ? { start, kind: match[2] as 'out' | 'idx' } : null;
+}
+
+/**
+ * The first of entries [lo, hi) of an index file that `past` holds for (hi
+ * when none does): entries are in log order, so once it holds it holds for
+ * the rest. An entry not (yet) in the file counts as past.
+ */
+export async function searchIndex(file: FileHandle, lo: number, hi: number, past: (entry: Buffer) => boolean): Promise<number> {
+  const entry = Buffer.alloc(ENTRY_BYTES);
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const { bytesRead } = await file.read(entry, 0, ENTRY_BYTES, mid * ENTRY_BYTES);
+    if (bytesRead < ENTRY_BYTES || past(entry)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
 }

@@ -1,8 +1,9 @@
 // A job's output: one append-only log of bytes, stdout and stderr interleaved
 // in the order they were read, each run of bytes tagged with its stream and
-// the time it arrived. Readers are nothing but offsets into it (see
-// output-cursor.ts), so a reader that switches from history to live output
-// cannot miss what was appended in between.
+// the time it arrived. Readers are cursors into it (output-cursor.ts: a
+// position, open files, a batch of index entries), so a reader that
+// switches from history to live output cannot miss what was appended in
+// between.
 //
 // The bytes go to files under the job's directory (format: output-format.ts)
 // and only a bounded tail stays in memory: the blocks not yet written, and
@@ -16,7 +17,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { messageOf } from '../common/error-message.js';
 import { StreamId } from '../workers/protocol.js';
-import { ENTRY_BYTES, entryLength, entryOffset, parseSegmentName, readEntry, segmentName, writeEntry } from './output-format.js';
+import { ENTRY_BYTES, entryLength, entryOffset, parseSegmentName, readEntry, searchIndex, segmentName, writeEntry } from './output-format.js';
 
 /** Blocks start small so the many jobs that print little cost little, and grow by 4× to this. */
 const FIRST_BLOCK = 4 * 1024;
@@ -105,8 +106,6 @@ export class OutputLog {
   #removed = false;
   /** Given up (shutdown, pruning): appends are dropped, nothing more is written. */
   #disposed = false;
-  /** Shutting down: a write the disk refuses makes the log give up rather than wait. */
-  #giveUpWhenPaused = false;
   /** The job's processes are gone: what is left of its output is bounded, and taken whatever the disk does. */
   #holdingBack = true;
   #lastTime = 0;
@@ -127,9 +126,9 @@ export class OutputLog {
   #pauseReason = '';
   /** Found when the files were opened after a restart, or a write that failed for good. */
   #problem = '';
-  #readers = new Set<() => void>();
-  #roomWaiters = new Set<() => void>();
-  #settledWaiters = new Set<() => void>();
+  readonly #readers = new Set<() => void>();
+  readonly #roomWaiters = new Set<() => void>();
+  readonly #settledWaiters = new Set<() => void>();
 
   constructor(options: OutputLogOptions) {
     this.dir = options.dir;
@@ -216,7 +215,6 @@ export class OutputLog {
     }
     this.#startWriting();
     wakeAll(this.#readers);
-    this.#readers = new Set();
   }
 
   /** Resolves once length > offset or the log is closed; rejects with the signal's reason on abort. */
@@ -251,7 +249,6 @@ export class OutputLog {
     if (!this.#closed) {
       this.#closed = true;
       wakeAll(this.#readers);
-      this.#readers = new Set();
       this.#startWriting();
     }
     if (this.#settled()) return Promise.resolve();
@@ -266,17 +263,6 @@ export class OutputLog {
   stopHoldingBack(): void {
     this.#holdingBack = false;
     wakeAll(this.#roomWaiters);
-    this.#roomWaiters.clear();
-  }
-
-  /**
-   * From now on, a write the disk refuses ends the writing instead of
-   * pausing it (the server is shutting down and the job must end); if
-   * writing is paused now, it ends at once.
-   */
-  giveUpWhenPaused(): void {
-    this.#giveUpWhenPaused = true;
-    if (this.#pausedSince) void this.dispose();
   }
 
   /** Stops writing for good: closes the files, drops retries and whatever was not written (logged). */
@@ -291,16 +277,13 @@ export class OutputLog {
     }
     this.#pausedSince = null;
     this.#closed = true;
-    for (const waiters of [this.#readers, this.#roomWaiters, this.#settledWaiters]) {
-      wakeAll(waiters);
-      waiters.clear();
-    }
+    for (const waiters of [this.#readers, this.#roomWaiters, this.#settledWaiters]) wakeAll(waiters);
     const files = [...this.#files.values()];
     this.#files.clear();
     await Promise.all(files.map(closeFiles));
   }
 
-  /** Deletes the job's files (pruning). Open readers finish what their handles hold. */
+  /** Deletes the job's files (pruning). Open readers stop: their next read ends their stream with DATA_LOSS. */
   async remove(): Promise<void> {
     this.#removed = true;
     await this.dispose();
@@ -376,12 +359,6 @@ export class OutputLog {
       }
     } catch (err) {
       if (this.#disposed) return;
-      if (this.#giveUpWhenPaused) {
-        this.#logger.error({ dir: this.dir, err: messageOf(err) }, 'cannot write output while shutting down');
-        this.#writing = false;
-        await this.dispose();
-        return;
-      }
       // A partial write before the failure may have made room.
       this.#afterWrite();
       if (!this.#pausedSince) {
@@ -401,7 +378,6 @@ export class OutputLog {
     if (!this.#retry && this.#hasWork()) this.#startWriting();
     else if (this.#settled()) {
       wakeAll(this.#settledWaiters);
-      this.#settledWaiters.clear();
     }
   }
 
@@ -463,7 +439,6 @@ export class OutputLog {
   #afterWrite(): void {
     if (this.room() > 0 && this.#roomWaiters.size > 0) {
       wakeAll(this.#roomWaiters);
-      this.#roomWaiters.clear();
     }
     this.#discardOld();
   }
@@ -491,12 +466,13 @@ export class OutputLog {
   }
 
   /**
-   * The output of a job from an earlier run of the server, read-only. Checks
+   * The output of a job from an earlier run of the server, never appended to. Checks
    * every segment's ends: a data file longer than its index (a crash between
    * the two writes) is cut back to what is indexed, an index that claims
    * more than its data file holds (the disk lost a write) is cut back to the
    * frames the data covers; each cut, and output shorter than the job's
-   * record says it wrote, is reported in `problem`.
+   * record says it wrote, is reported in `problem`. A segment file without
+   * its pair (a crash between creating the two) is deleted, and reported.
    */
   static async open(options: OutputLogOptions, recordedBytes: number): Promise<OutputLog> {
     const log = new OutputLog(options);
@@ -555,34 +531,22 @@ async function checkSegment(dir: string, start: number, problems: string[]): Pro
   try {
     const dataBytes = (await data.stat()).size;
     const indexBytes = (await index.stat()).size;
-    let entries = Math.floor(indexBytes / ENTRY_BYTES);
+    const inFile = Math.floor(indexBytes / ENTRY_BYTES);
     if (indexBytes % ENTRY_BYTES !== 0) problems.push(`${name}: its index ends in a partial entry, cut off`);
     const entry = Buffer.alloc(ENTRY_BYTES);
     const at = async (i: number): Promise<ReturnType<typeof readEntry>> => {
       await index.read(entry, 0, ENTRY_BYTES, i * ENTRY_BYTES);
       return readEntry(entry, 0);
     };
-    if (entries > 0) {
-      const first = await at(0);
-      if (typeof first === 'string' || first.offset !== start) {
-        problems.push(`${name}: its index is unreadable (${typeof first === 'string' ? first : `first entry at offset ${first.offset}`}), left out`);
-        return null;
-      }
+    const first = inFile > 0 ? await at(0) : null;
+    if (typeof first === 'string' || (first && first.offset !== start)) {
+      problems.push(`${name}: its index is unreadable (${typeof first === 'string' ? first : `first entry at offset ${first!.offset}`}), left out`);
+      return null;
     }
-    // The last entry whose frame lies wholly within the data file.
-    let lo = 0;
-    let hi = entries;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      await index.read(entry, 0, ENTRY_BYTES, mid * ENTRY_BYTES);
-      if (entryOffset(entry, 0) + entryLength(entry, 0) - start <= dataBytes) lo = mid + 1;
-      else hi = mid;
-    }
-    const indexEntries = entries;
-    if (lo < entries) problems.push(`${name}: ${entries - lo} frames claim bytes its data file lacks, cut off`);
-    entries = lo;
+    // The first entry whose frame runs past the data file: the ones before it are whole.
+    const entries = await searchIndex(index, 0, inFile, (e) => entryOffset(e, 0) + entryLength(e, 0) - start > dataBytes);
+    if (entries < inFile) problems.push(`${name}: ${inFile - entries} frames claim bytes its data file lacks, cut off`);
     let bytes = 0;
-    let firstTime = Number.NaN;
     if (entries > 0) {
       const last = await at(entries - 1);
       if (typeof last === 'string') {
@@ -590,13 +554,12 @@ async function checkSegment(dir: string, start: number, problems: string[]): Pro
         return null;
       }
       bytes = last.offset + last.length - start;
-      const first = (await at(0)) as Exclude<ReturnType<typeof readEntry>, string>;
-      firstTime = first.time;
     }
     // (After frames were cut, the bytes they left behind are no news.)
-    if (bytes < dataBytes && lo === indexEntries) problems.push(`${name}: ${dataBytes - bytes} bytes without index entries, cut off`);
+    if (bytes < dataBytes && entries === inFile) problems.push(`${name}: ${dataBytes - bytes} bytes without index entries, cut off`);
     if (bytes !== dataBytes) await data.truncate(bytes);
     if (entries * ENTRY_BYTES !== indexBytes) await index.truncate(entries * ENTRY_BYTES);
+    const firstTime = entries > 0 ? first!.time : Number.NaN;
     return { start, bytes, entries, firstTime };
   } finally {
     await data.close();
@@ -619,8 +582,15 @@ function blockMemory(size: number): Buffer {
   return Buffer.from(new ArrayBuffer(size, { maxByteLength: size }));
 }
 
+/** Wakes every waiter and forgets them (a wake only resolves a promise: none can add a waiter meanwhile). */
 function wakeAll(waiters: Set<() => void>): void {
   for (const wake of waiters) wake();
+  waiters.clear();
+}
+
+/** A job's log lives in its own directory under the output root and logs with its id. */
+export function jobLogOptions(root: string, jobId: string, maxBytes: number, logger: Logger): OutputLogOptions {
+  return { dir: path.join(root, jobId), maxBytes, logger: logger.child({ jobId }) };
 }
 
 /** Creates `<dataDir>/output` if missing; jobs' directories go in it. */

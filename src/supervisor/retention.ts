@@ -41,8 +41,7 @@ export class Retention {
   /** Removes what is past either limit; returns how many jobs went. */
   prune(now = Date.now()): number {
     const cutoff = now - this.#options.forMs;
-    let ended = 0;
-    for (const job of this.#store.values()) if (job.state !== 'RUNNING') ended += 1;
+    const ended = this.#store.endedCount;
     const doomed: JobRecord[] = [];
     // Oldest first. A job that started after the cutoff cannot have ended
     // before it, so the age check stops there; the count goes on.

@@ -79,7 +79,7 @@ export class RingReader {
 /**
  * About how many bytes all the rings together hand over per turn of the
  * event loop (each busy ring moves at least MIN_PASS, and whole records).
- * Each pass copies its bytes into a job's log on the RPC thread, and a call
+ * Each pass copies its bytes into a job's output tail on the RPC thread, and a call
  * waits for the passes queued ahead of it: with four jobs writing flat
  * out, a full ring (256 KiB) per job per turn doubled GetJob's p99 (bench
  * scenario 3). Split among the rings that have data, one busy job still
@@ -100,9 +100,9 @@ export async function pumpRing(reader: RingReader, target: PumpTarget): Promise<
   let now = 0;
   const sink: RingSink = (stream, bytes) => target.append(stream, bytes, now);
   let busy = false;
-  const setBusy = (now: boolean) => {
-    if (now !== busy) busyPumps += now ? 1 : -1;
-    busy = now;
+  const setBusy = (value: boolean) => {
+    if (value !== busy) busyPumps += value ? 1 : -1;
+    busy = value;
   };
   try {
     for (;;) {

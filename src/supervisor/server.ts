@@ -14,7 +14,7 @@ import { JobRunner } from './job-runner.js';
 import { JobService } from './job-service.js';
 import { HistoryError, JobHistory, type HistoryProblem, type StoredJob } from './job-history.js';
 import { JobStore } from './job-store.js';
-import { OutputLog, makeOutputRoot } from './output-log.js';
+import { OutputLog, jobLogOptions, makeOutputRoot } from './output-log.js';
 import { Retention } from './retention.js';
 import { thisHost, type HostCapacity } from './limits.js';
 import { DenyList } from './deny-list.js';
@@ -225,8 +225,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       // end when their jobs do, which runner.close() brings about.
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       retention.stop();
-      // A job whose output the disk will not take must still end.
-      for (const job of store.running()) job.log.giveUpWhenPaused();
+      // Jobs end even on a full disk (once its processes are gone a job's
+      // output is not held back for the disk).
       await runner.close(options.stopGraceMs);
       // Every job's end is recorded; nothing writes after this (output the
       // disk still refuses is given up, and logged).
@@ -262,8 +262,7 @@ async function openOutputs(jobs: StoredJob[], root: string, maxBytes: number, lo
     while (next < jobs.length) {
       const i = next++;
       const job = jobs[i]!;
-      const options = { dir: path.join(root, job.id), maxBytes, logger: logger.child({ jobId: job.id }) };
-      opened[i] = { job, log: await OutputLog.open(options, job.outputBytes) };
+      opened[i] = { job, log: await OutputLog.open(jobLogOptions(root, job.id, maxBytes, logger), job.outputBytes) };
     }
   };
   await Promise.all(Array.from({ length: OPEN_CONCURRENCY }, worker));
