@@ -8,6 +8,7 @@ import { Server, ServerCredentials, status, type ServerWritableStream, type Unty
 import { JobServiceService, OutputStream, type DataChunk, type GetJobsStreamReq } from '../src/gen/jobworker/v1/jobworker.js';
 import { encodeDataChunk } from '../src/supervisor/data-chunk-encoder.js';
 import { MAX_CHUNK_BYTES } from '../src/supervisor/job-service.js';
+import { MAX_STREAMS_PER_CONNECTION } from '../src/supervisor/server.js';
 
 const [pki, mib] = process.argv.slice(2);
 const read = (name: string) => fs.readFileSync(path.join(pki!, name));
@@ -23,7 +24,7 @@ async function stream(call: ServerWritableStream<GetJobsStreamReq, DataChunk>): 
 }
 
 const unimplemented: UntypedHandleCall = (_call: unknown, callback: (err: { code: number }) => void) => callback({ code: status.UNIMPLEMENTED });
-const server = new Server({ 'grpc.max_concurrent_streams': 128 });
+const server = new Server({ 'grpc.max_concurrent_streams': MAX_STREAMS_PER_CONNECTION });
 server.addService(
   { ...JobServiceService, getJobsStream: { ...JobServiceService.getJobsStream, responseSerialize: encodeDataChunk } },
   { createJob: unimplemented, getJob: unimplemented, stopJob: unimplemented, getJobs: unimplemented, getJobsStream: (call: ServerWritableStream<GetJobsStreamReq, DataChunk>) => void stream(call) },

@@ -17,7 +17,6 @@ export interface Row {
   met: boolean | null;
   /** min–max of the samples behind the figure. */
   spread: string;
-  note?: string;
 }
 
 export interface Machine {
@@ -75,7 +74,7 @@ export function markdown(rows: readonly Row[], info: Machine): string {
     '`npm run bench` wrote this file; rerun it to refresh.',
     '',
     `${info.cores} cores, ${info.memoryGiB} GiB, Linux ${info.kernel}, Node ${info.node}, cgroup ${info.cgroupDriver}, ${info.date}.`,
-    'Every figure is beside a baseline measured in the same run; ratio = figure / baseline. Spread is min–max of the samples.',
+    'Every figure is beside a baseline measured in the same run; ratio = figure / baseline. Spread is min–max of the samples (or what else the row says), marked noisy when the slowest passes 5× the median.',
     '',
     '| scenario | figure | baseline | ratio | goal | met | spread |',
     '| --- | --- | --- | --- | --- | --- | --- |',
@@ -88,7 +87,7 @@ export function markdown(rows: readonly Row[], info: Machine): string {
         r.ratio === null ? '-' : `${fmt(r.ratio)}×`,
         r.goal ?? '-',
         r.met === null ? '-' : r.met ? 'yes' : '**no**',
-        cell(`${r.spread}${r.note ? ` — ${r.note}` : ''}`),
+        cell(r.spread),
         '',
       ].join(' | ').trim(),
     ),

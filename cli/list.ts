@@ -35,14 +35,14 @@ export class ListCommand extends JobctlCommand {
 
   protected override async run(session: Session): Promise<number> {
     const filter = { status: this.status === undefined ? JobStatus.JOB_STATUS_UNSPECIFIED : JobStatus[`JOB_STATUS_${this.status}` as keyof typeof JobStatus], owner: this.owner ?? '' };
+    const limit = this.limit ?? Number.POSITIVE_INFINITY;
     const jobs: Job[] = [];
     let pageToken = '';
     do {
-      const pageSize = Math.min(PAGE, (this.limit ?? Number.POSITIVE_INFINITY) - jobs.length);
-      const page = await session.unary('getJobs', { ...filter, pageSize, pageToken });
+      const page = await session.unary('getJobs', { ...filter, pageSize: Math.min(PAGE, limit - jobs.length), pageToken });
       jobs.push(...page.jobs);
       pageToken = page.nextPageToken;
-    } while (pageToken !== '' && jobs.length < (this.limit ?? Number.POSITIVE_INFINITY));
+    } while (pageToken !== '' && jobs.length < limit);
     this.context.stdout.write(this.json ? toJsonLine(jobs.map(jobJson)) : jobTable(jobs));
     return 0;
   }

@@ -60,25 +60,29 @@ export const isGraceMs = isIntegerIn(0, 600_000, ' (milliseconds)');
 
 /** Lines, as `tail -n` counts them; proto3 carries it as uint32. */
 export const isLineCount = isIntegerIn(0, UINT32_MAX, ' (lines)');
-/** Page size; the server answers at most 10,000 jobs at once. */
+/** How many jobs `list --limit` prints; as many as the server answers in one page (page_size ≤ 10,000). */
 export const isJobCount = isIntegerIn(1, 10_000, ' (jobs)');
 
 /**
  * A point in time: a duration back from now ("90s", "10m", "2h", "1d") or
  * an ISO 8601 / RFC 3339 time with its zone ("2026-11-29T12:00:00Z").
  */
-export function parseSince(value: string, now = Date.now()): Date | null {
+export function parseSince(value: string): Date | null {
   const duration = parseDuration(value);
-  if (duration !== null) return new Date(now - duration);
+  if (duration !== null) return new Date(Date.now() - duration);
   if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(value)) return null;
   const time = Date.parse(value);
   return Number.isNaN(time) ? null : new Date(time);
 }
 
-export const isSince = t.makeValidator<unknown, string>({
-  test: (value, state): value is string => {
-    if (typeof value === 'string' && parseSince(value)) return true;
-    return fail(state, `expected a duration back from now (90s, 10m, 2h, 1d) or a time such as 2026-11-29T12:00:00Z, got ${JSON.stringify(value)}`);
+/** Parses as it checks (see isIntegerIn): the flag's value is the Date. */
+export const isSince = t.makeValidator<unknown, Date>({
+  test: (value, state): value is Date => {
+    const since = typeof value === 'string' ? parseSince(value) : null;
+    if (!since) return fail(state, `expected a duration back from now (90s, 10m, 2h, 1d) or a time such as 2026-11-29T12:00:00Z, got ${JSON.stringify(value)}`);
+    if (state?.coercions === undefined || state.coercion === undefined) return fail(state, 'unbound coercion result');
+    state.coercions.push([state.p ?? '.', state.coercion.bind(null, since)]);
+    return true;
   },
 });
 

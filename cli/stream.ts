@@ -1,5 +1,5 @@
-// jobctl stream: a job's output from its first byte, byte for byte, stdout
-// to stdout and stderr to stderr.
+// jobctl stream: a job's output (all that is kept, or from --since / the
+// last --tail lines), byte for byte, stdout to stdout and stderr to stderr.
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { Command, Option } from 'clipanion';
@@ -7,7 +7,7 @@ import { OutputStream, type DataChunk, type GetJobsStreamReq } from '../src/gen/
 import type { Session } from './connect.js';
 import { OutputClosedError } from './errors.js';
 import { chunkJsonLine } from './format.js';
-import { JobctlCommand, isLineCount, isSince, parseSince } from './options.js';
+import { JobctlCommand, isLineCount, isSince } from './options.js';
 
 /**
  * A local output with backpressure: write() settles once the data is taken
@@ -106,7 +106,7 @@ export class StreamCommand extends JobctlCommand {
   id = Option.String({ name: 'id' });
 
   protected override async run(session: Session): Promise<number> {
-    const request = { id: this.id, follow: this.follow, since: this.since === undefined ? undefined : parseSince(this.since)!, tailLines: this.tail, timestamps: this.timestamps };
+    const request = { id: this.id, follow: this.follow, since: this.since, tailLines: this.tail, timestamps: this.timestamps };
     await copyOutput(session, request, this.context, this.json);
     return 0;
   }

@@ -3,6 +3,7 @@
 // server of its own: the shared one has been through the other scenarios'
 // bursts, and its V8 heaps and malloc arenas stay at their high-water mark
 // (~210 MB idle after a full run), which says nothing about output.
+import { status } from '@grpc/grpc-js';
 import { unary } from '../../cli/connect.js';
 import { GetJobsStreamReq, type DataChunk, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { row, type Row } from '../report.js';
@@ -62,7 +63,7 @@ async function measure(server: BenchServer, quick: boolean, sharedIdle: number):
           received += chunk.data.length;
           if (received >= target) resolve();
         });
-        stream.on('error', (err: Error & { code?: number }) => (err.code === 1 ? undefined : reject(err)));
+        stream.on('error', (err: Error & { code?: number }) => (err.code === status.CANCELLED ? undefined : reject(err)));
       }
     });
     for (const stream of streams) stream.cancel();

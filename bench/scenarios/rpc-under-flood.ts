@@ -34,7 +34,7 @@ interface FloodLatencies {
   withFollowers: number[];
 }
 
-/** GetJob latencies on one server: idle, then while FLOODERS jobs write flat out with no reader, then with one follower each. */
+/** GetJob latencies on one server: idle (half before the floods, half after), while FLOODERS jobs write flat out with no reader, and with one follower each. */
 async function underFlood(server: BenchServer, count: number): Promise<FloodLatencies> {
   // Long enough to outlast the sampling; stopped once it is done.
   const flood = { command: 'sh', args: ['-c', 'exec cat /dev/zero'], limits: undefined };
