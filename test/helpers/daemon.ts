@@ -31,6 +31,8 @@ export interface Daemon {
 export interface DaemonOptions {
   /** Extra flags. */
   args?: string[];
+  /** Supervisor threads; default 1. */
+  workers?: number;
   /** A cgroup v2 group (relative to /sys/fs/cgroup) to start the daemon in, as systemd would. */
   cgroup?: string;
 }
@@ -40,7 +42,7 @@ export async function startDaemon(t: ExecutionContext, pki: string, parent: stri
   const argv = [
     path.join(repoRoot, 'bin/jobworkerd.js'),
     ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
-    ...['--cgroup-parent', parent, '--workers', '1', '--data-dir', `${pki}/data`],
+    ...['--cgroup-parent', parent, '--workers', String(options.workers ?? 1), '--data-dir', `${pki}/data`],
     ...(options.args ?? []),
   ];
   // The shell joins the group and then becomes node: the daemon starts there, as under systemd.

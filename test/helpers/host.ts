@@ -1,6 +1,10 @@
-// What tests check on the host itself: processes and cgroups left behind.
+// What tests check on the host itself: processes and cgroups left behind;
+// and small filesystems to fill up.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { execa } from 'execa';
 import { detectDriver } from '../../src/workers/cgroup/select.js';
 
 const HIERARCHIES = ['/sys/fs/cgroup', ...['unified', 'cpu', 'cpuacct', 'memory', 'freezer', 'blkio', 'pids'].map((c) => `/sys/fs/cgroup/${c}`)];
@@ -76,4 +80,15 @@ export async function removeParentTree(parent: string): Promise<void> {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
   }
+}
+
+/** A fresh tmpfs of `size` (e.g. "4m") for the test, unmounted and removed in teardown. */
+export async function tmpfs(t: ExecutionContext, size: string): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-tmpfs-'));
+  t.teardown(async () => {
+    await execa('umount', ['-l', dir], { reject: false });
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  await execa('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'jobworker-test', dir]);
+  return dir;
 }

@@ -12,7 +12,7 @@ import { GetJobsStreamReq, JobStatus, OutputStream, type DataChunk, type Job, ty
 import { JobHistory, type HistoryProblem, type StoredJob } from '../../src/supervisor/job-history.js';
 import { RESTARTED_WHILE_RUNNING } from '../../src/supervisor/job-store.js';
 import { adminClient, daemonSetup, startDaemon } from '../helpers/daemon.js';
-import { alive, groupsUnder } from '../helpers/host.js';
+import { alive, groupsUnder, tmpfs } from '../helpers/host.js';
 import { collectStream, rejects, startTestServer, unary } from '../helpers/server.js';
 import { repoRoot } from '../helpers/paths.js';
 
@@ -205,12 +205,7 @@ test('a record that does not parse is reported and left out; the others load', (
 });
 
 test.serial('with the data directory full, CreateJob is refused with RESOURCE_EXHAUSTED and the job it started is stopped', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-full-'));
-  await execa('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', dir]);
-  t.teardown(async () => {
-    await execa('umount', [dir], { reject: false });
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  const dir = await tmpfs(t, '256k');
   const ts = await startTestServer(t, { dataDir: path.join(dir, 'data') });
   const client = ts.client('admin');
   const first = (await unary(client, 'createJob', { command: 'true', args: [], limits })).job!;

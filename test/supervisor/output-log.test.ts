@@ -4,12 +4,11 @@ import fs from 'node:fs';
 import { mkdtemp, readdir, rm, truncate, appendFile, writeFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
 import { pino } from 'pino';
 import { OutputCursor, offsetOfLastLines, offsetSince } from '../../src/supervisor/output-cursor.js';
 import { OutputLog, OutputUnreadableError, RETRY_MS, type OutputSlice } from '../../src/supervisor/output-log.js';
 import { StreamId } from '../../src/workers/protocol.js';
-import { waitUntil } from '../helpers/host.js';
+import { tmpfs, waitUntil } from '../helpers/host.js';
 
 const logger = pino({ level: 'silent' });
 
@@ -215,9 +214,7 @@ test('output log: waitFor resolves on the next append, at once when bytes are al
 });
 
 test.serial('output log: on a full disk capture pauses (room() goes to 0, problem says why) and resumes when space returns, losing nothing', async (t) => {
-  const mount = await tempDir(t);
-  await execa('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'jobworker-test', mount]);
-  t.teardown(() => execa('umount', ['-l', mount]).catch(() => undefined));
+  const mount = await tmpfs(t, '4m');
   const filler = path.join(mount, 'filler');
   await writeFile(filler, Buffer.alloc(3 * 1024 * 1024));
   const log = new OutputLog({ dir: path.join(mount, 'job'), maxBytes: 1024 ** 3, logger });
@@ -235,9 +232,7 @@ test.serial('output log: on a full disk capture pauses (room() goes to 0, proble
 });
 
 test.serial('output log: a job printing one byte at a time cannot grow the tail past its bound while the disk is full', async (t) => {
-  const mount = await tempDir(t);
-  await execa('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'jobworker-test', mount]);
-  t.teardown(() => execa('umount', ['-l', mount]).catch(() => undefined));
+  const mount = await tmpfs(t, '1m');
   await writeFile(path.join(mount, 'filler'), Buffer.alloc(1024 * 1024 - 64 * 1024)).catch(() => undefined);
   const log = new OutputLog({ dir: path.join(mount, 'job'), maxBytes: 1024 ** 3, logger });
   t.teardown(() => log.dispose());

@@ -4,20 +4,17 @@
 import test from 'ava';
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
-import { status as Status, type ServiceError } from '@grpc/grpc-js';
+import { status as Status } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
 import { groupsUnder } from '../helpers/host.js';
-import { collectStream, startTestServer, unary } from '../helpers/server.js';
+import { collectStream, rejects, startTestServer, unary } from '../helpers/server.js';
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
 test('a job-init that cannot be spawned fails CreateJob with the reason and leaves no cgroup; the server goes on', async (t) => {
   const ts = await startTestServer(t, { jobInitPath: '/nonexistent/job-init' });
-  const err = await unary(ts.client('admin'), 'createJob', { command: 'true', args: [], limits: undefined }).then(
-    () => t.fail('CreateJob succeeded') as never,
-    (e: unknown) => e as ServiceError,
-  );
+  const err = await rejects(unary(ts.client('admin'), 'createJob', { command: 'true', args: [], limits: undefined }));
   t.is(err.code, Status.INTERNAL);
   t.regex(err.details, /spawn job-init: .*ENOENT/);
   t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
