@@ -1,96 +1,62 @@
 /*
  * job-init: the last step between the job supervisor and a job's command.
  *
- *   job-init [--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]... -- <command> [args...]
+ *   job-init [--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]...
+ *            [--expect-cgroup <controller>:<path>]... [--namespaces pid,mount,net,uts,ipc]
+ *            [--hostname NAME] [--tmp-size BYTES] [--hide PATH]... [--rootfs DIR]
+ *            [--user UID:GID] [--workdir DIR] -- <command> [args...]
  *
- * Joins the job's cgroups, starts a new session, undoes the signal state and
- * file descriptors it inherited, and execs the command: one function per step,
- * in the order they run.
+ * Joins the job's cgroups and checks that it is in them, before anything
+ * else and before any namespace exists; starts a new session, undoes the
+ * signal state and file descriptors it inherited; then creates the job's
+ * namespaces and its view of the filesystem (namespaces.c, mounts.c),
+ * switches to its user (identity.c) and execs the command: one function per
+ * step, in the order they run.
  *
  * The status fd (default 3) is close-on-exec, so the supervisor reads it to
  * EOF. No bytes: exec succeeded. Otherwise one record
  *   <step>\t<errno>\t<strerror>\t<detail>\n
  * and exit 127 (125 for bad usage) without running the command. Steps are
- * usage, cloexec, cgroup, oomscore, setsid, signals, pipes, closefds and exec; detail is
- * the cgroup dir for cgroup, the command for exec, empty otherwise. With
- * --stdio pipes one more line comes first, "ready\t<stdout fd>\t<stderr fd>\n",
- * and job-init waits for one byte back (see make_stdio_pipes).
+ * usage, cloexec, cgroup, cgroupcheck, oomscore, setsid, signals, pipes,
+ * closefds, namespaces, mount, hide, rootfs, network, hostname, init,
+ * capabilities, user, workdir and exec; detail is the cgroup dir for cgroup,
+ * the expectation for cgroupcheck, the path for mount, hide, rootfs and
+ * workdir, the command for exec. With --stdio pipes one more line comes
+ * first, "ready\t<stdout fd>\t<stderr fd>\n", and job-init waits for one
+ * byte back (see make_stdio_pipes).
+ *
+ * --namespaces empty or absent runs the command in job-init's own
+ * namespaces; --hostname needs uts, --hide, --rootfs and --tmp-size need
+ * mount.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "identity.h"
+#include "mounts.h"
+#include "namespaces.h"
+#include "report.h"
+#include "spec.h"
 
-#define EXIT_USAGE 125
-#define EXIT_FAILED 127
 /* glibc keeps signals 32 and 33 for its threads: sigaction says EINVAL. */
 #define KERNEL_SIGRTMIN 32
-
-/* Where status records go; -1 when --status-fd was not a valid number. */
-static int status_fd = 3;
-/* --stdio pipes: give the command real pipes on fds 1 and 2. */
-static int stdio_pipes;
-
-static void write_all(int fd, const char *buf, int len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, (size_t)len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		/* Nobody is left to tell that a report failed: give up quietly. */
-		if (n <= 0)
-			return;
-		buf += n;
-		len -= (int)n;
-	}
-}
-
-/*
- * Every failure ends here. Reports are formatted into stack buffers and go out
- * through write(2), not stdio: nothing allocates once the arguments are parsed.
- * err is passed in because formatting may clobber errno.
- */
-static _Noreturn void report(const char *step, int err, const char *detail,
-			     const char *message, int code)
-{
-	char record[PATH_MAX + 256];
-	int len = snprintf(record, sizeof record, "%s\t%d\t%s\t%s\n",
-			   step, err, strerror(err), detail);
-
-	/* A supervisor that went away must not turn our exit code into SIGPIPE. */
-	(void)signal(SIGPIPE, SIG_IGN);
-	/* An over-long detail is cut, but the record still ends its line. */
-	if (len >= (int)sizeof record) {
-		len = sizeof record - 1;
-		record[len - 1] = '\n';
-	}
-	if (status_fd >= 0)
-		write_all(status_fd, record, len);
-	write_all(STDERR_FILENO, message, (int)strlen(message));
-	_exit(code);
-}
-
-static _Noreturn void bail(const char *step, int err, const char *detail)
-{
-	char message[PATH_MAX + 256];
-
-	(void)snprintf(message, sizeof message, "job-init: %s%s%s: %s\n",
-		       step, *detail ? " " : "", detail, strerror(err));
-	report(step, err, detail, message, EXIT_FAILED);
-}
 
 static _Noreturn void usage(const char *problem, const char *arg)
 {
 	char message[PATH_MAX + 256];
 
 	(void)snprintf(message, sizeof message, "job-init: %s %s\nusage: job-init "
-		       "[--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]... -- <command> [args...]\n",
+		       "[--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]... [--expect-cgroup <controller>:<path>]...\n"
+		       "    [--namespaces pid,mount,net,uts,ipc] [--hostname NAME] [--tmp-size BYTES] [--hide PATH]...\n"
+		       "    [--rootfs DIR] [--user UID:GID] [--workdir DIR] -- <command> [args...]\n",
 		       problem, arg);
 	report("usage", EINVAL, "", message, EXIT_USAGE);
 }
@@ -108,40 +74,137 @@ static int parse_fd(const char *s)
 	return (int)fd;
 }
 
+/* A decimal id that fits uid_t/gid_t (not -1, which means "unchanged" to the kernel); -1 when it does not. */
+static long parse_id(const char *s, const char **end)
+{
+	long id = 0;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	for (; *s >= '0' && *s <= '9'; s++)
+		if ((id = id * 10 + (*s - '0')) >= 0xffffffffL)
+			return -1;
+	*end = s;
+	return id;
+}
+
+static void parse_user(struct job_spec *spec, const char *value)
+{
+	const char *end = value;
+	long uid = parse_id(value, &end), gid;
+
+	if (uid < 0 || *end != ':')
+		usage("--user takes UID:GID, not", value);
+	end++;
+	gid = parse_id(end, &end);
+	if (gid < 0 || *end != '\0')
+		usage("--user takes UID:GID, not", value);
+	spec->switch_user = 1;
+	spec->uid = (uid_t)uid;
+	spec->gid = (gid_t)gid;
+}
+
+static void parse_namespaces(struct job_spec *spec, const char *value)
+{
+	static const struct { const char *name; int flag; } known[] = {
+		{ "pid", CLONE_NEWPID }, { "mount", CLONE_NEWNS }, { "net", CLONE_NEWNET },
+		{ "uts", CLONE_NEWUTS }, { "ipc", CLONE_NEWIPC },
+	};
+	const char *name = value;
+
+	while (*name) {
+		size_t len = strcspn(name, ",");
+		unsigned int i;
+
+		for (i = 0; i < sizeof known / sizeof known[0]; i++)
+			if (strlen(known[i].name) == len && strncmp(name, known[i].name, len) == 0)
+				break;
+		if (i == sizeof known / sizeof known[0])
+			usage("--namespaces takes a list of pid, mount, net, uts and ipc, not", value);
+		spec->namespaces |= known[i].flag;
+		name += len + (name[len] == ',');
+	}
+}
+
+static int is(const char *arg, const char *option)
+{
+	return strcmp(arg, option) == 0;
+}
+
+/* Every option takes a value; the repeatable ones are read again where they are used. */
+static void parse_option(struct job_spec *spec, const char *option, const char *value)
+{
+	if (is(option, "--status-fd")) {
+		if ((status_fd = parse_fd(value)) < 0)
+			usage("--status-fd needs an fd number, not", value);
+	} else if (is(option, "--stdio")) {
+		if (is(value, "pipes"))
+			spec->stdio_pipes = 1;
+		else if (!is(value, "inherit"))
+			usage("--stdio takes inherit or pipes, not", value);
+	} else if (is(option, "--namespaces")) {
+		parse_namespaces(spec, value);
+	} else if (is(option, "--hostname")) {
+		spec->hostname = value;
+	} else if (is(option, "--tmp-size")) {
+		const char *end = value;
+
+		if (parse_id(value, &end) <= 0 || *end != '\0')
+			usage("--tmp-size takes a number of bytes, not", value);
+		spec->tmp_size = value;
+	} else if (is(option, "--rootfs")) {
+		spec->rootfs = value;
+	} else if (is(option, "--user")) {
+		parse_user(spec, value);
+	} else if (is(option, "--workdir")) {
+		spec->workdir = value;
+	} else if (!is(option, "--cgroup") && !is(option, "--expect-cgroup") && !is(option, "--hide")) {
+		usage("unknown option", option);
+	}
+}
+
 /*
  * Options come in pairs before "--"; returns the index of the command. A
  * usage error found before --status-fd is read goes to the default fd 3.
  */
-static int parse_args(int argc, char **argv)
+static void parse_args(struct job_spec *spec, int argc, char **argv)
 {
 	int i;
 
+	spec->argv = argv;
+	spec->tmp_size = "67108864";
 	for (i = 1; i < argc; i += 2) {
 		if (strcmp(argv[i], "--") == 0) {
 			if (i + 1 == argc)
 				usage("missing command after", "'--'");
 			/* The pipes go onto fds 1 and 2: a status fd there would be lost. */
-			if (stdio_pipes && status_fd <= STDERR_FILENO)
+			if (spec->stdio_pipes && status_fd <= STDERR_FILENO)
 				usage("--stdio pipes puts the pipes on fds 1 and 2: --status-fd must be", "3 or more");
-			return i + 1;
+			if (spec->hostname && !(spec->namespaces & CLONE_NEWUTS))
+				usage("--hostname needs", "--namespaces uts");
+			if (spec->rootfs && !(spec->namespaces & CLONE_NEWNS))
+				usage("--rootfs needs", "--namespaces mount");
+			if (spec->rootfs && spec->rootfs[0] != '/')
+				usage("--rootfs takes an absolute path, not", spec->rootfs);
+			spec->command = i + 1;
+			return;
 		}
 		if (argv[i][0] != '-')
 			usage("missing '--' before the command", argv[i]);
-		if (strcmp(argv[i], "--status-fd") != 0 && strcmp(argv[i], "--cgroup") != 0 &&
-		    strcmp(argv[i], "--stdio") != 0)
-			usage("unknown option", argv[i]);
 		if (i + 1 == argc)
 			usage("missing value for", argv[i]);
-		if (strcmp(argv[i], "--status-fd") == 0 && (status_fd = parse_fd(argv[i + 1])) < 0)
-			usage("--status-fd needs an fd number, not", argv[i + 1]);
-		if (strcmp(argv[i], "--stdio") == 0) {
-			if (strcmp(argv[i + 1], "pipes") == 0)
-				stdio_pipes = 1;
-			else if (strcmp(argv[i + 1], "inherit") != 0)
-				usage("--stdio takes inherit or pipes, not", argv[i + 1]);
-		}
+		parse_option(spec, argv[i], argv[i + 1]);
 	}
 	usage("missing", "'--' and a command");
+}
+
+void for_each_option(const struct job_spec *spec, const char *name, void (*fn)(const char *value))
+{
+	int i;
+
+	for (i = 1; i + 1 < spec->command; i += 2)
+		if (strcmp(spec->argv[i], name) == 0)
+			fn(spec->argv[i + 1]);
 }
 
 /*
@@ -186,15 +249,72 @@ static void join_cgroup(const char *dir, pid_t pid)
 		bail("cgroup", errno, dir);
 }
 
-/* parse_args has checked that argv[1..command) holds (option, value) pairs. */
-static void join_cgroups(char **argv, int command)
+static void join_own_cgroup(const char *dir)
 {
-	pid_t pid = getpid();
-	int i;
+	join_cgroup(dir, getpid());
+}
 
-	for (i = 1; i + 1 < command; i += 2)
-		if (strcmp(argv[i], "--cgroup") == 0)
-			join_cgroup(argv[i + 1], pid);
+/* /proc/self/cgroup: "<hierarchy id>:<controllers, comma-separated>:<path>" per line; v2's is "0::<path>". */
+static int in_hierarchy(const char *controllers, size_t len, const char *wanted, size_t wanted_len)
+{
+	const char *end = controllers + len;
+
+	if (wanted_len == 0)
+		return len == 0;
+	while (controllers < end) {
+		size_t name_len = strcspn(controllers, ",:");
+
+		if (name_len == wanted_len && strncmp(controllers, wanted, wanted_len) == 0)
+			return 1;
+		controllers += name_len + 1;
+	}
+	return 0;
+}
+
+/*
+ * Reads back what the kernel says our cgroups are: a join that went
+ * somewhere else (a path resolved in another cgroup namespace, a hierarchy
+ * mounted twice) must fail the start, not run the job without its limits.
+ * The expectation is "<controller>:<path>", "" as controller meaning v2.
+ */
+static void check_cgroup(const char *expected)
+{
+	char table[16384];
+	const char *colon = strchr(expected, ':'), *line;
+	size_t len = 0, key_len;
+	ssize_t n;
+	int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		bail("cgroupcheck", errno, expected);
+	while ((n = read(fd, table + len, sizeof table - 1 - len)) > 0)
+		len += (size_t)n;
+	if (n < 0)
+		bail("cgroupcheck", errno, expected);
+	(void)close(fd);
+	table[len] = '\0';
+	if (!colon)
+		bail("cgroupcheck", EINVAL, expected);
+	key_len = (size_t)(colon - expected);
+	for (line = table; *line; line += strcspn(line, "\n") + (line[strcspn(line, "\n")] == '\n')) {
+		const char *controllers = strchr(line, ':'), *path;
+		size_t line_len = strcspn(line, "\n");
+
+		if (!controllers || controllers - line >= (long)line_len)
+			continue;
+		controllers++;
+		path = strchr(controllers, ':');
+		if (!path || path - line >= (long)line_len)
+			continue;
+		if (!in_hierarchy(controllers, (size_t)(path - controllers), expected, key_len))
+			continue;
+		path++;
+		if (strlen(colon + 1) == (size_t)(line + line_len - path) &&
+		    strncmp(path, colon + 1, (size_t)(line + line_len - path)) == 0)
+			return;
+		bail("cgroupcheck", EXDEV, expected);
+	}
+	bail("cgroupcheck", ENOENT, expected);
 }
 
 /*
@@ -335,20 +455,51 @@ static void close_other_fds(int keep)
 		bail("closefds", errno, "");
 }
 
+static void set_hostname(const char *name)
+{
+	if (sethostname(name, strlen(name)) < 0)
+		bail("hostname", errno, name);
+}
+
+static void enter_workdir(const char *dir)
+{
+	if (chdir(dir) < 0)
+		bail("workdir", errno, dir);
+}
+
 int main(int argc, char **argv)
 {
-	int command = parse_args(argc, argv);
+	struct job_spec spec = { 0 };
 
+	parse_args(&spec, argc, argv);
 	/* From here on: no allocation, only system calls and stack buffers. */
 	set_status_cloexec(status_fd);
-	join_cgroups(argv, command);
+	for_each_option(&spec, "--cgroup", join_own_cgroup);
+	for_each_option(&spec, "--expect-cgroup", check_cgroup);
 	reset_oom_score();
 	isolate_session();
 	restore_signals();
-	if (stdio_pipes)
+	if (spec.stdio_pipes)
 		make_stdio_pipes();
 	close_other_fds(status_fd);
 
-	execvp(argv[command], &argv[command]);
-	bail("exec", errno, argv[command]);
+	if (spec.namespaces) {
+		enter_namespaces(&spec);
+		if (spec.namespaces & CLONE_NEWNS)
+			prepare_mounts(&spec);
+		if (spec.namespaces & CLONE_NEWNET)
+			loopback_up();
+		if (spec.hostname)
+			set_hostname(spec.hostname);
+		if (spec.namespaces & CLONE_NEWPID) {
+			start_job_under_init();
+			/* The job's own signal state: the init's forwarding handlers are not for it. */
+			restore_signals();
+		}
+	}
+	become_job_user(&spec);
+	if (spec.workdir)
+		enter_workdir(spec.workdir);
+	execvp(argv[spec.command], &argv[spec.command]);
+	bail("exec", errno, argv[spec.command]);
 }

@@ -1,0 +1,67 @@
+/*
+ * The job's identity, set last before exec. The capability bounding set is
+ * what a root job's exec can grant: it keeps the capabilities a root
+ * process needs for ordinary work on its own files (a container runtime's
+ * usual default set, less mknod and raw sockets) and loses the rest, among
+ * them CAP_SYS_ADMIN (mounts: no uncovering what job-init hid) and
+ * CAP_SYS_PTRACE. A non-root job has no capabilities at all after setuid;
+ * its bounding set is cut the same way. PR_SET_NO_NEW_PRIVS makes set-uid
+ * binaries and file capabilities powerless for the job and all it starts.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+#include "identity.h"
+#include "report.h"
+
+static int kept(int cap)
+{
+	switch (cap) {
+	case CAP_CHOWN:
+	case CAP_DAC_OVERRIDE:
+	case CAP_FOWNER:
+	case CAP_FSETID:
+	case CAP_KILL:
+	case CAP_SETGID:
+	case CAP_SETUID:
+	case CAP_SETPCAP:
+	case CAP_SETFCAP:
+	case CAP_NET_BIND_SERVICE:
+	case CAP_SYS_CHROOT:
+	case CAP_AUDIT_WRITE:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static void reduce_bounding_set(void)
+{
+	int cap;
+
+	/* Up to whatever this kernel knows: EINVAL past its last capability. */
+	for (cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+		if (!kept(cap) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+			bail("capabilities", errno, "");
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		bail("capabilities", errno, "");
+}
+
+void become_job_user(const struct job_spec *spec)
+{
+	if (spec->switch_user) {
+		reduce_bounding_set();
+		/* Supplementary groups first, while we may still change them. */
+		if (setgroups(1, &spec->gid) < 0)
+			bail("user", errno, "setgroups");
+		if (setgid(spec->gid) < 0)
+			bail("user", errno, "setgid");
+		if (setuid(spec->uid) < 0)
+			bail("user", errno, "setuid");
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		bail("user", errno, "no_new_privs");
+}

@@ -1,0 +1,190 @@
+/*
+ * The job's filesystem, set up in its new mount namespace before it runs:
+ *
+ *   - nothing propagates back to the host (everything made private first);
+ *   - /proc for its PID namespace, so it sees its own processes only;
+ *   - /tmp and /dev/shm: empty tmpfs of its own, capped in size (the pages
+ *     count against the job's memory limit too: job-init has joined its
+ *     cgroup before mounting them);
+ *   - /sys mounted afresh read-only (it shows the job's network namespace),
+ *     with the host's cgroup tree bound in read-only, so a job can read its
+ *     limits but no root job can raise them or leave its group;
+ *   - /dev: a tmpfs with null, zero, full, random, urandom and tty only;
+ *   - every --hide path (the server's data dir and certificates) covered by
+ *     an empty read-only tmpfs, or /dev/null for a file;
+ *   - with --rootfs, all of the above inside that directory, which then
+ *     becomes the root (pivot_root) and the host's tree is detached.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+#include "mounts.h"
+#include "report.h"
+
+#define HARMLESS (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+/* Where /sys is assembled before it is moved over the host's (inside the new /tmp). */
+#define SYS_STAGING "/tmp/.jobworker-sys"
+
+static void mount_at(const char *source, const char *target, const char *type,
+		     unsigned long flags, const char *data)
+{
+	if (mount(source, target, type, flags, data) < 0)
+		bail("mount", errno, target);
+}
+
+/* root is "" (the host's tree) or the --rootfs directory. */
+static void under(char *out, const char *root, const char *path)
+{
+	if (snprintf(out, PATH_MAX, "%s%s", root, path) >= PATH_MAX)
+		bail("mount", ENAMETOOLONG, path);
+}
+
+static void make_dir(const char *path, mode_t mode)
+{
+	if (mkdir(path, mode) < 0 && errno != EEXIST)
+		bail("mount", errno, path);
+}
+
+static void mount_tmpfs(const char *target, const char *mode, const char *size, unsigned long flags)
+{
+	char options[128];
+
+	(void)snprintf(options, sizeof options, "mode=%s,size=%s", mode, size);
+	mount_at("tmpfs", target, "tmpfs", flags, options);
+}
+
+/* A fresh sysfs, read-only, with the host's cgroup hierarchies read-only inside. */
+static void mount_sys(const char *target)
+{
+	char cgroup[PATH_MAX];
+	struct mount_attr readonly = { .attr_set = MOUNT_ATTR_RDONLY };
+
+	make_dir(target, 0755);
+	mount_at("sysfs", target, "sysfs", HARMLESS | MS_RDONLY, NULL);
+	under(cgroup, target, "/fs/cgroup");
+	/* v1 has one mount per hierarchy under it: bind them all, then make all read-only. */
+	mount_at("/sys/fs/cgroup", cgroup, NULL, MS_BIND | MS_REC, NULL);
+	if (mount_setattr(AT_FDCWD, cgroup, AT_RECURSIVE, &readonly, sizeof readonly) < 0)
+		bail("mount", errno, cgroup);
+}
+
+static void make_node(const char *dev, const char *name, unsigned int major, unsigned int minor)
+{
+	char path[PATH_MAX];
+
+	under(path, dev, name);
+	if (mknod(path, S_IFCHR | 0666, makedev(major, minor)) < 0)
+		bail("mount", errno, path);
+}
+
+static void make_link(const char *dev, const char *name, const char *to)
+{
+	char path[PATH_MAX];
+
+	under(path, dev, name);
+	if (symlink(to, path) < 0)
+		bail("mount", errno, path);
+}
+
+/* The few device nodes programs expect, made rather than bound: the host's /dev may already be covered. */
+static void mount_dev(const char *root, const char *tmp_size)
+{
+	char dev[PATH_MAX], shm[PATH_MAX];
+
+	under(dev, root, "/dev");
+	make_dir(dev, 0755);
+	mount_tmpfs(dev, "755", "64k", MS_NOSUID | MS_NOEXEC);
+	make_node(dev, "/null", 1, 3);
+	make_node(dev, "/zero", 1, 5);
+	make_node(dev, "/full", 1, 7);
+	make_node(dev, "/random", 1, 8);
+	make_node(dev, "/urandom", 1, 9);
+	make_node(dev, "/tty", 5, 0);
+	make_link(dev, "/fd", "/proc/self/fd");
+	make_link(dev, "/stdin", "/proc/self/fd/0");
+	make_link(dev, "/stdout", "/proc/self/fd/1");
+	make_link(dev, "/stderr", "/proc/self/fd/2");
+	under(shm, dev, "/shm");
+	make_dir(shm, 01777);
+	mount_tmpfs(shm, "1777", tmp_size, HARMLESS);
+}
+
+static void mount_proc_tmp(const char *root, const struct job_spec *spec)
+{
+	char path[PATH_MAX];
+
+	if (spec->namespaces & CLONE_NEWPID) {
+		under(path, root, "/proc");
+		make_dir(path, 0555);
+		mount_at("proc", path, "proc", HARMLESS, NULL);
+	}
+	under(path, root, "/tmp");
+	make_dir(path, 01777);
+	mount_tmpfs(path, "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
+}
+
+static void hide(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		/* Not there (or already out of sight, under the new /tmp): nothing to hide. */
+		if (errno == ENOENT)
+			return;
+		bail("hide", errno, path);
+	}
+	if (S_ISDIR(st.st_mode))
+		mount_tmpfs(path, "000", "4k", HARMLESS | MS_RDONLY);
+	else
+		mount_at("/dev/null", path, NULL, MS_BIND, NULL);
+}
+
+static void enter_rootfs(const char *rootfs)
+{
+	/*
+	 * pivot_root(".", ".") stacks the old root on top of the new one; the
+	 * detach then takes the old root away, so the host's tree is gone
+	 * from this namespace altogether (no directory to climb out through).
+	 */
+	if (chdir(rootfs) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
+	    umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+		bail("rootfs", errno, rootfs);
+}
+
+void prepare_mounts(const struct job_spec *spec)
+{
+	const char *root = spec->rootfs ? spec->rootfs : "";
+	char sys[PATH_MAX];
+	mode_t mask = umask(0);
+
+	mount_at(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	if (spec->rootfs)
+		/* pivot_root needs the new root to be a mount point. */
+		mount_at(spec->rootfs, spec->rootfs, NULL, MS_BIND | MS_REC, NULL);
+	mount_proc_tmp(root, spec);
+	if (spec->rootfs) {
+		under(sys, root, "/sys");
+		mount_sys(sys);
+	} else {
+		/* The host's cgroup tree must still be in sight when it is bound in, so the new /sys is built aside. */
+		mount_sys(SYS_STAGING);
+		mount_at(SYS_STAGING, "/sys", NULL, MS_MOVE, NULL);
+		if (rmdir(SYS_STAGING) < 0)
+			bail("mount", errno, SYS_STAGING);
+	}
+	mount_dev(root, spec->tmp_size);
+	if (spec->rootfs)
+		enter_rootfs(spec->rootfs);
+	else
+		for_each_option(spec, "--hide", hide);
+	(void)umask(mask);
+}

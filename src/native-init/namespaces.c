@@ -1,0 +1,204 @@
+/*
+ * With a PID namespace a job has three processes of job-init's making:
+ *
+ *   outside (the supervisor's child, pid in the host's namespace)
+ *     └ init (PID 1 inside: reaps orphans, forwards signals, like tini)
+ *         └ the job (PID 2, its own process group)
+ *
+ * The namespace's first process is its init and cannot be the job: a job's
+ * shell does not reap what it did not start, and the kernel drops signals
+ * to an init that has no handler for them, so `stop` could not be graceful.
+ * The outside process is what the supervisor spawned and waits for: it
+ * forwards the supervisor's signals to the init, which forwards them to the
+ * job's process group, and it ends the way the job ended (same exit code,
+ * or killed by the same signal), which the init tells it through a pipe.
+ * When the job exits, the init exits too, and the kernel kills whatever is
+ * left in the namespace.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "namespaces.h"
+#include "report.h"
+
+/* The signals a stop or an operator may send that the job must get. */
+static const int forwarded[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2 };
+
+/* Outside: the init's pid. In the init: minus the job's process group. 0: nowhere yet. */
+static volatile pid_t forward_to;
+/* In the init: where the job's wait status goes to the outside process. */
+static int relay_fd = -1;
+
+static void forward(int sig)
+{
+	pid_t to = forward_to;
+
+	if (to != 0)
+		(void)kill(to, sig);
+}
+
+static void forwarded_set(sigset_t *set)
+{
+	unsigned int i;
+
+	(void)sigemptyset(set);
+	for (i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
+		(void)sigaddset(set, forwarded[i]);
+}
+
+/* Blocked until there is someone to forward to; the handlers are inherited by the init. */
+static void hold_forwarded_signals(void)
+{
+	struct sigaction action;
+	sigset_t set;
+	unsigned int i;
+
+	forwarded_set(&set);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		bail("signals", errno, "");
+	memset(&action, 0, sizeof action);
+	action.sa_handler = forward;
+	action.sa_flags = SA_RESTART;
+	(void)sigemptyset(&action.sa_mask);
+	for (i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
+		if (sigaction(forwarded[i], &action, NULL) < 0)
+			bail("signals", errno, "");
+}
+
+static void release_forwarded_signals(pid_t to)
+{
+	sigset_t set;
+
+	forward_to = to;
+	forwarded_set(&set);
+	(void)sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
+/*
+ * Past this point only the process that will exec may hold the status fd
+ * (its EOF means "exec'd") and only the job's processes the stdio pipes
+ * (their EOF means "the job's output is complete").
+ */
+static void hand_on(void)
+{
+	(void)close(status_fd);
+	status_fd = -1;
+	(void)close(STDOUT_FILENO);
+	(void)close(STDERR_FILENO);
+}
+
+static _Noreturn void exit_as(int status)
+{
+	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
+		struct rlimit no_core = { 0, 0 };
+		sigset_t only;
+
+		/* The job dumped its own core, if it could; this one would be of job-init. */
+		(void)setrlimit(RLIMIT_CORE, &no_core);
+		(void)signal(sig, SIG_DFL);
+		(void)sigemptyset(&only);
+		(void)sigaddset(&only, sig);
+		(void)sigprocmask(SIG_UNBLOCK, &only, NULL);
+		(void)kill(getpid(), sig);
+		_exit(128 + sig);
+	}
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : EXIT_FAILED);
+}
+
+/* The outside process: wait for the init, then end as the job did. */
+static _Noreturn void wait_outside(pid_t init, int relay)
+{
+	int status, job_status;
+	ssize_t n;
+
+	hand_on();
+	release_forwarded_signals(init);
+	while (waitpid(init, &status, 0) < 0)
+		if (errno != EINTR)
+			_exit(EXIT_FAILED);
+	do
+		n = read(relay, &job_status, sizeof job_status);
+	while (n < 0 && errno == EINTR);
+	/* No report: the init was killed (a stop's SIGKILL, say) or failed before the job ran. */
+	exit_as(n == (ssize_t)sizeof job_status ? job_status : status);
+}
+
+void enter_namespaces(const struct job_spec *spec)
+{
+	int relay[2];
+	pid_t init;
+
+	if (unshare(spec->namespaces) < 0)
+		bail("namespaces", errno, "");
+	if (!(spec->namespaces & CLONE_NEWPID))
+		return;
+	hold_forwarded_signals();
+	if (pipe2(relay, O_CLOEXEC) < 0)
+		bail("namespaces", errno, "");
+	init = fork();
+	if (init < 0)
+		bail("namespaces", errno, "");
+	if (init > 0)
+		wait_outside(init, relay[0]);
+	(void)close(relay[0]);
+	relay_fd = relay[1];
+	/* An outside process killed on its own (not with the whole cgroup) must not leave the job running unwatched. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		bail("namespaces", errno, "");
+	/* Out of the outside process's group, which the supervisor signals: one copy of each signal. */
+	if (setsid() < 0)
+		bail("setsid", errno, "");
+}
+
+void start_job_under_init(void)
+{
+	int status;
+	pid_t job = fork();
+
+	if (job < 0)
+		bail("init", errno, "");
+	if (job == 0) {
+		(void)setpgid(0, 0);
+		return;
+	}
+	/* Also here: a signal forwarded before the job has run must find its group. */
+	(void)setpgid(job, job);
+	hand_on();
+	release_forwarded_signals(-job);
+	for (;;) {
+		pid_t pid = waitpid(-1, &status, 0);
+
+		if (pid == job)
+			break;
+		if (pid < 0 && errno != EINTR)
+			_exit(EXIT_FAILED);
+	}
+	write_all(relay_fd, (const char *)&status, sizeof status);
+	_exit(0);
+}
+
+void loopback_up(void)
+{
+	struct ifreq lo;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	memset(&lo, 0, sizeof lo);
+	strcpy(lo.ifr_name, "lo");
+	if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &lo) < 0)
+		bail("network", errno, "lo");
+	lo.ifr_flags |= IFF_UP | IFF_RUNNING;
+	if (ioctl(fd, SIOCSIFFLAGS, &lo) < 0)
+		bail("network", errno, "lo");
+	(void)close(fd);
+}

@@ -1,0 +1,28 @@
+/* What job-init was asked to do, parsed once from its arguments. */
+#ifndef JOB_INIT_SPEC_H
+#define JOB_INIT_SPEC_H
+
+#include <sys/types.h>
+
+struct job_spec {
+	/* argv[1 .. command - 1] are (option, value) pairs; argv[command] is the command. */
+	char **argv;
+	int command;
+	/* --stdio pipes: give the command real pipes on fds 1 and 2. */
+	int stdio_pipes;
+	/* CLONE_NEW* flags from --namespaces; 0 runs the job in ours. */
+	int namespaces;
+	const char *hostname;
+	/* tmpfs size= for the private /tmp and /dev/shm, in bytes. */
+	const char *tmp_size;
+	const char *rootfs;
+	const char *workdir;
+	int switch_user;
+	uid_t uid;
+	gid_t gid;
+};
+
+/* Calls fn with the value of every occurrence of a repeatable option. */
+void for_each_option(const struct job_spec *spec, const char *name, void (*fn)(const char *value));
+
+#endif
