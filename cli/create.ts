@@ -1,10 +1,11 @@
 // jobctl create: start a job and print its id.
 import { Command, Option } from 'clipanion';
-import type { CreateJobReq, Job } from '../src/gen/jobworker/v1/jobworker.js';
+import * as t from 'typanion';
+import { Network, type CreateJobReq, type Job } from '../src/gen/jobworker/v1/jobworker.js';
 import type { Session } from './connect.js';
 import { requireJob } from './errors.js';
 import { jobJson, toJsonLine } from './format.js';
-import { isCpuPercent, isIoBps, isMemoryMb, isPids, JobctlCommand } from './options.js';
+import { isCpuPercent, isEnvEntry, isIoBps, isMemoryMb, isPids, JobctlCommand } from './options.js';
 
 /**
  * What create and run share: the limits and the command. The command is a
@@ -29,6 +30,25 @@ export abstract class StartCommand extends JobctlCommand {
     description: 'Most processes and threads at once (server default 4096; 0: unlimited)',
     validator: isPids,
   });
+  env = Option.Array('--env', [], {
+    description: "NAME=value in the job's environment (repeatable); jobs get PATH, HOME, USER, LOGNAME, LANG and JOBWORKER_JOB_ID, never the server's environment",
+    validator: t.isArray(isEnvEntry),
+  });
+  workdir = Option.String('--workdir', { description: 'Directory the command starts in, an absolute path (default /)' });
+  user = Option.String('--user', {
+    description: "Run as NAME, UID, NAME:GROUP or UID:GID (server default nobody; root only where the server allows it)",
+  });
+  network = Option.String('--network', {
+    description: "none: only lo (the server's usual default); host: the host's network, where the server allows it",
+    validator: t.isEnum(['none', 'host'] as const),
+  });
+  pidNs = Option.Boolean('--pid-ns', {
+    description: "--no-pid-ns: see the host's processes instead of only the job's own (where the server allows it)",
+  });
+  mountNs = Option.Boolean('--mount-ns', {
+    description: "--no-mount-ns: the host's /tmp, /proc and /dev instead of private ones (where the server allows it)",
+  });
+  rootfs = Option.String('--rootfs', { description: 'Run in this directory of the server as the root filesystem (pivot_root)' });
   command = Option.String({ name: 'command' });
   args = Option.Proxy({ name: 'args' });
 
@@ -38,6 +58,15 @@ export abstract class StartCommand extends JobctlCommand {
       args: this.args,
       // 0 asks for the server's default (proto3 scalars have no "unset").
       limits: { maxCpuPercent: this.maxCpu ?? 0, maxMemoryMb: this.maxMemory ?? 0, maxIoBps: this.maxIobps ?? 0, maxPids: this.maxPids },
+      env: this.env,
+      workdir: this.workdir ?? '',
+      isolation: {
+        pidNamespace: this.pidNs,
+        mountNamespace: this.mountNs,
+        network: this.network === undefined ? Network.NETWORK_UNSPECIFIED : this.network === 'host' ? Network.NETWORK_HOST : Network.NETWORK_NONE,
+        user: this.user ?? '',
+        rootfs: this.rootfs ?? '',
+      },
     };
   }
 
@@ -61,6 +90,7 @@ export class CreateCommand extends StartCommand {
       ['List /tmp', '$0 create ls -la /tmp'],
       ['Run a shell command with half a CPU core and 64 MiB', "$0 create --max-cpu 50 --max-memory 64 -- sh -c 'echo hi; sleep 10'"],
       ['Keep the id for later', 'id=$($0 create sleep 100)'],
+      ['As user build, with a variable, in its home', '$0 create --user build --env CI=1 --workdir /home/build make'],
     ],
   });
 

@@ -4,7 +4,7 @@
 // sees every job: they are printed with control characters escaped so that a
 // job's argv cannot move the cursor or rewrite the terminal of the person
 // listing it.
-import { JobStatus, OutputStream, type DataChunk, type Job } from '../src/gen/jobworker/v1/jobworker.js';
+import { JobStatus, Network, OutputStream, type DataChunk, type Job } from '../src/gen/jobworker/v1/jobworker.js';
 
 const STATUS_NAMES: Readonly<Record<JobStatus, string>> = {
   [JobStatus.JOB_STATUS_UNSPECIFIED]: 'UNSPECIFIED',
@@ -41,6 +41,16 @@ export function jobJson(job: Job) {
       maxIoBps: job.limits?.maxIoBps ?? null,
       maxPids: job.limits?.maxPids ?? null,
     },
+    isolation: job.isolation
+      ? {
+          pidNamespace: job.isolation.pidNamespace ?? null,
+          mountNamespace: job.isolation.mountNamespace ?? null,
+          network: networkName(job.isolation.network),
+          user: job.isolation.user,
+          rootfs: job.isolation.rootfs || null,
+        }
+      : null,
+    workdir: job.workdir || null,
     startedAt: job.startedAt?.toISOString() ?? null,
     endedAt: job.endedAt?.toISOString() ?? null,
     exitCode: job.exitCode ?? null,
@@ -109,6 +119,8 @@ export function jobDetail(job: Job): string {
     ['pid', job.pid ? String(job.pid) : '-'],
     ['cgroup', escapeControl(job.cgroup) || '-'],
     ['limits', limitsText(job)],
+    ['isolation', isolationText(job)],
+    ['workdir', escapeControl(job.workdir) || '-'],
     ['started', formatTime(job.startedAt)],
     ['ended', formatTime(job.endedAt)],
     ['exit code', job.exitCode === undefined ? '-' : String(job.exitCode)],
@@ -129,6 +141,21 @@ function limitsText(job: Job): string {
   const io = limits.maxIoBps ? `${limits.maxIoBps} B/s` : 'unlimited';
   const pids = limits.maxPids ? String(limits.maxPids) : 'unlimited';
   return `cpu ${limits.maxCpuPercent}%, memory ${limits.maxMemoryMb} MiB, io ${io}, pids ${pids}`;
+}
+
+const networkName = (network: Network): string | null => (network === Network.NETWORK_UNSPECIFIED ? null : Network[network].replace(/^NETWORK_/, '').toLowerCase());
+
+/** "user 65534:65534, network none, pid and mount namespaces" and so on; - for jobs recorded before isolation. */
+function isolationText(job: Job): string {
+  const isolation = job.isolation;
+  if (!isolation) return '-';
+  const namespaces = [isolation.pidNamespace && 'pid', isolation.mountNamespace && 'mount'].filter(Boolean).join(' and ');
+  return [
+    `user ${isolation.user}`,
+    `network ${networkName(isolation.network) ?? '-'}`,
+    namespaces ? `${namespaces} namespace${namespaces.includes(' and ') ? 's' : ''}` : "host's namespaces",
+    ...(isolation.rootfs ? [`rootfs ${escapeControl(isolation.rootfs)}`] : []),
+  ].join(', ');
 }
 
 function usageFields(job: Job): [string, string][] {

@@ -86,6 +86,14 @@ export const isSince = t.makeValidator<unknown, Date>({
   },
 });
 
+/** NAME=value, as the server takes it: a name without '=', neither with NUL. */
+export const isEnvEntry = t.makeValidator<unknown, string>({
+  test: (value, state): value is string => {
+    if (typeof value === 'string' && /^[^=\0]+=[^\0]*$/.test(value)) return true;
+    return fail(state, `expected NAME=value, got ${JSON.stringify(value)}`);
+  },
+});
+
 /** host:port, with IPv6 hosts in brackets ([::1]:50051). */
 export const isServerAddress = t.makeValidator<unknown, string>({
   test: (value, state): value is string => {

@@ -275,13 +275,14 @@ static int in_hierarchy(const char *controllers, size_t len, const char *wanted,
  * Reads back what the kernel says our cgroups are: a join that went
  * somewhere else (a path resolved in another cgroup namespace, a hierarchy
  * mounted twice) must fail the start, not run the job without its limits.
- * The expectation is "<controller>:<path>", "" as controller meaning v2.
+ * The expectation is "<controller>:<path>", "" as controller meaning v2;
+ * the path is relative to where the supervisor found the hierarchy mounted.
  */
 static void check_cgroup(const char *expected)
 {
 	char table[16384];
 	const char *colon = strchr(expected, ':'), *line;
-	size_t len = 0, key_len;
+	size_t len = 0, key_len, want;
 	ssize_t n;
 	int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
 
@@ -296,6 +297,7 @@ static void check_cgroup(const char *expected)
 	if (!colon)
 		bail("cgroupcheck", EINVAL, expected);
 	key_len = (size_t)(colon - expected);
+	want = strlen(colon + 1);
 	for (line = table; *line; line += strcspn(line, "\n") + (line[strcspn(line, "\n")] == '\n')) {
 		const char *controllers = strchr(line, ':'), *path;
 		size_t line_len = strcspn(line, "\n");
@@ -309,8 +311,9 @@ static void check_cgroup(const char *expected)
 		if (!in_hierarchy(controllers, (size_t)(path - controllers), expected, key_len))
 			continue;
 		path++;
-		if (strlen(colon + 1) == (size_t)(line + line_len - path) &&
-		    strncmp(path, colon + 1, (size_t)(line + line_len - path)) == 0)
+		/* Ends with: where cgroupfs is mounted from below the hierarchy's root, the kernel shows the full path. */
+		if ((size_t)(line + line_len - path) >= want &&
+		    strncmp(line + line_len - want, colon + 1, want) == 0)
 			return;
 		bail("cgroupcheck", EXDEV, expected);
 	}

@@ -2,6 +2,7 @@
 // one mapping from those codes to gRPC statuses. Anything else that reaches
 // the RPC boundary is a bug: it is logged and the client sees only INTERNAL.
 import { status as Status } from '@grpc/grpc-js';
+import type { StartFailureCode } from '../workers/protocol.js';
 
 export const ErrorCodes = {
   INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
@@ -10,6 +11,9 @@ export const ErrorCodes = {
   UNAUTHENTICATED: Status.UNAUTHENTICATED,
   PERMISSION_DENIED: Status.PERMISSION_DENIED,
   EXEC_FAILED: Status.FAILED_PRECONDITION,
+  // The host cannot give the job the isolation asked for (a kernel without
+  // some namespace, a workdir missing in the job's filesystem).
+  ISOLATION_FAILED: Status.FAILED_PRECONDITION,
   CONTROLLER_UNAVAILABLE: Status.FAILED_PRECONDITION,
   CGROUP_SETUP_FAILED: Status.INTERNAL,
   SPAWN_FAILED: Status.INTERNAL,
@@ -44,8 +48,7 @@ export const Errors = {
   shuttingDown: () => new JobworkerError('SHUTTING_DOWN', 'the server is shutting down'),
   notRecorded: (message: string) => new JobworkerError('NOT_RECORDED', message),
   outputUnreadable: (id: string, reason: string) => new JobworkerError('OUTPUT_UNREADABLE', `job ${id}: ${reason}`),
-  startFailed: (code: 'EXEC_FAILED' | 'CONTROLLER_UNAVAILABLE' | 'CGROUP_SETUP_FAILED' | 'SPAWN_FAILED', message: string) =>
-    new JobworkerError(code, message),
+  startFailed: (code: StartFailureCode, message: string) => new JobworkerError(code, message),
 };
 
 export interface StatusObject {

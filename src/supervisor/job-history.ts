@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import type { JobLimits, ResourceUsage } from '../workers/protocol.js';
+import type { JobIsolation, JobLimits, ResourceUsage } from '../workers/protocol.js';
 import type { JobRecord, JobState } from './job-store.js';
 
 /** A job as the history keeps it: its record without the live parts (log, ended promise), with how much output it wrote. */
@@ -34,9 +34,13 @@ CREATE TABLE IF NOT EXISTS jobs (
   oom_killed INTEGER NOT NULL,
   message TEXT NOT NULL,
   usage TEXT,
-  output_bytes INTEGER NOT NULL
+  output_bytes INTEGER NOT NULL,
+  isolation TEXT
 ) STRICT;
 `;
+
+/** Columns added since the first schema, for databases made before them (NULL in their rows). */
+const ADDED_COLUMNS = [{ name: 'isolation', type: 'TEXT' }] as const;
 
 const STATES: readonly JobState[] = ['RUNNING', 'COMPLETED', 'FAILED', 'STOPPED'];
 
@@ -57,6 +61,7 @@ interface Row {
   message: string;
   usage: string | null;
   output_bytes: number;
+  isolation: string | null;
 }
 
 export class HistoryError extends Error {
@@ -74,8 +79,10 @@ export class JobHistory {
   private constructor(db: Database.Database) {
     this.#db = db;
     this.#put = db.prepare(`
-      INSERT INTO jobs VALUES (@id, @command, @args, @limits, @owner, @pid, @cgroup, @started_at, @state, @ended_at,
-                               @exit_code, @signal, @oom_killed, @message, @usage, @output_bytes)
+      INSERT INTO jobs (id, command, args, limits, owner, pid, cgroup, started_at, state, ended_at,
+                        exit_code, signal, oom_killed, message, usage, output_bytes, isolation)
+      VALUES (@id, @command, @args, @limits, @owner, @pid, @cgroup, @started_at, @state, @ended_at,
+              @exit_code, @signal, @oom_killed, @message, @usage, @output_bytes, @isolation)
       ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at, exit_code = excluded.exit_code,
         signal = excluded.signal, oom_killed = excluded.oom_killed, message = excluded.message, usage = excluded.usage,
         output_bytes = excluded.output_bytes`);
@@ -120,6 +127,8 @@ export class JobHistory {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.exec(SCHEMA);
+      const columns = new Set((db.pragma('table_info(jobs)') as { name: string }[]).map((column) => column.name));
+      for (const { name, type } of ADDED_COLUMNS) if (!columns.has(name)) db.exec(`ALTER TABLE jobs ADD COLUMN ${name} ${type}`);
       const check = db.pragma('quick_check', { simple: true });
       if (check !== 'ok') throw Object.assign(new Error(`quick_check: ${String(check)}`), { code: 'SQLITE_CORRUPT' });
       return db;
@@ -148,6 +157,7 @@ export class JobHistory {
       message: job.message,
       usage: job.usage ? JSON.stringify(job.usage) : null,
       output_bytes: job.outputBytes,
+      isolation: job.isolation ? JSON.stringify(job.isolation) : null,
     });
   }
 
@@ -194,5 +204,6 @@ function parse(row: Row): StoredJob {
     message: row.message,
     usage: row.usage === null ? null : (JSON.parse(row.usage) as ResourceUsage),
     outputBytes: row.output_bytes,
+    isolation: row.isolation === null ? null : (JSON.parse(row.isolation) as JobIsolation),
   };
 }

@@ -11,6 +11,7 @@ import { settlesWithin } from '../common/settle-within.js';
 import type {
   CgroupConfig,
   CgroupDriverName,
+  JobIsolation,
   JobLimits,
   JobOutcome,
   JobStarted,
@@ -35,9 +36,6 @@ const USAGE_TIMEOUT_MS = 2_000;
 
 const TASK_FILE = fileURLToPath(new URL('../workers/job-task.js', import.meta.url));
 
-/** The environment a job starts with: nothing of the server's own. */
-export const JOB_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
-
 export interface JobRunnerOptions {
   workers: number;
   cgroupDriver: CgroupDriverName | 'auto';
@@ -49,6 +47,8 @@ export interface JobRunnerOptions {
   outputRoot: string;
   /** Per job: past this, its oldest output is discarded. */
   maxOutputBytes: number;
+  /** Paths hidden from jobs with a mount namespace (isolation.ts hiddenPaths). */
+  hide: string[];
   /** Called after a job's end is recorded. */
   onJobEnded?: () => void;
   ringCapacity?: number;
@@ -60,6 +60,9 @@ export interface StartRequest {
   command: string;
   args: string[];
   limits: JobLimits;
+  isolation: JobIsolation;
+  /** The job's environment (job-environment.ts) but for JOBWORKER_JOB_ID, which only the runner knows. */
+  env: Record<string, string>;
   owner: string;
 }
 
@@ -134,9 +137,11 @@ export class JobRunner {
       command: request.command,
       args: request.args,
       limits: request.limits,
+      isolation: request.isolation,
+      hide: this.#options.hide,
       cgroup: this.#cgroup,
       jobInitPath: this.#options.jobInitPath,
-      env: { PATH: JOB_PATH, HOME: '/root', LANG: 'C.UTF-8', JOBWORKER_JOB_ID: id },
+      env: { ...request.env, JOBWORKER_JOB_ID: id },
       ring,
       outputPath: this.#options.outputPath ?? 'ring',
       port: taskPort,
@@ -197,6 +202,7 @@ export class JobRunner {
       command: request.command,
       args: request.args,
       limits: request.limits,
+      isolation: request.isolation,
       owner: request.owner,
       pid: first.pid,
       cgroup: first.cgroup,

@@ -4,18 +4,22 @@
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import {
   JobStatus,
+  Network,
   OutputStream,
   type CreateJobReq,
   type DataChunk,
   type GetJobReq,
   type GetJobsReq,
   type GetJobsStreamReq,
+  type Isolation,
   type Job,
   type StopJobReq,
 } from '../gen/jobworker/v1/jobworker.js';
-import { StreamId } from '../workers/protocol.js';
+import { StreamId, type JobIsolation } from '../workers/protocol.js';
 import type { Caller } from './authz.js';
 import { Errors } from './errors.js';
+import { resolveIsolation, type IsolationPolicy } from './isolation.js';
+import { checkEnv, jobEnvironment } from './job-environment.js';
 import type { JobRunner } from './job-runner.js';
 import type { JobRecord, JobState, JobStore } from './job-store.js';
 import { resolveLimits, type HostCapacity } from './limits.js';
@@ -38,6 +42,7 @@ export interface ServiceOptions {
   store: JobStore;
   runner: JobRunner;
   host: HostCapacity;
+  isolation: IsolationPolicy;
   defaultGraceMs: number;
 }
 
@@ -45,9 +50,11 @@ export class JobService {
   constructor(readonly options: ServiceOptions) {}
 
   async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
-    validateCommand(request.command, request.args);
+    validateCommand(request.command, request.args, checkEnv(request.env));
     const limits = resolveLimits(request.limits, this.options.host);
-    const record = await this.options.runner.start({ command: request.command, args: request.args, limits, owner: caller.cn });
+    const { isolation, user } = resolveIsolation(request.isolation, request.workdir, this.options.isolation);
+    const env = jobEnvironment(user, request.env);
+    const record = await this.options.runner.start({ command: request.command, args: request.args, limits, isolation, env, owner: caller.cn });
     return toJob(record);
   }
 
@@ -154,11 +161,12 @@ export class JobService {
   }
 }
 
-function validateCommand(command: string, args: readonly string[]): void {
+/** envBytes: what the environment takes of the same exec budget (checkEnv). */
+function validateCommand(command: string, args: readonly string[], envBytes: number): void {
   if (command === '') throw Errors.invalidArgument('command must not be empty');
   if (Buffer.byteLength(command) > MAX_COMMAND_BYTES) throw Errors.invalidArgument(`command must be at most ${MAX_COMMAND_BYTES} bytes`);
   if (args.length > MAX_ARGS) throw Errors.invalidArgument(`at most ${MAX_ARGS} arguments, got ${args.length}`);
-  let total = 0;
+  let total = envBytes;
   for (const arg of [command, ...args]) {
     // exec takes NUL-terminated strings: a NUL would silently cut the argument.
     if (arg.includes('\0')) throw Errors.invalidArgument('command and arguments must not contain NUL bytes');
@@ -166,7 +174,7 @@ function validateCommand(command: string, args: readonly string[]): void {
     if (bytes > MAX_ARG_BYTES) throw Errors.invalidArgument(`each argument must be at most ${MAX_ARG_BYTES} bytes (the kernel's limit), got one of ${bytes}`);
     total += bytes;
   }
-  if (total > MAX_ARGV_BYTES) throw Errors.invalidArgument(`command and arguments must be at most ${MAX_ARGV_BYTES} bytes together, got ${total}`);
+  if (total > MAX_ARGV_BYTES) throw Errors.invalidArgument(`command, arguments and env must be at most ${MAX_ARGV_BYTES} bytes together, got ${total}`);
 }
 
 /** Chunks a stream may have handed to grpc-js and not yet seen written to the connection. */
@@ -257,5 +265,17 @@ export function toJob(record: JobRecord): Job {
     outputStart: record.log.start,
     outputProblem: record.log.problem,
     usage: record.usage ? { ...record.usage, sampledAt: new Date(record.usage.sampledAt) } : undefined,
+    isolation: record.isolation ? isolationOf(record.isolation) : undefined,
+    workdir: record.isolation?.workdir ?? '',
+  };
+}
+
+function isolationOf(isolation: JobIsolation): Isolation {
+  return {
+    pidNamespace: isolation.pidNamespace,
+    mountNamespace: isolation.mountNamespace,
+    network: isolation.network === 'host' ? Network.NETWORK_HOST : Network.NETWORK_NONE,
+    user: `${isolation.uid}:${isolation.gid}`,
+    rootfs: isolation.rootfs ?? '',
   };
 }

@@ -2,7 +2,7 @@
 // functions here so that every transition is a single synchronous step (a
 // reader never sees a half-ended job). Every record is also written to the
 // job history when it is added and when it ends.
-import type { JobLimits, JobOutcome, ResourceUsage } from '../workers/protocol.js';
+import type { JobIsolation, JobLimits, JobOutcome, ResourceUsage } from '../workers/protocol.js';
 import type { JobHistory, StoredJob } from './job-history.js';
 import type { OutputLog } from './output-log.js';
 
@@ -13,6 +13,8 @@ export interface JobRecord {
   readonly command: string;
   readonly args: readonly string[];
   readonly limits: JobLimits;
+  /** null for jobs recorded before isolation existed. */
+  readonly isolation: JobIsolation | null;
   readonly owner: string;
   readonly pid: number;
   readonly cgroup: string;
@@ -177,6 +179,7 @@ function stored(record: JobRecord): StoredJob {
     command: record.command,
     args: [...record.args],
     limits: record.limits,
+    isolation: record.isolation,
     owner: record.owner,
     pid: record.pid,
     cgroup: record.cgroup,

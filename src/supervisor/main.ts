@@ -9,6 +9,7 @@ import * as t from 'typanion';
 import { colorsFor } from '../common/terminal.js';
 import { parseBytes, parseDuration } from '../common/units.js';
 import type { DenyList } from './deny-list.js';
+import { IsolationConfigError } from './isolation.js';
 import { HistoryError } from './job-history.js';
 import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './reload.js';
 import { startServer, type TlsMaterial } from './server.js';
@@ -105,6 +106,21 @@ class ServeCommand extends Command {
   auditLog = Option.String('--audit-log', {
     description: 'Append the audit trail (one JSON line per call) to this file instead of the main log',
   });
+  isolationDefault = Option.String('--isolation-default', 'full', {
+    description:
+      "What a job gets where its request says nothing: full (default; its own PID, mount, hostname and IPC namespaces and no network but lo) or none (the host's namespaces and network; for trusted setups)",
+    validator: t.isEnum(['full', 'none'] as const),
+  });
+  allowHostNetwork = Option.Boolean('--allow-host-network', false, { description: "Jobs may ask for the host's network (network HOST)" });
+  allowHostNamespaces = Option.Boolean('--allow-host-namespaces', false, {
+    description: "Jobs may run without their own PID or mount namespace, seeing the host's processes and files",
+  });
+  allowRootJobs = Option.Boolean('--allow-root-jobs', false, {
+    description: 'Jobs may run as uid or gid 0 (still without CAP_SYS_ADMIN and most other capabilities)',
+  });
+  defaultUser = Option.String('--default-user', {
+    description: 'Who jobs run as when their request names nobody: NAME, UID, NAME:GROUP or UID:GID (default nobody, or 65534:65534 where the host has no such user)',
+  });
   outputPath = Option.String('--output-path', 'ring', {
     description:
       'Who reads job pipes: ring (default; supervisor threads, through a ring buffer per job) or inline (the main thread itself: only for measuring what the rings buy, npm run bench scenario 3)',
@@ -150,6 +166,14 @@ class ServeCommand extends Command {
         retainJobs: this.retainJobs,
         retainForMs: parseDuration(this.retainFor)!,
         jobInitPath: path.join(ROOT, 'build', 'job-init'),
+        isolation: {
+          default: this.isolationDefault,
+          allowHostNetwork: this.allowHostNetwork,
+          allowHostNamespaces: this.allowHostNamespaces,
+          allowRootJobs: this.allowRootJobs,
+          defaultUser: this.defaultUser,
+        },
+        secretFiles: [this.key, this.cert],
         logger,
         auditLogger: audit?.logger,
         denyList,
@@ -157,7 +181,7 @@ class ServeCommand extends Command {
     } catch (err) {
       this.context.stderr.write(`jobworkerd: cannot start: ${(err as Error).message}\n`);
       // A data directory it cannot use is a configuration error, like a bad certificate.
-      return err instanceof HistoryError ? 2 : 1;
+      return err instanceof HistoryError || err instanceof IsolationConfigError ? 2 : 1;
     }
     const unwatch = watchConfig(files, server, logger, () => audit?.reopen());
     // The handlers stay installed: a second signal during shutdown must not

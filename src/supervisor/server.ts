@@ -18,6 +18,7 @@ import { OutputLog, jobLogOptions, makeOutputRoot } from './output-log.js';
 import { Retention } from './retention.js';
 import { thisHost, type HostCapacity } from './limits.js';
 import { DenyList } from './deny-list.js';
+import { hiddenPaths, makePolicy, type IsolationConfig } from './isolation.js';
 import { RpcBoundary } from './rpc-boundary.js';
 
 const CALL_DRAIN_TIMEOUT_MS = 5_000;
@@ -56,7 +57,13 @@ export interface ServerOptions {
   retainForMs?: number;
   ringCapacity?: number;
   outputPath?: OutputPath;
+  /** Default: every namespace, no network, user nobody, nothing more allowed. */
+  isolation?: IsolationConfig;
+  /** Files (the server's key and certificate) whose directories jobs must not see. */
+  secretFiles?: string[];
 }
+
+export const DEFAULT_ISOLATION: IsolationConfig = { default: 'full', allowHostNetwork: false, allowHostNamespaces: false, allowRootJobs: false };
 
 export const DEFAULT_MAX_OUTPUT_BYTES = 1024 ** 3;
 export const DEFAULT_RETAIN_JOBS = 10_000;
@@ -114,6 +121,8 @@ function contextOptions(material: TlsMaterial): SecureContextOptions {
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const logger = options.logger;
+  // Before anything is opened: a policy that does not hold is a configuration error.
+  const isolation = makePolicy(options.isolation ?? DEFAULT_ISOLATION);
   const problems: HistoryProblem[] = [];
   const history = JobHistory.open(options.dataDir, problems);
   const maxOutputBytes = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
@@ -143,6 +152,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     jobInitPath: options.jobInitPath,
     outputRoot,
     maxOutputBytes,
+    hide: hiddenPaths(options.dataDir, options.secretFiles ?? []),
     onJobEnded: () => retention.prune(),
     ringCapacity: options.ringCapacity,
     outputPath: options.outputPath,
@@ -162,7 +172,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     history.close();
     throw err;
   }
-  const service = new JobService({ store, runner, host: options.host ?? thisHost(), defaultGraceMs: options.stopGraceMs });
+  const service = new JobService({ store, runner, host: options.host ?? thisHost(), isolation, defaultGraceMs: options.stopGraceMs });
   const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }));
   boundary.denyList = options.denyList ?? DenyList.EMPTY;
   const tlsCredentials = new MutualTlsCredentials(options.tls);

@@ -5,6 +5,7 @@
 // job-init, so it closes at the moment exec succeeds. (A job-init killed
 // after our acknowledgement also closes it with no record: that looks like
 // an exec, and the job then ends at once, killed by its signal.)
+import { constants } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type { StartFailureCode } from './protocol.js';
 
@@ -65,17 +66,31 @@ export class InitStatus {
   }
 }
 
+const { ENOENT } = constants.errno;
+
 function parseLine(line: string, command: string): StatusEvent {
   const fields = line.split('\t');
   if (fields[0] === 'ready') return { kind: 'ready', stdoutFd: Number(fields[1]), stderrFd: Number(fields[2]) };
   // The detail is the client's command or a path: it may hold tabs itself.
-  const [step, , reason, ...rest] = fields;
+  const [step, errno, reason, ...rest] = fields;
   const detail = rest.join('\t');
   switch (step) {
     case 'exec':
       return { kind: 'failed', code: 'EXEC_FAILED', message: `exec ${JSON.stringify(command)}: ${reason}` };
     case 'cgroup':
       return { kind: 'failed', code: 'CGROUP_SETUP_FAILED', message: `join cgroup ${detail}: ${reason}` };
+    case 'cgroupcheck':
+      return { kind: 'failed', code: 'CGROUP_SETUP_FAILED', message: `job-init is not in cgroup ${detail} after joining it (/proc/self/cgroup ${errno === String(ENOENT) ? 'has no such hierarchy' : 'names another group'})` };
+    case 'namespaces':
+    case 'mount':
+    case 'hide':
+    case 'rootfs':
+    case 'network':
+    case 'hostname':
+    case 'capabilities':
+    case 'user':
+    case 'workdir':
+      return { kind: 'failed', code: 'ISOLATION_FAILED', message: `job-init ${step}${detail ? ` ${detail}` : ''}: ${reason}` };
     default:
       return { kind: 'failed', code: 'SPAWN_FAILED', message: `job-init ${step}${detail ? ` ${detail}` : ''}: ${reason}` };
   }

@@ -109,7 +109,7 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   try {
     leader = spawn(
       task.jobInitPath,
-      ['--stdio', 'pipes', ...cgroup.joinDirs.flatMap((dir) => ['--cgroup', dir]), '--', task.command, ...task.args],
+      [...jobInitOptions(task, cgroup), '--', task.command, ...task.args],
       {
         // job-init replaces fds 1 and 2 with real pipes (see make_stdio_pipes).
         stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
@@ -224,6 +224,26 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   await stop.running;
   const gone: JobExited = { type: 'exited' };
   await finish(cgroup, output, sources, outcome, () => task.port.postMessage(gone));
+}
+
+/** job-init's options (see src/native-init/job-init.c) for this job. */
+function jobInitOptions(task: RunJobTask, cgroup: JobCgroup): string[] {
+  const { isolation } = task;
+  const options = ['--stdio', 'pipes', ...cgroup.joinDirs.flatMap((dir) => ['--cgroup', dir]), ...cgroup.membership.flatMap((line) => ['--expect-cgroup', line])];
+  const namespaces = [
+    ...(isolation.pidNamespace ? ['pid', 'uts', 'ipc'] : []),
+    ...(isolation.mountNamespace ? ['mount'] : []),
+    ...(isolation.network === 'none' ? ['net'] : []),
+  ];
+  if (namespaces.length > 0) options.push('--namespaces', namespaces.join(','));
+  if (isolation.pidNamespace) options.push('--hostname', task.jobId.replaceAll('-', '').slice(0, 12));
+  if (isolation.mountNamespace) {
+    // tmpfs pages count against the job's memory limit anyway: a bigger /tmp could never fill.
+    options.push('--tmp-size', String(task.limits.memoryBytes), ...task.hide.flatMap((hidden) => ['--hide', hidden]));
+    if (isolation.rootfs !== null) options.push('--rootfs', isolation.rootfs);
+  }
+  options.push('--user', `${isolation.uid}:${isolation.gid}`, '--workdir', isolation.workdir);
+  return options;
 }
 
 /** null once the group is being torn down: the final figures then come with the outcome. */

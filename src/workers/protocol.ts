@@ -31,12 +31,33 @@ export interface CgroupConfig {
   mountRoot: string;
 }
 
+/**
+ * How a job is kept apart from the host, checked against the server's
+ * policy (src/supervisor/isolation.ts). With the PID namespace come the UTS
+ * (hostname: the job id's first 12 hex digits) and IPC namespaces.
+ */
+export interface JobIsolation {
+  pidNamespace: boolean;
+  /** Private /proc, /tmp, /dev/shm, /dev and /sys; the server's paths hidden. */
+  mountNamespace: boolean;
+  /** none: a network namespace with lo only. */
+  network: 'none' | 'host';
+  uid: number;
+  gid: number;
+  /** A directory to pivot_root into (needs the mount namespace). */
+  rootfs: string | null;
+  workdir: string;
+}
+
 /** Argument of the `runJob` task: one task supervises one job until it ends. */
 export interface RunJobTask {
   jobId: string;
   command: string;
   args: string[];
   limits: JobLimits;
+  isolation: JobIsolation;
+  /** Paths a job with a mount namespace must not see (the server's data and key). */
+  hide: string[];
   cgroup: CgroupConfig;
   /** Absolute path of the compiled job-init helper. */
   jobInitPath: string;
@@ -95,6 +116,8 @@ export type OutputPath = 'ring' | 'inline';
 
 export type StartFailureCode =
   | 'EXEC_FAILED'
+  /** A namespace, mount, user switch or workdir job-init could not set up. */
+  | 'ISOLATION_FAILED'
   | 'CONTROLLER_UNAVAILABLE'
   | 'CGROUP_SETUP_FAILED'
   | 'SPAWN_FAILED';

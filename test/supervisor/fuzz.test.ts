@@ -3,7 +3,7 @@
 // did not report. FUZZ_SEED and FUZZ_RUNS override the fixed defaults.
 import test from 'ava';
 import { Metadata, status as Status, type Client, type ServiceError } from '@grpc/grpc-js';
-import { CreateJobReq, GetJobReq, GetJobsReq, GetJobsStreamReq, JobServiceService, JobStatus, StopJobReq } from '../../src/gen/jobworker/v1/jobworker.js';
+import { CreateJobReq, GetJobReq, GetJobsReq, GetJobsStreamReq, JobServiceService, JobStatus, type Network, StopJobReq } from '../../src/gen/jobworker/v1/jobworker.js';
 import { groupsUnder } from '../helpers/host.js';
 import { startTestServer, unary, type TestServer } from '../helpers/server.js';
 
@@ -64,6 +64,18 @@ function generator(random: () => number) {
             command: command(),
             args: Array.from({ length: pick([0, 1, 3, 5000]) }, text),
             limits: random() < 0.2 ? undefined : { maxCpuPercent: number(), maxMemoryMb: number(), maxIoBps: pick([0, 1, 2 ** 40]), maxPids: random() < 0.5 ? undefined : number() },
+            env: pick([[], ['A=b'], ['=x', 'A'], [text()], Array.from({ length: 2000 }, () => 'A=b')]),
+            workdir: pick(['', '/', 'relative', '/nonexistent', text()]),
+            isolation:
+              random() < 0.3
+                ? undefined
+                : {
+                    pidNamespace: pick([undefined, true, false]),
+                    mountNamespace: pick([undefined, true, false]),
+                    network: pick([0, 1, 2, 7]) as Network,
+                    user: pick(['', 'nobody', '0', 'nosuch', '4294967295', 'a:b:c', text()]),
+                    rootfs: pick(['', '/', '/nonexistent', 'relative', text()]),
+                  },
           }).finish(),
         );
       case 'GetJob':

@@ -176,6 +176,7 @@ test('a record that does not parse is reported and left out; the others load', (
     command: 'true',
     args: ['a', 'b'],
     limits: { cpuPercent: 100, memoryBytes: 2 ** 20, ioBps: 0, pids: 64 },
+    isolation: null,
     owner: 'admin',
     pid: 42,
     cgroup: `/jobworker/${id}`,

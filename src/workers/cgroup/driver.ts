@@ -18,6 +18,12 @@ export interface JobCgroup {
   readonly path: string;
   /** Every directory whose cgroup.procs job-init must join. */
   readonly joinDirs: readonly string[];
+  /**
+   * What /proc/self/cgroup must say once they are joined, one
+   * "<controller>:<path>" per hierarchy ("" as controller: the v2 line),
+   * for job-init to check before anything runs.
+   */
+  readonly membership: readonly string[];
   /** Some process is still in the group. */
   populated(): boolean;
   /** SIGKILLs every process in the group, repeatedly, until none is left. */

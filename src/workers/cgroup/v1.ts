@@ -121,11 +121,15 @@ export class CgroupV1Driver implements CgroupDriver {
 }
 
 class V1JobCgroup implements JobCgroup {
+  readonly membership: readonly string[];
+
   constructor(
     readonly path: string,
     readonly joinDirs: readonly string[],
     readonly dirs: ReadonlyMap<string, string>,
-  ) {}
+  ) {
+    this.membership = [...dirs.keys()].map((controller) => `${controller}:${path}`);
+  }
 
   populated(): boolean {
     return readPids(this.#freezer).length > 0;

@@ -118,6 +118,7 @@ function enableControllers(dir: string): void {
 
 class V2JobCgroup implements JobCgroup {
   readonly joinDirs: readonly string[];
+  readonly membership: readonly string[];
   #peakSeen = 0;
   #devices: string[] | undefined;
 
@@ -126,6 +127,7 @@ class V2JobCgroup implements JobCgroup {
     readonly dir: string,
   ) {
     this.joinDirs = [dir];
+    this.membership = [`:${path}`];
   }
 
   populated(): boolean {
