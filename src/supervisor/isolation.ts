@@ -94,7 +94,10 @@ export function resolveIsolation(requested: Isolation | undefined, workdir: stri
   const pidNamespace = requested?.pidNamespace ?? full;
   const mountNamespace = requested?.mountNamespace ?? full;
   const network = requested?.network ?? Network.NETWORK_UNSPECIFIED;
-  if (network === Network.UNRECOGNIZED) throw Errors.invalidArgument('network must be NONE or HOST');
+  // The decoder passes any number through: only the three values are known.
+  if (network !== Network.NETWORK_UNSPECIFIED && network !== Network.NETWORK_NONE && network !== Network.NETWORK_HOST) {
+    throw Errors.invalidArgument(`network must be NONE or HOST, got ${network}`);
+  }
   const hostNetwork = network === Network.NETWORK_UNSPECIFIED ? !full : network === Network.NETWORK_HOST;
   // What the default gives may always be asked for explicitly.
   if (hostNetwork && full && !policy.allowHostNetwork) {

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 repo=$PWD
 
 # Files run inside the VM: the ones that drive real cgroups through the server.
-TESTS=(dist/test/supervisor/server.test.js dist/test/supervisor/shutdown.test.js dist/test/supervisor/delegation.test.js)
+TESTS=(dist/test/supervisor/server.test.js dist/test/supervisor/shutdown.test.js dist/test/supervisor/delegation.test.js dist/test/supervisor/isolation.test.js)
 VM_TIMEOUT=${VM_TIMEOUT:-2400}
 # VM_MATCH='*usage*' runs only the tests whose titles match (ava --match), for work on one test.
 VM_MATCH=${VM_MATCH:-}
@@ -46,6 +46,7 @@ copy_with_libs /usr/bin/openssl
 copy_with_libs "$repo/build/job-init"
 cp /usr/lib/ssl/openssl.cnf "$root/usr/lib/ssl/" 2>/dev/null || true
 cp test/cgroup2/init "$root/init"
+
 chmod +x "$root/init"
 cp -a dist package.json bin "$root/app/"
 cp build/job-init "$root/app/build/"
@@ -60,7 +61,9 @@ tar -C "$repo" --exclude='node_modules/@bufbuild/buf*' --exclude='node_modules/t
 for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev virtio/virtio_pci block/virtio_blk; do
   cp "/lib/modules/$version/kernel/drivers/$m.ko" "$root/modules/" 2>/dev/null || true
 done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+# Jobs run as nobody by default; the isolation tests look users up by name.
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 echo '127.0.0.1 localhost' >"$root/etc/hosts"
 printf '%s\n' "${TESTS[@]}" >"$root/app/cgroup2-tests"
 printf '%s' "$VM_MATCH" >"$root/app/cgroup2-match"

@@ -14,7 +14,7 @@ import { commandLine, shellQuote } from '../../cli/format.js';
 import { exitCodeOf } from '../../cli/run.js';
 import { GetJobsStreamReq, Job, JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
 import { jobctlPath } from '../helpers/paths.js';
-import { startTestServer, unary, waitForEnd, type Role, type TestServer } from '../helpers/server.js';
+import { HOST_VIEW, startTestServer, unary, waitForEnd, type Role, type TestServer } from '../helpers/server.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MISSING_ID = '123e4567-e89b-12d3-a456-426614174000';
@@ -23,7 +23,8 @@ const MISSING_ID = '123e4567-e89b-12d3-a456-426614174000';
 // side by side.
 let server: TestServer;
 test.before(async () => {
-  server = await startTestServer();
+  // Its jobs read and write the test's files.
+  server = await startTestServer(undefined, { isolation: HOST_VIEW });
 });
 test.after.always(async () => {
   await server?.stop();

@@ -7,6 +7,7 @@ import readline from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
 import { connect } from '../../cli/connect.js';
 import { removeParentTree } from './host.js';
+import { HOST_VIEW_FLAGS } from './server.js';
 import { repoRoot } from './paths.js';
 
 export interface LogLine {
@@ -35,6 +36,8 @@ export interface DaemonOptions {
   workers?: number;
   /** A cgroup v2 group (relative to /sys/fs/cgroup) to start the daemon in, as systemd would. */
   cgroup?: string;
+  /** Jobs run as root in the host's namespaces, to read the test's files (HOST_VIEW). */
+  hostView?: boolean;
 }
 
 /** A real jobworkerd on a free loopback port; SIGKILLed in teardown if still running. */
@@ -43,6 +46,7 @@ export async function startDaemon(t: ExecutionContext, pki: string, parent: stri
     path.join(repoRoot, 'bin/jobworkerd.js'),
     ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
     ...['--cgroup-parent', parent, '--workers', String(options.workers ?? 1), '--data-dir', `${pki}/data`],
+    ...(options.hostView ? HOST_VIEW_FLAGS : []),
     ...(options.args ?? []),
   ];
   // The shell joins the group and then becomes node: the daemon starts there, as under systemd.

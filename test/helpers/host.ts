@@ -92,3 +92,10 @@ export async function tmpfs(t: ExecutionContext, size: string): Promise<string> 
   await execa('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'jobworker-test', dir]);
   return dir;
 }
+
+/** A new directory under `parent` (outside /tmp when a job must see it), removed in teardown. */
+export function scratchDir(t: Pick<ExecutionContext, 'teardown'>, parent: string): string {
+  const dir = fs.mkdtempSync(path.join(parent, 'jobworker-test-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}

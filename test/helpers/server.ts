@@ -10,6 +10,7 @@ import { writeDevPki } from '../../certs/pki.js';
 import { connect, unary } from '../../cli/connect.js';
 import type { DataChunk, Job, JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { GetJobsStreamReq, OutputStream } from '../../src/gen/jobworker/v1/jobworker.js';
+import type { IsolationConfig } from '../../src/supervisor/isolation.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/supervisor/server.js';
 import { groupsUnder } from './host.js';
 import { jobInitPath } from './paths.js';
@@ -17,6 +18,16 @@ import { jobInitPath } from './paths.js';
 export { unary, type RequestOf, type ResponseOf, type UnaryMethod } from '../../cli/connect.js';
 
 export type Role = 'admin' | 'viewer';
+
+/**
+ * For tests whose jobs share files with the test itself (inputs, fifos,
+ * go-files): the trusted setup of jobworkerd --isolation-default none, jobs
+ * as root in the host's namespaces. What isolation keeps out is tested on its
+ * own (isolation.test.ts).
+ */
+export const HOST_VIEW: IsolationConfig = { default: 'none', allowHostNetwork: true, allowHostNamespaces: true, allowRootJobs: true, defaultUser: 'root' };
+/** The same as jobworkerd flags. */
+export const HOST_VIEW_FLAGS = ['--isolation-default', 'none', '--allow-root-jobs', '--default-user', 'root'];
 
 /** What the helper needs of an ava ExecutionContext (tests and hooks both have it). */
 export interface Teardown {

@@ -49,7 +49,7 @@ test.serial('after a SIGKILL the restarted server lists every earlier job with i
   const { pki, parent } = await daemonSetup(t);
   const out = randomFile(pki, 'out.bin', 3 * 1024 * 1024 + 17);
   const err = randomFile(pki, 'err.bin', 100_003);
-  const first = await startDaemon(t, pki, parent);
+  const first = await startDaemon(t, pki, parent, { hostView: true });
   const client = adminClient(t, pki, first.port);
   const done = (await unary(client, 'createJob', { command: 'sh', args: ['-c', `cat ${out.path}; cat ${err.path} >&2; echo hello; exit 3`], limits })).job!;
   const before = await collectStream(client, { id: done.id, follow: true });
@@ -58,7 +58,7 @@ test.serial('after a SIGKILL the restarted server lists every earlier job with i
   first.process.kill('SIGKILL');
   await first.process;
 
-  const second = await startDaemon(t, pki, parent);
+  const second = await startDaemon(t, pki, parent, { hostView: true });
   const again = adminClient(t, pki, second.port, 'viewer');
   const jobs = byId((await unary(again, 'getJobs', {})).jobs);
   t.is(jobs.size, 2);
@@ -93,14 +93,14 @@ test.serial('after a SIGKILL the restarted server lists every earlier job with i
 test.serial('a clean shutdown records the jobs it stopped as STOPPED with their output, and the next start shows them so', async (t) => {
   const { pki, parent } = await daemonSetup(t);
   const out = randomFile(pki, 'out.bin', 1024 * 1024 + 5);
-  const first = await startDaemon(t, pki, parent);
+  const first = await startDaemon(t, pki, parent, { hostView: true });
   const client = adminClient(t, pki, first.port);
   const job = (await unary(client, 'createJob', { command: 'sh', args: ['-c', `cat ${out.path}; exec sleep 600`], limits })).job!;
   await outputReaches(client, job.id, out.data.length);
   first.process.kill('SIGTERM');
   t.is((await first.process).exitCode, 0);
 
-  const second = await startDaemon(t, pki, parent);
+  const second = await startDaemon(t, pki, parent, { hostView: true });
   const [again] = (await unary(adminClient(t, pki, second.port), 'getJobs', {})).jobs;
   t.is(again?.id, job.id);
   t.is(again?.status, JobStatus.JOB_STATUS_STOPPED);
@@ -113,7 +113,7 @@ test.serial('a clean shutdown records the jobs it stopped as STOPPED with their 
 test.serial('output damaged on disk is cut back, reported in the log and on the job, and the rest is served', async (t) => {
   const { pki, parent } = await daemonSetup(t);
   const out = randomFile(pki, 'out.bin', 300_000);
-  const first = await startDaemon(t, pki, parent);
+  const first = await startDaemon(t, pki, parent, { hostView: true });
   const client = adminClient(t, pki, first.port);
   const job = (await unary(client, 'createJob', { command: 'cat', args: [out.path], limits })).job!;
   await collectStream(client, { id: job.id, follow: true });
@@ -124,7 +124,7 @@ test.serial('output damaged on disk is cut back, reported in the log and on the 
   const data = fs.readdirSync(dir).find((name) => name.endsWith('.out'))!;
   fs.truncateSync(path.join(dir, data), 250_000);
 
-  const second = await startDaemon(t, pki, parent);
+  const second = await startDaemon(t, pki, parent, { hostView: true });
   const again = adminClient(t, pki, second.port);
   const logged = second.log.find((line) => line.msg === 'job output: not everything could be read back') as { jobId?: string; problem?: string } | undefined;
   t.is(logged?.jobId, job.id);
@@ -141,7 +141,7 @@ test.serial('a job history SQLite cannot read is moved aside and reported; the s
   const { pki, parent } = await daemonSetup(t);
   fs.mkdirSync(`${pki}/data`);
   fs.writeFileSync(`${pki}/data/jobs.db`, 'this is not a database, but the disk said it was'.repeat(100));
-  const daemon = await startDaemon(t, pki, parent);
+  const daemon = await startDaemon(t, pki, parent, { hostView: true });
   const problem = daemon.log.find((line) => line.msg === 'job history: not everything could be read back') as { problem?: string } | undefined;
   t.regex(problem?.problem ?? '', /jobs\.db is unreadable .*moved to .*jobs\.db\.corrupt-/);
   t.true(fs.readdirSync(`${pki}/data`).some((name) => name.startsWith('jobs.db.corrupt-')), 'the unreadable file is kept for a human to look at');

@@ -10,7 +10,7 @@ import { GetJobsStreamReq, JobStatus, type DataChunk, type Job, type JobServiceC
 import { adminClient, daemonSetup, startDaemon, type Daemon } from '../helpers/daemon.js';
 import { tmpfs, waitUntil } from '../helpers/host.js';
 import { jobctlPath as jobctl } from '../helpers/paths.js';
-import { collectStream, rejects, startTestServer, unary, waitForEnd, type TestServer } from '../helpers/server.js';
+import { collectStream, rejects, HOST_VIEW, startTestServer, unary, waitForEnd, type TestServer } from '../helpers/server.js';
 
 const MiB = 1024 * 1024;
 const limits = { maxCpuPercent: 100, maxMemoryMb: 256, maxIoBps: 0, maxPids: 0 };
@@ -90,7 +90,7 @@ test.serial('memory: server RSS stays under 300 MB while 100 followers stream a 
 });
 
 test('retention: past --max-output-bytes a reader starts at the first byte kept, and the chunk offset says where that is', async (t) => {
-  const ts = await startTestServer(t, { maxOutputBytes: MiB });
+  const ts = await startTestServer(t, { maxOutputBytes: MiB, isolation: HOST_VIEW });
   const data = randomBytes(5 * MiB);
   const file = path.join(ts.pki, 'data.bin');
   fs.writeFileSync(file, data);
@@ -132,7 +132,7 @@ test('retention: jobs that ended longer than --retain-for ago go', async (t) => 
 });
 
 test('reading: --since, --tail and --timestamps pick and stamp lines like docker logs', async (t) => {
-  const ts = await startTestServer(t);
+  const ts = await startTestServer(t, { isolation: HOST_VIEW });
   const go = path.join(ts.pki, 'go');
   // The job prints two lines, waits for the test, then prints two more.
   const script = `echo one; echo two >&2; while [ ! -e ${go} ]; do sleep 0.02; done; echo three; printf four`;
@@ -162,7 +162,7 @@ test('reading: --since, --tail and --timestamps pick and stamp lines like docker
 });
 
 test('reading: --tail with --follow gives the last lines, then what comes', async (t) => {
-  const ts = await startTestServer(t);
+  const ts = await startTestServer(t, { isolation: HOST_VIEW });
   const go = path.join(ts.pki, 'go');
   const script = `seq 1 1000; while [ ! -e ${go} ]; do sleep 0.02; done; echo after`;
   const job = (await unary(ts.client(), 'createJob', { command: 'sh', args: ['-c', script], limits })).job!;
@@ -176,7 +176,7 @@ test('reading: --tail with --follow gives the last lines, then what comes', asyn
 });
 
 test('reading: a follower with a since still to come gets only what arrives after it', async (t) => {
-  const ts = await startTestServer(t);
+  const ts = await startTestServer(t, { isolation: HOST_VIEW });
   const [early, late] = [path.join(ts.pki, 'early'), path.join(ts.pki, 'late')];
   const script = `while [ ! -e ${early} ]; do sleep 0.02; done; echo early; while [ ! -e ${late} ]; do sleep 0.02; done; echo late`;
   const job = (await unary(ts.client(), 'createJob', { command: 'sh', args: ['-c', script], limits })).job!;
@@ -235,7 +235,7 @@ test('listing: newest first, filtered by status and owner, a page at a time', as
  */
 async function pausedJob(t: ExecutionContext): Promise<{ ts: TestServer; job: Job; data: Buffer; filler: string }> {
   const dataDir = await tmpfs(t, '16m');
-  const ts = await startTestServer(t, { dataDir: path.join(dataDir, 'data') });
+  const ts = await startTestServer(t, { dataDir: path.join(dataDir, 'data'), isolation: HOST_VIEW });
   const data = randomBytes(8 * MiB);
   const file = path.join(ts.pki, 'data.bin');
   fs.writeFileSync(file, data);

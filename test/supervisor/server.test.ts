@@ -8,12 +8,13 @@ import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
 import { GetJobsStreamReq, JobStatus, OutputStream, type DataChunk, type Job, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import { alive, groupsUnder, waitUntil } from '../helpers/host.js';
-import { collectStream, rejects, startTestServer, unary, type TestServer } from '../helpers/server.js';
+import { collectStream, rejects, HOST_VIEW, startTestServer, unary, type TestServer } from '../helpers/server.js';
 
 let ts: TestServer;
 
 test.before(async () => {
-  ts = await startTestServer();
+  // Its jobs read and write the test's files.
+  ts = await startTestServer(undefined, { isolation: HOST_VIEW });
 });
 
 test.after.always(async () => {

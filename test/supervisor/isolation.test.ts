@@ -1,0 +1,244 @@
+// What a job can see and touch: the real server, real namespaces made by the
+// real job-init. Runs on this host (cgroup v1) and in the cgroup v2 VM.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { status as Status } from '@grpc/grpc-js';
+import { GetJobsStreamReq, JobStatus, Network, type CreateJobReq, type Job, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
+import { collectStream, rejects, startTestServer, unary, type TestServer } from '../helpers/server.js';
+import { scratchDir } from '../helpers/host.js';
+
+let strict: TestServer;
+/** Allows what the strict one refuses: host network and namespaces, root jobs. */
+let lenient: TestServer;
+
+test.before(async () => {
+  strict = await startTestServer();
+  lenient = await startTestServer(undefined, { isolation: { default: 'full', allowHostNetwork: true, allowHostNamespaces: true, allowRootJobs: true } });
+});
+
+test.after.always(async () => {
+  await strict?.stop();
+  await lenient?.stop();
+});
+
+/** Runs a shell script as a job and returns the ended job and its output. */
+async function run(script: string, request: Partial<CreateJobReq> = {}, server = strict): Promise<{ job: Job; stdout: string; stderr: string }> {
+  const client = server.client('admin');
+  const { job } = await unary(client, 'createJob', { command: 'sh', args: ['-c', script], ...request });
+  const { stdout, stderr } = await collectStream(client, { id: job!.id, follow: true });
+  const ended = (await unary(client, 'getJob', { id: job!.id })).job!;
+  return { job: ended, stdout: stdout.toString(), stderr: stderr.toString() };
+}
+
+const lines = (text: string): string[] => text.split('\n').filter(Boolean);
+
+async function firstOutput(client: JobServiceClient, id: string): Promise<void> {
+  const follower = client.getJobsStream(GetJobsStreamReq.fromPartial({ id, follow: true }));
+  follower.on('error', () => undefined); // CANCELLED, from our own cancel()
+  await new Promise((resolve) => follower.once('data', resolve));
+  follower.cancel();
+}
+
+test('default: the job sees only its own processes, with job-init as PID 1', async (t) => {
+  const { job, stdout } = await run('echo $$; cat /proc/1/comm; ls /proc | grep -E "^[0-9]+$"');
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
+  const [self, init, ...pids] = lines(stdout);
+  t.is(self, '2');
+  t.is(init, 'job-init');
+  // PID 1, the shell, and the ls and grep it runs: nothing of the host (the server is this test process).
+  t.true(pids.length <= 4 && pids.every((pid) => Number(pid) < 10), stdout);
+  t.false(pids.includes(String(process.pid)));
+});
+
+test('default: the job cannot signal the server', async (t) => {
+  const { job, stderr } = await run(`kill -0 ${process.pid}`);
+  t.is(job.status, JobStatus.JOB_STATUS_FAILED);
+  t.regex(stderr, /No such process/);
+});
+
+test('default: the job has only lo, up, and cannot reach the server', async (t) => {
+  const port = strict.address.split(':')[1];
+  const probe = `require('net').connect(${port}, '127.0.0.1').on('connect', () => console.log('connected')).on('error', (e) => console.log(e.code))`;
+  const { stdout } = await run(`ls /sys/class/net; cat /sys/class/net/lo/operstate; node -e "${probe}"`);
+  // lo's operstate is "unknown" when up (it has no carrier to report).
+  t.deepEqual(lines(stdout), ['lo', 'unknown', 'ECONNREFUSED']);
+});
+
+test('default: the job runs as nobody with no capabilities and no way to gain any', async (t) => {
+  const { stdout } = await run('id -u; id -g; grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/self/status');
+  const [uid, gid, ...status] = lines(stdout);
+  t.is(uid, '65534');
+  t.is(gid, '65534');
+  t.regex(status.join('\n'), /CapEff:\s+0{16}/);
+  t.regex(status.join('\n'), /NoNewPrivs:\s+1/);
+});
+
+test('default: /tmp is empty, writable and the job\'s own', async (t) => {
+  const marker = `isolation-test-${process.pid}`;
+  const first = await run(`ls -A /tmp; echo mine > /tmp/${marker} && cat /tmp/${marker}`);
+  t.is(first.stdout, 'mine\n');
+  t.false(fs.existsSync(path.join('/tmp', marker)));
+  const second = await run(`ls -A /tmp`);
+  t.is(second.stdout, '');
+});
+
+test("default: the server's key and data are out of sight, even for root", async (t) => {
+  // Outside /tmp (which is private anyway), where only hiding keeps them from a job.
+  const dir = scratchDir(t, '/var/tmp');
+  const key = path.join(dir, 'keys', 'server-key.pem');
+  fs.mkdirSync(path.dirname(key));
+  fs.writeFileSync(key, 'SECRET', { mode: 0o644 });
+  const server = await startTestServer(t, { dataDir: path.join(dir, 'data'), secretFiles: [key], isolation: { default: 'full', allowHostNetwork: false, allowHostNamespaces: false, allowRootJobs: true } });
+  const { stdout, stderr } = await run(`cat ${key}; ls -A ${path.join(dir, 'data')}; ls -A ${dir}`, { isolation: { user: '0', network: 0, rootfs: '' } }, server);
+  t.notRegex(stdout, /SECRET|jobs\.db/);
+  t.regex(stderr, /server-key\.pem: (No such file|Permission denied)/);
+  // The directories are still there, empty: the job sees that something is hidden, not what.
+  t.deepEqual(lines(stdout), ['data', 'keys']);
+});
+
+test('default: orphans are reaped by job-init, no zombie is left', async (t) => {
+  // The inner shell exits at once, leaving its sleep to init; it exits while the job still runs.
+  const { job, stdout } = await run('sh -c "sleep 0.2 & exit"; sleep 1; grep -l "^State:.Z" /proc/[0-9]*/status; echo done');
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
+  t.is(stdout, 'done\n');
+});
+
+test('default: the hostname is the start of the job id', async (t) => {
+  const { job, stdout } = await run('hostname');
+  t.is(stdout, `${job.id.replaceAll('-', '').slice(0, 12)}\n`);
+});
+
+test('default: a stop reaches the job through job-init; whatever ignores it is killed after the grace period', async (t) => {
+  const client = strict.client('admin');
+  const graceful = (await unary(client, 'createJob', { command: 'sh', args: ['-c', 'trap "echo stopping; exit 3" TERM; echo ready; while :; do sleep 0.1; done'] })).job!;
+  const stubborn = (await unary(client, 'createJob', { command: 'sh', args: ['-c', 'trap "" TERM; sh -c "trap \\"\\" TERM; sleep 1000" & echo ready; wait'] })).job!;
+  // The traps are set before anything is stopped.
+  for (const job of [graceful, stubborn]) await firstOutput(client, job.id);
+  const [gracefulEnd, stubbornEnd] = await Promise.all([
+    unary(client, 'stopJob', { id: graceful.id, graceMs: 5_000 }),
+    unary(client, 'stopJob', { id: stubborn.id, graceMs: 200 }),
+  ]);
+  t.is(gracefulEnd.job!.status, JobStatus.JOB_STATUS_STOPPED);
+  t.is(gracefulEnd.job!.exitCode, 3);
+  t.is((await collectStream(client, { id: graceful.id })).stdout.toString(), 'ready\nstopping\n');
+  t.is(stubbornEnd.job!.status, JobStatus.JOB_STATUS_STOPPED);
+  t.is(stubbornEnd.job!.signal, 'SIGKILL');
+});
+
+test('default: the job records the isolation it ran with', async (t) => {
+  const { job } = await run('true');
+  t.deepEqual(job.isolation, { pidNamespace: true, mountNamespace: true, network: Network.NETWORK_NONE, user: '65534:65534', rootfs: '' });
+  t.is(job.workdir, '/');
+});
+
+test("env and workdir: the job gets the documented variables and its own, never the server's", async (t) => {
+  process.env.JOBWORKER_TEST_SERVER_ONLY = 'leak';
+  t.teardown(() => delete process.env.JOBWORKER_TEST_SERVER_ONLY);
+  const { job, stdout } = await run('pwd; env | sort', { env: ['GREETING=hello world', 'PATH=/bin:/usr/bin', 'EMPTY='], workdir: '/usr' });
+  const [pwd, ...env] = lines(stdout);
+  t.is(pwd, '/usr');
+  // sh itself adds PWD; nobody's passwd entry gives HOME, USER and LOGNAME.
+  t.deepEqual(
+    env.filter((line) => !line.startsWith('PWD=')),
+    ['EMPTY=', 'GREETING=hello world', `HOME=${homeOfNobody()}`, `JOBWORKER_JOB_ID=${job.id}`, 'LANG=C.UTF-8', 'LOGNAME=nobody', 'PATH=/bin:/usr/bin', 'USER=nobody'],
+  );
+});
+
+function homeOfNobody(): string {
+  const entry = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((line) => line.startsWith('nobody:'));
+  return entry?.split(':')[5] ?? '/';
+}
+
+test.serial('workdir: one that does not exist in the job\'s filesystem fails the start, nothing recorded', async (t) => {
+  const client = strict.client('admin');
+  const before = (await unary(client, 'getJobs', {})).jobs.length;
+  const err = await rejects(unary(client, 'createJob', { command: 'true', workdir: '/nonexistent-workdir' }));
+  t.is(err.code, Status.FAILED_PRECONDITION);
+  t.is(err.details, 'job-init workdir /nonexistent-workdir: No such file or directory');
+  t.is((await unary(client, 'getJobs', {})).jobs.length, before);
+});
+
+test('allowed: host network, host namespaces and root, when the server allows them', async (t) => {
+  const { job, stdout } = await run(
+    'readlink /proc/self/ns/net /proc/self/ns/pid /proc/self/ns/mnt; id -u; grep CapBnd /proc/self/status',
+    { isolation: { network: Network.NETWORK_HOST, pidNamespace: false, mountNamespace: false, user: 'root', rootfs: '' } },
+    lenient,
+  );
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
+  const [net, pid, mnt, uid, capabilities] = lines(stdout);
+  t.is(net, fs.readlinkSync('/proc/self/ns/net'));
+  t.is(pid, fs.readlinkSync('/proc/self/ns/pid'));
+  t.is(mnt, fs.readlinkSync('/proc/self/ns/mnt'));
+  t.is(uid, '0');
+  // CAP_SYS_ADMIN (21) is out of even a root job's bounding set.
+  const bounding = BigInt(`0x${capabilities!.split(/\s+/)[1]}`);
+  t.is(bounding & (1n << 21n), 0n);
+  t.not(bounding & 1n, 0n, 'CAP_CHOWN kept');
+  t.deepEqual(job.isolation, { pidNamespace: false, mountNamespace: false, network: Network.NETWORK_HOST, user: '0:0', rootfs: '' });
+});
+
+test.serial('not allowed: host network, host namespaces and root are PERMISSION_DENIED, naming the server flag', async (t) => {
+  const client = strict.client('admin');
+  const before = (await unary(client, 'getJobs', {})).jobs.length;
+  const cases: [CreateJobReq['isolation'], RegExp][] = [
+    [{ network: Network.NETWORK_HOST, user: '', rootfs: '' }, /--allow-host-network/],
+    [{ pidNamespace: false, network: 0, user: '', rootfs: '' }, /--allow-host-namespaces/],
+    [{ mountNamespace: false, network: 0, user: '', rootfs: '' }, /--allow-host-namespaces/],
+    [{ network: 0, user: '0', rootfs: '' }, /--allow-root-jobs/],
+    [{ network: 0, user: 'nobody:0', rootfs: '' }, /--allow-root-jobs/],
+  ];
+  for (const [isolation, message] of cases) {
+    const err = await rejects(unary(client, 'createJob', { command: 'true', isolation }));
+    t.is(err.code, Status.PERMISSION_DENIED, JSON.stringify(isolation));
+    t.regex(err.details, message);
+  }
+  t.is((await unary(client, 'getJobs', {})).jobs.length, before);
+});
+
+test.serial('bad values are INVALID_ARGUMENT before anything starts', async (t) => {
+  const client = strict.client('admin');
+  const before = (await unary(client, 'getJobs', {})).jobs.length;
+  const cases: [Partial<CreateJobReq>, string][] = [
+    [{ isolation: { user: 'nosuch-user', network: 0, rootfs: '' } }, 'no user "nosuch-user" in /etc/passwd'],
+    [{ isolation: { user: 'nobody:nosuch-group', network: 0, rootfs: '' } }, 'no group "nosuch-group" in /etc/group'],
+    [{ isolation: { user: 'a:b:c', network: 0, rootfs: '' } }, 'user must be NAME, UID, NAME:GROUP or UID:GID, got "a:b:c"'],
+    [{ isolation: { user: '', network: 0, rootfs: '/nonexistent' } }, 'rootfs /nonexistent: no such directory'],
+    [{ isolation: { user: '', network: 0, rootfs: 'relative' } }, 'rootfs must be an absolute path, got "relative"'],
+    [{ isolation: { user: '', network: 9 as Network, rootfs: '' } }, 'network must be NONE or HOST, got 9'],
+    [{ workdir: 'tmp' }, 'workdir must be an absolute path, got "tmp"'],
+    [{ env: ['NOEQUALS'] }, 'env entries must be NAME=value with no NUL, got "NOEQUALS"'],
+    [{ env: ['=value'] }, 'env entries must be NAME=value with no NUL, got "=value"'],
+  ];
+  for (const [request, details] of cases) {
+    const err = await rejects(unary(client, 'createJob', { command: 'true', ...request }));
+    t.is(err.code, Status.INVALID_ARGUMENT, JSON.stringify(request));
+    t.is(err.details, details);
+  }
+  t.is((await unary(client, 'getJobs', {})).jobs.length, before);
+});
+
+// pivot_root cannot leave an initramfs, which is the v2 VM's root.
+const onInitramfs = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')[0]?.includes(' - rootfs ');
+const busybox = '/bin/busybox';
+
+(fs.existsSync(busybox) && !onInitramfs ? test : test.skip)('rootfs: the job runs in the directory given, with its own /proc, /dev and /tmp', async (t) => {
+  const rootfs = scratchDir(t, '/var/tmp');
+  fs.chmodSync(rootfs, 0o755);
+  fs.mkdirSync(path.join(rootfs, 'bin'));
+  fs.copyFileSync(busybox, path.join(rootfs, 'bin', 'busybox'));
+  fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
+  for (const name of ['sh', 'ls', 'cat', 'id']) fs.symlinkSync('busybox', path.join(rootfs, 'bin', name));
+  fs.mkdirSync(path.join(rootfs, 'etc'));
+  fs.writeFileSync(path.join(rootfs, 'etc', 'passwd'), 'worker:x:4321:4321:worker:/home/worker:/bin/sh\n');
+  const { job, stdout } = await run('ls /; ls /dev; id -u; echo $HOME; cat /proc/1/comm', {
+    command: '/bin/sh',
+    isolation: { user: 'worker', network: 0, rootfs },
+  });
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
+  const out = lines(stdout);
+  t.deepEqual(out.slice(0, 6), ['bin', 'dev', 'etc', 'proc', 'sys', 'tmp']);
+  t.deepEqual(out.slice(6, 17), ['fd', 'full', 'null', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero']);
+  t.deepEqual(out.slice(17), ['4321', '/home/worker', 'job-init']);
+  t.is(job.isolation?.rootfs, rootfs);
+});
