@@ -54,6 +54,13 @@ void become_job_user(const struct job_spec *spec)
 {
 	if (spec->switch_user) {
 		reduce_bounding_set();
+		/*
+		 * Our pipes are root's, mode 0600: the job could not open them by
+		 * path (echo oops > /dev/stderr reopens fd 2 through /proc).
+		 */
+		if (spec->stdio_pipes && (fchown(STDOUT_FILENO, spec->uid, spec->gid) < 0 ||
+					  fchown(STDERR_FILENO, spec->uid, spec->gid) < 0))
+			bail("user", errno, "stdio pipes");
 		/* Supplementary groups first, while we may still change them. */
 		if (setgroups(1, &spec->gid) < 0)
 			bail("user", errno, "setgroups");

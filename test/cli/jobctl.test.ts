@@ -342,6 +342,27 @@ test('run: the job\'s stdout and stderr come through as it runs', async (t) => {
   t.is(result.stderr, 'err\n');
 });
 
+test('create: --user, --env, --workdir, --network and --pid-ns reach the job, and get shows them', async (t) => {
+  const created = await jobctl(['create', '--user', 'nobody', '--env', 'GREETING=hi there', '--workdir', '/usr', '--network', 'none', '--pid-ns', '--', 'sh', '-c', 'id -u; echo "$GREETING"; pwd; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "; echo $$']);
+  t.is(created.exitCode, 0, created.stderr);
+  const id = created.stdout.trim();
+  const output = await jobctl(['stream', '--follow', id]);
+  t.is(output.stdout, '65534\nhi there\n/usr\nlo\n2\n');
+  const detail = await jobctl(['get', id]);
+  // The server's default (none) keeps the host's mount namespace.
+  t.regex(detail.stdout, /^isolation: +user 65534:65534, network none, pid namespace$/m);
+  t.regex(detail.stdout, /^workdir: +\/usr$/m);
+});
+
+test(badFlag, ['create', '--env', 'NOEQUALS', 'true'], '--env', 'NOEQUALS');
+test(badFlag, ['create', '--network', 'bridge', 'true'], '--network', 'bridge');
+
+test('create: a user the server does not know is its one-line refusal and exit 1', async (t) => {
+  const result = await jobctl(['create', '--user', 'nosuch-jobctl-user', 'true']);
+  t.is(result.exitCode, 1);
+  t.is(result.stderr, 'jobctl: no user "nosuch-jobctl-user" in /etc/passwd\n');
+});
+
 test('run: SIGINT stops the job, then jobctl exits like the job did', async (t) => {
   const subprocess = execa('node', [jobctlPath, 'run', 'sh', '-c', 'echo ready; exec sleep 100'], {
     env: server.env(),

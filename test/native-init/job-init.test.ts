@@ -162,10 +162,32 @@ test(rejectsUsage, ['--cgroup', '/tmp', '--'], /missing command after '--'/);
 test(rejectsUsage, ['--bogus', '--', 'echo', 'ran'], /unknown option --bogus/);
 test(rejectsUsage, ['--cgroup'], /missing value for --cgroup/);
 test(rejectsUsage, ['--status-fd', 'three', '--', 'echo', 'ran'], /--status-fd needs an fd number, not three/);
+test(rejectsUsage, ['--namespaces', 'pid,bogus', '--', 'echo', 'ran'], /--namespaces takes a list of pid, mount, net, uts and ipc, not pid,bogus/);
+test(rejectsUsage, ['--user', '1000', '--', 'echo', 'ran'], /--user takes UID:GID, not 1000/);
+test(rejectsUsage, ['--user', '4294967295:0', '--', 'echo', 'ran'], /--user takes UID:GID, not 4294967295:0/);
+test(rejectsUsage, ['--tmp-size', '0', '--', 'echo', 'ran'], /--tmp-size takes a number of bytes, not 0/);
+test(rejectsUsage, ['--hostname', 'x', '--', 'echo', 'ran'], /--hostname needs --namespaces uts/);
+test(rejectsUsage, ['--rootfs', '/srv', '--', 'echo', 'ran'], /--rootfs needs --namespaces mount/);
+test(rejectsUsage, ['--namespaces', 'mount', '--rootfs', 'srv', '--', 'echo', 'ran'], /--rootfs takes an absolute path, not srv/);
 
 test('usage: a usage error is also reported on the status pipe', async (t) => {
   const result = await runJobInit(['--bogus', '--', 'echo', 'ran']);
   t.is(result.stdio[3], 'usage\t22\tInvalid argument\t\n');
+});
+
+test('pid namespace: the job ends as its command did, exit code or signal, through the process outside', async (t) => {
+  const exited = await runJobInit(['--namespaces', 'pid', '--', 'sh', '-c', 'echo $$; exit 7']);
+  t.is(exited.stdout, '2\n');
+  t.is(exited.exitCode, 7);
+  const killed = await runJobInit(['--namespaces', 'pid', '--', 'sh', '-c', 'kill -SEGV $$']);
+  t.is(killed.signal, 'SIGSEGV');
+});
+
+test('cgroup check: a group /proc/self/cgroup does not name fails the start before the command runs', async (t) => {
+  const result = await runJobInit(['--expect-cgroup', 'pids:/jobworker-not-this-one', '--', 'echo', 'ran']);
+  t.is(result.exitCode, 127);
+  t.is(result.stdout, '');
+  t.regex(result.stdio[3] as string, /^cgroupcheck\t\d+\t[^\t]+\tpids:\/jobworker-not-this-one\n$/);
 });
 
 test('oom score: the command does not inherit the parent\'s OOM score adjustment', async (t) => {

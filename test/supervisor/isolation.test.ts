@@ -97,6 +97,13 @@ test("default: the server's key and data are out of sight, even for root", async
   t.deepEqual(lines(stdout), ['data', 'keys']);
 });
 
+test('default: the job, not root, owns its stdout and stderr: it can open them by path', async (t) => {
+  const { job, stdout, stderr } = await run('echo to-out > /dev/stdout; echo to-err > /dev/stderr');
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
+  t.is(stdout, 'to-out\n');
+  t.is(stderr, 'to-err\n');
+});
+
 test('default: orphans are reaped by job-init, no zombie is left', async (t) => {
   // The inner shell exits at once, leaving its sleep to init; it exits while the job still runs.
   const { job, stdout } = await run('sh -c "sleep 0.2 & exit"; sleep 1; grep -l "^State:.Z" /proc/[0-9]*/status; echo done');

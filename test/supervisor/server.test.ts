@@ -484,7 +484,8 @@ test.serial('job environment: a minimal environment of its own and / as its work
   const [cwd, ...env] = stdout.toString().trim().split('\n');
   t.is(cwd, '/');
   const names = env.map((line) => line.split('=')[0]).filter((name) => name !== 'PWD' && name !== 'SHLVL' && name !== '_');
-  t.deepEqual(names, ['HOME', 'JOBWORKER_JOB_ID', 'LANG', 'PATH']);
+  // Root's passwd entry gives USER and LOGNAME (HOST_VIEW runs jobs as root).
+  t.deepEqual(names, ['HOME', 'JOBWORKER_JOB_ID', 'LANG', 'LOGNAME', 'PATH', 'USER']);
 });
 
 test.serial('output: stream chunks carry the stream they came from', async (t) => {

@@ -67,8 +67,8 @@ test.serial('jobworkerd: after a crash (SIGKILL) the next start kills the orphan
   crashed.process.kill('SIGKILL');
   await crashed.process;
   t.true(alive(job.pid), 'the job outlived its server');
-  // The job and the child it set free.
-  await waitUntil(() => pidsIn(job.cgroup).length === 2, 'the job to fork its escaping child');
+  // job-init outside and inside the job's PID namespace, the job, and the child it set free.
+  await waitUntil(() => pidsIn(job.cgroup).length === 4, 'the job to fork its escaping child');
   const orphans = pidsIn(job.cgroup);
 
   const restarted = await startDaemon(t, pki, parent);
