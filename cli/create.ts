@@ -5,7 +5,7 @@ import { Network, type CreateJobReq, type Job } from '../src/gen/jobworker/v1/jo
 import type { Session } from './connect.js';
 import { requireJob } from './errors.js';
 import { jobJson, toJsonLine } from './format.js';
-import { isCpuPercent, isEnvEntry, isIoBps, isMemoryMb, isPids, JobctlCommand } from './options.js';
+import { isCpuPercent, isEnvEntries, isIoBps, isMemoryMb, isPids, JobctlCommand } from './options.js';
 
 /**
  * What create and run share: the limits and the command. The command is a
@@ -32,7 +32,7 @@ export abstract class StartCommand extends JobctlCommand {
   });
   env = Option.Array('--env', [], {
     description: "NAME=value in the job's environment (repeatable); jobs get PATH, HOME, USER, LOGNAME, LANG and JOBWORKER_JOB_ID, never the server's environment",
-    validator: t.isArray(isEnvEntry),
+    validator: isEnvEntries,
   });
   workdir = Option.String('--workdir', { description: 'Directory the command starts in, an absolute path (default /)' });
   user = Option.String('--user', {
@@ -85,9 +85,11 @@ export class CreateCommand extends StartCommand {
       jobctl's options go before the command: everything after the command's name is passed to it unchanged. \`--\` before the command is accepted too.
 
       A command that cannot be started (not found, not executable) is an error, and no job is recorded.
+
+      With the server's usual defaults the job runs as nobody, sees only its own processes, has a private /tmp and no network but lo; \`--user\`, \`--network\`, \`--no-pid-ns\`, \`--no-mount-ns\` and \`--rootfs\` ask for something else, and the server refuses what its flags do not allow.
     `,
     examples: [
-      ['List /tmp', '$0 create ls -la /tmp'],
+      ['List /usr', '$0 create ls -la /usr'],
       ['Run a shell command with half a CPU core and 64 MiB', "$0 create --max-cpu 50 --max-memory 64 -- sh -c 'echo hi; sleep 10'"],
       ['Keep the id for later', 'id=$($0 create sleep 100)'],
       ['As user build, with a variable, in its home', '$0 create --user build --env CI=1 --workdir /home/build make'],

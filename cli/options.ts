@@ -86,11 +86,11 @@ export const isSince = t.makeValidator<unknown, Date>({
   },
 });
 
-/** NAME=value, as the server takes it: a name without '=', neither with NUL. */
-export const isEnvEntry = t.makeValidator<unknown, string>({
-  test: (value, state): value is string => {
-    if (typeof value === 'string' && /^[^=\0]+=[^\0]*$/.test(value)) return true;
-    return fail(state, `expected NAME=value, got ${JSON.stringify(value)}`);
+/** Every entry NAME=value, as the server takes them: a name without '=', neither with NUL. */
+export const isEnvEntries = t.makeValidator<unknown, string[]>({
+  test: (value, state): value is string[] => {
+    const bad = Array.isArray(value) ? value.find((entry) => typeof entry !== 'string' || !/^[^=\0]+=[^\0]*$/.test(entry)) : value;
+    return bad === undefined || fail(state, `expected NAME=value, got ${JSON.stringify(bad)}`);
   },
 });
 

@@ -498,8 +498,9 @@ test('help: jobctl --help lists every command', async (t) => {
 test('help: jobctl create --help has details and examples', async (t) => {
   const result = await jobctl(['create', '--help']);
   t.is(result.exitCode, 0);
-  t.true(result.stdout.includes('$ jobctl create ls -la /tmp'));
+  t.true(result.stdout.includes('$ jobctl create ls -la /usr'));
   t.true(result.stdout.includes('--max-cpu'));
+  t.true(result.stdout.includes('--no-pid-ns'));
 });
 
 test('format: command lines are quoted for a shell and control characters escaped', (t) => {
