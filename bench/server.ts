@@ -48,6 +48,8 @@ export async function startBenchServer(options: BenchServerOptions = {}): Promis
       path.join(REPO, 'bin/jobworkerd.js'),
       ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
       ...['--cgroup-parent', parent, '--audit-log', path.join(pki, 'audit.log'), '--data-dir', path.join(pki, 'data')],
+      // Scenario 1 measures what isolation costs against a job in the host's namespaces.
+      ...['--allow-host-namespaces', '--allow-host-network'],
       ...(options.args ?? []),
     ],
     { reject: false, stderr: 'inherit' },

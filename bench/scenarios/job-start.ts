@@ -1,5 +1,6 @@
-// 1. CreateJob → RUNNING for /bin/true with limits, against spawning it from
-// Node and against doing the same cgroup work with cgroup-tools.
+// 1. CreateJob → RUNNING for /bin/true with limits (and the default isolation),
+// against spawning it from Node, against the same start without namespaces,
+// and against doing the same cgroup work with cgroup-tools.
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
@@ -7,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { unary } from '../../cli/connect.js';
-import type { Limits } from '../../src/gen/jobworker/v1/jobworker.js';
+import { Network, type Isolation, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import { driverFor } from '../../src/workers/cgroup/select.js';
 import type { CgroupDriverName } from '../../src/workers/protocol.js';
 import { row, type Row } from '../report.js';
@@ -15,6 +16,8 @@ import type { BenchServer } from '../server.js';
 import { median, percentile, spread, timeEach } from '../stats.js';
 
 const LIMITS: Limits = { maxCpuPercent: 50, maxMemoryMb: 64, maxIoBps: 0, maxPids: 64 };
+/** No namespace of its own: what a start costs without isolation (the server's default is every namespace). */
+const HOST_NAMESPACES: Isolation = { pidNamespace: false, mountNamespace: false, network: Network.NETWORK_HOST, user: '', rootfs: '' };
 const CONCURRENCY = 32;
 
 /** Resolves once the child has exec'd (Node emits 'spawn' after a successful execve), as CreateJob does. */
@@ -110,6 +113,8 @@ export async function jobStart(server: BenchServer, quick: boolean): Promise<Row
   const ours = await timeEach(samples, create);
   const phases = await startPhases(server, samples);
   const phase = (key: string) => phases.map((p) => p[key]!);
+  const unisolated = await timeEach(samples, () => unary(client, 'createJob', { command: '/bin/true', args: [], limits: LIMITS, isolation: HOST_NAMESPACES }));
+  server.takeStartPhases();
   const bare = await timeEach(samples, spawnTrue);
   const moves = await cgroupMoves(server.cgroupDriver as CgroupDriverName, samples);
   await ensureCgroupTools();
@@ -157,6 +162,14 @@ export async function jobStart(server: BenchServer, quick: boolean): Promise<Row
       baseline: p50,
       baseline_name: 'job start p50',
       spread: spread(moves),
+    }),
+    row({
+      name: 'job start p50 in the host namespaces (no isolation)',
+      figure: median(unisolated),
+      unit: 'ms',
+      baseline: p50,
+      baseline_name: 'job start p50 (PID, mount, net, UTS, IPC namespaces)',
+      spread: spread(unisolated),
     }),
     row({ name: 'job start p99', figure: percentile(ours, 99), unit: 'ms', baseline: percentile(bare, 99), baseline_name: 'Node spawn p99', spread: spread(ours) }),
     row({

@@ -6,7 +6,9 @@ import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
 import { GetJobsStreamReq, JobStatus, Network, type CreateJobReq, type Job, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { collectStream, rejects, startTestServer, unary, type TestServer } from '../helpers/server.js';
+import { execa } from 'execa';
 import { scratchDir } from '../helpers/host.js';
+import { repoRoot } from '../helpers/paths.js';
 
 let strict: TestServer;
 /** Allows what the strict one refuses: host network and namespaces, root jobs. */
@@ -248,4 +250,18 @@ const busybox = '/bin/busybox';
   t.deepEqual(out.slice(6, 17), ['fd', 'full', 'null', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero']);
   t.deepEqual(out.slice(17), ['4321', '/home/worker', 'job-init']);
   t.is(job.isolation?.rootfs, rootfs);
+});
+
+test('jobworkerd: a --default-user it cannot use is one clear line and exit 2', async (t) => {
+  const pki = (name: string) => path.join(strict.pki, name);
+  const jobworkerd = (...args: string[]) =>
+    execa('node', [path.join(repoRoot, 'bin/jobworkerd.js'), '--ca', pki('ca-cert.pem'), '--cert', pki('server-cert.pem'), '--key', pki('server-key.pem'), '--data-dir', scratchDir(t, '/tmp'), ...args], {
+      reject: false,
+    });
+  const unknown = await jobworkerd('--default-user', 'nosuch-user');
+  t.is(unknown.exitCode, 2);
+  t.is(unknown.stderr, 'jobworkerd: cannot start: --default-user: no user "nosuch-user" in /etc/passwd');
+  const root = await jobworkerd('--default-user', 'root');
+  t.is(root.exitCode, 2);
+  t.is(root.stderr, 'jobworkerd: cannot start: --default-user is root (uid or gid 0): also give --allow-root-jobs to mean it');
 });

@@ -205,6 +205,28 @@ test('a record that does not parse is reported and left out; the others load', (
   t.deepEqual(problems, [{ jobId: 'bad', problem: 'unreadable record, left out: unknown state "EXPLODED"' }]);
 });
 
+test('a job history from before isolation existed opens: its jobs load with none recorded, and new ones keep theirs', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-history-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // The schema as the first release wrote it.
+  const old = new Database(path.join(dir, 'jobs.db'));
+  old.exec(`CREATE TABLE jobs (id TEXT PRIMARY KEY, command TEXT NOT NULL, args TEXT NOT NULL, limits TEXT NOT NULL, owner TEXT NOT NULL,
+    pid INTEGER NOT NULL, cgroup TEXT NOT NULL, started_at INTEGER NOT NULL, state TEXT NOT NULL, ended_at INTEGER, exit_code INTEGER,
+    signal TEXT, oom_killed INTEGER NOT NULL, message TEXT NOT NULL, usage TEXT, output_bytes INTEGER NOT NULL) STRICT`);
+  old.prepare(`INSERT INTO jobs VALUES ('before', 'true', '[]', '{"cpuPercent":100,"memoryBytes":1048576,"ioBps":0,"pids":64}', 'admin', 42,
+    '/jobworker/before', 1700000000000, 'COMPLETED', 1700000001000, 0, NULL, 0, '', NULL, 0)`).run();
+  old.close();
+
+  const history = JobHistory.open(dir, []);
+  t.teardown(() => history.close());
+  const [before] = history.load([]);
+  t.is(before?.id, 'before');
+  t.is(before?.isolation, null);
+  const isolation = { pidNamespace: true, mountNamespace: true, network: 'none' as const, uid: 65534, gid: 65534, rootfs: null, workdir: '/' };
+  history.put({ ...before!, id: 'after', isolation });
+  t.deepEqual(history.load([]).map((job) => job.isolation), [null, isolation]);
+});
+
 test.serial('with the data directory full, CreateJob is refused with RESOURCE_EXHAUSTED and the job it started is stopped', async (t) => {
   const dir = await tmpfs(t, '256k');
   const ts = await startTestServer(t, { dataDir: path.join(dir, 'data') });
