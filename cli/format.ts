@@ -143,7 +143,12 @@ function limitsText(job: Job): string {
   return `cpu ${limits.maxCpuPercent}%, memory ${limits.maxMemoryMb} MiB, io ${io}, pids ${pids}`;
 }
 
-const networkName = (network: Network): string | null => (network === Network.NETWORK_UNSPECIFIED ? null : Network[network].replace(/^NETWORK_/, '').toLowerCase());
+/** none, host; a value this jobctl does not know (from a newer server) as its number. */
+function networkName(network: Network): string | null {
+  if (network === Network.NETWORK_UNSPECIFIED) return null;
+  const name = Network[network] as string | undefined;
+  return name ? name.replace(/^NETWORK_/, '').toLowerCase() : String(network);
+}
 
 /** "user 65534:65534, network none, pid and mount namespaces" and so on; - for jobs recorded before isolation. */
 function isolationText(job: Job): string {

@@ -13,6 +13,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "identity.h"
 #include "report.h"
@@ -38,6 +39,19 @@ static int kept(int cap)
 	}
 }
 
+/* A root exec gains inheritable ∩ file-inheritable as well as the bounding set: a server started with inheritable capabilities must not pass them on. */
+static void clear_inheritable(void)
+{
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &header, data) < 0)
+		bail("capabilities", errno, "");
+	data[0].inheritable = data[1].inheritable = 0;
+	if (syscall(SYS_capset, &header, data) < 0)
+		bail("capabilities", errno, "");
+}
+
 static void reduce_bounding_set(void)
 {
 	int cap;
@@ -48,6 +62,7 @@ static void reduce_bounding_set(void)
 			bail("capabilities", errno, "");
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		bail("capabilities", errno, "");
+	clear_inheritable();
 }
 
 void become_job_user(const struct job_spec *spec)

@@ -88,6 +88,14 @@ static long parse_id(const char *s, const char **end)
 	return id;
 }
 
+/* 1 to 18 decimal digits, not 0: tmpfs takes it as size= unchanged. */
+static int is_size(const char *s)
+{
+	size_t len = strspn(s, "0123456789");
+
+	return len > 0 && len <= 18 && s[len] == '\0' && strspn(s, "0") < len;
+}
+
 static void parse_user(struct job_spec *spec, const char *value)
 {
 	const char *end = value;
@@ -147,9 +155,7 @@ static void parse_option(struct job_spec *spec, const char *option, const char *
 	} else if (is(option, "--hostname")) {
 		spec->hostname = value;
 	} else if (is(option, "--tmp-size")) {
-		const char *end = value;
-
-		if (parse_id(value, &end) <= 0 || *end != '\0')
+		if (!is_size(value))
 			usage("--tmp-size takes a number of bytes, not", value);
 		spec->tmp_size = value;
 	} else if (is(option, "--rootfs")) {

@@ -62,19 +62,31 @@ static void mount_tmpfs(const char *target, const char *mode, const char *size, 
 	mount_at("tmpfs", target, "tmpfs", flags, options);
 }
 
+/* Every mount at and below path (a bind carries the mounts below it along). */
+static void set_attributes(const char *path, unsigned long long attributes)
+{
+	struct mount_attr attr = { .attr_set = attributes };
+
+	if (mount_setattr(AT_FDCWD, path, AT_RECURSIVE, &attr, sizeof attr) < 0)
+		bail("mount", errno, path);
+}
+
+static void bind_readonly(const char *source, const char *target)
+{
+	mount_at(source, target, NULL, MS_BIND | MS_REC, NULL);
+	set_attributes(target, MOUNT_ATTR_RDONLY);
+}
+
 /* A fresh sysfs, read-only, with the host's cgroup hierarchies read-only inside. */
 static void mount_sys(const char *target)
 {
 	char cgroup[PATH_MAX];
-	struct mount_attr readonly = { .attr_set = MOUNT_ATTR_RDONLY };
 
 	make_dir(target, 0755);
 	mount_at("sysfs", target, "sysfs", HARMLESS | MS_RDONLY, NULL);
 	under(cgroup, target, "/fs/cgroup");
-	/* v1 has one mount per hierarchy under it: bind them all, then make all read-only. */
-	mount_at("/sys/fs/cgroup", cgroup, NULL, MS_BIND | MS_REC, NULL);
-	if (mount_setattr(AT_FDCWD, cgroup, AT_RECURSIVE, &readonly, sizeof readonly) < 0)
-		bail("mount", errno, cgroup);
+	/* v1 has one mount per hierarchy under it: all of them, read-only. */
+	bind_readonly("/sys/fs/cgroup", cgroup);
 }
 
 static void make_node(const char *dev, const char *name, unsigned int major, unsigned int minor)
@@ -118,26 +130,13 @@ static void mount_dev(const char *root, const char *tmp_size)
 	mount_tmpfs(shm, "1777", tmp_size, HARMLESS);
 }
 
-static void mount_proc_tmp(const char *root, const struct job_spec *spec)
-{
-	char path[PATH_MAX];
-
-	if (spec->namespaces & CLONE_NEWPID) {
-		under(path, root, "/proc");
-		make_dir(path, 0555);
-		mount_at("proc", path, "proc", HARMLESS, NULL);
-	}
-	under(path, root, "/tmp");
-	make_dir(path, 01777);
-	mount_tmpfs(path, "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
-}
-
-static void hide(const char *path)
+/* Covers path with something empty: a read-only tmpfs for a directory, /dev/null for anything else. */
+static void mask(const char *path)
 {
 	struct stat st;
 
 	if (stat(path, &st) < 0) {
-		/* Not there (or already out of sight, under the new /tmp): nothing to hide. */
+		/* Not there (or already out of sight, under the new /tmp): nothing to cover. */
 		if (errno == ENOENT)
 			return;
 		bail("hide", errno, path);
@@ -146,6 +145,63 @@ static void hide(const char *path)
 		mount_tmpfs(path, "000", "4k", HARMLESS | MS_RDONLY);
 	else
 		mount_at("/dev/null", path, NULL, MS_BIND, NULL);
+}
+
+/*
+ * What /proc lets root change or read of the whole host, as container
+ * runtimes close it: kernel settings (core_pattern, modprobe: a program the
+ * kernel runs as root), sysrq, the kernel's memory and keys.
+ */
+static const char *const proc_readonly[] = { "/sys", "/sysrq-trigger", "/irq", "/bus", "/fs" };
+static const char *const proc_masked[] = { "/kcore", "/keys", "/timer_list", "/sched_debug", "/latency_stats", "/acpi", "/scsi" };
+
+static void protect_proc(const char *proc)
+{
+	char path[PATH_MAX];
+	unsigned int i;
+
+	for (i = 0; i < sizeof proc_readonly / sizeof proc_readonly[0]; i++) {
+		under(path, proc, proc_readonly[i]);
+		if (access(path, F_OK) == 0)
+			bind_readonly(path, path);
+	}
+	for (i = 0; i < sizeof proc_masked / sizeof proc_masked[0]; i++) {
+		under(path, proc, proc_masked[i]);
+		mask(path);
+	}
+}
+
+static void mount_proc_tmp(const char *root, const struct job_spec *spec)
+{
+	char path[PATH_MAX];
+
+	under(path, root, "/proc");
+	if (spec->namespaces & CLONE_NEWPID || spec->rootfs) {
+		make_dir(path, 0555);
+		mount_at("proc", path, "proc", HARMLESS, NULL);
+	}
+	protect_proc(path);
+	under(path, root, "/tmp");
+	make_dir(path, 01777);
+	mount_tmpfs(path, "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
+	/* The host's other world-writable directory, shared between jobs and kept across them (where there is one). */
+	if (!spec->rootfs && access("/var/tmp", F_OK) == 0)
+		mount_tmpfs("/var/tmp", "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
+}
+
+/* Made before a root job's rootfs turns read-only. */
+static void make_mount_points(const char *rootfs)
+{
+	static const struct { const char *name; mode_t mode; } points[] = {
+		{ "/proc", 0555 }, { "/sys", 0755 }, { "/dev", 0755 }, { "/tmp", 01777 },
+	};
+	char path[PATH_MAX];
+	unsigned int i;
+
+	for (i = 0; i < sizeof points / sizeof points[0]; i++) {
+		under(path, rootfs, points[i].name);
+		make_dir(path, points[i].mode);
+	}
 }
 
 static void enter_rootfs(const char *rootfs)
@@ -162,17 +218,24 @@ static void enter_rootfs(const char *rootfs)
 
 void prepare_mounts(const struct job_spec *spec)
 {
-	const char *root = spec->rootfs ? spec->rootfs : "";
+	const char *root_dir = spec->rootfs ? spec->rootfs : "";
+	/* Root passes every permission check: the host's files, a rootfs among them, are only to be read. */
+	int root = spec->switch_user && spec->uid == 0;
 	char sys[PATH_MAX];
-	mode_t mask = umask(0);
+	mode_t saved_umask = umask(0);
 
 	mount_at(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
-	if (spec->rootfs)
-		/* pivot_root needs the new root to be a mount point. */
-		mount_at(spec->rootfs, spec->rootfs, NULL, MS_BIND | MS_REC, NULL);
-	mount_proc_tmp(root, spec);
 	if (spec->rootfs) {
-		under(sys, root, "/sys");
+		/* pivot_root needs the new root to be a mount point; no device or set-uid file in it may count. */
+		mount_at(spec->rootfs, spec->rootfs, NULL, MS_BIND | MS_REC, NULL);
+		make_mount_points(spec->rootfs);
+		set_attributes(spec->rootfs, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | (root ? MOUNT_ATTR_RDONLY : 0));
+	} else if (root) {
+		set_attributes("/", MOUNT_ATTR_RDONLY);
+	}
+	mount_proc_tmp(root_dir, spec);
+	if (spec->rootfs) {
+		under(sys, root_dir, "/sys");
 		mount_sys(sys);
 	} else {
 		/* The host's cgroup tree must still be in sight when it is bound in, so the new /sys is built aside. */
@@ -181,10 +244,10 @@ void prepare_mounts(const struct job_spec *spec)
 		if (rmdir(SYS_STAGING) < 0)
 			bail("mount", errno, SYS_STAGING);
 	}
-	mount_dev(root, spec->tmp_size);
+	mount_dev(root_dir, spec->tmp_size);
 	if (spec->rootfs)
 		enter_rootfs(spec->rootfs);
 	else
-		for_each_option(spec, "--hide", hide);
-	(void)umask(mask);
+		for_each_option(spec, "--hide", mask);
+	(void)umask(saved_umask);
 }

@@ -41,10 +41,12 @@ static int relay_fd = -1;
 
 static void forward(int sig)
 {
+	int saved = errno;
 	pid_t to = forward_to;
 
 	if (to != 0)
 		(void)kill(to, sig);
+	errno = saved;
 }
 
 static void forwarded_set(sigset_t *set)
@@ -117,18 +119,29 @@ static _Noreturn void exit_as(int status)
 }
 
 /* The outside process: wait for the init, then end as the job did. */
-static _Noreturn void wait_outside(pid_t init, int relay)
+static _Noreturn void wait_outside(pid_t init, int relay[2])
 {
 	int status, job_status;
+	siginfo_t gone;
+	sigset_t set;
 	ssize_t n;
 
+	/* Ours closed, the init's is the only writer: its death reads as EOF. */
+	(void)close(relay[1]);
 	hand_on();
 	release_forwarded_signals(init);
+	/* Seen but not reaped, so no signal can be forwarded to a reused pid: stop forwarding, then reap. */
+	while (waitid(P_PID, (id_t)init, &gone, WEXITED | WNOWAIT) < 0)
+		if (errno != EINTR)
+			_exit(EXIT_FAILED);
+	forwarded_set(&set);
+	(void)sigprocmask(SIG_BLOCK, &set, NULL);
+	forward_to = 0;
 	while (waitpid(init, &status, 0) < 0)
 		if (errno != EINTR)
 			_exit(EXIT_FAILED);
 	do
-		n = read(relay, &job_status, sizeof job_status);
+		n = read(relay[0], &job_status, sizeof job_status);
 	while (n < 0 && errno == EINTR);
 	/* No report: the init was killed (a stop's SIGKILL, say) or failed before the job ran. */
 	exit_as(n == (ssize_t)sizeof job_status ? job_status : status);
@@ -150,7 +163,7 @@ void enter_namespaces(const struct job_spec *spec)
 	if (init < 0)
 		bail("namespaces", errno, "");
 	if (init > 0)
-		wait_outside(init, relay[0]);
+		wait_outside(init, relay);
 	(void)close(relay[0]);
 	relay_fd = relay[1];
 	/* An outside process killed on its own (not with the whole cgroup) must not leave the job running unwatched. */

@@ -22,6 +22,8 @@ export interface IsolationPolicy {
   allowRootJobs: boolean;
   /** Who a job runs as when its request names nobody. */
   defaultUser: JobUser;
+  /** The server's paths jobs must not see (hiddenPaths()): never a rootfs either, nor in one. */
+  hidden: readonly string[];
 }
 
 export interface IsolationConfig {
@@ -44,7 +46,7 @@ const NOBODY: JobUser = { uid: 65534, gid: 65534, name: null, home: '/' };
 const MAX_PATH_BYTES = 4096;
 
 /** Checks the server's flags once at startup; throws IsolationConfigError. */
-export function makePolicy(config: IsolationConfig): IsolationPolicy {
+export function makePolicy(config: IsolationConfig, hidden: readonly string[]): IsolationPolicy {
   let defaultUser: JobUser;
   try {
     defaultUser = resolveUser(config.defaultUser ?? 'nobody');
@@ -52,7 +54,7 @@ export function makePolicy(config: IsolationConfig): IsolationPolicy {
     if (config.defaultUser !== undefined) throw new IsolationConfigError(`--default-user: ${(err as Error).message}`);
     defaultUser = NOBODY;
   }
-  const policy = { ...config, defaultUser };
+  const policy = { ...config, defaultUser, hidden };
   if (isRoot(defaultUser) && !policy.allowRootJobs) {
     throw new IsolationConfigError('--default-user is root (uid or gid 0): also give --allow-root-jobs to mean it');
   }
@@ -68,8 +70,18 @@ function checkPath(value: string, what: string): void {
   }
 }
 
-/** An existing directory other than /, resolved to its real path (job-init gets no symlinks to follow). */
-function resolveRootfs(rootfs: string): string {
+/** Kernel and runtime trees: a rootfs there would hand the job the host's devices or its live state. */
+const NOT_ROOTFS = ['/proc', '/sys', '/dev', '/run'];
+
+const within = (inner: string, outer: string): boolean => inner === outer || inner.startsWith(outer === '/' ? '/' : `${outer}/`);
+
+/**
+ * An existing directory, resolved to its real path (job-init gets no
+ * symlinks to follow): not /, not under the kernel's trees, and apart from
+ * everything the server hides (a job inside its data directory would read
+ * every job's output).
+ */
+function resolveRootfs(rootfs: string, hidden: readonly string[]): string {
   checkPath(rootfs, 'rootfs');
   let real: string;
   try {
@@ -80,6 +92,10 @@ function resolveRootfs(rootfs: string): string {
     throw Errors.invalidArgument(`rootfs ${rootfs}: ${reason}`);
   }
   if (real === '/') throw Errors.invalidArgument('rootfs / is the host\'s own root: leave rootfs unset instead');
+  const kernel = NOT_ROOTFS.find((tree) => within(real, tree));
+  if (kernel) throw Errors.invalidArgument(`rootfs ${rootfs} is under ${kernel}, which is the kernel's and the host's own`);
+  const clash = hidden.find((path) => within(real, path) || within(path, real));
+  if (clash) throw Errors.invalidArgument(`rootfs ${rootfs} would show the server's own files (${clash})`);
   return real;
 }
 
@@ -106,7 +122,7 @@ export function resolveIsolation(requested: Isolation | undefined, workdir: stri
   if ((!pidNamespace || !mountNamespace) && full && !policy.allowHostNamespaces) {
     throw Errors.permissionDenied('running without a PID or mount namespace is not allowed on this server (jobworkerd --allow-host-namespaces)');
   }
-  const rootfs = requested?.rootfs ? resolveRootfs(requested.rootfs) : null;
+  const rootfs = requested?.rootfs ? resolveRootfs(requested.rootfs, policy.hidden) : null;
   if (rootfs && !mountNamespace) throw Errors.invalidArgument('rootfs needs the mount namespace');
   if (workdir !== '') checkPath(workdir, 'workdir');
   const user = requested?.user ? resolveUser(requested.user, rootfs ?? '/') : policy.defaultUser;
@@ -119,14 +135,23 @@ export function resolveIsolation(requested: Isolation | undefined, workdir: stri
   };
 }
 
+/** Where a link (a certificate's live/ → archive/) really points: the target is what must be covered. */
+function realPath(file: string): string {
+  try {
+    return fs.realpathSync(file);
+  } catch {
+    return path.resolve(file);
+  }
+}
+
 /**
  * What jobs must not see of the server: its data directory and the
  * directory of its key and certificate; a file alone where its directory is
  * a top-level one (/etc, /opt…) that the job needs to see.
  */
 export function hiddenPaths(dataDir: string, files: readonly string[]): string[] {
-  const paths = [path.resolve(dataDir)];
-  for (const file of files.map((f) => path.resolve(f))) {
+  const paths = [realPath(dataDir)];
+  for (const file of files.map(realPath)) {
     const dir = path.dirname(file);
     paths.push(dir.split('/').length > 2 ? dir : file);
   }

@@ -25,14 +25,19 @@ export function checkEnv(env: readonly string[]): number {
 
 /** All but JOBWORKER_JOB_ID, which the runner adds once it has made the id (and which a request cannot replace). */
 export function jobEnvironment(user: JobUser, env: readonly string[]): Record<string, string> {
-  const vars: Record<string, string> = { PATH: JOB_PATH, HOME: user.home, LANG: 'C.UTF-8' };
+  // A Map: a name such as __proto__ must be a variable like any other.
+  const vars = new Map([
+    ['PATH', JOB_PATH],
+    ['HOME', user.home],
+    ['LANG', 'C.UTF-8'],
+  ]);
   if (user.name !== null) {
-    vars.USER = user.name;
-    vars.LOGNAME = user.name;
+    vars.set('USER', user.name);
+    vars.set('LOGNAME', user.name);
   }
   for (const entry of env) {
     const equals = entry.indexOf('=');
-    vars[entry.slice(0, equals)] = entry.slice(equals + 1);
+    vars.set(entry.slice(0, equals), entry.slice(equals + 1));
   }
-  return vars;
+  return Object.fromEntries(vars);
 }

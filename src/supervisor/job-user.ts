@@ -30,7 +30,7 @@ interface Entry {
 function readTable(root: string, file: 'passwd' | 'group'): Entry[] {
   let text: string;
   try {
-    text = fs.readFileSync(path.join(root, 'etc', file), 'utf8');
+    text = readSmallFile(path.join(root, 'etc', file));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw Errors.invalidArgument(`cannot read ${path.join(root, 'etc', file)}: ${(err as Error).message}`);
@@ -42,6 +42,26 @@ function readTable(root: string, file: 'passwd' | 'group'): Entry[] {
     entries.push({ name: fields[0]!, id: Number(fields[2]), gid: Number(fields[3]), home: fields[5] || '/' });
   }
   return entries;
+}
+
+/** Larger than any real passwd or group file. */
+const MAX_TABLE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A rootfs's files are its owner's, and jobs may have written them: a FIFO
+ * would block the server's main thread, a link to /dev/zero fill its memory.
+ * Only a regular file of sane size is read, and a final symlink is not followed.
+ */
+function readSmallFile(file: string): string {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  try {
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) throw new Error('not a regular file');
+    if (stat.size > MAX_TABLE_BYTES) throw new Error(`larger than ${MAX_TABLE_BYTES} bytes`);
+    return fs.readFileSync(fd, 'utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function parseId(text: string, what: string, spec: string): number | null {

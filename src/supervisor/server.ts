@@ -122,7 +122,8 @@ function contextOptions(material: TlsMaterial): SecureContextOptions {
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const logger = options.logger;
   // Before anything is opened: a policy that does not hold is a configuration error.
-  const isolation = makePolicy(options.isolation ?? DEFAULT_ISOLATION);
+  const hidden = hiddenPaths(options.dataDir, options.secretFiles ?? []);
+  const isolation = makePolicy(options.isolation ?? DEFAULT_ISOLATION, hidden);
   const problems: HistoryProblem[] = [];
   const history = JobHistory.open(options.dataDir, problems);
   const maxOutputBytes = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
@@ -152,7 +153,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     jobInitPath: options.jobInitPath,
     outputRoot,
     maxOutputBytes,
-    hide: hiddenPaths(options.dataDir, options.secretFiles ?? []),
+    hide: [...hidden],
     onJobEnded: () => retention.prune(),
     ringCapacity: options.ringCapacity,
     outputPath: options.outputPath,

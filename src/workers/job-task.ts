@@ -73,7 +73,9 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
   let cgroup: JobCgroup | undefined;
   try {
     const began = performance.now();
-    cgroup = driverFor(task.cgroup).create(task.jobId, task.limits);
+    // job-init's two processes around a PID namespace are not the job's: the job keeps its max_pids.
+    const limits = task.isolation.pidNamespace && task.limits.pids > 0 ? { ...task.limits, pids: task.limits.pids + 2 } : task.limits;
+    cgroup = driverFor(task.cgroup).create(task.jobId, limits);
     await supervise(task, cgroup, ring, outcome, performance.now() - began);
   } catch (err) {
     // Whatever went wrong, nothing of the job may outlive this task.

@@ -33,7 +33,8 @@ version=${kernel#/boot/vmlinuz-}
 work=$(mktemp -d /tmp/jobworker-cgroup2.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 root=$work/root
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,etc,root,app/build,modules,usr/lib/ssl}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,var/tmp,etc,root,app/build,modules,usr/lib/ssl}
+chmod 1777 "$root/tmp" "$root/var/tmp"
 
 copy_with_libs() { # a binary and every library ldd names, at the same paths
   install -D "$1" "$root$1"

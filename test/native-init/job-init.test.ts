@@ -1,4 +1,4 @@
-import { mkdir, rmdir } from 'node:fs/promises';
+import { mkdir, readFile, rmdir } from 'node:fs/promises';
 import test from 'ava';
 import { execa } from 'execa';
 import { jobInitPath } from '../helpers/paths.js';
@@ -181,6 +181,25 @@ test('pid namespace: the job ends as its command did, exit code or signal, throu
   t.is(exited.exitCode, 7);
   const killed = await runJobInit(['--namespaces', 'pid', '--', 'sh', '-c', 'kill -SEGV $$']);
   t.is(killed.signal, 'SIGSEGV');
+});
+
+test('pid namespace: if its init is killed on its own, the process outside ends too, as the init did', async (t) => {
+  const child = execa(jobInitPath, ['--namespaces', 'pid', '--', 'sleep', '100'], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], reject: false, timeout });
+  // The status pipe closes at the exec of sleep: by then the init is there.
+  for await (const _ of child.stdio[3] as AsyncIterable<unknown>);
+  const init = Number((await readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')).trim());
+  process.kill(init, 'SIGKILL');
+  const result = await child;
+  t.is(result.signal, 'SIGKILL');
+  t.false(result.timedOut);
+});
+
+test('job-init is linked statically: a job\'s LD_PRELOAD, which is job-init\'s environment too, cannot load code into it', async (t) => {
+  const elf = await readFile(jobInitPath);
+  // ELF64: program headers at e_phoff (0x20), e_phnum (0x38) of e_phentsize (0x36) bytes; PT_INTERP = 3.
+  const offset = Number(elf.readBigUInt64LE(0x20));
+  const types = Array.from({ length: elf.readUInt16LE(0x38) }, (_, i) => elf.readUInt32LE(offset + i * elf.readUInt16LE(0x36)));
+  t.false(types.includes(3), 'no program interpreter (ld.so)');
 });
 
 test('cgroup check: a group /proc/self/cgroup does not name fails the start before the command runs', async (t) => {
