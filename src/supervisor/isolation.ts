@@ -22,6 +22,8 @@ export interface IsolationPolicy {
   allowRootJobs: boolean;
   /** Who a job runs as when its request names nobody. */
   defaultUser: JobUser;
+  /** uids a request may name (--allow-users), besides the default user's; null: any (root as allowRootJobs says). */
+  allowedUids: readonly UidRange[] | null;
   /** The server's paths jobs must not see (hiddenPaths()): never a rootfs either, nor in one. */
   hidden: readonly string[];
 }
@@ -33,6 +35,13 @@ export interface IsolationConfig {
   allowRootJobs: boolean;
   /** A user spec (see job-user.ts); default nobody, or 65534:65534 where the host has no such user. */
   defaultUser?: string;
+  /** Names, uids and uid ranges (10000-19999) jobs may run as; unset: any. */
+  allowUsers?: readonly string[];
+}
+
+export interface UidRange {
+  from: number;
+  to: number;
 }
 
 export class IsolationConfigError extends Error {
@@ -54,7 +63,7 @@ export function makePolicy(config: IsolationConfig, hidden: readonly string[]): 
     if (config.defaultUser !== undefined) throw new IsolationConfigError(`--default-user: ${(err as Error).message}`);
     defaultUser = NOBODY;
   }
-  const policy = { ...config, defaultUser, hidden };
+  const policy = { ...config, defaultUser, hidden, allowedUids: config.allowUsers ? config.allowUsers.map(parseAllowed) : null };
   if (isRoot(defaultUser) && !policy.allowRootJobs) {
     throw new IsolationConfigError('--default-user is root (uid or gid 0): also give --allow-root-jobs to mean it');
   }
@@ -62,6 +71,31 @@ export function makePolicy(config: IsolationConfig, hidden: readonly string[]): 
 }
 
 const isRoot = (user: JobUser): boolean => user.uid === 0 || user.gid === 0;
+
+/** One --allow-users entry: a name (its uid), a uid, or a range of uids. */
+function parseAllowed(entry: string): UidRange {
+  const range = /^(\d{1,10})-(\d{1,10})$/.exec(entry);
+  if (range && Number(range[1]) <= Number(range[2])) return { from: Number(range[1]), to: Number(range[2]) };
+  try {
+    const { uid } = resolveUser(entry);
+    return { from: uid, to: uid };
+  } catch (err) {
+    throw new IsolationConfigError(`--allow-users ${entry}: ${(err as Error).message} (entries are names, uids or ranges such as 10000-19999)`);
+  }
+}
+
+/**
+ * With --allow-users, a user from the list and only with its own primary
+ * group: a group named in the request could be any (disk, docker…) and give
+ * what the uid alone does not.
+ */
+function checkAllowed(user: JobUser, spec: string, policy: IsolationPolicy, root: string): void {
+  if (!policy.allowedUids || (user.uid === policy.defaultUser.uid && user.gid === policy.defaultUser.gid)) return;
+  const listed = policy.allowedUids.some(({ from, to }) => user.uid >= from && user.uid <= to);
+  if (!listed || user.gid !== resolveUser(String(user.uid), root).gid) {
+    throw Errors.permissionDenied(`user ${JSON.stringify(spec)} (${user.uid}:${user.gid}) is not one this server lets jobs run as (jobworkerd --allow-users)`);
+  }
+}
 
 function checkPath(value: string, what: string): void {
   if (!value.startsWith('/')) throw Errors.invalidArgument(`${what} must be an absolute path, got ${JSON.stringify(value)}`);
@@ -129,6 +163,7 @@ export function resolveIsolation(requested: Isolation | undefined, workdir: stri
   if (isRoot(user) && !policy.allowRootJobs) {
     throw Errors.permissionDenied(`running as root (uid or gid 0) is not allowed on this server (jobworkerd --allow-root-jobs): user ${JSON.stringify(requested?.user ?? '')}`);
   }
+  if (requested?.user) checkAllowed(user, requested.user, policy, rootfs ?? '/');
   return {
     isolation: { pidNamespace, mountNamespace, network: hostNetwork ? 'host' : 'none', uid: user.uid, gid: user.gid, rootfs, workdir: workdir || '/' },
     user,

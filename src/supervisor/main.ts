@@ -118,6 +118,10 @@ class ServeCommand extends Command {
   allowRootJobs = Option.Boolean('--allow-root-jobs', false, {
     description: 'Jobs may run as uid or gid 0 (still without CAP_SYS_ADMIN and most other capabilities)',
   });
+  allowUsers = Option.Array('--allow-users', {
+    description:
+      'Users jobs may ask to run as, besides the default user: names, uids or uid ranges such as 10000-19999 (repeatable), each only with its own primary group. Default: any user and group but root',
+  });
   defaultUser = Option.String('--default-user', {
     description: 'Who jobs run as when their request names nobody: NAME, UID, NAME:GROUP or UID:GID (default nobody, or 65534:65534 where the host has no such user)',
   });
@@ -172,6 +176,7 @@ class ServeCommand extends Command {
           allowHostNamespaces: this.allowHostNamespaces,
           allowRootJobs: this.allowRootJobs,
           defaultUser: this.defaultUser,
+          allowUsers: this.allowUsers?.flatMap((list) => list.split(',')),
         },
         secretFiles: [this.key, this.cert],
         logger,

@@ -43,7 +43,7 @@ test.serial('abuse: 10,000 unary calls in one burst are all answered, and anothe
   t.log(`bystander GetJobs idle: ${summary(idle)}; during the burst: ${summary(latencies)}`);
   t.true(codes.every((code) => code === Status.NOT_FOUND), `every call got its answer: ${[...new Set(codes)].join(', ')}`);
   // Generous: the point is "answered while the flood runs", not a latency target.
-  t.true(Math.max(...latencies) < 5_000, `bystander latencies ${latencies.map(Math.round).join(' ')} ms`);
+  t.true(Math.max(...latencies) < 15_000, `bystander latencies ${latencies.map(Math.round).join(' ')} ms`);
 });
 
 test.serial('abuse: 1,000 streams from one connection: at most the per-connection cap are open at the server, the rest wait, and all finish', async (t) => {
@@ -65,7 +65,7 @@ test.serial('abuse: 1,000 streams from one connection: at most the per-connectio
   const latencies = await bystander(10);
   t.log(`bystander GetJobs with 1,000 streams open or queued: ${summary(latencies)}`);
   t.is(log.waiting, MAX_STREAMS_PER_CONNECTION, 'no more than the cap at once');
-  t.true(Math.max(...latencies) < 5_000, `bystander latencies ${latencies.map(Math.round).join(' ')} ms`);
+  t.true(Math.max(...latencies) < 15_000, `bystander latencies ${latencies.map(Math.round).join(' ')} ms`);
   await unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 });
   const texts = await Promise.all(ended);
   t.deepEqual([...new Set(texts)], ['hi\n'], 'every stream, queued or not, got the whole output and its end');
@@ -107,5 +107,5 @@ test.serial('abuse: a connection flooding the server with HTTP/2 PINGs is cut of
   t.true(cutOff, `the flooding connection was closed after ${sent} PINGs`);
   t.log(`cut off after ${sent} PINGs`);
   const latencies = await bystander(5);
-  t.true(Math.max(...latencies) < 5_000, `bystander latencies ${latencies.map(Math.round).join(' ')} ms`);
+  t.true(Math.max(...latencies) < 15_000, `bystander latencies ${latencies.map(Math.round).join(' ')} ms`);
 });

@@ -87,8 +87,8 @@ test('default: /tmp is empty, writable and the job\'s own', async (t) => {
 });
 
 test("default: the server's key and data are out of sight, even for root", async (t) => {
-  // Outside /tmp (which is private anyway), where only hiding keeps them from a job.
-  const dir = scratchDir(t, '/var/tmp');
+  // Outside /tmp and /var/tmp (private anyway), where only hiding keeps them from a job.
+  const dir = scratchDir(t, os.homedir());
   const key = path.join(dir, 'keys', 'server-key.pem');
   fs.mkdirSync(path.dirname(key));
   fs.writeFileSync(key, 'SECRET', { mode: 0o644 });
@@ -204,7 +204,7 @@ test('root, where allowed: the host\'s files, /proc/sys, /sys and the cgroups ar
   t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
   t.false(fs.existsSync('/usr/jobworker-isolation-test'));
   t.deepEqual(lines(stdout), ['0', 'tmp-ok', 'CapInh:\t0000000000000000']);
-  t.regex(stderr, /jobworker-isolation-test: Read-only file system/);
+  t.regex(stderr, /jobworker-isolation-test'?: Read-only file system/);
   t.regex(stderr, /core_pattern: Read-only file system/);
   t.regex(stderr, /cgroup\.procs: Read-only file system/);
 });
@@ -231,6 +231,17 @@ test.serial('not allowed: host network, host namespaces and root are PERMISSION_
     t.regex(err.details, message);
   }
   t.is((await unary(client, 'getJobs', {})).jobs.length, before);
+});
+
+test('--allow-users: only the users listed, each with its own group, besides the default user', async (t) => {
+  const server = await startTestServer(t, { isolation: { default: 'full', allowHostNetwork: false, allowHostNamespaces: false, allowRootJobs: false, allowUsers: ['1000-1999'] } });
+  t.is((await run('id -u; id -g', { isolation: { user: '1500', network: 0, rootfs: '' } }, server)).stdout, '1500\n1500\n');
+  t.is((await run('id -u', {}, server)).stdout, '65534\n');
+  for (const user of ['2000', '1500:6']) {
+    const err = await rejects(unary(server.client('admin'), 'createJob', { command: 'true', isolation: { user, network: 0, rootfs: '' } }));
+    t.is(err.code, Status.PERMISSION_DENIED, user);
+    t.regex(err.details, /is not one this server lets jobs run as \(jobworkerd --allow-users\)$/);
+  }
 });
 
 test.serial('bad values are INVALID_ARGUMENT before anything starts', async (t) => {
@@ -262,7 +273,8 @@ const onInitramfs = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')[
 const busybox = '/bin/busybox';
 
 (fs.existsSync(busybox) && !onInitramfs ? test : test.skip)('rootfs: the job runs in the directory given, with its own /proc, /dev and /tmp', async (t) => {
-  const rootfs = scratchDir(t, '/var/tmp');
+  // Outside /tmp and /var/tmp, which a job's own tmpfs would cover.
+  const rootfs = scratchDir(t, os.homedir());
   fs.chmodSync(rootfs, 0o755);
   fs.mkdirSync(path.join(rootfs, 'bin'));
   fs.copyFileSync(busybox, path.join(rootfs, 'bin', 'busybox'));
@@ -282,7 +294,7 @@ const busybox = '/bin/busybox';
   t.is(job.isolation?.rootfs, rootfs);
 });
 
-test('jobworkerd: a --default-user it cannot use is one clear line and exit 2', async (t) => {
+test('jobworkerd: a --default-user or --allow-users it cannot use is one clear line and exit 2', async (t) => {
   const pki = (name: string) => path.join(strict.pki, name);
   const jobworkerd = (...args: string[]) =>
     execa('node', [path.join(repoRoot, 'bin/jobworkerd.js'), '--ca', pki('ca-cert.pem'), '--cert', pki('server-cert.pem'), '--key', pki('server-key.pem'), '--data-dir', scratchDir(t, '/tmp'), ...args], {
@@ -291,6 +303,9 @@ test('jobworkerd: a --default-user it cannot use is one clear line and exit 2', 
   const unknown = await jobworkerd('--default-user', 'nosuch-user');
   t.is(unknown.exitCode, 2);
   t.is(unknown.stderr, 'jobworkerd: cannot start: --default-user: no user "nosuch-user" in /etc/passwd');
+  const listed = await jobworkerd('--allow-users', 'nosuch-user');
+  t.is(listed.exitCode, 2);
+  t.is(listed.stderr, 'jobworkerd: cannot start: --allow-users nosuch-user: no user "nosuch-user" in /etc/passwd (entries are names, uids or ranges such as 10000-19999)');
   const root = await jobworkerd('--default-user', 'root');
   t.is(root.exitCode, 2);
   t.is(root.stderr, 'jobworkerd: cannot start: --default-user is root (uid or gid 0): also give --allow-root-jobs to mean it');
