@@ -4,6 +4,7 @@
 // failure into one line on stderr and an exit code.
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
+import { ENV_ENTRY } from '../src/common/env-entry.js';
 import { parseDuration } from '../src/common/units.js';
 import { connect, Session } from './connect.js';
 import { describeError } from './errors.js';
@@ -86,10 +87,10 @@ export const isSince = t.makeValidator<unknown, Date>({
   },
 });
 
-/** Every entry NAME=value, as the server takes them: a name without '=', neither with NUL. */
+/** Every entry NAME=value, as the server takes them. */
 export const isEnvEntries = t.makeValidator<unknown, string[]>({
   test: (value, state): value is string[] => {
-    const bad = Array.isArray(value) ? value.find((entry) => typeof entry !== 'string' || !/^[^=\0]+=[^\0]*$/.test(entry)) : value;
+    const bad = Array.isArray(value) ? value.find((entry) => typeof entry !== 'string' || !ENV_ENTRY.test(entry)) : value;
     return bad === undefined || fail(state, `expected NAME=value, got ${JSON.stringify(bad)}`);
   },
 });

@@ -7,16 +7,16 @@ import path from 'node:path';
 import { Network, type Isolation } from '../gen/jobworker/v1/jobworker.js';
 import type { JobIsolation } from '../workers/protocol.js';
 import { Errors } from './errors.js';
-import { resolveUser, type JobUser } from './job-user.js';
+import { resolveUser, UserLookupError, type JobUser } from './job-user.js';
 
 /** full: every namespace, no network; none: the host's namespaces and network (the defaults of a request that says nothing). */
 export type IsolationDefault = 'full' | 'none';
 
 export interface IsolationPolicy {
   default: IsolationDefault;
-  /** Jobs may ask for the host's network. */
+  /** Jobs may ask for the host's network (always, with default none). */
   allowHostNetwork: boolean;
-  /** Jobs may turn the PID and mount namespaces off. */
+  /** Jobs may turn the PID and mount namespaces off (always, with default none). */
   allowHostNamespaces: boolean;
   /** Jobs may run with uid or gid 0. */
   allowRootJobs: boolean;
@@ -51,7 +51,10 @@ export class IsolationConfigError extends Error {
   }
 }
 
-const NOBODY: JobUser = { uid: 65534, gid: 65534, name: null, home: '/' };
+/** What a server started without flags allows: nothing beyond the defaults. */
+export const DEFAULT_ISOLATION: IsolationConfig = { default: 'full', allowHostNetwork: false, allowHostNamespaces: false, allowRootJobs: false };
+
+const NOBODY: JobUser = { uid: 65534, gid: 65534, primaryGid: 65534, name: null, home: '/' };
 const MAX_PATH_BYTES = 4096;
 
 /** Checks the server's flags once at startup; throws IsolationConfigError. */
@@ -60,14 +63,25 @@ export function makePolicy(config: IsolationConfig, hidden: readonly string[]): 
   try {
     defaultUser = resolveUser(config.defaultUser ?? 'nobody');
   } catch (err) {
-    if (config.defaultUser !== undefined) throw new IsolationConfigError(`--default-user: ${(err as Error).message}`);
+    if (!(err instanceof UserLookupError) || config.defaultUser !== undefined || err.code !== 'NO_USER') {
+      throw new IsolationConfigError(`--default-user: ${(err as Error).message}`);
+    }
     defaultUser = NOBODY;
   }
-  const policy = { ...config, defaultUser, hidden, allowedUids: config.allowUsers ? config.allowUsers.map(parseAllowed) : null };
-  if (isRoot(defaultUser) && !policy.allowRootJobs) {
+  if (isRoot(defaultUser) && !config.allowRootJobs) {
     throw new IsolationConfigError('--default-user is root (uid or gid 0): also give --allow-root-jobs to mean it');
   }
-  return policy;
+  // What the default gives may always be asked for explicitly.
+  const hostDefault = config.default === 'none';
+  return {
+    default: config.default,
+    allowHostNetwork: config.allowHostNetwork || hostDefault,
+    allowHostNamespaces: config.allowHostNamespaces || hostDefault,
+    allowRootJobs: config.allowRootJobs,
+    defaultUser,
+    allowedUids: config.allowUsers ? config.allowUsers.map(parseAllowed) : null,
+    hidden,
+  };
 }
 
 const isRoot = (user: JobUser): boolean => user.uid === 0 || user.gid === 0;
@@ -89,10 +103,10 @@ function parseAllowed(entry: string): UidRange {
  * group: a group named in the request could be any (disk, docker…) and give
  * what the uid alone does not.
  */
-function checkAllowed(user: JobUser, spec: string, policy: IsolationPolicy, root: string): void {
+function checkAllowed(user: JobUser, spec: string, policy: IsolationPolicy): void {
   if (!policy.allowedUids || (user.uid === policy.defaultUser.uid && user.gid === policy.defaultUser.gid)) return;
   const listed = policy.allowedUids.some(({ from, to }) => user.uid >= from && user.uid <= to);
-  if (!listed || user.gid !== resolveUser(String(user.uid), root).gid) {
+  if (!listed || user.gid !== user.primaryGid) {
     throw Errors.permissionDenied(`user ${JSON.stringify(spec)} (${user.uid}:${user.gid}) is not one this server lets jobs run as (jobworkerd --allow-users)`);
   }
 }
@@ -133,6 +147,16 @@ function resolveRootfs(rootfs: string, hidden: readonly string[]): string {
   return real;
 }
 
+/** A request's user: every lookup failure is the request's to fix. */
+function lookUp(spec: string, root: string): JobUser {
+  try {
+    return resolveUser(spec, root);
+  } catch (err) {
+    if (err instanceof UserLookupError) throw Errors.invalidArgument(err.message);
+    throw err;
+  }
+}
+
 export interface ResolvedIsolation {
   isolation: JobIsolation;
   user: JobUser;
@@ -149,21 +173,20 @@ export function resolveIsolation(requested: Isolation | undefined, workdir: stri
     throw Errors.invalidArgument(`network must be NONE or HOST, got ${network}`);
   }
   const hostNetwork = network === Network.NETWORK_UNSPECIFIED ? !full : network === Network.NETWORK_HOST;
-  // What the default gives may always be asked for explicitly.
-  if (hostNetwork && full && !policy.allowHostNetwork) {
+  if (hostNetwork && !policy.allowHostNetwork) {
     throw Errors.permissionDenied('network HOST is not allowed on this server (jobworkerd --allow-host-network)');
   }
-  if ((!pidNamespace || !mountNamespace) && full && !policy.allowHostNamespaces) {
+  if ((!pidNamespace || !mountNamespace) && !policy.allowHostNamespaces) {
     throw Errors.permissionDenied('running without a PID or mount namespace is not allowed on this server (jobworkerd --allow-host-namespaces)');
   }
   const rootfs = requested?.rootfs ? resolveRootfs(requested.rootfs, policy.hidden) : null;
   if (rootfs && !mountNamespace) throw Errors.invalidArgument('rootfs needs the mount namespace');
   if (workdir !== '') checkPath(workdir, 'workdir');
-  const user = requested?.user ? resolveUser(requested.user, rootfs ?? '/') : policy.defaultUser;
+  const user = requested?.user ? lookUp(requested.user, rootfs ?? '/') : policy.defaultUser;
   if (isRoot(user) && !policy.allowRootJobs) {
     throw Errors.permissionDenied(`running as root (uid or gid 0) is not allowed on this server (jobworkerd --allow-root-jobs): user ${JSON.stringify(requested?.user ?? '')}`);
   }
-  if (requested?.user) checkAllowed(user, requested.user, policy, rootfs ?? '/');
+  if (requested?.user) checkAllowed(user, requested.user, policy);
   return {
     isolation: { pidNamespace, mountNamespace, network: hostNetwork ? 'host' : 'none', uid: user.uid, gid: user.gid, rootfs, workdir: workdir || '/' },
     user,

@@ -19,7 +19,7 @@ import { StreamId, type JobIsolation } from '../workers/protocol.js';
 import type { Caller } from './authz.js';
 import { Errors } from './errors.js';
 import { resolveIsolation, type IsolationPolicy } from './isolation.js';
-import { checkEnv, jobEnvironment } from './job-environment.js';
+import { jobEnvironment, parseEnv } from './job-environment.js';
 import type { JobRunner } from './job-runner.js';
 import type { JobRecord, JobState, JobStore } from './job-store.js';
 import { resolveLimits, type HostCapacity } from './limits.js';
@@ -50,10 +50,11 @@ export class JobService {
   constructor(readonly options: ServiceOptions) {}
 
   async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
-    validateCommand(request.command, request.args, checkEnv(request.env));
+    const requestedEnv = parseEnv(request.env);
+    validateCommand(request.command, request.args, requestedEnv.bytes);
     const limits = resolveLimits(request.limits, this.options.host);
     const { isolation, user } = resolveIsolation(request.isolation, request.workdir, this.options.isolation);
-    const env = jobEnvironment(user, request.env);
+    const env = jobEnvironment(user, requestedEnv);
     const record = await this.options.runner.start({ command: request.command, args: request.args, limits, isolation, env, owner: caller.cn });
     return toJob(record);
   }
@@ -161,7 +162,7 @@ export class JobService {
   }
 }
 
-/** envBytes: what the environment takes of the same exec budget (checkEnv). */
+/** envBytes: what the environment takes of the same exec budget (parseEnv). */
 function validateCommand(command: string, args: readonly string[], envBytes: number): void {
   if (command === '') throw Errors.invalidArgument('command must not be empty');
   if (Buffer.byteLength(command) > MAX_COMMAND_BYTES) throw Errors.invalidArgument(`command must be at most ${MAX_COMMAND_BYTES} bytes`);

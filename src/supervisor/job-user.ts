@@ -4,15 +4,30 @@
 // image: users known only to NSS (LDAP, systemd-homed) must be given by number.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Errors } from './errors.js';
 
 export interface JobUser {
   uid: number;
   gid: number;
+  /** The uid's own group (passwd's; the uid itself where passwd does not list it), whatever gid was asked for. */
+  primaryGid: number;
   /** From passwd; null for a uid it does not list. */
   name: string | null;
   /** From passwd; / for a uid it does not list. */
   home: string;
+}
+
+/**
+ * Why a lookup failed. The callers decide what it means: a bad request
+ * (INVALID_ARGUMENT) or a bad server flag (exit 2).
+ */
+export class UserLookupError extends Error {
+  constructor(
+    readonly code: 'BAD_SPEC' | 'NO_USER' | 'NO_GROUP' | 'UNREADABLE',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'UserLookupError';
+  }
 }
 
 /** uid_t is 32 bits and (uid_t)-1 means "unchanged" to setuid: the largest real id is one less. */
@@ -33,7 +48,7 @@ function readTable(root: string, file: 'passwd' | 'group'): Entry[] {
     text = readSmallFile(path.join(root, 'etc', file));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw Errors.invalidArgument(`cannot read ${path.join(root, 'etc', file)}: ${(err as Error).message}`);
+    throw new UserLookupError('UNREADABLE', `cannot read ${path.join(root, 'etc', file)}: ${(err as Error).message}`);
   }
   const entries: Entry[] = [];
   for (const line of text.split('\n')) {
@@ -67,7 +82,7 @@ function readSmallFile(file: string): string {
 function parseId(text: string, what: string, spec: string): number | null {
   if (!NUMBER.test(text)) return null;
   const id = Number(text);
-  if (id > MAX_ID) throw Errors.invalidArgument(`user ${JSON.stringify(spec)}: ${what} ${text} is past the largest id (${MAX_ID})`);
+  if (id > MAX_ID) throw new UserLookupError('BAD_SPEC', `user ${JSON.stringify(spec)}: ${what} ${text} is past the largest id (${MAX_ID})`);
   return id;
 }
 
@@ -78,22 +93,23 @@ function parseId(text: string, what: string, spec: string): number | null {
 export function resolveUser(spec: string, root = '/'): JobUser {
   const [userPart = '', groupPart, ...rest] = spec.split(':');
   if (userPart === '' || groupPart === '' || rest.length > 0) {
-    throw Errors.invalidArgument(`user must be NAME, UID, NAME:GROUP or UID:GID, got ${JSON.stringify(spec)}`);
+    throw new UserLookupError('BAD_SPEC', `user must be NAME, UID, NAME:GROUP or UID:GID, got ${JSON.stringify(spec)}`);
   }
   const passwd = readTable(root, 'passwd');
   const uid = parseId(userPart, 'uid', spec);
   const entry = uid === null ? passwd.find((e) => e.name === userPart) : passwd.find((e) => e.id === uid);
-  if (!entry && uid === null) throw Errors.invalidArgument(`no user ${JSON.stringify(userPart)} in ${path.join(root, 'etc/passwd')}`);
-  let gid = entry?.gid ?? uid!;
+  if (!entry && uid === null) throw new UserLookupError('NO_USER', `no user ${JSON.stringify(userPart)} in ${path.join(root, 'etc/passwd')}`);
+  const primaryGid = entry?.gid ?? uid!;
+  let gid = primaryGid;
   if (groupPart !== undefined) {
     const byNumber = parseId(groupPart, 'gid', spec);
     if (byNumber !== null) {
       gid = byNumber;
     } else {
       const group = readTable(root, 'group').find((e) => e.name === groupPart);
-      if (!group) throw Errors.invalidArgument(`no group ${JSON.stringify(groupPart)} in ${path.join(root, 'etc/group')}`);
+      if (!group) throw new UserLookupError('NO_GROUP', `no group ${JSON.stringify(groupPart)} in ${path.join(root, 'etc/group')}`);
       gid = group.id;
     }
   }
-  return { uid: entry?.id ?? uid!, gid, name: entry?.name ?? null, home: entry?.home ?? '/' };
+  return { uid: entry?.id ?? uid!, gid, primaryGid, name: entry?.name ?? null, home: entry?.home ?? '/' };
 }

@@ -18,7 +18,7 @@ import { OutputLog, jobLogOptions, makeOutputRoot } from './output-log.js';
 import { Retention } from './retention.js';
 import { thisHost, type HostCapacity } from './limits.js';
 import { DenyList } from './deny-list.js';
-import { hiddenPaths, makePolicy, type IsolationConfig } from './isolation.js';
+import { DEFAULT_ISOLATION, hiddenPaths, makePolicy, type IsolationConfig } from './isolation.js';
 import { RpcBoundary } from './rpc-boundary.js';
 
 const CALL_DRAIN_TIMEOUT_MS = 5_000;
@@ -62,8 +62,6 @@ export interface ServerOptions {
   /** Files (the server's key and certificate) whose directories jobs must not see. */
   secretFiles?: string[];
 }
-
-export const DEFAULT_ISOLATION: IsolationConfig = { default: 'full', allowHostNetwork: false, allowHostNamespaces: false, allowRootJobs: false };
 
 export const DEFAULT_MAX_OUTPUT_BYTES = 1024 ** 3;
 export const DEFAULT_RETAIN_JOBS = 10_000;
