@@ -21,13 +21,14 @@
  * closefds, namespaces, mount, hide, rootfs, network, hostname, init,
  * capabilities, user, workdir and exec; detail is the cgroup dir for cgroup,
  * the expectation for cgroupcheck, the path for mount, hide, rootfs and
- * workdir, the command for exec. With --stdio pipes one more line comes
+ * workdir, the interface for network, the name for hostname, what failed
+ * for user, the command for exec. With --stdio pipes one more line comes
  * first, "ready\t<stdout fd>\t<stderr fd>\n", and job-init waits for one
  * byte back (see make_stdio_pipes).
  *
  * --namespaces empty or absent runs the command in job-init's own
- * namespaces; --hostname needs uts, --hide, --rootfs and --tmp-size need
- * mount.
+ * namespaces; --hostname needs uts and --rootfs mount; --hide and
+ * --tmp-size (default 64 MiB) count only with mount.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -61,51 +62,44 @@ static _Noreturn void usage(const char *problem, const char *arg)
 	report("usage", EINVAL, "", message, EXIT_USAGE);
 }
 
-/* A non-negative decimal int, or -1. */
+/*
+ * The decimal number at the start of s, at most max; -1 when there is none
+ * or it is larger. *end (when given) is set past its digits; without end
+ * the whole string must be the number.
+ */
+static long long parse_decimal(const char *s, long long max, const char **end)
+{
+	long long n = 0;
+	const char *p = s;
+
+	for (; *p >= '0' && *p <= '9'; p++)
+		if ((n = n * 10 + (*p - '0')) > max)
+			return -1;
+	if (p == s || (!end && *p != '\0'))
+		return -1;
+	if (end)
+		*end = p;
+	return n;
+}
+
 static int parse_fd(const char *s)
 {
-	long fd = 0;
-
-	if (*s == '\0')
-		return -1;
-	for (; *s; s++)
-		if (*s < '0' || *s > '9' || (fd = fd * 10 + (*s - '0')) > INT_MAX)
-			return -1;
-	return (int)fd;
+	return (int)parse_decimal(s, INT_MAX, NULL);
 }
 
-/* A decimal id that fits uid_t/gid_t (not -1, which means "unchanged" to the kernel); -1 when it does not. */
-static long parse_id(const char *s, const char **end)
-{
-	long id = 0;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	for (; *s >= '0' && *s <= '9'; s++)
-		if ((id = id * 10 + (*s - '0')) >= 0xffffffffL)
-			return -1;
-	*end = s;
-	return id;
-}
-
-/* 1 to 18 decimal digits, not 0: tmpfs takes it as size= unchanged. */
-static int is_size(const char *s)
-{
-	size_t len = strspn(s, "0123456789");
-
-	return len > 0 && len <= 18 && s[len] == '\0' && strspn(s, "0") < len;
-}
+/* uid_t/gid_t, but not (uid_t)-1, which means "unchanged" to the kernel. */
+#define MAX_ID 0xfffffffeLL
+/* tmpfs takes size= in bytes as given; 2^60 is past any real memory limit. */
+#define MAX_SIZE (1LL << 60)
 
 static void parse_user(struct job_spec *spec, const char *value)
 {
 	const char *end = value;
-	long uid = parse_id(value, &end), gid;
+	long long uid = parse_decimal(value, MAX_ID, &end), gid = -1;
 
-	if (uid < 0 || *end != ':')
-		usage("--user takes UID:GID, not", value);
-	end++;
-	gid = parse_id(end, &end);
-	if (gid < 0 || *end != '\0')
+	if (uid >= 0 && *end == ':')
+		gid = parse_decimal(end + 1, MAX_ID, NULL);
+	if (gid < 0)
 		usage("--user takes UID:GID, not", value);
 	spec->switch_user = 1;
 	spec->uid = (uid_t)uid;
@@ -155,7 +149,7 @@ static void parse_option(struct job_spec *spec, const char *option, const char *
 	} else if (is(option, "--hostname")) {
 		spec->hostname = value;
 	} else if (is(option, "--tmp-size")) {
-		if (!is_size(value))
+		if (parse_decimal(value, MAX_SIZE, NULL) <= 0)
 			usage("--tmp-size takes a number of bytes, not", value);
 		spec->tmp_size = value;
 	} else if (is(option, "--rootfs")) {
@@ -170,8 +164,9 @@ static void parse_option(struct job_spec *spec, const char *option, const char *
 }
 
 /*
- * Options come in pairs before "--"; returns the index of the command. A
- * usage error found before --status-fd is read goes to the default fd 3.
+ * Options come in pairs before "--"; sets spec->command to the index of the
+ * command. A usage error found before --status-fd is read goes to the
+ * default fd 3.
  */
 static void parse_args(struct job_spec *spec, int argc, char **argv)
 {
@@ -284,27 +279,35 @@ static int in_hierarchy(const char *controllers, size_t len, const char *wanted,
  * The expectation is "<controller>:<path>", "" as controller meaning v2;
  * the path is relative to where the supervisor found the hierarchy mounted.
  */
-static void check_cgroup(const char *expected)
+/* /proc/self/cgroup as it was once every --cgroup had been joined; read once for every check. */
+static char cgroup_table[16384];
+
+static void read_cgroup_table(void)
 {
-	char table[16384];
-	const char *colon = strchr(expected, ':'), *line;
-	size_t len = 0, key_len, want;
+	size_t len = 0;
 	ssize_t n;
 	int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
-		bail("cgroupcheck", errno, expected);
-	while ((n = read(fd, table + len, sizeof table - 1 - len)) > 0)
+		bail("cgroupcheck", errno, "/proc/self/cgroup");
+	while ((n = read(fd, cgroup_table + len, sizeof cgroup_table - 1 - len)) > 0)
 		len += (size_t)n;
 	if (n < 0)
-		bail("cgroupcheck", errno, expected);
+		bail("cgroupcheck", errno, "/proc/self/cgroup");
 	(void)close(fd);
-	table[len] = '\0';
+	cgroup_table[len] = '\0';
+}
+
+static void check_cgroup(const char *expected)
+{
+	const char *colon = strchr(expected, ':'), *line;
+	size_t key_len, want;
+
 	if (!colon)
 		bail("cgroupcheck", EINVAL, expected);
 	key_len = (size_t)(colon - expected);
 	want = strlen(colon + 1);
-	for (line = table; *line; line += strcspn(line, "\n") + (line[strcspn(line, "\n")] == '\n')) {
+	for (line = cgroup_table; *line; line += strcspn(line, "\n") + (line[strcspn(line, "\n")] == '\n')) {
 		const char *controllers = strchr(line, ':'), *path;
 		size_t line_len = strcspn(line, "\n");
 
@@ -484,6 +487,7 @@ int main(int argc, char **argv)
 	/* From here on: no allocation, only system calls and stack buffers. */
 	set_status_cloexec(status_fd);
 	for_each_option(&spec, "--cgroup", join_own_cgroup);
+	read_cgroup_table();
 	for_each_option(&spec, "--expect-cgroup", check_cgroup);
 	reset_oom_score();
 	isolate_session();
@@ -500,11 +504,8 @@ int main(int argc, char **argv)
 			loopback_up();
 		if (spec.hostname)
 			set_hostname(spec.hostname);
-		if (spec.namespaces & CLONE_NEWPID) {
+		if (spec.namespaces & CLONE_NEWPID)
 			start_job_under_init();
-			/* The job's own signal state: the init's forwarding handlers are not for it. */
-			restore_signals();
-		}
 	}
 	become_job_user(&spec);
 	if (spec.workdir)

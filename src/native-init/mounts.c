@@ -2,18 +2,22 @@
  * The job's filesystem, set up in its new mount namespace before it runs:
  *
  *   - nothing propagates back to the host (everything made private first);
- *   - /proc for its PID namespace, so it sees its own processes only;
- *   - /tmp and /dev/shm: empty tmpfs of its own, capped in size (the pages
- *     count against the job's memory limit too: job-init has joined its
- *     cgroup before mounting them);
+ *   - for a root job, the host's tree (or its rootfs) read-only;
+ *   - /proc for its PID namespace, so it sees its own processes only, with
+ *     the host-wide knobs read-only and the kernel's secrets covered;
+ *   - /tmp, /var/tmp and /dev/shm: empty tmpfs of its own, capped in size
+ *     (the pages count against the job's memory limit too: job-init has
+ *     joined its cgroup before mounting them);
  *   - /sys mounted afresh read-only (it shows the job's network namespace),
  *     with the host's cgroup tree bound in read-only, so a job can read its
  *     limits but no root job can raise them or leave its group;
  *   - /dev: a tmpfs with null, zero, full, random, urandom and tty only;
  *   - every --hide path (the server's data dir and certificates) covered by
  *     an empty read-only tmpfs, or /dev/null for a file;
- *   - with --rootfs, all of the above inside that directory, which then
- *     becomes the root (pivot_root) and the host's tree is detached.
+ *   - with --rootfs, /proc, /tmp, /sys and /dev inside that directory,
+ *     which then becomes the root (pivot_root); the host's tree is
+ *     detached, so nothing needs hiding (the server refuses a rootfs that
+ *     holds or lies in a hidden path).
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -77,6 +77,22 @@ static void hold_forwarded_signals(void)
 			bail("signals", errno, "");
 }
 
+static void drop_forwarding(void)
+{
+	struct sigaction dfl;
+	sigset_t set;
+	unsigned int i;
+
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	(void)sigemptyset(&dfl.sa_mask);
+	for (i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
+		if (sigaction(forwarded[i], &dfl, NULL) < 0)
+			bail("signals", errno, "");
+	forwarded_set(&set);
+	(void)sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
 static void release_forwarded_signals(pid_t to)
 {
 	sigset_t set;
@@ -183,6 +199,8 @@ void start_job_under_init(void)
 		bail("init", errno, "");
 	if (job == 0) {
 		(void)setpgid(0, 0);
+		/* The init's forwarding is not for the job: its signals as the supervisor left them. */
+		drop_forwarding();
 		return;
 	}
 	/* Also here: a signal forwarded before the job has run must find its group. */

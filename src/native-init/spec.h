@@ -1,4 +1,4 @@
-/* What job-init was asked to do, parsed once from its arguments. */
+/* What job-init was asked to do: the single-valued options parsed, the repeatable ones read from argv where they are used. */
 #ifndef JOB_INIT_SPEC_H
 #define JOB_INIT_SPEC_H
 

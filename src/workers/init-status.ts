@@ -68,6 +68,9 @@ export class InitStatus {
 
 const { ENOENT } = constants.errno;
 
+/** job-init's steps (its header lists them all) that set up the job's isolation: what fails there is the host's or the request's doing. */
+const ISOLATION_STEPS = new Set(['namespaces', 'mount', 'hide', 'rootfs', 'network', 'hostname', 'capabilities', 'user', 'workdir']);
+
 function parseLine(line: string, command: string): StatusEvent {
   const fields = line.split('\t');
   if (fields[0] === 'ready') return { kind: 'ready', stdoutFd: Number(fields[1]), stderrFd: Number(fields[2]) };
@@ -81,17 +84,7 @@ function parseLine(line: string, command: string): StatusEvent {
       return { kind: 'failed', code: 'CGROUP_SETUP_FAILED', message: `join cgroup ${detail}: ${reason}` };
     case 'cgroupcheck':
       return { kind: 'failed', code: 'CGROUP_SETUP_FAILED', message: `job-init is not in cgroup ${detail} after joining it (/proc/self/cgroup ${errno === String(ENOENT) ? 'has no such hierarchy' : 'names another group'})` };
-    case 'namespaces':
-    case 'mount':
-    case 'hide':
-    case 'rootfs':
-    case 'network':
-    case 'hostname':
-    case 'capabilities':
-    case 'user':
-    case 'workdir':
-      return { kind: 'failed', code: 'ISOLATION_FAILED', message: `job-init ${step}${detail ? ` ${detail}` : ''}: ${reason}` };
     default:
-      return { kind: 'failed', code: 'SPAWN_FAILED', message: `job-init ${step}${detail ? ` ${detail}` : ''}: ${reason}` };
+      return { kind: 'failed', code: ISOLATION_STEPS.has(step!) ? 'ISOLATION_FAILED' : 'SPAWN_FAILED', message: `job-init ${step}${detail ? ` ${detail}` : ''}: ${reason}` };
   }
 }
