@@ -18,6 +18,7 @@ import {
   JobServiceClient,
   StopJobReq,
   type DataChunk,
+  type DeepPartial,
 } from '../src/gen/jobworker/v1/jobworker.js';
 
 export interface ConnectOptions {
@@ -98,8 +99,8 @@ export type UnaryMethod = 'createJob' | 'getJob' | 'stopJob' | 'getJobs';
 // The generated methods are overloaded; Parameters<> sees the last overload,
 // (request, metadata, options, callback), which is the one called below.
 export type RequestOf<M extends UnaryMethod> = Parameters<JobServiceClient[M]>[0];
-/** What callers pass: fields left out take their proto3 defaults. */
-export type PartialRequestOf<M extends UnaryMethod> = Partial<RequestOf<M>>;
+/** What callers pass: fields left out, at any depth, take their proto3 defaults (fromPartial fills them in). */
+export type PartialRequestOf<M extends UnaryMethod> = DeepPartial<RequestOf<M>>;
 
 const REQUESTS = { createJob: CreateJobReq, getJob: GetJobReq, stopJob: StopJobReq, getJobs: GetJobsReq } as const;
 export type ResponseOf<M extends UnaryMethod> = Parameters<Parameters<JobServiceClient[M]>[3]>[1];

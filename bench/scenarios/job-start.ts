@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { unary } from '../../cli/connect.js';
-import { Network, type Isolation, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
+import { Network, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import { driverFor } from '../../src/workers/cgroup/select.js';
 import type { CgroupDriverName } from '../../src/workers/protocol.js';
 import { row, type Row } from '../report.js';
@@ -17,7 +17,7 @@ import { median, percentile, spread, timeEach } from '../stats.js';
 
 const LIMITS: Limits = { maxCpuPercent: 50, maxMemoryMb: 64, maxIoBps: 0, maxPids: 64 };
 /** No namespace of its own: what a start costs without isolation (the server's default is every namespace). */
-const HOST_NAMESPACES: Isolation = { pidNamespace: false, mountNamespace: false, network: Network.NETWORK_HOST, user: '', rootfs: '' };
+const HOST_NAMESPACES = { pidNamespace: false, mountNamespace: false, network: Network.NETWORK_HOST };
 const CONCURRENCY = 32;
 
 /** Resolves once the child has exec'd (Node emits 'spawn' after a successful execve), as CreateJob does. */
@@ -151,7 +151,7 @@ export async function jobStart(server: BenchServer, quick: boolean): Promise<Row
       [
         ['cgroupMs', 'of which: creating the cgroups and writing limits, p50'],
         ['spawnMs', 'of which: spawn() of job-init from the server (fork + exec), p50'],
-        ['execMs', 'of which: job-init joining the cgroups, handing over pipes, exec, p50'],
+        ['execMs', 'of which: job-init joining the cgroups, handing over pipes, namespaces and mounts, exec, p50'],
         ['totalMs', 'of which: all the server-side work (adds pool dispatch, thread hops), p50'],
       ] as const
     ).map(([key, name]) => row({ name, figure: median(phase(key)), unit: 'ms', baseline: p50, baseline_name: 'job start p50', spread: spread(phase(key)) })),

@@ -111,16 +111,16 @@ class ServeCommand extends Command {
       "What a job gets where its request says nothing: full (default; its own PID, mount, hostname and IPC namespaces and no network but lo) or none (the host's namespaces and network; for trusted setups)",
     validator: t.isEnum(['full', 'none'] as const),
   });
-  allowHostNetwork = Option.Boolean('--allow-host-network', false, { description: "Jobs may ask for the host's network (network HOST)" });
+  allowHostNetwork = Option.Boolean('--allow-host-network', false, { description: "Jobs may ask for the host's network (network HOST); implied by --isolation-default none" });
   allowHostNamespaces = Option.Boolean('--allow-host-namespaces', false, {
-    description: "Jobs may run without their own PID or mount namespace, seeing the host's processes and files",
+    description: "Jobs may run without their own PID or mount namespace, seeing the host's processes and files; implied by --isolation-default none",
   });
   allowRootJobs = Option.Boolean('--allow-root-jobs', false, {
     description: 'Jobs may run as uid or gid 0 (still without CAP_SYS_ADMIN and most other capabilities)',
   });
   allowUsers = Option.Array('--allow-users', {
     description:
-      'Users jobs may ask to run as, besides the default user: names, uids or uid ranges such as 10000-19999 (repeatable), each only with its own primary group. Default: any user and group but root',
+      'Users jobs may ask to run as, besides the default user: names, uids or uid ranges such as 10000-19999 (repeatable or comma-separated), each only with its own primary group. Default: any user and group but root',
   });
   defaultUser = Option.String('--default-user', {
     description: 'Who jobs run as when their request names nobody: NAME, UID, NAME:GROUP or UID:GID (default nobody, or 65534:65534 where the host has no such user)',

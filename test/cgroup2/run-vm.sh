@@ -44,10 +44,8 @@ cp /bin/busybox "$root/bin/busybox"
 copy_with_libs "$(readlink -f /usr/bin/node)"
 [ -e "$root/usr/bin/node" ] || ln -s "$(readlink -f /usr/bin/node)" "$root/usr/bin/node"
 copy_with_libs /usr/bin/openssl
-copy_with_libs "$repo/build/job-init"
 cp /usr/lib/ssl/openssl.cnf "$root/usr/lib/ssl/" 2>/dev/null || true
 cp test/cgroup2/init "$root/init"
-
 chmod +x "$root/init"
 cp -a dist package.json bin "$root/app/"
 cp build/job-init "$root/app/build/"

@@ -15,7 +15,7 @@ import { startServer, type RunningServer, type ServerOptions } from '../../src/s
 import { groupsUnder } from './host.js';
 import { jobInitPath } from './paths.js';
 
-export { unary, type RequestOf, type ResponseOf, type UnaryMethod } from '../../cli/connect.js';
+export { unary, type PartialRequestOf, type RequestOf, type ResponseOf, type UnaryMethod } from '../../cli/connect.js';
 
 export type Role = 'admin' | 'viewer';
 
@@ -25,7 +25,7 @@ export type Role = 'admin' | 'viewer';
  * as root in the host's namespaces. What isolation keeps out is tested on its
  * own (isolation.test.ts).
  */
-export const HOST_VIEW: IsolationConfig = { default: 'none', allowHostNetwork: true, allowHostNamespaces: true, allowRootJobs: true, defaultUser: 'root' };
+export const HOST_VIEW: IsolationConfig = { default: 'none', allowHostNetwork: false, allowHostNamespaces: false, allowRootJobs: true, defaultUser: 'root' };
 /** The same as jobworkerd flags. */
 export const HOST_VIEW_FLAGS = ['--isolation-default', 'none', '--allow-root-jobs', '--default-user', 'root'];
 
@@ -167,6 +167,14 @@ export async function waitForEnd(client: JobServiceClient, id: string): Promise<
   const { job } = await unary(client, 'getJob', { id });
   if (!job) throw new TypeError(`GetJob ${id} answered without a job`);
   return { job, output };
+}
+
+/** Resolves once the job has written something, without holding a stream open. */
+export async function firstOutput(client: JobServiceClient, id: string): Promise<void> {
+  const follower = client.getJobsStream(GetJobsStreamReq.fromPartial({ id, follow: true }));
+  follower.on('error', () => undefined); // CANCELLED, from our own cancel()
+  await new Promise((resolve) => follower.once('data', resolve));
+  follower.cancel();
 }
 
 /** The error a call that must fail failed with. */

@@ -42,7 +42,8 @@ test.serial('abuse: 10,000 unary calls in one burst are all answered, and anothe
   const codes = await Promise.all(burst);
   t.log(`bystander GetJobs idle: ${summary(idle)}; during the burst: ${summary(latencies)}`);
   t.true(codes.every((code) => code === Status.NOT_FOUND), `every call got its answer: ${[...new Set(codes)].join(', ')}`);
-  // Generous: the point is "answered while the flood runs", not a latency target.
+  // Generous: the point is "answered while the flood runs", not a latency target. (5 s was
+  // once exceeded, at 5.03 s, while other test files started jobs on this 2-core machine.)
   t.true(Math.max(...latencies) < 15_000, `bystander latencies ${latencies.map(Math.round).join(' ')} ms`);
 });
 

@@ -5,19 +5,23 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
-import { GetJobsStreamReq, JobStatus, Network, type CreateJobReq, type Job, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
-import { collectStream, rejects, startTestServer, unary, type TestServer } from '../helpers/server.js';
 import { execa } from 'execa';
+import { JobStatus, Network, type Job, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
+import { DEFAULT_ISOLATION } from '../../src/supervisor/isolation.js';
+import { resolveUser } from '../../src/supervisor/job-user.js';
 import { scratchDir } from '../helpers/host.js';
 import { repoRoot } from '../helpers/paths.js';
+import { collectStream, firstOutput, rejects, startTestServer, unary, waitForEnd, type PartialRequestOf, type TestServer } from '../helpers/server.js';
 
 let strict: TestServer;
 /** Allows what the strict one refuses: host network and namespaces, root jobs. */
 let lenient: TestServer;
+const clients = new Map<TestServer, JobServiceClient>();
+const admin = (server: TestServer): JobServiceClient => clients.get(server) ?? clients.set(server, server.client('admin')).get(server)!;
 
 test.before(async () => {
   strict = await startTestServer();
-  lenient = await startTestServer(undefined, { isolation: { default: 'full', allowHostNetwork: true, allowHostNamespaces: true, allowRootJobs: true } });
+  lenient = await startTestServer(undefined, { isolation: { ...DEFAULT_ISOLATION, allowHostNetwork: true, allowHostNamespaces: true, allowRootJobs: true } });
 });
 
 test.after.always(async () => {
@@ -26,22 +30,13 @@ test.after.always(async () => {
 });
 
 /** Runs a shell script as a job and returns the ended job and its output. */
-async function run(script: string, request: Partial<CreateJobReq> = {}, server = strict): Promise<{ job: Job; stdout: string; stderr: string }> {
-  const client = server.client('admin');
-  const { job } = await unary(client, 'createJob', { command: 'sh', args: ['-c', script], ...request });
-  const { stdout, stderr } = await collectStream(client, { id: job!.id, follow: true });
-  const ended = (await unary(client, 'getJob', { id: job!.id })).job!;
-  return { job: ended, stdout: stdout.toString(), stderr: stderr.toString() };
+async function run(script: string, request: PartialRequestOf<'createJob'> = {}, server = strict): Promise<{ job: Job; stdout: string; stderr: string }> {
+  const { job } = await unary(admin(server), 'createJob', { command: 'sh', args: ['-c', script], ...request });
+  const { job: ended, output } = await waitForEnd(admin(server), job!.id);
+  return { job: ended, stdout: output.stdout.toString(), stderr: output.stderr.toString() };
 }
 
 const lines = (text: string): string[] => text.split('\n').filter(Boolean);
-
-async function firstOutput(client: JobServiceClient, id: string): Promise<void> {
-  const follower = client.getJobsStream(GetJobsStreamReq.fromPartial({ id, follow: true }));
-  follower.on('error', () => undefined); // CANCELLED, from our own cancel()
-  await new Promise((resolve) => follower.once('data', resolve));
-  follower.cancel();
-}
 
 test('default: the job sees only its own processes, with job-init as PID 1', async (t) => {
   const { job, stdout } = await run('echo $$; cat /proc/1/comm; ls /proc | grep -E "^[0-9]+$"');
@@ -92,8 +87,8 @@ test("default: the server's key and data are out of sight, even for root", async
   const key = path.join(dir, 'keys', 'server-key.pem');
   fs.mkdirSync(path.dirname(key));
   fs.writeFileSync(key, 'SECRET', { mode: 0o644 });
-  const server = await startTestServer(t, { dataDir: path.join(dir, 'data'), secretFiles: [key], isolation: { default: 'full', allowHostNetwork: false, allowHostNamespaces: false, allowRootJobs: true } });
-  const { stdout, stderr } = await run(`cat ${key}; ls -A ${path.join(dir, 'data')}; ls -A ${dir}`, { isolation: { user: '0', network: 0, rootfs: '' } }, server);
+  const server = await startTestServer(t, { dataDir: path.join(dir, 'data'), secretFiles: [key], isolation: { ...DEFAULT_ISOLATION, allowRootJobs: true } });
+  const { stdout, stderr } = await run(`cat ${key}; ls -A ${path.join(dir, 'data')}; ls -A ${dir}`, { isolation: { user: '0' } }, server);
   t.notRegex(stdout, /SECRET|jobs\.db/);
   t.regex(stderr, /server-key\.pem'?: (No such file|Permission denied)/);
   // The directories are still there, empty: the job sees that something is hidden, not what.
@@ -122,7 +117,7 @@ test('default: the hostname is the start of the job id', async (t) => {
 });
 
 test('default: a stop reaches the job through job-init; whatever ignores it is killed after the grace period', async (t) => {
-  const client = strict.client('admin');
+  const client = admin(strict);
   const graceful = (await unary(client, 'createJob', { command: 'sh', args: ['-c', 'trap "echo stopping; exit 3" TERM; echo ready; while :; do sleep 0.1; done'] })).job!;
   const stubborn = (await unary(client, 'createJob', { command: 'sh', args: ['-c', 'trap "" TERM; sh -c "trap \\"\\" TERM; sleep 1000" & echo ready; wait'] })).job!;
   // The traps are set before anything is stopped.
@@ -153,17 +148,12 @@ test("env and workdir: the job gets the documented variables and its own, never 
   // The shell adds PWD (and busybox's SHLVL); nobody's passwd entry gives HOME, USER and LOGNAME.
   t.deepEqual(
     env.filter((line) => !/^(PWD|SHLVL|_)=/.test(line)),
-    ['EMPTY=', 'GREETING=hello world', `HOME=${homeOfNobody()}`, `JOBWORKER_JOB_ID=${job.id}`, 'LANG=C.UTF-8', 'LOGNAME=nobody', 'PATH=/bin:/usr/bin', 'USER=nobody'],
+    ['EMPTY=', 'GREETING=hello world', `HOME=${resolveUser('nobody').home}`, `JOBWORKER_JOB_ID=${job.id}`, 'LANG=C.UTF-8', 'LOGNAME=nobody', 'PATH=/bin:/usr/bin', 'USER=nobody'],
   );
 });
 
-function homeOfNobody(): string {
-  const entry = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((line) => line.startsWith('nobody:'));
-  return entry?.split(':')[5] ?? '/';
-}
-
 test.serial('workdir: one that does not exist in the job\'s filesystem fails the start, nothing recorded', async (t) => {
-  const client = strict.client('admin');
+  const client = admin(strict);
   const before = (await unary(client, 'getJobs', {})).jobs.length;
   const err = await rejects(unary(client, 'createJob', { command: 'true', workdir: '/nonexistent-workdir' }));
   t.is(err.code, Status.FAILED_PRECONDITION);
@@ -175,7 +165,7 @@ test('allowed: host network, host namespaces and root, when the server allows th
   const { job, stdout } = await run(
     // One link per readlink: busybox's (the v2 VM's) takes one.
     'for ns in net pid mnt; do readlink /proc/self/ns/$ns; done; id -u; grep CapBnd /proc/self/status',
-    { isolation: { network: Network.NETWORK_HOST, pidNamespace: false, mountNamespace: false, user: 'root', rootfs: '' } },
+    { isolation: { network: Network.NETWORK_HOST, pidNamespace: false, mountNamespace: false, user: 'root' } },
     lenient,
   );
   t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
@@ -200,7 +190,7 @@ test('root, where allowed: the host\'s files, /proc/sys, /sys and the cgroups ar
     'touch /tmp/mine && echo tmp-ok',
     'grep CapInh /proc/self/status',
   ].join('; ');
-  const { job, stdout, stderr } = await run(script, { isolation: { user: '0', network: 0, rootfs: '' } }, lenient);
+  const { job, stdout, stderr } = await run(script, { isolation: { user: '0' } }, lenient);
   t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
   t.false(fs.existsSync('/usr/jobworker-isolation-test'));
   t.deepEqual(lines(stdout), ['0', 'tmp-ok', 'CapInh:\t0000000000000000']);
@@ -216,14 +206,14 @@ test('root, where allowed: the host\'s files, /proc/sys, /sys and the cgroups ar
 });
 
 test.serial('not allowed: host network, host namespaces and root are PERMISSION_DENIED, naming the server flag', async (t) => {
-  const client = strict.client('admin');
+  const client = admin(strict);
   const before = (await unary(client, 'getJobs', {})).jobs.length;
-  const cases: [CreateJobReq['isolation'], RegExp][] = [
-    [{ network: Network.NETWORK_HOST, user: '', rootfs: '' }, /--allow-host-network/],
-    [{ pidNamespace: false, network: 0, user: '', rootfs: '' }, /--allow-host-namespaces/],
-    [{ mountNamespace: false, network: 0, user: '', rootfs: '' }, /--allow-host-namespaces/],
-    [{ network: 0, user: '0', rootfs: '' }, /--allow-root-jobs/],
-    [{ network: 0, user: 'nobody:0', rootfs: '' }, /--allow-root-jobs/],
+  const cases: [PartialRequestOf<'createJob'>['isolation'], RegExp][] = [
+    [{ network: Network.NETWORK_HOST }, /--allow-host-network/],
+    [{ pidNamespace: false }, /--allow-host-namespaces/],
+    [{ mountNamespace: false }, /--allow-host-namespaces/],
+    [{ user: '0' }, /--allow-root-jobs/],
+    [{ user: 'nobody:0' }, /--allow-root-jobs/],
   ];
   for (const [isolation, message] of cases) {
     const err = await rejects(unary(client, 'createJob', { command: 'true', isolation }));
@@ -234,28 +224,28 @@ test.serial('not allowed: host network, host namespaces and root are PERMISSION_
 });
 
 test('--allow-users: only the users listed, each with its own group, besides the default user', async (t) => {
-  const server = await startTestServer(t, { isolation: { default: 'full', allowHostNetwork: false, allowHostNamespaces: false, allowRootJobs: false, allowUsers: ['1000-1999'] } });
-  t.is((await run('id -u; id -g', { isolation: { user: '1500', network: 0, rootfs: '' } }, server)).stdout, '1500\n1500\n');
+  const server = await startTestServer(t, { isolation: { ...DEFAULT_ISOLATION, allowUsers: ['1000-1999'] } });
+  t.is((await run('id -u; id -g', { isolation: { user: '1500' } }, server)).stdout, '1500\n1500\n');
   t.is((await run('id -u', {}, server)).stdout, '65534\n');
   for (const user of ['2000', '1500:6']) {
-    const err = await rejects(unary(server.client('admin'), 'createJob', { command: 'true', isolation: { user, network: 0, rootfs: '' } }));
+    const err = await rejects(unary(admin(server), 'createJob', { command: 'true', isolation: { user } }));
     t.is(err.code, Status.PERMISSION_DENIED, user);
     t.regex(err.details, /is not one this server lets jobs run as \(jobworkerd --allow-users\)$/);
   }
 });
 
 test.serial('bad values are INVALID_ARGUMENT before anything starts', async (t) => {
-  const client = strict.client('admin');
+  const client = admin(strict);
   const before = (await unary(client, 'getJobs', {})).jobs.length;
-  const cases: [Partial<CreateJobReq>, string][] = [
-    [{ isolation: { user: 'nosuch-user', network: 0, rootfs: '' } }, 'no user "nosuch-user" in /etc/passwd'],
-    [{ isolation: { user: 'nobody:nosuch-group', network: 0, rootfs: '' } }, 'no group "nosuch-group" in /etc/group'],
-    [{ isolation: { user: 'a:b:c', network: 0, rootfs: '' } }, 'user must be NAME, UID, NAME:GROUP or UID:GID, got "a:b:c"'],
-    [{ isolation: { user: '', network: 0, rootfs: '/nonexistent' } }, 'rootfs /nonexistent: no such directory'],
-    [{ isolation: { user: '', network: 0, rootfs: 'relative' } }, 'rootfs must be an absolute path, got "relative"'],
-    [{ isolation: { user: '', network: 9 as Network, rootfs: '' } }, 'network must be NONE or HOST, got 9'],
-    [{ isolation: { user: '', network: 0, rootfs: '/dev' } }, "rootfs /dev is under /dev, which is the kernel's and the host's own"],
-    [{ isolation: { user: '', network: 0, rootfs: path.join(strict.pki, 'data') } }, `rootfs ${path.join(strict.pki, 'data')} would show the server's own files (${path.join(strict.pki, 'data')})`],
+  const cases: [PartialRequestOf<'createJob'>, string][] = [
+    [{ isolation: { user: 'nosuch-user' } }, 'no user "nosuch-user" in /etc/passwd'],
+    [{ isolation: { user: 'nobody:nosuch-group' } }, 'no group "nosuch-group" in /etc/group'],
+    [{ isolation: { user: 'a:b:c' } }, 'user must be NAME, UID, NAME:GROUP or UID:GID, got "a:b:c"'],
+    [{ isolation: { rootfs: '/nonexistent' } }, 'rootfs /nonexistent: no such directory'],
+    [{ isolation: { rootfs: 'relative' } }, 'rootfs must be an absolute path, got "relative"'],
+    [{ isolation: { network: 9 as Network } }, 'network must be NONE or HOST, got 9'],
+    [{ isolation: { rootfs: '/dev' } }, "rootfs /dev is under /dev, which is the kernel's and the host's own"],
+    [{ isolation: { rootfs: path.join(strict.pki, 'data') } }, `rootfs ${path.join(strict.pki, 'data')} would show the server's own files (${path.join(strict.pki, 'data')})`],
     [{ workdir: 'tmp' }, 'workdir must be an absolute path, got "tmp"'],
     [{ env: ['NOEQUALS'] }, 'env entries must be NAME=value with no NUL, got "NOEQUALS"'],
     [{ env: ['=value'] }, 'env entries must be NAME=value with no NUL, got "=value"'],
@@ -284,7 +274,7 @@ const busybox = '/bin/busybox';
   fs.writeFileSync(path.join(rootfs, 'etc', 'passwd'), 'worker:x:4321:4321:worker:/home/worker:/bin/sh\n');
   const { job, stdout } = await run('ls /; ls /dev; id -u; echo $HOME; cat /proc/1/comm', {
     command: '/bin/sh',
-    isolation: { user: 'worker', network: 0, rootfs },
+    isolation: { user: 'worker', rootfs },
   });
   t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
   const out = lines(stdout);

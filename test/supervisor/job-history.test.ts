@@ -12,7 +12,7 @@ import { GetJobsStreamReq, JobStatus, OutputStream, type DataChunk, type Job, ty
 import { JobHistory, type HistoryProblem, type StoredJob } from '../../src/supervisor/job-history.js';
 import { RESTARTED_WHILE_RUNNING } from '../../src/supervisor/job-store.js';
 import { adminClient, daemonSetup, startDaemon } from '../helpers/daemon.js';
-import { alive, groupsUnder, tmpfs } from '../helpers/host.js';
+import { alive, groupsUnder, scratchDir, tmpfs } from '../helpers/host.js';
 import { collectStream, rejects, startTestServer, unary } from '../helpers/server.js';
 import { repoRoot } from '../helpers/paths.js';
 
@@ -169,8 +169,7 @@ test('a data directory that cannot be created stops the server with the reason',
 });
 
 test('a record that does not parse is reported and left out; the others load', (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-history-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = scratchDir(t, os.tmpdir());
   const job = (id: string): StoredJob => ({
     id,
     command: 'true',
@@ -206,8 +205,7 @@ test('a record that does not parse is reported and left out; the others load', (
 });
 
 test('a job history from before isolation existed opens: its jobs load with none recorded, and new ones keep theirs', (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-history-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = scratchDir(t, os.tmpdir());
   // The schema as the first release wrote it.
   const old = new Database(path.join(dir, 'jobs.db'));
   old.exec(`CREATE TABLE jobs (id TEXT PRIMARY KEY, command TEXT NOT NULL, args TEXT NOT NULL, limits TEXT NOT NULL, owner TEXT NOT NULL,

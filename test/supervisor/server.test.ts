@@ -8,7 +8,7 @@ import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
 import { GetJobsStreamReq, JobStatus, OutputStream, type DataChunk, type Job, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import { alive, groupsUnder, waitUntil } from '../helpers/host.js';
-import { collectStream, rejects, HOST_VIEW, startTestServer, unary, type TestServer } from '../helpers/server.js';
+import { collectStream, firstOutput as firstOutputOf, rejects, HOST_VIEW, startTestServer, unary, type TestServer } from '../helpers/server.js';
 
 let ts: TestServer;
 
@@ -39,12 +39,7 @@ async function waitForEnd(id: string): Promise<{ job: Job; stdout: Buffer; stder
 }
 
 /** Resolves once the job has written something, without holding a stream open. */
-async function firstOutput(id: string): Promise<void> {
-  const follower = ts.client('admin').getJobsStream(GetJobsStreamReq.fromPartial({ id, follow: true }));
-  follower.on('error', () => undefined); // CANCELLED, from our own cancel()
-  await new Promise((resolve) => follower.once('data', resolve));
-  follower.cancel();
-}
+const firstOutput = (id: string): Promise<void> => firstOutputOf(ts.client('admin'), id);
 
 
 test.serial('lifecycle: a job runs, its output streams, and it ends COMPLETED with exit code 0', async (t) => {
