@@ -111,7 +111,7 @@ function checkAllowed(user: JobUser, spec: string, policy: IsolationPolicy): voi
   }
 }
 
-function checkPath(value: string, what: string): void {
+export function checkAbsolutePath(value: string, what: string): void {
   if (!value.startsWith('/')) throw Errors.invalidArgument(`${what} must be an absolute path, got ${JSON.stringify(value)}`);
   if (value.includes('\0') || Buffer.byteLength(value) > MAX_PATH_BYTES) {
     throw Errors.invalidArgument(`${what} must be a path of at most ${MAX_PATH_BYTES} bytes with no NUL`);
@@ -130,7 +130,7 @@ const within = (inner: string, outer: string): boolean => inner === outer || inn
  * every job's output).
  */
 function resolveRootfs(rootfs: string, hidden: readonly string[]): string {
-  checkPath(rootfs, 'rootfs');
+  checkAbsolutePath(rootfs, 'rootfs');
   let real: string;
   try {
     real = fs.realpathSync(rootfs);
@@ -163,7 +163,7 @@ export interface ResolvedIsolation {
 }
 
 /** Fills in the defaults and refuses what the policy does not allow: INVALID_ARGUMENT or PERMISSION_DENIED. */
-export function resolveIsolation(requested: Isolation | undefined, workdir: string, policy: IsolationPolicy): ResolvedIsolation {
+export function resolveIsolation(requested: Isolation | undefined, policy: IsolationPolicy): ResolvedIsolation {
   const full = policy.default === 'full';
   const pidNamespace = requested?.pidNamespace ?? full;
   const mountNamespace = requested?.mountNamespace ?? full;
@@ -181,14 +181,13 @@ export function resolveIsolation(requested: Isolation | undefined, workdir: stri
   }
   const rootfs = requested?.rootfs ? resolveRootfs(requested.rootfs, policy.hidden) : null;
   if (rootfs && !mountNamespace) throw Errors.invalidArgument('rootfs needs the mount namespace');
-  if (workdir !== '') checkPath(workdir, 'workdir');
   const user = requested?.user ? lookUp(requested.user, rootfs ?? '/') : policy.defaultUser;
   if (isRoot(user) && !policy.allowRootJobs) {
     throw Errors.permissionDenied(`running as root (uid or gid 0) is not allowed on this server (jobworkerd --allow-root-jobs): user ${JSON.stringify(requested?.user ?? '')}`);
   }
   if (requested?.user) checkAllowed(user, requested.user, policy);
   return {
-    isolation: { pidNamespace, mountNamespace, network: hostNetwork ? 'host' : 'none', uid: user.uid, gid: user.gid, rootfs, workdir: workdir || '/' },
+    isolation: { pidNamespace, mountNamespace, network: hostNetwork ? 'host' : 'none', uid: user.uid, gid: user.gid, rootfs },
     user,
   };
 }

@@ -1,8 +1,9 @@
-// A job's environment: a few documented variables plus what its request
-// adds, never the server's own (its variables may hold secrets and paths of
-// the server's, not the job's).
+// What a job starts with: its environment, a few documented variables plus
+// what its request adds, never the server's own (its variables may hold
+// secrets and paths of the server's, not the job's); and its working directory.
 import { ENV_ENTRY } from '../common/env-entry.js';
 import { Errors } from './errors.js';
+import { checkAbsolutePath } from './isolation.js';
 import type { JobUser } from './job-user.js';
 
 const JOB_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -42,4 +43,11 @@ export function jobEnvironment(user: JobUser, requested: RequestedEnv): Record<s
   }
   for (const [name, value] of requested.entries) vars.set(name, value);
   return Object.fromEntries(vars);
+}
+
+/** The request's workdir, checked (INVALID_ARGUMENT); / when it names none. */
+export function resolveWorkdir(workdir: string): string {
+  if (workdir === '') return '/';
+  checkAbsolutePath(workdir, 'workdir');
+  return workdir;
 }

@@ -35,12 +35,16 @@ CREATE TABLE IF NOT EXISTS jobs (
   message TEXT NOT NULL,
   usage TEXT,
   output_bytes INTEGER NOT NULL,
-  isolation TEXT
+  isolation TEXT,
+  workdir TEXT
 ) STRICT;
 `;
 
 /** Columns added since the first schema, for databases made before them (NULL in their rows). */
-const ADDED_COLUMNS = [{ name: 'isolation', type: 'TEXT' }] as const;
+const ADDED_COLUMNS = [
+  { name: 'isolation', type: 'TEXT' },
+  { name: 'workdir', type: 'TEXT' },
+] as const;
 
 const STATES: readonly JobState[] = ['RUNNING', 'COMPLETED', 'FAILED', 'STOPPED'];
 
@@ -62,6 +66,7 @@ interface Row {
   usage: string | null;
   output_bytes: number;
   isolation: string | null;
+  workdir: string | null;
 }
 
 export class HistoryError extends Error {
@@ -80,9 +85,9 @@ export class JobHistory {
     this.#db = db;
     this.#put = db.prepare(`
       INSERT INTO jobs (id, command, args, limits, owner, pid, cgroup, started_at, state, ended_at,
-                        exit_code, signal, oom_killed, message, usage, output_bytes, isolation)
+                        exit_code, signal, oom_killed, message, usage, output_bytes, isolation, workdir)
       VALUES (@id, @command, @args, @limits, @owner, @pid, @cgroup, @started_at, @state, @ended_at,
-              @exit_code, @signal, @oom_killed, @message, @usage, @output_bytes, @isolation)
+              @exit_code, @signal, @oom_killed, @message, @usage, @output_bytes, @isolation, @workdir)
       ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at, exit_code = excluded.exit_code,
         signal = excluded.signal, oom_killed = excluded.oom_killed, message = excluded.message, usage = excluded.usage,
         output_bytes = excluded.output_bytes`);
@@ -158,6 +163,7 @@ export class JobHistory {
       usage: job.usage ? JSON.stringify(job.usage) : null,
       output_bytes: job.outputBytes,
       isolation: job.isolation ? JSON.stringify(job.isolation) : null,
+      workdir: job.workdir,
     });
   }
 
@@ -205,5 +211,6 @@ function parse(row: Row): StoredJob {
     usage: row.usage === null ? null : (JSON.parse(row.usage) as ResourceUsage),
     outputBytes: row.output_bytes,
     isolation: row.isolation === null ? null : (JSON.parse(row.isolation) as JobIsolation),
+    workdir: row.workdir,
   };
 }

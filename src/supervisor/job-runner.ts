@@ -61,6 +61,7 @@ export interface StartRequest {
   args: string[];
   limits: JobLimits;
   isolation: JobIsolation;
+  workdir: string;
   /** The job's environment (job-environment.ts) but for JOBWORKER_JOB_ID, which only the runner knows. */
   env: Record<string, string>;
   owner: string;
@@ -138,6 +139,7 @@ export class JobRunner {
       args: request.args,
       limits: request.limits,
       isolation: request.isolation,
+      workdir: request.workdir,
       hide: this.#options.hide,
       cgroup: this.#cgroup,
       jobInitPath: this.#options.jobInitPath,
@@ -203,6 +205,7 @@ export class JobRunner {
       args: request.args,
       limits: request.limits,
       isolation: request.isolation,
+      workdir: request.workdir,
       owner: request.owner,
       pid: first.pid,
       cgroup: first.cgroup,

@@ -19,7 +19,7 @@ import { StreamId, type JobIsolation } from '../workers/protocol.js';
 import type { Caller } from './authz.js';
 import { Errors } from './errors.js';
 import { resolveIsolation, type IsolationPolicy } from './isolation.js';
-import { jobEnvironment, parseEnv } from './job-environment.js';
+import { jobEnvironment, parseEnv, resolveWorkdir } from './job-environment.js';
 import type { JobRunner } from './job-runner.js';
 import type { JobRecord, JobState, JobStore } from './job-store.js';
 import { resolveLimits, type HostCapacity } from './limits.js';
@@ -53,9 +53,10 @@ export class JobService {
     const requestedEnv = parseEnv(request.env);
     validateCommand(request.command, request.args, requestedEnv.bytes);
     const limits = resolveLimits(request.limits, this.options.host);
-    const { isolation, user } = resolveIsolation(request.isolation, request.workdir, this.options.isolation);
+    const workdir = resolveWorkdir(request.workdir);
+    const { isolation, user } = resolveIsolation(request.isolation, this.options.isolation);
     const env = jobEnvironment(user, requestedEnv);
-    const record = await this.options.runner.start({ command: request.command, args: request.args, limits, isolation, env, owner: caller.cn });
+    const record = await this.options.runner.start({ command: request.command, args: request.args, limits, isolation, workdir, env, owner: caller.cn });
     return toJob(record);
   }
 
@@ -267,7 +268,7 @@ export function toJob(record: JobRecord): Job {
     outputProblem: record.log.problem,
     usage: record.usage ? { ...record.usage, sampledAt: new Date(record.usage.sampledAt) } : undefined,
     isolation: record.isolation ? isolationOf(record.isolation) : undefined,
-    workdir: record.isolation?.workdir ?? '',
+    workdir: record.workdir ?? '',
   };
 }
 

@@ -15,6 +15,8 @@ export interface JobRecord {
   readonly limits: JobLimits;
   /** null for jobs recorded before isolation existed. */
   readonly isolation: JobIsolation | null;
+  /** null for jobs recorded before it could be chosen (they ran in /). */
+  readonly workdir: string | null;
   readonly owner: string;
   readonly pid: number;
   readonly cgroup: string;
@@ -180,6 +182,7 @@ function stored(record: JobRecord): StoredJob {
     args: [...record.args],
     limits: record.limits,
     isolation: record.isolation,
+    workdir: record.workdir,
     owner: record.owner,
     pid: record.pid,
     cgroup: record.cgroup,

@@ -244,7 +244,7 @@ function jobInitOptions(task: RunJobTask, cgroup: JobCgroup): string[] {
     options.push('--tmp-size', String(task.limits.memoryBytes), ...task.hide.flatMap((hidden) => ['--hide', hidden]));
     if (isolation.rootfs !== null) options.push('--rootfs', isolation.rootfs);
   }
-  options.push('--user', `${isolation.uid}:${isolation.gid}`, '--workdir', isolation.workdir);
+  options.push('--user', `${isolation.uid}:${isolation.gid}`, '--workdir', task.workdir);
   return options;
 }
 

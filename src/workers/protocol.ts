@@ -46,7 +46,6 @@ export interface JobIsolation {
   gid: number;
   /** A directory to pivot_root into (needs the mount namespace). */
   rootfs: string | null;
-  workdir: string;
 }
 
 /** Argument of the `runJob` task: one task supervises one job until it ends. */
@@ -56,6 +55,8 @@ export interface RunJobTask {
   args: string[];
   limits: JobLimits;
   isolation: JobIsolation;
+  /** Where the command starts, in the job's filesystem. */
+  workdir: string;
   /** Paths a job with a mount namespace must not see (the server's data and key). */
   hide: string[];
   cgroup: CgroupConfig;

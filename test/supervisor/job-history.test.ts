@@ -176,6 +176,7 @@ test('a record that does not parse is reported and left out; the others load', (
     args: ['a', 'b'],
     limits: { cpuPercent: 100, memoryBytes: 2 ** 20, ioBps: 0, pids: 64 },
     isolation: null,
+    workdir: null,
     owner: 'admin',
     pid: 42,
     cgroup: `/jobworker/${id}`,
@@ -220,9 +221,16 @@ test('a job history from before isolation existed opens: its jobs load with none
   const [before] = history.load([]);
   t.is(before?.id, 'before');
   t.is(before?.isolation, null);
-  const isolation = { pidNamespace: true, mountNamespace: true, network: 'none' as const, uid: 65534, gid: 65534, rootfs: null, workdir: '/' };
-  history.put({ ...before!, id: 'after', isolation });
-  t.deepEqual(history.load([]).map((job) => job.isolation), [null, isolation]);
+  t.is(before?.workdir, null);
+  const isolation = { pidNamespace: true, mountNamespace: true, network: 'none' as const, uid: 65534, gid: 65534, rootfs: null };
+  history.put({ ...before!, id: 'after', isolation, workdir: '/srv' });
+  t.deepEqual(
+    history.load([]).map((job) => [job.isolation, job.workdir]),
+    [
+      [null, null],
+      [isolation, '/srv'],
+    ],
+  );
 });
 
 test.serial('with the data directory full, CreateJob is refused with RESOURCE_EXHAUSTED and the job it started is stopped', async (t) => {
