@@ -14,7 +14,8 @@ import { commandLine, shellQuote } from '../../cli/format.js';
 import { exitCodeOf } from '../../cli/run.js';
 import { GetJobsStreamReq, Job, JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
 import { jobctlPath } from '../helpers/paths.js';
-import { HOST_VIEW, startTestServer, unary, waitForEnd, type Role, type TestServer } from '../helpers/server.js';
+import { DEFAULT_ISOLATION } from '../../src/supervisor/isolation.js';
+import { startTestServer, unary, waitForEnd, type PartialRequestOf, type Role, type TestServer } from '../helpers/server.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MISSING_ID = '123e4567-e89b-12d3-a456-426614174000';
@@ -23,8 +24,8 @@ const MISSING_ID = '123e4567-e89b-12d3-a456-426614174000';
 // side by side.
 let server: TestServer;
 test.before(async () => {
-  // Its jobs read and write the test's files.
-  server = await startTestServer(undefined, { isolation: HOST_VIEW });
+  // The defaults, and what the two tests whose jobs share the test's files ask for (HOST_JOB).
+  server = await startTestServer(undefined, { isolation: { ...DEFAULT_ISOLATION, allowHostNamespaces: true, allowRootJobs: true } });
 });
 test.after.always(async () => {
   await server?.stop();
@@ -63,7 +64,14 @@ async function tempDir(t: ExecutionContext): Promise<string> {
 
 /** Starts a job through the API (not jobctl) for the tests of the other commands. */
 async function createJob(command: string, ...args: string[]): Promise<Job> {
-  const { job } = await unary(server.client(), 'createJob', { command, args, limits: undefined });
+  return startJob({ command, args });
+}
+
+/** A job that sees the test's files in /tmp: root, in the host's mount and PID namespaces. */
+const HOST_JOB = { pidNamespace: false, mountNamespace: false, user: 'root' };
+
+async function startJob(request: PartialRequestOf<'createJob'>): Promise<Job> {
+  const { job } = await unary(server.client(), 'createJob', request);
   if (!job) throw new TypeError('CreateJob answered without a job');
   return job;
 }
@@ -259,13 +267,11 @@ test('stream: binary stdout and text stderr come out byte for byte on their own 
   const expected = path.join(dir, 'expected.bin');
   // 1 MiB of random bytes, also kept in a file to compare with; stderr text
   // written before, in the middle of, and after the binary.
-  const job = await createJob(
-    'sh',
-    '-c',
-    'echo first >&2; head -c 524288 /dev/urandom > "$1.a"; head -c 524288 /dev/urandom > "$1.b"; cat "$1.a"; echo middle >&2; cat "$1.b"; echo last >&2; cat "$1.a" "$1.b" > "$1"',
-    'sh',
-    expected,
-  );
+  const job = await startJob({
+    command: 'sh',
+    args: ['-c', 'echo first >&2; head -c 524288 /dev/urandom > "$1.a"; head -c 524288 /dev/urandom > "$1.b"; cat "$1.a"; echo middle >&2; cat "$1.b"; echo last >&2; cat "$1.a" "$1.b" > "$1"', 'sh', expected],
+    isolation: HOST_JOB,
+  });
   await waitForEnd(server.client(), job.id);
   const result = await jobctlBinary(['stream', job.id]);
   t.is(result.exitCode, 0, Buffer.from(result.stderr).toString());
@@ -280,7 +286,7 @@ test('stream --follow: goes on until the job has ended and every byte is out', a
   const fifo = path.join(dir, 'gate');
   await execa('mkfifo', [fifo]);
   // The job prints "ready", then blocks reading the fifo until the test writes to it.
-  const job = await createJob('sh', '-c', 'echo ready; cat "$1"; echo done', 'sh', fifo);
+  const job = await startJob({ command: 'sh', args: ['-c', 'echo ready; cat "$1"; echo done', 'sh', fifo], isolation: HOST_JOB });
   const follower = execa('node', [jobctlPath, 'stream', '--follow', job.id], { env: server.env(), reject: false, stripFinalNewline: false, timeout: 60_000 });
   // Handshake: jobctl has printed what the job wrote so far, and is still following.
   const [first] = (await once(follower.stdout, 'data')) as [Buffer];
@@ -349,8 +355,7 @@ test('create: --user, --env, --workdir, --network and --pid-ns reach the job, an
   const output = await jobctl(['stream', '--follow', id]);
   t.is(output.stdout, '65534\nhi there\n/usr\nlo\n2\n');
   const detail = await jobctl(['get', id]);
-  // The server's default (none) keeps the host's mount namespace.
-  t.regex(detail.stdout, /^isolation: +user 65534:65534, network none, pid namespace$/m);
+  t.regex(detail.stdout, /^isolation: +user 65534:65534, network none, pid and mount namespaces$/m);
   t.regex(detail.stdout, /^workdir: +\/usr$/m);
 });
 
