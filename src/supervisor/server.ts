@@ -20,6 +20,7 @@ import { thisHost, type HostCapacity } from './limits.js';
 import { DenyList } from './deny-list.js';
 import { DEFAULT_ISOLATION, hiddenPaths, makePolicy, type IsolationConfig } from './isolation.js';
 import { RpcBoundary } from './rpc-boundary.js';
+import { addStandardServices } from './standard-services.js';
 
 const CALL_DRAIN_TIMEOUT_MS = 5_000;
 export const MAX_STREAMS_PER_CONNECTION = 128;
@@ -196,6 +197,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ...JobServiceService,
     getJobsStream: { ...JobServiceService.getJobsStream, responseSerialize: encodeDataChunk },
   };
+  const health = addStandardServices(server);
   server.addService(definition, {
     createJob: boundary.unary('CreateJob', async (caller, req) => ({ job: await service.createJob(caller, req) })),
     getJob: boundary.unary('GetJob', async (_caller, req) => ({ job: await service.getJob(req) })),
@@ -225,11 +227,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     logger.warn('--cgroup-delegated applies to cgroup v2 only: under v1, job groups go under each hierarchy\'s root');
   }
   if (cgroup.movedTo) logger.info({ cgroup: `/${cgroup.movedTo}` }, 'moved the server into a leaf of its delegated cgroup');
+  // The pool and the cgroup driver are ready (prepare() ran), the port is bound.
+  health.serving();
   logger.info({ listen: options.listen, port, cgroupDriver: cgroup.driver, cgroupParent: `/${cgroup.parent}`, controllers: cgroup.controllers }, 'jobworkerd listening');
 
   let closing: Promise<void> | undefined;
   const shutdown = (): Promise<void> =>
     (closing ??= (async () => {
+      // Probes watching the server hear it first (a Watch stream in flight gets the change).
+      health.notServing();
       // Refuse new calls at once; calls in flight (streams following jobs)
       // end when their jobs do, which runner.close() brings about.
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
