@@ -47,7 +47,8 @@ copy_with_libs /usr/bin/openssl
 cp /usr/lib/ssl/openssl.cnf "$root/usr/lib/ssl/" 2>/dev/null || true
 cp test/cgroup2/init "$root/init"
 chmod +x "$root/init"
-cp -a dist package.json bin "$root/app/"
+# proto/: reflection describes the API from the .proto files at run time.
+cp -a dist package.json bin proto "$root/app/"
 cp build/job-init "$root/app/build/"
 # node_modules without what only builds need (buf alone is ~90 MB; better-sqlite3's sources and
 # objects ~25 MB: the tests load its compiled addon alone).
