@@ -110,7 +110,8 @@ export class JobService {
    */
   async streamOutput(call: ServerWritableStream<GetJobsStreamReq, DataChunk>): Promise<void> {
     const { id, follow, since, tailLines, timestamps } = call.request;
-    const { log } = this.#find(id);
+    const record = this.#find(id);
+    const { log } = record;
     const end = follow ? Number.POSITIVE_INFINITY : log.length;
     const gone = new AbortController();
     const onCancel = (): void => gone.abort();
@@ -142,6 +143,9 @@ export class JobService {
         if (log.closed) break;
         await log.waitFor(cursor.offset, gone.signal);
       }
+      // The log closes before the job's end is recorded (that waits for the
+      // disk): a follower told of the end must find it in GetJob.
+      if (follow) await record.ended;
     } catch (err) {
       // The client went away: nothing to send, nothing to report.
       if (gone.signal.aborted) return;
