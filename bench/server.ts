@@ -7,7 +7,7 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import { writeDevPki } from '../certs/pki.js';
-import { connect } from '../cli/connect.js';
+import { connect } from '../src/client/channel.js';
 import type { JobServiceClient } from '../src/gen/jobworker/v1/jobworker.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');

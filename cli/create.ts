@@ -1,9 +1,8 @@
 // jobctl create: start a job and print its id.
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
-import { Network, type CreateJobReq, type Job } from '../src/gen/jobworker/v1/jobworker.js';
-import type { Session } from './connect.js';
-import { requireJob } from './errors.js';
+import { Network, type CreateJobReq } from '../src/gen/jobworker/v1/jobworker.js';
+import type { JobworkerClient } from '../src/client/client.js';
 import { jobJson, toJsonLine } from './format.js';
 import { isCpuPercent, isEnvEntries, isIoBps, isMemoryMb, isPids, JobctlCommand } from './options.js';
 
@@ -70,9 +69,6 @@ export abstract class StartCommand extends JobctlCommand {
     };
   }
 
-  protected async createJob(session: Session): Promise<Job> {
-    return requireJob('CreateJob', (await session.unary('createJob', this.createRequest())).job);
-  }
 }
 
 export class CreateCommand extends StartCommand {
@@ -96,8 +92,8 @@ export class CreateCommand extends StartCommand {
     ],
   });
 
-  protected override async run(session: Session): Promise<number> {
-    const job = await this.createJob(session);
+  protected override async run(client: JobworkerClient): Promise<number> {
+    const job = await client.create(this.createRequest());
     this.context.stdout.write(this.json ? toJsonLine(jobJson(job)) : `${job.id}\n`);
     return 0;
   }

@@ -1,7 +1,6 @@
 // jobctl get: one job in detail.
 import { Command, Option } from 'clipanion';
-import type { Session } from './connect.js';
-import { requireJob } from './errors.js';
+import type { JobworkerClient } from '../src/client/client.js';
 import { jobDetail, jobJson, toJsonLine } from './format.js';
 import { JobctlCommand } from './options.js';
 
@@ -17,8 +16,8 @@ export class GetCommand extends JobctlCommand {
 
   id = Option.String({ name: 'id' });
 
-  protected override async run(session: Session): Promise<number> {
-    const job = requireJob('GetJob', (await session.unary('getJob', { id: this.id })).job);
+  protected override async run(client: JobworkerClient): Promise<number> {
+    const job = await client.get(this.id);
     this.context.stdout.write(this.json ? toJsonLine(jobJson(job)) : jobDetail(job));
     return 0;
   }

@@ -6,7 +6,7 @@ import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { ENV_ENTRY } from '../src/common/env-entry.js';
 import { parseDuration } from '../src/common/units.js';
-import { connect, Session } from './connect.js';
+import { connect, type JobworkerClient } from '../src/client/client.js';
 import { describeError } from './errors.js';
 
 export const DEFAULT_SERVER = '127.0.0.1:50051';
@@ -130,19 +130,19 @@ export abstract class JobctlCommand extends Command {
   json = Option.Boolean('--json', false, { description: 'Print JSON instead of text' });
 
   /** The command's work; returns the exit code. Errors it throws are reported by execute(). */
-  protected abstract run(session: Session): Promise<number>;
+  protected abstract run(client: JobworkerClient): Promise<number>;
 
   override async execute(): Promise<number> {
-    let session: Session | undefined;
+    let client: JobworkerClient | undefined;
     try {
-      session = new Session(connect({ server: this.server, ca: this.ca, cert: this.cert, key: this.key }), this.server);
-      return await this.run(session);
+      client = connect({ server: this.server, ca: this.ca, cert: this.cert, key: this.key });
+      return await this.run(client);
     } catch (err) {
-      const { message, exitCode } = describeError(err, this.server);
+      const { message, exitCode } = describeError(err);
       if (message !== undefined) this.context.stderr.write(`jobctl: ${message}\n`);
       return exitCode;
     } finally {
-      session?.close();
+      client?.close();
     }
   }
 }

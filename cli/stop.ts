@@ -1,7 +1,6 @@
 // jobctl stop: stop a job and wait until it has ended.
 import { Command, Option } from 'clipanion';
-import type { Session } from './connect.js';
-import { requireJob } from './errors.js';
+import type { JobworkerClient } from '../src/client/client.js';
 import { jobJson, statusLine, toJsonLine } from './format.js';
 import { isGraceMs, JobctlCommand } from './options.js';
 
@@ -24,8 +23,8 @@ export class StopCommand extends JobctlCommand {
   });
   id = Option.String({ name: 'id' });
 
-  protected override async run(session: Session): Promise<number> {
-    const job = requireJob('StopJob', (await session.unary('stopJob', { id: this.id, graceMs: this.grace })).job);
+  protected override async run(client: JobworkerClient): Promise<number> {
+    const job = await client.stop(this.id, { graceMs: this.grace });
     this.context.stdout.write(this.json ? toJsonLine(jobJson(job)) : `${statusLine(job)}\n`);
     return 0;
   }

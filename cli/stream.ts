@@ -3,8 +3,8 @@
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { Command, Option } from 'clipanion';
-import { OutputStream, type DataChunk, type GetJobsStreamReq } from '../src/gen/jobworker/v1/jobworker.js';
-import type { Session } from './connect.js';
+import { OutputStream, type DataChunk } from '../src/gen/jobworker/v1/jobworker.js';
+import type { JobworkerClient, StreamOptions } from '../src/client/client.js';
 import { OutputClosedError } from './errors.js';
 import { chunkJsonLine } from './format.js';
 import { JobctlCommand, isLineCount, isSince } from './options.js';
@@ -67,17 +67,17 @@ class LineStamper {
   }
 }
 
-/** Copies a job's output until the server ends the stream (with follow: once the job has ended and every byte is out). */
-export async function copyOutput(session: Session, request: Partial<GetJobsStreamReq>, outputs: Outputs, json: boolean): Promise<void> {
+/** Writes each chunk of a job's output where it belongs (or as a JSON line), holding the stream back while the output is slow. */
+export function outputWriter(outputs: Outputs, json: boolean, timestamps: boolean): (chunk: DataChunk) => Promise<void> {
   const stdout = new Sink(outputs.stdout);
   const stderr = new Sink(outputs.stderr);
-  const stampers = request.timestamps ? { stdout: new LineStamper(), stderr: new LineStamper() } : undefined;
-  await session.stream(request, (chunk) => {
+  const stampers = timestamps ? { stdout: new LineStamper(), stderr: new LineStamper() } : undefined;
+  return (chunk) => {
     if (json) return stdout.write(chunkJsonLine(chunk));
     const toStderr = chunk.stream === OutputStream.OUTPUT_STREAM_STDERR;
     const data = stampers ? stampers[toStderr ? 'stderr' : 'stdout'].stamp(chunk) : chunk.data;
     return (toStderr ? stderr : stdout).write(data);
-  });
+  };
 }
 
 export class StreamCommand extends JobctlCommand {
@@ -105,9 +105,10 @@ export class StreamCommand extends JobctlCommand {
   timestamps = Option.Boolean('-t,--timestamps', false, { description: 'Put the time each line arrived before it' });
   id = Option.String({ name: 'id' });
 
-  protected override async run(session: Session): Promise<number> {
-    const request = { id: this.id, follow: this.follow, since: this.since, tailLines: this.tail, timestamps: this.timestamps };
-    await copyOutput(session, request, this.context, this.json);
+  protected override async run(client: JobworkerClient): Promise<number> {
+    const options: StreamOptions = { follow: this.follow, since: this.since, tailLines: this.tail, timestamps: this.timestamps };
+    const write = outputWriter(this.context, this.json, this.timestamps);
+    for await (const chunk of client.stream(this.id, options)) await write(chunk);
     return 0;
   }
 }

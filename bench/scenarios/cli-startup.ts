@@ -3,7 +3,7 @@
 // the modules tsc wrote (what bin/jobctl.js ran before the bundle).
 import path from 'node:path';
 import { execa } from 'execa';
-import { unary } from '../../cli/connect.js';
+import { unary } from '../../src/client/channel.js';
 import { row, type Row } from '../report.js';
 import { REPO, type BenchServer } from '../server.js';
 import { median, spread } from '../stats.js';

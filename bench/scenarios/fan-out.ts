@@ -1,7 +1,7 @@
 // 4. 100 followers of one job writing 100 MB: every one gets identical bytes
 // (sha256), how long until the last has all of it, and the server's peak memory.
 import { createHash } from 'node:crypto';
-import { unary } from '../../cli/connect.js';
+import { unary } from '../../src/client/channel.js';
 import { GetJobsStreamReq, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { row, type Row } from '../report.js';
 import type { BenchServer } from '../server.js';

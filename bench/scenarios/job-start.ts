@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { unary } from '../../cli/connect.js';
+import { unary } from '../../src/client/channel.js';
 import { Network, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import { driverFor } from '../../src/workers/cgroup/select.js';
 import type { CgroupDriverName } from '../../src/workers/protocol.js';

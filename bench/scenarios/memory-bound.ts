@@ -4,7 +4,7 @@
 // bursts, and its V8 heaps and malloc arenas stay at their high-water mark
 // (~210 MB idle after a full run), which says nothing about output.
 import { status } from '@grpc/grpc-js';
-import { unary } from '../../cli/connect.js';
+import { unary } from '../../src/client/channel.js';
 import { GetJobsStreamReq, type DataChunk, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { row, type Row } from '../report.js';
 import { startBenchServer, type BenchServer } from '../server.js';

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { execa } from 'execa';
-import { unary } from '../../cli/connect.js';
+import { unary } from '../../src/client/channel.js';
 import { row, type Row } from '../report.js';
 import { REPO, type BenchServer } from '../server.js';
 

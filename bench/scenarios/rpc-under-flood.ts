@@ -2,7 +2,7 @@
 // then with one follower each, against the same server idle.
 import path from 'node:path';
 import { execa } from 'execa';
-import { unary } from '../../cli/connect.js';
+import { unary } from '../../src/client/channel.js';
 import type { JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { row, type Row } from '../report.js';
 import { REPO, startBenchServer, type BenchServer } from '../server.js';

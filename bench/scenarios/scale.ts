@@ -1,7 +1,7 @@
 // 5. Many running jobs at once: creation time, server memory per running
 // job, GetJobs over all of them, and stopping them all.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { unary } from '../../cli/connect.js';
+import { unary } from '../../src/client/channel.js';
 import type { Limits } from '../../src/gen/jobworker/v1/jobworker.js';
 import { row, type Row } from '../report.js';
 import type { BenchServer } from '../server.js';

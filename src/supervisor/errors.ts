@@ -1,7 +1,8 @@
 // Every error the server reports to a client, with a stable code, and the
 // one mapping from those codes to gRPC statuses. Anything else that reaches
 // the RPC boundary is a bug: it is logged and the client sees only INTERNAL.
-import { status as Status } from '@grpc/grpc-js';
+import { Metadata, status as Status } from '@grpc/grpc-js';
+import { ERROR_CODE_TRAILER } from '../client/errors.js';
 import type { StartFailureCode } from '../workers/protocol.js';
 
 export const ErrorCodes = {
@@ -54,10 +55,19 @@ export const Errors = {
 export interface StatusObject {
   code: Status;
   details: string;
+  metadata?: Metadata;
 }
 
-/** The RPC boundary: known errors keep their status and message; anything else becomes INTERNAL. */
+/**
+ * The RPC boundary: known errors keep their status and message, and their
+ * code goes along in a trailer (the client library's ServerError.code);
+ * anything else becomes INTERNAL.
+ */
 export function toStatus(err: unknown): { status: StatusObject; unexpected: boolean } {
-  if (err instanceof JobworkerError) return { status: { code: err.grpcStatus, details: err.message }, unexpected: false };
+  if (err instanceof JobworkerError) {
+    const metadata = new Metadata();
+    metadata.set(ERROR_CODE_TRAILER, err.code);
+    return { status: { code: err.grpcStatus, details: err.message, metadata }, unexpected: false };
+  }
   return { status: { code: Status.INTERNAL, details: 'internal error (see the server log)' }, unexpected: true };
 }

@@ -8,10 +8,7 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { execa, type Options } from 'execa';
 import { issueCert, writeDevPki } from '../../certs/pki.js';
-import { connect, ConnectTimeoutError, Session } from '../../cli/connect.js';
-import { connectionFailure } from '../../cli/errors.js';
 import { commandLine, shellQuote } from '../../cli/format.js';
-import { exitCodeOf } from '../../cli/run.js';
 import { GetJobsStreamReq, Job, JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
 import { jobctlPath } from '../helpers/paths.js';
 import { DEFAULT_ISOLATION } from '../../src/supervisor/isolation.js';
@@ -388,16 +385,6 @@ test('run: SIGINT stops the job, then jobctl exits like the job did', async (t) 
   t.is(job.signal, 'SIGTERM');
 });
 
-test('run: exit codes follow shell conventions', (t) => {
-  const job = (fields: Partial<Job>): Job => Job.fromPartial({ id: MISSING_ID, command: 'x', status: JobStatus.JOB_STATUS_FAILED, pid: 1, ...fields });
-  t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_COMPLETED, exitCode: 0 })), 0);
-  t.is(exitCodeOf(job({ exitCode: 3 })), 3);
-  t.is(exitCodeOf(job({ signal: 'SIGKILL' })), 137);
-  t.is(exitCodeOf(job({})), 1);
-  t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_STOPPED, signal: 'SIGKILL' })), 137);
-  t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_STOPPED, exitCode: 0 })), 143);
-});
-
 // ---------------------------------------------------------------------------
 // Errors
 
@@ -464,29 +451,6 @@ test.serial('TLS: a server certificate that does not name the address dialled fa
   const result = await jobctl(['list']);
   t.is(result.exitCode, 69);
   t.regex(result.stderr, /^jobctl: cannot reach server 127\.0\.0\.1:\d+: TLS handshake failed \(the server's certificate is not for this address: IP: 127\.0\.0\.1 is not in the cert's list\)\n$/);
-});
-
-test('connect timeout: a server that never answers the handshake fails after the deadline', async (t) => {
-  // Accepts TCP connections and says nothing: the TLS handshake hangs.
-  const silent = net.createServer(() => {}).listen(0, '127.0.0.1');
-  await once(silent, 'listening');
-  t.teardown(() => new Promise<void>((resolve) => silent.close(() => resolve())));
-  const address = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
-  const env = server.env();
-  const session = new Session(connect({ server: address, ca: env.JOBWORKER_CA!, cert: env.JOBWORKER_CERT!, key: env.JOBWORKER_KEY! }), address, 300);
-  t.teardown(() => session.close());
-  const error = await t.throwsAsync(session.unary('getJobs', {}), { instanceOf: ConnectTimeoutError });
-  t.is(error?.message, `cannot reach server ${address}: timed out after 0.3 s`);
-});
-
-test('grpc-js connection errors become short reasons', (t) => {
-  t.is(connectionFailure('No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: '), 'connection refused');
-  t.is(
-    connectionFailure('No connection established. Last error: Error: self-signed certificate in certificate chain. Resolution note: '),
-    'TLS handshake failed (self-signed certificate in certificate chain)',
-  );
-  t.regex(connectionFailure('No connection established. Last error: read ECONNRESET (2026-01-01T00:00:00.000Z). Resolution note: ')!, /^TLS handshake failed/);
-  t.is(connectionFailure('the server is shutting down'), undefined);
 });
 
 // ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
-import { connect } from '../../cli/connect.js';
+import { connect } from '../../src/client/channel.js';
 import { removeParentTree } from './host.js';
 import { HOST_VIEW_FLAGS } from './server.js';
 import { repoRoot } from './paths.js';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { ServiceError } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { writeDevPki } from '../../certs/pki.js';
-import { connect, unary } from '../../cli/connect.js';
+import { connect, unary } from '../../src/client/channel.js';
 import type { DataChunk, Job, JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { GetJobsStreamReq, OutputStream } from '../../src/gen/jobworker/v1/jobworker.js';
 import type { IsolationConfig } from '../../src/supervisor/isolation.js';
@@ -15,7 +15,7 @@ import { startServer, type RunningServer, type ServerOptions } from '../../src/s
 import { groupsUnder } from './host.js';
 import { jobInitPath } from './paths.js';
 
-export { unary, type PartialRequestOf, type RequestOf, type ResponseOf, type UnaryMethod } from '../../cli/connect.js';
+export { unary, type PartialRequestOf, type RequestOf, type ResponseOf, type UnaryMethod } from '../../src/client/channel.js';
 
 export type Role = 'admin' | 'viewer';
 

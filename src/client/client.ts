@@ -1,0 +1,279 @@
+// The jobworker client: typed calls over one mutual-TLS channel, output as
+// an async iterable, cancellation with AbortSignal, failures as ClientErrors.
+// jobctl is built on it; so can a load-test harness be.
+import os from 'node:os';
+import { connectivityState as ConnectivityState } from '@grpc/grpc-js';
+import { GetJobsStreamReq, JobStatus, type CreateJobReq, type DataChunk, type DeepPartial, type Job, type JobServiceClient } from '../gen/jobworker/v1/jobworker.js';
+import { connect as openChannel, unary, type ConnectOptions, type PartialRequestOf, type ResponseOf, type UnaryMethod } from './channel.js';
+import { BadResponseError, ClientError, toClientError, UnavailableError } from './errors.js';
+
+export const CONNECT_TIMEOUT_MS = 10_000;
+
+export interface ClientOptions extends ConnectOptions {
+  /** How long a call may wait for the first connection to the server (default 10 s). */
+  connectTimeoutMs?: number;
+}
+
+/** What to run: the command, and anything else CreateJob takes (limits, env as NAME=value, workdir, isolation). */
+export type JobSpec = { command: string } & DeepPartial<Omit<CreateJobReq, 'command'>>;
+
+export interface Cancellable {
+  /** Aborting cancels the call; it then rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+export interface ListFilter extends Cancellable {
+  status?: JobStatus;
+  /** The CN of the certificate that created the job. */
+  owner?: string;
+  /** At most this many jobs, newest first (default: all). */
+  limit?: number;
+}
+
+export interface StreamOptions extends Cancellable {
+  /** Go on until the job has ended and every byte is out (default: only what there is now). */
+  follow?: boolean;
+  /** Only output that arrived at or after this time. */
+  since?: Date;
+  /** Only the last N lines written so far. */
+  tailLines?: number;
+  /** Give every chunk the time it arrived (one frame per chunk). */
+  timestamps?: boolean;
+}
+
+export interface RunOptions extends Cancellable {
+  /** Called once the job has started, before any output. */
+  onStart?: (job: Job) => void;
+  /** Called with every chunk in order; the next is not read until its promise settles. */
+  onOutput?: (chunk: DataChunk) => void | Promise<void>;
+  /** Milliseconds between SIGTERM and SIGKILL when the signal stops the job (default: the server's). */
+  graceMs?: number;
+}
+
+export interface RunResult {
+  job: Job;
+  /** As a shell reports it: the exit code, or 128 + the signal's number. */
+  exitCode: number;
+}
+
+/**
+ * run()'s signal was aborted: the job was stopped, its output delivered to
+ * the end, and this says how it ended. `cause` is the signal's reason.
+ */
+export class RunAbortedError extends ClientError {
+  readonly code = 'ABORTED';
+
+  constructor(
+    readonly job: Job,
+    readonly exitCode: number,
+    cause: unknown,
+  ) {
+    super(`job ${job.id} was stopped: the run was aborted`, { cause });
+    this.name = 'RunAbortedError';
+  }
+}
+
+/** Shell conventions: the exit code, or 128 + the number of the signal that killed the job. */
+export function exitCodeOf(job: Job): number {
+  const signalled = job.signal ? signalExitCode(job.signal) : undefined;
+  switch (job.status) {
+    case JobStatus.JOB_STATUS_COMPLETED:
+      return job.exitCode ?? 0;
+    case JobStatus.JOB_STATUS_STOPPED:
+      // A job that exits by itself on SIGTERM was still terminated by it.
+      return signalled ?? 128 + os.constants.signals.SIGTERM;
+    default:
+      // FAILED without either: killed by the memory limit in a way that left
+      // no status, or the server could not tell.
+      return job.exitCode ?? signalled ?? 1;
+  }
+}
+
+function signalExitCode(name: string): number | undefined {
+  const number = (os.constants.signals as Partial<Record<string, number>>)[name];
+  return number === undefined ? undefined : 128 + number;
+}
+
+/** Jobs per GetJobs call when listing: well under gRPC's 4 MiB message limit. */
+const PAGE = 1000;
+
+/**
+ * Opens a client: reads the certificate files now (ConfigError if they cannot
+ * be used) and connects on the first call. close() it when done.
+ */
+export function connect(options: ClientOptions): JobworkerClient {
+  return new JobworkerClient(openChannel(options), options.server, options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS);
+}
+
+/**
+ * Calls are fail-fast (no waitForReady): a refused connection or a failed
+ * TLS handshake fails the call at once with grpc-js's reason, which a
+ * waitForReady call would hide behind a bare DEADLINE_EXCEEDED. What
+ * fail-fast cannot catch is a connection attempt that hangs (grpc-js waits
+ * 20 s); a watchdog on the channel covers that, only until the first time the
+ * channel is READY, so a stream following a long job has no deadline at all.
+ */
+export class JobworkerClient {
+  #connected: Promise<never> | undefined;
+  #ready = false;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly grpc: JobServiceClient,
+    readonly server: string,
+    readonly connectTimeoutMs: number = CONNECT_TIMEOUT_MS,
+  ) {}
+
+  /**
+   * Starts a job; resolves once its command has started (a command that
+   * cannot start is a ServerError, and no job is recorded). An abort the
+   * server did not hear of in time does not undo the start.
+   */
+  async create(spec: JobSpec, options: Cancellable = {}): Promise<Job> {
+    return requireJob('CreateJob', (await this.#unary('createJob', spec, options.signal)).job);
+  }
+
+  async get(id: string, options: Cancellable = {}): Promise<Job> {
+    return requireJob('GetJob', (await this.#unary('getJob', { id }, options.signal)).job);
+  }
+
+  /** Jobs newest first, every page of them up to `limit`. */
+  async list(filter: ListFilter = {}): Promise<Job[]> {
+    const limit = filter.limit ?? Number.POSITIVE_INFINITY;
+    const jobs: Job[] = [];
+    let pageToken = '';
+    do {
+      const request = { status: filter.status, owner: filter.owner, pageSize: Math.min(PAGE, limit - jobs.length), pageToken };
+      const page = await this.#unary('getJobs', request, filter.signal);
+      jobs.push(...page.jobs);
+      pageToken = page.nextPageToken;
+    } while (pageToken !== '' && jobs.length < limit);
+    return jobs;
+  }
+
+  /** Stops a job (SIGTERM, SIGKILL after the grace period); resolves with it once it has ended. An ended job is answered as it is. */
+  async stop(id: string, options: Cancellable & { graceMs?: number } = {}): Promise<Job> {
+    return requireJob('StopJob', (await this.#unary('stopJob', { id, graceMs: options.graceMs }, options.signal)).job);
+  }
+
+  /**
+   * A job's output, chunk by chunk, stdout and stderr in the order written.
+   * The next chunk is read only when asked for, so a slow consumer holds the
+   * stream back through gRPC flow control instead of buffering it. Breaking
+   * out of the loop, or aborting the signal, cancels the call.
+   */
+  async *stream(id: string, options: StreamOptions = {}): AsyncGenerator<DataChunk, void, undefined> {
+    const { signal, ...request } = options;
+    signal?.throwIfAborted();
+    const call = this.grpc.getJobsStream(GetJobsStreamReq.fromPartial({ id, ...request }));
+    const cancel = (): void => call.cancel();
+    signal?.addEventListener('abort', cancel, { once: true });
+    const chunks = (call as AsyncIterable<DataChunk>)[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        const next = await this.#guarded(chunks.next());
+        if (next.done) return;
+        yield next.value;
+      }
+    } catch (err) {
+      signal?.throwIfAborted();
+      throw toClientError(err, this.server);
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+      // A no-op once the stream has ended; stops the server's side otherwise.
+      call.cancel();
+    }
+  }
+
+  /**
+   * Runs a job to its end: creates it, hands every chunk of its output to
+   * onOutput, and resolves with the ended job and its shell-style exit code.
+   * Aborting the signal stops the job; run() then still delivers the rest of
+   * its output and rejects with RunAbortedError, which says how it ended.
+   * An error thrown by onOutput ends run() with that error and leaves the
+   * job running.
+   */
+  async run(spec: JobSpec, options: RunOptions = {}): Promise<RunResult> {
+    const { signal, onStart, onOutput, graceMs } = options;
+    signal?.throwIfAborted();
+    // Not cancellable: a CreateJob cut short may still have started the job,
+    // which nobody would then stop. An abort meanwhile stops it right after.
+    const created = await this.create(spec);
+    onStart?.(created);
+    let stopping: Promise<Job> | undefined;
+    const stop = (): void => {
+      stopping ??= this.stop(created.id, { graceMs });
+      // Awaited once the output has ended; until then, not unhandled.
+      stopping.catch(() => {});
+    };
+    signal?.addEventListener('abort', stop, { once: true });
+    if (signal?.aborted) stop();
+    try {
+      // The stream ends once the job has ended and every byte is out, stopped or not.
+      for await (const chunk of this.stream(created.id, { follow: true })) await onOutput?.(chunk);
+      const job = stopping ? await stopping : await this.get(created.id);
+      if (stopping) throw new RunAbortedError(job, exitCodeOf(job), signal?.reason);
+      return { job, exitCode: exitCodeOf(job) };
+    } finally {
+      signal?.removeEventListener('abort', stop);
+    }
+  }
+
+  close(): void {
+    clearTimeout(this.#timer);
+    this.grpc.close();
+  }
+
+  async #unary<M extends UnaryMethod>(method: M, request: PartialRequestOf<M>, signal: AbortSignal | undefined): Promise<ResponseOf<M>> {
+    try {
+      return await this.#guarded(unary(this.grpc, method, request, { signal }));
+    } catch (err) {
+      signal?.throwIfAborted();
+      throw toClientError(err, this.server);
+    }
+  }
+
+  /** Raced against the watchdog until the channel has been READY once (a race per chunk would pile up reactions on it). */
+  #guarded<T>(call: Promise<T>): Promise<T> {
+    return this.#ready ? call : Promise.race([call, this.#watchdog()]);
+  }
+
+  /**
+   * Rejects with UnavailableError (CONNECT_TIMEOUT) if the channel has not
+   * been READY within the timeout; otherwise never settles.
+   *
+   * Not client.waitForReady(): in grpc-js 1.14 its watcher, woken by close(),
+   * asks the closed channel to connect again, and the process then lingers
+   * until the deadline. This watcher only looks (getConnectivityState(false))
+   * and stops at SHUTDOWN; the calls themselves make the channel connect.
+   */
+  #watchdog(): Promise<never> {
+    this.#connected ??= new Promise<never>((_resolve, reject) => {
+      const channel = this.grpc.getChannel();
+      const timedOut = (): void =>
+        reject(new UnavailableError('CONNECT_TIMEOUT', `cannot reach server ${this.server}: timed out after ${this.connectTimeoutMs / 1000} s`, this.server));
+      this.#timer = setTimeout(timedOut, this.connectTimeoutMs);
+      const check = (): void => {
+        const state = channel.getConnectivityState(false);
+        if (state === ConnectivityState.READY || state === ConnectivityState.SHUTDOWN) {
+          this.#ready = true;
+          clearTimeout(this.#timer);
+          return;
+        }
+        // No deadline: the timer above is the deadline, and an infinite
+        // watch holds no handle that would keep the process alive.
+        channel.watchConnectivityState(state, Number.POSITIVE_INFINITY, check);
+      };
+      check();
+    });
+    // Every caller races it, but it may reject after the last race is over.
+    this.#connected.catch(() => {});
+    return this.#connected;
+  }
+}
+
+/** Every Create/Get/StopJob answer carries the job; proto3 just cannot say "required". */
+function requireJob(rpc: string, job: Job | undefined): Job {
+  if (!job) throw new BadResponseError(`the server's ${rpc} answer has no job`);
+  return job;
+}
