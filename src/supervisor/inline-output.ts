@@ -13,7 +13,7 @@ export interface InlineReader {
 }
 
 /** Appends everything read from the two pipes to the log. */
-export function readPipesInline([stdout, stderr]: [number, number], log: OutputLog): InlineReader {
+export function readPipesInline([stdout, stderr]: [number, number], log: Pick<OutputLog, 'append' | 'closed'>): InlineReader {
   const sockets: net.Socket[] = [];
   const read = (fd: number, stream: StreamId) =>
     new Promise<void>((resolve) => {

@@ -25,7 +25,9 @@ import type {
   UsageRequest,
 } from '../workers/protocol.js';
 import { createRing } from '../workers/ring-layout.js';
-import { Errors } from './errors.js';
+import type { SupervisorThreadData } from '../workers/thread-stats.js';
+import { Errors, JobworkerError } from './errors.js';
+import type { ServerMetrics } from './metrics.js';
 import { NotRecordedError, abandonJob, endJob, type JobRecord, type JobStore } from './job-store.js';
 import { readPipesInline } from './inline-output.js';
 import { OutputLog, jobLogOptions } from './output-log.js';
@@ -54,6 +56,7 @@ export interface JobRunnerOptions {
   ringCapacity?: number;
   outputPath?: OutputPath;
   logger: Logger;
+  metrics: ServerMetrics;
 }
 
 export interface StartRequest {
@@ -99,7 +102,13 @@ export class JobRunner {
       // closes them itself; a thread that also tracked them would close
       // reused fd numbers when it exits (and Node aborts on the mix-up).
       trackUnmanagedFds: false,
+      workerData: { stats: options.metrics.threadStats.buffer, loopWindowMs: options.metrics.loopWindowMs } satisfies SupervisorThreadData,
     });
+  }
+
+  /** Thread ids of the supervisor threads alive now. */
+  get threadIds(): number[] {
+    return this.#pool.threads.map((thread) => thread.threadId);
   }
 
   /** Resolves the cgroup driver and prepares the parent group. Call once before start(). */
@@ -119,6 +128,9 @@ export class JobRunner {
   start(request: StartRequest): Promise<JobRecord> {
     if (this.#closing) return Promise.reject(Errors.shuttingDown());
     const starting = this.#start(request);
+    starting.catch((err: unknown) => {
+      this.#options.metrics.jobStarts.inc({ result: err instanceof JobworkerError ? err.code.toLowerCase() : 'error' });
+    });
     const tracked = starting.catch(() => undefined);
     this.#starting.add(tracked);
     void tracked.finally(() => this.#starting.delete(tracked));
@@ -131,7 +143,8 @@ export class JobRunner {
     const began = performance.now();
     const ring = createRing(this.#options.ringCapacity);
     const log = new OutputLog(jobLogOptions(this.#options.outputRoot, id, this.#options.maxOutputBytes, this.#logger));
-    const drained = pumpRing(new RingReader(ring), log);
+    const capture = this.#options.metrics.countingCapture(log);
+    const drained = pumpRing(new RingReader(ring), capture);
     const { port1: port, port2: taskPort } = new MessageChannel();
     const task: RunJobTask = {
       jobId: id,
@@ -175,13 +188,14 @@ export class JobRunner {
       throw Errors.startFailed(failure.code, failure.message);
     }
 
-    const inline = first.pipes ? readPipesInline(first.pipes, log) : undefined;
+    const inline = first.pipes ? readPipesInline(first.pipes, capture) : undefined;
     const ended = Promise.all([outcome, drained, inline?.done]).then(
       async ([result]) => {
         // Every byte on disk before the end is recorded (unless the disk is full: then the end does not wait).
         await log.close();
         endJob(record, result, new Date());
         this.#record(record);
+        this.#options.metrics.jobEnded(record);
         this.#logger.info({ jobId: id, state: record.state, exitCode: record.exitCode, signal: record.signal, message: record.message }, 'job ended');
         this.#options.onJobEnded?.();
       },
@@ -196,6 +210,7 @@ export class JobRunner {
         await log.close();
         abandonJob(record, `${messageOf(err)}${reaped}`, new Date());
         this.#record(record);
+        this.#options.metrics.jobEnded(record);
         this.#options.onJobEnded?.();
       },
     );
@@ -242,6 +257,9 @@ export class JobRunner {
     // here to their end (pool dispatch, thread hops) in totalMs.
     const start = roundedMs({ ...first.phases, totalMs: performance.now() - began });
     this.#logger.info({ jobId: id, pid: first.pid, cgroup: first.cgroup, command: request.command, owner: request.owner, start }, 'job started');
+    this.#options.metrics.jobStarts.inc({ result: 'started' });
+    capture.started();
+    this.#options.metrics.startDuration.observe(start.totalMs / 1000);
     return record;
   }
 

@@ -25,6 +25,7 @@ import type { JobRecord, JobState, JobStore } from './job-store.js';
 import { resolveLimits, type HostCapacity } from './limits.js';
 import { OutputCursor, offsetOfLastLines, offsetSince } from './output-cursor.js';
 import { OutputUnreadableError } from './output-log.js';
+import type { ServerMetrics } from './metrics.js';
 
 /** History goes out in pieces of at most this size, never as one message. */
 export const MAX_CHUNK_BYTES = 64 * 1024;
@@ -41,6 +42,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 export interface ServiceOptions {
   store: JobStore;
   runner: JobRunner;
+  metrics: ServerMetrics;
   host: HostCapacity;
   isolation: IsolationPolicy;
   defaultGraceMs: number;
@@ -119,6 +121,8 @@ export class JobService {
     call.once('close', onCancel);
     const cursor = new OutputCursor(log, log.start);
     const window = new WriteWindow(call, gone.signal);
+    const { openStreams, sentBytes } = this.options.metrics;
+    openStreams.inc();
     try {
       if (since) cursor.offset = Math.max(cursor.offset, await offsetSince(log, since.getTime()));
       if (tailLines !== undefined) cursor.offset = Math.max(cursor.offset, await offsetOfLastLines(log, tailLines, log.length));
@@ -138,6 +142,7 @@ export class JobService {
             time: timestamps ? new Date(slice.time) : undefined,
           };
           await window.write(chunk);
+          sentBytes.inc(chunk.data.length);
           continue;
         }
         if (log.closed) break;
@@ -152,6 +157,7 @@ export class JobService {
       if (err instanceof OutputUnreadableError) throw Errors.outputUnreadable(id, err.message);
       throw err;
     } finally {
+      openStreams.dec();
       call.off('cancelled', onCancel);
       call.off('close', onCancel);
       await cursor.close();

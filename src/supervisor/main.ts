@@ -10,6 +10,7 @@ import { colorsFor } from '../common/terminal.js';
 import { parseBytes, parseDuration } from '../common/units.js';
 import type { DenyList } from './deny-list.js';
 import { IsolationConfigError } from './isolation.js';
+import { parseListen } from './metrics-endpoint.js';
 import { HistoryError } from './job-history.js';
 import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './reload.js';
 import { startServer, type TlsMaterial } from './server.js';
@@ -38,6 +39,14 @@ function isSize(min: number) {
     },
   });
 }
+
+const isListenAddress = t.makeValidator<unknown, string>({
+  test: (value, state): value is string => {
+    if (typeof value === 'string' && parseListen(value)) return true;
+    state?.errors?.push(`${state.p ?? '.'}: expected host:port such as 127.0.0.1:9464 (got ${JSON.stringify(value)})`);
+    return false;
+  },
+});
 
 const isDuration = t.makeValidator<unknown, string>({
   test: (value, state): value is string => {
@@ -130,6 +139,11 @@ class ServeCommand extends Command {
       'Who reads job pipes: ring (default; supervisor threads, through a ring buffer per job) or inline (the main thread itself: only for measuring what the rings buy, npm run bench scenario 3)',
     validator: t.isEnum(['ring', 'inline'] as const),
   });
+  metricsListen = Option.String('--metrics-listen', {
+    description:
+      'Serve Prometheus metrics at http://HOST:PORT/metrics: plain HTTP on a loopback address (127.0.0.1:9464), HTTPS with a client certificate from --ca (any role) anywhere else (default: off)',
+    validator: isListenAddress,
+  });
   logLevel = Option.String('--log-level', 'info', {
     description: 'Log level: trace, debug, info, warn, error, fatal, silent (default info)',
     validator: t.isEnum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const),
@@ -179,6 +193,7 @@ class ServeCommand extends Command {
           allowUsers: this.allowUsers?.flatMap((list) => list.split(',')),
         },
         secretFiles: [this.key, this.cert],
+        metricsListen: this.metricsListen,
         logger,
         auditLogger: audit?.logger,
         denyList,
@@ -223,4 +238,23 @@ const cli = new Cli({ binaryName: 'jobworkerd', binaryLabel: 'jobworker server',
 cli.register(ServeCommand);
 cli.register(Builtins.HelpCommand);
 cli.register(Builtins.VersionCommand);
-process.exitCode = await cli.run(process.argv.slice(2));
+/**
+ * clipanion reports a parse error on stdout with the whole usage, and exits
+ * 1; a bad flag is a configuration error like a bad certificate: one line on
+ * stderr naming the flag, and exit 2.
+ */
+async function main(args: string[]): Promise<number> {
+  let command;
+  try {
+    command = cli.process(args);
+  } catch (err) {
+    const first = (err instanceof Error ? err.message : String(err)).split('\n')[0]!.replace(/[.:;]$/, '').trim();
+    // clipanion's "Command not found; did you mean…" is all it says of an unknown flag or one missing its value.
+    const what = first.startsWith('Command not found') ? 'unknown flag, or a flag without its value' : first.charAt(0).toLowerCase() + first.slice(1);
+    process.stderr.write(`jobworkerd: ${what} (see "jobworkerd --help")\n`);
+    return 2;
+  }
+  return cli.run(command);
+}
+
+process.exitCode = await main(process.argv.slice(2));

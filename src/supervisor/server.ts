@@ -21,6 +21,8 @@ import { DenyList } from './deny-list.js';
 import { DEFAULT_ISOLATION, hiddenPaths, makePolicy, type IsolationConfig } from './isolation.js';
 import { RpcBoundary } from './rpc-boundary.js';
 import { addStandardServices } from './standard-services.js';
+import { ServerMetrics } from './metrics.js';
+import { startMetricsEndpoint, type MetricsEndpoint } from './metrics-endpoint.js';
 
 const CALL_DRAIN_TIMEOUT_MS = 5_000;
 export const MAX_STREAMS_PER_CONNECTION = 128;
@@ -62,6 +64,10 @@ export interface ServerOptions {
   isolation?: IsolationConfig;
   /** Files (the server's key and certificate) whose directories jobs must not see. */
   secretFiles?: string[];
+  /** host:port for GET /metrics (plain HTTP on loopback, mutual TLS elsewhere); none by default. */
+  metricsListen?: string;
+  /** The window of the event-loop metrics; default 10 s (tests shorten it). */
+  loopWindowMs?: number;
 }
 
 export const DEFAULT_MAX_OUTPUT_BYTES = 1024 ** 3;
@@ -73,6 +79,8 @@ const OPEN_CONCURRENCY = 16;
 export interface RunningServer {
   /** The port actually bound. */
   port: number;
+  /** The metrics endpoint's port, when --metrics-listen is given. */
+  metricsPort: number | null;
   cgroup: PrepareResult;
   /** The job parent group relative to the mount root(s): where the job groups are. */
   cgroupParent: string;
@@ -142,6 +150,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   for (const problem of problems) logger.error(problem, 'job history: not everything could be read back');
   for (const { job, log } of earlier) if (log.problem) logger.error({ jobId: job.id, problem: log.problem }, 'job output: not everything could be read back');
   const store = new JobStore(history);
+  const metrics = new ServerMetrics(options.loopWindowMs);
   const retention = new Retention(store, { jobs: options.retainJobs ?? DEFAULT_RETAIN_JOBS, forMs: options.retainForMs ?? DEFAULT_RETAIN_FOR_MS }, logger);
   const runner = new JobRunner(store, {
     workers: options.workers,
@@ -157,7 +166,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ringCapacity: options.ringCapacity,
     outputPath: options.outputPath,
     logger,
+    metrics,
   });
+  metrics.attach({ jobs: () => store.list(), supervisorThreads: () => runner.threadIds });
   let cgroup: PrepareResult;
   try {
     cgroup = await runner.prepare();
@@ -170,10 +181,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   } catch (err) {
     await runner.close(0);
     history.close();
+    metrics.stop();
     throw err;
   }
-  const service = new JobService({ store, runner, host: options.host ?? thisHost(), isolation, defaultGraceMs: options.stopGraceMs });
-  const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }));
+  const service = new JobService({ store, runner, metrics, host: options.host ?? thisHost(), isolation, defaultGraceMs: options.stopGraceMs });
+  const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
   boundary.denyList = options.denyList ?? DenyList.EMPTY;
   const tlsCredentials = new MutualTlsCredentials(options.tls);
 
@@ -209,14 +221,26 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
 
   let port: number;
+  let metricsEndpoint: MetricsEndpoint | undefined;
   try {
     port = await new Promise<number>((resolve, reject) => {
       server.bindAsync(options.listen, tlsCredentials, (err, bound) => (err ? reject(err) : resolve(bound)));
     });
+    if (options.metricsListen) {
+      metricsEndpoint = await startMetricsEndpoint({
+        listen: options.metricsListen,
+        registry: metrics.registry,
+        tls: options.tls,
+        denyList: () => boundary.denyList,
+        logger,
+      });
+    }
   } catch (err) {
+    server.forceShutdown();
     retention.stop();
     await runner.close(0);
     history.close();
+    metrics.stop();
     throw err;
   }
   for (const stale of cgroup.stale) {
@@ -230,6 +254,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // The pool and the cgroup driver are ready (prepare() ran), the port is bound.
   health.serving();
   logger.info({ listen: options.listen, port, cgroupDriver: cgroup.driver, cgroupParent: `/${cgroup.parent}`, controllers: cgroup.controllers }, 'jobworkerd listening');
+  if (metricsEndpoint) logger.info({ listen: options.metricsListen, port: metricsEndpoint.port, mutualTls: metricsEndpoint.secure }, 'metrics at /metrics');
 
   let closing: Promise<void> | undefined;
   const shutdown = (): Promise<void> =>
@@ -253,6 +278,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         logger.warn({ timeoutMs: CALL_DRAIN_TIMEOUT_MS }, 'calls still open at shutdown; cancelling them');
         server.forceShutdown();
       }
+      // Last: a scrape during the shutdown still sees it happen.
+      await metricsEndpoint?.close();
+      metrics.stop();
       logger.info('jobworkerd stopped');
     })());
 
@@ -261,7 +289,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     cgroup,
     cgroupParent: cgroup.parent,
     store,
-    setTls: (material) => tlsCredentials.update(material),
+    metricsPort: metricsEndpoint?.port ?? null,
+    setTls: (material) => {
+      tlsCredentials.update(material);
+      metricsEndpoint?.setTls(material);
+    },
     setDenyList: (denyList) => {
       boundary.denyList = denyList;
     },

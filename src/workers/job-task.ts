@@ -7,20 +7,46 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isMainThread, threadId } from 'node:worker_threads';
+import { Piscina } from 'piscina';
 import { messageOf } from '../common/error-message.js';
+import { monitorLoop } from '../common/loop-monitor.js';
 import { settlesWithin } from '../common/settle-within.js';
-import { CgroupError, type JobCgroup } from './cgroup/driver.js';
+import { CgroupError, type CgroupDriver, type JobCgroup } from './cgroup/driver.js';
+import { countingFailures } from './cgroup/failure-count.js';
 import { moveSelfInto, ownCgroupV2, placeV2 } from './cgroup/delegation.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
 import { InitStatus } from './init-status.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
-import { StreamId, type JobExited, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type ResourceUsage, type RunJobTask, type StaleJob, type StartPhases, type TaskToMain, type UsageReport } from './protocol.js';
+import { StreamId, type CgroupConfig, type JobExited, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type ResourceUsage, type RunJobTask, type StaleJob, type StartPhases, type TaskToMain, type UsageReport } from './protocol.js';
 import { RingWriter } from './ring-writer.js';
+import { ThreadStats, type SupervisorThreadData } from './thread-stats.js';
 
 /** How long the pipes may stay open after every process of the job is gone. */
 const PIPE_DRAIN_TIMEOUT_MS = 10_000;
 /** How long job-init may take from spawn to exec. */
 const HANDSHAKE_TIMEOUT_MS = 30_000;
+
+/** Shared with the main thread, which reads it for the server's metrics. */
+const threadData = Piscina.workerData as SupervisorThreadData | undefined;
+const stats = new ThreadStats(threadData?.stats);
+if (!isMainThread) {
+  const report = stats.claimSlot(threadId);
+  if (report) monitorLoop(report, threadData?.loopWindowMs);
+}
+
+const counted = new Map<CgroupDriver, CgroupDriver>();
+
+/** The thread's driver for the configuration, counting the operations that fail. */
+function cgroupDriver(config: CgroupConfig): CgroupDriver {
+  const driver = driverFor(config);
+  let wrapped = counted.get(driver);
+  if (!wrapped) {
+    wrapped = countingFailures(driver, (op) => stats.cgroupFailed(op));
+    counted.set(driver, wrapped);
+  }
+  return wrapped;
+}
 
 /**
  * Resolves the driver, prepares the parent group, and clears out job groups
@@ -33,7 +59,7 @@ export async function prepare(task: PrepareTask): Promise<PrepareResult> {
   // parent is taken from each hierarchy's root.
   const { parent, moveTo } = driver === 'v2' ? placeV2(task.parent, ownCgroupV2(), task.delegated) : { parent: task.parent.replace(/^\/+/, ''), moveTo: null };
   if (moveTo) moveSelfInto(task.mountRoot, moveTo);
-  const cgroups = driverFor({ driver, parent, mountRoot: task.mountRoot });
+  const cgroups = cgroupDriver({ driver, parent, mountRoot: task.mountRoot });
   const controllers = cgroups.prepare();
   const stale: StaleJob[] = [];
   for (const jobId of cgroups.listJobs()) {
@@ -53,7 +79,7 @@ export async function prepare(task: PrepareTask): Promise<PrepareResult> {
 
 /** Kills and removes the cgroup of a job whose supervising thread died. */
 export async function reap(task: ReapTask): Promise<void> {
-  const cgroup = driverFor(task.cgroup).open(task.jobId);
+  const cgroup = cgroupDriver(task.cgroup).open(task.jobId);
   await cgroup.killAll();
   await cgroup.remove();
 }
@@ -75,7 +101,7 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
     const began = performance.now();
     // job-init's two processes around a PID namespace are not the job's: the job keeps its max_pids.
     const limits = task.isolation.pidNamespace && task.limits.pids > 0 ? { ...task.limits, pids: task.limits.pids + 2 } : task.limits;
-    cgroup = driverFor(task.cgroup).create(task.jobId, limits);
+    cgroup = cgroupDriver(task.cgroup).create(task.jobId, limits);
     await supervise(task, cgroup, ring, outcome, performance.now() - began);
   } catch (err) {
     // Whatever went wrong, nothing of the job may outlive this task.
@@ -164,7 +190,7 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
       sources = readersOf(pipes);
       // The pump listens before job-init may exec, so no byte, end or error
       // of the pipes can come before it does.
-      output = pumpOutput(sources, ring);
+      output = pumpOutput(sources, ring, (ms) => stats.ringBlocked(ms));
       // Observed now: a pipe error must not become an unhandled rejection that
       // takes the thread, and every job on it, down. finish() reports it.
       output.catch(() => undefined);

@@ -12,12 +12,16 @@ export interface OutputSource {
   readable: Readable;
 }
 
-/** Resolves once every source has ended and all its bytes are in the ring. */
-export function pumpOutput(sources: readonly OutputSource[], ring: RingWriter): Promise<void> {
+/**
+ * Resolves once every source has ended and all its bytes are in the ring.
+ * onBlocked hears how long the pipes stayed paused, each time the ring was full.
+ */
+export function pumpOutput(sources: readonly OutputSource[], ring: RingWriter, onBlocked?: (ms: number) => void): Promise<void> {
   return new Promise((resolve, reject) => {
     const queue: { stream: StreamId; bytes: Uint8Array }[] = [];
     let open = sources.length;
     let parked = false;
+    let parkedAt = 0;
 
     const flush = (): void => {
       while (queue.length > 0) {
@@ -30,6 +34,7 @@ export function pumpOutput(sources: readonly OutputSource[], ring: RingWriter): 
         head.bytes = head.bytes.subarray(taken);
         if (!parked) {
           parked = true;
+          parkedAt = performance.now();
           for (const { readable } of sources) readable.pause();
         }
         ring.waitForSpace().then(flush, reject);
@@ -37,6 +42,7 @@ export function pumpOutput(sources: readonly OutputSource[], ring: RingWriter): 
       }
       if (parked) {
         parked = false;
+        onBlocked?.(performance.now() - parkedAt);
         for (const { readable } of sources) readable.resume();
       }
       if (open === 0) resolve();

@@ -29,8 +29,23 @@ const MISSING_ID = '123e4567-e89b-12d3-a456-426614174000';
 let server: TestServer;
 
 test.before(async () => {
-  server = await startTestServer();
+  server = await startTestServer(undefined, { metricsListen: '127.0.0.1:0' });
 });
+
+/** The server's count of GetJobsStream calls still sending, from its metrics. */
+async function openStreams(): Promise<number> {
+  const response = await fetch(`http://127.0.0.1:${server.server.metricsPort}/metrics`);
+  return Number(/^jobworker_output_streams_open (\d+)$/m.exec(await response.text())?.[1]);
+}
+
+/** Until the server has let go of every stream (a cancel reaches it asynchronously). */
+async function streamsClosed(): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while ((await openStreams()) !== 0) {
+    if (Date.now() > deadline) throw new Error('a cancelled stream is still open on the server');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 test.after.always(async () => {
   await server?.stop();
@@ -131,15 +146,18 @@ test.serial('run: a signal aborted already starts nothing', async (t) => {
   t.is((await jobs.list()).length, before);
 });
 
-test('stream: an async iterable from the first byte of a running job; breaking out leaves the job running', async (t) => {
+// Serial (with the next): the server's count of open streams is this test's alone.
+test.serial('stream: an async iterable from the first byte of a running job; breaking out cancels the call and leaves the job running', async (t) => {
   const jobs = adminFor(t);
   const job = await jobs.create({ command: 'sh', args: ['-c', 'echo first; exec sleep 600'] });
   t.teardown(() => jobs.stop(job.id, { graceMs: 0 }).catch(() => undefined));
   for await (const chunk of jobs.stream(job.id, { follow: true })) {
     t.is(chunk.data.toString(), 'first\n');
     t.is(chunk.offset, 0);
+    t.is(await openStreams(), 1);
     break;
   }
+  await streamsClosed();
   t.is((await jobs.get(job.id)).status, JobStatus.JOB_STATUS_RUNNING);
   // Without follow: what there is now, and the stream ends.
   const now: DataChunk[] = [];
@@ -148,7 +166,7 @@ test('stream: an async iterable from the first byte of a running job; breaking o
   t.is((await jobs.stop(job.id, { graceMs: 0 })).status, JobStatus.JOB_STATUS_STOPPED);
 });
 
-test('stream: aborting mid-stream rejects with the reason and leaves the job running', async (t) => {
+test.serial('stream: aborting mid-stream rejects with the reason, cancels the call and leaves the job running', async (t) => {
   const jobs = adminFor(t);
   const job = await jobs.create({ command: 'sh', args: ['-c', 'echo first; exec sleep 600'] });
   t.teardown(() => jobs.stop(job.id, { graceMs: 0 }).catch(() => undefined));
@@ -165,6 +183,7 @@ test('stream: aborting mid-stream rejects with the reason and leaves the job run
     { is: reason },
   );
   t.deepEqual(seen, ['first\n']);
+  await streamsClosed();
   t.is((await jobs.get(job.id)).status, JobStatus.JOB_STATUS_RUNNING);
 });
 

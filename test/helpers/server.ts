@@ -58,6 +58,7 @@ const CGROUP_ROOT = '/sys/fs/cgroup';
 
 export async function startTestServer(t?: Teardown, overrides: Partial<ServerOptions> = {}): Promise<TestServer> {
   const pki = await mkdtemp(path.join(os.tmpdir(), 'jobworker-test-pki-'));
+  const cgroupParent = nextCgroupParent();
   let server: RunningServer;
   try {
     await writeDevPki(pki);
@@ -66,7 +67,7 @@ export async function startTestServer(t?: Teardown, overrides: Partial<ServerOpt
       listen: '127.0.0.1:0',
       tls: { ca: await file('ca-cert.pem'), cert: await file('server-cert.pem'), key: await file('server-key.pem') },
       cgroupDriver: 'auto',
-      cgroupParent: nextCgroupParent(),
+      cgroupParent,
       workers: 2,
       stopGraceMs: 100,
       jobInitPath,
@@ -77,6 +78,8 @@ export async function startTestServer(t?: Teardown, overrides: Partial<ServerOpt
     });
   } catch (err) {
     await rm(pki, { recursive: true, force: true });
+    // A start that failed after the pool prepared the parent group leaves it empty.
+    await removeCgroupParent(cgroupParent);
     throw err;
   }
 
