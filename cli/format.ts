@@ -5,6 +5,7 @@
 // job's argv cannot move the cursor or rewrite the terminal of the person
 // listing it.
 import { JobStatus, Network, OutputStream, type DataChunk, type Job } from '../src/gen/jobworker/v1/jobworker.js';
+import type { JobRates } from './usage-rates.js';
 
 const STATUS_NAMES: Readonly<Record<JobStatus, string>> = {
   [JobStatus.JOB_STATUS_UNSPECIFIED]: 'UNSPECIFIED',
@@ -99,6 +100,62 @@ function exitColumn(job: Job): string {
   if (job.signal) return job.signal;
   if (job.exitCode !== undefined) return String(job.exitCode);
   return '-';
+}
+
+/** A line of `jobctl top`: the job as last read, and its rates since the reading before. */
+export interface TopRow extends JobRates {
+  job: Job;
+}
+
+export function topTable(rows: readonly TopRow[], now: Date): string {
+  const header = ['ID', 'STATUS', 'CPU%', 'MEM', 'IO/S', 'ELAPSED', 'COMMAND'];
+  const lines = rows.map(({ job, cpuPercent, ioBytesPerSecond }) => [
+    job.id,
+    statusName(job.status),
+    cpuPercent === null ? '-' : `${cpuPercent.toFixed(1)}%`,
+    job.usage ? binaryBytes(job.usage.memoryBytes) : '-',
+    ioBytesPerSecond === null ? '-' : `${binaryBytes(ioBytesPerSecond)}/s`,
+    elapsed(job, now),
+    commandLine(job),
+  ]);
+  return alignColumns([header, ...lines]);
+}
+
+export function topJson({ job, cpuPercent, ioBytesPerSecond }: TopRow) {
+  return {
+    id: job.id,
+    status: statusName(job.status),
+    cpuPercent: cpuPercent === null ? null : Math.round(cpuPercent * 10) / 10,
+    memoryBytes: job.usage?.memoryBytes ?? null,
+    ioBytesPerSecond: ioBytesPerSecond === null ? null : Math.round(ioBytesPerSecond),
+    elapsedSeconds: job.startedAt ? Math.max(0, Math.round(((job.endedAt ?? new Date()).getTime() - job.startedAt.getTime()) / 1000)) : null,
+    command: job.command,
+    args: job.args,
+  };
+}
+
+/** 512 B, 3.4 KiB, 12.0 MiB, 1.5 GiB. */
+function binaryBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** 45s, 3m05s, 2h07m, 3d04h: until now, or until the job's end. */
+function elapsed(job: Job, now: Date): string {
+  if (!job.startedAt) return '-';
+  const total = Math.max(0, Math.floor(((job.endedAt ?? now).getTime() - job.startedAt.getTime()) / 1000));
+  const [d, h, m, s] = [Math.floor(total / 86400), Math.floor(total / 3600) % 24, Math.floor(total / 60) % 60, total % 60];
+  const two = (n: number): string => String(n).padStart(2, '0');
+  if (d > 0) return `${d}d${two(h)}h`;
+  if (h > 0) return `${h}h${two(m)}m`;
+  if (m > 0) return `${m}m${two(s)}s`;
+  return `${s}s`;
 }
 
 function alignColumns(rows: readonly string[][]): string {

@@ -10,10 +10,11 @@ import { ListCommand } from './list.js';
 import { RunCommand } from './run.js';
 import { StopCommand } from './stop.js';
 import { StreamCommand } from './stream.js';
+import { TopCommand } from './top.js';
 
 silenceIpServerNameWarning();
 
-const COMMANDS: CommandClass[] = [CreateCommand, RunCommand, StreamCommand, GetCommand, ListCommand, StopCommand];
+const COMMANDS: CommandClass[] = [CreateCommand, RunCommand, StreamCommand, GetCommand, ListCommand, StopCommand, TopCommand];
 
 const cli = new Cli({ binaryLabel: 'jobworker client', binaryName: 'jobctl', binaryVersion: '0.1.0', enableColors: colorsFor(process.stdout) });
 for (const command of COMMANDS) cli.register(command);

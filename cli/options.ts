@@ -95,6 +95,17 @@ export const isEnvEntries = t.makeValidator<unknown, string[]>({
   },
 });
 
+/** Seconds between `jobctl top` readings: 0.2 to 3600, decimals allowed. */
+export const isIntervalSeconds = t.makeValidator<unknown, number>({
+  test: (value, state): value is number => {
+    const seconds = typeof value === 'string' && /^\d+(\.\d+)?$/.test(value) ? Number(value) : Number.NaN;
+    if (!(seconds >= 0.2 && seconds <= 3600)) return fail(state, `expected seconds from 0.2 to 3600 such as 2 or 0.5, got ${JSON.stringify(value)}`);
+    if (state?.coercions === undefined || state.coercion === undefined) return fail(state, 'unbound coercion result');
+    state.coercions.push([state.p ?? '.', state.coercion.bind(null, seconds)]);
+    return true;
+  },
+});
+
 /** host:port, with IPv6 hosts in brackets ([::1]:50051). */
 export const isServerAddress = t.makeValidator<unknown, string>({
   test: (value, state): value is string => {

@@ -14,6 +14,7 @@ import { parseListen } from './metrics-endpoint.js';
 import { HistoryError } from './job-history.js';
 import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './reload.js';
 import { startServer, type TlsMaterial } from './server.js';
+import { SystemdNotifier } from './systemd-notify.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -204,6 +205,8 @@ class ServeCommand extends Command {
       return err instanceof HistoryError || err instanceof IsolationConfigError ? 2 : 1;
     }
     const unwatch = watchConfig(files, server, logger, () => audit?.reopen());
+    const systemd = new SystemdNotifier(logger);
+    void systemd.notify({ READY: '1', STATUS: `serving on port ${server.port}` });
     // The handlers stay installed: a second signal during shutdown must not
     // kill the server with jobs and cgroups still to clean up.
     const signalled = await new Promise<NodeJS.Signals>((resolve) => {
@@ -216,8 +219,10 @@ class ServeCommand extends Command {
       process.on('SIGINT', onSignal);
     });
     logger.info({ signal: signalled }, 'shutting down');
+    const stopping = systemd.notify({ STOPPING: '1', STATUS: 'stopping every job' });
     unwatch();
     await server.shutdown();
+    await stopping;
     return 0;
   }
 }

@@ -386,6 +386,55 @@ test('run: SIGINT stops the job, then jobctl exits like the job did', async (t) 
 });
 
 // ---------------------------------------------------------------------------
+// top
+
+/** A busy loop held to half a core and a sleep, stopped after the test. */
+async function busyAndIdle(t: ExecutionContext): Promise<{ busy: Job; idle: Job }> {
+  const busy = await startJob({ command: 'sh', args: ['-c', 'while :; do :; done'], limits: { maxCpuPercent: 50 } });
+  const idle = await startJob({ command: 'sleep', args: ['600'] });
+  t.teardown(() => Promise.all([busy, idle].map((job) => unary(server.client(), 'stopJob', { id: job.id, graceMs: 0 }).catch(() => undefined))));
+  return { busy, idle };
+}
+
+test('top --once: one table of the running jobs, busiest first, with CPU, memory, I/O rate, elapsed time and status', async (t) => {
+  const { busy, idle } = await busyAndIdle(t);
+  const result = await jobctl(['top', '--once', '--interval', '1']);
+  t.is(result.exitCode, 0, result.stderr);
+  const [header, ...lines] = result.stdout.trimEnd().split('\n');
+  t.deepEqual(header!.split(/\s{2,}/), ['ID', 'STATUS', 'CPU%', 'MEM', 'IO/S', 'ELAPSED', 'COMMAND']);
+  // Columns are two spaces apart at least; values have single spaces at most ("12.0 MiB").
+  const rows = new Map(lines.map((line) => line.split(/\s{2,}/)).map((cells) => [cells[0], cells]));
+  const [, busyStatus, busyCpu, busyMem, busyIo, busyElapsed, busyCommand] = rows.get(busy.id)!;
+  t.is(busyStatus, 'RUNNING');
+  const cpu = Number.parseFloat(busyCpu!);
+  t.true(cpu > 10 && cpu < 90, `a loop held to half a core shows ${busyCpu}`);
+  t.regex(busyMem!, /^\d+(\.\d)? (B|KiB|MiB)$/);
+  t.regex(busyIo!, /^\d+(\.\d)? (B|KiB|MiB)\/s$/);
+  t.regex(busyElapsed!, /^\d+s$/);
+  t.is(busyCommand, "sh -c 'while :; do :; done'");
+  t.true(Number.parseFloat(rows.get(idle.id)![2]!) < 5, 'sleep takes next to no CPU');
+  t.true(lines.findIndex((line) => line.startsWith(busy.id)) < lines.findIndex((line) => line.startsWith(idle.id)), 'busiest first');
+});
+
+test('top --once --json: one array with the same figures, for scripts', async (t) => {
+  const { busy, idle } = await busyAndIdle(t);
+  const result = await jobctl(['top', '--once', '--json', '--interval', '0.5']);
+  t.is(result.exitCode, 0, result.stderr);
+  t.is(result.stdout.split('\n').length, 2, 'one line');
+  const rows = JSON.parse(result.stdout) as { id: string; status: string; cpuPercent: number | null; memoryBytes: number | null; ioBytesPerSecond: number | null; elapsedSeconds: number; command: string; args: string[] }[];
+  const ours = rows.find((row) => row.id === busy.id)!;
+  t.is(ours.status, 'RUNNING');
+  t.true(ours.cpuPercent! > 10 && ours.cpuPercent! < 90, String(ours.cpuPercent));
+  t.true(ours.memoryBytes! > 0);
+  t.true(ours.ioBytesPerSecond! >= 0);
+  t.true(ours.elapsedSeconds >= 0);
+  t.deepEqual([ours.command, ours.args], ['sh', ['-c', 'while :; do :; done']]);
+  t.true(rows.some((row) => row.id === idle.id));
+});
+
+test(badFlag, ['top', '--interval', '0.1'], '--interval', '0.1');
+
+// ---------------------------------------------------------------------------
 // Errors
 
 test('viewer: create is refused with the server\'s one-line reason and exit 1', async (t) => {
@@ -459,7 +508,7 @@ test.serial('TLS: a server certificate that does not name the address dialled fa
 test('help: jobctl --help lists every command', async (t) => {
   const result = await jobctl(['--help']);
   t.is(result.exitCode, 0);
-  for (const command of ['create', 'run', 'stream', 'get', 'list', 'stop']) t.true(result.stdout.includes(`jobctl ${command}`), command);
+  for (const command of ['create', 'run', 'stream', 'get', 'list', 'stop', 'top']) t.true(result.stdout.includes(`jobctl ${command}`), command);
   // Not a terminal: no colour codes.
   t.false(result.stdout.includes('\u001b['));
 });

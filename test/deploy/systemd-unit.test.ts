@@ -2,8 +2,12 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import readline from 'node:readline';
 import { execa } from 'execa';
+import { JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
+import { adminClient, daemonSetup, startDaemon } from '../helpers/daemon.js';
 import { repoRoot } from '../helpers/paths.js';
+import { unary, waitForEnd } from '../helpers/server.js';
 
 const UNIT = path.join(repoRoot, 'deploy/jobworkerd.service');
 const text = fs.readFileSync(UNIT, 'utf8');
@@ -31,4 +35,93 @@ test('systemd unit: ExecStart runs jobworkerd with --cgroup-delegated and only f
   t.true(flags.includes('--cgroup-delegated'));
   const help = (await execa('node', [path.join(repoRoot, 'bin/jobworkerd.js'), '--help'])).stdout;
   for (const flag of flags) t.true(help.includes(`${flag} `), `jobworkerd --help lists ${flag}`);
+});
+
+// ---------------------------------------------------------------------------
+// What the unit asks of the server, tried without systemd: a notify socket of
+// the test's own, and the unit's capability bounding set applied by setpriv.
+
+/**
+ * Listens on a notify socket as systemd does (a Unix datagram socket, the
+ * sender's credentials passed) and prints one JSON line per message: Node
+ * itself cannot receive datagrams on a Unix socket.
+ */
+const NOTIFY_LISTENER = `
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+s.bind(sys.argv[1])
+print(json.dumps({"listening": True}), flush=True)
+while True:
+    data, ancillary, _, _ = s.recvmsg(4096, socket.CMSG_SPACE(12))
+    pid = None
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = struct.unpack("iII", payload[:12])[0]
+    print(json.dumps({"pid": pid, "fields": data.decode().split("\\n")}), flush=True)
+`;
+
+interface Notification {
+  pid: number;
+  fields: string[];
+}
+
+test('Type=notify: READY=1 from the server itself once it serves, STOPPING=1 when told to stop', async (t) => {
+  t.is(setting('Type'), 'notify');
+  const { pki, parent } = await daemonSetup(t);
+  const socket = path.join(pki, 'notify');
+  const listener = execa('python3', ['-c', NOTIFY_LISTENER, socket], { reject: false });
+  t.teardown(() => {
+    listener.kill();
+  });
+  const messages = readline.createInterface({ input: listener.stdout! })[Symbol.asyncIterator]();
+  const next = async (): Promise<Notification> => JSON.parse((await messages.next()).value as string) as Notification;
+  /** The next message that says `field`: systemd-notify also sends BARRIER=1 of its own after each. */
+  const nextWith = async (field: string): Promise<Notification> => {
+    for (;;) {
+      const message = await next();
+      if (message.fields.includes(field)) return message;
+    }
+  };
+  t.deepEqual(await next(), { listening: true } as unknown as Notification);
+
+  const daemon = await startDaemon(t, pki, parent, { env: { NOTIFY_SOCKET: socket } });
+  const ready = await nextWith('READY=1');
+  // Sent by a child, but with the server's pid as its credentials: systemd takes it as the main process's.
+  t.is(ready.pid, daemon.process.pid!);
+  t.true(ready.fields.includes(`STATUS=serving on port ${daemon.port}`), ready.fields.join(' '));
+
+  daemon.process.kill('SIGTERM');
+  const stopping = await nextWith('STOPPING=1');
+  t.is(stopping.pid, daemon.process.pid!);
+  t.is((await daemon.process).exitCode, 0);
+});
+
+test('hardening: under the unit\'s capability bounding set and NoNewPrivileges, isolated jobs and root jobs run and stop', async (t) => {
+  t.is(setting('NoNewPrivileges'), 'yes');
+  const caps = setting('CapabilityBoundingSet')!.split(' ').map((cap) => `+${cap.replace(/^CAP_/, '').toLowerCase()}`);
+  const { pki, parent } = await daemonSetup(t);
+  const daemon = await startDaemon(t, pki, parent, {
+    wrapper: ['setpriv', '--no-new-privs', '--bounding-set', `-all,${caps.join(',')}`, '--inh-caps', '-all'],
+    args: ['--allow-root-jobs'],
+  });
+  const client = adminClient(t, pki, daemon.port);
+  // Every namespace, mounts, a private /dev made with mknod, lo up, nobody.
+  const isolated = await unary(client, 'createJob', { command: 'sh', args: ['-c', 'id -u; cat /proc/1/comm; ls /sys/class/net; echo x > /dev/null && echo devnull'], limits: { maxMemoryMb: 64, maxPids: 32 } });
+  const { job, output } = await waitForEnd(client, isolated.job!.id);
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, `${job.message} ${output.stderr.toString()}`);
+  t.is(output.stdout.toString(), '65534\njob-init\nlo\ndevnull\n');
+  // Root: what it keeps (CHOWN, DAC_OVERRIDE…) is still there; what the unit took away is not.
+  const root = await unary(client, 'createJob', { command: 'sh', args: ['-c', 'grep CapEff /proc/self/status'], isolation: { user: 'root' } });
+  const rootEnd = await waitForEnd(client, root.job!.id);
+  t.is(rootEnd.job.status, JobStatus.JOB_STATUS_COMPLETED, rootEnd.job.message);
+  const effective = BigInt(`0x${/CapEff:\s*([0-9a-f]+)/.exec(rootEnd.output.stdout.toString())![1]}`);
+  t.not(effective & (1n << 0n), 0n, 'CAP_CHOWN kept');
+  t.is(effective & (1n << 16n), 0n, 'no CAP_SYS_MODULE');
+  t.is(effective & (1n << 21n), 0n, 'no CAP_SYS_ADMIN for the job');
+  // A stop: SIGTERM through job-init, then the cgroup kill.
+  const sleeper = await unary(client, 'createJob', { command: 'sleep', args: ['600'] });
+  t.is((await unary(client, 'stopJob', { id: sleeper.job!.id, graceMs: 100 })).job!.status, JobStatus.JOB_STATUS_STOPPED);
+  daemon.process.kill('SIGTERM');
+  t.is((await daemon.process).exitCode, 0);
 });

@@ -38,6 +38,10 @@ export interface DaemonOptions {
   cgroup?: string;
   /** Jobs run as root in the host's namespaces, to read the test's files (HOST_VIEW). */
   hostView?: boolean;
+  /** Added to the daemon's environment. */
+  env?: Record<string, string>;
+  /** A command that runs node with the daemon's argv after its own (e.g. setpriv with its flags). */
+  wrapper?: string[];
 }
 
 /** A real jobworkerd on a free loopback port; SIGKILLed in teardown if still running. */
@@ -50,9 +54,12 @@ export async function startDaemon(t: ExecutionContext, pki: string, parent: stri
     ...(options.args ?? []),
   ];
   // The shell joins the group and then becomes node: the daemon starts there, as under systemd.
+  const env = options.env ?? {};
   const child = options.cgroup
-    ? execa('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec node "$@"', `/sys/fs/cgroup/${options.cgroup}`, ...argv], { reject: false })
-    : execa('node', argv, { reject: false });
+    ? execa('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec node "$@"', `/sys/fs/cgroup/${options.cgroup}`, ...argv], { reject: false, env })
+    : options.wrapper
+      ? execa(options.wrapper[0]!, [...options.wrapper.slice(1), 'node', ...argv], { reject: false, env })
+      : execa('node', argv, { reject: false, env });
   t.teardown(() => {
     child.kill('SIGKILL');
   });
