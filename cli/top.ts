@@ -71,8 +71,9 @@ export class TopCommand extends JobctlCommand {
       return;
     }
     // Home, clear, then as many lines as the terminal holds, each cut to its width.
-    const columns = out.columns ?? 120;
-    const height = Math.max(3, (out.rows ?? 40) - 2);
+    // A terminal that does not say its size (0×0, as under script(1)) gets 120×40.
+    const columns = out.columns || 120;
+    const height = Math.max(3, (out.rows || 40) - 2);
     const lines = table.trimEnd().split('\n');
     const shown = lines.slice(0, height).map((line) => line.slice(0, columns));
     const more = lines.length - shown.length;
