@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Builtins, Cli, Command, Option } from 'clipanion';
-import { silenceIpServerNameWarning } from '../src/client/channel.js';
+import { silenceIpServerNameWarning } from '../src/common/ip-server-name.js';
 import { summarizeProfiles } from './profile.js';
 import { failedRow, markdown, machine, writeJson, type Row } from './report.js';
 import { cliStartup } from './scenarios/cli-startup.js';

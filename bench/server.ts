@@ -7,7 +7,7 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import { writeDevPki } from '../certs/pki.js';
-import { connect } from '../src/client/channel.js';
+import { openChannel } from '../src/client/channel.js';
 import type { JobServiceClient } from '../src/gen/jobworker/v1/jobworker.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -71,7 +71,7 @@ export async function startBenchServer(options: BenchServerOptions = {}): Promis
     pid: child.pid!,
     pki,
     client(role = 'admin') {
-      const client = connect({ server: `127.0.0.1:${started.port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-${role}-cert.pem`, key: `${pki}/client-${role}-key.pem` });
+      const client = openChannel({ server: `127.0.0.1:${started.port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-${role}-cert.pem`, key: `${pki}/client-${role}-key.pem` });
       clients.push(client);
       return client;
     },

@@ -68,7 +68,6 @@ export abstract class StartCommand extends JobctlCommand {
       },
     };
   }
-
 }
 
 export class CreateCommand extends StartCommand {

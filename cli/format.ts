@@ -121,14 +121,14 @@ export function topTable(rows: readonly TopRow[], now: Date): string {
   return alignColumns([header, ...lines]);
 }
 
-export function topJson({ job, cpuPercent, ioBytesPerSecond }: TopRow) {
+export function topJson({ job, cpuPercent, ioBytesPerSecond }: TopRow, now: Date) {
   return {
     id: job.id,
     status: statusName(job.status),
     cpuPercent: cpuPercent === null ? null : Math.round(cpuPercent * 10) / 10,
     memoryBytes: job.usage?.memoryBytes ?? null,
     ioBytesPerSecond: ioBytesPerSecond === null ? null : Math.round(ioBytesPerSecond),
-    elapsedSeconds: job.startedAt ? Math.max(0, Math.round(((job.endedAt ?? new Date()).getTime() - job.startedAt.getTime()) / 1000)) : null,
+    elapsedSeconds: elapsedSeconds(job, now),
     command: job.command,
     args: job.args,
   };
@@ -146,10 +146,15 @@ function binaryBytes(bytes: number): string {
   return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-/** 45s, 3m05s, 2h07m, 3d04h: until now, or until the job's end. */
+/** Whole seconds from the job's start until now, or until its end. */
+function elapsedSeconds(job: Job, now: Date): number | null {
+  return job.startedAt ? Math.max(0, Math.floor(((job.endedAt ?? now).getTime() - job.startedAt.getTime()) / 1000)) : null;
+}
+
+/** 45s, 3m05s, 2h07m, 3d04h. */
 function elapsed(job: Job, now: Date): string {
-  if (!job.startedAt) return '-';
-  const total = Math.max(0, Math.floor(((job.endedAt ?? now).getTime() - job.startedAt.getTime()) / 1000));
+  const total = elapsedSeconds(job, now);
+  if (total === null) return '-';
   const [d, h, m, s] = [Math.floor(total / 86400), Math.floor(total / 3600) % 24, Math.floor(total / 60) % 60, total % 60];
   const two = (n: number): string => String(n).padStart(2, '0');
   if (d > 0) return `${d}d${two(h)}h`;
@@ -249,11 +254,12 @@ export function commandLine(job: Pick<Job, 'command' | 'args'>): string {
 }
 
 const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/;
-// C0 controls, DEL and C1 controls (ESC-less CSI is 0x9b).
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
-// eslint-disable-next-line no-control-regex
-const CONTROL_GLOBAL = /[\u0000-\u001f\u007f-\u009f]/g;
+// C0 controls, DEL and C1 controls (ESC-less CSI is 0x9b), and the invisible
+// ones that reorder or hide text: zero-width characters, bidi embeddings,
+// overrides and isolates, the byte-order mark.
+const CONTROL_CLASS = '[\\u0000-\\u001f\\u007f-\\u009f\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2069\\ufeff]';
+const CONTROL = new RegExp(CONTROL_CLASS);
+const CONTROL_GLOBAL = new RegExp(CONTROL_CLASS, 'g');
 
 export function shellQuote(word: string): string {
   if (SAFE_WORD.test(word)) return word;
@@ -266,6 +272,8 @@ function escapeControl(text: string): string {
   return text.replace(CONTROL_GLOBAL, hexEscape);
 }
 
+/** \\x1b, or \\u202e past 0xff: what bash's $'…' reads back. */
 function hexEscape(char: string): string {
-  return `\\x${char.charCodeAt(0).toString(16).padStart(2, '0')}`;
+  const code = char.charCodeAt(0);
+  return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
 }

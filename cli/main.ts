@@ -2,7 +2,7 @@
 // sets the exit code; everything else lives in one file per command.
 import { Builtins, Cli, type CommandClass } from 'clipanion';
 import { colorsFor } from '../src/common/terminal.js';
-import { silenceIpServerNameWarning } from '../src/client/channel.js';
+import { silenceIpServerNameWarning } from '../src/common/ip-server-name.js';
 import { CreateCommand } from './create.js';
 import { ExitCode } from './errors.js';
 import { GetCommand } from './get.js';

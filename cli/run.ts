@@ -1,7 +1,8 @@
 // jobctl run: create a job, follow its output, exit with its exit code; a
 // remote command that feels like a local one.
 import { Command } from 'clipanion';
-import { RunAbortedError, type JobworkerClient, type RunResult } from '../src/client/client.js';
+import type { JobworkerClient, RunResult } from '../src/client/client.js';
+import { RunAbortedError } from '../src/client/errors.js';
 import { jobJson, toJsonLine } from './format.js';
 import { StartCommand } from './create.js';
 import { outputWriter } from './stream.js';

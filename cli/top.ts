@@ -38,10 +38,10 @@ export class TopCommand extends JobctlCommand {
     process.once('SIGTERM', onSignal);
     const live = !this.once && !this.json && (this.context.stdout as Partial<NodeJS.WriteStream>).isTTY === true;
     try {
-      let earlier = this.once ? await readRunning(client) : new Map<string, Job>();
+      let earlier = this.once ? await readRunning(client, stop.signal) : new Map<string, Job>();
       if (this.once) await sleep(this.interval * 1000, undefined, { signal: stop.signal });
       for (;;) {
-        const now = await readRunning(client);
+        const now = await readRunning(client, stop.signal);
         const rows = [...now.values()].map((job): TopRow => ({ job, ...ratesBetween(earlier.get(job.id), job) }));
         rows.sort((a, b) => (b.cpuPercent ?? -1) - (a.cpuPercent ?? -1) || (a.job.startedAt?.getTime() ?? 0) - (b.job.startedAt?.getTime() ?? 0));
         this.#print(rows, live, client.server);
@@ -61,11 +61,12 @@ export class TopCommand extends JobctlCommand {
 
   #print(rows: TopRow[], live: boolean, server: string): void {
     const out = this.context.stdout as Partial<NodeJS.WriteStream> & NodeJS.WritableStream;
+    const now = new Date();
     if (this.json) {
-      out.write(toJsonLine(rows.map(topJson)));
+      out.write(toJsonLine(rows.map((row) => topJson(row, now))));
       return;
     }
-    const table = topTable(rows, new Date());
+    const table = topTable(rows, now);
     if (!live) {
       out.write(`${this.once ? '' : '\n'}${table}`);
       return;
@@ -83,15 +84,15 @@ export class TopCommand extends JobctlCommand {
 }
 
 /** Every running job, each read afresh (GetJob has its cgroup read); one that ended meanwhile shows how it ended. */
-async function readRunning(client: JobworkerClient): Promise<Map<string, Job>> {
-  const running = await client.list({ status: JobStatus.JOB_STATUS_RUNNING });
+async function readRunning(client: JobworkerClient, signal: AbortSignal): Promise<Map<string, Job>> {
+  const running = await client.list({ status: JobStatus.JOB_STATUS_RUNNING, signal });
   const read = new Map<string, Job>();
   let next = 0;
   const reader = async (): Promise<void> => {
     while (next < running.length) {
       const { id } = running[next++]!;
       try {
-        read.set(id, await client.get(id));
+        read.set(id, await client.get(id, { signal }));
       } catch (err) {
         // Ended and pruned between the list and now.
         if (!(err instanceof ServerError && err.code === 'JOB_NOT_FOUND')) throw err;

@@ -45,7 +45,7 @@ function readPemFile(file: string, what: string): Buffer {
 }
 
 /** Reads the certificate files (ConfigError if they cannot be used); connects lazily, on the first call. */
-export function connect(options: ConnectOptions): JobServiceClient {
+export function openChannel(options: ConnectOptions): JobServiceClient {
   const ca = readPemFile(options.ca, 'CA certificate');
   const cert = readPemFile(options.cert, 'client certificate');
   const key = readPemFile(options.key, 'client key');
@@ -56,23 +56,6 @@ export function connect(options: ConnectOptions): JobServiceClient {
     throw new ConfigError(`cannot use client certificate ${options.cert} with key ${options.key}: ${(err as Error).message}`);
   }
   return new JobServiceClient(options.server, credentials.createFromSecureContext(context), CHANNEL_OPTIONS);
-}
-
-/**
- * grpc-js passes the host of the server address to TLS as the ServerName,
- * and Node warns (DEP0123, RFC 6066) when that is an IP address, which is
- * how jobctl is usually pointed at a server. The server's certificate is
- * still checked against the IP (its IP SANs), so the warning tells the user
- * nothing they can act on. Only that warning is dropped; any other still shows.
- */
-export function silenceIpServerNameWarning(): void {
-  const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
-  process.emitWarning = ((...args: unknown[]) => {
-    const [, typeOrOptions, code] = args;
-    const warningCode = typeof typeOrOptions === 'object' && typeOrOptions !== null ? (typeOrOptions as { code?: unknown }).code : code;
-    if (warningCode === 'DEP0123') return;
-    emitWarning(...args);
-  }) as typeof process.emitWarning;
 }
 
 // ---------------------------------------------------------------------------

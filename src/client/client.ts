@@ -4,10 +4,10 @@
 import os from 'node:os';
 import { connectivityState as ConnectivityState } from '@grpc/grpc-js';
 import { GetJobsStreamReq, JobStatus, type CreateJobReq, type DataChunk, type DeepPartial, type Job, type JobServiceClient } from '../gen/jobworker/v1/jobworker.js';
-import { connect as openChannel, unary, type ConnectOptions, type PartialRequestOf, type ResponseOf, type UnaryMethod } from './channel.js';
-import { BadResponseError, ClientError, toClientError, UnavailableError } from './errors.js';
+import { openChannel, unary, type ConnectOptions, type PartialRequestOf, type ResponseOf, type UnaryMethod } from './channel.js';
+import { BadResponseError, RunAbortedError, toClientError, UnavailableError } from './errors.js';
 
-export const CONNECT_TIMEOUT_MS = 10_000;
+const CONNECT_TIMEOUT_MS = 10_000;
 
 export interface ClientOptions extends ConnectOptions {
   /** How long a call may wait for the first connection to the server (default 10 s). */
@@ -18,7 +18,7 @@ export interface ClientOptions extends ConnectOptions {
 export type JobSpec = { command: string } & DeepPartial<Omit<CreateJobReq, 'command'>>;
 
 export interface Cancellable {
-  /** Aborting cancels the call; it then rejects with the signal's reason. */
+  /** Aborting cancels the call; it then rejects with the signal's reason (create(): see there). */
   signal?: AbortSignal;
 }
 
@@ -41,7 +41,9 @@ export interface StreamOptions extends Cancellable {
   timestamps?: boolean;
 }
 
-export interface RunOptions extends Cancellable {
+export interface RunOptions {
+  /** Aborting stops the job: see run(). */
+  signal?: AbortSignal;
   /** Called once the job has started, before any output. */
   onStart?: (job: Job) => void;
   /** Called with every chunk in order; the next is not read until its promise settles. */
@@ -54,23 +56,6 @@ export interface RunResult {
   job: Job;
   /** As a shell reports it: the exit code, or 128 + the signal's number. */
   exitCode: number;
-}
-
-/**
- * run()'s signal was aborted: the job was stopped, its output delivered to
- * the end, and this says how it ended. `cause` is the signal's reason.
- */
-export class RunAbortedError extends ClientError {
-  readonly code = 'ABORTED';
-
-  constructor(
-    readonly job: Job,
-    readonly exitCode: number,
-    cause: unknown,
-  ) {
-    super(`job ${job.id} was stopped: the run was aborted`, { cause });
-    this.name = 'RunAbortedError';
-  }
 }
 
 /** Shell conventions: the exit code, or 128 + the number of the signal that killed the job. */
@@ -110,27 +95,35 @@ export function connect(options: ClientOptions): JobworkerClient {
  * TLS handshake fails the call at once with grpc-js's reason, which a
  * waitForReady call would hide behind a bare DEADLINE_EXCEEDED. What
  * fail-fast cannot catch is a connection attempt that hangs (grpc-js waits
- * 20 s); a watchdog on the channel covers that, only until the first time the
- * channel is READY, so a stream following a long job has no deadline at all.
+ * 20 s): until the channel has been READY once, each call has the connect
+ * timeout, and one that runs out is cancelled — it was never sent, so a
+ * CreateJob cut short this way started nothing. Once connected, calls have
+ * no deadline: a stream following a long job may last for days.
  */
 export class JobworkerClient {
-  #connected: Promise<never> | undefined;
-  #ready = false;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #grpc: JobServiceClient;
+  #connectedOnce = false;
+  #watching = false;
+  /** Calls waiting for the first READY, each to clear its timer. */
+  readonly #waiting = new Set<() => void>();
 
   constructor(
-    readonly grpc: JobServiceClient,
+    grpc: JobServiceClient,
     readonly server: string,
     readonly connectTimeoutMs: number = CONNECT_TIMEOUT_MS,
-  ) {}
+  ) {
+    this.#grpc = grpc;
+  }
 
   /**
    * Starts a job; resolves once its command has started (a command that
-   * cannot start is a ServerError, and no job is recorded). An abort the
-   * server did not hear of in time does not undo the start.
+   * cannot start is a ServerError, and no job is recorded). The signal is
+   * looked at before the call only: once sent, a CreateJob is waited for, as
+   * cutting it short could leave a job running that nobody knows of.
    */
   async create(spec: JobSpec, options: Cancellable = {}): Promise<Job> {
-    return requireJob('CreateJob', (await this.#unary('createJob', spec, options.signal)).job);
+    options.signal?.throwIfAborted();
+    return requireJob('CreateJob', (await this.#unary('createJob', spec, undefined)).job);
   }
 
   async get(id: string, options: Cancellable = {}): Promise<Job> {
@@ -140,6 +133,9 @@ export class JobworkerClient {
   /** Jobs newest first, every page of them up to `limit`. */
   async list(filter: ListFilter = {}): Promise<Job[]> {
     const limit = filter.limit ?? Number.POSITIVE_INFINITY;
+    if (!(limit === Number.POSITIVE_INFINITY || (Number.isInteger(limit) && limit >= 1))) {
+      throw new RangeError(`list(): limit must be a whole number of at least 1, got ${limit}`);
+    }
     const jobs: Job[] = [];
     let pageToken = '';
     do {
@@ -148,7 +144,7 @@ export class JobworkerClient {
       jobs.push(...page.jobs);
       pageToken = page.nextPageToken;
     } while (pageToken !== '' && jobs.length < limit);
-    return jobs;
+    return jobs.slice(0, limit);
   }
 
   /** Stops a job (SIGTERM, SIGKILL after the grace period); resolves with it once it has ended. An ended job is answered as it is. */
@@ -165,13 +161,13 @@ export class JobworkerClient {
   async *stream(id: string, options: StreamOptions = {}): AsyncGenerator<DataChunk, void, undefined> {
     const { signal, ...request } = options;
     signal?.throwIfAborted();
-    const call = this.grpc.getJobsStream(GetJobsStreamReq.fromPartial({ id, ...request }));
+    const call = this.#grpc.getJobsStream(GetJobsStreamReq.fromPartial({ id, ...request }));
     const cancel = (): void => call.cancel();
     signal?.addEventListener('abort', cancel, { once: true });
     const chunks = (call as AsyncIterable<DataChunk>)[Symbol.asyncIterator]();
     try {
       for (;;) {
-        const next = await this.#guarded(chunks.next());
+        const next = await this.#guarded(chunks.next(), cancel);
         if (next.done) return;
         yield next.value;
       }
@@ -188,31 +184,32 @@ export class JobworkerClient {
   /**
    * Runs a job to its end: creates it, hands every chunk of its output to
    * onOutput, and resolves with the ended job and its shell-style exit code.
-   * Aborting the signal stops the job; run() then still delivers the rest of
-   * its output and rejects with RunAbortedError, which says how it ended.
-   * An error thrown by onOutput ends run() with that error and leaves the
-   * job running.
+   *
+   * Aborting the signal stops the job (SIGTERM, graceMs, SIGKILL); run() then
+   * still delivers the rest of its output and rejects with RunAbortedError,
+   * which says how it ended — unless it had ended by itself first, and then
+   * run() resolves as usual. If the stop itself fails, run() rejects with
+   * that error at once (the job may still be running). An error thrown by
+   * onStart or onOutput ends run() with that error and leaves the job running.
    */
   async run(spec: JobSpec, options: RunOptions = {}): Promise<RunResult> {
     const { signal, onStart, onOutput, graceMs } = options;
-    signal?.throwIfAborted();
-    // Not cancellable: a CreateJob cut short may still have started the job,
-    // which nobody would then stop. An abort meanwhile stops it right after.
-    const created = await this.create(spec);
-    onStart?.(created);
+    // create() is not cancellable once sent; an abort meanwhile stops the job right after.
+    const created = await this.create(spec, { signal });
+    const stopFailed = new AbortController();
     let stopping: Promise<Job> | undefined;
     const stop = (): void => {
       stopping ??= this.stop(created.id, { graceMs });
-      // Awaited once the output has ended; until then, not unhandled.
-      stopping.catch(() => {});
+      stopping.catch((err: unknown) => stopFailed.abort(err));
     };
     signal?.addEventListener('abort', stop, { once: true });
-    if (signal?.aborted) stop();
     try {
+      if (signal?.aborted) stop();
+      onStart?.(created);
       // The stream ends once the job has ended and every byte is out, stopped or not.
-      for await (const chunk of this.stream(created.id, { follow: true })) await onOutput?.(chunk);
+      for await (const chunk of this.stream(created.id, { follow: true, signal: stopFailed.signal })) await onOutput?.(chunk);
       const job = stopping ? await stopping : await this.get(created.id);
-      if (stopping) throw new RunAbortedError(job, exitCodeOf(job), signal?.reason);
+      if (stopping && job.status === JobStatus.JOB_STATUS_STOPPED) throw new RunAbortedError(job, exitCodeOf(job), signal?.reason);
       return { job, exitCode: exitCodeOf(job) };
     } finally {
       signal?.removeEventListener('abort', stop);
@@ -220,55 +217,75 @@ export class JobworkerClient {
   }
 
   close(): void {
-    clearTimeout(this.#timer);
-    this.grpc.close();
+    for (const clear of this.#waiting) clear();
+    this.#grpc.close();
   }
 
   async #unary<M extends UnaryMethod>(method: M, request: PartialRequestOf<M>, signal: AbortSignal | undefined): Promise<ResponseOf<M>> {
+    const timedOut = new AbortController();
     try {
-      return await this.#guarded(unary(this.grpc, method, request, { signal }));
+      const call = unary(this.#grpc, method, request, { signal: signal ? AbortSignal.any([signal, timedOut.signal]) : timedOut.signal });
+      return await this.#guarded(call, (err) => timedOut.abort(err));
     } catch (err) {
       signal?.throwIfAborted();
       throw toClientError(err, this.server);
     }
   }
 
-  /** Raced against the watchdog until the channel has been READY once (a race per chunk would pile up reactions on it). */
-  #guarded<T>(call: Promise<T>): Promise<T> {
-    return this.#ready ? call : Promise.race([call, this.#watchdog()]);
+  /**
+   * The call, with the connect timeout while the channel has never been
+   * READY: when it runs out, `cancel` gets the CONNECT_TIMEOUT error and the
+   * call rejects with it.
+   */
+  #guarded<T>(call: Promise<T>, cancel: (err: UnavailableError) => void): Promise<T> {
+    if (this.#connectedOnce) return call;
+    this.#watchChannel();
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const err = new UnavailableError('CONNECT_TIMEOUT', `cannot reach server ${this.server}: timed out after ${this.connectTimeoutMs / 1000} s`, this.server);
+        cancel(err);
+        reject(err);
+      }, this.connectTimeoutMs);
+      const clear = (): void => {
+        clearTimeout(timer);
+        this.#waiting.delete(clear);
+      };
+      this.#waiting.add(clear);
+      call.then(
+        (value) => {
+          clear();
+          resolve(value);
+        },
+        (err: unknown) => {
+          clear();
+          reject(err);
+        },
+      );
+    });
   }
 
   /**
-   * Rejects with UnavailableError (CONNECT_TIMEOUT) if the channel has not
-   * been READY within the timeout; otherwise never settles.
-   *
-   * Not client.waitForReady(): in grpc-js 1.14 its watcher, woken by close(),
-   * asks the closed channel to connect again, and the process then lingers
-   * until the deadline. This watcher only looks (getConnectivityState(false))
-   * and stops at SHUTDOWN; the calls themselves make the channel connect.
+   * Watches the channel until it is READY (or closed), then lifts every
+   * call's connect timeout. Not client.waitForReady(): in grpc-js 1.14 its
+   * watcher, woken by close(), asks the closed channel to connect again, and
+   * the process then lingers. This one only looks (getConnectivityState(false));
+   * the calls themselves make the channel connect.
    */
-  #watchdog(): Promise<never> {
-    this.#connected ??= new Promise<never>((_resolve, reject) => {
-      const channel = this.grpc.getChannel();
-      const timedOut = (): void =>
-        reject(new UnavailableError('CONNECT_TIMEOUT', `cannot reach server ${this.server}: timed out after ${this.connectTimeoutMs / 1000} s`, this.server));
-      this.#timer = setTimeout(timedOut, this.connectTimeoutMs);
-      const check = (): void => {
-        const state = channel.getConnectivityState(false);
-        if (state === ConnectivityState.READY || state === ConnectivityState.SHUTDOWN) {
-          this.#ready = true;
-          clearTimeout(this.#timer);
-          return;
-        }
-        // No deadline: the timer above is the deadline, and an infinite
-        // watch holds no handle that would keep the process alive.
-        channel.watchConnectivityState(state, Number.POSITIVE_INFINITY, check);
-      };
-      check();
-    });
-    // Every caller races it, but it may reject after the last race is over.
-    this.#connected.catch(() => {});
-    return this.#connected;
+  #watchChannel(): void {
+    if (this.#watching) return;
+    this.#watching = true;
+    const channel = this.#grpc.getChannel();
+    const check = (): void => {
+      const state = channel.getConnectivityState(false);
+      if (state === ConnectivityState.READY || state === ConnectivityState.SHUTDOWN) {
+        this.#connectedOnce = true;
+        for (const clear of this.#waiting) clear();
+        return;
+      }
+      // No deadline: the watch holds no handle that would keep the process alive.
+      channel.watchConnectivityState(state, Number.POSITIVE_INFINITY, check);
+    };
+    check();
   }
 }
 

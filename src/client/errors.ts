@@ -2,9 +2,11 @@
 // jobctl) tells them apart by class and code, and each message is one line
 // written for a person (jobctl prints it as it is).
 import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
+import { ERROR_CODE_TRAILER, isErrorCode, type ErrorCode } from '../common/error-codes.js';
+import type { Job } from '../gen/jobworker/v1/jobworker.js';
 
-/** The trailer in which the server sends its stable error code (JOB_NOT_FOUND, EXEC_FAILED…). */
-export const ERROR_CODE_TRAILER = 'jobworker-error-code';
+/** A gRPC status by name: what ServerError.code is when the server sent no code of its own. */
+export type GrpcStatusName = keyof typeof Status;
 
 export abstract class ClientError extends Error {
   abstract readonly code: string;
@@ -39,17 +41,34 @@ export class UnavailableError extends ClientError {
 /**
  * The server answered with an error. `code` is the server's own stable code
  * (JOB_NOT_FOUND, INVALID_ARGUMENT, INVALID_LIMITS, PERMISSION_DENIED,
- * EXEC_FAILED, ISOLATION_FAILED, NOT_RECORDED…) or, from a server that did not
- * send one, the gRPC status name.
+ * EXEC_FAILED, ISOLATION_FAILED, NOT_RECORDED…) or, where it sent none (an
+ * INTERNAL error, a call cancelled under the client), the gRPC status name.
  */
 export class ServerError extends ClientError {
   constructor(
-    readonly code: string,
+    readonly code: ErrorCode | GrpcStatusName,
     readonly grpcStatus: Status,
     message: string,
   ) {
     super(message);
     this.name = 'ServerError';
+  }
+}
+
+/**
+ * run()'s signal was aborted and the job stopped: its output was delivered
+ * to the end, and this says how it ended. `cause` is the signal's reason.
+ */
+export class RunAbortedError extends ClientError {
+  readonly code = 'ABORTED';
+
+  constructor(
+    readonly job: Job,
+    readonly exitCode: number,
+    cause: unknown,
+  ) {
+    super(`job ${job.id} was stopped: the run was aborted`, { cause });
+    this.name = 'RunAbortedError';
   }
 }
 
@@ -83,7 +102,7 @@ export function toClientError(err: unknown, server: string): unknown {
     case Status.CANCELLED:
       return new ServerError('CANCELLED', err.code, `the call was cancelled: ${oneLine(err.details)}`);
     default: {
-      const name = Status[err.code] ?? String(err.code);
+      const name = (Status[err.code] ?? 'UNKNOWN') as GrpcStatusName;
       // The server's statuses carry a message written for the user
       // ("job … not found", "permission denied: …"): kept as it is.
       return new ServerError(serverCode(err.metadata) ?? name, err.code, oneLine(err.details) || `server error ${name}`);
@@ -91,9 +110,10 @@ export function toClientError(err: unknown, server: string): unknown {
   }
 }
 
-function serverCode(metadata: Metadata | undefined): string | undefined {
+function serverCode(metadata: Metadata | undefined): ErrorCode | undefined {
   const [value] = metadata?.get(ERROR_CODE_TRAILER) ?? [];
-  return typeof value === 'string' && /^[A-Z_]{1,64}$/.test(value) ? value : undefined;
+  // A code this client does not know (a newer server's) reads as the status name.
+  return typeof value === 'string' && isErrorCode(value) ? value : undefined;
 }
 
 /**

@@ -1,6 +1,7 @@
 // jobworker/client: the typed client library (README, "Client library").
-export { connect, exitCodeOf, JobworkerClient, RunAbortedError, CONNECT_TIMEOUT_MS } from './client.js';
+export { connect, exitCodeOf, JobworkerClient } from './client.js';
 export type { Cancellable, ClientOptions, JobSpec, ListFilter, RunOptions, RunResult, StreamOptions } from './client.js';
-export { BadResponseError, ClientError, ConfigError, ServerError, UnavailableError } from './errors.js';
+export { BadResponseError, ClientError, ConfigError, RunAbortedError, ServerError, UnavailableError, type GrpcStatusName } from './errors.js';
+export type { ErrorCode } from '../common/error-codes.js';
 export { JobStatus, Network, OutputStream } from '../gen/jobworker/v1/jobworker.js';
 export type { DataChunk, Isolation, Job, Limits, ResourceUsage } from '../gen/jobworker/v1/jobworker.js';

@@ -3,9 +3,16 @@
 // Windows rather than since-start figures, so that a slow minute shows
 // instead of being averaged away by a quiet day.
 import { monitorEventLoopDelay, performance, type EventLoopUtilization } from 'node:perf_hooks';
-import type { LoopWindow } from '../workers/thread-stats.js';
 
 export const LOOP_WINDOW_MS = 10_000;
+
+/** One window of a thread's event loop. */
+export interface LoopWindow {
+  lagP99Seconds: number;
+  lagMaxSeconds: number;
+  /** Share of the window the loop was busy, 0 to 1. */
+  utilization: number;
+}
 /** How often the delay is sampled; each sample is the time between two ticks of this timer. */
 const RESOLUTION_MS = 10;
 

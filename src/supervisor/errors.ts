@@ -1,30 +1,9 @@
-// Every error the server reports to a client, with a stable code, and the
-// one mapping from those codes to gRPC statuses. Anything else that reaches
+// Every error the server reports to a client, with a stable code (their
+// gRPC statuses: src/common/error-codes.ts). Anything else that reaches
 // the RPC boundary is a bug: it is logged and the client sees only INTERNAL.
 import { Metadata, status as Status } from '@grpc/grpc-js';
-import { ERROR_CODE_TRAILER } from '../client/errors.js';
+import { ERROR_CODE_TRAILER, ErrorCodes, type ErrorCode } from '../common/error-codes.js';
 import type { StartFailureCode } from '../workers/protocol.js';
-
-export const ErrorCodes = {
-  INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
-  INVALID_LIMITS: Status.INVALID_ARGUMENT,
-  JOB_NOT_FOUND: Status.NOT_FOUND,
-  UNAUTHENTICATED: Status.UNAUTHENTICATED,
-  PERMISSION_DENIED: Status.PERMISSION_DENIED,
-  EXEC_FAILED: Status.FAILED_PRECONDITION,
-  // The host cannot give the job the isolation asked for (a kernel without
-  // some namespace, a workdir missing in the job's filesystem).
-  ISOLATION_FAILED: Status.FAILED_PRECONDITION,
-  CONTROLLER_UNAVAILABLE: Status.FAILED_PRECONDITION,
-  CGROUP_SETUP_FAILED: Status.INTERNAL,
-  SPAWN_FAILED: Status.INTERNAL,
-  SHUTTING_DOWN: Status.UNAVAILABLE,
-  // Disk full, most likely: what gRPC's RESOURCE_EXHAUSTED names.
-  NOT_RECORDED: Status.RESOURCE_EXHAUSTED,
-  OUTPUT_UNREADABLE: Status.DATA_LOSS,
-} as const;
-
-export type ErrorCode = keyof typeof ErrorCodes;
 
 export class JobworkerError extends Error {
   constructor(

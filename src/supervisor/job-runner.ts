@@ -189,13 +189,15 @@ export class JobRunner {
     }
 
     const inline = first.pipes ? readPipesInline(first.pipes, capture) : undefined;
+    // A job the history could not take was never started as far as anyone is told: its end is not counted either.
+    let recorded = false;
     const ended = Promise.all([outcome, drained, inline?.done]).then(
       async ([result]) => {
         // Every byte on disk before the end is recorded (unless the disk is full: then the end does not wait).
         await log.close();
         endJob(record, result, new Date());
         this.#record(record);
-        this.#options.metrics.jobEnded(record);
+        if (recorded) this.#options.metrics.jobEnded(record);
         this.#logger.info({ jobId: id, state: record.state, exitCode: record.exitCode, signal: record.signal, message: record.message }, 'job ended');
         this.#options.onJobEnded?.();
       },
@@ -210,7 +212,7 @@ export class JobRunner {
         await log.close();
         abandonJob(record, `${messageOf(err)}${reaped}`, new Date());
         this.#record(record);
-        this.#options.metrics.jobEnded(record);
+        if (recorded) this.#options.metrics.jobEnded(record);
         this.#options.onJobEnded?.();
       },
     );
@@ -244,6 +246,7 @@ export class JobRunner {
     });
     try {
       this.#store.add(record);
+      recorded = true;
     } catch (err) {
       if (!(err instanceof NotRecordedError)) throw err;
       // Nobody may be told of a job the history does not have: it would

@@ -1,6 +1,7 @@
 // The JobService RPCs. Callers are authenticated and authorized before a
 // handler runs (rpc-boundary.ts); handlers validate their request and work on
 // the store.
+import { once } from 'node:events';
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import {
   JobStatus,
@@ -150,7 +151,7 @@ export class JobService {
       }
       // The log closes before the job's end is recorded (that waits for the
       // disk): a follower told of the end must find it in GetJob.
-      if (follow) await record.ended;
+      if (follow) await Promise.race([record.ended, once(gone.signal, 'abort')]);
     } catch (err) {
       // The client went away: nothing to send, nothing to report.
       if (gone.signal.aborted) return;
@@ -162,7 +163,8 @@ export class JobService {
       call.off('close', onCancel);
       await cursor.close();
     }
-    call.end();
+    // A client that left while the end was being recorded hears nothing more.
+    if (!gone.signal.aborted) call.end();
   }
 
   #find(id: string): JobRecord {

@@ -142,7 +142,7 @@ class ServeCommand extends Command {
   });
   metricsListen = Option.String('--metrics-listen', {
     description:
-      'Serve Prometheus metrics at http://HOST:PORT/metrics: plain HTTP on a loopback address (127.0.0.1:9464), HTTPS with a client certificate from --ca (any role) anywhere else (default: off)',
+      'Serve Prometheus metrics at http://HOST:PORT/metrics: plain HTTP on a loopback address (127.0.0.1:9464); anywhere else HTTPS needing a client certificate from --ca with an admin or viewer role, as on the gRPC port (default: off)',
     validator: isListenAddress,
   });
   logLevel = Option.String('--log-level', 'info', {
@@ -205,11 +205,10 @@ class ServeCommand extends Command {
       return err instanceof HistoryError || err instanceof IsolationConfigError ? 2 : 1;
     }
     const unwatch = watchConfig(files, server, logger, () => audit?.reopen());
-    const systemd = new SystemdNotifier(logger);
-    void systemd.notify({ READY: '1', STATUS: `serving on port ${server.port}` });
-    // The handlers stay installed: a second signal during shutdown must not
-    // kill the server with jobs and cgroups still to clean up.
-    const signalled = await new Promise<NodeJS.Signals>((resolve) => {
+    // Installed before anything is awaited, and they stay installed: a
+    // signal, even a second one during shutdown, must not kill the server
+    // with jobs and cgroups still to clean up.
+    const signalled = new Promise<NodeJS.Signals>((resolve) => {
       const onSignal = (signal: NodeJS.Signals): void => {
         if (shuttingDown) logger.warn({ signal }, 'already shutting down: stopping jobs and removing their cgroups');
         else resolve(signal);
@@ -218,7 +217,15 @@ class ServeCommand extends Command {
       process.on('SIGTERM', onSignal);
       process.on('SIGINT', onSignal);
     });
-    logger.info({ signal: signalled }, 'shutting down');
+    const systemd = new SystemdNotifier(logger);
+    if (!(await systemd.notify({ READY: '1', STATUS: `serving on port ${server.port}` }))) {
+      // systemd would time the start out and kill the server, with whatever jobs it had started by then.
+      this.context.stderr.write('jobworkerd: cannot tell systemd it is ready (NOTIFY_SOCKET is set, systemd-notify failed; see the log)\n');
+      unwatch();
+      await server.shutdown();
+      return 1;
+    }
+    logger.info({ signal: await signalled }, 'shutting down');
     const stopping = systemd.notify({ STOPPING: '1', STATUS: 'stopping every job' });
     unwatch();
     await server.shutdown();

@@ -1,10 +1,12 @@
 // GET /metrics for Prometheus (--metrics-listen). On a loopback address it is
-// plain HTTP: only local processes reach it, as with most exporters. Anywhere
-// else it takes the gRPC port's rules: TLS 1.3, a client certificate from the
-// CA, clientAuth, not on the deny list, and a role (admin or viewer).
+// plain HTTP: only local processes reach it, as with most exporters (and jobs
+// the server lets use the host's network). Anywhere else it takes the gRPC
+// port's rules: TLS 1.3, a client certificate from the CA, clientAuth, not on
+// the deny list, and a role (admin or viewer).
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import net, { type AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -39,14 +41,25 @@ export function parseListen(listen: string): { host: string; port: number } | nu
   return { host: match[1]!.replace(/^\[|\]$/g, ''), port };
 }
 
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+/** An address (not a name: names are looked up first) only this host can reach. */
+function isLoopback(address: string): boolean {
+  return (net.isIPv4(address) && address.startsWith('127.')) || address === '::1';
 }
+
+/** Scrapers are few; this many connections at once is already abuse. */
+const MAX_CONNECTIONS = 64;
 
 export async function startMetricsEndpoint(options: MetricsEndpointOptions): Promise<MetricsEndpoint> {
   const address = parseListen(options.listen);
   if (!address) throw new Error(`--metrics-listen ${JSON.stringify(options.listen)}: expected host:port such as 127.0.0.1:9464`);
-  const secure = !isLoopback(address.host);
+  // Whether it is loopback is decided on the address the name stands for, which is also the one bound.
+  const host = await lookup(address.host).then(
+    (found) => found.address,
+    (err: NodeJS.ErrnoException) => {
+      throw new Error(`--metrics-listen ${options.listen}: cannot resolve ${address.host} (${err.code ?? err.message})`);
+    },
+  );
+  const secure = !isLoopback(host);
   const handle = (request: IncomingMessage, response: ServerResponse): void => {
     void serve(request, response, options, secure).catch((err: unknown) => {
       options.logger.error({ err }, 'metrics: could not answer a scrape');
@@ -55,14 +68,23 @@ export async function startMetricsEndpoint(options: MetricsEndpointOptions): Pro
     });
   };
   const tlsOptions = (material: TlsMaterial) => ({ ca: material.ca, cert: material.cert, key: material.key, minVersion: 'TLSv1.3' as const });
-  const server = secure ? https.createServer({ ...tlsOptions(options.tls), requestCert: true, rejectUnauthorized: true }, handle) : http.createServer(handle);
+  const server = secure
+    ? https.createServer({ ...tlsOptions(options.tls), requestCert: true, rejectUnauthorized: true, handshakeTimeout: 5_000 }, handle)
+    : http.createServer(handle);
   // Scrapers keep their connection; an idle one is closed before it piles up.
   server.keepAliveTimeout = 60_000;
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
+  server.maxConnections = MAX_CONNECTIONS;
+  // Every socket, handshake done or not, so that close() ends them all at once.
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(address.port, address.host, () => {
+    server.listen(address.port, host, () => {
       server.off('error', reject);
       resolve();
     });
@@ -79,7 +101,7 @@ export async function startMetricsEndpoint(options: MetricsEndpointOptions): Pro
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        server.closeAllConnections();
+        for (const socket of sockets) socket.destroy();
       }),
   };
 }

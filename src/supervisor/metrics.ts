@@ -2,8 +2,8 @@
 // they happen on the main thread; what lives elsewhere — the job store, the
 // supervisor threads' counters and event loops — is read at scrape time.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { LOOP_WINDOW_MS, monitorLoop } from '../common/loop-monitor.js';
-import { CGROUP_OPS, ThreadStats, type LoopWindow, type ThreadStatsSnapshot } from '../workers/thread-stats.js';
+import { LOOP_WINDOW_MS, monitorLoop, type LoopWindow } from '../common/loop-monitor.js';
+import { CGROUP_OPS, ThreadStats, type ThreadStatsSnapshot } from '../workers/thread-stats.js';
 import type { JobRecord } from './job-store.js';
 import type { OutputLog } from './output-log.js';
 import type { PumpTarget } from './ring-reader.js';
@@ -18,7 +18,7 @@ export interface MetricSources {
 const JOB_STATES = ['RUNNING', 'COMPLETED', 'FAILED', 'STOPPED'] as const;
 
 /** How a job ended, as jobworker_job_ends_total counts it: an OOM kill is its own outcome. */
-export type JobEndOutcome = 'completed' | 'failed' | 'stopped' | 'oom';
+type JobEndOutcome = 'completed' | 'failed' | 'stopped' | 'oom';
 
 export class ServerMetrics {
   readonly registry = new Registry();
@@ -58,9 +58,9 @@ export class ServerMetrics {
 
   readonly rpcDuration = new Histogram({
     name: 'jobworker_rpc_duration_seconds',
-    help: 'Time from a call\'s arrival to its answer; for GetJobsStream, how long the stream stayed open',
+    help: "Time from a unary call's arrival to its answer (GetJobsStream, which lasts as long as its job, is left out)",
     labelNames: ['method'] as const,
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 600],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
     registers: [this.registry],
   });
 
@@ -82,7 +82,7 @@ export class ServerMetrics {
     registers: [this.registry],
   });
 
-  /** windowMs: of the event-loop figures, for every thread (tests shorten it). */
+  /** loopWindowMs: the window of the event-loop figures, for every thread (tests shorten it). */
   constructor(readonly loopWindowMs = LOOP_WINDOW_MS) {
     const stats = this.threadStats;
     const sources = (): MetricSources | undefined => this.#sources;
@@ -130,7 +130,7 @@ export class ServerMetrics {
     const loopGauge = (name: string, help: string, value: (window: LoopWindow) => number): void => {
       new Gauge({
         name,
-        help: `${help}, over the last 10 s window; thread: main or supervisor-<thread id>`,
+        help: `${help}, over the last ${loopWindowMs / 1000} s; thread: main or supervisor-<thread id>`,
         labelNames: ['thread'] as const,
         registers: [this.registry],
         collect() {
@@ -141,7 +141,7 @@ export class ServerMetrics {
     };
     loopGauge('jobworker_event_loop_lag_p99_seconds', "99th percentile of the thread's event-loop lag", (w) => w.lagP99Seconds);
     loopGauge('jobworker_event_loop_lag_max_seconds', "Longest event-loop lag of the thread", (w) => w.lagMaxSeconds);
-    loopGauge('jobworker_event_loop_utilization', 'Share of the time the thread\'s event loop was busy (0 to 1)', (w) => w.utilization);
+    loopGauge('jobworker_event_loop_utilization_ratio', "Share of the time the thread's event loop was busy (0 to 1)", (w) => w.utilization);
     collectDefaultMetrics({ register: this.registry });
     this.#stopLoop = monitorLoop((window) => {
       this.#mainLoop = window;

@@ -109,7 +109,7 @@ export class RpcBoundary {
   ): void {
     const seconds = (performance.now() - started) / 1000;
     this.metrics.rpcs.inc({ method: rpc, code: Status[code ?? Status.OK] ?? String(code) });
-    this.metrics.rpcDuration.observe({ method: rpc }, seconds);
+    if (rpc !== 'GetJobsStream') this.metrics.rpcDuration.observe({ method: rpc }, seconds);
     const line = {
       rpc,
       peer: call.getPeer(),

@@ -9,16 +9,20 @@ import { execa } from 'execa';
 import type { Logger } from 'pino';
 
 export class SystemdNotifier {
-  #last: Promise<void> = Promise.resolve();
+  #last: Promise<boolean> = Promise.resolve(true);
 
   constructor(
     readonly logger: Logger,
     readonly socket = process.env.NOTIFY_SOCKET,
   ) {}
 
-  /** Sends `fields` (READY=1, STATUS=…) after anything sent before; resolves once sent or given up (logged). */
-  notify(fields: Record<string, string>): Promise<void> {
-    if (!this.socket) return Promise.resolve();
+  /**
+   * Sends `fields` (READY=1, STATUS=…) after anything sent before. Resolves
+   * true once sent (or when systemd did not ask), false when it could not
+   * be (logged).
+   */
+  notify(fields: Record<string, string>): Promise<boolean> {
+    if (!this.socket) return Promise.resolve(true);
     const assignments = Object.entries(fields).map(([key, value]) => `${key}=${value}`);
     this.#last = this.#last.then(async () => {
       const result = await execa('systemd-notify', [`--pid=${process.pid}`, ...assignments], {
@@ -28,8 +32,9 @@ export class SystemdNotifier {
         timeout: 10_000,
       });
       if (result.failed) {
-        this.logger.warn({ fields: assignments, err: result.shortMessage }, 'could not notify systemd (NOTIFY_SOCKET is set, systemd-notify failed)');
+        this.logger.error({ fields: assignments, err: result.shortMessage }, 'could not notify systemd (NOTIFY_SOCKET is set, systemd-notify failed)');
       }
+      return !result.failed;
     });
     return this.#last;
   }

@@ -7,6 +7,7 @@
 //   [0] ring-full events             [2..5] cgroup failures: create kill remove read
 //   [1] µs pipes spent paused         [6] next free thread slot
 //   [8 + 4i ..] thread slot i: threadId, lag p99 ns, lag max ns, utilisation ppm
+import type { LoopWindow } from '../common/loop-monitor.js';
 
 /** Piscina's workerData for the job-supervisor threads. */
 export interface SupervisorThreadData {
@@ -21,22 +22,17 @@ const RING_FULL = 0;
 const RING_BLOCKED_MICROS = 1;
 const CGROUP_FAILURES = 2;
 const NEXT_SLOT = 6;
-const SLOTS = 8;
+/** Cells before the first thread slot. */
+const HEADER = 8;
 const SLOT_FIELDS = 4;
 /**
- * Twice --workers' maximum: a thread that dies is replaced and the new one
- * claims a slot of its own (the main thread reports only live threads).
+ * Twice --workers' maximum. Slots are not reused: a thread that dies is
+ * replaced and the new one claims a slot of its own (the main thread reports
+ * only live threads), so past 64 replacements at the most workers the newest
+ * threads go without loop figures. Threads die only of a bug.
  */
-export const MAX_THREAD_SLOTS = 128;
-const LENGTH = SLOTS + MAX_THREAD_SLOTS * SLOT_FIELDS;
-
-/** One window of a thread's event loop (see LoopMonitor). */
-export interface LoopWindow {
-  lagP99Seconds: number;
-  lagMaxSeconds: number;
-  /** Share of the window the loop was busy, 0 to 1. */
-  utilization: number;
-}
+const MAX_THREAD_SLOTS = 128;
+const LENGTH = HEADER + MAX_THREAD_SLOTS * SLOT_FIELDS;
 
 export interface ThreadStatsSnapshot {
   ringFullEvents: number;
@@ -66,7 +62,7 @@ export class ThreadStats {
   claimSlot(threadId: number): ((window: LoopWindow) => void) | null {
     const slot = Number(Atomics.add(this.#cells, NEXT_SLOT, 1n));
     if (slot >= MAX_THREAD_SLOTS) return null;
-    const at = SLOTS + slot * SLOT_FIELDS;
+    const at = HEADER + slot * SLOT_FIELDS;
     return (window) => {
       Atomics.store(this.#cells, at + 1, BigInt(Math.round(window.lagP99Seconds * 1e9)));
       Atomics.store(this.#cells, at + 2, BigInt(Math.round(window.lagMaxSeconds * 1e9)));
@@ -81,7 +77,7 @@ export class ThreadStats {
     const threads: ThreadStatsSnapshot['threads'] = [];
     const used = Math.min(cell(NEXT_SLOT), MAX_THREAD_SLOTS);
     for (let slot = 0; slot < used; slot++) {
-      const at = SLOTS + slot * SLOT_FIELDS;
+      const at = HEADER + slot * SLOT_FIELDS;
       const threadId = cell(at);
       if (threadId === 0) continue;
       threads.push({ threadId, lagP99Seconds: cell(at + 1) / 1e9, lagMaxSeconds: cell(at + 2) / 1e9, utilization: cell(at + 3) / 1e6 });

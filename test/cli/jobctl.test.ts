@@ -524,4 +524,6 @@ test('help: jobctl create --help has details and examples', async (t) => {
 test('format: command lines are quoted for a shell and control characters escaped', (t) => {
   t.is(commandLine({ command: 'sh', args: ['-c', "echo 'hi' there"] }), `sh -c 'echo '\\''hi'\\'' there'`);
   t.is(commandLine({ command: 'printf', args: ['\u001b[2J', ''] }), "printf $'\\x1b[2J' ''");
+  // A right-to-left override would show "rm -rf /cod.exe" as something else.
+  t.is(commandLine({ command: 'echo', args: ['a\u202eb', 'zero\u200bwidth'] }), "echo $'a\\u202eb' $'zero\\u200bwidth'");
 });

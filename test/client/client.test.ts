@@ -1,6 +1,7 @@
 // The client library (jobworker/client) against a real server: run and
 // stream, cancellation, and the typed errors jobctl shows.
 import { once } from 'node:events';
+import fs from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import test from 'ava';
@@ -108,6 +109,26 @@ test('run: a slow onOutput gets every byte of a large output, exactly', async (t
   t.is(exitCode, 0, stderr);
   t.is(bytes, 8_388_608);
   t.is(stderr.split(' ')[0], hash.digest('hex'));
+});
+
+test('run: an abort after the job ended by itself changes nothing: run() resolves', async (t) => {
+  const jobs = adminFor(t);
+  const abort = new AbortController();
+  let id = '';
+  const { job, exitCode } = await jobs.run(
+    { command: 'sh', args: ['-c', 'echo last words'] },
+    {
+      signal: abort.signal,
+      onStart: (started) => (id = started.id),
+      // Abort only once the server has the job ended (run() reads no further meanwhile).
+      onOutput: async () => {
+        while ((await jobs.get(id)).status === JobStatus.JOB_STATUS_RUNNING) await new Promise((resolve) => setTimeout(resolve, 20));
+        abort.abort();
+      },
+    },
+  );
+  t.is(job.status, JobStatus.JOB_STATUS_COMPLETED);
+  t.is(exitCode, 0);
 });
 
 test('run: aborting stops the job, delivers the rest of its output, and rejects with how it ended', async (t) => {
@@ -245,7 +266,7 @@ test('errors: a refused connection is an UnavailableError saying so', async (t) 
   t.is(error?.message, `cannot reach server 127.0.0.1:${port}: connection refused`);
 });
 
-test('errors: a server that never answers the handshake fails after the connect timeout', async (t) => {
+test('errors: until the first connection, each call has its own connect timeout, and is cancelled when it runs out', async (t) => {
   // Accepts TCP connections and says nothing: the TLS handshake hangs.
   const sockets = new Set<net.Socket>();
   const silent = net.createServer((socket) => sockets.add(socket)).listen(0, '127.0.0.1');
@@ -259,9 +280,15 @@ test('errors: a server that never answers the handshake fails after the connect 
   const env = server.env();
   const jobs = connect({ server: address, ca: env.JOBWORKER_CA!, cert: env.JOBWORKER_CERT!, key: env.JOBWORKER_KEY!, connectTimeoutMs: 300 });
   t.teardown(() => jobs.close());
+  const started = Date.now();
   const error = await t.throwsAsync(jobs.list(), { instanceOf: UnavailableError });
   t.is(error?.code, 'CONNECT_TIMEOUT');
   t.is(error?.message, `cannot reach server ${address}: timed out after 0.3 s`);
+  // A later call waits its own 0.3 s, not failing at once on the first one's timer.
+  const again = Date.now();
+  await t.throwsAsync(jobs.create({ command: 'true' }), { instanceOf: UnavailableError, message: /timed out after 0\.3 s/ });
+  t.true(Date.now() - again >= 250, `the second call failed after ${Date.now() - again} ms`);
+  t.true(again - started >= 250);
 });
 
 test('errors: grpc-js connection reports become short reasons', (t) => {
@@ -287,8 +314,15 @@ test('exitCodeOf: shell conventions', (t) => {
 test('the README harness: 100 jobs at once, every one followed to its end, exit codes tallied', async (t) => {
   const result = await execa('node', [path.join(repoRoot, 'dist/examples/harness.js'), '100'], { env: server.env(), reject: false });
   t.is(result.exitCode, 0, result.stderr);
-  const summary = JSON.parse(result.stdout) as { jobs: number; exitCodes: Record<string, number>; outputBytes: number };
+  const summary = JSON.parse(result.stdout) as { jobs: number; exitCodes: Record<string, number>; outputBytes: number; failures: string[] };
+  t.deepEqual(summary.failures, []);
   t.deepEqual(summary.exitCodes, { 0: 34, 1: 33, 2: 33 });
   // "job 0\n" … "job 99\n"
   t.is(summary.outputBytes, 10 * 6 + 90 * 7);
+});
+
+test('the README shows examples/harness.ts as it is', (t) => {
+  const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
+  const example = fs.readFileSync(path.join(repoRoot, 'examples/harness.ts'), 'utf8');
+  t.true(readme.includes(`\`\`\`ts\n${example}\`\`\``), 'README.md has an out-of-date copy of examples/harness.ts');
 });

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
-import { connect } from '../../src/client/channel.js';
+import { openChannel } from '../../src/client/channel.js';
 import { removeParentTree } from './host.js';
 import { HOST_VIEW_FLAGS } from './server.js';
 import { repoRoot } from './paths.js';
@@ -93,7 +93,7 @@ export async function daemonSetup(t: ExecutionContext): Promise<{ pki: string; p
 let daemons = 0;
 
 export function adminClient(t: ExecutionContext, pki: string, port: number, role: 'admin' | 'viewer' = 'admin') {
-  const client = connect({ server: `localhost:${port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-${role}-cert.pem`, key: `${pki}/client-${role}-key.pem` });
+  const client = openChannel({ server: `localhost:${port}`, ca: `${pki}/ca-cert.pem`, cert: `${pki}/client-${role}-cert.pem`, key: `${pki}/client-${role}-key.pem` });
   t.teardown(() => client.close());
   return client;
 }

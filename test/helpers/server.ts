@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { ServiceError } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { writeDevPki } from '../../certs/pki.js';
-import { connect, unary } from '../../src/client/channel.js';
+import { openChannel, unary } from '../../src/client/channel.js';
 import type { DataChunk, Job, JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { GetJobsStreamReq, OutputStream } from '../../src/gen/jobworker/v1/jobworker.js';
 import type { IsolationConfig } from '../../src/supervisor/isolation.js';
@@ -15,7 +15,7 @@ import { startServer, type RunningServer, type ServerOptions } from '../../src/s
 import { groupsUnder } from './host.js';
 import { jobInitPath } from './paths.js';
 
-export { unary, type PartialRequestOf, type RequestOf, type ResponseOf, type UnaryMethod } from '../../src/client/channel.js';
+export { unary, type PartialRequestOf } from '../../src/client/channel.js';
 
 export type Role = 'admin' | 'viewer';
 
@@ -96,7 +96,7 @@ export async function startTestServer(t?: Teardown, overrides: Partial<ServerOpt
     // By name, not IP: grpc-js sends the host as TLS ServerName, and Node
     // warns (DEP0123) in the test's output for an IP. The server
     // certificate names localhost too.
-    const made = connect({ server: `localhost:${server.port}`, ca: vars.JOBWORKER_CA!, cert: vars.JOBWORKER_CERT!, key: vars.JOBWORKER_KEY! });
+    const made = openChannel({ server: `localhost:${server.port}`, ca: vars.JOBWORKER_CA!, cert: vars.JOBWORKER_CERT!, key: vars.JOBWORKER_KEY! });
     clients.push(made);
     return made;
   };

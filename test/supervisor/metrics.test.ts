@@ -94,6 +94,7 @@ test('metrics: after jobs of every outcome, the counters and gauges say exactly 
   // The follower and the three streams of waitForEnd.
   t.is(value(samples, 'jobworker_rpcs_total{method="GetJobsStream",code="OK"}'), 4);
   t.is(value(samples, 'jobworker_rpc_duration_seconds_count{method="CreateJob"}'), 5);
+  t.is(value(samples, 'jobworker_rpc_duration_seconds_count{method="GetJobsStream"}'), undefined, 'streams last as long as their jobs: no latency');
   t.is(value(samples, 'jobworker_output_streams_open'), 0);
 
   // Every byte the jobs wrote was captured, and sent once to the one reader of each job.
@@ -104,12 +105,12 @@ test('metrics: after jobs of every outcome, the counters and gauges say exactly 
   for (const op of ['create', 'kill', 'remove', 'read']) t.is(value(samples, `jobworker_cgroup_failures_total{op="${op}"}`), 0, op);
 
   // The main thread and each of the two supervisor threads.
-  const threads = [...samples.keys()].filter((key) => key.startsWith('jobworker_event_loop_utilization{')).map((key) => /thread="([^"]+)"/.exec(key)![1]);
+  const threads = [...samples.keys()].filter((key) => key.startsWith('jobworker_event_loop_utilization_ratio{')).map((key) => /thread="([^"]+)"/.exec(key)![1]);
   t.is(threads.length, 3, threads.join(' '));
   t.true(threads.includes('main'));
   t.is(threads.filter((thread) => /^supervisor-\d+$/.test(thread!)).length, 2);
   for (const thread of threads) {
-    const utilization = value(samples, `jobworker_event_loop_utilization{thread="${thread}"}`)!;
+    const utilization = value(samples, `jobworker_event_loop_utilization_ratio{thread="${thread}"}`)!;
     t.true(utilization >= 0 && utilization <= 1, `${thread}: ${utilization}`);
     t.true(value(samples, `jobworker_event_loop_lag_p99_seconds{thread="${thread}"}`)! >= 0);
     t.true(value(samples, `jobworker_event_loop_lag_max_seconds{thread="${thread}"}`)! >= 0);
@@ -125,23 +126,31 @@ test('metrics: event-loop lag and utilisation, per window, of the main thread an
   // main thread (the server runs in this process).
   const { job } = await unary(client, 'createJob', { command: 'sh', args: ['-c', 'while :; do head -c 1048576 /dev/zero; done'] });
   const ended = waitForEnd(client, job!.id);
-  const blockedUntil = Date.now() + 300;
-  while (Date.now() < blockedUntil);
-  const seen = await scrapeUntil(server, (samples) => {
-    const supervisors = [...samples].filter(([key, v]) => key.startsWith('jobworker_event_loop_utilization{thread="supervisor-') && v > 0);
-    return value(samples, 'jobworker_event_loop_lag_max_seconds{thread="main"}')! >= 0.2 && supervisors.length > 0;
-  });
+  const blockMainThread = (): void => {
+    const until = Date.now() + 300;
+    while (Date.now() < until);
+  };
+  // Blocked again before every scrape: whichever window a scrape reads, one lately held a 300 ms block.
+  const seen = await scrapeUntil(
+    server,
+    (samples) => {
+      const supervisors = [...samples].filter(([key, v]) => key.startsWith('jobworker_event_loop_utilization_ratio{thread="supervisor-') && v > 0);
+      return value(samples, 'jobworker_event_loop_lag_max_seconds{thread="main"}')! >= 0.2 && supervisors.length > 0;
+    },
+    blockMainThread,
+  );
   t.true(value(seen, 'jobworker_event_loop_lag_max_seconds{thread="main"}')! < 10);
   t.true(value(seen, 'jobworker_event_loop_lag_p99_seconds{thread="main"}')! <= value(seen, 'jobworker_event_loop_lag_max_seconds{thread="main"}')!);
-  t.true(value(seen, 'jobworker_event_loop_utilization{thread="main"}')! > 0);
+  t.true(value(seen, 'jobworker_event_loop_utilization_ratio{thread="main"}')! > 0);
   await unary(client, 'stopJob', { id: job!.id });
   await ended;
 });
 
-/** Scrapes until the samples satisfy `done` (the loop figures come once per window). */
-async function scrapeUntil(server: TestServer, done: (samples: Samples) => boolean): Promise<Samples> {
+/** Scrapes until the samples satisfy `done` (the loop figures come once per window), doing `before` before each scrape. */
+async function scrapeUntil(server: TestServer, done: (samples: Samples) => boolean, before = (): void => {}): Promise<Samples> {
   const deadline = Date.now() + 20_000;
   for (;;) {
+    before();
     const samples = await scrape(server);
     if (done(samples)) return samples;
     if (Date.now() > deadline) throw new Error(`never seen; last scrape:\n${[...samples].filter(([key]) => key.startsWith('jobworker_event_loop')).join('\n')}`);

@@ -230,9 +230,10 @@ test.serial('output: a follower that cancels is released at once', async (t) => 
   const log = ts.server.store.get(job.id)!.log;
   const streams = Array.from({ length: 10 }, () => ts.client('admin').getJobsStream(GetJobsStreamReq.fromPartial({ id: job.id, follow: true })));
   for (const s of streams) s.on('error', () => undefined);
-  await waitUntil(() => log.waiting === 10, 'followers to park');
+  // Ten TLS connections first: generous, for the emulated v2 VM under load.
+  await waitUntil(() => log.waiting === 10, 'followers to park', 60_000);
   for (const s of streams) s.cancel();
-  await waitUntil(() => log.waiting === 0, 'followers to be released');
+  await waitUntil(() => log.waiting === 0, 'followers to be released', 60_000);
   t.is(log.waiting, 0);
 });
 

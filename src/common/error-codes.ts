@@ -1,0 +1,32 @@
+// The server's stable error codes, shared by the server (which maps each to a
+// gRPC status and sends it in a trailer) and the client library (which gives
+// it back as ServerError.code).
+import { status as Status } from '@grpc/grpc-js';
+
+export const ErrorCodes = {
+  INVALID_ARGUMENT: Status.INVALID_ARGUMENT,
+  INVALID_LIMITS: Status.INVALID_ARGUMENT,
+  JOB_NOT_FOUND: Status.NOT_FOUND,
+  UNAUTHENTICATED: Status.UNAUTHENTICATED,
+  PERMISSION_DENIED: Status.PERMISSION_DENIED,
+  EXEC_FAILED: Status.FAILED_PRECONDITION,
+  // The host cannot give the job the isolation asked for (a kernel without
+  // some namespace, a workdir missing in the job's filesystem).
+  ISOLATION_FAILED: Status.FAILED_PRECONDITION,
+  CONTROLLER_UNAVAILABLE: Status.FAILED_PRECONDITION,
+  CGROUP_SETUP_FAILED: Status.INTERNAL,
+  SPAWN_FAILED: Status.INTERNAL,
+  SHUTTING_DOWN: Status.UNAVAILABLE,
+  // Disk full, most likely: what gRPC's RESOURCE_EXHAUSTED names.
+  NOT_RECORDED: Status.RESOURCE_EXHAUSTED,
+  OUTPUT_UNREADABLE: Status.DATA_LOSS,
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** The trailer that carries the code of a failed call. */
+export const ERROR_CODE_TRAILER = 'jobworker-error-code';
+
+export function isErrorCode(value: string): value is ErrorCode {
+  return Object.hasOwn(ErrorCodes, value);
+}
