@@ -11,6 +11,7 @@ import { cliStartup } from './scenarios/cli-startup.js';
 import { fanOut } from './scenarios/fan-out.js';
 import { jobStart } from './scenarios/job-start.js';
 import { memoryBound } from './scenarios/memory-bound.js';
+import { metrics } from './scenarios/metrics.js';
 import { outputThroughput } from './scenarios/output-throughput.js';
 import { rpcUnderFlood } from './scenarios/rpc-under-flood.js';
 import { scale } from './scenarios/scale.js';
@@ -23,6 +24,7 @@ const SCENARIOS: [string, (server: BenchServer, quick: boolean) => Promise<Row[]
   ['5. scale', scale],
   ['1. job start', jobStart],
   ['6. CLI start-up', cliStartup],
+  ['8. metrics', metrics],
   ['3. RPC latency under output flood', rpcUnderFlood],
   ['2. output throughput', outputThroughput],
   ['4. fan-out', fanOut],

@@ -14,6 +14,8 @@ export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 
 export interface BenchServer {
   port: number;
+  /** Where GET /metrics answers (plain HTTP on loopback). */
+  metricsPort: number;
   pid: number;
   pki: string;
   cgroupDriver: string;
@@ -50,6 +52,8 @@ export async function startBenchServer(options: BenchServerOptions = {}): Promis
       ...['--cgroup-parent', parent, '--audit-log', path.join(pki, 'audit.log'), '--data-dir', path.join(pki, 'data')],
       // Scenario 1 measures what isolation costs against a job in the host's namespaces.
       ...['--allow-host-namespaces', '--allow-host-network'],
+      // Scenario 8 scrapes it.
+      ...['--metrics-listen', '127.0.0.1:0'],
       ...(options.args ?? []),
     ],
     { reject: false, stderr: 'inherit' },
@@ -57,10 +61,13 @@ export async function startBenchServer(options: BenchServerOptions = {}): Promis
   const lines = readline.createInterface({ input: child.stdout! });
   let startPhases: Record<string, number>[] = [];
   // pino writes to the pipe synchronously: keep reading or the server blocks.
-  const started = await new Promise<{ port: number; cgroupDriver: string }>((resolve, reject) => {
+  const started = await new Promise<{ port: number; cgroupDriver: string; metricsPort: number }>((resolve, reject) => {
+    let listening: { port: number; cgroupDriver: string } | undefined;
     lines.on('line', (line) => {
       const entry = JSON.parse(line) as { msg?: string; port?: number; cgroupDriver?: string; start?: Record<string, number> };
-      if (entry.msg === 'jobworkerd listening') resolve({ port: entry.port!, cgroupDriver: entry.cgroupDriver! });
+      if (entry.msg === 'jobworkerd listening') listening = { port: entry.port!, cgroupDriver: entry.cgroupDriver! };
+      // Logged right after "listening".
+      if (entry.msg === 'metrics at /metrics' && listening) resolve({ ...listening, metricsPort: entry.port! });
       if (entry.msg === 'job started' && entry.start) startPhases.push(entry.start);
     });
     lines.on('close', () => reject(new Error('jobworkerd exited before listening')));
