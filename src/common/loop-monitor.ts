@@ -2,9 +2,11 @@
 // would see (p99 and max) and the share of the time the loop was busy.
 // Windows rather than since-start figures, so that a slow minute shows
 // instead of being averaged away by a quiet day.
-import { monitorEventLoopDelay, performance, type EventLoopUtilization } from 'node:perf_hooks';
+import { createHistogram, performance, type EventLoopUtilization } from 'node:perf_hooks';
 
 export const LOOP_WINDOW_MS = 10_000;
+/** How often the lag is sampled: each sample is how late this timer fired. */
+const RESOLUTION_MS = 10;
 
 /** One window of a thread's event loop. */
 export interface LoopWindow {
@@ -13,33 +15,40 @@ export interface LoopWindow {
   /** Share of the window the loop was busy, 0 to 1. */
   utilization: number;
 }
-/** How often the delay is sampled; each sample is the time between two ticks of this timer. */
-const RESOLUTION_MS = 10;
 
 /**
  * Calls `report` with every finished window (and once at start, with
- * zeros). Its timer is unref'd: it never keeps a thread alive. stop() ends it.
+ * zeros). Its timers are unref'd: they never keep a thread alive. Not
+ * monitorEventLoopDelay(): its reset() also forgets when it last ticked, so
+ * a stall that ends as a window closes — both timers due at once — was
+ * dropped from both windows. Here the sampler keeps its own last tick.
  */
 export function monitorLoop(report: (window: LoopWindow) => void, windowMs = LOOP_WINDOW_MS): () => void {
-  const delay = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
-  delay.enable();
+  const lags = createHistogram();
+  let lastTick = performance.now();
+  const sampler = setInterval(() => {
+    const now = performance.now();
+    // Nanoseconds, at least 1 (the histogram's floor).
+    lags.record(Math.max(1, Math.round((now - lastTick - RESOLUTION_MS) * 1e6)));
+    lastTick = now;
+  }, RESOLUTION_MS);
+  sampler.unref();
   let last: EventLoopUtilization = performance.eventLoopUtilization();
   report({ lagP99Seconds: 0, lagMaxSeconds: 0, utilization: 0 });
-  const timer = setInterval(() => {
+  const reporter = setInterval(() => {
     const now = performance.eventLoopUtilization();
-    // A sample is the whole interval between ticks: the lag is what exceeds it.
-    const lag = (ns: number): number => Math.max(0, ns / 1e9 - RESOLUTION_MS / 1000);
+    const seconds = (ns: number): number => (ns <= 1 ? 0 : ns / 1e9);
     report({
-      lagP99Seconds: delay.count > 0 ? lag(delay.percentile(99)) : 0,
-      lagMaxSeconds: delay.count > 0 ? lag(delay.max) : 0,
+      lagP99Seconds: lags.count > 0 ? seconds(lags.percentile(99)) : 0,
+      lagMaxSeconds: lags.count > 0 ? seconds(lags.max) : 0,
       utilization: performance.eventLoopUtilization(now, last).utilization,
     });
     last = now;
-    delay.reset();
+    lags.reset();
   }, windowMs);
-  timer.unref();
+  reporter.unref();
   return () => {
-    clearInterval(timer);
-    delay.disable();
+    clearInterval(sampler);
+    clearInterval(reporter);
   };
 }

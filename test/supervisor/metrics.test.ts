@@ -126,6 +126,7 @@ test('metrics: event-loop lag and utilisation, per window, of the main thread an
   // main thread (the server runs in this process).
   const { job } = await unary(client, 'createJob', { command: 'sh', args: ['-c', 'while :; do head -c 1048576 /dev/zero; done'] });
   const ended = waitForEnd(client, job!.id);
+  ended.catch(() => undefined); // awaited below; a failure before then must not be an unhandled rejection too
   const blockMainThread = (): void => {
     const until = Date.now() + 300;
     while (Date.now() < until);
