@@ -45,9 +45,9 @@ export abstract class StartCommand extends JobctlCommand {
     description: "--no-pid-ns: see the host's processes instead of only the job's own (where the server allows it)",
   });
   mountNs = Option.Boolean('--mount-ns', {
-    description: "--no-mount-ns: the host's /tmp, /proc and /dev instead of private ones (where the server allows it)",
+    description: "--no-mount-ns: the host's /tmp, /proc and /dev instead of private ones, and nothing of the server's hidden (where the server allows it)",
   });
-  rootfs = Option.String('--rootfs', { description: 'Run in this directory of the server as the root filesystem (pivot_root)' });
+  rootfs = Option.String('--rootfs', { description: "Run in this directory of the server as the root filesystem (pivot_root; needs the mount namespace); it and every directory above it must be root's and writable by root alone" });
   command = Option.String({ name: 'command' });
   args = Option.Proxy({ name: 'args' });
 

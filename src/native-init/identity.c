@@ -4,14 +4,16 @@
  * process needs for ordinary work on its own files (a container runtime's
  * usual default set, less mknod and raw sockets) and loses the rest, among
  * them CAP_SYS_ADMIN (mounts: no uncovering what job-init hid) and
- * CAP_SYS_PTRACE. A non-root job has no capabilities at all after setuid;
- * its bounding set is cut the same way. PR_SET_NO_NEW_PRIVS makes set-uid
- * binaries and file capabilities powerless for the job and all it starts.
+ * CAP_SYS_PTRACE. A non-root job has no capabilities at all after setuid
+ * (checked, not assumed); its bounding set is cut the same way.
+ * PR_SET_NO_NEW_PRIVS makes set-uid binaries and file capabilities powerless
+ * for the job and all it starts.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/securebits.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -39,17 +41,49 @@ static int kept(int cap)
 	}
 }
 
+static void get_capabilities(struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3])
+{
+	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
+
+	if (syscall(SYS_capget, &header, data) < 0)
+		bail("capabilities", errno, "");
+}
+
 /* A root exec gains inheritable ∩ file-inheritable as well as the bounding set: a server started with inheritable capabilities must not pass them on. */
 static void clear_inheritable(void)
 {
 	struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3 };
 	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
 
-	if (syscall(SYS_capget, &header, data) < 0)
-		bail("capabilities", errno, "");
+	get_capabilities(data);
 	data[0].inheritable = data[1].inheritable = 0;
 	if (syscall(SYS_capset, &header, data) < 0)
 		bail("capabilities", errno, "");
+}
+
+/*
+ * The server may run with securebits set (systemd's SecureBits=, a
+ * wrapper): with keep-caps or no-setuid-fixup, setuid to the job's uid
+ * would leave it the capabilities it had as root. Locked bits cannot be
+ * cleared: the start fails rather than run the job with them.
+ */
+static void clear_securebits(void)
+{
+	int bits = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
+
+	if (bits < 0)
+		bail("capabilities", errno, "securebits");
+	if (bits != 0 && prctl(PR_SET_SECUREBITS, 0, 0, 0, 0) < 0)
+		bail("capabilities", errno, "securebits");
+}
+
+static void check_no_capabilities(void)
+{
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	get_capabilities(data);
+	if (data[0].permitted | data[1].permitted | data[0].effective | data[1].effective)
+		bail("capabilities", EPERM, "kept after setuid");
 }
 
 static void reduce_bounding_set(void)
@@ -69,6 +103,7 @@ void become_job_user(const struct job_spec *spec)
 {
 	if (spec->switch_user) {
 		reduce_bounding_set();
+		clear_securebits();
 		/*
 		 * Our pipes are root's, mode 0600: the job could not open them by
 		 * path (echo oops > /dev/stderr reopens fd 2 through /proc).
@@ -83,6 +118,8 @@ void become_job_user(const struct job_spec *spec)
 			bail("user", errno, "setgid");
 		if (setuid(spec->uid) < 0)
 			bail("user", errno, "setuid");
+		if (spec->uid != 0)
+			check_no_capabilities();
 	}
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		bail("user", errno, "no_new_privs");

@@ -4,7 +4,7 @@
  *   job-init [--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]...
  *            [--expect-cgroup <controller>:<path>]... [--namespaces pid,mount,net,uts,ipc]
  *            [--hostname NAME] [--tmp-size BYTES] [--hide PATH]... [--rootfs DIR]
- *            [--user UID:GID] [--workdir DIR] -- <command> [args...]
+ *            [--user UID:GID] [--workdir DIR] [--env NAME=value]... -- <command> [args...]
  *
  * Joins the job's cgroups and checks that it is in them, before anything
  * else and before any namespace exists; starts a new session, undoes the
@@ -29,6 +29,12 @@
  * --namespaces empty or absent runs the command in job-init's own
  * namespaces; --hostname needs uts and --rootfs mount; --hide and
  * --tmp-size (default 64 MiB) count only with mount.
+ *
+ * The command's environment is the --env entries and nothing else. They come
+ * as arguments, not as job-init's own environment, because job-init runs as
+ * root until its last step and libc reads some variables at startup
+ * (GLIBC_TUNABLES, MALLOC_*) before main: a job's variables must not reach
+ * code that runs with the server's privileges.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -57,7 +63,7 @@ static _Noreturn void usage(const char *problem, const char *arg)
 	(void)snprintf(message, sizeof message, "job-init: %s %s\nusage: job-init "
 		       "[--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]... [--expect-cgroup <controller>:<path>]...\n"
 		       "    [--namespaces pid,mount,net,uts,ipc] [--hostname NAME] [--tmp-size BYTES] [--hide PATH]...\n"
-		       "    [--rootfs DIR] [--user UID:GID] [--workdir DIR] -- <command> [args...]\n",
+		       "    [--rootfs DIR] [--user UID:GID] [--workdir DIR] [--env NAME=value]... -- <command> [args...]\n",
 		       problem, arg);
 	report("usage", EINVAL, "", message, EXIT_USAGE);
 }
@@ -158,7 +164,7 @@ static void parse_option(struct job_spec *spec, const char *option, const char *
 		parse_user(spec, value);
 	} else if (is(option, "--workdir")) {
 		spec->workdir = value;
-	} else if (!is(option, "--cgroup") && !is(option, "--expect-cgroup") && !is(option, "--hide")) {
+	} else if (!is(option, "--cgroup") && !is(option, "--expect-cgroup") && !is(option, "--hide") && !is(option, "--env")) {
 		usage("unknown option", option);
 	}
 }
@@ -461,7 +467,8 @@ static void close_other_fds(int keep)
 	if (rc == 0 && keep > STDERR_FILENO && keep < INT_MAX)
 		rc = close_range((unsigned)keep + 1, ~0U, 0);
 
-	if (rc < 0 && errno == ENOSYS)
+	/* EPERM too: a seccomp filter that predates close_range may answer so for any syscall it does not know. */
+	if (rc < 0 && (errno == ENOSYS || errno == EPERM))
 		close_fds_by_listing(keep);
 	else if (rc < 0)
 		bail("closefds", errno, "");
@@ -482,8 +489,16 @@ static void enter_workdir(const char *dir)
 int main(int argc, char **argv)
 {
 	struct job_spec spec = { 0 };
+	int i, n = 0;
 
 	parse_args(&spec, argc, argv);
+	/* Room for every option pair to be an --env: on the stack, as everything after parsing. */
+	char *env[spec.command / 2 + 1];
+
+	for (i = 1; i + 1 < spec.command; i += 2)
+		if (strcmp(argv[i], "--env") == 0)
+			env[n++] = argv[i + 1];
+	env[n] = NULL;
 	/* From here on: no allocation, only system calls and stack buffers. */
 	set_status_cloexec(status_fd);
 	for_each_option(&spec, "--cgroup", join_own_cgroup);
@@ -510,6 +525,8 @@ int main(int argc, char **argv)
 	become_job_user(&spec);
 	if (spec.workdir)
 		enter_workdir(spec.workdir);
+	/* execvp searches the PATH of environ: the job's. */
+	environ = env;
 	execvp(argv[spec.command], &argv[spec.command]);
 	bail("exec", errno, argv[spec.command]);
 }

@@ -11,7 +11,8 @@
  *   - /sys mounted afresh read-only (it shows the job's network namespace),
  *     with the host's cgroup tree bound in read-only, so a job can read its
  *     limits but no root job can raise them or leave its group;
- *   - /dev: a tmpfs with null, zero, full, random, urandom and tty only;
+ *   - /dev: a read-only tmpfs with null, zero, full, random, urandom and tty
+ *     only (and /dev/shm);
  *   - every --hide path (the server's data dir and certificates) covered by
  *     an empty read-only tmpfs, or /dev/null for a file;
  *   - with --rootfs, /proc, /tmp, /sys and /dev inside that directory,
@@ -131,6 +132,8 @@ static void mount_dev(const char *root, const char *tmp_size)
 	make_link(dev, "/stderr", "/proc/self/fd/2");
 	under(shm, dev, "/shm");
 	make_dir(shm, 01777);
+	/* Root's to write otherwise; /dev/shm, mounted on it next, stays writable. */
+	set_attributes(dev, MOUNT_ATTR_RDONLY);
 	mount_tmpfs(shm, "1777", tmp_size, HARMLESS);
 }
 
@@ -193,7 +196,12 @@ static void mount_proc_tmp(const char *root, const struct job_spec *spec)
 		mount_tmpfs("/var/tmp", "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
 }
 
-/* Made before a root job's rootfs turns read-only. */
+/*
+ * Made before a root job's rootfs turns read-only. A symbolic link there
+ * would take a mount elsewhere (an absolute one into the host's tree, as
+ * the root has not changed yet) and leave the job's /tmp a directory of the
+ * rootfs, shared with every job that uses it: only directories will do.
+ */
 static void make_mount_points(const char *rootfs)
 {
 	static const struct { const char *name; mode_t mode; } points[] = {
@@ -202,9 +210,15 @@ static void make_mount_points(const char *rootfs)
 	char path[PATH_MAX];
 	unsigned int i;
 
+	struct stat st;
+
 	for (i = 0; i < sizeof points / sizeof points[0]; i++) {
 		under(path, rootfs, points[i].name);
 		make_dir(path, points[i].mode);
+		if (lstat(path, &st) < 0)
+			bail("rootfs", errno, path);
+		if (!S_ISDIR(st.st_mode))
+			bail("rootfs", ENOTDIR, path);
 	}
 }
 
@@ -223,8 +237,11 @@ static void enter_rootfs(const char *rootfs)
 void prepare_mounts(const struct job_spec *spec)
 {
 	const char *root_dir = spec->rootfs ? spec->rootfs : "";
-	/* Root passes every permission check: the host's files, a rootfs among them, are only to be read. */
-	int root = spec->switch_user && spec->uid == 0;
+	/*
+	 * Root passes every permission check, and group 0 owns much of the
+	 * host: the host's files, a rootfs among them, are only to be read.
+	 */
+	int root = spec->switch_user && (spec->uid == 0 || spec->gid == 0);
 	char sys[PATH_MAX];
 	mode_t saved_umask = umask(0);
 

@@ -125,9 +125,9 @@ const within = (inner: string, outer: string): boolean => inner === outer || inn
 
 /**
  * An existing directory, resolved to its real path (job-init gets no
- * symlinks to follow): not /, not under the kernel's trees, and apart from
+ * symlinks to follow): not /, not under the kernel's trees, apart from
  * everything the server hides (a job inside its data directory would read
- * every job's output).
+ * every job's output), and out of every other user's reach (checkOwnership).
  */
 function resolveRootfs(rootfs: string, hidden: readonly string[]): string {
   checkAbsolutePath(rootfs, 'rootfs');
@@ -144,7 +144,31 @@ function resolveRootfs(rootfs: string, hidden: readonly string[]): string {
   if (kernel) throw Errors.invalidArgument(`rootfs ${rootfs} is under ${kernel}, which is the kernel's and the host's own`);
   const clash = hidden.find((path) => within(real, path) || within(path, real));
   if (clash) throw Errors.invalidArgument(`rootfs ${rootfs} would show the server's own files (${clash})`);
+  checkOwnership(rootfs, real);
   return real;
+}
+
+/**
+ * job-init mounts the rootfs by its path a moment after this check, and its
+ * /proc, /tmp, /sys and /dev by their paths inside it. Whoever can rename
+ * an entry on that path (a job running as a user who may write there) could
+ * swap in a link to the server's files or to a shared directory in between,
+ * or take the job's mounts away later by renaming what they cover. As for
+ * sshd's ChrootDirectory: the rootfs and every directory above it must be
+ * root's and writable by root alone; above it, a sticky directory (/tmp)
+ * will do, as only root may rename root's entries there.
+ */
+function checkOwnership(rootfs: string, real: string): void {
+  const parts = real.split('/').slice(1);
+  for (let i = 0; i <= parts.length; i++) {
+    const dir = `/${parts.slice(0, i).join('/')}`;
+    const { uid, mode } = fs.lstatSync(dir);
+    const writable = (mode & 0o022) !== 0 && (dir === real || (mode & 0o1000) === 0);
+    if (uid !== 0 || writable) {
+      const why = uid !== 0 ? `belongs to uid ${uid}` : `is writable by others (mode ${(mode & 0o7777).toString(8).padStart(4, '0')})`;
+      throw Errors.invalidArgument(`rootfs ${rootfs}: ${dir} ${why}; a rootfs and every directory above it must be root's and writable by root alone`);
+    }
+  }
 }
 
 /** A request's user: every lookup failure is the request's to fix. */
@@ -192,25 +216,39 @@ export function resolveIsolation(requested: Isolation | undefined, policy: Isola
   };
 }
 
-/** Where a link (a certificate's live/ → archive/) really points: the target is what must be covered. */
+/**
+ * Where a link (a certificate's live/ → archive/) really points: the target
+ * is what must be covered. A path not made yet (a first start's data
+ * directory) is taken from its nearest existing parent, so a rootfs given
+ * by its real path still clashes with it.
+ */
 function realPath(file: string): string {
+  const absolute = path.resolve(file);
   try {
-    return fs.realpathSync(file);
+    return fs.realpathSync(absolute);
   } catch {
-    return path.resolve(file);
+    const parent = path.dirname(absolute);
+    return parent === absolute ? absolute : path.join(realPath(parent), path.basename(absolute));
   }
 }
 
 /**
- * What jobs must not see of the server: its data directory and the
- * directory of its key and certificate; a file alone where its directory is
- * a top-level one (/etc, /opt…) that the job needs to see.
+ * What jobs must not see of the server: its data directory and the whole
+ * directory of its private key (the certificate is public: its directory
+ * may be the host's trust store, which jobs need). A file cannot be hidden
+ * alone: a rename over it (a key rotation) takes away what covers it in
+ * every job's mount namespace. So a key straight in / or a top-level
+ * directory (/etc, /root…), which jobs need or which cannot be covered
+ * whole, is refused.
  */
-export function hiddenPaths(dataDir: string, files: readonly string[]): string[] {
+export function hiddenPaths(dataDir: string, keyFiles: readonly string[]): string[] {
   const paths = [realPath(dataDir)];
-  for (const file of files.map(realPath)) {
+  for (const [given, file] of keyFiles.map((key) => [key, realPath(key)] as const)) {
     const dir = path.dirname(file);
-    paths.push(dir.split('/').length > 2 ? dir : file);
+    if (dir.split('/').length <= 2) {
+      throw new IsolationConfigError(`--key ${given}: jobs are kept out of the key's whole directory, and ${dir} is not one to hide from them; keep the key in a directory of its own (such as /etc/jobworker/)`);
+    }
+    paths.push(dir);
   }
   return [...new Set(paths)];
 }

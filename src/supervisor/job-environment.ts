@@ -8,6 +8,7 @@ import type { JobUser } from './job-user.js';
 
 const JOB_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 export const MAX_ENV_ENTRIES = 1024;
+export const JOB_ID_VARIABLE = 'JOBWORKER_JOB_ID';
 
 export interface RequestedEnv {
   entries: [name: string, value: string][];
@@ -23,13 +24,14 @@ export function parseEnv(env: readonly string[]): RequestedEnv {
   for (const entry of env) {
     const match = ENV_ENTRY.exec(entry);
     if (!match) throw Errors.invalidArgument(`env entries must be NAME=value with no NUL, got ${JSON.stringify(entry.slice(0, 100))}`);
+    if (match[1] === JOB_ID_VARIABLE) throw Errors.invalidArgument(`env ${JOB_ID_VARIABLE} is the server's to set: it is the job's id`);
     entries.push([match[1]!, match[2]!]);
     bytes += Buffer.byteLength(entry) + 1;
   }
   return { entries, bytes };
 }
 
-/** All but JOBWORKER_JOB_ID, which the runner adds once it has made the id (and which a request cannot replace). */
+/** All but JOBWORKER_JOB_ID, which the runner adds once it has made the id (parseEnv refuses it in a request). */
 export function jobEnvironment(user: JobUser, requested: RequestedEnv): Record<string, string> {
   // A Map: a name such as __proto__ must be a variable like any other.
   const vars = new Map([

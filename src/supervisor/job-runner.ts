@@ -32,6 +32,7 @@ import { NotRecordedError, abandonJob, endJob, type JobRecord, type JobStore } f
 import { readPipesInline } from './inline-output.js';
 import { OutputLog, jobLogOptions } from './output-log.js';
 import { RingReader, pumpRing } from './ring-reader.js';
+import { JOB_ID_VARIABLE } from './job-environment.js';
 
 /** A supervisor thread answers a usage request in well under a millisecond; past this, answer with what is known. */
 const USAGE_TIMEOUT_MS = 2_000;
@@ -65,7 +66,7 @@ export interface StartRequest {
   limits: JobLimits;
   isolation: JobIsolation;
   workdir: string;
-  /** The job's environment (job-environment.ts) but for JOBWORKER_JOB_ID, which only the runner knows. */
+  /** * The job's environment (job-environment.ts) but for JOBWORKER_JOB_ID, which only the runner knows. */
   env: Record<string, string>;
   owner: string;
 }
@@ -156,7 +157,7 @@ export class JobRunner {
       hide: this.#options.hide,
       cgroup: this.#cgroup,
       jobInitPath: this.#options.jobInitPath,
-      env: { ...request.env, JOBWORKER_JOB_ID: id },
+      env: { ...request.env, [JOB_ID_VARIABLE]: id },
       ring,
       outputPath: this.#options.outputPath ?? 'ring',
       port: taskPort,

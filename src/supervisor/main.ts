@@ -193,7 +193,7 @@ class ServeCommand extends Command {
           defaultUser: this.defaultUser,
           allowUsers: this.allowUsers?.flatMap((list) => list.split(',')),
         },
-        secretFiles: [this.key, this.cert],
+        keyFiles: [this.key],
         metricsListen: this.metricsListen,
         logger,
         auditLogger: audit?.logger,

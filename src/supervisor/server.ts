@@ -62,8 +62,8 @@ export interface ServerOptions {
   outputPath?: OutputPath;
   /** Default: every namespace, no network, user nobody, nothing more allowed. */
   isolation?: IsolationConfig;
-  /** Files (the server's key and certificate) whose directories jobs must not see. */
-  secretFiles?: string[];
+  /** The server's private key files, whose directories jobs must not see. */
+  keyFiles?: string[];
   /** host:port for GET /metrics (plain HTTP on loopback, mutual TLS elsewhere); none by default. */
   metricsListen?: string;
   /** The window of the event-loop metrics; default 10 s (tests shorten it). */
@@ -129,7 +129,7 @@ function contextOptions(material: TlsMaterial): SecureContextOptions {
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const logger = options.logger;
   // Before anything is opened: a policy that does not hold is a configuration error.
-  const hidden = hiddenPaths(options.dataDir, options.secretFiles ?? []);
+  const hidden = hiddenPaths(options.dataDir, options.keyFiles ?? []);
   const isolation = makePolicy(options.isolation ?? DEFAULT_ISOLATION, hidden);
   const problems: HistoryProblem[] = [];
   const history = JobHistory.open(options.dataDir, problems);

@@ -141,7 +141,8 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
       {
         // job-init replaces fds 1 and 2 with real pipes (see make_stdio_pipes).
         stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-        env: task.env,
+        // The job's variables go to job-init as --env: none may reach it, root until its exec, as its own.
+        env: {},
         cwd: '/',
       },
     );
@@ -271,6 +272,7 @@ function jobInitOptions(task: RunJobTask, cgroup: JobCgroup): string[] {
     if (isolation.rootfs !== null) options.push('--rootfs', isolation.rootfs);
   }
   options.push('--user', `${isolation.uid}:${isolation.gid}`, '--workdir', task.workdir);
+  for (const [name, value] of Object.entries(task.env)) options.push('--env', `${name}=${value}`);
   return options;
 }
 

@@ -1,6 +1,7 @@
 // jobctl end to end: the real bin/jobctl.js, run with execa, against a real
 // server (real job-init, real cgroups) on a loopback port.
 import { once } from 'node:events';
+import fs from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -354,6 +355,22 @@ test('create: --user, --env, --workdir, --network and --pid-ns reach the job, an
   const detail = await jobctl(['get', id]);
   t.regex(detail.stdout, /^isolation: +user 65534:65534, network none, pid and mount namespaces$/m);
   t.regex(detail.stdout, /^workdir: +\/usr$/m);
+});
+
+test('create: --no-pid-ns and --no-mount-ns give the job the host\'s namespaces, where the server allows it', async (t) => {
+  const created = await jobctl(['create', '--no-pid-ns', '--no-mount-ns', '--', 'sh', '-c', 'readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt']);
+  t.is(created.exitCode, 0, created.stderr);
+  const id = created.stdout.trim();
+  const output = await jobctl(['stream', '--follow', id]);
+  t.is(output.stdout, `${fs.readlinkSync('/proc/self/ns/pid')}\n${fs.readlinkSync('/proc/self/ns/mnt')}\n`);
+  t.regex((await jobctl(['get', id])).stdout, /^isolation: +user 65534:65534, network none, host's namespaces$/m);
+});
+
+test('create: --network host on a server that does not allow it is the refusal naming the flag, exit 1', async (t) => {
+  const result = await jobctl(['create', '--network', 'host', 'true']);
+  t.is(result.exitCode, 1);
+  t.is(result.stderr, 'jobctl: network HOST is not allowed on this server (jobworkerd --allow-host-network)\n');
+  t.is(result.stdout, '');
 });
 
 test(badFlag, ['create', '--env', 'NOEQUALS', 'true'], '--env', 'NOEQUALS');

@@ -81,9 +81,9 @@ export async function startDaemon(t: ExecutionContext, pki: string, parent: stri
   }
 }
 
-/** A dev PKI and a cgroup parent name of the test's own, both removed in teardown. */
-export async function daemonSetup(t: ExecutionContext): Promise<{ pki: string; parent: string }> {
-  const pki = fs.mkdtempSync('/tmp/jobworker-bin-pki-');
+/** A dev PKI (in a new directory under dir) and a cgroup parent name of the test's own, both removed in teardown. */
+export async function daemonSetup(t: ExecutionContext, dir = '/tmp'): Promise<{ pki: string; parent: string }> {
+  const pki = fs.mkdtempSync(path.join(dir, 'jobworker-bin-pki-'));
   t.teardown(() => fs.rmSync(pki, { recursive: true, force: true }));
   await execa('node', [path.join(repoRoot, 'dist/certs/make-dev-pki.js'), pki]);
   const parent = `jobworker-test-bin-${process.pid}-${++daemons}`;

@@ -47,6 +47,35 @@ test('exec: a missing command is reported on the status pipe and exits 127', asy
   t.regex(result.stderr, /job-init: exec nosuchcmd-xyz: No such file or directory/);
 });
 
+test("env: the command's environment is the --env entries alone, none of job-init's own", async (t) => {
+  const result = await execa(jobInitPath, ['--env', 'GREETING=hello world', '--env', 'PATH=/usr/bin:/bin', '--', 'env'], {
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    env: { JOB_INIT_OWN: 'not for the command' },
+    reject: false,
+    timeout,
+  });
+  t.is(result.stdout, 'GREETING=hello world\nPATH=/usr/bin:/bin');
+});
+
+test("env: the command is looked up in the job's PATH", async (t) => {
+  const result = await runJobInit(['--env', 'PATH=/nonexistent', '--', 'env']);
+  t.is(result.stdio[3], 'exec\t2\tNo such file or directory\tenv\n');
+});
+
+test('user: securebits the server was started with are cleared, so setuid leaves no capability behind', async (t) => {
+  // With no-setuid-fixup, setuid from root would keep every permitted capability (and NO_NEW_PRIVS lets a file-capability binary use them).
+  const status = ['--user', '65534:65534', '--', 'grep', '-E', '^Cap(Prm|Eff)', '/proc/self/status'];
+  const options = { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], reject: false, stripFinalNewline: false, timeout } as const;
+  const cleared = await execa('setpriv', ['--securebits', '+no_setuid_fixup', jobInitPath, ...status], options);
+  t.is(cleared.stdio[3], '');
+  t.is(cleared.stdout, 'CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n');
+  // Locked bits cannot be cleared: the start fails rather than run the job with them.
+  const locked = await execa('setpriv', ['--securebits', '+no_setuid_fixup,+no_setuid_fixup_locked', jobInitPath, ...status], options);
+  t.is(locked.exitCode, 127);
+  t.is(locked.stdio[3], 'capabilities\t1\tOperation not permitted\tsecurebits\n');
+  t.is(locked.stdout, '');
+});
+
 test.serial('cgroup: the command starts inside the cgroup it was given', async (t) => {
   const group = await makeCgroup(t, 'pids');
   const result = await runJobInit(['--cgroup', group.dir, '--', 'cat', '/proc/self/cgroup']);
@@ -194,7 +223,7 @@ test('pid namespace: if its init is killed on its own, the process outside ends 
   t.false(result.timedOut);
 });
 
-test('job-init is linked statically: a job\'s LD_PRELOAD, which is job-init\'s environment too, cannot load code into it', async (t) => {
+test('job-init is linked statically: no loader runs in it, whatever environment it is started with', async (t) => {
   const elf = await readFile(jobInitPath);
   // ELF64: program headers at e_phoff (0x20), e_phnum (0x38) of e_phentsize (0x36) bytes; PT_INTERP = 3.
   const offset = Number(elf.readBigUInt64LE(0x20));

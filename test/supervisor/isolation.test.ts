@@ -9,6 +9,7 @@ import { execa } from 'execa';
 import { JobStatus, Network, type Job, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { DEFAULT_ISOLATION } from '../../src/supervisor/isolation.js';
 import { resolveUser } from '../../src/supervisor/job-user.js';
+import { adminClient, daemonSetup, startDaemon } from '../helpers/daemon.js';
 import { scratchDir } from '../helpers/host.js';
 import { repoRoot } from '../helpers/paths.js';
 import { collectStream, firstOutput, rejects, startTestServer, unary, waitForEnd, type PartialRequestOf, type TestServer } from '../helpers/server.js';
@@ -37,6 +38,21 @@ async function run(script: string, request: PartialRequestOf<'createJob'> = {}, 
 }
 
 const lines = (text: string): string[] => text.split('\n').filter(Boolean);
+
+/** The argv of every process on the host that is still there to read. */
+function hostProcesses(): string[][] {
+  return fs.readdirSync('/proc').flatMap((pid) => {
+    if (!/^\d+$/.test(pid)) return [];
+    try {
+      return [fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean)];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** The pids of a process's children. */
+const children = (pid: number): number[] => lines(fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').replaceAll(' ', '\n')).map(Number);
 
 test('default: the job sees only its own processes, with job-init as PID 1', async (t) => {
   const { job, stdout } = await run('echo $$; cat /proc/1/comm; ls /proc | grep -E "^[0-9]+$"');
@@ -87,12 +103,25 @@ test("default: the server's key and data are out of sight, even for root", async
   const key = path.join(dir, 'keys', 'server-key.pem');
   fs.mkdirSync(path.dirname(key));
   fs.writeFileSync(key, 'SECRET', { mode: 0o644 });
-  const server = await startTestServer(t, { dataDir: path.join(dir, 'data'), secretFiles: [key], isolation: { ...DEFAULT_ISOLATION, allowRootJobs: true } });
+  const server = await startTestServer(t, { dataDir: path.join(dir, 'data'), keyFiles: [key], isolation: { ...DEFAULT_ISOLATION, allowRootJobs: true } });
   const { stdout, stderr } = await run(`cat ${key}; ls -A ${path.join(dir, 'data')}; ls -A ${dir}`, { isolation: { user: '0' } }, server);
   t.notRegex(stdout, /SECRET|jobs\.db/);
   t.regex(stderr, /server-key\.pem'?: (No such file|Permission denied)/);
   // The directories are still there, empty: the job sees that something is hidden, not what.
   t.deepEqual(lines(stdout), ['data', 'keys']);
+});
+
+test("jobworkerd: the directory of its --key (its --data-dir is in it here) is out of a root job's sight", async (t) => {
+  // Outside /tmp, as above.
+  const { pki, parent } = await daemonSetup(t, os.homedir());
+  const daemon = await startDaemon(t, pki, parent, { args: ['--allow-root-jobs'] });
+  const client = adminClient(t, pki, daemon.port);
+  const { job } = await unary(client, 'createJob', { command: 'sh', args: ['-c', `ls -A ${pki}; cat ${pki}/server-key.pem`], isolation: { user: '0' } });
+  const { job: ended, output } = await waitForEnd(client, job!.id);
+  t.is(ended.status, JobStatus.JOB_STATUS_FAILED);
+  t.is(output.stdout.toString(), '');
+  t.regex(output.stderr.toString(), /server-key\.pem'?: No such file/);
+  t.true(fs.readdirSync(pki).includes('server-key.pem'), 'there, for the server');
 });
 
 test('default: the job, not root, owns its stdout and stderr: it can open them by path', async (t) => {
@@ -119,13 +148,19 @@ test('default: the hostname is the start of the job id', async (t) => {
 test('default: a stop reaches the job through job-init; whatever ignores it is killed after the grace period', async (t) => {
   const client = admin(strict);
   const graceful = (await unary(client, 'createJob', { command: 'sh', args: ['-c', 'trap "echo stopping; exit 3" TERM; echo ready; while :; do sleep 0.1; done'] })).job!;
-  const stubborn = (await unary(client, 'createJob', { command: 'sh', args: ['-c', 'trap "" TERM; sh -c "trap \\"\\" TERM; sleep 1000" & echo ready; wait'] })).job!;
+  // A sleep of its own length, to find it among the host's processes.
+  const sleeper = ['sleep', '1000.4242'];
+  const stubborn = (await unary(client, 'createJob', { command: 'sh', args: ['-c', `trap "" TERM; sh -c "trap \\"\\" TERM; ${sleeper.join(' ')}" & echo ready; wait`] })).job!;
   // The traps are set before anything is stopped.
   for (const job of [graceful, stubborn]) await firstOutput(client, job.id);
+  const stopping = performance.now();
   const [gracefulEnd, stubbornEnd] = await Promise.all([
     unary(client, 'stopJob', { id: graceful.id, graceMs: 5_000 }),
-    unary(client, 'stopJob', { id: stubborn.id, graceMs: 200 }),
+    unary(client, 'stopJob', { id: stubborn.id, graceMs: 200 }).then((reply) => ({ ...reply, ms: performance.now() - stopping })),
   ]);
+  // The grace period is waited out, and not much more (a generous margin: the machines are slow).
+  t.true(stubbornEnd.ms >= 200 && stubbornEnd.ms < 10_000, `${stubbornEnd.ms} ms`);
+  t.false(hostProcesses().some((argv) => argv.join(' ') === sleeper.join(' ')), 'the grandchild is gone too');
   t.is(gracefulEnd.job!.status, JobStatus.JOB_STATUS_STOPPED);
   t.is(gracefulEnd.job!.exitCode, 3);
   t.is((await collectStream(client, { id: graceful.id })).stdout.toString(), 'ready\nstopping\n');
@@ -152,6 +187,20 @@ test("env and workdir: the job gets the documented variables and its own, never 
   );
 });
 
+test("env: the job's variables reach its command, not job-init, which runs as root until the exec", async (t) => {
+  const client = admin(strict);
+  const { job } = await unary(client, 'createJob', { command: 'sh', args: ['-c', 'echo ready; exec sleep 1000'], env: ['JOBWORKER_TEST_MARK=job-only'] });
+  t.teardown(() => unary(client, 'stopJob', { id: job!.id, graceMs: 0 }).catch(() => undefined));
+  await firstOutput(client, job!.id);
+  // job.pid is job-init outside the PID namespace; its child is the namespace's init, whose child is the job.
+  const [init] = children(job!.pid);
+  const [command] = children(init!);
+  const environ = (pid: number): string => fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
+  t.is(environ(job!.pid), '');
+  t.is(environ(init!), '');
+  t.true(environ(command!).split('\0').includes('JOBWORKER_TEST_MARK=job-only'));
+});
+
 test.serial('workdir: one that does not exist in the job\'s filesystem fails the start, nothing recorded', async (t) => {
   const client = admin(strict);
   const before = (await unary(client, 'getJobs', {})).jobs.length;
@@ -162,14 +211,20 @@ test.serial('workdir: one that does not exist in the job\'s filesystem fails the
 });
 
 test('allowed: host network, host namespaces and root, when the server allows them', async (t) => {
+  const hostTmp = path.join(scratchDir(t, '/tmp'), 'mark');
+  fs.writeFileSync(hostTmp, 'host-tmp');
+  const port = lenient.address.split(':')[1];
+  const probe = `require('net').connect(${port}, '127.0.0.1').on('connect', function () { console.log('connected'); this.destroy(); }).on('error', (e) => console.log(e.code))`;
   const { job, stdout } = await run(
     // One link per readlink: busybox's (the v2 VM's) takes one.
-    'for ns in net pid mnt; do readlink /proc/self/ns/$ns; done; id -u; grep CapBnd /proc/self/status',
+    `for ns in net pid mnt; do readlink /proc/self/ns/$ns; done; id -u; grep CapBnd /proc/self/status; kill -0 ${process.pid} && echo signalled; node -e "${probe}"; cat ${hostTmp}`,
     { isolation: { network: Network.NETWORK_HOST, pidNamespace: false, mountNamespace: false, user: 'root' } },
     lenient,
   );
   t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
-  const [net, pid, mnt, uid, capabilities] = lines(stdout);
+  const [net, pid, mnt, uid, capabilities, ...rest] = lines(stdout);
+  // What the defaults take away: the server may be signalled and reached, the host's /tmp is there.
+  t.deepEqual(rest, ['signalled', 'connected', 'host-tmp']);
   t.is(net, fs.readlinkSync('/proc/self/ns/net'));
   t.is(pid, fs.readlinkSync('/proc/self/ns/pid'));
   t.is(mnt, fs.readlinkSync('/proc/self/ns/mnt'));
@@ -188,15 +243,32 @@ test('root, where allowed: the host\'s files, /proc/sys, /sys and the cgroups ar
     'echo "|/bin/true" > /proc/sys/kernel/core_pattern',
     'for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/*/cgroup.procs; do [ -e "$f" ] && (echo $$ > "$f") && echo "WROTE $f"; done',
     'touch /tmp/mine && echo tmp-ok',
+    'touch /dev/mine',
+    'touch /dev/shm/mine && echo shm-ok',
     'grep CapInh /proc/self/status',
   ].join('; ');
   const { job, stdout, stderr } = await run(script, { isolation: { user: '0' } }, lenient);
   t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
   t.false(fs.existsSync('/usr/jobworker-isolation-test'));
-  t.deepEqual(lines(stdout), ['0', 'tmp-ok', 'CapInh:\t0000000000000000']);
+  t.deepEqual(lines(stdout), ['0', 'tmp-ok', 'shm-ok', 'CapInh:\t0000000000000000']);
   t.regex(stderr, /jobworker-isolation-test'?: Read-only file system/);
   t.regex(stderr, /core_pattern: Read-only file system/);
   t.regex(stderr, /cgroup\.procs: Read-only file system/);
+  t.regex(stderr, /\/dev\/mine'?: Read-only file system/);
+});
+
+test('group 0, where allowed: the host\'s files are read-only to a job of another uid with gid 0 as to root', async (t) => {
+  // Group 0 may write here; the job is not root. (Not in the home directory, which the job could not enter.)
+  const dir = scratchDir(t, '/var/lib');
+  const file = path.join(dir, 'group-writable');
+  fs.writeFileSync(file, '');
+  fs.chmodSync(file, 0o664);
+  fs.chmodSync(dir, 0o755);
+  const { job, stdout, stderr } = await run(`id -u; id -g; echo changed >> ${file}`, { isolation: { user: '65534:0' } }, lenient);
+  t.is(job.status, JobStatus.JOB_STATUS_FAILED, job.message);
+  t.deepEqual(lines(stdout), ['65534', '0']);
+  t.regex(stderr, /Read-only file system/);
+  t.is(fs.readFileSync(file, 'utf8'), '');
 });
 
 (os.totalmem() > 4200 * 2 ** 20 ? test : test.skip)('a job with a memory limit of 4 GiB or more starts, with a /tmp that large', async (t) => {
@@ -249,6 +321,7 @@ test.serial('bad values are INVALID_ARGUMENT before anything starts', async (t) 
     [{ workdir: 'tmp' }, 'workdir must be an absolute path, got "tmp"'],
     [{ env: ['NOEQUALS'] }, 'env entries must be NAME=value with no NUL, got "NOEQUALS"'],
     [{ env: ['=value'] }, 'env entries must be NAME=value with no NUL, got "=value"'],
+    [{ env: ['JOBWORKER_JOB_ID=mine'] }, "env JOBWORKER_JOB_ID is the server's to set: it is the job's id"],
   ];
   for (const [request, details] of cases) {
     const err = await rejects(unary(client, 'createJob', { command: 'true', ...request }));
@@ -284,19 +357,68 @@ const busybox = '/bin/busybox';
   t.is(job.isolation?.rootfs, rootfs);
 });
 
-test('jobworkerd: a --default-user or --allow-users it cannot use is one clear line and exit 2', async (t) => {
+test.serial('rootfs: one that another user could change is INVALID_ARGUMENT, nothing recorded', async (t) => {
+  const client = admin(strict);
+  const before = (await unary(client, 'getJobs', {})).jobs.length;
+  const parent = scratchDir(t, os.homedir());
+  fs.chmodSync(parent, 0o755);
+  const rootfs = path.join(parent, 'rootfs');
+  fs.mkdirSync(rootfs, 0o755);
+  const refused = async (): Promise<string> => {
+    const err = await rejects(unary(client, 'createJob', { command: '/bin/sh', isolation: { rootfs } }));
+    t.is(err.code, Status.INVALID_ARGUMENT);
+    return err.details;
+  };
+  const rule = "a rootfs and every directory above it must be root's and writable by root alone";
+  fs.chownSync(parent, 65534, 65534);
+  t.is(await refused(), `rootfs ${rootfs}: ${parent} belongs to uid 65534; ${rule}`);
+  fs.chownSync(parent, 0, 0);
+  fs.chmodSync(parent, 0o775);
+  t.is(await refused(), `rootfs ${rootfs}: ${parent} is writable by others (mode 0775); ${rule}`);
+  // Sticky above the rootfs (as /tmp is) will do; on the rootfs itself it will not.
+  fs.chmodSync(parent, 0o1777);
+  fs.chmodSync(rootfs, 0o1777);
+  t.is(await refused(), `rootfs ${rootfs}: ${rootfs} is writable by others (mode 1777); ${rule}`);
+  t.is((await unary(client, 'getJobs', {})).jobs.length, before);
+});
+
+test.serial('rootfs: a /tmp that is a link fails the start in job-init, nothing recorded', async (t) => {
+  const client = admin(strict);
+  const before = (await unary(client, 'getJobs', {})).jobs.length;
+  const rootfs = scratchDir(t, os.homedir());
+  fs.chmodSync(rootfs, 0o755);
+  // A link would take the job's private /tmp elsewhere: into the host's tree, or a directory every job of this rootfs shares.
+  fs.symlinkSync('/var/tmp', path.join(rootfs, 'tmp'));
+  const err = await rejects(unary(client, 'createJob', { command: '/bin/sh', isolation: { rootfs } }));
+  t.is(err.code, Status.FAILED_PRECONDITION);
+  t.is(err.details, `job-init rootfs ${rootfs}/tmp: Not a directory`);
+  t.is((await unary(client, 'getJobs', {})).jobs.length, before);
+});
+
+test('jobworkerd: a --default-user, --allow-users or --key it cannot use is one clear line and exit 2', async (t) => {
   const pki = (name: string) => path.join(strict.pki, name);
   const jobworkerd = (...args: string[]) =>
-    execa('node', [path.join(repoRoot, 'bin/jobworkerd.js'), '--ca', pki('ca-cert.pem'), '--cert', pki('server-cert.pem'), '--key', pki('server-key.pem'), '--data-dir', scratchDir(t, '/tmp'), ...args], {
+    execa('node', [path.join(repoRoot, 'bin/jobworkerd.js'), '--ca', pki('ca-cert.pem'), '--cert', pki('server-cert.pem'), '--data-dir', scratchDir(t, '/tmp'), ...args], {
       reject: false,
     });
-  const unknown = await jobworkerd('--default-user', 'nosuch-user');
+  // A key straight in a top-level directory cannot be hidden from jobs: the server will not start with it.
+  const topLevelKey = path.join('/tmp', `${path.basename(scratchDir(t, '/tmp'))}-key.pem`);
+  fs.copyFileSync(pki('server-key.pem'), topLevelKey);
+  t.teardown(() => fs.rmSync(topLevelKey, { force: true }));
+  const exposed = await jobworkerd('--key', topLevelKey);
+  t.is(exposed.exitCode, 2);
+  t.is(
+    exposed.stderr,
+    `jobworkerd: cannot start: --key ${topLevelKey}: jobs are kept out of the key's whole directory, and /tmp is not one to hide from them; keep the key in a directory of its own (such as /etc/jobworker/)`,
+  );
+  const withKey = (...args: string[]) => jobworkerd('--key', pki('server-key.pem'), ...args);
+  const unknown = await withKey('--default-user', 'nosuch-user');
   t.is(unknown.exitCode, 2);
   t.is(unknown.stderr, 'jobworkerd: cannot start: --default-user: no user "nosuch-user" in /etc/passwd');
-  const listed = await jobworkerd('--allow-users', 'nosuch-user');
+  const listed = await withKey('--allow-users', 'nosuch-user');
   t.is(listed.exitCode, 2);
   t.is(listed.stderr, 'jobworkerd: cannot start: --allow-users nosuch-user: no user "nosuch-user" in /etc/passwd (entries are names, uids or ranges such as 10000-19999)');
-  const root = await jobworkerd('--default-user', 'root');
+  const root = await withKey('--default-user', 'root');
   t.is(root.exitCode, 2);
   t.is(root.stderr, 'jobworkerd: cannot start: --default-user is root (uid or gid 0): also give --allow-root-jobs to mean it');
 });
