@@ -13,7 +13,7 @@
  *     limits but no root job can raise them or leave its group;
  *   - /dev: a read-only tmpfs with null, zero, full, random, urandom and tty
  *     only (and /dev/shm);
- *   - every --hide path (the server's data dir and certificates) covered by
+ *   - every --hide path (the server's data dir and its key's directory) covered by
  *     an empty read-only tmpfs, or /dev/null for a file;
  *   - with --rootfs, /proc, /tmp, /sys and /dev inside that directory,
  *     which then becomes the root (pivot_root); the host's tree is

@@ -259,7 +259,7 @@ test('root, where allowed: the host\'s files, /proc/sys, /sys and the cgroups ar
 
 test('group 0, where allowed: the host\'s files are read-only to a job of another uid with gid 0 as to root', async (t) => {
   // Group 0 may write here; the job is not root. (Not in the home directory, which the job could not enter.)
-  const dir = scratchDir(t, '/var/lib');
+  const dir = scratchDir(t, '/');
   const file = path.join(dir, 'group-writable');
   fs.writeFileSync(file, '');
   fs.chmodSync(file, 0o664);
