@@ -181,6 +181,7 @@ static void protect_proc(const char *proc)
 static void mount_proc_tmp(const char *root, const struct job_spec *spec)
 {
 	char path[PATH_MAX];
+	struct stat st;
 
 	under(path, root, "/proc");
 	if (spec->namespaces & CLONE_NEWPID || spec->rootfs) {
@@ -191,9 +192,14 @@ static void mount_proc_tmp(const char *root, const struct job_spec *spec)
 	under(path, root, "/tmp");
 	make_dir(path, 01777);
 	mount_tmpfs(path, "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
-	/* The host's other world-writable directory, shared between jobs and kept across them (where there is one). */
-	if (!spec->rootfs && access("/var/tmp", F_OK) == 0)
-		mount_tmpfs("/var/tmp", "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
+	/*
+	 * The other world-writable directory, shared between jobs and kept
+	 * across them, where there is one (a link, as some images make it to
+	 * /tmp, is left as it is).
+	 */
+	under(path, root, "/var/tmp");
+	if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		mount_tmpfs(path, "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
 }
 
 /*

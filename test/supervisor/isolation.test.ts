@@ -345,15 +345,18 @@ const busybox = '/bin/busybox';
   for (const name of ['sh', 'ls', 'cat', 'id']) fs.symlinkSync('busybox', path.join(rootfs, 'bin', name));
   fs.mkdirSync(path.join(rootfs, 'etc'));
   fs.writeFileSync(path.join(rootfs, 'etc', 'passwd'), 'worker:x:4321:4321:worker:/home/worker:/bin/sh\n');
-  const { job, stdout } = await run('ls /; ls /dev; id -u; echo $HOME; cat /proc/1/comm', {
+  // What an earlier job left in the rootfs's own /var/tmp is not this job's to see.
+  fs.mkdirSync(path.join(rootfs, 'var', 'tmp'), { recursive: true });
+  fs.writeFileSync(path.join(rootfs, 'var', 'tmp', 'left-behind'), '');
+  const { job, stdout } = await run('ls /; ls /dev; id -u; echo $HOME; cat /proc/1/comm; ls -A /var/tmp', {
     command: '/bin/sh',
     isolation: { user: 'worker', rootfs },
   });
   t.is(job.status, JobStatus.JOB_STATUS_COMPLETED, job.message);
   const out = lines(stdout);
-  t.deepEqual(out.slice(0, 6), ['bin', 'dev', 'etc', 'proc', 'sys', 'tmp']);
-  t.deepEqual(out.slice(6, 17), ['fd', 'full', 'null', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero']);
-  t.deepEqual(out.slice(17), ['4321', '/home/worker', 'job-init']);
+  t.deepEqual(out.slice(0, 7), ['bin', 'dev', 'etc', 'proc', 'sys', 'tmp', 'var']);
+  t.deepEqual(out.slice(7, 18), ['fd', 'full', 'null', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero']);
+  t.deepEqual(out.slice(18), ['4321', '/home/worker', 'job-init']);
   t.is(job.isolation?.rootfs, rootfs);
 });
 
