@@ -215,7 +215,6 @@ static void make_mount_points(const char *rootfs)
 	};
 	char path[PATH_MAX];
 	unsigned int i;
-
 	struct stat st;
 
 	for (i = 0; i < sizeof points / sizeof points[0]; i++) {

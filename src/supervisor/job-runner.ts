@@ -27,12 +27,12 @@ import type {
 import { createRing } from '../workers/ring-layout.js';
 import type { SupervisorThreadData } from '../workers/thread-stats.js';
 import { Errors, JobworkerError } from './errors.js';
+import { JOB_ID_VARIABLE } from './job-environment.js';
 import type { ServerMetrics } from './metrics.js';
 import { NotRecordedError, abandonJob, endJob, type JobRecord, type JobStore } from './job-store.js';
 import { readPipesInline } from './inline-output.js';
 import { OutputLog, jobLogOptions } from './output-log.js';
 import { RingReader, pumpRing } from './ring-reader.js';
-import { JOB_ID_VARIABLE } from './job-environment.js';
 
 /** A supervisor thread answers a usage request in well under a millisecond; past this, answer with what is known. */
 const USAGE_TIMEOUT_MS = 2_000;
@@ -66,7 +66,7 @@ export interface StartRequest {
   limits: JobLimits;
   isolation: JobIsolation;
   workdir: string;
-  /** * The job's environment (job-environment.ts) but for JOBWORKER_JOB_ID, which only the runner knows. */
+  /** The job's environment (job-environment.ts) but for JOBWORKER_JOB_ID, which only the runner knows. */
   env: Record<string, string>;
   owner: string;
 }
