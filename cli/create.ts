@@ -47,7 +47,7 @@ export abstract class StartCommand extends JobctlCommand {
   mountNs = Option.Boolean('--mount-ns', {
     description: "--no-mount-ns: the host's /tmp, /proc and /dev instead of private ones, and nothing of the server's hidden (where the server allows it)",
   });
-  rootfs = Option.String('--rootfs', { description: "Run in this directory of the server as the root filesystem (pivot_root; needs the mount namespace); it and every directory above it must be root's and writable by root alone" });
+  rootfs = Option.String('--rootfs', { description: "Run in this directory of the server as the root filesystem (pivot_root; needs the mount namespace); it and every directory above it must be root's and writable by root alone (above it, a sticky directory such as /tmp will do)" });
   command = Option.String({ name: 'command' });
   args = Option.Proxy({ name: 'args' });
 

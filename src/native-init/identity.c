@@ -64,16 +64,19 @@ static void clear_inheritable(void)
 /*
  * The server may run with securebits set (systemd's SecureBits=, a
  * wrapper): with keep-caps or no-setuid-fixup, setuid to the job's uid
- * would leave it the capabilities it had as root. Locked bits cannot be
- * cleared: the start fails rather than run the job with them.
+ * would leave it the capabilities it had as root. Only those two are
+ * cleared: the others, and locks that hold them off (hardening), are
+ * harmless. A lock that holds one on cannot be undone: the start fails
+ * rather than run the job with it.
  */
 static void clear_securebits(void)
 {
 	int bits = prctl(PR_GET_SECUREBITS, 0, 0, 0, 0);
+	int wanted = bits & ~(SECBIT_KEEP_CAPS | SECBIT_NO_SETUID_FIXUP);
 
 	if (bits < 0)
 		bail("capabilities", errno, "securebits");
-	if (bits != 0 && prctl(PR_SET_SECUREBITS, 0, 0, 0, 0) < 0)
+	if (wanted != bits && prctl(PR_SET_SECUREBITS, wanted, 0, 0, 0) < 0)
 		bail("capabilities", errno, "securebits");
 }
 

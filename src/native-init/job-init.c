@@ -4,7 +4,7 @@
  *   job-init [--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]...
  *            [--expect-cgroup <controller>:<path>]... [--namespaces pid,mount,net,uts,ipc]
  *            [--hostname NAME] [--tmp-size BYTES] [--hide PATH]... [--rootfs DIR]
- *            [--user UID:GID] [--workdir DIR] [--env NAME=value]... -- <command> [args...]
+ *            [--user UID:GID] [--workdir DIR] [--env-fd N] -- <command> [args...]
  *
  * Joins the job's cgroups and checks that it is in them, before anything
  * else and before any namespace exists; starts a new session, undoes the
@@ -17,7 +17,7 @@
  * EOF. No bytes: exec succeeded. Otherwise one record
  *   <step>\t<errno>\t<strerror>\t<detail>\n
  * and exit 127 (125 for bad usage) without running the command. Steps are
- * usage, cloexec, cgroup, cgroupcheck, oomscore, setsid, signals, pipes,
+ * usage, env, cloexec, cgroup, cgroupcheck, oomscore, setsid, signals, pipes,
  * closefds, namespaces, mount, hide, rootfs, network, hostname, init,
  * capabilities, user, workdir and exec; detail is the cgroup dir for cgroup,
  * the expectation for cgroupcheck, the path for mount, hide, rootfs and
@@ -30,11 +30,13 @@
  * namespaces; --hostname needs uts and --rootfs mount; --hide and
  * --tmp-size (default 64 MiB) count only with mount.
  *
- * The command's environment is the --env entries and nothing else. They come
- * as arguments, not as job-init's own environment, because job-init runs as
- * root until its last step and libc reads some variables at startup
- * (GLIBC_TUNABLES, MALLOC_*) before main: a job's variables must not reach
- * code that runs with the server's privileges.
+ * The command's environment is what --env-fd N holds, read to EOF before
+ * anything else (NAME=value entries, each ending in a NUL), and nothing
+ * else; without it, an empty one. Not job-init's own environment: job-init
+ * runs as root until its last step and libc reads some variables at
+ * startup (GLIBC_TUNABLES, MALLOC_*) before main. Not arguments either: the
+ * processes job-init leaves around a PID namespace never exec, and their
+ * command line is readable by every user of the host.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -63,7 +65,7 @@ static _Noreturn void usage(const char *problem, const char *arg)
 	(void)snprintf(message, sizeof message, "job-init: %s %s\nusage: job-init "
 		       "[--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]... [--expect-cgroup <controller>:<path>]...\n"
 		       "    [--namespaces pid,mount,net,uts,ipc] [--hostname NAME] [--tmp-size BYTES] [--hide PATH]...\n"
-		       "    [--rootfs DIR] [--user UID:GID] [--workdir DIR] [--env NAME=value]... -- <command> [args...]\n",
+		       "    [--rootfs DIR] [--user UID:GID] [--workdir DIR] [--env-fd N] -- <command> [args...]\n",
 		       problem, arg);
 	report("usage", EINVAL, "", message, EXIT_USAGE);
 }
@@ -164,7 +166,10 @@ static void parse_option(struct job_spec *spec, const char *option, const char *
 		parse_user(spec, value);
 	} else if (is(option, "--workdir")) {
 		spec->workdir = value;
-	} else if (!is(option, "--cgroup") && !is(option, "--expect-cgroup") && !is(option, "--hide") && !is(option, "--env")) {
+	} else if (is(option, "--env-fd")) {
+		if ((spec->env_fd = parse_fd(value)) < 0)
+			usage("--env-fd needs an fd number, not", value);
+	} else if (!is(option, "--cgroup") && !is(option, "--expect-cgroup") && !is(option, "--hide")) {
 		usage("unknown option", option);
 	}
 }
@@ -180,6 +185,7 @@ static void parse_args(struct job_spec *spec, int argc, char **argv)
 
 	spec->argv = argv;
 	spec->tmp_size = "67108864";
+	spec->env_fd = -1;
 	for (i = 1; i < argc; i += 2) {
 		if (strcmp(argv[i], "--") == 0) {
 			if (i + 1 == argc)
@@ -187,6 +193,8 @@ static void parse_args(struct job_spec *spec, int argc, char **argv)
 			/* The pipes go onto fds 1 and 2: a status fd there would be lost. */
 			if (spec->stdio_pipes && status_fd <= STDERR_FILENO)
 				usage("--stdio pipes puts the pipes on fds 1 and 2: --status-fd must be", "3 or more");
+			if (spec->env_fd >= 0 && spec->env_fd == status_fd)
+				usage("--env-fd must not be", "the status fd");
 			if (spec->hostname && !(spec->namespaces & CLONE_NEWUTS))
 				usage("--hostname needs", "--namespaces uts");
 			if (spec->rootfs && !(spec->namespaces & CLONE_NEWNS))
@@ -486,19 +494,48 @@ static void enter_workdir(const char *dir)
 		bail("workdir", errno, dir);
 }
 
+/* Past anything the server sends (1 MiB of arguments and environment together, 1,024 entries of its own). */
+#define MAX_ENV_BYTES (2 << 20)
+#define MAX_ENV_ENTRIES 8192
+/* Static: only the pages the environment fills are ever touched. */
+static char env_bytes[MAX_ENV_BYTES];
+static char *env_entries[MAX_ENV_ENTRIES + 1];
+
+static void read_env(int fd)
+{
+	size_t len = 0, start = 0, count = 0, i;
+	ssize_t n;
+	char more;
+
+	while ((n = read(fd, env_bytes + len, sizeof env_bytes - len)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			bail("env", errno, "");
+		len += (size_t)n;
+		if (len == sizeof env_bytes && read(fd, &more, 1) != 0)
+			bail("env", E2BIG, "");
+	}
+	if (len > 0 && env_bytes[len - 1] != '\0')
+		bail("env", EINVAL, "an entry without its NUL");
+	for (i = 0; i < len; i++) {
+		if (env_bytes[i] != '\0')
+			continue;
+		if (count == MAX_ENV_ENTRIES)
+			bail("env", E2BIG, "");
+		env_entries[count++] = env_bytes + start;
+		start = i + 1;
+	}
+	(void)close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	struct job_spec spec = { 0 };
-	int i, n = 0;
 
 	parse_args(&spec, argc, argv);
-	/* Room for every option pair to be an --env: on the stack, as everything after parsing. */
-	char *env[spec.command / 2 + 1];
-
-	for (i = 1; i + 1 < spec.command; i += 2)
-		if (strcmp(argv[i], "--env") == 0)
-			env[n++] = argv[i + 1];
-	env[n] = NULL;
+	if (spec.env_fd >= 0)
+		read_env(spec.env_fd);
 	/* From here on: no allocation, only system calls and stack buffers. */
 	set_status_cloexec(status_fd);
 	for_each_option(&spec, "--cgroup", join_own_cgroup);
@@ -526,7 +563,7 @@ int main(int argc, char **argv)
 	if (spec.workdir)
 		enter_workdir(spec.workdir);
 	/* execvp searches the PATH of environ: the job's. */
-	environ = env;
+	environ = env_entries;
 	execvp(argv[spec.command], &argv[spec.command]);
 	bail("exec", errno, argv[spec.command]);
 }

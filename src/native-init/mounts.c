@@ -194,9 +194,19 @@ static void mount_proc_tmp(const char *root, const struct job_spec *spec)
 	mount_tmpfs(path, "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
 	/*
 	 * The other world-writable directory, shared between jobs and kept
-	 * across them, where there is one (a link, as some images make it to
-	 * /tmp, is left as it is).
+	 * across them, where there is one. The host's may be a link to where
+	 * it really is, which is what gets covered; in a rootfs a link (as some
+	 * images make to /tmp) would lead out of it before the pivot, so only a
+	 * directory reached through directories is.
 	 */
+	if (!spec->rootfs) {
+		if (stat("/var/tmp", &st) == 0 && S_ISDIR(st.st_mode))
+			mount_tmpfs("/var/tmp", "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
+		return;
+	}
+	under(path, root, "/var");
+	if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+		return;
 	under(path, root, "/var/tmp");
 	if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
 		mount_tmpfs(path, "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);

@@ -17,6 +17,8 @@ struct job_spec {
 	const char *tmp_size;
 	const char *rootfs;
 	const char *workdir;
+	/* --env-fd: where the command's environment is read from; -1 for none. */
+	int env_fd;
 	int switch_user;
 	uid_t uid;
 	gid_t gid;

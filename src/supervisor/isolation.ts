@@ -232,6 +232,8 @@ function realPath(file: string): string {
   }
 }
 
+const isTopLevel = (dir: string): boolean => dir.split('/').length <= 2;
+
 /**
  * What jobs must not see of the server: its data directory and the whole
  * directory of its private key (the certificate is public: its directory
@@ -239,16 +241,19 @@ function realPath(file: string): string {
  * alone: a rename over it (a key rotation) takes away what covers it in
  * every job's mount namespace. So a key straight in / or a top-level
  * directory (/etc, /root…), which jobs need or which cannot be covered
- * whole, is refused.
+ * whole, is refused. Where the key is reached through links, the directory
+ * it was named in is hidden too: a rotation that swaps a link to a new
+ * directory (Kubernetes secret volumes, certbot) puts the next key there.
  */
 export function hiddenPaths(dataDir: string, keyFiles: readonly string[]): string[] {
   const paths = [realPath(dataDir)];
-  for (const [given, file] of keyFiles.map((key) => [key, realPath(key)] as const)) {
-    const dir = path.dirname(file);
-    if (dir.split('/').length <= 2) {
-      throw new IsolationConfigError(`--key ${given}: jobs are kept out of the key's whole directory, and ${dir} is not one to hide from them; keep the key in a directory of its own (such as /etc/jobworker/)`);
+  for (const key of keyFiles) {
+    const dir = path.dirname(realPath(key));
+    if (isTopLevel(dir)) {
+      throw new IsolationConfigError(`--key ${key}: jobs are kept out of the key's whole directory, and ${dir} is not one to hide from them; keep the key in a directory of its own (such as /etc/jobworker/)`);
     }
-    paths.push(dir);
+    const named = realPath(path.dirname(path.resolve(key)));
+    paths.push(...(isTopLevel(named) ? [] : [named]), dir);
   }
   return [...new Set(paths)];
 }

@@ -139,9 +139,9 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
       task.jobInitPath,
       [...jobInitOptions(task, cgroup), '--', task.command, ...task.args],
       {
-        // job-init replaces fds 1 and 2 with real pipes (see make_stdio_pipes).
-        stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-        // The job's variables go to job-init as --env: none may reach it, root until its exec, as its own.
+        // job-init replaces fds 1 and 2 with real pipes (see make_stdio_pipes); fd 4 carries the job's environment.
+        stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'],
+        // None of the job's variables may reach job-init, root until its exec, as its own (job-init.c says why).
         env: {},
         cwd: '/',
       },
@@ -162,6 +162,7 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   leader.on('error', (err) => {
     outcome.supervisorError ??= `job-init: ${err.message}`;
   });
+  sendEnvironment(leader.stdio[ENV_FD] as Duplex, task.env);
   const exited = new Promise<void>((resolve) => {
     leader.once('exit', (code, signal) => {
       outcome.exitCode = code;
@@ -256,6 +257,16 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
 }
 
 /** job-init's options (see src/native-init/job-init.c) for this job. */
+/** job-init's --env-fd: the fd after its status channel. */
+const ENV_FD = 4;
+
+/** The job's environment for job-init's --env-fd: NAME=value entries, each ending in a NUL. */
+function sendEnvironment(channel: Duplex, env: Record<string, string>): void {
+  // A job-init that dies before reading it says why on its status channel; the broken pipe adds nothing.
+  channel.on('error', () => undefined);
+  channel.end(Buffer.from(Object.entries(env).map(([name, value]) => `${name}=${value}\0`).join('')));
+}
+
 function jobInitOptions(task: RunJobTask, cgroup: JobCgroup): string[] {
   const { isolation } = task;
   const options = ['--stdio', 'pipes', ...cgroup.joinDirs.flatMap((dir) => ['--cgroup', dir]), ...cgroup.membership.flatMap((line) => ['--expect-cgroup', line])];
@@ -271,8 +282,7 @@ function jobInitOptions(task: RunJobTask, cgroup: JobCgroup): string[] {
     options.push('--tmp-size', String(task.limits.memoryBytes), ...task.hide.flatMap((hidden) => ['--hide', hidden]));
     if (isolation.rootfs !== null) options.push('--rootfs', isolation.rootfs);
   }
-  options.push('--user', `${isolation.uid}:${isolation.gid}`, '--workdir', task.workdir);
-  for (const [name, value] of Object.entries(task.env)) options.push('--env', `${name}=${value}`);
+  options.push('--user', `${isolation.uid}:${isolation.gid}`, '--workdir', task.workdir, '--env-fd', String(ENV_FD));
   return options;
 }
 

@@ -1,6 +1,8 @@
-import { mkdir, readFile, rmdir } from 'node:fs/promises';
-import test from 'ava';
+import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
+import { scratchDir } from '../helpers/host.js';
 import { jobInitPath } from '../helpers/paths.js';
 
 // Deadline for a single job-init run: a failure guard, never a wait.
@@ -47,19 +49,42 @@ test('exec: a missing command is reported on the status pipe and exits 127', asy
   t.regex(result.stderr, /job-init: exec nosuchcmd-xyz: No such file or directory/);
 });
 
-test("env: the command's environment is the --env entries alone, none of job-init's own", async (t) => {
-  const result = await execa(jobInitPath, ['--env', 'GREETING=hello world', '--env', 'PATH=/usr/bin:/bin', '--', 'env'], {
+/** Runs job-init with entries (each NUL-ended, as the supervisor sends them) on fd 4, its --env-fd, and an environment of its own. */
+async function runWithEnv(t: ExecutionContext, entries: string, args: readonly string[]) {
+  const file = path.join(scratchDir(t, '/tmp'), 'env');
+  await writeFile(file, entries);
+  // The shell opens the file on fd 4 and becomes job-init.
+  return execa('/bin/sh', ['-c', 'exec "$0" --env-fd 4 "$@" 4<"$ENV_FILE"', jobInitPath, ...args], {
     stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
-    env: { JOB_INIT_OWN: 'not for the command' },
+    env: { JOB_INIT_OWN: 'not for the command', ENV_FILE: file },
+    extendEnv: false,
     reject: false,
+    stripFinalNewline: false,
     timeout,
   });
-  t.is(result.stdout, 'GREETING=hello world\nPATH=/usr/bin:/bin');
+}
+
+test("env: the command's environment is what --env-fd holds, none of job-init's own", async (t) => {
+  const result = await runWithEnv(t, 'GREETING=hello world\0EMPTY=\0PATH=/usr/bin:/bin\0', ['--', 'env']);
+  t.is(result.stdio[3], '');
+  t.is(result.stdout, 'GREETING=hello world\nEMPTY=\nPATH=/usr/bin:/bin\n');
+});
+
+test("env: without --env-fd the command's environment is empty", async (t) => {
+  const result = await runJobInit(['--', 'env']);
+  t.is(result.stdout, '');
 });
 
 test("env: the command is looked up in the job's PATH", async (t) => {
-  const result = await runJobInit(['--env', 'PATH=/nonexistent', '--', 'env']);
+  const result = await runWithEnv(t, 'PATH=/nonexistent\0', ['--', 'env']);
   t.is(result.stdio[3], 'exec\t2\tNo such file or directory\tenv\n');
+});
+
+test('env: an entry without its NUL is refused before anything runs', async (t) => {
+  const result = await runWithEnv(t, 'A=1\0B=2', ['--', 'echo', 'ran']);
+  t.is(result.exitCode, 127);
+  t.is(result.stdout, '');
+  t.is(result.stdio[3], 'env\t22\tInvalid argument\tan entry without its NUL\n');
 });
 
 test('user: securebits the server was started with are cleared, so setuid leaves no capability behind', async (t) => {
@@ -74,6 +99,10 @@ test('user: securebits the server was started with are cleared, so setuid leaves
   t.is(locked.exitCode, 127);
   t.is(locked.stdio[3], 'capabilities\t1\tOperation not permitted\tsecurebits\n');
   t.is(locked.stdout, '');
+  // Locked off, as systemd's SecureBits=keep-caps-locked hardening leaves them: nothing to clear, the job starts.
+  const lockedOff = await execa('setpriv', ['--securebits', '+keep_caps_locked,+no_setuid_fixup_locked', jobInitPath, ...status], options);
+  t.is(lockedOff.stdio[3], '');
+  t.is(lockedOff.stdout, 'CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n');
 });
 
 test.serial('cgroup: the command starts inside the cgroup it was given', async (t) => {

@@ -111,15 +111,19 @@ test("default: the server's key and data are out of sight, even for root", async
   t.deepEqual(lines(stdout), ['data', 'keys']);
 });
 
-test("jobworkerd: the directory of its --key (its --data-dir is in it here) is out of a root job's sight", async (t) => {
+test("jobworkerd: the directory of its --key (its --data-dir is in it here) is out of a root job's sight; its --cert's is not", async (t) => {
   // Outside /tmp, as above.
   const { pki, parent } = await daemonSetup(t, os.homedir());
-  const daemon = await startDaemon(t, pki, parent, { args: ['--allow-root-jobs'] });
+  // The certificate is public, and its directory may be the host's trust store: elsewhere, it stays in sight.
+  const cert = path.join(scratchDir(t, os.homedir()), 'server-cert.pem');
+  fs.copyFileSync(path.join(pki, 'server-cert.pem'), cert);
+  const daemon = await startDaemon(t, pki, parent, { args: ['--allow-root-jobs', '--cert', cert] });
   const client = adminClient(t, pki, daemon.port);
-  const { job } = await unary(client, 'createJob', { command: 'sh', args: ['-c', `ls -A ${pki}; cat ${pki}/server-key.pem`], isolation: { user: '0' } });
+  const script = `ls -A ${pki}; cat ${pki}/server-key.pem; head -1 ${cert}`;
+  const { job } = await unary(client, 'createJob', { command: 'sh', args: ['-c', script], isolation: { user: '0' } });
   const { job: ended, output } = await waitForEnd(client, job!.id);
-  t.is(ended.status, JobStatus.JOB_STATUS_FAILED);
-  t.is(output.stdout.toString(), '');
+  t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED, output.stderr.toString());
+  t.is(output.stdout.toString(), '-----BEGIN CERTIFICATE-----\n');
   t.regex(output.stderr.toString(), /server-key\.pem'?: No such file/);
   t.true(fs.readdirSync(pki).includes('server-key.pem'), 'there, for the server');
 });
@@ -195,10 +199,12 @@ test("env: the job's variables reach its command, not job-init, which runs as ro
   // job.pid is job-init outside the PID namespace; its child is the namespace's init, whose child is the job.
   const [init] = children(job!.pid);
   const [command] = children(init!);
-  const environ = (pid: number): string => fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
-  t.is(environ(job!.pid), '');
-  t.is(environ(init!), '');
-  t.true(environ(command!).split('\0').includes('JOBWORKER_TEST_MARK=job-only'));
+  const read = (pid: number, file: string): string => fs.readFileSync(`/proc/${pid}/${file}`, 'utf8');
+  t.is(read(job!.pid, 'environ'), '');
+  t.is(read(init!, 'environ'), '');
+  t.true(read(command!, 'environ').split('\0').includes('JOBWORKER_TEST_MARK=job-only'));
+  // Nor in the command lines of the two that never exec, which every user of the host may read.
+  for (const pid of [job!.pid, init!]) t.notRegex(read(pid, 'cmdline'), /JOBWORKER_TEST_MARK/);
 });
 
 test.serial('workdir: one that does not exist in the job\'s filesystem fails the start, nothing recorded', async (t) => {
@@ -336,8 +342,8 @@ const onInitramfs = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')[
 const busybox = '/bin/busybox';
 
 (fs.existsSync(busybox) && !onInitramfs ? test : test.skip)('rootfs: the job runs in the directory given, with its own /proc, /dev and /tmp', async (t) => {
-  // Outside /tmp and /var/tmp, which a job's own tmpfs would cover.
-  const rootfs = scratchDir(t, os.homedir());
+  // Root's, as every directory above it (the home directory may not be).
+  const rootfs = scratchDir(t, '/');
   fs.chmodSync(rootfs, 0o755);
   fs.mkdirSync(path.join(rootfs, 'bin'));
   fs.copyFileSync(busybox, path.join(rootfs, 'bin', 'busybox'));
@@ -363,7 +369,7 @@ const busybox = '/bin/busybox';
 test.serial('rootfs: one that another user could change is INVALID_ARGUMENT, nothing recorded', async (t) => {
   const client = admin(strict);
   const before = (await unary(client, 'getJobs', {})).jobs.length;
-  const parent = scratchDir(t, os.homedir());
+  const parent = scratchDir(t, '/');
   fs.chmodSync(parent, 0o755);
   const rootfs = path.join(parent, 'rootfs');
   fs.mkdirSync(rootfs, 0o755);
@@ -388,7 +394,7 @@ test.serial('rootfs: one that another user could change is INVALID_ARGUMENT, not
 test.serial('rootfs: a /tmp that is a link fails the start in job-init, nothing recorded', async (t) => {
   const client = admin(strict);
   const before = (await unary(client, 'getJobs', {})).jobs.length;
-  const rootfs = scratchDir(t, os.homedir());
+  const rootfs = scratchDir(t, '/');
   fs.chmodSync(rootfs, 0o755);
   // A link would take the job's private /tmp elsewhere: into the host's tree, or a directory every job of this rootfs shares.
   fs.symlinkSync('/var/tmp', path.join(rootfs, 'tmp'));
