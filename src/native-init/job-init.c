@@ -30,8 +30,8 @@
  * namespaces; --hostname needs uts and --rootfs mount; --hide and
  * --tmp-size (default 64 MiB) count only with mount.
  *
- * The command's environment is what --env-fd N holds, read to EOF before
- * anything else (NAME=value entries, each ending in a NUL), and nothing
+ * The command's environment is what --env-fd N holds, read to EOF once the
+ * cgroups are joined (NAME=value entries, each ending in a NUL), and nothing
  * else; without it, an empty one. Not job-init's own environment: job-init
  * runs as root until its last step and libc reads some variables at
  * startup (GLIBC_TUNABLES, MALLOC_*) before main. Not arguments either: the
@@ -513,8 +513,14 @@ static void read_env(int fd)
 		if (n < 0)
 			bail("env", errno, "");
 		len += (size_t)n;
-		if (len == sizeof env_bytes && read(fd, &more, 1) != 0)
-			bail("env", E2BIG, "");
+		if (len < sizeof env_bytes)
+			continue;
+		do
+			n = read(fd, &more, 1);
+		while (n < 0 && errno == EINTR);
+		if (n != 0)
+			bail("env", n < 0 ? errno : E2BIG, "");
+		break;
 	}
 	if (len > 0 && env_bytes[len - 1] != '\0')
 		bail("env", EINVAL, "an entry without its NUL");
@@ -534,13 +540,14 @@ int main(int argc, char **argv)
 	struct job_spec spec = { 0 };
 
 	parse_args(&spec, argc, argv);
-	if (spec.env_fd >= 0)
-		read_env(spec.env_fd);
 	/* From here on: no allocation, only system calls and stack buffers. */
 	set_status_cloexec(status_fd);
 	for_each_option(&spec, "--cgroup", join_own_cgroup);
 	read_cgroup_table();
 	for_each_option(&spec, "--expect-cgroup", check_cgroup);
+	/* In the job's cgroup: the pages the environment fills are the job's. */
+	if (spec.env_fd >= 0)
+		read_env(spec.env_fd);
 	reset_oom_score();
 	isolate_session();
 	restore_signals();

@@ -200,7 +200,11 @@ static void mount_proc_tmp(const char *root, const struct job_spec *spec)
 	 * directory reached through directories is.
 	 */
 	if (!spec->rootfs) {
-		if (stat("/var/tmp", &st) == 0 && S_ISDIR(st.st_mode))
+		struct stat tmp;
+
+		/* A link to /tmp leads into the job's new /tmp: covered already. */
+		if (stat("/var/tmp", &st) == 0 && S_ISDIR(st.st_mode) &&
+		    !(stat("/tmp", &tmp) == 0 && tmp.st_dev == st.st_dev && tmp.st_ino == st.st_ino))
 			mount_tmpfs("/var/tmp", "1777", spec->tmp_size, MS_NOSUID | MS_NODEV);
 		return;
 	}

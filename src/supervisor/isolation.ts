@@ -248,12 +248,30 @@ const isTopLevel = (dir: string): boolean => dir.split('/').length <= 2;
 export function hiddenPaths(dataDir: string, keyFiles: readonly string[]): string[] {
   const paths = [realPath(dataDir)];
   for (const key of keyFiles) {
-    const dir = path.dirname(realPath(key));
-    if (isTopLevel(dir)) {
-      throw new IsolationConfigError(`--key ${key}: jobs are kept out of the key's whole directory, and ${dir} is not one to hide from them; keep the key in a directory of its own (such as /etc/jobworker/)`);
+    for (const dir of [path.dirname(realPath(key)), namedDirectory(key)]) {
+      if (isTopLevel(dir)) {
+        throw new IsolationConfigError(`--key ${key}: jobs are kept out of the key's whole directory, and ${dir} is not one to hide from them; keep the key in a directory of its own (such as /etc/jobworker/)`);
+      }
+      paths.push(dir);
     }
-    const named = realPath(path.dirname(path.resolve(key)));
-    paths.push(...(isTopLevel(named) ? [] : [named]), dir);
   }
   return [...new Set(paths)];
+}
+
+/**
+ * The real directory the key is named in, above any link in its last steps
+ * (keys/current → keys/v2: keys, where the next version will go too).
+ */
+function namedDirectory(key: string): string {
+  let dir = path.dirname(path.resolve(key));
+  while (dir !== '/' && isLink(dir)) dir = path.dirname(dir);
+  return realPath(dir);
+}
+
+function isLink(file: string): boolean {
+  try {
+    return fs.lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
 }

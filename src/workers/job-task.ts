@@ -256,7 +256,6 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   await finish(cgroup, output, sources, outcome, () => task.port.postMessage(gone));
 }
 
-/** job-init's options (see src/native-init/job-init.c) for this job. */
 /** job-init's --env-fd: the fd after its status channel. */
 const ENV_FD = 4;
 
@@ -267,6 +266,7 @@ function sendEnvironment(channel: Duplex, env: Record<string, string>): void {
   channel.end(Buffer.from(Object.entries(env).map(([name, value]) => `${name}=${value}\0`).join('')));
 }
 
+/** job-init's options (see src/native-init/job-init.c) for this job. */
 function jobInitOptions(task: RunJobTask, cgroup: JobCgroup): string[] {
   const { isolation } = task;
   const options = ['--stdio', 'pipes', ...cgroup.joinDirs.flatMap((dir) => ['--cgroup', dir]), ...cgroup.membership.flatMap((line) => ['--expect-cgroup', line])];
