@@ -540,7 +540,7 @@ int main(int argc, char **argv)
 	struct job_spec spec = { 0 };
 
 	parse_args(&spec, argc, argv);
-	/* From here on: no allocation, only system calls and stack buffers. */
+	/* From here on: no allocation, only system calls and stack or static buffers. */
 	set_status_cloexec(status_fd);
 	for_each_option(&spec, "--cgroup", join_own_cgroup);
 	read_cgroup_table();
