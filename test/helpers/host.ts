@@ -29,6 +29,11 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** A process's children (the threads' other than the main one's are not counted). */
+export function childrenOf(pid: number): number[] {
+  return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+}
+
 /** Pids in a job's cgroup (its path as in Job.cgroup), from the v2 tree or the v1 freezer hierarchy. */
 export function pidsIn(cgroup: string): number[] {
   const procs = path.join('/sys/fs/cgroup', detectDriver('/sys/fs/cgroup') === 'v2' ? '' : 'freezer', cgroup, 'cgroup.procs');

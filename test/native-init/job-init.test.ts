@@ -2,7 +2,7 @@ import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
-import { scratchDir } from '../helpers/host.js';
+import { childrenOf, scratchDir } from '../helpers/host.js';
 import { jobInitPath } from '../helpers/paths.js';
 
 // Deadline for a single job-init run: a failure guard, never a wait.
@@ -245,8 +245,8 @@ test('pid namespace: if its init is killed on its own, the process outside ends 
   const child = execa(jobInitPath, ['--namespaces', 'pid', '--', 'sleep', '100'], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], reject: false, timeout });
   // The status pipe closes at the exec of sleep: by then the init is there.
   for await (const _ of child.stdio[3] as AsyncIterable<unknown>);
-  const init = Number((await readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8')).trim());
-  process.kill(init, 'SIGKILL');
+  const [init] = childrenOf(child.pid!);
+  process.kill(init!, 'SIGKILL');
   const result = await child;
   t.is(result.signal, 'SIGKILL');
   t.false(result.timedOut);

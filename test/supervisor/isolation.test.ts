@@ -10,7 +10,7 @@ import { JobStatus, Network, type Job, type JobServiceClient } from '../../src/g
 import { DEFAULT_ISOLATION } from '../../src/supervisor/isolation.js';
 import { resolveUser } from '../../src/supervisor/job-user.js';
 import { adminClient, daemonSetup, startDaemon } from '../helpers/daemon.js';
-import { scratchDir } from '../helpers/host.js';
+import { childrenOf, scratchDir } from '../helpers/host.js';
 import { repoRoot } from '../helpers/paths.js';
 import { collectStream, firstOutput, rejects, startTestServer, unary, waitForEnd, type PartialRequestOf, type TestServer } from '../helpers/server.js';
 
@@ -50,9 +50,6 @@ function hostProcesses(): string[][] {
     }
   });
 }
-
-/** The pids of a process's children. */
-const children = (pid: number): number[] => lines(fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').replaceAll(' ', '\n')).map(Number);
 
 test('default: the job sees only its own processes, with job-init as PID 1', async (t) => {
   const { job, stdout } = await run('echo $$; cat /proc/1/comm; ls /proc | grep -E "^[0-9]+$"');
@@ -197,8 +194,8 @@ test("env: the job's variables reach its command, not job-init, which runs as ro
   t.teardown(() => unary(client, 'stopJob', { id: job!.id, graceMs: 0 }).catch(() => undefined));
   await firstOutput(client, job!.id);
   // job.pid is job-init outside the PID namespace; its child is the namespace's init, whose child is the job.
-  const [init] = children(job!.pid);
-  const [command] = children(init!);
+  const [init] = childrenOf(job!.pid);
+  const [command] = childrenOf(init!);
   const read = (pid: number, file: string): string => fs.readFileSync(`/proc/${pid}/${file}`, 'utf8');
   t.is(read(job!.pid, 'environ'), '');
   t.is(read(init!, 'environ'), '');
