@@ -6,8 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Server, ServerCredentials, status, type ServerWritableStream, type UntypedHandleCall } from '@grpc/grpc-js';
 import { JobServiceService, OutputStream, type DataChunk, type GetJobsStreamReq } from '../src/gen/jobworker/v1/jobworker.js';
-import { encodeDataChunk } from '../src/supervisor/data-chunk-encoder.js';
-import { MAX_CHUNK_BYTES } from '../src/supervisor/job-service.js';
+import { encodeDataChunk } from '../src/supervisor/rpc/chunk-encoder.js';
+import { MAX_CHUNK_BYTES } from '../src/supervisor/rpc/job-service.js';
 import { MAX_STREAMS_PER_CONNECTION } from '../src/supervisor/server.js';
 
 const [pki, mib] = process.argv.slice(2);

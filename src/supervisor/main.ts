@@ -8,13 +8,13 @@ import { pino, type Logger } from 'pino';
 import * as t from 'typanion';
 import { colorsFor } from '../common/terminal.js';
 import { parseBytes, parseDuration } from '../common/units.js';
-import type { DenyList } from './deny-list.js';
-import { IsolationConfigError } from './isolation.js';
-import { parseListen } from './metrics-endpoint.js';
-import { HistoryError } from './job-history.js';
-import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './reload.js';
+import type { DenyList } from './rpc/deny-list.js';
+import { IsolationConfigError } from './policy/isolation.js';
+import { parseListen } from './ops/metrics-endpoint.js';
+import { HistoryError } from './jobs/history.js';
+import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './ops/reload.js';
 import { startServer, type TlsMaterial } from './server.js';
-import { SystemdNotifier } from './systemd-notify.js';
+import { SystemdNotifier } from './ops/systemd-notify.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 

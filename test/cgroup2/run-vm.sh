@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 repo=$PWD
 
 # Files run inside the VM: the ones that drive real cgroups through the server.
-TESTS=(dist/test/supervisor/server.test.js dist/test/supervisor/shutdown.test.js dist/test/supervisor/delegation.test.js dist/test/supervisor/isolation.test.js dist/test/supervisor/metrics.test.js)
+TESTS=(dist/test/supervisor/server.test.js dist/test/supervisor/shutdown.test.js dist/test/supervisor/delegation.test.js dist/test/supervisor/policy/isolation.test.js dist/test/supervisor/ops/metrics.test.js)
 VM_TIMEOUT=${VM_TIMEOUT:-2400}
 # VM_MATCH='*usage*' runs only the tests whose titles match (ava --match), for work on one test.
 VM_MATCH=${VM_MATCH:-}

@@ -12,7 +12,7 @@ import { issueCert, writeDevPki } from '../../certs/pki.js';
 import { commandLine, shellQuote } from '../../cli/format.js';
 import { GetJobsStreamReq, Job, JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
 import { jobctlPath } from '../helpers/paths.js';
-import { DEFAULT_ISOLATION } from '../../src/supervisor/isolation.js';
+import { DEFAULT_ISOLATION } from '../../src/supervisor/policy/isolation.js';
 import { startTestServer, unary, waitForEnd, type PartialRequestOf, type Role, type TestServer } from '../helpers/server.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

@@ -10,7 +10,7 @@ import { writeDevPki } from '../../certs/pki.js';
 import { openChannel, unary } from '../../src/client/channel.js';
 import type { DataChunk, Job, JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
 import { GetJobsStreamReq, OutputStream } from '../../src/gen/jobworker/v1/jobworker.js';
-import type { IsolationConfig } from '../../src/supervisor/isolation.js';
+import type { IsolationConfig } from '../../src/supervisor/policy/isolation.js';
 import { startServer, type RunningServer, type ServerOptions } from '../../src/supervisor/server.js';
 import { groupsUnder } from './host.js';
 import { jobInitPath } from './paths.js';

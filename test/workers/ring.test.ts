@@ -1,7 +1,7 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
-import { RingReader, pumpRing } from '../../src/supervisor/ring-reader.js';
+import { RingReader, pumpRing } from '../../src/supervisor/output/ring-reader.js';
 import { StreamId } from '../../src/workers/protocol.js';
 import { MIN_RECORD, createRing } from '../../src/workers/ring-layout.js';
 import { RingWriter } from '../../src/workers/ring-writer.js';

@@ -1,0 +1,72 @@
+// Pruning of ended jobs: past --retain-jobs of them, or ended longer ago
+// than --retain-for, a job's record and output files go, oldest first.
+// Running jobs are never touched.
+import type { Logger } from 'pino';
+import { messageOf } from '../../common/error-message.js';
+import type { JobRecord, JobStore } from './store.js';
+
+export interface RetentionOptions {
+  /** Ended jobs kept at most. */
+  jobs: number;
+  /** Ended jobs are kept this long after their end. */
+  forMs: number;
+}
+
+/** How often jobs are checked for age when nothing else prompts it. */
+const AGE_CHECK_MS = 60_000;
+
+export class Retention {
+  readonly #store: JobStore;
+  readonly #options: RetentionOptions;
+  readonly #logger: Logger;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(store: JobStore, options: RetentionOptions, logger: Logger) {
+    this.#store = store;
+    this.#options = options;
+    this.#logger = logger;
+  }
+
+  /** Prunes now and then every minute, until stop(). */
+  start(): void {
+    this.prune();
+    this.#timer = setInterval(() => this.prune(), AGE_CHECK_MS);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** Removes what is past either limit; returns how many jobs went. */
+  prune(now = Date.now()): number {
+    const cutoff = now - this.#options.forMs;
+    const ended = this.#store.endedCount;
+    const doomed: JobRecord[] = [];
+    // Oldest first. A job that started after the cutoff cannot have ended
+    // before it, so the age check stops there; the count goes on.
+    for (const job of this.#store.values()) {
+      if (job.state === 'RUNNING') continue;
+      const tooMany = ended - doomed.length > this.#options.jobs;
+      const tooOld = job.endedAt !== null && job.endedAt.getTime() < cutoff;
+      if (!tooMany && !tooOld) {
+        if (job.startedAt.getTime() >= cutoff) break;
+        continue;
+      }
+      doomed.push(job);
+    }
+    for (const job of doomed) this.#remove(job);
+    if (doomed.length > 0) this.#logger.info({ jobs: doomed.length }, 'pruned ended jobs (--retain-jobs, --retain-for)');
+    return doomed.length;
+  }
+
+  #remove(job: JobRecord): void {
+    try {
+      this.#store.remove(job);
+    } catch (err) {
+      // Forgotten here, still on disk: the next start reads it back and prunes it again.
+      this.#logger.error({ jobId: job.id, err: messageOf(err) }, 'could not delete a pruned job from the history');
+    }
+    job.log.remove().catch((err: unknown) => this.#logger.error({ jobId: job.id, err: messageOf(err) }, 'could not delete the output of a pruned job'));
+  }
+}

@@ -1,0 +1,342 @@
+// Starts jobs on the job-supervisor pool and follows them to their end. The
+// main thread's share of a job: its record, its output log (filled from the
+// job's ring), and a MessagePort to ask its supervisor to stop it.
+import { randomUUID } from 'node:crypto';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import type { Logger } from 'pino';
+import { messageOf } from '../../common/error-message.js';
+import { settlesWithin } from '../../common/settle-within.js';
+import type {
+  CgroupConfig,
+  CgroupDriverName,
+  JobIsolation,
+  JobLimits,
+  JobOutcome,
+  JobStarted,
+  OutputPath,
+  PrepareResult,
+  PrepareTask,
+  ReapTask,
+  RunJobTask,
+  StopRequest,
+  TaskToMain,
+  UsageRequest,
+} from '../../workers/protocol.js';
+import { createRing } from '../../workers/ring-layout.js';
+import type { SupervisorThreadData } from '../../workers/thread-stats.js';
+import { Errors, JobworkerError } from '../errors.js';
+import { JOB_ID_VARIABLE } from '../policy/job-environment.js';
+import type { ServerMetrics } from '../ops/metrics.js';
+import { NotRecordedError, abandonJob, endJob, type JobRecord, type JobStore } from './store.js';
+import { readPipesInline } from '../output/inline-reader.js';
+import { OutputLog, jobLogOptions } from '../output/log.js';
+import { RingReader, pumpRing } from '../output/ring-reader.js';
+
+/** A supervisor thread answers a usage request in well under a millisecond; past this, answer with what is known. */
+const USAGE_TIMEOUT_MS = 2_000;
+
+const TASK_FILE = fileURLToPath(new URL('../../workers/job-task.js', import.meta.url));
+
+export interface JobRunnerOptions {
+  workers: number;
+  cgroupDriver: CgroupDriverName | 'auto';
+  cgroupParent: string;
+  cgroupDelegated: boolean;
+  cgroupMountRoot: string;
+  jobInitPath: string;
+  /** Where each job's output directory goes (<data dir>/output). */
+  outputRoot: string;
+  /** Per job: past this, its oldest output is discarded. */
+  maxOutputBytes: number;
+  /** Paths hidden from jobs with a mount namespace (isolation.ts hiddenPaths). */
+  hide: string[];
+  /** Called after a job's end is recorded. */
+  onJobEnded?: () => void;
+  ringCapacity?: number;
+  outputPath?: OutputPath;
+  logger: Logger;
+  metrics: ServerMetrics;
+}
+
+export interface StartRequest {
+  command: string;
+  args: string[];
+  limits: JobLimits;
+  isolation: JobIsolation;
+  workdir: string;
+  /** The job's environment (job-environment.ts) but for JOBWORKER_JOB_ID, which only the runner knows. */
+  env: Record<string, string>;
+  owner: string;
+}
+
+export class JobRunner {
+  readonly #pool: Piscina;
+  readonly #store: JobStore;
+  readonly #options: JobRunnerOptions;
+  readonly #logger: Logger;
+  readonly #ports = new Map<string, MessagePort>();
+  /** One usage request in flight per job; concurrent askers share it. */
+  readonly #usageRequests = new Map<string, Promise<void>>();
+  /** Jobs whose start is in flight: shutdown must wait for them too. */
+  readonly #starting = new Set<Promise<unknown>>();
+  #cgroup: CgroupConfig | undefined;
+  #closing = false;
+
+  constructor(store: JobStore, options: JobRunnerOptions) {
+    this.#store = store;
+    this.#options = options;
+    this.#logger = options.logger;
+    // Each thread supervises any number of jobs at once; a task is one job's
+    // whole life, so the pool must never queue tasks behind busy threads.
+    this.#pool = new Piscina({
+      filename: TASK_FILE,
+      minThreads: options.workers,
+      maxThreads: options.workers,
+      concurrentTasksPerWorker: Number.MAX_SAFE_INTEGER,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      // Piscina's default parks idle threads in Atomics.wait, which would
+      // freeze every job a thread supervises: wait on messages instead.
+      atomics: 'disabled',
+      // Job pipes are opened with fs.openSync and handed to net.Socket, which
+      // closes them itself; a thread that also tracked them would close
+      // reused fd numbers when it exits (and Node aborts on the mix-up).
+      trackUnmanagedFds: false,
+      workerData: { stats: options.metrics.threadStats.buffer, loopWindowMs: options.metrics.loopWindowMs } satisfies SupervisorThreadData,
+    });
+  }
+
+  /** Thread ids of the supervisor threads alive now. */
+  get threadIds(): number[] {
+    return this.#pool.threads.map((thread) => thread.threadId);
+  }
+
+  /** Resolves the cgroup driver and prepares the parent group. Call once before start(). */
+  async prepare(): Promise<PrepareResult> {
+    const task: PrepareTask = {
+      driver: this.#options.cgroupDriver,
+      parent: this.#options.cgroupParent,
+      mountRoot: this.#options.cgroupMountRoot,
+      delegated: this.#options.cgroupDelegated,
+    };
+    const result = (await this.#pool.run(task, { name: 'prepare' })) as PrepareResult;
+    this.#cgroup = { driver: result.driver, parent: result.parent, mountRoot: task.mountRoot };
+    return result;
+  }
+
+  /** Resolves once the command runs, with its record in the store; rejects when it could not start. */
+  start(request: StartRequest): Promise<JobRecord> {
+    if (this.#closing) return Promise.reject(Errors.shuttingDown());
+    const starting = this.#start(request);
+    starting.catch((err: unknown) => {
+      this.#options.metrics.jobStarts.inc({ result: err instanceof JobworkerError ? err.code.toLowerCase() : 'error' });
+    });
+    const tracked = starting.catch(() => undefined);
+    this.#starting.add(tracked);
+    void tracked.finally(() => this.#starting.delete(tracked));
+    return starting;
+  }
+
+  async #start(request: StartRequest): Promise<JobRecord> {
+    if (!this.#cgroup) throw new Error('JobRunner.prepare() must run before start()');
+    const id = randomUUID();
+    const began = performance.now();
+    const ring = createRing(this.#options.ringCapacity);
+    const log = new OutputLog(jobLogOptions(this.#options.outputRoot, id, this.#options.maxOutputBytes, this.#logger));
+    const capture = this.#options.metrics.countingCapture(log);
+    const drained = pumpRing(new RingReader(ring), capture);
+    const { port1: port, port2: taskPort } = new MessageChannel();
+    const task: RunJobTask = {
+      jobId: id,
+      command: request.command,
+      args: request.args,
+      limits: request.limits,
+      isolation: request.isolation,
+      workdir: request.workdir,
+      hide: this.#options.hide,
+      cgroup: this.#cgroup,
+      jobInitPath: this.#options.jobInitPath,
+      env: { ...request.env, [JOB_ID_VARIABLE]: id },
+      ring,
+      outputPath: this.#options.outputPath ?? 'ring',
+      port: taskPort,
+    };
+    const outcome = this.#pool.run(task, { name: 'runJob', transferList: [taskPort] }) as Promise<JobOutcome>;
+    // Either the job starts (a message on the port, then the task runs on) or
+    // the task ends at once with the reason it could not start. The port and
+    // the task's result travel on different channels, so a job that ends at
+    // once may report its end before its start: then the start message is on
+    // its way and is what counts.
+    // (Usage requests come only once the job is in the store: its first message is this one.)
+    const startMessage = new Promise<JobStarted>((resolve) => port.once('message', resolve));
+    const startOrFailure = outcome.then((o): Promise<JobStarted | JobOutcome> => (o.started ? startMessage : Promise.resolve(o)));
+    const first = await Promise.race([startMessage, startOrFailure]).catch(async (err: unknown) => {
+      // The thread died mid-start: job-init may be running in its cgroup
+      // (even exec'd, its start message lost with the thread).
+      port.close();
+      this.#logger.error({ jobId: id, err }, 'job supervision failed during start; killing whatever it started');
+      await this.#reap(id);
+      throw Errors.startFailed('SPAWN_FAILED', `the job's supervisor thread failed while starting it: ${messageOf(err)}`);
+    });
+
+    if (!('type' in first)) {
+      port.close();
+      await drained;
+      await log.remove();
+      if (first.supervisorError) this.#logger.warn({ jobId: id, problem: first.supervisorError }, 'cleanup after a failed start');
+      const failure = first.startFailure ?? { code: 'SPAWN_FAILED' as const, message: 'the job task ended without starting the job' };
+      throw Errors.startFailed(failure.code, failure.message);
+    }
+
+    const inline = first.pipes ? readPipesInline(first.pipes, capture) : undefined;
+    // A job the history could not take was never started as far as anyone is told: its end is not counted either.
+    let recorded = false;
+    const ended = Promise.all([outcome, drained, inline?.done]).then(
+      async ([result]) => {
+        // Every byte on disk before the end is recorded (unless the disk is full: then the end does not wait).
+        await log.close();
+        endJob(record, result, new Date());
+        this.#record(record);
+        if (recorded) this.#options.metrics.jobEnded(record);
+        this.#logger.info({ jobId: id, state: record.state, exitCode: record.exitCode, signal: record.signal, message: record.message }, 'job ended');
+        this.#options.onJobEnded?.();
+      },
+      async (err: unknown) => {
+        // The thread supervising the job died, leaving the job running with
+        // nobody to reap it: kill it through its cgroup from another thread.
+        // Its ring may never close, so the log is closed here to release
+        // the readers.
+        this.#logger.error({ jobId: id, err }, 'job supervision failed; killing the job through its cgroup');
+        const reaped = await this.#reap(id);
+        inline?.stop();
+        await log.close();
+        abandonJob(record, `${messageOf(err)}${reaped}`, new Date());
+        this.#record(record);
+        if (recorded) this.#options.metrics.jobEnded(record);
+        this.#options.onJobEnded?.();
+      },
+    );
+    const record: JobRecord = {
+      id,
+      command: request.command,
+      args: request.args,
+      limits: request.limits,
+      isolation: request.isolation,
+      workdir: request.workdir,
+      owner: request.owner,
+      pid: first.pid,
+      cgroup: first.cgroup,
+      startedAt: new Date(),
+      log,
+      ended: ended.finally(() => {
+        this.#ports.get(id)?.close();
+        this.#ports.delete(id);
+      }),
+      state: 'RUNNING',
+      endedAt: null,
+      exitCode: null,
+      signal: null,
+      oomKilled: false,
+      message: '',
+      usage: null,
+    };
+    this.#ports.set(id, port);
+    port.on('message', (message: TaskToMain) => {
+      if (message.type === 'exited') log.stopHoldingBack();
+    });
+    try {
+      this.#store.add(record);
+      recorded = true;
+    } catch (err) {
+      if (!(err instanceof NotRecordedError)) throw err;
+      // Nobody may be told of a job the history does not have: it would
+      // vanish at the next restart with nobody to stop it.
+      this.#logger.error({ jobId: id, err: err.reason }, 'could not record a started job; stopping it');
+      await this.stop(record, 0);
+      await log.remove();
+      throw Errors.notRecorded(`${err.message}; the job was stopped`);
+    }
+    // Where a start's time went: supervisor-thread steps, and everything from
+    // here to their end (pool dispatch, thread hops) in totalMs.
+    const start = roundedMs({ ...first.phases, totalMs: performance.now() - began });
+    this.#logger.info({ jobId: id, pid: first.pid, cgroup: first.cgroup, command: request.command, owner: request.owner, start }, 'job started');
+    this.#options.metrics.jobStarts.inc({ result: 'started' });
+    capture.started();
+    this.#options.metrics.startDuration.observe(start.totalMs / 1000);
+    return record;
+  }
+
+
+  /** Writes a job's end to the history; a failure is logged, the end stands (it is what happened). */
+  #record(record: JobRecord): void {
+    try {
+      this.#store.recordEnd(record);
+    } catch (err) {
+      this.#logger.error({ jobId: record.id, err: err instanceof NotRecordedError ? err.reason : err }, 'could not record the end of a job in the job history');
+    }
+  }
+
+  /** Kills and removes a job's cgroup from another thread; returns '' or what went wrong, for the record. */
+  async #reap(jobId: string): Promise<string> {
+    const task: ReapTask = { jobId, cgroup: this.#cgroup! };
+    return (this.#pool.run(task, { name: 'reap' }) as Promise<void>).then(
+      () => '',
+      (err: unknown) => {
+        this.#logger.error({ jobId, err }, 'could not remove the cgroup of an abandoned job');
+        return `; its cgroup could not be removed: ${messageOf(err)}`;
+      },
+    );
+  }
+
+  /** Asks the job's supervisor to stop it; resolves once the job has ended. */
+  async stop(record: JobRecord, graceMs: number): Promise<void> {
+    const port = this.#ports.get(record.id);
+    if (record.state === 'RUNNING' && port) {
+      const request: StopRequest = { type: 'stop', graceMs };
+      port.postMessage(request);
+    }
+    await record.ended;
+  }
+
+  /**
+   * Reads a running job's usage from its cgroup into its record. The job's
+   * supervisor thread reads the files, as it owns the group; if the job ends
+   * first, the record holds the final figures instead.
+   */
+  async refreshUsage(record: JobRecord): Promise<void> {
+    const port = this.#ports.get(record.id);
+    if (record.state !== 'RUNNING' || !port) return;
+    let request = this.#usageRequests.get(record.id);
+    if (!request) {
+      const answered = new Promise<void>((resolve) => {
+        const onReport = (message: TaskToMain) => {
+          if (message.type !== 'usage') return;
+          port.off('message', onReport);
+          if (message.usage) record.usage = message.usage;
+          resolve();
+        };
+        port.on('message', onReport);
+      });
+      const ask: UsageRequest = { type: 'usage' };
+      port.postMessage(ask);
+      request = settlesWithin(Promise.race([answered, record.ended]), USAGE_TIMEOUT_MS).then(() => {
+        this.#usageRequests.delete(record.id);
+      });
+      this.#usageRequests.set(record.id, request);
+    }
+    await request;
+  }
+
+  /** Refuses new jobs, stops every running one, and ends the pool. */
+  async close(graceMs: number): Promise<void> {
+    this.#closing = true;
+    await Promise.all(this.#starting);
+    await Promise.all(this.#store.running().map((job) => this.stop(job, graceMs)));
+    await this.#pool.destroy();
+  }
+}
+
+function roundedMs<T extends Record<string, number>>(phases: T): T {
+  return Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v * 100) / 100])) as T;
+}

@@ -1,0 +1,93 @@
+// The files an operator changes while the server runs: its TLS material and
+// its deny list. Read at start, and again whenever one of them changes or
+// the server gets SIGHUP; a reload that fails keeps what was in force and
+// says why in the log.
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import { readPem, PemFileError } from '../../common/pem.js';
+import { DenyList } from '../rpc/deny-list.js';
+import type { RunningServer, TlsMaterial } from '../server.js';
+
+export interface ConfigFiles {
+  ca: string;
+  cert: string;
+  key: string;
+  /** Optional file of `CN=` / `serial=` lines. */
+  denyList?: string;
+  /** From --deny-cn: always denied, whatever the file says. */
+  denyCns: readonly string[];
+}
+
+/** How often the files are checked; renames (atomic replacement) are seen too. */
+const POLL_MS = 1_000;
+/** Changes closer together than this (cert, then key) are one reload. */
+const SETTLE_MS = 250;
+
+export function loadTls(files: ConfigFiles): TlsMaterial {
+  return { ca: flagPem(files.ca, '--ca'), cert: flagPem(files.cert, '--cert'), key: flagPem(files.key, '--key') };
+}
+
+export function loadDenyList(files: ConfigFiles): DenyList {
+  if (!files.denyList) return DenyList.ofCns(files.denyCns);
+  let text: string;
+  try {
+    text = fs.readFileSync(files.denyList, 'utf8');
+  } catch (err) {
+    throw new Error(`--deny-list ${files.denyList}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  return DenyList.parse(text, files.denyList, files.denyCns);
+}
+
+function flagPem(file: string, flag: string): Buffer {
+  try {
+    return readPem(file);
+  } catch (err) {
+    if (!(err instanceof PemFileError)) throw err;
+    const hint = flag === '--ca' && err.missing ? ' (run `npm run certs` for a development PKI)' : '';
+    throw new Error(`${flag} ${file}: ${err.reason}${hint}`);
+  }
+}
+
+/**
+ * Watches the files and SIGHUP; `onSighup` runs too (the audit log reopens
+ * there, for logrotate). Returns a function that stops watching.
+ */
+export function watchConfig(files: ConfigFiles, server: Pick<RunningServer, 'setTls' | 'setDenyList'>, logger: Logger, onSighup: () => void): () => void {
+  const reload = (why: string): void => {
+    try {
+      server.setTls(loadTls(files));
+      logger.info({ why }, 'reloaded the TLS certificate, key and CA bundle');
+    } catch (err) {
+      logger.error({ why, err: (err as Error).message }, 'TLS reload failed; the previous certificate, key and CA bundle stay in force');
+    }
+    try {
+      const denyList = loadDenyList(files);
+      server.setDenyList(denyList);
+      logger.info({ why, entries: denyList.size }, 'reloaded the deny list');
+    } catch (err) {
+      logger.error({ why, err: (err as Error).message }, 'deny list reload failed; the previous list stays in force');
+    }
+  };
+  let pending: NodeJS.Timeout | undefined;
+  const onChange = (file: string) => (current: fs.Stats, previous: fs.Stats): void => {
+    if (current.mtimeMs === previous.mtimeMs && current.ino === previous.ino && current.size === previous.size) return;
+    clearTimeout(pending);
+    pending = setTimeout(() => reload(`${file} changed`), SETTLE_MS);
+  };
+  const watched = [files.ca, files.cert, files.key, ...(files.denyList ? [files.denyList] : [])];
+  const listeners = watched.map((file) => {
+    const listener = onChange(file);
+    fs.watchFile(file, { interval: POLL_MS, persistent: false }, listener);
+    return [file, listener] as const;
+  });
+  const onHup = (): void => {
+    onSighup();
+    reload('SIGHUP');
+  };
+  process.on('SIGHUP', onHup);
+  return () => {
+    clearTimeout(pending);
+    process.off('SIGHUP', onHup);
+    for (const [file, listener] of listeners) fs.unwatchFile(file, listener);
+  };
+}

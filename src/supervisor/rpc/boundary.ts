@@ -1,0 +1,128 @@
+// The one place every RPC passes through: it identifies the caller from the
+// verified client certificate, refuses certificates that are not for client
+// authentication or are on the deny list, applies the authorization table,
+// writes one audit line and counts one call per call, and turns errors into
+// statuses (unknown errors are logged and reach the client only as INTERNAL).
+import { status as Status, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
+import type { PeerCertificate } from 'node:tls';
+import type { Logger } from 'pino';
+import { authorize, callerOf, type Caller, type RpcName } from './authz.js';
+import { DenyList } from './deny-list.js';
+import { Errors, toStatus } from '../errors.js';
+import type { ServerMetrics } from '../ops/metrics.js';
+
+type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
+
+const CLIENT_AUTH_EKU = '1.3.6.1.5.5.7.3.2';
+
+function jobIdOf(request: unknown): string | undefined {
+  const id = (request as { id?: unknown } | undefined)?.id;
+  return typeof id === 'string' && id !== '' ? id : undefined;
+}
+
+/**
+ * Who a verified client certificate is; UNAUTHENTICATED for one that is not
+ * for client authentication or is on the deny list. The caller's role may
+ * still be null (no OU, an unknown one): authorize() refuses those.
+ */
+export function identify(cert: PeerCertificate | undefined, denyList: DenyList): Caller {
+  // Unreachable with a server that requires client certificates; kept as a
+  // guard so a misconfigured listener cannot serve anonymous callers.
+  if (!cert || !cert.subject) throw Errors.unauthenticated('a client certificate is required');
+  // OpenSSL refuses a client certificate whose extended key usage leaves
+  // out clientAuth, but accepts one with no such extension at all.
+  if (!cert.ext_key_usage?.includes(CLIENT_AUTH_EKU)) {
+    throw Errors.unauthenticated('the client certificate is not for client authentication (no clientAuth extended key usage)');
+  }
+  const caller = callerOf(cert);
+  const denied = denyList.refuses(cert, caller.cn);
+  if (denied) throw Errors.unauthenticated(`the client certificate (${denied}) is on the server's deny list`);
+  return caller;
+}
+
+export class RpcBoundary {
+  /** Replaced whole on reload; read on every call. */
+  denyList: DenyList = DenyList.EMPTY;
+
+  constructor(
+    /** Where unexpected errors go. */
+    readonly logger: Logger,
+    /** One line per call. */
+    readonly audit: Logger,
+    readonly metrics: ServerMetrics,
+  ) {}
+
+  #identify(call: AnyCall): Caller {
+    return identify(call.getAuthContext().sslPeerCertificate, this.denyList);
+  }
+
+  unary<Req, Res>(rpc: RpcName, handler: (caller: Caller, request: Req) => Res | Promise<Res>) {
+    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      const started = performance.now();
+      let caller: Caller | undefined;
+      void (async () => {
+        caller = this.#identify(call);
+        authorize(caller, rpc);
+        return handler(caller, call.request);
+      })().then(
+        (response) => {
+          this.#log(rpc, call, caller, started, 'OK', response);
+          callback(null, response);
+        },
+        (err: unknown) => {
+          const { status, unexpected } = toStatus(err);
+          this.#log(rpc, call, caller, started, status.details, undefined, unexpected ? err : undefined, status.code);
+          callback(status);
+        },
+      );
+    };
+  }
+
+  serverStream<Req, Res>(rpc: RpcName, handler: (caller: Caller, call: ServerWritableStream<Req, Res>) => Promise<void>) {
+    return (call: ServerWritableStream<Req, Res>): void => {
+      const started = performance.now();
+      let caller: Caller | undefined;
+      void (async () => {
+        caller = this.#identify(call);
+        authorize(caller, rpc);
+        await handler(caller, call);
+      })().then(
+        () => (call.cancelled ? this.#log(rpc, call, caller, started, 'CANCELLED', undefined, undefined, Status.CANCELLED) : this.#log(rpc, call, caller, started, 'OK')),
+        (err: unknown) => {
+          const { status, unexpected } = toStatus(err);
+          this.#log(rpc, call, caller, started, status.details, undefined, unexpected ? err : undefined, status.code);
+          call.emit('error', status);
+        },
+      );
+    };
+  }
+
+  #log(
+    rpc: RpcName,
+    call: AnyCall,
+    caller: Caller | undefined,
+    started: number,
+    outcome: string,
+    response?: unknown,
+    err?: unknown,
+    code?: number,
+  ): void {
+    const seconds = (performance.now() - started) / 1000;
+    this.metrics.rpcs.inc({ method: rpc, code: Status[code ?? Status.OK] ?? String(code) });
+    if (rpc !== 'GetJobsStream') this.metrics.rpcDuration.observe({ method: rpc }, seconds);
+    const line = {
+      rpc,
+      peer: call.getPeer(),
+      cn: caller?.cn,
+      role: caller?.role,
+      jobId: jobIdOf(call.request) ?? jobIdOf((response as { job?: unknown } | undefined)?.job),
+      outcome,
+      code: code ?? 0,
+      ms: Math.round(seconds * 10_000) / 10,
+    };
+    // The audit line carries who, what and how it ended: never request
+    // bodies (a command line may hold secrets) nor job output.
+    this.audit.info(line, 'rpc');
+    if (err) this.logger.error({ ...line, err }, 'rpc failed unexpectedly');
+  }
+}

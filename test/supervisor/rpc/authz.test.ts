@@ -1,0 +1,44 @@
+import test from 'ava';
+import type { PeerCertificate } from 'node:tls';
+import { PERMISSIONS, authorize, callerOf, type RpcName } from '../../../src/supervisor/rpc/authz.js';
+import { JobworkerError } from '../../../src/supervisor/errors.js';
+
+const cert = (subject: Record<string, unknown>): PeerCertificate => ({ subject }) as unknown as PeerCertificate;
+const RPCS = Object.keys(PERMISSIONS) as RpcName[];
+
+const table: [string, Record<string, unknown>, RpcName[]][] = [
+  ['admin', { CN: 'alice', OU: 'admin' }, ['CreateJob', 'GetJob', 'StopJob', 'GetJobs', 'GetJobsStream']],
+  ['viewer', { CN: 'bob', OU: 'viewer' }, ['GetJob', 'GetJobs', 'GetJobsStream']],
+  ['no OU', { CN: 'carol' }, []],
+  ['OU root', { CN: 'dave', OU: 'root' }, []],
+  ['OU "Admin " (case and space)', { CN: 'erin', OU: 'Admin ' }, []],
+  ['OU "admin,viewer" (one value)', { CN: 'frank', OU: 'admin,viewer' }, []],
+  ['several OUs', { CN: 'grace', OU: ['admin', 'viewer'] }, []],
+  ['several OUs, all admin', { CN: 'heidi', OU: ['admin', 'admin'] }, []],
+];
+
+for (const [name, subject, allowed] of table) {
+  for (const rpc of RPCS) {
+    const ok = allowed.includes(rpc);
+    test(`authz: ${name} ${ok ? 'may' : 'may not'} call ${rpc}`, (t) => {
+      const caller = callerOf(cert(subject));
+      t.is(caller.cn, subject.CN as string);
+      if (ok) t.notThrows(() => authorize(caller, rpc));
+      else {
+        const err = t.throws(() => authorize(caller, rpc), { instanceOf: JobworkerError });
+        t.is(err?.code, 'PERMISSION_DENIED');
+      }
+    });
+  }
+}
+
+test('authz: a viewer is told which role lacks which permission', (t) => {
+  const err = t.throws(() => authorize(callerOf(cert({ CN: 'v', OU: 'viewer' })), 'CreateJob'));
+  t.is(err?.message, 'permission denied: role "viewer" may not CreateJob');
+});
+
+test('authz: a certificate without a usable role is told why', (t) => {
+  t.regex(t.throws(() => authorize(callerOf(cert({ CN: 'x' })), 'GetJobs'))!.message, /has no OU/);
+  t.regex(t.throws(() => authorize(callerOf(cert({ CN: 'x', OU: ['admin', 'viewer'] })), 'GetJobs'))!.message, /several OUs/);
+  t.regex(t.throws(() => authorize(callerOf(cert({ CN: 'x', OU: 'root' })), 'GetJobs'))!.message, /unknown role "root"/);
+});
