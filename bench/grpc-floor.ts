@@ -8,7 +8,7 @@ import { Server, ServerCredentials, status, type ServerWritableStream, type Unty
 import { JobServiceService, OutputStream, type DataChunk, type GetJobsStreamReq } from '../src/gen/jobworker/v1/jobworker.js';
 import { encodeDataChunk } from '../src/supervisor/rpc/chunk-encoder.js';
 import { MAX_CHUNK_BYTES } from '../src/supervisor/rpc/job-service.js';
-import { MAX_STREAMS_PER_CONNECTION } from '../src/supervisor/server.js';
+import { MAX_STREAMS_PER_CONNECTION } from '../src/supervisor/rpc/grpc-server.js';
 
 const [pki, mib] = process.argv.slice(2);
 const read = (name: string) => fs.readFileSync(path.join(pki!, name));

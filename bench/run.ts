@@ -4,7 +4,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Builtins, Cli, Command, Option } from 'clipanion';
-import { silenceIpServerNameWarning } from '../src/common/ip-server-name.js';
 import { summarizeProfiles } from './profile.js';
 import { failedRow, markdown, machine, writeJson, type Row } from './report.js';
 import { cliStartup } from './scenarios/cli-startup.js';
@@ -92,7 +91,6 @@ function describe(r: Row): string {
   return `${r.name}: ${r.figure.toFixed(2)} ${r.unit}${ratio}${goal}; spread ${r.spread}`;
 }
 
-silenceIpServerNameWarning();
 const cli = new Cli({ binaryName: 'npm run bench --', binaryLabel: 'jobworker benchmarks' });
 cli.register(BenchCommand);
 cli.register(Builtins.HelpCommand);

@@ -2,7 +2,6 @@
 // sets the exit code; everything else lives in one file per command.
 import { Builtins, Cli, type CommandClass } from 'clipanion';
 import { colorsFor } from '../src/common/terminal.js';
-import { silenceIpServerNameWarning } from '../src/common/ip-server-name.js';
 import { CreateCommand } from './create.js';
 import { ExitCode } from './errors.js';
 import { GetCommand } from './get.js';
@@ -11,8 +10,6 @@ import { RunCommand } from './run.js';
 import { StopCommand } from './stop.js';
 import { StreamCommand } from './stream.js';
 import { TopCommand } from './top.js';
-
-silenceIpServerNameWarning();
 
 const COMMANDS: CommandClass[] = [CreateCommand, RunCommand, StreamCommand, GetCommand, ListCommand, StopCommand, TopCommand];
 

@@ -4,6 +4,7 @@
 // failure into one line on stderr and an exit code.
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
+import { MAX_GRACE_MS, MAX_PAGE_SIZE } from '../src/common/api-limits.js';
 import { ENV_ENTRY } from '../src/common/env-entry.js';
 import { parseDuration } from '../src/common/units.js';
 import { connect, type JobworkerClient } from '../src/client/client.js';
@@ -57,12 +58,12 @@ export const isMemoryMb = isIntegerIn(4, UINT32_MAX, ' (MiB)');
 export const isPids = isIntegerIn(0, UINT32_MAX, ' (processes; 0 is unlimited)');
 export const isIoBps = isIntegerIn(0, Number.MAX_SAFE_INTEGER, ' (bytes/s; 0 is unlimited)');
 /** The server refuses grace periods over 10 minutes. */
-export const isGraceMs = isIntegerIn(0, 600_000, ' (milliseconds)');
+export const isGraceMs = isIntegerIn(0, MAX_GRACE_MS, ' (milliseconds)');
 
 /** Lines, as `tail -n` counts them; proto3 carries it as uint32. */
 export const isLineCount = isIntegerIn(0, UINT32_MAX, ' (lines)');
-/** How many jobs `list --limit` prints; as many as the server answers in one page (page_size ≤ 10,000). */
-export const isJobCount = isIntegerIn(1, 10_000, ' (jobs)');
+/** How many jobs `list --limit` prints; as many as the server's largest page (page_size). */
+export const isJobCount = isIntegerIn(1, MAX_PAGE_SIZE, ' (jobs)');
 
 /**
  * A point in time: a duration back from now ("90s", "10m", "2h", "1d") or

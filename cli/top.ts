@@ -2,15 +2,11 @@
 // like docker stats or systemd-cgtop; --once prints one table for scripts.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'clipanion';
-import { ServerError } from '../src/client/errors.js';
 import type { JobworkerClient } from '../src/client/client.js';
 import { JobStatus, type Job } from '../src/gen/jobworker/v1/jobworker.js';
 import { topJson, topTable, toJsonLine, type TopRow } from './format.js';
 import { isIntervalSeconds, JobctlCommand } from './options.js';
 import { ratesBetween } from './usage-rates.js';
-
-/** GetJob calls in flight at once: each has the job's supervisor thread read its cgroup. */
-const CONCURRENT_READS = 16;
 
 export class TopCommand extends JobctlCommand {
   static override paths = [['top']];
@@ -83,22 +79,10 @@ export class TopCommand extends JobctlCommand {
   }
 }
 
-/** Every running job, each read afresh (GetJob has its cgroup read); one that ended meanwhile shows how it ended. */
-async function readRunning(client: JobworkerClient, signal: AbortSignal): Promise<Map<string, Job>> {
-  const running = await client.list({ status: JobStatus.JOB_STATUS_RUNNING, signal });
-  const read = new Map<string, Job>();
-  let next = 0;
-  const reader = async (): Promise<void> => {
-    while (next < running.length) {
-      const { id } = running[next++]!;
-      try {
-        read.set(id, await client.get(id, { signal }));
-      } catch (err) {
-        // Ended and pruned between the list and now.
-        if (!(err instanceof ServerError && err.code === 'JOB_NOT_FOUND')) throw err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(CONCURRENT_READS, running.length) }, reader));
-  return read;
+/**
+ * Every running job with its usage read afresh: a page of them per call
+ * (the server reads their cgroups as it answers), not a call per job.
+ */
+function readRunning(client: JobworkerClient, signal: AbortSignal): Promise<Map<string, Job>> {
+  return client.list({ status: JobStatus.JOB_STATUS_RUNNING, freshUsage: true, signal }).then((jobs) => new Map(jobs.map((job) => [job.id, job])));
 }

@@ -1,11 +1,13 @@
 // A JobService channel over mutual TLS 1.3, and promise-returning unary
 // calls on it: what the client library is built on (tests and benchmarks use
 // it directly).
+import net from 'node:net';
 import tls from 'node:tls';
 import {
   credentials,
   Metadata,
   type CallOptions,
+  type ChannelCredentials,
   type ChannelOptions,
   type ClientUnaryCall,
   type ServiceError,
@@ -55,7 +57,30 @@ export function openChannel(options: ConnectOptions): JobServiceClient {
   } catch (err) {
     throw new ConfigError(`cannot use client certificate ${options.cert} with key ${options.key}: ${(err as Error).message}`);
   }
-  return new JobServiceClient(options.server, credentials.createFromSecureContext(context), CHANNEL_OPTIONS);
+  return new JobServiceClient(options.server, withoutIpServerName(credentials.createFromSecureContext(context)), CHANNEL_OPTIONS);
+}
+
+/**
+ * grpc-js sends the server address's host as the TLS ServerName (SNI), and
+ * Node prints a deprecation warning (DEP0123, RFC 6066) on the stderr of
+ * whatever program connects when that host is an IP address — which is how
+ * servers are usually named. A library must not write to its user's stderr,
+ * nor silence the user's own warnings: so no ServerName is sent for an IP
+ * (SNI has no meaning for one). The server's certificate is still checked
+ * against the address (its IP SANs): Node checks the connection's host when
+ * there is no ServerName. grpc-js keeps the options of each connection in
+ * the connector it makes (connectionOptions, as of 1.14): a test checks the
+ * warning stays away, so a grpc-js that changes this is caught.
+ */
+function withoutIpServerName(creds: ChannelCredentials): ChannelCredentials {
+  const make = creds._createSecureConnector.bind(creds);
+  creds._createSecureConnector = (...args) => {
+    const connector = make(...args);
+    const options = (connector as { connectionOptions?: tls.ConnectionOptions }).connectionOptions;
+    if (options?.servername !== undefined && net.isIP(options.servername) !== 0) delete options.servername;
+    return connector;
+  };
+  return creds;
 }
 
 // ---------------------------------------------------------------------------

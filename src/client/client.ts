@@ -3,6 +3,7 @@
 // jobctl is built on it; so can a load-test harness be.
 import os from 'node:os';
 import { connectivityState as ConnectivityState } from '@grpc/grpc-js';
+import { MAX_PAGE_SIZE } from '../common/api-limits.js';
 import { GetJobsStreamReq, JobStatus, type CreateJobReq, type DataChunk, type DeepPartial, type Job, type JobServiceClient } from '../gen/jobworker/v1/jobworker.js';
 import { openChannel, unary, type ConnectOptions, type PartialRequestOf, type ResponseOf, type UnaryMethod } from './channel.js';
 import { BadResponseError, RunAbortedError, toClientError, UnavailableError } from './errors.js';
@@ -28,6 +29,8 @@ export interface ListFilter extends Cancellable {
   owner?: string;
   /** At most this many jobs, newest first (default: all). */
   limit?: number;
+  /** Have the server read each running job's usage afresh, as get() does (default: the figures last read). */
+  freshUsage?: boolean;
 }
 
 export interface StreamOptions extends Cancellable {
@@ -79,8 +82,11 @@ function signalExitCode(name: string): number | undefined {
   return number === undefined ? undefined : 128 + number;
 }
 
-/** Jobs per GetJobs call when listing: well under gRPC's 4 MiB message limit. */
-const PAGE = 1000;
+/**
+ * Jobs asked for per GetJobs call when listing. The server ends a page
+ * sooner, before it passes about 1 MiB, so an answer always fits.
+ */
+const PAGE = MAX_PAGE_SIZE;
 
 /**
  * Opens a client: reads the certificate files now (ConfigError if they cannot
@@ -139,7 +145,7 @@ export class JobworkerClient {
     const jobs: Job[] = [];
     let pageToken = '';
     do {
-      const request = { status: filter.status, owner: filter.owner, pageSize: Math.min(PAGE, limit - jobs.length), pageToken };
+      const request = { status: filter.status, owner: filter.owner, pageSize: Math.min(PAGE, limit - jobs.length), pageToken, freshUsage: filter.freshUsage };
       const page = await this.#unary('getJobs', request, filter.signal);
       jobs.push(...page.jobs);
       pageToken = page.nextPageToken;

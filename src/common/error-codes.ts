@@ -15,6 +15,8 @@ export const ErrorCodes = {
   ISOLATION_FAILED: Status.FAILED_PRECONDITION,
   CONTROLLER_UNAVAILABLE: Status.FAILED_PRECONDITION,
   CGROUP_SETUP_FAILED: Status.INTERNAL,
+  // Processes of a job's cgroup outlived SIGKILL (stuck in uninterruptible sleep).
+  CGROUP_KILL_FAILED: Status.INTERNAL,
   SPAWN_FAILED: Status.INTERNAL,
   SHUTTING_DOWN: Status.UNAVAILABLE,
   // Disk full, most likely: what gRPC's RESOURCE_EXHAUSTED names.

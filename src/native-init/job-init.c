@@ -4,7 +4,7 @@
  *   job-init [--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]...
  *            [--expect-cgroup <controller>:<path>]... [--namespaces pid,mount,net,uts,ipc]
  *            [--hostname NAME] [--tmp-size BYTES] [--hide PATH]... [--rootfs DIR]
- *            [--user UID:GID] [--workdir DIR] [--env-fd N] -- <command> [args...]
+ *            [--user UID:GID] [--workdir DIR] [--env-fd N] [--report-fd N] -- <command> [args...]
  *
  * Joins the job's cgroups and checks that it is in them, before anything
  * else and before any namespace exists; starts a new session, undoes the
@@ -14,9 +14,12 @@
  * step, in the order they run.
  *
  * The status fd (default 3) is close-on-exec, so the supervisor reads it to
- * EOF. No bytes: exec succeeded. Otherwise one record
+ * EOF. Just before exec, job-init writes "exec\n"; that line and then EOF:
+ * exec succeeded. EOF without it: job-init died before it got there (killed
+ * by an operator or the OOM killer during setup), and the command never
+ * ran. A failed step writes one record
  *   <step>\t<errno>\t<strerror>\t<detail>\n
- * and exit 127 (125 for bad usage) without running the command. Steps are
+ * and exits 127 (125 for bad usage) without running the command. Steps are
  * usage, env, cloexec, cgroup, cgroupcheck, oomscore, setsid, signals, pipes,
  * closefds, namespaces, mount, hide, rootfs, network, hostname, init,
  * capabilities, user, workdir and exec; detail is the cgroup dir for cgroup,
@@ -37,6 +40,12 @@
  * startup (GLIBC_TUNABLES, MALLOC_*) before main. Not arguments either: the
  * processes job-init leaves around a PID namespace never exec, and their
  * command line is readable by every user of the host.
+ *
+ * --report-fd N (it may be the --env-fd, a socketpair) is where, with a PID
+ * namespace, the init writes "exit\t<wait status>\n" as soon as it has
+ * reaped the job: how the job ended reaches the supervisor even when a stop's
+ * SIGKILL takes the init and the outside process before they have passed it
+ * on through their own exit.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -65,7 +74,7 @@ static _Noreturn void usage(const char *problem, const char *arg)
 	(void)snprintf(message, sizeof message, "job-init: %s %s\nusage: job-init "
 		       "[--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]... [--expect-cgroup <controller>:<path>]...\n"
 		       "    [--namespaces pid,mount,net,uts,ipc] [--hostname NAME] [--tmp-size BYTES] [--hide PATH]...\n"
-		       "    [--rootfs DIR] [--user UID:GID] [--workdir DIR] [--env-fd N] -- <command> [args...]\n",
+		       "    [--rootfs DIR] [--user UID:GID] [--workdir DIR] [--env-fd N] [--report-fd N] -- <command> [args...]\n",
 		       problem, arg);
 	report("usage", EINVAL, "", message, EXIT_USAGE);
 }
@@ -169,6 +178,9 @@ static void parse_option(struct job_spec *spec, const char *option, const char *
 	} else if (is(option, "--env-fd")) {
 		if ((spec->env_fd = parse_fd(value)) < 0)
 			usage("--env-fd needs an fd number, not", value);
+	} else if (is(option, "--report-fd")) {
+		if ((spec->report_fd = parse_fd(value)) < 0)
+			usage("--report-fd needs an fd number, not", value);
 	} else if (!is(option, "--cgroup") && !is(option, "--expect-cgroup") && !is(option, "--hide")) {
 		usage("unknown option", option);
 	}
@@ -186,6 +198,7 @@ static void parse_args(struct job_spec *spec, int argc, char **argv)
 	spec->argv = argv;
 	spec->tmp_size = "67108864";
 	spec->env_fd = -1;
+	spec->report_fd = -1;
 	for (i = 1; i < argc; i += 2) {
 		if (strcmp(argv[i], "--") == 0) {
 			if (i + 1 == argc)
@@ -195,6 +208,8 @@ static void parse_args(struct job_spec *spec, int argc, char **argv)
 				usage("--stdio pipes puts the pipes on fds 1 and 2: --status-fd must be", "3 or more");
 			if (spec->env_fd >= 0 && spec->env_fd == status_fd)
 				usage("--env-fd must not be", "the status fd");
+			if (spec->report_fd >= 0 && (spec->report_fd == status_fd || spec->report_fd <= STDERR_FILENO))
+				usage("--report-fd must be past 2 and not", "the status fd");
 			if (spec->hostname && !(spec->namespaces & CLONE_NEWUTS))
 				usage("--hostname needs", "--namespaces uts");
 			if (spec->rootfs && !(spec->namespaces & CLONE_NEWNS))
@@ -224,11 +239,11 @@ void for_each_option(const struct job_spec *spec, const char *name, void (*fn)(c
 
 /*
  * The status fd must stay open through every step, so that failures can be
- * reported, and close by itself at the exact moment exec succeeds: EOF with
- * no data then tells the supervisor the command runs, with no race and no
- * extra message.
+ * reported, and close by itself at the exact moment exec succeeds: EOF after
+ * the "exec" line then tells the supervisor the command runs, with no race.
+ * The report fd is the init's alone: the command must not inherit it.
  */
-static void set_status_cloexec(int fd)
+static void set_cloexec(int fd)
 {
 	int flags = fcntl(fd, F_GETFD);
 
@@ -287,14 +302,13 @@ static int in_hierarchy(const char *controllers, size_t len, const char *wanted,
 }
 
 /*
- * Reads back what the kernel says our cgroups are: a join that went
- * somewhere else (a path resolved in another cgroup namespace, a hierarchy
- * mounted twice) must fail the start, not run the job without its limits.
- * The expectation is "<controller>:<path>", "" as controller meaning v2;
- * the path is relative to where the supervisor found the hierarchy mounted.
+ * /proc/self/cgroup as it was once every --cgroup had been joined; read once
+ * for every check. A line is at most a hierarchy id, its controllers and a
+ * path of PATH_MAX; this holds sixteen such lines, far more than any v1
+ * host mounts. A file that does not fit fails the start: a table cut short
+ * would fail the check of a hierarchy it lost, or worse, pass on half a line.
  */
-/* /proc/self/cgroup as it was once every --cgroup had been joined; read once for every check. */
-static char cgroup_table[16384];
+static char cgroup_table[16 * (PATH_MAX + 256)];
 
 static void read_cgroup_table(void)
 {
@@ -304,14 +318,26 @@ static void read_cgroup_table(void)
 
 	if (fd < 0)
 		bail("cgroupcheck", errno, "/proc/self/cgroup");
-	while ((n = read(fd, cgroup_table + len, sizeof cgroup_table - 1 - len)) > 0)
+	while ((n = read(fd, cgroup_table + len, sizeof cgroup_table - 1 - len)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			bail("cgroupcheck", errno, "/proc/self/cgroup");
 		len += (size_t)n;
-	if (n < 0)
-		bail("cgroupcheck", errno, "/proc/self/cgroup");
+		if (len == sizeof cgroup_table - 1)
+			bail("cgroupcheck", EFBIG, "/proc/self/cgroup");
+	}
 	(void)close(fd);
 	cgroup_table[len] = '\0';
 }
 
+/*
+ * Reads back what the kernel says our cgroups are: a join that went
+ * somewhere else (a path resolved in another cgroup namespace, a hierarchy
+ * mounted twice) must fail the start, not run the job without its limits.
+ * The expectation is "<controller>:<path>", "" as controller meaning v2;
+ * the path is relative to where the supervisor found the hierarchy mounted.
+ */
 static void check_cgroup(const char *expected)
 {
 	const char *colon = strchr(expected, ':'), *line;
@@ -435,7 +461,7 @@ static void make_stdio_pipes(void)
  * while reading is safe: the directory's offsets are fd numbers, so closed
  * entries never shift the ones still to come.
  */
-static void close_fds_by_listing(int keep)
+static void close_fds_by_listing(int keep, int keep_too)
 {
 	_Alignas(struct dirent64) char buf[4096];
 	ssize_t n, off;
@@ -448,7 +474,7 @@ static void close_fds_by_listing(int keep)
 			int fd = parse_fd(((struct dirent64 *)(buf + off))->d_name);
 
 			/* Linux frees the fd even when close fails: nothing to retry. */
-			if (fd > STDERR_FILENO && fd != keep && fd != dir)
+			if (fd > STDERR_FILENO && fd != keep && fd != keep_too && fd != dir)
 				(void)close(fd);
 		}
 	}
@@ -457,27 +483,39 @@ static void close_fds_by_listing(int keep)
 	(void)close(dir);
 }
 
-/*
- * Only stdio and the status fd may reach the command. Any other fd the
- * supervisor leaked (a TLS socket, another job's pipe) would be readable by
- * the job and would keep that pipe's other end from ever seeing EOF. A status
- * fd in 0..2 is simply one of the stdio fds. close_range fails on an empty
- * range, so the ranges around the status fd are only asked for when non-empty.
- */
-static void close_other_fds(int keep)
+/* close_range of [from, to], when that is not empty. */
+static int close_between(int from, int to)
 {
-	int rc = 0;
+	return from <= to ? close_range((unsigned)from, (unsigned)to, 0) : 0;
+}
 
-	if (keep <= STDERR_FILENO)
-		rc = close_range(STDERR_FILENO + 1, ~0U, 0);
-	if (keep > STDERR_FILENO + 1)
-		rc = close_range(STDERR_FILENO + 1, (unsigned)keep - 1, 0);
-	if (rc == 0 && keep > STDERR_FILENO && keep < INT_MAX)
-		rc = close_range((unsigned)keep + 1, ~0U, 0);
+/*
+ * Only stdio, the status fd and the report fd may outlive this. Any other fd
+ * the supervisor leaked (a TLS socket, another job's pipe) would be readable
+ * by the job and would keep that pipe's other end from ever seeing EOF. A
+ * kept fd in 0..2 (or -1, none) needs nothing: the ranges are those between
+ * the kept fds above 2, each only when non-empty, as close_range fails on an
+ * empty one.
+ */
+static void close_other_fds(int keep, int keep_too)
+{
+	int low = keep < keep_too ? keep : keep_too, high = keep < keep_too ? keep_too : keep;
+	int from = STDERR_FILENO + 1, rc = 0;
+
+	if (low > STDERR_FILENO) {
+		rc = close_between(from, low - 1);
+		from = low + 1;
+	}
+	if (rc == 0 && high > STDERR_FILENO && high != low) {
+		rc = close_between(from, high - 1);
+		from = high + 1;
+	}
+	if (rc == 0 && from > STDERR_FILENO && from - 1 < INT_MAX)
+		rc = close_range((unsigned)from, ~0U, 0);
 
 	/* EPERM too: a seccomp filter that predates close_range may answer so for any syscall it does not know. */
 	if (rc < 0 && (errno == ENOSYS || errno == EPERM))
-		close_fds_by_listing(keep);
+		close_fds_by_listing(keep, keep_too);
 	else if (rc < 0)
 		bail("closefds", errno, "");
 }
@@ -494,14 +532,15 @@ static void enter_workdir(const char *dir)
 		bail("workdir", errno, dir);
 }
 
-/* Past anything the server sends (1 MiB of arguments and environment together, 1,024 entries of its own). */
+/* Past anything the server sends (256 KiB of request in all, 1,024 entries of its own, a few of ours). */
 #define MAX_ENV_BYTES (2 << 20)
 #define MAX_ENV_ENTRIES 8192
 /* Static: only the pages the environment fills are ever touched. */
 static char env_bytes[MAX_ENV_BYTES];
 static char *env_entries[MAX_ENV_ENTRIES + 1];
 
-static void read_env(int fd)
+/* Reads the environment to EOF; the fd is closed unless it is also the report fd. */
+static void read_env(int fd, int report_fd)
 {
 	size_t len = 0, start = 0, count = 0, i;
 	ssize_t n;
@@ -532,7 +571,8 @@ static void read_env(int fd)
 		env_entries[count++] = env_bytes + start;
 		start = i + 1;
 	}
-	(void)close(fd);
+	if (fd != report_fd)
+		(void)close(fd);
 }
 
 int main(int argc, char **argv)
@@ -541,19 +581,21 @@ int main(int argc, char **argv)
 
 	parse_args(&spec, argc, argv);
 	/* From here on: no allocation, only system calls and stack or static buffers. */
-	set_status_cloexec(status_fd);
+	set_cloexec(status_fd);
+	if (spec.report_fd >= 0)
+		set_cloexec(spec.report_fd);
 	for_each_option(&spec, "--cgroup", join_own_cgroup);
 	read_cgroup_table();
 	for_each_option(&spec, "--expect-cgroup", check_cgroup);
 	/* In the job's cgroup: the pages the environment fills are the job's. */
 	if (spec.env_fd >= 0)
-		read_env(spec.env_fd);
+		read_env(spec.env_fd, spec.report_fd);
 	reset_oom_score();
 	isolate_session();
 	restore_signals();
 	if (spec.stdio_pipes)
 		make_stdio_pipes();
-	close_other_fds(status_fd);
+	close_other_fds(status_fd, spec.report_fd);
 
 	if (spec.namespaces) {
 		enter_namespaces(&spec);
@@ -571,6 +613,12 @@ int main(int argc, char **argv)
 		enter_workdir(spec.workdir);
 	/* execvp searches the PATH of environ: the job's. */
 	environ = env_entries;
+	/*
+	 * The last word before exec: EOF after it means the exec took place. A
+	 * job-init killed before this line (kill -9, the OOM killer mid-setup)
+	 * closes the channel without it, and its job is a start that failed.
+	 */
+	write_all(status_fd, "exec\n", 5);
 	execvp(argv[spec.command], &argv[spec.command]);
 	bail("exec", errno, argv[spec.command]);
 }

@@ -21,6 +21,7 @@
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -38,6 +39,8 @@ static const int forwarded[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGU
 static volatile pid_t forward_to;
 /* In the init: where the job's wait status goes to the outside process. */
 static int relay_fd = -1;
+/* --report-fd: where the init tells the supervisor how the job ended; -1 for nowhere. */
+static int report_fd = -1;
 
 static void forward(int sig)
 {
@@ -115,6 +118,22 @@ static void hand_on(void)
 	(void)close(STDERR_FILENO);
 }
 
+/*
+ * The supervisor hears how the job ended the moment the init knows it: the
+ * outside process passes it on only through its own exit, which a stop's
+ * SIGKILL may come before. A supervisor that went away must not turn this
+ * into SIGPIPE.
+ */
+static void report_end(int status)
+{
+	char line[32];
+
+	if (report_fd < 0)
+		return;
+	(void)signal(SIGPIPE, SIG_IGN);
+	write_all(report_fd, line, snprintf(line, sizeof line, "exit\t%d\n", status));
+}
+
 static _Noreturn void exit_as(int status)
 {
 	if (WIFSIGNALED(status)) {
@@ -145,6 +164,9 @@ static _Noreturn void wait_outside(pid_t init, int relay[2])
 	/* Ours closed, the init's is the only writer: its death reads as EOF. */
 	(void)close(relay[1]);
 	hand_on();
+	/* The init's alone: it, not this process, knows the job's end first. */
+	if (report_fd >= 0)
+		(void)close(report_fd);
 	release_forwarded_signals(init);
 	/* Seen but not reaped, so no signal can be forwarded to a reused pid: stop forwarding, then reap. */
 	while (waitid(P_PID, (id_t)init, &gone, WEXITED | WNOWAIT) < 0)
@@ -172,6 +194,7 @@ void enter_namespaces(const struct job_spec *spec)
 		bail("namespaces", errno, "");
 	if (!(spec->namespaces & CLONE_NEWPID))
 		return;
+	report_fd = spec->report_fd;
 	hold_forwarded_signals();
 	if (pipe2(relay, O_CLOEXEC) < 0)
 		bail("namespaces", errno, "");
@@ -215,6 +238,7 @@ void start_job_under_init(void)
 		if (pid < 0 && errno != EINTR)
 			_exit(EXIT_FAILED);
 	}
+	report_end(status);
 	write_all(relay_fd, (const char *)&status, sizeof status);
 	_exit(0);
 }

@@ -19,6 +19,8 @@ struct job_spec {
 	const char *workdir;
 	/* --env-fd: where the command's environment is read from; -1 for none. */
 	int env_fd;
+	/* --report-fd: where the init of a PID namespace reports how the job ended; -1 for none. */
+	int report_fd;
 	int switch_user;
 	uid_t uid;
 	gid_t gid;

@@ -13,7 +13,8 @@ import { IsolationConfigError } from './policy/isolation.js';
 import { parseListen } from './ops/metrics-endpoint.js';
 import { HistoryError } from './jobs/history.js';
 import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './ops/reload.js';
-import { startServer, type TlsMaterial } from './server.js';
+import type { TlsMaterial } from './rpc/tls-credentials.js';
+import { StartAbortedError, startServer } from './server.js';
 import { SystemdNotifier } from './ops/systemd-notify.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -168,7 +169,22 @@ class ServeCommand extends Command {
       this.context.stderr.write('jobworkerd: must run as root to create cgroups\n');
       return 2;
     }
-    let shuttingDown = false;
+    // Installed before the start, and they stay installed: a signal at any
+    // point — reading back the history, clearing a crash's cgroups, or a
+    // second one during shutdown — must not kill the server with jobs and
+    // cgroups still to clean up. One during the start lets it finish what it
+    // has begun, then undo itself instead of serving.
+    const stop = new AbortController();
+    const signalled = new Promise<NodeJS.Signals>((resolve) => {
+      const onSignal = (signal: NodeJS.Signals): void => {
+        if (stop.signal.aborted) logger.warn({ signal }, 'already shutting down: stopping jobs and removing their cgroups');
+        else resolve(signal);
+        stop.abort();
+      };
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+    });
+    logger.info('jobworkerd starting');
     let server;
     try {
       server = await startServer({
@@ -198,27 +214,21 @@ class ServeCommand extends Command {
         logger,
         auditLogger: audit?.logger,
         denyList,
+        signal: stop.signal,
       });
     } catch (err) {
+      if (err instanceof StartAbortedError) {
+        logger.info({ signal: await signalled }, 'stopped while starting: nothing was served');
+        return 0;
+      }
       this.context.stderr.write(`jobworkerd: cannot start: ${(err as Error).message}\n`);
       // A data directory it cannot use is a configuration error, like a bad certificate.
       return err instanceof HistoryError || err instanceof IsolationConfigError ? 2 : 1;
     }
     const unwatch = watchConfig(files, server, logger, () => audit?.reopen());
-    // Installed before anything is awaited, and they stay installed: a
-    // signal, even a second one during shutdown, must not kill the server
-    // with jobs and cgroups still to clean up.
-    const signalled = new Promise<NodeJS.Signals>((resolve) => {
-      const onSignal = (signal: NodeJS.Signals): void => {
-        if (shuttingDown) logger.warn({ signal }, 'already shutting down: stopping jobs and removing their cgroups');
-        else resolve(signal);
-        shuttingDown = true;
-      };
-      process.on('SIGTERM', onSignal);
-      process.on('SIGINT', onSignal);
-    });
     const systemd = new SystemdNotifier(logger);
-    if (!(await systemd.notify({ READY: '1', STATUS: `serving on port ${server.port}` }))) {
+    // A signal while the port was being bound: stop at once, never tell systemd "ready".
+    if (!stop.signal.aborted && !(await systemd.notify({ READY: '1', STATUS: `serving on port ${server.port}` }))) {
       // systemd would time the start out and kill the server, with whatever jobs it had started by then.
       this.context.stderr.write('jobworkerd: cannot tell systemd it is ready (NOTIFY_SOCKET is set, systemd-notify failed; see the log)\n');
       unwatch();

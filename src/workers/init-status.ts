@@ -1,10 +1,11 @@
 // job-init's status channel (fd 3, a socketpair). job-init writes, in order:
 //   ready\t<stdout fd>\t<stderr fd>\n   its stdio pipes exist; it waits for one byte back
-//   <step>\t<errno>\t<strerror>\t<detail>\n   a step failed; it exits 127
-// and success is EOF with no failure record: the channel is close-on-exec in
-// job-init, so it closes at the moment exec succeeds. (A job-init killed
-// after our acknowledgement also closes it with no record: that looks like
-// an exec, and the job then ends at once, killed by its signal.)
+//   exec\n                               the last word before it execs the command
+//   <step>\t<errno>\t<strerror>\t<detail>\n   a step failed (exec too); it exits 127
+// The channel is close-on-exec in job-init, so EOF right after "exec" is the
+// moment exec succeeded. EOF before "exec" with no failure record is a
+// job-init that died during setup (an operator's kill -9, the OOM killer):
+// the command never ran.
 import { constants } from 'node:os';
 import type { Duplex } from 'node:stream';
 import type { StartFailureCode } from './protocol.js';
@@ -12,13 +13,16 @@ import type { StartFailureCode } from './protocol.js';
 export type StatusEvent =
   | { kind: 'ready'; stdoutFd: number; stderrFd: number }
   | { kind: 'failed'; code: StartFailureCode; message: string }
-  | { kind: 'execd' };
+  | { kind: 'execd' }
+  /** The channel ended before "exec" without saying why: job-init died. */
+  | { kind: 'died' };
 
 /** Reads the channel one line at a time; EOF ends it. */
 export class InitStatus {
   readonly #channel: Duplex;
   #buffered = '';
   #ended = false;
+  #execing = false;
   #error: Error | undefined;
   #waiting: (() => void) | undefined;
 
@@ -48,12 +52,15 @@ export class InitStatus {
       if (newline >= 0) {
         const line = this.#buffered.slice(0, newline);
         this.#buffered = this.#buffered.slice(newline + 1);
-        return parseLine(line, command);
+        // Not an event of its own: what counts is what follows, EOF or a failure.
+        if (line === 'exec') this.#execing = true;
+        else return parseLine(line, command);
+        continue;
       }
       if (this.#ended) {
         if (this.#buffered !== '') return parseLine(this.#buffered, command);
         if (this.#error) return { kind: 'failed', code: 'SPAWN_FAILED', message: `job-init status channel: ${this.#error.message}` };
-        return { kind: 'execd' };
+        return this.#execing ? { kind: 'execd' } : { kind: 'died' };
       }
       await new Promise<void>((resolve) => (this.#waiting = resolve));
       this.#waiting = undefined;

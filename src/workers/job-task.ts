@@ -6,26 +6,46 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { isMainThread, threadId } from 'node:worker_threads';
 import { Piscina } from 'piscina';
+import { pollWithBackoff } from '../common/backoff.js';
 import { messageOf } from '../common/error-message.js';
 import { monitorLoop } from '../common/loop-monitor.js';
 import { settlesWithin } from '../common/settle-within.js';
+import { removeEmptyGroups } from './cgroup/cgroupfs.js';
 import { CgroupError, type CgroupDriver, type JobCgroup } from './cgroup/driver.js';
 import { countingFailures } from './cgroup/failure-count.js';
 import { moveSelfInto, ownCgroupV2, placeV2 } from './cgroup/delegation.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
+import { EndReport, describeWaitStatus } from './end-report.js';
 import { InitStatus } from './init-status.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
-import { StreamId, type CgroupConfig, type JobExited, type JobOutcome, type MainToTask, type PrepareResult, type PrepareTask, type ReapTask, type ResourceUsage, type RunJobTask, type StaleJob, type StartPhases, type TaskToMain, type UsageReport } from './protocol.js';
+import {
+  StreamId,
+  type CgroupConfig,
+  type JobExited,
+  type JobOutcome,
+  type JobSpawned,
+  type MainToTask,
+  type PrepareResult,
+  type PrepareTask,
+  type ReapTask,
+  type ReleaseTask,
+  type ResourceUsage,
+  type RunJobTask,
+  type StaleJob,
+  type StartPhases,
+  type SupervisorTasks,
+  type TaskToMain,
+  type UsageReport,
+} from './protocol.js';
 import { RingWriter } from './ring-writer.js';
 import { ThreadStats, type SupervisorThreadData } from './thread-stats.js';
 
 /** How long the pipes may stay open after every process of the job is gone. */
 const PIPE_DRAIN_TIMEOUT_MS = 10_000;
-/** How long job-init may take from spawn to exec. */
-const HANDSHAKE_TIMEOUT_MS = 30_000;
+/** How long job-init's report channel may stay open once the job's processes are gone (it closes as they die). */
+const REPORT_DRAIN_TIMEOUT_MS = 1_000;
 
 /** Shared with the main thread, which reads it for the server's metrics. */
 const threadData = Piscina.workerData as SupervisorThreadData | undefined;
@@ -60,7 +80,7 @@ export async function prepare(task: PrepareTask): Promise<PrepareResult> {
   const { parent, moveTo } = driver === 'v2' ? placeV2(task.parent, ownCgroupV2(), task.delegated) : { parent: task.parent.replace(/^\/+/, ''), moveTo: null };
   if (moveTo) moveSelfInto(task.mountRoot, moveTo);
   const cgroups = cgroupDriver({ driver, parent, mountRoot: task.mountRoot });
-  const controllers = cgroups.prepare();
+  const { controllers, made } = cgroups.prepare();
   const stale: StaleJob[] = [];
   for (const jobId of cgroups.listJobs()) {
     const group = cgroups.open(jobId);
@@ -74,7 +94,13 @@ export async function prepare(task: PrepareTask): Promise<PrepareResult> {
       stale.push({ jobId, hadProcesses, error: messageOf(err) });
     }
   }
-  return { driver, parent, movedTo: moveTo, controllers, stale };
+  // Under delegation the tree is the unit's: systemd removes it with the unit.
+  return { driver, parent, movedTo: moveTo, controllers, made: task.delegated ? [] : made, stale };
+}
+
+/** At shutdown, once every job has ended: removes the parent groups prepare made, where they are empty. */
+export async function release(task: ReleaseTask): Promise<void> {
+  removeEmptyGroups(task.made);
 }
 
 /** Kills and removes the cgroup of a job whose supervising thread died. */
@@ -162,7 +188,12 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   leader.on('error', (err) => {
     outcome.supervisorError ??= `job-init: ${err.message}`;
   });
-  sendEnvironment(leader.stdio[ENV_FD] as Duplex, task.env);
+  const spawnedMessage: JobSpawned = { type: 'spawned', pid: leader.pid };
+  task.port.postMessage(spawnedMessage);
+  // fd 4 carries the job's environment in and, with a PID namespace, how the job ended out.
+  const control = leader.stdio[CONTROL_FD] as Duplex;
+  sendEnvironment(control, task.env);
+  const report = new EndReport(control);
   const exited = new Promise<void>((resolve) => {
     leader.once('exit', (code, signal) => {
       outcome.exitCode = code;
@@ -171,14 +202,18 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
     });
   });
 
-  // A job-init that never gets to exec (stuck joining a cgroup, stopped)
-  // would hold CreateJob, and shutdown, for ever: kill it after a while. Its
-  // status channel then ends before exec, which reads as a failure.
+  // A job-init that never gets to exec (stopped, stuck joining a cgroup or
+  // mounting) would hold CreateJob, and shutdown, for ever: kill it after a
+  // while. Through the cgroup for whatever it forked once in the group, and
+  // by its pid, as it may not have joined the group yet: our unreaped child,
+  // so the pid is still its. Its status channel then ends before exec, which
+  // reads as a failure.
   let handshakeTimedOut = false;
   const handshake = setTimeout(() => {
     handshakeTimedOut = true;
+    leader.kill('SIGKILL');
     void cgroup.killAll().catch(() => undefined);
-  }, HANDSHAKE_TIMEOUT_MS);
+  }, task.startTimeoutMs);
   const status = new InitStatus(leader.stdio[3] as Duplex);
   let sources: OutputSource[] = [];
   let output: Promise<void> = Promise.resolve();
@@ -200,7 +235,7 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
     status.acknowledge();
     event = await status.next(task.command);
   } else if (event.kind === 'execd') {
-    event = { kind: 'failed', code: 'SPAWN_FAILED', message: 'job-init ended before it set up the pipes' };
+    event = { kind: 'failed', code: 'SPAWN_FAILED', message: 'job-init exec\'d before it set up the pipes' };
   }
   clearTimeout(handshake);
 
@@ -211,10 +246,12 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
     for (const fd of handedOver ?? []) fs.closeSync(fd);
     await finish(cgroup, output, sources, outcome);
     outcome.startFailure = handshakeTimedOut
-      ? { code: 'SPAWN_FAILED', message: `job-init did not exec the command within ${HANDSHAKE_TIMEOUT_MS} ms` }
+      ? { code: 'SPAWN_FAILED', message: `job-init did not exec the command within ${task.startTimeoutMs} ms` }
       : event.kind === 'failed'
         ? { code: event.code, message: event.message }
-        : { code: 'SPAWN_FAILED', message: 'job-init announced its pipes twice' };
+        : event.kind === 'died'
+          ? { code: 'SPAWN_FAILED', message: `job-init was ${describeLeaderEnd(outcome)} before it could exec the command` }
+          : { code: 'SPAWN_FAILED', message: 'job-init announced its pipes twice' };
     return;
   }
 
@@ -254,15 +291,26 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   await stop.running;
   const gone: JobExited = { type: 'exited' };
   await finish(cgroup, output, sources, outcome, () => task.port.postMessage(gone));
+  // With a PID namespace the leader ended as the job did only if it lived
+  // to pass that on; job-init's init told us first (a stop's SIGKILL may
+  // have taken the leader meanwhile). Its channel closes as it dies.
+  await settlesWithin(report.ended, REPORT_DRAIN_TIMEOUT_MS);
+  if (report.status !== null) Object.assign(outcome, describeWaitStatus(report.status));
 }
 
-/** job-init's --env-fd: the fd after its status channel. */
-const ENV_FD = 4;
+/** "killed by SIGKILL", "exited with code 127": how the leader ended, for a start that failed. */
+function describeLeaderEnd(outcome: JobOutcome): string {
+  return outcome.signal ? `killed by ${outcome.signal}` : `ended with code ${outcome.exitCode}`;
+}
+
+/** job-init's --env-fd and --report-fd: the fd after its status channel, a socketpair. */
+const CONTROL_FD = 4;
 
 /** The job's environment for job-init's --env-fd: NAME=value entries, each ending in a NUL. */
 function sendEnvironment(channel: Duplex, env: Record<string, string>): void {
   // A job-init that dies before reading it says why on its status channel; the broken pipe adds nothing.
   channel.on('error', () => undefined);
+  // end(): our half closes, job-init reads EOF; its half stays open for the end report.
   channel.end(Buffer.from(Object.entries(env).map(([name, value]) => `${name}=${value}\0`).join('')));
 }
 
@@ -282,7 +330,9 @@ function jobInitOptions(task: RunJobTask, cgroup: JobCgroup): string[] {
     options.push('--tmp-size', String(task.limits.memoryBytes), ...task.hide.flatMap((hidden) => ['--hide', hidden]));
     if (isolation.rootfs !== null) options.push('--rootfs', isolation.rootfs);
   }
-  options.push('--user', `${isolation.uid}:${isolation.gid}`, '--workdir', task.workdir, '--env-fd', String(ENV_FD));
+  options.push('--user', `${isolation.uid}:${isolation.gid}`, '--workdir', task.workdir, '--env-fd', String(CONTROL_FD));
+  // Only an init (PID namespace) has anything to report; without one the leader is the job.
+  if (isolation.pidNamespace) options.push('--report-fd', String(CONTROL_FD));
   return options;
 }
 
@@ -345,9 +395,8 @@ async function terminate(leader: ChildProcess, cgroup: JobCgroup, stop: StopStat
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
     }
   }
-  for (let delay = 1; cgroup.populated() && performance.now() < stop.deadline; delay = Math.min(delay * 2, 50)) {
-    await sleep(Math.min(delay, Math.max(0, stop.deadline - performance.now())));
-  }
+  // The deadline is read again at every wait: a later stop may bring it forward.
+  await pollWithBackoff(() => !cgroup.populated(), () => stop.deadline);
   await cgroup.killAll();
 }
 
@@ -381,3 +430,6 @@ async function finish(cgroup: JobCgroup, output: Promise<void>, sources: readonl
   await cgroup.remove().catch(note('remove cgroup'));
   if (problems.length > 0) outcome.supervisorError ??= problems.join('; ');
 }
+
+// The table the runner dispatches through: a task added there and not here (or typed otherwise) fails the build.
+void ({ prepare, runJob, reap, release } satisfies SupervisorTasks);

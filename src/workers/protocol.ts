@@ -1,7 +1,8 @@
 // The protocol between the main thread and the job-supervisor threads: the
-// task and message types here, the output ring's layout in ring-layout.ts.
-// Of each other's code, those two files are all the two sides share
-// (src/common holds helpers that belong to neither).
+// tasks the pool runs and the messages on each job's port, here; the output
+// ring's layout in ring-layout.ts; the counters the threads keep for the
+// metrics in thread-stats.ts. Of each other's code, those three files are
+// all the two sides share (src/common holds helpers that belong to neither).
 import type { MessagePort } from 'node:worker_threads';
 
 export type CgroupDriverName = 'v1' | 'v2';
@@ -33,7 +34,7 @@ export interface CgroupConfig {
 
 /**
  * How a job is kept apart from the host, checked against the server's
- * policy (src/supervisor/isolation.ts). With the PID namespace come the UTS
+ * policy (src/supervisor/policy/isolation.ts). With the PID namespace come the UTS
  * (hostname: the job id's first 12 hex digits) and IPC namespaces.
  */
 export interface JobIsolation {
@@ -66,14 +67,27 @@ export interface RunJobTask {
   /** The job's output ring (layout in ring-layout.ts, the other shared file); the task writes, main reads. */
   ring: SharedArrayBuffer;
   outputPath: OutputPath;
+  /** From spawn to exec: past this job-init is killed and the start fails. */
+  startTimeoutMs: number;
   /** Transferred: carries MainToTask messages in and TaskToMain out. */
   port: MessagePort;
 }
 
-/** main → task */
+/** main → task: stop the job (SIGTERM, then SIGKILL once graceMs is over). */
 export interface StopRequest {
   type: 'stop';
   graceMs: number;
+}
+
+/**
+ * task → main: job-init is running, not yet in the job's cgroup. Should the
+ * thread die before the job has started, the main thread kills this pid
+ * itself: until job-init has joined the group, a kill through the group
+ * cannot reach it.
+ */
+export interface JobSpawned {
+  type: 'spawned';
+  pid: number;
 }
 
 /** task → main: job-init exec'd the command. */
@@ -121,6 +135,8 @@ export type StartFailureCode =
   | 'ISOLATION_FAILED'
   | 'CONTROLLER_UNAVAILABLE'
   | 'CGROUP_SETUP_FAILED'
+  /** Processes of the group outlived SIGKILL (stuck in uninterruptible sleep), or the group would not freeze. */
+  | 'CGROUP_KILL_FAILED'
   | 'SPAWN_FAILED';
 
 /** Why nothing ran; the task has already cleaned up what it made. */
@@ -158,7 +174,7 @@ export interface ResourceUsage {
   sampledAt: number;
 }
 
-export type TaskToMain = JobStarted | UsageReport | JobExited;
+export type TaskToMain = JobSpawned | JobStarted | UsageReport | JobExited;
 export type MainToTask = StopRequest | UsageRequest;
 
 /**
@@ -207,9 +223,36 @@ export interface PrepareResult {
   movedTo: string | null;
   /** Controllers usable for job cgroups. */
   controllers: string[];
+  /**
+   * Groups prepare made, outermost first (absolute paths, in every
+   * hierarchy): the parent, and any level above it that was missing. Never
+   * under delegation, where the tree is the unit's. The release task removes
+   * them again at shutdown, when empty.
+   */
+  made: string[];
   /** Job groups a previous run left behind (it crashed): their processes killed, the groups removed. */
   stale: StaleJob[];
 }
+
+/** Argument of the `release` task, run once at shutdown after every job has ended. */
+export interface ReleaseTask {
+  /** PrepareResult.made. */
+  made: string[];
+}
+
+/**
+ * Every task the pool runs, by name: what it takes and what it resolves
+ * with. job-task.ts exports one function per entry, and the runner
+ * dispatches through this table, so a name and its types cannot drift apart.
+ */
+export interface SupervisorTasks {
+  prepare(task: PrepareTask): Promise<PrepareResult>;
+  runJob(task: RunJobTask): Promise<JobOutcome>;
+  reap(task: ReapTask): Promise<void>;
+  release(task: ReleaseTask): Promise<void>;
+}
+
+export type TaskName = keyof SupervisorTasks;
 
 export interface StaleJob {
   jobId: string;

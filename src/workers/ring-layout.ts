@@ -1,13 +1,15 @@
 // The job output ring: a single-producer single-consumer byte ring in a
 // SharedArrayBuffer. The job-supervisor thread (ring-writer.ts) is the only
-// writer; the main thread (supervisor/ring-reader.ts) the only reader. Of
-// each other's code, this file and protocol.ts are all the two sides share.
+// writer; the main thread (supervisor/output/ring-reader.ts) the only reader.
+// Of each other's code, this file, protocol.ts and thread-stats.ts are all
+// the two sides share.
 //
 //   state (Int32Array over the first STATE_BYTES)            data (capacity bytes)
 //   +-------------+------------+--------+-------------+     +---------------------+
 //   | WRITE_INDEX | READ_INDEX | CLOSED | WRITER_WAKE |     | . . r r r r w . . . |
 //   +-------------+------------+--------+-------------+     +---------------------+
-//     writer        reader       writer   writer               ^read     ^write
+//     writer        reader       writer*  writer               ^read     ^write
+//                                (* the reader, once the writer's thread is dead)
 //
 // WRITE_INDEX and READ_INDEX count bytes ever written / consumed, modulo
 // 2^32 (stored as int32, read as uint32). A byte's place in `data` is
@@ -37,7 +39,8 @@
 // threads held open by other handles: the gRPC server, piscina's port.)
 //
 // CLOSED is set once, after the last record: a reader that sees CLOSED and
-// then used == 0 has every byte.
+// then used == 0 has every byte. Should the writer's thread die, the reader
+// sets it instead (RingReader.abandon): nobody will ever write again.
 
 export const WRITE_INDEX = 0;
 export const READ_INDEX = 1;

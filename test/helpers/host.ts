@@ -20,6 +20,18 @@ export function groupsUnder(parent: string): string[] {
   return found;
 }
 
+/** A command on this host's PATH (the cgroup v2 VM has busybox and node, no perl or util-linux). */
+export function hasCommand(name: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((dir) => {
+    try {
+      fs.accessSync(path.join(dir, name), fs.constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** Running or stopped, not a zombie waiting for init to reap it. */
 export function alive(pid: number): boolean {
   try {
@@ -27,6 +39,20 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Pids of the processes running `file` (as named in their command line), zombies left out. */
+export function processesOf(file: string): number[] {
+  const found: number[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').includes(file) && alive(Number(name))) found.push(Number(name));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
 }
 
 /** A process's children (the threads' other than the main one's are not counted). */

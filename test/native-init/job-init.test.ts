@@ -1,12 +1,21 @@
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
-import { childrenOf, scratchDir } from '../helpers/host.js';
+import { detectDriver } from '../../src/workers/cgroup/select.js';
+import { childrenOf, hasCommand, scratchDir } from '../helpers/host.js';
 import { jobInitPath } from '../helpers/paths.js';
 
 // Deadline for a single job-init run: a failure guard, never a wait.
 const timeout = 10_000;
+const v2 = detectDriver('/sys/fs/cgroup') === 'v2';
+/** Registered either way: what does not apply to this host's cgroups (or tools) is reported as skipped. */
+const onV1 = v2 ? test.skip : test.serial;
+const withPerl = hasCommand('perl') ? test.serial : test.skip;
+const withSetpriv = hasCommand('setpriv') ? test : test.skip;
+/** What job-init writes on its status channel just before it execs the command. */
+const EXEC = 'exec\n';
 
 /** Runs job-init the way the supervisor does: fd 3 is the status pipe. */
 const runJobInit = (args: readonly string[]) =>
@@ -17,23 +26,25 @@ const runJobInit = (args: readonly string[]) =>
     timeout,
   });
 
-/** A v1 cgroup of our own under <controller>, removed when the test ends. */
-const makeCgroup = async (t: { teardown(fn: () => Promise<void>): void }, controller: string) => {
-  const name = `jobworker-test-init-${process.pid}`;
-  const dir = `/sys/fs/cgroup/${controller}/${name}`;
-  await mkdir(dir);
+/**
+ * A cgroup of our own, removed when the test ends: in the v1 hierarchy of
+ * `controller`, or in the v2 tree (where there is one hierarchy for all).
+ */
+const makeCgroup = async (t: { teardown(fn: () => Promise<void>): void }, controller: string, name = `jobworker-test-init-${process.pid}`) => {
+  const dir = v2 ? `/sys/fs/cgroup/${name}` : `/sys/fs/cgroup/${controller}/${name}`;
+  await mkdir(dir, { recursive: true });
   // The group is empty again once the job has exited, so rmdir succeeds.
   t.teardown(() => rmdir(dir));
   return { name, dir };
 };
 
-/** The path /proc/self/cgroup shows for one v1 controller. */
+/** The path /proc/self/cgroup shows for one v1 controller, or the v2 line's. */
 const cgroupPathOf = (procSelfCgroup: string, controller: string) =>
-  procSelfCgroup.match(new RegExp(`^\\d+:${controller}:(.*)$`, 'm'))?.[1];
+  procSelfCgroup.match(v2 ? /^0::(.*)$/m : new RegExp(`^\\d+:[^:]*\\b${controller}\\b[^:]*:(.*)$`, 'm'))?.[1];
 
-test('exec: a command that starts closes the status pipe with no bytes', async (t) => {
+test('exec: a command that starts says "exec" on the status pipe, which then closes', async (t) => {
   const result = await runJobInit(['--', 'true']);
-  t.is(result.stdio[3], '');
+  t.is(result.stdio[3], EXEC);
 });
 
 test("exec: the command's stdout and exit code come through unchanged", async (t) => {
@@ -44,7 +55,7 @@ test("exec: the command's stdout and exit code come through unchanged", async (t
 
 test('exec: a missing command is reported on the status pipe and exits 127', async (t) => {
   const result = await runJobInit(['--', 'nosuchcmd-xyz']);
-  t.is(result.stdio[3], 'exec\t2\tNo such file or directory\tnosuchcmd-xyz\n');
+  t.is(result.stdio[3], `${EXEC}exec\t2\tNo such file or directory\tnosuchcmd-xyz\n`);
   t.is(result.exitCode, 127);
   t.regex(result.stderr, /job-init: exec nosuchcmd-xyz: No such file or directory/);
 });
@@ -66,7 +77,7 @@ async function runWithEnv(t: ExecutionContext, entries: string, args: readonly s
 
 test("env: the command's environment is what --env-fd holds, none of job-init's own", async (t) => {
   const result = await runWithEnv(t, 'GREETING=hello world\0EMPTY=\0PATH=/usr/bin:/bin\0', ['--', 'env']);
-  t.is(result.stdio[3], '');
+  t.is(result.stdio[3], EXEC);
   t.is(result.stdout, 'GREETING=hello world\nEMPTY=\nPATH=/usr/bin:/bin\n');
 });
 
@@ -77,7 +88,7 @@ test("env: without --env-fd the command's environment is empty", async (t) => {
 
 test("env: the command is looked up in the job's PATH", async (t) => {
   const result = await runWithEnv(t, 'PATH=/nonexistent\0', ['--', 'env']);
-  t.is(result.stdio[3], 'exec\t2\tNo such file or directory\tenv\n');
+  t.is(result.stdio[3], `${EXEC}exec\t2\tNo such file or directory\tenv\n`);
 });
 
 test('env: an entry without its NUL is refused before anything runs', async (t) => {
@@ -87,12 +98,12 @@ test('env: an entry without its NUL is refused before anything runs', async (t) 
   t.is(result.stdio[3], 'env\t22\tInvalid argument\tan entry without its NUL\n');
 });
 
-test('user: securebits the server was started with are cleared, so setuid leaves no capability behind', async (t) => {
+withSetpriv('user: securebits the server was started with are cleared, so setuid leaves no capability behind', async (t) => {
   // With no-setuid-fixup, setuid from root would keep every permitted capability (and NO_NEW_PRIVS lets a file-capability binary use them).
   const status = ['--user', '65534:65534', '--', 'grep', '-E', '^Cap(Prm|Eff)', '/proc/self/status'];
   const options = { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], reject: false, stripFinalNewline: false, timeout } as const;
   const cleared = await execa('setpriv', ['--securebits', '+no_setuid_fixup', jobInitPath, ...status], options);
-  t.is(cleared.stdio[3], '');
+  t.is(cleared.stdio[3], EXEC);
   t.is(cleared.stdout, 'CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n');
   // Locked bits cannot be cleared: the start fails rather than run the job with them.
   const locked = await execa('setpriv', ['--securebits', '+no_setuid_fixup,+no_setuid_fixup_locked', jobInitPath, ...status], options);
@@ -101,28 +112,53 @@ test('user: securebits the server was started with are cleared, so setuid leaves
   t.is(locked.stdout, '');
   // Locked off, as systemd's SecureBits=keep-caps-locked hardening leaves them: nothing to clear, the job starts.
   const lockedOff = await execa('setpriv', ['--securebits', '+keep_caps_locked,+no_setuid_fixup_locked', jobInitPath, ...status], options);
-  t.is(lockedOff.stdio[3], '');
+  t.is(lockedOff.stdio[3], EXEC);
   t.is(lockedOff.stdout, 'CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n');
 });
 
 test.serial('cgroup: the command starts inside the cgroup it was given', async (t) => {
   const group = await makeCgroup(t, 'pids');
   const result = await runJobInit(['--cgroup', group.dir, '--', 'cat', '/proc/self/cgroup']);
-  t.is(result.stdio[3], '');
+  t.is(result.stdio[3], EXEC);
   t.true(cgroupPathOf(result.stdout, 'pids')?.endsWith(`/${group.name}`), result.stdout);
 });
 
-test.serial('cgroup: the command starts inside every cgroup it was given', async (t) => {
+onV1('cgroup: the command starts inside every cgroup it was given (v1: one hierarchy per controller)', async (t) => {
   const pids = await makeCgroup(t, 'pids');
   const cpu = await makeCgroup(t, 'cpu');
   const result = await runJobInit(['--cgroup', pids.dir, '--cgroup', cpu.dir, '--', 'cat', '/proc/self/cgroup']);
-  t.is(result.stdio[3], '');
+  t.is(result.stdio[3], EXEC);
   t.true(cgroupPathOf(result.stdout, 'pids')?.endsWith(`/${pids.name}`), result.stdout);
   t.true(cgroupPathOf(result.stdout, 'cpu')?.endsWith(`/${cpu.name}`), result.stdout);
 });
 
+onV1('cgroup check: a /proc/self/cgroup past 16 KiB (long paths in many v1 hierarchies) is read whole, and every group is checked', async (t) => {
+  // Twelve levels of 250-character names: each line of /proc/self/cgroup
+  // carries the ~3 KB path, in every hierarchy joined (cpuset left out: a
+  // new cpuset group takes no process until its cpus and mems are set).
+  const deep = Array.from({ length: 12 }, (_, i) => `${String(i).padStart(3, '0')}${'x'.repeat(247)}`).join('/');
+  const controllers = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer', 'blkio', 'devices'].filter((c) => cgroupPathOf(readFileSync('/proc/self/cgroup', 'utf8'), c) !== undefined);
+  const groups = await Promise.all(controllers.map(async (controller) => ({ controller, ...(await makeDeepCgroup(t, controller, `jobworker-test-init-deep-${process.pid}/${deep}`)) })));
+  const expect = groups.flatMap(({ controller, name }) => ['--expect-cgroup', `${controller}:/${name}`]);
+  const result = await runJobInit([...groups.flatMap(({ dir }) => ['--cgroup', dir]), ...expect, '--', 'cat', '/proc/self/cgroup']);
+  t.true(Buffer.byteLength(result.stdout) > 16 * 1024, `the table is ${Buffer.byteLength(result.stdout)} bytes`);
+  t.is(result.stdio[3], EXEC, result.stderr);
+  for (const { controller, name } of groups) t.true(cgroupPathOf(result.stdout, controller)?.endsWith(`/${name}`), controller);
+});
+
+/** A nested cgroup, every level removed when the test ends (innermost first). */
+async function makeDeepCgroup(t: { teardown(fn: () => Promise<void>): void }, controller: string, name: string) {
+  const root = `/sys/fs/cgroup/${controller}`;
+  await mkdir(path.join(root, name), { recursive: true });
+  const levels = name.split('/').map((_, i, all) => path.join(root, ...all.slice(0, i + 1)));
+  t.teardown(async () => {
+    for (const level of levels.reverse()) await rmdir(level);
+  });
+  return { name, dir: path.join(root, name) };
+}
+
 test.serial('cgroup: a cgroup that cannot be joined is reported and the command never runs', async (t) => {
-  const dir = `/sys/fs/cgroup/pids/jobworker-test-init-missing-${process.pid}`;
+  const dir = v2 ? `/sys/fs/cgroup/jobworker-test-init-missing-${process.pid}` : `/sys/fs/cgroup/pids/jobworker-test-init-missing-${process.pid}`;
   const result = await runJobInit(['--cgroup', dir, '--', 'echo', 'ran']);
   t.is(result.stdio[3], `cgroup\t2\tNo such file or directory\t${dir}\n`);
   t.is(result.exitCode, 127);
@@ -159,12 +195,12 @@ const signalMasks = async (throughJobInit: boolean) => {
   return Object.fromEntries(result.stdout.split('\n').map((line) => line.split(/:\s+/)));
 };
 
-test.serial('signals: signals the parent ignored are back to their default action', async (t) => {
+withPerl('signals: signals the parent ignored are back to their default action', async (t) => {
   t.not((await signalMasks(false))['SigIgn'], noSignals, 'the fixture should ignore signals');
   t.is((await signalMasks(true))['SigIgn'], noSignals);
 });
 
-test.serial('signals: signals the parent blocked are unblocked', async (t) => {
+withPerl('signals: signals the parent blocked are unblocked', async (t) => {
   t.not((await signalMasks(false))['SigBlk'], noSignals, 'the fixture should block signals');
   t.is((await signalMasks(true))['SigBlk'], noSignals);
 });
@@ -183,10 +219,11 @@ const onlyStdioReachesTheCommand = test.macro({
     const result = await execa(jobInitPath, ['--status-fd', String(statusFd), '--', 'ls', '-l', '/proc/self/fd'], {
       stdio,
       reject: false,
+      stripFinalNewline: false,
       timeout,
     });
     t.is(result.exitCode, 0, result.stderr);
-    t.is(result.stdio[statusFd], '');
+    t.is(result.stdio[statusFd], EXEC);
     const fds = parseFdListing(result.stdout);
     // fd 3 is the directory ls itself opened: everything inherited is gone.
     t.deepEqual(
@@ -241,9 +278,23 @@ test('pid namespace: the job ends as its command did, exit code or signal, throu
   t.is(killed.signal, 'SIGSEGV');
 });
 
+test('pid namespace: with --report-fd the init reports how the job ended (its wait status) the moment it knows', async (t) => {
+  const run = (script: string) =>
+    execa(jobInitPath, ['--namespaces', 'pid', '--report-fd', '4', '--', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'], reject: false, stripFinalNewline: false, timeout });
+  const exited = await run('exit 7');
+  t.is(exited.stdio[4], `exit\t${7 << 8}\n`);
+  t.is(exited.exitCode, 7);
+  const killed = await run('kill -TERM $$');
+  t.is(killed.stdio[4], 'exit\t15\n');
+  t.is(killed.signal, 'SIGTERM');
+  // The command itself never holds the report fd.
+  const fds = await run('ls /proc/self/fd');
+  t.deepEqual(fds.stdout.trim().split('\n').map(Number).sort(), [0, 1, 2, 3]);
+});
+
 test('pid namespace: if its init is killed on its own, the process outside ends too, as the init did', async (t) => {
   const child = execa(jobInitPath, ['--namespaces', 'pid', '--', 'sleep', '100'], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], reject: false, timeout });
-  // The status pipe closes at the exec of sleep: by then the init is there.
+  // The status pipe closes at the exec of sleep ("exec", then EOF): by then the init is there.
   for await (const _ of child.stdio[3] as AsyncIterable<unknown>);
   const [init] = childrenOf(child.pid!);
   process.kill(init!, 'SIGKILL');

@@ -1,7 +1,7 @@
 // Job records on disk: one SQLite row per job (better-sqlite3, WAL), written
 // at every state change before the change is answered to any client, read
 // back when the server starts. Output is kept beside it, in files of its own
-// (output-log.ts).
+// (output/log.ts).
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';

@@ -43,8 +43,10 @@ export class Retention {
     const cutoff = now - this.#options.forMs;
     const ended = this.#store.endedCount;
     const doomed: JobRecord[] = [];
-    // Oldest first. A job that started after the cutoff cannot have ended
-    // before it, so the age check stops there; the count goes on.
+    // Oldest first. Once a job is kept, the count keeps every later one too
+    // (what is doomed only lowers it), and a job that started after the
+    // cutoff cannot have ended before it: from such a job on, nothing more
+    // goes.
     for (const job of this.#store.values()) {
       if (job.state === 'RUNNING') continue;
       const tooMany = ended - doomed.length > this.#options.jobs;

@@ -2,12 +2,12 @@
 // main thread's share of a job: its record, its output log (filled from the
 // job's ring), and a MessagePort to ask its supervisor to stop it.
 import { randomUUID } from 'node:crypto';
-import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import fs from 'node:fs';
+import { MessageChannel, type MessagePort, type Transferable } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { messageOf } from '../../common/error-message.js';
-import { settlesWithin } from '../../common/settle-within.js';
 import type {
   CgroupConfig,
   CgroupDriverName,
@@ -17,25 +17,27 @@ import type {
   JobStarted,
   OutputPath,
   PrepareResult,
-  PrepareTask,
-  ReapTask,
   RunJobTask,
   StopRequest,
+  SupervisorTasks,
+  TaskName,
   TaskToMain,
-  UsageRequest,
 } from '../../workers/protocol.js';
 import { createRing } from '../../workers/ring-layout.js';
 import type { SupervisorThreadData } from '../../workers/thread-stats.js';
 import { Errors, JobworkerError } from '../errors.js';
 import { JOB_ID_VARIABLE } from '../policy/job-environment.js';
 import type { ServerMetrics } from '../ops/metrics.js';
-import { NotRecordedError, abandonJob, endJob, type JobRecord, type JobStore } from './store.js';
 import { readPipesInline } from '../output/inline-reader.js';
 import { OutputLog, jobLogOptions } from '../output/log.js';
 import { RingReader, pumpRing } from '../output/ring-reader.js';
+import { askUsage } from './usage-request.js';
+import { NotRecordedError, abandonJob, endJob, setUsage, type JobRecord, type JobStore } from './store.js';
 
 /** A supervisor thread answers a usage request in well under a millisecond; past this, answer with what is known. */
 const USAGE_TIMEOUT_MS = 2_000;
+/** How long job-init may take from spawn to exec before it is killed and the start fails. */
+export const DEFAULT_START_TIMEOUT_MS = 30_000;
 
 const TASK_FILE = fileURLToPath(new URL('../../workers/job-task.js', import.meta.url));
 
@@ -50,12 +52,14 @@ export interface JobRunnerOptions {
   outputRoot: string;
   /** Per job: past this, its oldest output is discarded. */
   maxOutputBytes: number;
-  /** Paths hidden from jobs with a mount namespace (isolation.ts hiddenPaths). */
+  /** Paths hidden from jobs with a mount namespace (policy/isolation.ts hiddenPaths). */
   hide: string[];
   /** Called after a job's end is recorded. */
   onJobEnded?: () => void;
   ringCapacity?: number;
   outputPath?: OutputPath;
+  /** From spawn to exec; default DEFAULT_START_TIMEOUT_MS. */
+  startTimeoutMs?: number;
   logger: Logger;
   metrics: ServerMetrics;
 }
@@ -66,7 +70,7 @@ export interface StartRequest {
   limits: JobLimits;
   isolation: JobIsolation;
   workdir: string;
-  /** The job's environment (job-environment.ts) but for JOBWORKER_JOB_ID, which only the runner knows. */
+  /** The job's environment (policy/job-environment.ts) but for JOBWORKER_JOB_ID, which only the runner knows. */
   env: Record<string, string>;
   owner: string;
 }
@@ -81,6 +85,7 @@ export class JobRunner {
   readonly #usageRequests = new Map<string, Promise<void>>();
   /** Jobs whose start is in flight: shutdown must wait for them too. */
   readonly #starting = new Set<Promise<unknown>>();
+  #prepared: PrepareResult | undefined;
   #cgroup: CgroupConfig | undefined;
   #closing = false;
 
@@ -112,16 +117,26 @@ export class JobRunner {
     return this.#pool.threads.map((thread) => thread.threadId);
   }
 
+  /** Ends a supervisor thread as a crash would (the pool starts another): for tests of what the server does then. */
+  async endThread(threadId: number): Promise<void> {
+    await this.#pool.threads.find((thread) => thread.threadId === threadId)?.terminate();
+  }
+
+  /**
+   * Runs a task on the pool. Piscina dispatches by name and knows no types:
+   * the SupervisorTasks table says what each name takes and gives, and this
+   * is the one place that crosses from one to the other.
+   */
+  #run<N extends TaskName>(name: N, task: Parameters<SupervisorTasks[N]>[0], transferList?: Transferable[]): ReturnType<SupervisorTasks[N]> {
+    return this.#pool.run(task, { name, transferList }) as ReturnType<SupervisorTasks[N]>;
+  }
+
   /** Resolves the cgroup driver and prepares the parent group. Call once before start(). */
   async prepare(): Promise<PrepareResult> {
-    const task: PrepareTask = {
-      driver: this.#options.cgroupDriver,
-      parent: this.#options.cgroupParent,
-      mountRoot: this.#options.cgroupMountRoot,
-      delegated: this.#options.cgroupDelegated,
-    };
-    const result = (await this.#pool.run(task, { name: 'prepare' })) as PrepareResult;
-    this.#cgroup = { driver: result.driver, parent: result.parent, mountRoot: task.mountRoot };
+    const mountRoot = this.#options.cgroupMountRoot;
+    const result = await this.#run('prepare', { driver: this.#options.cgroupDriver, parent: this.#options.cgroupParent, mountRoot, delegated: this.#options.cgroupDelegated });
+    this.#prepared = result;
+    this.#cgroup = { driver: result.driver, parent: result.parent, mountRoot };
     return result;
   }
 
@@ -143,9 +158,10 @@ export class JobRunner {
     const id = randomUUID();
     const began = performance.now();
     const ring = createRing(this.#options.ringCapacity);
+    const reader = new RingReader(ring);
     const log = new OutputLog(jobLogOptions(this.#options.outputRoot, id, this.#options.maxOutputBytes, this.#logger));
     const capture = this.#options.metrics.countingCapture(log);
-    const drained = pumpRing(new RingReader(ring), capture);
+    const drained = pumpRing(reader, capture);
     const { port1: port, port2: taskPort } = new MessageChannel();
     const task: RunJobTask = {
       jobId: id,
@@ -160,25 +176,46 @@ export class JobRunner {
       env: { ...request.env, [JOB_ID_VARIABLE]: id },
       ring,
       outputPath: this.#options.outputPath ?? 'ring',
+      startTimeoutMs: this.#options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
       port: taskPort,
     };
-    const outcome = this.#pool.run(task, { name: 'runJob', transferList: [taskPort] }) as Promise<JobOutcome>;
+    // job-init's pid, from the moment it runs: should the thread die before
+    // the job has started, job-init may not be in the job's cgroup yet.
+    let leaderPid: number | undefined;
+    const onSpawned = (message: TaskToMain): void => {
+      if (message.type === 'spawned') leaderPid = message.pid;
+    };
+    port.on('message', onSpawned);
+    const outcome = this.#run('runJob', task, [taskPort]);
     // Either the job starts (a message on the port, then the task runs on) or
     // the task ends at once with the reason it could not start. The port and
     // the task's result travel on different channels, so a job that ends at
     // once may report its end before its start: then the start message is on
     // its way and is what counts.
     // (Usage requests come only once the job is in the store: its first message is this one.)
-    const startMessage = new Promise<JobStarted>((resolve) => port.once('message', resolve));
+    const startMessage = new Promise<JobStarted>((resolve) => {
+      const onStarted = (message: TaskToMain): void => {
+        if (message.type !== 'started') return;
+        port.off('message', onStarted);
+        resolve(message);
+      };
+      port.on('message', onStarted);
+    });
     const startOrFailure = outcome.then((o): Promise<JobStarted | JobOutcome> => (o.started ? startMessage : Promise.resolve(o)));
     const first = await Promise.race([startMessage, startOrFailure]).catch(async (err: unknown) => {
-      // The thread died mid-start: job-init may be running in its cgroup
-      // (even exec'd, its start message lost with the thread).
+      // The thread died mid-start: job-init may be running, in its cgroup
+      // or not yet (even exec'd, its start message lost with the thread),
+      // and the ring will never be closed by its writer.
       port.close();
       this.#logger.error({ jobId: id, err }, 'job supervision failed during start; killing whatever it started');
+      killOrphanedLeader(leaderPid);
+      reader.abandon();
+      await drained;
       await this.#reap(id);
+      await log.remove();
       throw Errors.startFailed('SPAWN_FAILED', `the job's supervisor thread failed while starting it: ${messageOf(err)}`);
     });
+    port.off('message', onSpawned);
 
     if (!('type' in first)) {
       port.close();
@@ -205,11 +242,15 @@ export class JobRunner {
       async (err: unknown) => {
         // The thread supervising the job died, leaving the job running with
         // nobody to reap it: kill it through its cgroup from another thread.
-        // Its ring may never close, so the log is closed here to release
-        // the readers.
+        // Its ring will never be closed by its writer: the pump is released
+        // here, and the log closed, to release the readers.
         this.#logger.error({ jobId: id, err }, 'job supervision failed; killing the job through its cgroup');
         const reaped = await this.#reap(id);
+        // Its processes are gone: what the ring holds is taken whatever the disk does.
+        log.stopHoldingBack();
+        reader.abandon();
         inline?.stop();
+        await drained;
         await log.close();
         abandonJob(record, `${messageOf(err)}${reaped}`, new Date());
         this.#record(record);
@@ -267,7 +308,6 @@ export class JobRunner {
     return record;
   }
 
-
   /** Writes a job's end to the history; a failure is logged, the end stands (it is what happened). */
   #record(record: JobRecord): void {
     try {
@@ -279,8 +319,7 @@ export class JobRunner {
 
   /** Kills and removes a job's cgroup from another thread; returns '' or what went wrong, for the record. */
   async #reap(jobId: string): Promise<string> {
-    const task: ReapTask = { jobId, cgroup: this.#cgroup! };
-    return (this.#pool.run(task, { name: 'reap' }) as Promise<void>).then(
+    return this.#run('reap', { jobId, cgroup: this.#cgroup! }).then(
       () => '',
       (err: unknown) => {
         this.#logger.error({ jobId, err }, 'could not remove the cgroup of an abandoned job');
@@ -309,31 +348,44 @@ export class JobRunner {
     if (record.state !== 'RUNNING' || !port) return;
     let request = this.#usageRequests.get(record.id);
     if (!request) {
-      const answered = new Promise<void>((resolve) => {
-        const onReport = (message: TaskToMain) => {
-          if (message.type !== 'usage') return;
-          port.off('message', onReport);
-          if (message.usage) record.usage = message.usage;
-          resolve();
-        };
-        port.on('message', onReport);
-      });
-      const ask: UsageRequest = { type: 'usage' };
-      port.postMessage(ask);
-      request = settlesWithin(Promise.race([answered, record.ended]), USAGE_TIMEOUT_MS).then(() => {
+      request = askUsage(port, record.ended, USAGE_TIMEOUT_MS).then((usage) => {
         this.#usageRequests.delete(record.id);
+        if (usage) setUsage(record, usage);
       });
       this.#usageRequests.set(record.id, request);
     }
     await request;
   }
 
-  /** Refuses new jobs, stops every running one, and ends the pool. */
+  /** Refuses new jobs, stops every running one, removes the parent groups it made, and ends the pool. */
   async close(graceMs: number): Promise<void> {
     this.#closing = true;
     await Promise.all(this.#starting);
     await Promise.all(this.#store.running().map((job) => this.stop(job, graceMs)));
+    if (this.#prepared && this.#prepared.made.length > 0) {
+      await this.#run('release', { made: this.#prepared.made }).catch((err: unknown) => {
+        this.#logger.warn({ err: messageOf(err) }, 'could not remove the cgroup parent it made');
+      });
+    }
     await this.#pool.destroy();
+  }
+}
+
+/**
+ * SIGKILLs job-init when its thread died before the job started. It is this
+ * process's child, and nobody reaps a dead thread's children, so a pid that
+ * is still our child is still job-init's (alive or a zombie) and cannot have
+ * been reused.
+ */
+function killOrphanedLeader(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // pid (comm) state ppid …: comm may hold spaces and parentheses, so read after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid === process.pid) process.kill(pid, 'SIGKILL');
+  } catch {
+    // Gone already.
   }
 }
 

@@ -1,7 +1,8 @@
 // The jobs the server knows: one record each, changed only through the
 // functions here so that every transition is a single synchronous step (a
 // reader never sees a half-ended job). Every record is also written to the
-// job history when it is added and when it ends.
+// job history when it is added and when it ends. Listing order is start
+// time, then id.
 import type { JobIsolation, JobLimits, JobOutcome, ResourceUsage } from '../../workers/protocol.js';
 import type { JobHistory, StoredJob } from './history.js';
 import type { OutputLog } from '../output/log.js';
@@ -47,8 +48,27 @@ export class NotRecordedError extends Error {
 
 export const RESTARTED_WHILE_RUNNING = 'the server restarted while it ran: its processes were killed and its cgroup removed';
 
+/** Where a job stands in the list: jobs are ordered by start time, then id. */
+export interface ListPosition {
+  startedAt: number;
+  id: string;
+}
+
+/** Negative when a comes before b (started earlier, or at the same millisecond with a smaller id). */
+function compare(a: ListPosition, b: ListPosition): number {
+  return a.startedAt - b.startedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+const positionOf = (record: JobRecord): ListPosition => ({ startedAt: record.startedAt.getTime(), id: record.id });
+
 export class JobStore {
   readonly #jobs = new Map<string, JobRecord>();
+  /**
+   * Every job, oldest first by (start time, id): a total order in which any
+   * position, a pruned job's too, stays where it was, so a page token that
+   * names one goes on exactly after it.
+   */
+  readonly #ordered: JobRecord[] = [];
   /** How many of #jobs have ended: pruning asks at every job's end, and must not count them all each time. */
   #ended = 0;
   readonly #history: JobHistory;
@@ -60,7 +80,7 @@ export class JobStore {
   /** Writes the record to the history first; throws NotRecordedError (and keeps nothing) when that fails. */
   add(record: JobRecord): void {
     this.#write(record);
-    this.#jobs.set(record.id, record);
+    this.#insert(record);
   }
 
   /** Records a job's end (once), writing it to the history; throws NotRecordedError when that fails. */
@@ -94,7 +114,7 @@ export class JobStore {
           unrecorded.push(err as NotRecordedError);
         }
       }
-      this.#jobs.set(record.id, record);
+      this.#insert(record);
       this.#ended += 1;
     }
     return { interrupted, unrecorded };
@@ -102,7 +122,11 @@ export class JobStore {
 
   /** Forgets an ended job (pruning); its row goes from the history too, or the error is thrown. */
   remove(record: JobRecord): void {
-    if (this.#jobs.delete(record.id) && record.state !== 'RUNNING') this.#ended -= 1;
+    if (this.#jobs.delete(record.id)) {
+      if (record.state !== 'RUNNING') this.#ended -= 1;
+      const at = this.#indexAfter(positionOf(record)) - 1;
+      if (this.#ordered[at] === record) this.#ordered.splice(at, 1);
+    }
     this.#history.delete(record.id);
   }
 
@@ -114,18 +138,51 @@ export class JobStore {
     }
   }
 
+  #insert(record: JobRecord): void {
+    this.#jobs.set(record.id, record);
+    const position = positionOf(record);
+    // New jobs start last: the common case is one comparison and a push.
+    const last = this.#ordered[this.#ordered.length - 1];
+    if (!last || compare(positionOf(last), position) < 0) this.#ordered.push(record);
+    else this.#ordered.splice(this.#indexAfter(position), 0, record);
+  }
+
+  /** Index of the first job ordered after `position`. */
+  #indexAfter(position: ListPosition): number {
+    let lo = 0;
+    let hi = this.#ordered.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (compare(positionOf(this.#ordered[mid]!), position) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
   get(id: string): JobRecord | undefined {
     return this.#jobs.get(id);
   }
 
-  /** In the order they started. */
+  /** Oldest first (start time, then id); a copy. */
   list(): JobRecord[] {
-    return [...this.#jobs.values()];
+    return [...this.#ordered];
   }
 
-  /** Oldest first, without copying: for pruning, which stops early. */
+  /** Oldest first, without copying: for pruning, which stops early (and removes only once it has stopped). */
   values(): IterableIterator<JobRecord> {
-    return this.#jobs.values();
+    return this.#ordered.values();
+  }
+
+  /**
+   * Newest first, from just before `before` (a position that need not be a
+   * job any more) or from the newest. Read it to the end or drop it before
+   * the store changes: it walks the live order.
+   */
+  *newestFirst(before?: ListPosition): Generator<JobRecord> {
+    let at = before ? this.#indexAfter(before) - 1 : this.#ordered.length - 1;
+    // The position itself, if it is still a job, was on the last page.
+    if (before && at >= 0 && compare(positionOf(this.#ordered[at]!), before) === 0) at -= 1;
+    for (; at >= 0; at -= 1) yield this.#ordered[at]!;
   }
 
   get endedCount(): number {
@@ -133,7 +190,7 @@ export class JobStore {
   }
 
   running(): JobRecord[] {
-    return this.list().filter((job) => job.state === 'RUNNING');
+    return this.#ordered.filter((job) => job.state === 'RUNNING');
   }
 }
 
@@ -147,6 +204,11 @@ export function endJob(record: JobRecord, outcome: JobOutcome, endedAt: Date): v
   record.message = message;
   record.endedAt = endedAt;
   record.state = state;
+}
+
+/** The figures just read from a running job's cgroup. */
+export function setUsage(record: JobRecord, usage: ResourceUsage): void {
+  if (record.state === 'RUNNING') record.usage = usage;
 }
 
 /** A job whose supervision broke down (its thread died): ended FAILED. */

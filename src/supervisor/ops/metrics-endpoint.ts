@@ -12,8 +12,8 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { DenyList } from '../rpc/deny-list.js';
 import { JobworkerError } from '../errors.js';
-import { identify } from '../rpc/boundary.js';
-import type { TlsMaterial } from '../server.js';
+import { identify } from '../rpc/authz.js';
+import { contextOptions, type TlsMaterial } from '../rpc/tls-credentials.js';
 
 export interface MetricsEndpointOptions {
   /** host:port; port 0 picks a free one. */
@@ -67,9 +67,8 @@ export async function startMetricsEndpoint(options: MetricsEndpointOptions): Pro
       response.end('internal error (see the server log)\n');
     });
   };
-  const tlsOptions = (material: TlsMaterial) => ({ ca: material.ca, cert: material.cert, key: material.key, minVersion: 'TLSv1.3' as const });
   const server = secure
-    ? https.createServer({ ...tlsOptions(options.tls), requestCert: true, rejectUnauthorized: true, handshakeTimeout: 5_000 }, handle)
+    ? https.createServer({ ...contextOptions(options.tls), requestCert: true, rejectUnauthorized: true, handshakeTimeout: 5_000 }, handle)
     : http.createServer(handle);
   // Scrapers keep their connection; an idle one is closed before it piles up.
   server.keepAliveTimeout = 60_000;
@@ -96,7 +95,7 @@ export async function startMetricsEndpoint(options: MetricsEndpointOptions): Pro
     port: (server.address() as AddressInfo).port,
     secure,
     setTls: (material) => {
-      if (secure) (server as https.Server).setSecureContext(tlsOptions(material));
+      if (secure) (server as https.Server).setSecureContext(contextOptions(material));
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { readPem, PemFileError } from '../../common/pem.js';
 import { DenyList } from '../rpc/deny-list.js';
-import type { RunningServer, TlsMaterial } from '../server.js';
+import type { RunningServer } from '../server.js';
+import type { TlsMaterial } from '../rpc/tls-credentials.js';
 
 export interface ConfigFiles {
   ca: string;

@@ -3,8 +3,8 @@
 // and the files it has open; many cursors share one log.
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { ENTRY_BYTES, entryLength, entryOffset, entryStream, entryTime, readEntry, searchIndex, segmentName } from './format.js';
-import { OutputUnreadableError, type Block, type OutputLog, type OutputSlice, type Segment } from './log.js';
+import { ENTRY_BYTES, entryLength, entryOffset, entryStream, entryTime, readEntry, searchIndex, segmentName, type Segment } from './format.js';
+import { OutputUnreadableError, type Block, type OutputLog, type OutputSlice } from './log.js';
 
 /** Index entries read from disk at a time. */
 const BATCH_ENTRIES = 819;

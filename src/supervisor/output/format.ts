@@ -55,6 +55,21 @@ export const entryOffset = (buf: Buffer, at: number): number => buf.readUIntLE(a
 export const entryLength = (buf: Buffer, at: number): number => buf.readUInt32LE(at + 8);
 export const entryTime = (buf: Buffer, at: number): number => buf.readDoubleLE(at + 12);
 export const entryStream = (buf: Buffer, at: number): StreamId => (buf[at + 6] === 2 ? StreamId.Stderr : StreamId.Stdout);
+/** Grows the frame at `at` (a frame still being appended to, whose entry is not yet written out). */
+export const setEntryLength = (buf: Buffer, at: number, length: number): void => {
+  buf.writeUInt32LE(length, at + 8);
+};
+
+/** A run of the log's offsets in one pair of files. */
+export interface Segment {
+  readonly start: number;
+  /** Data bytes appended to it (on disk, or still in a block). */
+  bytes: number;
+  /** Entries appended to it. */
+  entries: number;
+  /** Time of its first entry; NaN while it has none. */
+  firstTime: number;
+}
 
 const SEGMENT_NAME = /^([0-9a-f]{16})\.(out|idx)$/;
 

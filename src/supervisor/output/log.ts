@@ -1,23 +1,24 @@
 // A job's output: one append-only log of bytes, stdout and stderr interleaved
 // in the order they were read, each run of bytes tagged with its stream and
-// the time it arrived. Readers are cursors into it (output-cursor.ts: a
+// the time it arrived. Readers are cursors into it (cursor.ts: a
 // position, open files, a batch of index entries), so a reader that
 // switches from history to live output cannot miss what was appended in
 // between.
 //
-// The bytes go to files under the job's directory (format: output-format.ts)
+// The bytes go to files under the job's directory (format: format.ts; after a restart: recovery.ts)
 // and only a bounded tail stays in memory: the blocks not yet written, and
 // the last two, from which live followers read without touching the disk.
 // Memory per job is therefore bounded whatever the job prints; a job that
 // prints faster than the disk takes it is held back through its ring (the
 // pump waits for room(), the ring fills, the job blocks on its pipe).
 import fs from 'node:fs';
-import { mkdir, open, readdir, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rm, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { messageOf } from '../../common/error-message.js';
 import { StreamId } from '../../workers/protocol.js';
-import { ENTRY_BYTES, entryLength, entryOffset, parseSegmentName, readEntry, searchIndex, segmentName, writeEntry } from './format.js';
+import { ENTRY_BYTES, entryLength, entryStream, entryTime, segmentName, setEntryLength, writeEntry, type Segment } from './format.js';
+import { recoverSegments } from './recovery.js';
 
 /** Blocks start small so the many jobs that print little cost little, and grow by 4× to this. */
 const FIRST_BLOCK = 4 * 1024;
@@ -44,17 +45,6 @@ export interface OutputSlice {
   data: Buffer;
   /** When data's first byte arrived, ms since the epoch. */
   time: number;
-}
-
-/** A run of the log's offsets in one pair of files. */
-export interface Segment {
-  readonly start: number;
-  /** Data bytes appended to it (on disk, or still in a block). */
-  bytes: number;
-  /** Entries appended to it. */
-  entries: number;
-  /** Time of its first entry; NaN while it has none. */
-  firstTime: number;
 }
 
 /** Part of the tail in memory: whole frames, all in one segment. */
@@ -158,7 +148,7 @@ export class OutputLog {
     return this.#problem;
   }
 
-  /** For readers (output-cursor.ts): the segments in log order, and the tail in memory. */
+  /** For readers (cursor.ts): the segments in log order, and the tail in memory. */
   get segments(): readonly Segment[] {
     return this.#segments;
   }
@@ -196,12 +186,9 @@ export class OutputLog {
       const n = Math.min(bytes.length - copied, block.data.length - block.used);
       block.data.set(copied === 0 && n === bytes.length ? bytes : bytes.subarray(copied, copied + n), block.used);
       const last = (block.entries - 1) * ENTRY_BYTES;
-      if (
-        block.entries > block.lockedEntries &&
-        block.index[last + 6] === (stream === StreamId.Stderr ? 2 : 1) &&
-        block.index.readDoubleLE(last + 12) === time
-      ) {
-        block.index.writeUInt32LE(entryLength(block.index, last) + n, last + 8);
+      // Bytes of the same stream that arrived with the last frame (and after its entry went out to no write) extend it.
+      if (block.entries > block.lockedEntries && entryStream(block.index, last) === stream && entryTime(block.index, last) === time) {
+        setEntryLength(block.index, last, entryLength(block.index, last) + n);
       } else {
         writeEntry(block.index, block.entries * ENTRY_BYTES, { offset: this.#length, stream, length: n, time });
         block.entries += 1;
@@ -466,104 +453,21 @@ export class OutputLog {
   }
 
   /**
-   * The output of a job from an earlier run of the server, never appended to. Checks
-   * every segment's ends: a data file longer than its index (a crash between
-   * the two writes) is cut back to what is indexed, an index that claims
-   * more than its data file holds (the disk lost a write) is cut back to the
-   * frames the data covers; each cut, and output shorter than the job's
-   * record says it wrote, is reported in `problem`. A segment file without
-   * its pair (a crash between creating the two) is deleted, and reported.
+   * The output of a job from an earlier run of the server, never appended
+   * to: its files checked and, where damaged, cut back (output/recovery.ts);
+   * what was wrong is in `problem`.
    */
   static async open(options: OutputLogOptions, recordedBytes: number): Promise<OutputLog> {
+    const { segments, problem } = await recoverSegments(options.dir, recordedBytes);
     const log = new OutputLog(options);
     log.#closed = true;
     log.#dirMade = true;
-    const problems: string[] = [];
-    let names: string[];
-    try {
-      names = await readdir(options.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') problems.push(`cannot read ${options.dir}: ${messageOf(err)}`);
-      names = [];
-    }
-    const starts = new Map<number, Set<string>>();
-    for (const name of names) {
-      const parsed = parseSegmentName(name);
-      if (!parsed) continue;
-      if (!starts.has(parsed.start)) starts.set(parsed.start, new Set());
-      starts.get(parsed.start)!.add(parsed.kind);
-    }
-    for (const start of [...starts.keys()].sort((a, b) => a - b)) {
-      if (starts.get(start)!.size < 2) {
-        // A crash between creating the two files, most likely: unreadable either way.
-        const [kind] = [...starts.get(start)!] as ['out' | 'idx'];
-        problems.push(`segment ${segmentName(start, 'out')} lacks its ${kind === 'out' ? 'index' : 'data'} file: deleted`);
-        await unlink(path.join(options.dir, segmentName(start, kind))).catch(() => undefined);
-        continue;
-      }
-      const segment = await checkSegment(options.dir, start, problems).catch((err: unknown) => {
-        problems.push(`${segmentName(start, 'out')}: ${messageOf(err)}, left out`);
-        return null;
-      });
-      if (!segment) continue;
-      const previous = log.#segments[log.#segments.length - 1];
-      if (previous && previous.start + previous.bytes !== start) problems.push(`bytes ${previous.start + previous.bytes} to ${start} are missing`);
-      log.#segments.push(segment);
-      log.#length = start + segment.bytes;
-    }
+    log.#segments.push(...segments);
+    const last = segments[segments.length - 1];
+    log.#length = last ? last.start + last.bytes : 0;
     log.#written = log.#length;
-    if (recordedBytes > log.#length) problems.push(`the job wrote ${recordedBytes} bytes, ${recordedBytes - log.#length} of them are not on disk`);
-    log.#problem = problems.length > 0 ? `output damaged: ${problems.join('; ')}` : '';
+    log.#problem = problem;
     return log;
-  }
-}
-
-/** One segment's files checked and, where they disagree, cut back to what both hold; null when nothing of it is usable. */
-async function checkSegment(dir: string, start: number, problems: string[]): Promise<Segment | null> {
-  const dataPath = path.join(dir, segmentName(start, 'out'));
-  const indexPath = path.join(dir, segmentName(start, 'idx'));
-  const name = segmentName(start, 'out');
-  const data = await open(dataPath, 'r+');
-  const index = await open(indexPath, 'r+').catch(async (err: unknown) => {
-    await data.close();
-    throw err;
-  });
-  try {
-    const dataBytes = (await data.stat()).size;
-    const indexBytes = (await index.stat()).size;
-    const inFile = Math.floor(indexBytes / ENTRY_BYTES);
-    if (indexBytes % ENTRY_BYTES !== 0) problems.push(`${name}: its index ends in a partial entry, cut off`);
-    const entry = Buffer.alloc(ENTRY_BYTES);
-    const at = async (i: number): Promise<ReturnType<typeof readEntry>> => {
-      await index.read(entry, 0, ENTRY_BYTES, i * ENTRY_BYTES);
-      return readEntry(entry, 0);
-    };
-    const first = inFile > 0 ? await at(0) : null;
-    if (typeof first === 'string' || (first && first.offset !== start)) {
-      problems.push(`${name}: its index is unreadable (${typeof first === 'string' ? first : `first entry at offset ${first!.offset}`}), left out`);
-      return null;
-    }
-    // The first entry whose frame runs past the data file: the ones before it are whole.
-    const entries = await searchIndex(index, 0, inFile, (e) => entryOffset(e, 0) + entryLength(e, 0) - start > dataBytes);
-    if (entries < inFile) problems.push(`${name}: ${inFile - entries} frames claim bytes its data file lacks, cut off`);
-    let bytes = 0;
-    if (entries > 0) {
-      const last = await at(entries - 1);
-      if (typeof last === 'string') {
-        problems.push(`${name}: its index is unreadable (${last}), left out`);
-        return null;
-      }
-      bytes = last.offset + last.length - start;
-    }
-    // (After frames were cut, the bytes they left behind are no news.)
-    if (bytes < dataBytes && entries === inFile) problems.push(`${name}: ${dataBytes - bytes} bytes without index entries, cut off`);
-    if (bytes !== dataBytes) await data.truncate(bytes);
-    if (entries * ENTRY_BYTES !== indexBytes) await index.truncate(entries * ENTRY_BYTES);
-    const firstTime = entries > 0 ? first!.time : Number.NaN;
-    return { start, bytes, entries, firstTime };
-  } finally {
-    await data.close();
-    await index.close();
   }
 }
 

@@ -66,6 +66,19 @@ export class RingReader {
     return Atomics.load(state, CLOSED) === 1 && Atomics.load(state, WRITE_INDEX) === Atomics.load(state, READ_INDEX);
   }
 
+  /**
+   * The writer's thread has died and will never close the ring: closes it
+   * from this side (the writer being gone, nobody else writes CLOSED now), so
+   * that a pump drains whatever was published and ends instead of parking
+   * for ever.
+   */
+  abandon(): void {
+    const { state } = this.#ring;
+    Atomics.store(state, CLOSED, 1);
+    Atomics.add(state, WRITER_WAKE, 1);
+    Atomics.notify(state, WRITER_WAKE);
+  }
+
   /** Resolves when the writer has published something (or closed) since the call. */
   async waitForWriter(): Promise<void> {
     const { state } = this.#ring;
@@ -89,6 +102,12 @@ const TURN_BUDGET = 256 * 1024;
 const MIN_PASS = 16 * 1024;
 /** Pumps with data to move: the ones sharing TURN_BUDGET. */
 let busyPumps = 0;
+/** Pumps not yet finished, busy or parked: for tests that check none is left behind. */
+let livePumps = 0;
+
+export function pumpsRunning(): number {
+  return livePumps;
+}
 
 /**
  * Moves everything from the ring into `target` until the writer closes it.
@@ -100,6 +119,7 @@ export async function pumpRing(reader: RingReader, target: PumpTarget): Promise<
   let now = 0;
   const sink: RingSink = (stream, bytes) => target.append(stream, bytes, now);
   let busy = false;
+  livePumps += 1;
   const setBusy = (value: boolean) => {
     if (value !== busy) busyPumps += value ? 1 : -1;
     busy = value;
@@ -126,5 +146,6 @@ export async function pumpRing(reader: RingReader, target: PumpTarget): Promise<
     }
   } finally {
     setBusy(false);
+    livePumps -= 1;
   }
 }

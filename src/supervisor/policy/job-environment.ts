@@ -12,23 +12,19 @@ export const JOB_ID_VARIABLE = 'JOBWORKER_JOB_ID';
 
 export interface RequestedEnv {
   entries: [name: string, value: string][];
-  /** What the entries take of the exec budget (NUL included), counted with the argv. */
-  bytes: number;
 }
 
 /** Checks the request's NAME=value entries (INVALID_ARGUMENT) and splits them. */
 export function parseEnv(env: readonly string[]): RequestedEnv {
   if (env.length > MAX_ENV_ENTRIES) throw Errors.invalidArgument(`env has ${env.length} entries; at most ${MAX_ENV_ENTRIES}`);
   const entries: [string, string][] = [];
-  let bytes = 0;
   for (const entry of env) {
     const match = ENV_ENTRY.exec(entry);
     if (!match) throw Errors.invalidArgument(`env entries must be NAME=value with no NUL, got ${JSON.stringify(entry.slice(0, 100))}`);
     if (match[1] === JOB_ID_VARIABLE) throw Errors.invalidArgument(`env ${JOB_ID_VARIABLE} is the server's to set: it is the job's id`);
     entries.push([match[1]!, match[2]!]);
-    bytes += Buffer.byteLength(entry) + 1;
   }
-  return { entries, bytes };
+  return { entries };
 }
 
 /** All but JOBWORKER_JOB_ID, which the runner adds once it has made the id (parseEnv refuses it in a request). */

@@ -1,7 +1,10 @@
-// Who may call what. Roles come from the client certificate's Subject OU;
-// this table is the only place that decides.
+// Who is calling, and what they may call. The caller is read from the
+// verified client certificate (the gRPC boundary and the metrics endpoint
+// both ask here); roles come from its Subject OU, and the table below is the
+// only place that decides.
 import type { PeerCertificate } from 'node:tls';
 import { Errors } from '../errors.js';
+import type { DenyList } from './deny-list.js';
 
 export type Role = 'admin' | 'viewer';
 export type RpcName = 'CreateJob' | 'GetJob' | 'StopJob' | 'GetJobs' | 'GetJobsStream';
@@ -22,6 +25,28 @@ export interface Caller {
   role: Role | null;
   /** Why role is null, for the denial message. */
   roleProblem?: string;
+}
+
+const CLIENT_AUTH_EKU = '1.3.6.1.5.5.7.3.2';
+
+/**
+ * Who a verified client certificate is; UNAUTHENTICATED for one that is not
+ * for client authentication or is on the deny list. The caller's role may
+ * still be null (no OU, an unknown one): authorize() refuses those.
+ */
+export function identify(cert: PeerCertificate | undefined, denyList: DenyList): Caller {
+  // Unreachable with a server that requires client certificates; kept as a
+  // guard so a misconfigured listener cannot serve anonymous callers.
+  if (!cert || !cert.subject) throw Errors.unauthenticated('a client certificate is required');
+  // OpenSSL refuses a client certificate whose extended key usage leaves
+  // out clientAuth, but accepts one with no such extension at all.
+  if (!cert.ext_key_usage?.includes(CLIENT_AUTH_EKU)) {
+    throw Errors.unauthenticated('the client certificate is not for client authentication (no clientAuth extended key usage)');
+  }
+  const caller = callerOf(cert);
+  const denied = denyList.refuses(cert, caller.cn);
+  if (denied) throw Errors.unauthenticated(`the client certificate (${denied}) is on the server's deny list`);
+  return caller;
 }
 
 /**

@@ -4,40 +4,17 @@
 // writes one audit line and counts one call per call, and turns errors into
 // statuses (unknown errors are logged and reach the client only as INTERNAL).
 import { status as Status, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
-import type { PeerCertificate } from 'node:tls';
 import type { Logger } from 'pino';
-import { authorize, callerOf, type Caller, type RpcName } from './authz.js';
+import { authorize, identify, type Caller, type RpcName } from './authz.js';
 import { DenyList } from './deny-list.js';
-import { Errors, toStatus } from '../errors.js';
+import { toStatus } from './status.js';
 import type { ServerMetrics } from '../ops/metrics.js';
 
 type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
 
-const CLIENT_AUTH_EKU = '1.3.6.1.5.5.7.3.2';
-
 function jobIdOf(request: unknown): string | undefined {
   const id = (request as { id?: unknown } | undefined)?.id;
   return typeof id === 'string' && id !== '' ? id : undefined;
-}
-
-/**
- * Who a verified client certificate is; UNAUTHENTICATED for one that is not
- * for client authentication or is on the deny list. The caller's role may
- * still be null (no OU, an unknown one): authorize() refuses those.
- */
-export function identify(cert: PeerCertificate | undefined, denyList: DenyList): Caller {
-  // Unreachable with a server that requires client certificates; kept as a
-  // guard so a misconfigured listener cannot serve anonymous callers.
-  if (!cert || !cert.subject) throw Errors.unauthenticated('a client certificate is required');
-  // OpenSSL refuses a client certificate whose extended key usage leaves
-  // out clientAuth, but accepts one with no such extension at all.
-  if (!cert.ext_key_usage?.includes(CLIENT_AUTH_EKU)) {
-    throw Errors.unauthenticated('the client certificate is not for client authentication (no clientAuth extended key usage)');
-  }
-  const caller = callerOf(cert);
-  const denied = denyList.refuses(cert, caller.cn);
-  if (denied) throw Errors.unauthenticated(`the client certificate (${denied}) is on the server's deny list`);
-  return caller;
 }
 
 export class RpcBoundary {

@@ -1,9 +1,11 @@
-// Small, synchronous helpers for cgroupfs. Reads and writes there are
-// in-kernel and quick, so a job-supervisor thread does them inline rather than
-// paying a thread-pool round trip for each.
+// Helpers for cgroupfs, shared by both drivers. Reads and writes there are
+// in-kernel and quick, so a job-supervisor thread does them synchronously
+// rather than paying a thread-pool round trip for each; what has to wait (a
+// group to freeze or empty, an rmdir the kernel still calls busy) polls with
+// a short backoff, as cgroupfs has no cheap event for most states.
 import fs from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { after, pollWithBackoff } from '../../common/backoff.js';
 import { CgroupError } from './driver.js';
 import { parseFlatKeyed } from './usage-stats.js';
 
@@ -74,11 +76,122 @@ export function makeGroup(dir: string): void {
   }
 }
 
-export function ensureGroup(dir: string): void {
+/** mkdir -p; returns the groups it made, outermost first (none when `dir` was there). */
+export function ensureGroup(dir: string): string[] {
+  let first: string | undefined;
   try {
-    fs.mkdirSync(dir, { recursive: true });
+    first = fs.mkdirSync(dir, { recursive: true });
   } catch (err) {
     throw new CgroupError('CGROUP_SETUP_FAILED', `mkdir ${dir}: ${errnoMessage(err)}`);
+  }
+  if (first === undefined) return [];
+  const made = [dir];
+  while (made[0] !== first) made.unshift(path.dirname(made[0]!));
+  return made;
+}
+
+/**
+ * Makes the groups, in order, then runs `configure` (limits and the like).
+ * If anything fails, the groups made are removed again, newest first, and
+ * the first error is what is thrown: a job that could not be set up leaves
+ * no group behind.
+ */
+export function createGroups(dirs: readonly string[], configure: () => void): void {
+  const made: string[] = [];
+  try {
+    for (const dir of dirs) {
+      makeGroup(dir);
+      made.push(dir);
+    }
+    configure();
+  } catch (err) {
+    for (const dir of made.reverse()) {
+      try {
+        fs.rmdirSync(dir);
+      } catch {
+        // Best effort: the original error is the one worth reporting.
+      }
+    }
+    throw err;
+  }
+}
+
+/** A process in uninterruptible sleep dies only when its I/O returns; a kill gives up after this. */
+export const KILL_TIMEOUT_MS = 30_000;
+/** How long one round of the freeze loop waits for the group to freeze, then to empty. */
+const FREEZE_ROUND_MS = 1_000;
+
+/** What the freeze→kill→thaw loop needs of a group: v1's freezer hierarchy or v2's cgroup.freeze. */
+export interface Freezer {
+  /** For messages. */
+  readonly dir: string;
+  freeze(): void;
+  frozen(): boolean;
+  thaw(): void;
+  pids(): number[];
+  populated(): boolean;
+}
+
+/**
+ * SIGKILLs every process in the group without racing its forks: frozen, the
+ * group cannot fork while its pids are read and killed, and no pid can be
+ * reused in between. A group that will not freeze (a task in uninterruptible
+ * sleep) is thawed again and the loop retries until KILL_TIMEOUT_MS, then
+ * fails with CGROUP_KILL_FAILED. The group is always thawed after a round;
+ * if that fails too, the round's own error is the one thrown.
+ */
+export async function killFrozen(group: Freezer): Promise<void> {
+  const deadline = after(KILL_TIMEOUT_MS);
+  while (group.populated()) {
+    if (performance.now() > deadline()) {
+      throw new CgroupError('CGROUP_KILL_FAILED', `processes of ${group.dir} survived SIGKILL for ${KILL_TIMEOUT_MS} ms: ${group.pids().join(' ')}`);
+    }
+    let failure: { error: unknown } | undefined;
+    try {
+      group.freeze();
+      // Not frozen in time: thaw, and try again.
+      if (await pollWithBackoff(() => group.frozen(), after(FREEZE_ROUND_MS))) killPids(group.pids());
+    } catch (err) {
+      // A cgroupfs write the kernel refused this time is retried until the deadline.
+      if (!(err instanceof CgroupError)) failure = { error: err };
+    }
+    try {
+      group.thaw();
+    } catch (err) {
+      failure ??= { error: err };
+    }
+    if (failure) throw asKillFailure(failure.error);
+    await pollWithBackoff(() => !group.populated(), after(FREEZE_ROUND_MS));
+  }
+}
+
+/** A cgroupfs write that failed during a kill (a freeze, a thaw, cgroup.kill) is a kill failure. */
+export function asKillFailure(err: unknown): unknown {
+  return err instanceof CgroupError && err.code === 'CGROUP_SETUP_FAILED' ? new CgroupError('CGROUP_KILL_FAILED', err.message) : err;
+}
+
+/** Resolves once no process is left in the group; CGROUP_KILL_FAILED after KILL_TIMEOUT_MS. */
+export async function waitEmpty(dir: string, populated: () => boolean): Promise<void> {
+  if (!(await pollWithBackoff(() => !populated(), after(KILL_TIMEOUT_MS)))) {
+    throw new CgroupError('CGROUP_KILL_FAILED', `processes of ${dir} survived SIGKILL for ${KILL_TIMEOUT_MS} ms`);
+  }
+}
+
+/**
+ * Removes the groups that are empty, innermost first (`dirs` outermost
+ * first, as ensureGroup returns them), and stops at the first that is not:
+ * what is still in use stays, with everything above it.
+ */
+export function removeEmptyGroups(dirs: readonly string[]): void {
+  for (const dir of [...dirs].reverse()) {
+    try {
+      fs.rmdirSync(dir);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') continue;
+      if (code === 'EBUSY' || code === 'ENOTEMPTY') return;
+      throw new CgroupError('CGROUP_SETUP_FAILED', `rmdir ${dir}: ${errnoMessage(err)}`);
+    }
   }
 }
 
@@ -87,20 +200,20 @@ export function ensureGroup(dir: string): void {
  * only once the kernel has finished tearing it down, a moment after SIGKILL.
  */
 export async function removeGroup(dir: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let delay = 1; ; delay = Math.min(delay * 2, 50)) {
+  let busy: unknown;
+  const removed = await pollWithBackoff(() => {
     try {
       fs.rmdirSync(dir);
-      return;
+      return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY' || Date.now() > deadline) {
-        throw new CgroupError('CGROUP_SETUP_FAILED', `rmdir ${dir}: ${errnoMessage(err)}`);
-      }
-      await sleep(delay);
+      if (code === 'ENOENT') return true;
+      if (code !== 'EBUSY') throw new CgroupError('CGROUP_SETUP_FAILED', `rmdir ${dir}: ${errnoMessage(err)}`);
+      busy = err;
+      return false;
     }
-  }
+  }, after(timeoutMs));
+  if (!removed) throw new CgroupError('CGROUP_SETUP_FAILED', `rmdir ${dir}: ${errnoMessage(busy)}`);
 }
 
 /** Sends SIGKILL to each pid, ignoring ones that are already gone. */
@@ -111,15 +224,6 @@ export function killPids(pids: readonly number[]): void {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
     }
-  }
-}
-
-/** Polls `done` with a short backoff; cgroupfs has no cheap event for most states. */
-export async function waitUntil(done: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let delay = 1; !done(); delay = Math.min(delay * 2, 50)) {
-    if (Date.now() > deadline) throw new CgroupError('CGROUP_SETUP_FAILED', `timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(delay);
   }
 }
 

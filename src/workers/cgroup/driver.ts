@@ -3,14 +3,21 @@ import type { JobLimits, ResourceUsage, StartFailureCode } from '../protocol.js'
 
 export interface CgroupDriver {
   readonly name: 'v1' | 'v2';
-  /** Creates the parent group(s) and enables controllers; returns the usable controllers. */
-  prepare(): string[];
+  /** Creates the parent group(s) and enables controllers. */
+  prepare(): PreparedParent;
   /** Creates the job's group(s) with the limits in place. Throws CgroupError. */
   create(jobId: string, limits: JobLimits): JobCgroup;
   /** The group(s) of a job created earlier, to kill and remove them. */
   open(jobId: string): JobCgroup;
   /** Ids of every job group under the parent, in any hierarchy. */
   listJobs(): string[];
+}
+
+export interface PreparedParent {
+  /** Controllers usable for job groups. */
+  controllers: string[];
+  /** Groups prepare() made (the parent, and any level above it that was missing), outermost first. */
+  made: string[];
 }
 
 export interface JobCgroup {
@@ -26,7 +33,7 @@ export interface JobCgroup {
   readonly membership: readonly string[];
   /** Some process is still in the group. */
   populated(): boolean;
-  /** SIGKILLs every process in the group, repeatedly, until none is left. */
+  /** SIGKILLs every process in the group, repeatedly, until none is left; CGROUP_KILL_FAILED when some will not die. */
   killAll(): Promise<void>;
   /** The group's OOM killer has killed at least one of its processes. */
   oomKilled(): boolean;
@@ -41,7 +48,7 @@ export const JOB_GROUP_NAME = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-
 
 export class CgroupError extends Error {
   constructor(
-    readonly code: Extract<StartFailureCode, 'CONTROLLER_UNAVAILABLE' | 'CGROUP_SETUP_FAILED'>,
+    readonly code: Extract<StartFailureCode, 'CONTROLLER_UNAVAILABLE' | 'CGROUP_SETUP_FAILED' | 'CGROUP_KILL_FAILED'>,
     message: string,
   ) {
     super(message);

@@ -7,11 +7,10 @@ import type { JobLimits, ResourceUsage } from '../protocol.js';
 import { physicalBlockDevices } from './block-devices.js';
 import { parseBlkioServiceBytes, parseFlatKeyed } from './usage-stats.js';
 import { CgroupError, JOB_GROUP_NAME, type CgroupDriver, type JobCgroup } from './driver.js';
-import { childGroups, ensureGroup, killPids, makeGroup, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
+import { childGroups, createGroups, ensureGroup, killFrozen, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, writeControl, type Freezer } from './cgroupfs.js';
+import type { PreparedParent } from './driver.js';
 
 const CFS_PERIOD_US = 100_000;
-/** A process in uninterruptible sleep dies only when its I/O returns; give up after this. */
-const KILL_TIMEOUT_MS = 30_000;
 /**
  * Controllers every job needs: cpu and memory for its limits, freezer to kill
  * it (without it the only way is to kill pids read from cgroup.procs, which
@@ -36,11 +35,12 @@ export class CgroupV1Driver implements CgroupDriver {
     this.#mounts = v1Mounts(mountinfo);
   }
 
-  prepare(): string[] {
+  prepare(): PreparedParent {
     for (const controller of ALWAYS) this.#mount(controller);
-    const usable = this.#joined();
-    for (const controller of usable) ensureGroup(path.join(this.#mounts.get(controller)!, this.parent));
-    return usable;
+    const controllers = this.#joined();
+    // Co-mounted controllers (cpu,cpuacct) share one hierarchy: made once.
+    const made = [...new Set(controllers.map((controller) => path.join(this.#mounts.get(controller)!, this.parent)))].flatMap(ensureGroup);
+    return { controllers, made };
   }
 
   create(jobId: string, limits: JobLimits): JobCgroup {
@@ -49,13 +49,8 @@ export class CgroupV1Driver implements CgroupDriver {
     const dirs = this.#dirs(jobId, this.#joined());
     // Co-mounted controllers (cpu,cpuacct) share one directory: make each once.
     const unique = [...new Set(dirs.values())];
-    const made: string[] = [];
     const group = new V1JobCgroup(`/${this.parent}/${jobId}`, unique, dirs);
-    try {
-      for (const dir of unique) {
-        makeGroup(dir);
-        made.push(dir);
-      }
+    createGroups(unique, () => {
       const cpu = dirs.get('cpu')!;
       writeControl(cpu, 'cpu.cfs_period_us', String(CFS_PERIOD_US));
       writeControl(cpu, 'cpu.cfs_quota_us', String(Math.round((limits.cpuPercent * CFS_PERIOD_US) / 100)));
@@ -76,16 +71,7 @@ export class CgroupV1Driver implements CgroupDriver {
           writeControl(blkio, 'blkio.throttle.write_bps_device', `${device} ${limits.ioBps}`);
         }
       }
-    } catch (err) {
-      for (const dir of made.reverse()) {
-        try {
-          fs.rmdirSync(dir);
-        } catch {
-          // Best effort: the original error is the one worth reporting.
-        }
-      }
-      throw err;
-    }
+    });
     return group;
   }
 
@@ -135,28 +121,18 @@ class V1JobCgroup implements JobCgroup {
     return readPids(this.#freezer).length > 0;
   }
 
-  async killAll(): Promise<void> {
-    const freezer = this.#freezer;
-    const deadline = Date.now() + KILL_TIMEOUT_MS;
-    while (this.populated()) {
-      if (Date.now() > deadline) {
-        throw new CgroupError('CGROUP_SETUP_FAILED', `processes of ${freezer} survived SIGKILL for ${KILL_TIMEOUT_MS} ms: ${readPids(freezer).join(' ')}`);
-      }
-      // Frozen, the group cannot fork while we read its pids and kill them,
-      // so no child is born unseen and no pid is reused in between. A group
-      // that will not freeze (a task stuck in uninterruptible sleep) is
-      // thawed again and the loop retries until the deadline.
-      try {
-        writeControl(freezer, 'freezer.state', 'FROZEN');
-        await waitUntil(() => readControl(freezer, 'freezer.state').trim() === 'FROZEN', `${freezer} to freeze`, 1_000);
-        killPids(readPids(freezer));
-      } catch (err) {
-        if (!(err instanceof CgroupError)) throw err;
-      } finally {
-        writeControl(freezer, 'freezer.state', 'THAWED');
-      }
-      await waitUntil(() => !this.populated(), `${freezer} to empty`, 1_000).catch(() => undefined);
-    }
+  /** Through the freezer (required on v1): no process is ever killed by a pid that may have been reused. */
+  killAll(): Promise<void> {
+    const dir = this.#freezer;
+    const freezer: Freezer = {
+      dir,
+      freeze: () => writeControl(dir, 'freezer.state', 'FROZEN'),
+      frozen: () => readControl(dir, 'freezer.state').trim() === 'FROZEN',
+      thaw: () => writeControl(dir, 'freezer.state', 'THAWED'),
+      pids: () => readPids(dir),
+      populated: () => this.populated(),
+    };
+    return killFrozen(freezer);
   }
 
   #devices: string[] | undefined;

@@ -6,11 +6,10 @@ import type { JobLimits, ResourceUsage } from '../protocol.js';
 import { physicalBlockDevices } from './block-devices.js';
 import { parseFlatKeyed, parseIoStat } from './usage-stats.js';
 import { CgroupError, JOB_GROUP_NAME, type CgroupDriver, type JobCgroup } from './driver.js';
-import { childGroups, ensureGroup, errnoMessage, killPids, makeGroup, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, waitUntil, writeControl } from './cgroupfs.js';
+import { asKillFailure, childGroups, createGroups, ensureGroup, errnoMessage, killFrozen, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, waitEmpty, writeControl } from './cgroupfs.js';
+import type { PreparedParent } from './driver.js';
 
 const CPU_PERIOD_US = 100_000;
-/** A process in uninterruptible sleep dies only when its I/O returns; give up after this. */
-const KILL_TIMEOUT_MS = 30_000;
 const WANTED = ['cpu', 'memory', 'io', 'pids'] as const;
 
 export class CgroupV2Driver implements CgroupDriver {
@@ -24,11 +23,11 @@ export class CgroupV2Driver implements CgroupDriver {
     this.#parentDir = path.join(mountRoot, parent);
   }
 
-  prepare(): string[] {
+  prepare(): PreparedParent {
     if (!fs.existsSync(path.join(this.mountRoot, 'cgroup.controllers'))) {
       throw new CgroupError('CGROUP_SETUP_FAILED', `${this.mountRoot} is not a cgroup v2 mount`);
     }
-    ensureGroup(this.#parentDir);
+    const made = ensureGroup(this.#parentDir);
     // Each level hands controllers down through subtree_control. The root
     // group is exempt from the no-internal-process rule; the parent group
     // itself holds no process, so enabling there is always allowed.
@@ -39,7 +38,7 @@ export class CgroupV2Driver implements CgroupDriver {
       dir = path.join(dir, part);
     }
     enableControllers(this.#parentDir);
-    return this.#delegated();
+    return { controllers: this.#delegated(), made };
   }
 
   create(jobId: string, limits: JobLimits): JobCgroup {
@@ -51,8 +50,7 @@ export class CgroupV2Driver implements CgroupDriver {
     if (limits.ioBps > 0) this.#require(delegated, 'io');
     if (limits.pids > 0) this.#require(delegated, 'pids');
     const dir = path.join(this.#parentDir, jobId);
-    makeGroup(dir);
-    try {
+    createGroups([dir], () => {
       writeControl(dir, 'cpu.max', `${Math.round((limits.cpuPercent * CPU_PERIOD_US) / 100)} ${CPU_PERIOD_US}`);
       writeControl(dir, 'memory.max', String(limits.memoryBytes));
       if (fs.existsSync(path.join(dir, 'memory.swap.max'))) writeControl(dir, 'memory.swap.max', '0');
@@ -65,14 +63,7 @@ export class CgroupV2Driver implements CgroupDriver {
           writeControl(dir, 'io.max', `${device} rbps=${limits.ioBps} wbps=${limits.ioBps}`);
         }
       }
-    } catch (err) {
-      try {
-        fs.rmdirSync(dir);
-      } catch {
-        // Best effort: the original error is the one worth reporting.
-      }
-      throw err;
-    }
+    });
     return new V2JobCgroup(`/${this.parent}/${jobId}`, dir);
   }
 
@@ -136,26 +127,24 @@ class V2JobCgroup implements JobCgroup {
 
   async killAll(): Promise<void> {
     if (!this.populated()) return;
-    if (fs.existsSync(`${this.dir}/cgroup.kill`)) {
-      // Linux 5.14+: the kernel kills every process, forks included, at once.
-      writeControl(this.dir, 'cgroup.kill', '1');
-    } else {
-      const deadline = Date.now() + KILL_TIMEOUT_MS;
-      while (this.populated() && Date.now() < deadline) {
-        // Frozen, the group cannot fork between reading its pids and killing them.
-        try {
-          writeControl(this.dir, 'cgroup.freeze', '1');
-          await waitUntil(() => readKeyed(this.dir, 'cgroup.events', 'frozen') === 1, `${this.dir} to freeze`, 1_000);
-          killPids(readPids(this.dir));
-        } catch (err) {
-          if (!(err instanceof CgroupError)) throw err;
-        } finally {
-          writeControl(this.dir, 'cgroup.freeze', '0');
-        }
-        await waitUntil(() => !this.populated(), `${this.dir} to empty`, 1_000).catch(() => undefined);
-      }
+    if (!fs.existsSync(`${this.dir}/cgroup.kill`)) {
+      // Before Linux 5.14: frozen, the group cannot fork between reading its pids and killing them.
+      return killFrozen({
+        dir: this.dir,
+        freeze: () => writeControl(this.dir, 'cgroup.freeze', '1'),
+        frozen: () => readKeyed(this.dir, 'cgroup.events', 'frozen') === 1,
+        thaw: () => writeControl(this.dir, 'cgroup.freeze', '0'),
+        pids: () => readPids(this.dir),
+        populated: () => this.populated(),
+      });
     }
-    await waitUntil(() => !this.populated(), `${this.dir} to empty`, KILL_TIMEOUT_MS);
+    // The kernel kills every process, forks included, at once.
+    try {
+      writeControl(this.dir, 'cgroup.kill', '1');
+    } catch (err) {
+      throw asKillFailure(err);
+    }
+    await waitEmpty(this.dir, () => this.populated());
   }
 
   oomKilled(): boolean {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
 import { GetJobsStreamReq } from '../../../src/gen/jobworker/v1/jobworker.js';
-import { MAX_STREAMS_PER_CONNECTION } from '../../../src/supervisor/server.js';
+import { MAX_STREAMS_PER_CONNECTION } from '../../../src/supervisor/rpc/grpc-server.js';
 import { waitUntil } from '../../helpers/host.js';
 import { startTestServer, unary, type TestServer } from '../../helpers/server.js';
 

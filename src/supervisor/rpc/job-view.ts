@@ -1,0 +1,51 @@
+// A job as the API shows it (the proto's Job), from its record.
+import { JobStatus, Network, type Isolation, type Job } from '../../gen/jobworker/v1/jobworker.js';
+import type { JobIsolation } from '../../workers/protocol.js';
+import type { JobRecord, JobState } from '../jobs/store.js';
+
+export const STATUS: Record<JobState, JobStatus> = {
+  RUNNING: JobStatus.JOB_STATUS_RUNNING,
+  COMPLETED: JobStatus.JOB_STATUS_COMPLETED,
+  FAILED: JobStatus.JOB_STATUS_FAILED,
+  STOPPED: JobStatus.JOB_STATUS_STOPPED,
+};
+
+export function toJob(record: JobRecord): Job {
+  return {
+    id: record.id,
+    command: record.command,
+    args: [...record.args],
+    limits: {
+      maxCpuPercent: record.limits.cpuPercent,
+      maxMemoryMb: record.limits.memoryBytes / (1024 * 1024),
+      maxIoBps: record.limits.ioBps,
+      maxPids: record.limits.pids,
+    },
+    status: STATUS[record.state],
+    pid: record.pid,
+    cgroup: record.cgroup,
+    startedAt: record.startedAt,
+    endedAt: record.endedAt ?? undefined,
+    exitCode: record.exitCode ?? undefined,
+    signal: record.signal ?? '',
+    oomKilled: record.oomKilled,
+    owner: record.owner,
+    message: record.message,
+    outputBytes: record.log.length,
+    outputStart: record.log.start,
+    outputProblem: record.log.problem,
+    usage: record.usage ? { ...record.usage, sampledAt: new Date(record.usage.sampledAt) } : undefined,
+    isolation: record.isolation ? isolationOf(record.isolation) : undefined,
+    workdir: record.workdir ?? '',
+  };
+}
+
+function isolationOf(isolation: JobIsolation): Isolation {
+  return {
+    pidNamespace: isolation.pidNamespace,
+    mountNamespace: isolation.mountNamespace,
+    network: isolation.network === 'host' ? Network.NETWORK_HOST : Network.NETWORK_NONE,
+    user: `${isolation.uid}:${isolation.gid}`,
+    rootfs: isolation.rootfs ?? '',
+  };
+}
