@@ -9,8 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
 
-# Files run inside the VM: the ones that drive real cgroups through the server.
-TESTS=(dist/test/supervisor/server.test.js dist/test/supervisor/shutdown.test.js dist/test/supervisor/delegation.test.js dist/test/supervisor/policy/isolation.test.js dist/test/supervisor/ops/metrics.test.js)
+# Files run inside the VM: the ones that drive real cgroups, through the
+# server or job-init alone, and the ones that tell the two drivers apart.
+TESTS=(
+  dist/test/supervisor/server.test.js dist/test/supervisor/shutdown.test.js dist/test/supervisor/delegation.test.js
+  dist/test/supervisor/policy/isolation.test.js dist/test/supervisor/ops/metrics.test.js dist/test/supervisor/jobs/supervision.test.js
+  dist/test/native-init/job-init.test.js dist/test/workers/cgroup-select.test.js dist/test/workers/delegation.test.js
+)
 VM_TIMEOUT=${VM_TIMEOUT:-2400}
 # VM_MATCH='*usage*' runs only the tests whose titles match (ava --match), for work on one test.
 VM_MATCH=${VM_MATCH:-}
@@ -33,7 +38,7 @@ version=${kernel#/boot/vmlinuz-}
 work=$(mktemp -d /tmp/jobworker-cgroup2.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 root=$work/root
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,var/tmp,etc,root,app/build,modules,usr/lib/ssl}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,var/tmp,etc,root,app/build,app/test,modules,usr/lib/ssl}
 chmod 1777 "$root/tmp" "$root/var/tmp"
 
 copy_with_libs() { # a binary and every library ldd names, at the same paths
@@ -50,6 +55,8 @@ chmod +x "$root/init"
 # proto/: reflection describes the API from the .proto files at run time.
 cp -a dist package.json bin proto "$root/app/"
 cp build/job-init "$root/app/build/"
+# Stand-ins some tests run in job-init's place.
+cp -a test/fixtures "$root/app/test/"
 # node_modules without what only builds need (buf alone is ~90 MB; better-sqlite3's sources and
 # objects ~25 MB: the tests load its compiled addon alone).
 tar -C "$repo" --exclude='node_modules/@bufbuild/buf*' --exclude='node_modules/typescript' \
