@@ -12,6 +12,7 @@ import { repoRoot } from './paths.js';
 
 export interface LogLine {
   msg: string;
+  port?: number;
   level: number;
   jobId?: string;
   hadProcesses?: boolean;
@@ -44,8 +45,17 @@ export interface DaemonOptions {
   wrapper?: string[];
 }
 
-/** A real jobworkerd on a free loopback port; SIGKILLed in teardown if still running. */
-export async function startDaemon(t: ExecutionContext, pki: string, parent: string, options: DaemonOptions = {}): Promise<Daemon> {
+/** A jobworkerd that has been started, not necessarily serving yet. */
+export interface LaunchedDaemon {
+  process: ResultPromise<{ reject: false }>;
+  /** Every log line so far. */
+  log: LogLine[];
+  /** Resolves with the first log line (so far or to come) with this message; rejects if the daemon's output ends first. */
+  logged(msg: string): Promise<LogLine & { port?: number }>;
+}
+
+/** Starts a real jobworkerd on a free loopback port, without waiting for it; SIGKILLed in teardown if still running. */
+export function launchDaemon(t: ExecutionContext, pki: string, parent: string, options: DaemonOptions = {}): LaunchedDaemon {
   const argv = [
     path.join(repoRoot, 'bin/jobworkerd.js'),
     ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],
@@ -64,20 +74,39 @@ export async function startDaemon(t: ExecutionContext, pki: string, parent: stri
     child.kill('SIGKILL');
   });
   const log: LogLine[] = [];
-  const listening = new Promise<number>((resolve, reject) => {
-    readline
-      .createInterface({ input: child.stdout! })
-      .on('line', (line) => {
-        const entry = JSON.parse(line) as LogLine & { port?: number };
-        log.push(entry);
-        if (entry.msg === 'jobworkerd listening') resolve(entry.port!);
-      })
-      .on('close', () => reject(new Error('jobworkerd exited before listening')));
-  });
+  const waiters: { msg: string; resolve(line: LogLine): void }[] = [];
+  let ended = false;
+  const ends: (() => void)[] = [];
+  readline
+    .createInterface({ input: child.stdout! })
+    .on('line', (line) => {
+      const entry = JSON.parse(line) as LogLine;
+      log.push(entry);
+      for (const waiter of waiters.filter((w) => w.msg === entry.msg)) waiter.resolve(entry);
+    })
+    .on('close', () => {
+      ended = true;
+      for (const end of ends) end();
+    });
+  const logged = (msg: string): Promise<LogLine> =>
+    new Promise((resolve, reject) => {
+      const seen = log.find((entry) => entry.msg === msg);
+      if (seen) return resolve(seen);
+      if (ended) return reject(new Error(`jobworkerd's log ended without "${msg}"`));
+      waiters.push({ msg, resolve });
+      ends.push(() => reject(new Error(`jobworkerd's log ended without "${msg}"`)));
+    });
+  return { process: child, log, logged };
+}
+
+/** A real jobworkerd on a free loopback port, once it serves; SIGKILLed in teardown if still running. */
+export async function startDaemon(t: ExecutionContext, pki: string, parent: string, options: DaemonOptions = {}): Promise<Daemon> {
+  const daemon = launchDaemon(t, pki, parent, options);
   try {
-    return { process: child, port: await listening, log };
+    const listening = await daemon.logged('jobworkerd listening');
+    return { process: daemon.process, port: listening.port!, log: daemon.log };
   } catch {
-    throw new Error(`jobworkerd exited before listening: ${(await child).stderr}`);
+    throw new Error(`jobworkerd exited before listening: ${(await daemon.process).stderr}`);
   }
 }
 

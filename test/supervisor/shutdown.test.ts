@@ -1,13 +1,18 @@
 // Shutdown of the server and of the jobworkerd binary: every job stopped,
 // every cgroup removed, exit 0.
 import test from 'ava';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
+import { status as Status } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { GetJobsStreamReq, JobStatus, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
+import { JobHistory } from '../../src/supervisor/jobs/history.js';
+import { detectDriver } from '../../src/workers/cgroup/select.js';
 import { repoRoot } from '../helpers/paths.js';
-import { adminClient, daemonSetup, startDaemon } from '../helpers/daemon.js';
+import { adminClient, daemonSetup, launchDaemon, startDaemon } from '../helpers/daemon.js';
 import { alive, groupsUnder, pidsIn, waitUntil } from '../helpers/host.js';
-import { startTestServer, unary } from '../helpers/server.js';
+import { rejects, startTestServer, unary, waitForEnd } from '../helpers/server.js';
 
 const limits: Limits = { maxCpuPercent: 0, maxMemoryMb: 0, maxIoBps: 0 };
 
@@ -40,12 +45,36 @@ test.serial('shutdown: CreateJob during shutdown is refused as UNAVAILABLE', asy
   const admin = ts.client('admin');
   await unary(admin, 'createJob', { command: 'sleep', args: ['600'], limits });
   const closing = ts.server.shutdown();
-  const err = await unary(admin, 'createJob', { command: 'true', args: [], limits }).then(
-    () => undefined,
-    (e: { code: number }) => e,
-  );
+  const err = await rejects(unary(admin, 'createJob', { command: 'true', args: [], limits }));
   await closing;
-  t.truthy(err, 'the call failed');
+  // Refused by the server shutting down its listener, or by the runner if the call got in first: UNAVAILABLE either way, so clients retry elsewhere.
+  t.is(err.code, Status.UNAVAILABLE, err.details);
+  t.deepEqual(ts.server.store.list().map((job) => job.command), ['sleep'], 'nothing started');
+});
+
+/** Where a parent group named `parent` would be in each hierarchy of this host. */
+function parentDirs(parent: string): string[] {
+  const v2 = detectDriver('/sys/fs/cgroup') === 'v2';
+  const roots = v2 ? ['/sys/fs/cgroup'] : fs.readdirSync('/sys/fs/cgroup').map((name) => path.join('/sys/fs/cgroup', name));
+  return roots.map((root) => path.join(root, parent)).filter((dir) => fs.existsSync(dir));
+}
+
+test.serial('shutdown: the cgroup parent the server made is removed in every hierarchy; one that was there before it stays', async (t) => {
+  const made = await startTestServer(t);
+  await waitForEnd(made.client('admin'), (await unary(made.client('admin'), 'createJob', { command: 'true', limits })).job!.id);
+  t.true(parentDirs(made.server.cgroupParent).length > 0);
+  await made.server.shutdown();
+  t.deepEqual(parentDirs(made.server.cgroupParent), []);
+
+  // An operator's own group (in one hierarchy, on v1): the server uses it and leaves it.
+  const parent = `jobworker-test-own-parent-${process.pid}`;
+  const own = detectDriver('/sys/fs/cgroup') === 'v2' ? `/sys/fs/cgroup/${parent}` : `/sys/fs/cgroup/memory/${parent}`;
+  fs.mkdirSync(own);
+  t.teardown(() => fs.rmSync(own, { recursive: true, force: true }));
+  const kept = await startTestServer(t, { cgroupParent: parent });
+  await waitForEnd(kept.client('admin'), (await unary(kept.client('admin'), 'createJob', { command: 'true', limits })).job!.id);
+  await kept.server.shutdown();
+  t.deepEqual(parentDirs(parent), [own]);
 });
 
 test.serial('jobworkerd: SIGTERM stops the jobs, removes their cgroups and exits 0', async (t) => {
@@ -79,6 +108,52 @@ test.serial('jobworkerd: after a crash (SIGKILL) the next start kills the orphan
   t.true(logged?.hadProcesses);
   restarted.process.kill('SIGTERM');
   t.is((await restarted.process).exitCode, 0);
+});
+
+/** Jobs of an earlier run in the history, each with a line of output on disk: what a start reads back. */
+function earlierJobs(dataDir: string, count: number): void {
+  const history = JobHistory.open(dataDir, []);
+  const started = Date.now() - 3600_000;
+  const entry = Buffer.alloc(20);
+  entry[6] = 1;
+  entry[7] = 1;
+  entry.writeUInt32LE(3, 8);
+  entry.writeDoubleLE(started, 12);
+  try {
+    for (let i = 0; i < count; i++) {
+      const id = randomUUID();
+      const at = new Date(started + i);
+      history.put({ id, command: 'true', args: [], limits: { cpuPercent: 100, memoryBytes: 64 << 20, ioBps: 0, pids: 0 }, isolation: null, workdir: null, owner: 'test', pid: 1, cgroup: `/x/${id}`, startedAt: at, state: 'COMPLETED', endedAt: at, exitCode: 0, signal: null, oomKilled: false, message: '', usage: null, outputBytes: 3 });
+      const dir = path.join(dataDir, 'output', id);
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(path.join(dir, '0000000000000000.out'), 'ok\n');
+      fs.writeFileSync(path.join(dir, '0000000000000000.idx'), entry);
+    }
+  } finally {
+    history.close();
+  }
+}
+
+test.serial("jobworkerd: SIGTERM during a long start (10,000 outputs to read back, a crash's jobs to kill) lets it finish the clean-up, serve nothing and exit 0", async (t) => {
+  const { pki, parent } = await daemonSetup(t);
+  const crashed = await startDaemon(t, pki, parent);
+  const job = (await unary(adminClient(t, pki, crashed.port), 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
+  crashed.process.kill('SIGKILL');
+  await crashed.process;
+  // About 1.5 s of reading back here: the signal lands within milliseconds of the start.
+  earlierJobs(path.join(pki, 'data'), 10_000);
+  const daemon = launchDaemon(t, pki, parent, { args: ['--retain-jobs', '20000'] });
+  await daemon.logged('jobworkerd starting');
+  daemon.process.kill('SIGTERM');
+  const result = await daemon.process;
+  t.is(result.exitCode, 0, result.stderr);
+  t.true(daemon.log.some((entry) => entry.msg === 'stopped while starting: nothing was served'));
+  t.false(daemon.log.some((entry) => entry.msg === 'jobworkerd listening'));
+  t.false(alive(job.pid), "the crashed run's job was killed");
+  t.deepEqual(groupsUnder(parent), []);
+  const history = JobHistory.open(path.join(pki, 'data'), []);
+  t.teardown(() => history.close());
+  t.is(history.load([]).find((stored) => stored.id === job.id)?.state, 'FAILED', 'and recorded as interrupted');
 });
 
 test('jobworkerd: an unreadable certificate file is one clear line and exit 2', async (t) => {
