@@ -12,7 +12,7 @@ export class RunCommand extends StartCommand {
   static override usage = Command.Usage({
     description: 'Run a command as a job: stream its output and exit with its exit code',
     details: `
-      Creates the job, copies its stdout and stderr to jobctl's as they are written, and exits like the job did: its exit code, or 128 + the signal number if a signal killed it (143 for a job stopped with SIGTERM); 1 if it failed without an exit code.
+      Creates the job, copies its stdout and stderr to jobctl's as they are written, and exits like the job did: its exit code (a job that caught a stop's SIGTERM and exited 0 gives 0), or 128 + the signal number if a signal killed it (143 for SIGTERM); 1 if the server cannot tell (its supervision failed, or it restarted while the job ran).
 
       Ctrl-C (or SIGTERM) stops the job, waits for it to end and exits like it; a second Ctrl-C quits jobctl at once while the server finishes stopping the job.
 

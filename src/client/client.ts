@@ -57,24 +57,19 @@ export interface RunOptions {
 
 export interface RunResult {
   job: Job;
-  /** As a shell reports it: the exit code, or 128 + the signal's number. */
+  /** As a shell reports it (exitCodeOf): the job's exit code, or 128 + the signal's number. */
   exitCode: number;
 }
 
-/** Shell conventions: the exit code, or 128 + the number of the signal that killed the job. */
+/**
+ * Shell conventions, whatever the job's status: its own exit code when it
+ * exited (a stopped job that caught SIGTERM and exited 0 gives 0), 128 + the
+ * signal's number when a signal killed it, and 1 when the server cannot tell
+ * (its supervision failed, or the server restarted while it ran).
+ */
 export function exitCodeOf(job: Job): number {
-  const signalled = job.signal ? signalExitCode(job.signal) : undefined;
-  switch (job.status) {
-    case JobStatus.JOB_STATUS_COMPLETED:
-      return job.exitCode ?? 0;
-    case JobStatus.JOB_STATUS_STOPPED:
-      // A job that exits by itself on SIGTERM was still terminated by it.
-      return signalled ?? 128 + os.constants.signals.SIGTERM;
-    default:
-      // FAILED without either: killed by the memory limit in a way that left
-      // no status, or the server could not tell.
-      return job.exitCode ?? signalled ?? 1;
-  }
+  if (job.exitCode !== undefined) return job.exitCode;
+  return (job.signal ? signalExitCode(job.signal) : undefined) ?? 1;
 }
 
 function signalExitCode(name: string): number | undefined {

@@ -153,7 +153,9 @@ test('run: aborting stops the job, delivers the rest of its output, and rejects 
   t.is(error?.code, 'ABORTED');
   t.is((error?.cause as Error).message, 'enough');
   t.is(error?.job.status, JobStatus.JOB_STATUS_STOPPED);
-  t.is(error?.exitCode, 143);
+  // It caught the SIGTERM and exited 0: that is its exit code, stopped or not.
+  t.is(error?.job.exitCode, 0);
+  t.is(error?.exitCode, 0);
   t.is(text(chunks, OutputStream.OUTPUT_STREAM_STDOUT), 'started\nbye\n');
   t.is((await jobs.get(error!.job.id)).status, JobStatus.JOB_STATUS_STOPPED);
 });
@@ -308,7 +310,23 @@ test('exitCodeOf: shell conventions', (t) => {
   t.is(exitCodeOf(job({ signal: 'SIGKILL' })), 137);
   t.is(exitCodeOf(job({})), 1);
   t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_STOPPED, signal: 'SIGKILL' })), 137);
-  t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_STOPPED, exitCode: 0 })), 143);
+  t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_STOPPED, signal: 'SIGTERM' })), 143);
+  t.is(exitCodeOf(job({ status: JobStatus.JOB_STATUS_STOPPED, exitCode: 0 })), 0, "a stopped job that exited by itself: its own exit code");
+});
+
+test('the library writes nothing to its user\'s stderr: no TLS ServerName warning (DEP0123) when the server is named by IP', async (t) => {
+  const env = server.env();
+  const program = [
+    "import { connect } from 'jobworker/client';",
+    `const client = connect({ server: '127.0.0.1:${server.server.port}', ca: ${JSON.stringify(env.JOBWORKER_CA)}, cert: ${JSON.stringify(env.JOBWORKER_CERT)}, key: ${JSON.stringify(env.JOBWORKER_KEY)} });`,
+    'const jobs = await client.list({ limit: 1 });',
+    'client.close();',
+    "console.log('listed', jobs.length);",
+  ].join('\n');
+  const result = await execa('node', ['--input-type=module', '-e', program], { cwd: repoRoot, reject: false });
+  t.is(result.exitCode, 0, result.stderr);
+  t.regex(result.stdout, /^listed [01]$/);
+  t.is(result.stderr, '');
 });
 
 test('the README harness: 100 jobs at once, every one followed to its end, exit codes tallied', async (t) => {
