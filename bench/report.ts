@@ -1,6 +1,7 @@
-// What a benchmark run produces: one row per figure, each beside the
-// baseline measured in the same run, printed, written to bench/results.md
-// and, with --json, to a file.
+// What a benchmark run produces: one row per figure, each beside its
+// baseline — measured in the same run, or labelled for what it is (a goal,
+// or extrapolated) — printed, written to bench/results.md and, with --json,
+// to a file.
 import fs from 'node:fs';
 import os from 'node:os';
 
@@ -10,6 +11,12 @@ export interface Row {
   unit: string;
   baseline: number | null;
   baseline_name: string | null;
+  /**
+   * measured: in this run, beside the figure; goal: a constant the figure
+   * is held to, nothing measured; extrapolated: computed from a
+   * measurement of this run (N × one reading). null without a baseline.
+   */
+  baseline_kind: BaselineKind | null;
   /** figure / baseline. */
   ratio: number | null;
   /** e.g. "ratio <= 3"; null when the issue sets none. */
@@ -39,6 +46,8 @@ export function machine(cgroupDriver: string): Machine {
   };
 }
 
+export type BaselineKind = 'measured' | 'goal' | 'extrapolated';
+
 export interface Goal {
   text: string;
   maxRatio?: number;
@@ -47,14 +56,15 @@ export interface Goal {
 
 /** A scenario that threw: reported in the table and the JSON, not left out. */
 export function failedRow(scenario: string, message: string): Row {
-  return { name: scenario, figure: Number.NaN, unit: '', baseline: null, baseline_name: null, ratio: null, goal: null, met: false, spread: `FAILED: ${message}` };
+  return { name: scenario, figure: Number.NaN, unit: '', baseline: null, baseline_name: null, baseline_kind: null, ratio: null, goal: null, met: false, spread: `FAILED: ${message}` };
 }
 
-export function row(fields: Omit<Row, 'ratio' | 'met' | 'goal'> & { goal?: Goal }): Row {
+export function row(fields: Omit<Row, 'ratio' | 'met' | 'goal' | 'baseline_kind'> & { goal?: Goal; baseline_kind?: BaselineKind }): Row {
   const ratio = fields.baseline ? fields.figure / fields.baseline : null;
   const { goal, ...rest } = fields;
   return {
     ...rest,
+    baseline_kind: fields.baseline === null ? null : (fields.baseline_kind ?? 'measured'),
     ratio,
     goal: goal?.text ?? null,
     met: goal && ratio !== null ? ratio <= (goal.maxRatio ?? Infinity) && ratio >= (goal.minRatio ?? 0) : null,
@@ -74,7 +84,7 @@ export function markdown(rows: readonly Row[], info: Machine): string {
     '`npm run bench` wrote this file; rerun it to refresh.',
     '',
     `${info.cores} cores, ${info.memoryGiB} GiB, Linux ${info.kernel}, Node ${info.node}, cgroup ${info.cgroupDriver}, ${info.date}.`,
-    'Every figure is beside a baseline measured in the same run; ratio = figure / baseline. Spread is min–max of the samples (or what else the row says), marked noisy when the slowest passes 5× the median.',
+    'Ratio = figure / baseline. A baseline is measured in the same run, beside the figure, unless the table says otherwise: a *goal* is a constant the figure is held to (nothing is measured for it), an *extrapolated* one is computed from a measurement of the same run. Spread is min–max of the samples (or what else the row says), marked noisy when the slowest passes 5× the median.',
     '',
     '| scenario | figure | baseline | ratio | goal | met | spread |',
     '| --- | --- | --- | --- | --- | --- | --- |',
@@ -83,7 +93,7 @@ export function markdown(rows: readonly Row[], info: Machine): string {
         '',
         cell(r.name),
         `${fmt(r.figure)} ${r.unit}`,
-        r.baseline === null ? '-' : cell(`${fmt(r.baseline)} ${r.unit} (${r.baseline_name})`),
+        r.baseline === null ? '-' : cell(`${fmt(r.baseline)} ${r.unit} (${r.baseline_name}${r.baseline_kind === 'measured' ? '' : `; ${r.baseline_kind === 'goal' ? '*goal*: a constant' : '*extrapolated*'}`})`),
         r.ratio === null ? '-' : `${fmt(r.ratio)}×`,
         r.goal ?? '-',
         r.met === null ? '-' : r.met ? 'yes' : '**no**',

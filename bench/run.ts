@@ -8,7 +8,7 @@ import { summarizeProfiles } from './profile.js';
 import { failedRow, markdown, machine, writeJson, type Row } from './report.js';
 import { cliStartup } from './scenarios/cli-startup.js';
 import { fanOut } from './scenarios/fan-out.js';
-import { jobStart } from './scenarios/job-start.js';
+import { ensureCgroupTools, jobStart } from './scenarios/job-start.js';
 import { memoryBound } from './scenarios/memory-bound.js';
 import { metrics } from './scenarios/metrics.js';
 import { outputThroughput } from './scenarios/output-throughput.js';
@@ -46,11 +46,13 @@ class BenchCommand extends Command {
       this.context.stderr.write(`--cpu-prof ${this.cpuProf}: already holds profiles; give an empty or new directory\n`);
       return 2;
     }
+    const chosen = this.only.length === 0 ? SCENARIOS : SCENARIOS.filter(([name]) => this.only.includes(name.split('.')[0]!));
+    // What a scenario installs, installed before the server starts and anything is timed.
+    if (chosen.some(([, scenario]) => scenario === jobStart)) await ensureCgroupTools();
     const server = await startBenchServer({ nodeArgs: cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${cpuProf}`] : [] });
     const rows: Row[] = [];
     let failed = false;
     try {
-      const chosen = this.only.length === 0 ? SCENARIOS : SCENARIOS.filter(([name]) => this.only.includes(name.split('.')[0]!));
       for (const [name, scenario] of chosen) {
         this.context.stdout.write(`${name}…\n`);
         try {
@@ -86,7 +88,8 @@ class BenchCommand extends Command {
 }
 
 function describe(r: Row): string {
-  const ratio = r.ratio === null ? '' : ` = ${r.ratio.toFixed(2)}× ${r.baseline_name} (${r.baseline!.toFixed(2)} ${r.unit})`;
+  const kind = r.baseline_kind === 'goal' ? ', a goal' : r.baseline_kind === 'extrapolated' ? ', extrapolated' : '';
+  const ratio = r.ratio === null ? '' : ` = ${r.ratio.toFixed(2)}× ${r.baseline_name} (${r.baseline!.toFixed(2)} ${r.unit}${kind})`;
   const goal = r.goal ? ` [goal ${r.goal}: ${r.met ? 'met' : 'NOT met'}]` : '';
   return `${r.name}: ${r.figure.toFixed(2)} ${r.unit}${ratio}${goal}; spread ${r.spread}`;
 }

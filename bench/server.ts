@@ -25,8 +25,13 @@ export interface BenchServer {
   env(): Record<string, string>;
   /** The start phases the server logged (src/workers/protocol.ts StartPhases, plus totalMs) since the last call. */
   takeStartPhases(): Record<string, number>[];
-  /** Resident and peak resident memory of the server process, in bytes. */
-  memory(): { rss: number; peak: number };
+  /** Resident memory of the server process now, in bytes. */
+  memory(): { rss: number };
+  /**
+   * The server's highest resident memory while `work` runs, read every 50 ms:
+   * VmHWM would be its peak over its whole life, earlier scenarios included.
+   */
+  peakRss(work: () => Promise<unknown>): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -94,9 +99,17 @@ export async function startBenchServer(options: BenchServerOptions = {}): Promis
       JOBWORKER_KEY: `${pki}/client-admin-key.pem`,
     }),
     memory() {
-      const status = fs.readFileSync(`/proc/${child.pid}/status`, 'utf8');
-      const kib = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)![1]) * 1024;
-      return { rss: kib('VmRSS'), peak: kib('VmHWM') };
+      return { rss: rssOf(child.pid!) };
+    },
+    async peakRss(work) {
+      let peak = rssOf(child.pid!);
+      const timer = setInterval(() => (peak = Math.max(peak, rssOf(child.pid!))), 50);
+      try {
+        await work();
+      } finally {
+        clearInterval(timer);
+      }
+      return Math.max(peak, rssOf(child.pid!));
     },
     async stop() {
       for (const client of clients) client.close();
@@ -113,4 +126,8 @@ export async function startBenchServer(options: BenchServerOptions = {}): Promis
       }
     },
   };
+}
+
+function rssOf(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 }

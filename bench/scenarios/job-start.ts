@@ -98,7 +98,8 @@ async function startPhases(server: BenchServer, count: number): Promise<Record<s
   return phases;
 }
 
-async function ensureCgroupTools(): Promise<void> {
+/** cgroup-tools, for the baseline: installed before anything is timed (npm run bench does it before starting the server). */
+export async function ensureCgroupTools(): Promise<void> {
   if ((await execa('sh', ['-c', 'command -v cgcreate'], { reject: false })).exitCode === 0) return;
   await execa('apt-get', ['install', '-y', '-qq', 'cgroup-tools'], { env: { DEBIAN_FRONTEND: 'noninteractive' } });
 }
@@ -117,7 +118,6 @@ export async function jobStart(server: BenchServer, quick: boolean): Promise<Row
   server.takeStartPhases();
   const bare = await timeEach(samples, spawnTrue);
   const moves = await cgroupMoves(server.cgroupDriver as CgroupDriverName, samples);
-  await ensureCgroupTools();
   const tools = await timeEach(Math.min(samples, 50), (i) => cgroupTools(server.cgroupDriver, i));
 
   // Throughput: 32 clients, each on a connection of its own, creating jobs back to back.

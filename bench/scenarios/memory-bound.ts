@@ -1,5 +1,7 @@
 // 7. Server memory with output on disk: while one job writes a lot with
-// nobody reading, and while 100 followers stream a large log. On a fresh
+// nobody reading, and while 100 followers each stream the first 20 MiB of a
+// 1 GiB log (2 GiB in all: 100 readers at once through the files is what
+// this is about; all of it to each would take half an hour). On a fresh
 // server of its own: the shared one has been through the other scenarios'
 // bursts, and its V8 heaps and malloc arenas stay at their high-water mark
 // (~210 MB idle after a full run), which says nothing about output.
@@ -16,18 +18,6 @@ const MiB = 2 ** 20;
 /** Polls GetJob (no reader of the output) until the job has ended: every byte is then in its log. */
 async function ended(client: JobServiceClient, id: string): Promise<void> {
   while (!(await unary(client, 'getJob', { id })).job!.endedAt) await new Promise((resolve) => setTimeout(resolve, 100));
-}
-
-/** Peak RSS while `work` runs, sampled every 50 ms (VmHWM holds the peak of the server's whole life). */
-async function peakRss(server: BenchServer, work: () => Promise<unknown>): Promise<number> {
-  let peak = server.memory().rss;
-  const timer = setInterval(() => (peak = Math.max(peak, server.memory().rss)), 50);
-  try {
-    await work();
-  } finally {
-    clearInterval(timer);
-  }
-  return Math.max(peak, server.memory().rss);
 }
 
 export async function memoryBound(shared: BenchServer, quick: boolean): Promise<Row[]> {
@@ -47,27 +37,32 @@ async function measure(server: BenchServer, quick: boolean, sharedIdle: number):
   const client = server.client();
   const idle = server.memory().rss;
   const writer = (await unary(client, 'createJob', { command: 'head', args: ['-c', `${writeMiB}M`, '/dev/zero'], limits: undefined })).job!;
-  const writing = await peakRss(server, () => ended(client, writer.id));
+  const writing = await server.peakRss(() => ended(client, writer.id));
 
   const log = (await unary(client, 'createJob', { command: 'head', args: ['-c', `${logMiB}M`, '/dev/zero'], limits: undefined })).job!;
   await ended(client, log.id);
   const viewers = Array.from({ length: 2 }, () => server.client('viewer'));
+  const share = (2 * logMiB * MiB) / followers;
   let received = 0;
-  const target = 2 * logMiB * MiB;
   const began = performance.now();
-  const following = await peakRss(server, async () => {
-    const streams = Array.from({ length: followers }, (_, i) => viewers[i % 2]!.getJobsStream(GetJobsStreamReq.fromPartial({ id: log.id, follow: true })));
-    await new Promise<void>((resolve, reject) => {
-      for (const stream of streams) {
-        stream.on('data', (chunk: DataChunk) => {
-          received += chunk.data.length;
-          if (received >= target) resolve();
+  const following = await server.peakRss(() =>
+    Promise.all(
+      Array.from({ length: followers }, (_, i) => {
+        const stream = viewers[i % 2]!.getJobsStream(GetJobsStreamReq.fromPartial({ id: log.id, follow: true }));
+        let got = 0;
+        return new Promise<void>((resolve, reject) => {
+          stream.on('data', (chunk: DataChunk) => {
+            got += chunk.data.length;
+            received += chunk.data.length;
+            if (got < share) return;
+            stream.cancel();
+            resolve();
+          });
+          stream.on('error', (err: Error & { code?: number }) => (err.code === status.CANCELLED ? undefined : reject(err)));
         });
-        stream.on('error', (err: Error & { code?: number }) => (err.code === status.CANCELLED ? undefined : reject(err)));
-      }
-    });
-    for (const stream of streams) stream.cancel();
-  });
+      }),
+    ),
+  );
   const seconds = (performance.now() - began) / 1000;
   const goal = { text: `≤ ${GOAL_MB} MB`, maxRatio: 1 };
   return [
@@ -77,15 +72,17 @@ async function measure(server: BenchServer, quick: boolean, sharedIdle: number):
       unit: 'MB',
       baseline: GOAL_MB,
       baseline_name: 'goal',
+      baseline_kind: 'goal',
       goal,
       spread: `RSS idle ${(idle / MB).toFixed(0)} MB (the shared bench server, after the other scenarios: ${(sharedIdle / MB).toFixed(0)} MB)`,
     }),
     row({
-      name: `server peak RSS, ${followers} followers streaming a ${logMiB} MiB log`,
+      name: `server peak RSS, ${followers} followers each streaming ${(share / MiB).toFixed(0)} MiB of a ${logMiB} MiB log`,
       figure: following / MB,
       unit: 'MB',
       baseline: GOAL_MB,
       baseline_name: 'goal',
+      baseline_kind: 'goal',
       goal,
       spread: `${(received / MB / seconds).toFixed(0)} MB/s to all followers together over ${seconds.toFixed(0)} s`,
     }),

@@ -23,7 +23,9 @@ const MISSING_ID = '123e4567-e89b-12d3-a456-426614174000';
 let server: TestServer;
 test.before(async () => {
   // The defaults, and what the two tests whose jobs share the test's files ask for (HOST_JOB).
-  server = await startTestServer(undefined, { isolation: { ...DEFAULT_ISOLATION, allowHostNamespaces: true, allowRootJobs: true } });
+  // A long default grace: a stop whose SIGTERM ends the job is then never
+  // raced by the SIGKILL, however slowly this machine runs job-init's relay.
+  server = await startTestServer(undefined, { isolation: { ...DEFAULT_ISOLATION, allowHostNamespaces: true, allowRootJobs: true }, stopGraceMs: 60_000 });
 });
 test.after.always(async () => {
   await server?.stop();

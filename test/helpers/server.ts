@@ -15,6 +15,7 @@ import { startServer, type RunningServer, type ServerOptions } from '../../src/s
 import { groupsUnder } from './host.js';
 import { jobInitPath } from './paths.js';
 
+import { type PartialRequestOf } from '../../src/client/channel.js';
 export { unary, type PartialRequestOf } from '../../src/client/channel.js';
 
 export type Role = 'admin' | 'viewer';
@@ -178,6 +179,18 @@ export async function firstOutput(client: JobServiceClient, id: string): Promise
   follower.on('error', () => undefined); // CANCELLED, from our own cancel()
   await new Promise((resolve) => follower.once('data', resolve));
   follower.cancel();
+}
+
+/** Every job GetJobs has for the request, following the page tokens. */
+export async function listAll(client: JobServiceClient, request: PartialRequestOf<'getJobs'>): Promise<Job[]> {
+  const jobs: Job[] = [];
+  let pageToken = '';
+  do {
+    const page = await unary(client, 'getJobs', { ...request, pageToken });
+    jobs.push(...page.jobs);
+    pageToken = page.nextPageToken;
+  } while (pageToken !== '');
+  return jobs;
 }
 
 /** The error a call that must fail failed with. */

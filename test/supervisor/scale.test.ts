@@ -2,7 +2,7 @@
 // threads run a thousand jobs at once.
 import test from 'ava';
 import { JobStatus, type Job } from '../../src/gen/jobworker/v1/jobworker.js';
-import { startTestServer, unary } from '../helpers/server.js';
+import { listAll, startTestServer, unary } from '../helpers/server.js';
 
 const JOBS = 1000;
 
@@ -27,9 +27,10 @@ test.serial(`scale: ${JOBS} concurrent sleep jobs run on two supervisor threads,
     }),
   );
   t.is(created.length, JOBS);
-  const listed = (await unary(clients[0]!, 'getJobs', {})).jobs;
+  const listed = await listAll(clients[0]!, {});
   t.is(listed.filter((job) => job.status === JobStatus.JOB_STATUS_RUNNING).length, JOBS, 'all running at once');
-  const stopped = await Promise.all(created.map((job, i) => unary(clients[i % clients.length]!, 'stopJob', { id: job.id, graceMs: 1000 })));
+  // A grace period no SIGTERM'd sleep needs, however loaded the machine: its end is its own.
+  const stopped = await Promise.all(created.map((job, i) => unary(clients[i % clients.length]!, 'stopJob', { id: job.id, graceMs: 60_000 })));
   t.true(stopped.every((res) => res.job!.status === JobStatus.JOB_STATUS_STOPPED));
-  t.true(stopped.every((res) => res.job!.signal === 'SIGTERM'), 'each sleep ended on SIGTERM, inside its grace period');
+  t.true(stopped.every((res) => res.job!.signal === 'SIGTERM'), 'each sleep ended on SIGTERM');
 });

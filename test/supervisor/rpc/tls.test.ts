@@ -21,24 +21,27 @@ test.before(async () => {
 
 test.after.always(() => ts?.stop());
 
-/** Resolves with the error that ended the handshake, or null when it succeeded. */
+/**
+ * The server's verdict on the client: null once the server speaks HTTP/2 to
+ * it, else the error that ended the connection. With TLS 1.3 the server
+ * checks the client's certificate only after the client has finished its
+ * side of the handshake, so the client's own "connected" says nothing; a
+ * server that accepts the client sends its HTTP/2 SETTINGS frame at once,
+ * one that refuses it sends an alert and closes.
+ */
 function handshake(options: tls.ConnectionOptions): Promise<Error | null> {
   return new Promise((resolve) => {
     const socket = tls.connect({ host: '127.0.0.1', port: ts.server.port, servername: 'localhost', ca, ALPNProtocols: ['h2'], ...options });
-    socket.once('secureConnect', () => {
-      // With TLS 1.3 the server verifies the client certificate after the
-      // client has finished: a rejection arrives as the next read.
-      socket.once('data', () => undefined);
-      socket.once('close', () => resolve(socket.authorized ? null : new Error('closed')));
-      setTimeout(() => {
-        socket.destroy();
-        resolve(null);
-      }, 1000).unref();
+    socket.once('data', (bytes: Buffer) => {
+      socket.destroy();
+      // A frame header: 24-bit length, then its type; 4 is SETTINGS.
+      resolve(bytes.length >= 9 && bytes[3] === 4 ? null : new Error(`the server's first bytes are not an HTTP/2 SETTINGS frame: ${bytes.subarray(0, 9).toString('hex')}`));
     });
     socket.once('error', (err) => {
       socket.destroy();
       resolve(err);
     });
+    socket.once('close', () => resolve(new Error('the server closed the connection without a word')));
   });
 }
 
@@ -48,8 +51,14 @@ test('tls: a client offering only TLS 1.2 is refused', async (t) => {
   t.regex(String(err?.message), /protocol version|wrong version|handshake/i);
 });
 
-test('tls: TLS 1.3 with the admin certificate completes the handshake', async (t) => {
+test('tls: TLS 1.3 with the admin certificate completes the handshake: the server speaks HTTP/2 to it', async (t) => {
   t.is(await handshake({ ...admin, minVersion: 'TLSv1.3' }), null);
+});
+
+test('tls: TLS 1.3 without a client certificate is refused by the server once the client has finished its side', async (t) => {
+  const err = await handshake({ minVersion: 'TLSv1.3' });
+  t.truthy(err);
+  t.regex(String(err?.message), /certificate required|closed the connection|ECONNRESET/i);
 });
 
 function clientWith(pair: PemPair | null): JobServiceClient {
