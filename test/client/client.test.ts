@@ -293,6 +293,40 @@ test('errors: until the first connection, each call has its own connect timeout,
   t.true(again - started >= 250);
 });
 
+test('errors: a CreateJob cut short by the connect timeout was never sent: once the connection comes up, the server has no such job', async (t) => {
+  // A proxy to the real server that holds every connection back until told to go on.
+  let release!: () => void;
+  const go = new Promise<void>((resolve) => (release = resolve));
+  const sockets = new Set<net.Socket>();
+  const proxy = net.createServer((inbound) => {
+    sockets.add(inbound);
+    inbound.pause();
+    void go.then(() => {
+      const outbound = net.connect(server.server.port, '127.0.0.1');
+      sockets.add(outbound);
+      inbound.pipe(outbound).pipe(inbound);
+      inbound.resume();
+      for (const socket of [inbound, outbound]) socket.on('error', () => undefined);
+    });
+  });
+  proxy.listen(0, '127.0.0.1');
+  await once(proxy, 'listening');
+  t.teardown(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => proxy.close(() => resolve()));
+  });
+  const env = server.env();
+  const marker = `never-sent-${process.pid}-${Date.now()}`;
+  const held = connect({ server: `localhost:${(proxy.address() as AddressInfo).port}`, ca: env.JOBWORKER_CA!, cert: env.JOBWORKER_CERT!, key: env.JOBWORKER_KEY!, connectTimeoutMs: 300 });
+  t.teardown(() => held.close());
+  await t.throwsAsync(held.create({ command: 'echo', args: [marker] }), { instanceOf: UnavailableError, message: /timed out after 0\.3 s/ });
+  // The connection comes up; a call on it now is sent after anything still queued on the channel.
+  release();
+  t.true(Array.isArray(await held.list({ limit: 1 })));
+  const jobs = await adminFor(t).list();
+  t.false(jobs.some((job) => job.args.includes(marker)), 'the CreateJob that timed out started nothing');
+});
+
 test('errors: grpc-js connection reports become short reasons', (t) => {
   t.is(connectionFailure('No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: '), 'connection refused');
   t.is(

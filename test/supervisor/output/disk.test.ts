@@ -7,8 +7,9 @@ import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { GetJobsStreamReq, JobStatus, type DataChunk, type Job, type JobServiceClient } from '../../../src/gen/jobworker/v1/jobworker.js';
+import type { ServerOptions } from '../../../src/supervisor/server.js';
 import { adminClient, daemonSetup, startDaemon, type Daemon } from '../../helpers/daemon.js';
-import { tmpfs, waitUntil } from '../../helpers/host.js';
+import { pidsIn, tmpfs, waitUntil } from '../../helpers/host.js';
 import { jobctlPath as jobctl } from '../../helpers/paths.js';
 import { collectStream, rejects, HOST_VIEW, startTestServer, unary, waitForEnd, type TestServer } from '../../helpers/server.js';
 
@@ -241,10 +242,10 @@ test('listing: newest first, filtered by status and owner, a page at a time', as
  * MiB of random bytes once the tmpfs has only 2 MiB left; resolves once its
  * capture has paused.
  */
-async function pausedJob(t: ExecutionContext): Promise<{ ts: TestServer; job: Job; data: Buffer; filler: string }> {
-  const dataDir = await tmpfs(t, '16m');
-  const ts = await startTestServer(t, { dataDir: path.join(dataDir, 'data'), isolation: HOST_VIEW });
-  const data = randomBytes(8 * MiB);
+async function pausedJob(t: ExecutionContext, overrides: Partial<ServerOptions> = {}, dataBytes = 8 * MiB, size = '16m'): Promise<{ ts: TestServer; job: Job; data: Buffer; filler: string }> {
+  const dataDir = await tmpfs(t, size);
+  const ts = await startTestServer(t, { dataDir: path.join(dataDir, 'data'), isolation: HOST_VIEW, ...overrides });
+  const data = randomBytes(dataBytes);
   const file = path.join(ts.pki, 'data.bin');
   fs.writeFileSync(file, data);
   const go = path.join(ts.pki, 'go');
@@ -271,6 +272,19 @@ test.serial('disk full: output capture pauses with a clear status while the job 
   t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED);
   t.is(ended.outputProblem, '');
   t.is(createHash('sha256').update(output.stdout).digest('hex'), createHash('sha256').update(data).digest('hex'));
+});
+
+test.serial('disk full, --output-path inline: the job waits on its pipe as with the rings; the server does not read its output into memory', async (t) => {
+  const { ts, job, data, filler } = await pausedJob(t, { outputPath: 'inline' }, 32 * MiB, '64m');
+  // cat (the job's shell runs it) blocks in write(2) once its pipe is full: nobody reads it while the log has no room.
+  const cat = () => pidsIn(job.cgroup).find((pid) => fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'cat');
+  await waitUntil(() => /^1 /.test(fs.readFileSync(`/proc/${cat()}/syscall`, 'utf8')), 'the job to block writing its output');
+  const record = ts.server.store.get(job.id)!;
+  t.true(record.log.length < 8 * MiB, `${record.log.length} bytes taken in while the disk is full (the job has ${data.length} to write)`);
+  fs.rmSync(filler);
+  const { job: ended, output } = await waitForEnd(ts.client(), job.id);
+  t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED);
+  t.true(output.stdout.equals(data), 'every byte, once the disk takes them');
 });
 
 test.serial('disk full: shutdown does not wait for the disk: the paused job is stopped, its unwritten output given up', async (t) => {
