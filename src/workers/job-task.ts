@@ -4,11 +4,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
-import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { isMainThread, threadId } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { pollWithBackoff } from '../common/backoff.js';
 import { messageOf } from '../common/error-message.js';
 import { monitorLoop } from '../common/loop-monitor.js';
 import { settlesWithin } from '../common/settle-within.js';
@@ -19,31 +17,29 @@ import { moveSelfInto, ownCgroupV2, placeV2 } from './cgroup/delegation.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
 import { EndReport, describeWaitStatus } from './end-report.js';
 import { InitStatus } from './init-status.js';
+import { finish, terminate, usageNow, type StopState } from './job-end.js';
+import { CONTROL_FD, jobInitOptions, openPipes, readersOf, sendEnvironment } from './job-init-launch.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
-import {
-  StreamId,
-  type CgroupConfig,
-  type JobExited,
-  type JobOutcome,
-  type JobSpawned,
-  type MainToTask,
-  type PrepareResult,
-  type PrepareTask,
-  type ReapTask,
-  type ReleaseTask,
-  type ResourceUsage,
-  type RunJobTask,
-  type StaleJob,
-  type StartPhases,
-  type SupervisorTasks,
-  type TaskToMain,
-  type UsageReport,
+import type {
+  CgroupConfig,
+  JobExited,
+  JobOutcome,
+  JobSpawned,
+  MainToTask,
+  PrepareResult,
+  PrepareTask,
+  ReapTask,
+  ReleaseTask,
+  RunJobTask,
+  StaleJob,
+  StartPhases,
+  SupervisorTasks,
+  TaskToMain,
+  UsageReport,
 } from './protocol.js';
 import { RingWriter } from './ring-writer.js';
 import { ThreadStats, type SupervisorThreadData } from './thread-stats.js';
 
-/** How long the pipes may stay open after every process of the job is gone. */
-const PIPE_DRAIN_TIMEOUT_MS = 10_000;
 /** How long job-init's report channel may stay open once the job's processes are gone (it closes as they die). */
 const REPORT_DRAIN_TIMEOUT_MS = 1_000;
 
@@ -301,134 +297,6 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
 /** "killed by SIGKILL", "exited with code 127": how the leader ended, for a start that failed. */
 function describeLeaderEnd(outcome: JobOutcome): string {
   return outcome.signal ? `killed by ${outcome.signal}` : `ended with code ${outcome.exitCode}`;
-}
-
-/** job-init's --env-fd and --report-fd: the fd after its status channel, a socketpair. */
-const CONTROL_FD = 4;
-
-/** The job's environment for job-init's --env-fd: NAME=value entries, each ending in a NUL. */
-function sendEnvironment(channel: Duplex, env: Record<string, string>): void {
-  // A job-init that dies before reading it says why on its status channel; the broken pipe adds nothing.
-  channel.on('error', () => undefined);
-  // end(): our half closes, job-init reads EOF; its half stays open for the end report.
-  channel.end(Buffer.from(Object.entries(env).map(([name, value]) => `${name}=${value}\0`).join('')));
-}
-
-/** job-init's options (see src/native-init/job-init.c) for this job. */
-function jobInitOptions(task: RunJobTask, cgroup: JobCgroup): string[] {
-  const { isolation } = task;
-  const options = ['--stdio', 'pipes', ...cgroup.joinDirs.flatMap((dir) => ['--cgroup', dir]), ...cgroup.membership.flatMap((line) => ['--expect-cgroup', line])];
-  const namespaces = [
-    ...(isolation.pidNamespace ? ['pid', 'uts', 'ipc'] : []),
-    ...(isolation.mountNamespace ? ['mount'] : []),
-    ...(isolation.network === 'none' ? ['net'] : []),
-  ];
-  if (namespaces.length > 0) options.push('--namespaces', namespaces.join(','));
-  if (isolation.pidNamespace) options.push('--hostname', task.jobId.replaceAll('-', '').slice(0, 12));
-  if (isolation.mountNamespace) {
-    // tmpfs pages count against the job's memory limit anyway: a bigger /tmp could never fill.
-    options.push('--tmp-size', String(task.limits.memoryBytes), ...task.hide.flatMap((hidden) => ['--hide', hidden]));
-    if (isolation.rootfs !== null) options.push('--rootfs', isolation.rootfs);
-  }
-  options.push('--user', `${isolation.uid}:${isolation.gid}`, '--workdir', task.workdir, '--env-fd', String(CONTROL_FD));
-  // Only an init (PID namespace) has anything to report; without one the leader is the job.
-  if (isolation.pidNamespace) options.push('--report-fd', String(CONTROL_FD));
-  return options;
-}
-
-/** null once the group is being torn down: the final figures then come with the outcome. */
-function usageNow(cgroup: JobCgroup): ResourceUsage | null {
-  try {
-    return cgroup.usage();
-  } catch {
-    return null;
-  }
-}
-
-interface StopState {
-  /** performance.now() time after which everything left in the cgroup is killed. */
-  deadline: number;
-  running: Promise<void> | undefined;
-}
-
-/** Both or neither: a half-opened pair is closed again before the error goes up. */
-function openPipes(pid: number, stdoutFd: number, stderrFd: number): [number, number] {
-  const opened: number[] = [];
-  try {
-    for (const fd of [stdoutFd, stderrFd]) opened.push(openPipeEnd(pid, fd));
-  } catch (err) {
-    for (const fd of opened) fs.closeSync(fd);
-    throw err;
-  }
-  return [opened[0]!, opened[1]!];
-}
-
-function readersOf([stdout, stderr]: [number, number]): OutputSource[] {
-  return [
-    { stream: StreamId.Stdout, readable: new net.Socket({ fd: stdout, readable: true, writable: false }) },
-    { stream: StreamId.Stderr, readable: new net.Socket({ fd: stderr, readable: true, writable: false }) },
-  ];
-}
-
-/**
- * Opens job-init's end of a stdio pipe through /proc while job-init waits for
- * our acknowledgement; it is our child and has not exec'd, so the pid is its.
- * (libuv opens every file close-on-exec, so no later job inherits it.)
- */
-function openPipeEnd(pid: number, fd: number): number {
-  return fs.openSync(`/proc/${pid}/fd/${fd}`, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-}
-
-/**
- * SIGTERM to the job's process group, then SIGKILL to everything in its
- * cgroup once the grace period is over or sooner if the cgroup empties. The
- * group is signalled only while the leader is unreaped: until then its pid,
- * which is the group's id, cannot be reused. The grace period holds for the
- * whole job, not just the leader: a shell that dies at once on SIGTERM must
- * not cut short the cleanup of the program it started.
- */
-async function terminate(leader: ChildProcess, cgroup: JobCgroup, stop: StopState, leaderGone: AbortSignal): Promise<void> {
-  if (!leaderGone.aborted) {
-    try {
-      process.kill(-leader.pid!, 'SIGTERM');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-    }
-  }
-  // The deadline is read again at every wait: a later stop may bring it forward.
-  await pollWithBackoff(() => !cgroup.populated(), () => stop.deadline);
-  await cgroup.killAll();
-}
-
-/**
- * Once the leader has exited: kill whatever it left in the cgroup (a
- * background child would otherwise hold the pipes open forever), drain the
- * pipes to EOF and remove the cgroup. Only then may the job be called ended,
- * so a reader that sees the end has every byte. Every step runs even when an
- * earlier one failed; the first failure is recorded.
- */
-async function finish(cgroup: JobCgroup, output: Promise<void>, sources: readonly OutputSource[], outcome: JobOutcome, onKilled?: () => void): Promise<void> {
-  const problems: string[] = [];
-  const note = (what: string) => (err: unknown) => {
-    problems.push(`${what}: ${messageOf(err)}`);
-  };
-  await cgroup.killAll().catch(note('kill'));
-  onKilled?.();
-  const drained = await settlesWithin(output.catch(note('output')), PIPE_DRAIN_TIMEOUT_MS);
-  if (!drained) {
-    for (const { readable } of sources) readable.destroy();
-    problems.push(`output pipes still open ${PIPE_DRAIN_TIMEOUT_MS} ms after the job's cgroup emptied: a process outside the cgroup holds them`);
-  }
-  // Read once every process is gone, so a kill that landed as the leader
-  // exited is counted, and before the group and its counters are removed.
-  try {
-    outcome.oomKilled = cgroup.oomKilled();
-    outcome.usage = { ...cgroup.usage(), memoryBytes: 0 };
-  } catch (err) {
-    note('final usage')(err);
-  }
-  await cgroup.remove().catch(note('remove cgroup'));
-  if (problems.length > 0) outcome.supervisorError ??= problems.join('; ');
 }
 
 // The table the runner dispatches through: a task added there and not here (or typed otherwise) fails the build.

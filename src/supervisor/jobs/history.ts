@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { JobIsolation, JobLimits, ResourceUsage } from '../../workers/protocol.js';
-import type { JobRecord, JobState } from './store.js';
+import type { JobRecord, JobState } from './record.js';
 
 /** A job as the history keeps it: its record without the live parts (log, ended promise), with how much output it wrote. */
 export type StoredJob = Omit<JobRecord, 'log' | 'ended' | 'args'> & { args: string[]; outputBytes: number };

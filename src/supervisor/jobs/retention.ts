@@ -3,7 +3,8 @@
 // Running jobs are never touched.
 import type { Logger } from 'pino';
 import { messageOf } from '../../common/error-message.js';
-import type { JobRecord, JobStore } from './store.js';
+import type { JobRecord } from './record.js';
+import type { JobStore } from './store.js';
 
 export interface RetentionOptions {
   /** Ended jobs kept at most. */

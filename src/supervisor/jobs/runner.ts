@@ -32,7 +32,8 @@ import { readPipesInline } from '../output/inline-reader.js';
 import { OutputLog, jobLogOptions } from '../output/log.js';
 import { RingReader, pumpRing } from '../output/ring-reader.js';
 import { askUsage } from './usage-request.js';
-import { NotRecordedError, abandonJob, endJob, setUsage, type JobRecord, type JobStore } from './store.js';
+import type { JobRecord } from './record.js';
+import { NotRecordedError, abandonJob, endJob, setUsage, type JobStore } from './store.js';
 
 /** A supervisor thread answers a usage request in well under a millisecond; past this, answer with what is known. */
 const USAGE_TIMEOUT_MS = 2_000;

@@ -3,37 +3,10 @@
 // reader never sees a half-ended job). Every record is also written to the
 // job history when it is added and when it ends. Listing order is start
 // time, then id.
-import type { JobIsolation, JobLimits, JobOutcome, ResourceUsage } from '../../workers/protocol.js';
-import type { JobHistory, StoredJob } from './history.js';
+import type { JobLimits, JobOutcome, ResourceUsage } from '../../workers/protocol.js';
 import type { OutputLog } from '../output/log.js';
-
-export type JobState = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'STOPPED';
-
-export interface JobRecord {
-  readonly id: string;
-  readonly command: string;
-  readonly args: readonly string[];
-  readonly limits: JobLimits;
-  /** null for jobs recorded before isolation existed. */
-  readonly isolation: JobIsolation | null;
-  /** null for jobs recorded before it could be chosen (they ran in /). */
-  readonly workdir: string | null;
-  readonly owner: string;
-  readonly pid: number;
-  readonly cgroup: string;
-  readonly startedAt: Date;
-  readonly log: OutputLog;
-  /** Resolves once the job has ended and its record says how. */
-  readonly ended: Promise<void>;
-  state: JobState;
-  endedAt: Date | null;
-  exitCode: number | null;
-  signal: string | null;
-  oomKilled: boolean;
-  message: string;
-  /** Last read from the job's cgroup; final once the job has ended. */
-  usage: ResourceUsage | null;
-}
+import type { JobHistory, StoredJob } from './history.js';
+import type { JobRecord, JobState } from './record.js';
 
 /** The job was not recorded on disk: the history said why. */
 export class NotRecordedError extends Error {

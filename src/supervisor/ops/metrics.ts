@@ -4,7 +4,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { LOOP_WINDOW_MS, monitorLoop, type LoopWindow } from '../../common/loop-monitor.js';
 import { CGROUP_OPS, ThreadStats, type ThreadStatsSnapshot } from '../../workers/thread-stats.js';
-import type { JobRecord } from '../jobs/store.js';
+import type { JobRecord } from '../jobs/record.js';
 import type { OutputLog } from '../output/log.js';
 import type { PumpTarget } from '../output/ring-reader.js';
 

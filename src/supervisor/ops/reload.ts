@@ -6,7 +6,6 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { readPem, PemFileError } from '../../common/pem.js';
 import { DenyList } from '../rpc/deny-list.js';
-import type { RunningServer } from '../server.js';
 import type { TlsMaterial } from '../rpc/tls-credentials.js';
 
 export interface ConfigFiles {
@@ -53,7 +52,13 @@ function flagPem(file: string, flag: string): Buffer {
  * Watches the files and SIGHUP; `onSighup` runs too (the audit log reopens
  * there, for logrotate). Returns a function that stops watching.
  */
-export function watchConfig(files: ConfigFiles, server: Pick<RunningServer, 'setTls' | 'setDenyList'>, logger: Logger, onSighup: () => void): () => void {
+/** What a reload changes in a running server. */
+export interface Reloadable {
+  setTls(material: TlsMaterial): void;
+  setDenyList(denyList: DenyList): void;
+}
+
+export function watchConfig(files: ConfigFiles, server: Reloadable, logger: Logger, onSighup: () => void): () => void {
   const reload = (why: string): void => {
     try {
       server.setTls(loadTls(files));

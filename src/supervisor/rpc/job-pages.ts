@@ -7,7 +7,8 @@
 import { Job, JobStatus, type GetJobsReq } from '../../gen/jobworker/v1/jobworker.js';
 import { MAX_PAGE_SIZE } from '../../common/api-limits.js';
 import { Errors } from '../errors.js';
-import type { JobRecord, JobStore, ListPosition } from '../jobs/store.js';
+import type { JobRecord } from '../jobs/record.js';
+import type { JobStore, ListPosition } from '../jobs/store.js';
 import { STATUS, toJob } from './job-view.js';
 
 /** About this much per answer: a quarter of the 4 MiB a gRPC client takes by default. */

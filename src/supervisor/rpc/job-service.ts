@@ -8,7 +8,8 @@ import { OutputStream, type CreateJobReq, type DataChunk, type GetJobReq, type G
 import { StreamId } from '../../workers/protocol.js';
 import { Errors } from '../errors.js';
 import type { JobRunner } from '../jobs/runner.js';
-import type { JobRecord, JobStore } from '../jobs/store.js';
+import type { JobRecord } from '../jobs/record.js';
+import type { JobStore } from '../jobs/store.js';
 import type { ServerMetrics } from '../ops/metrics.js';
 import { OutputCursor, offsetOfLastLines, offsetSince } from '../output/cursor.js';
 import { OutputUnreadableError } from '../output/log.js';

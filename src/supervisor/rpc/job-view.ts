@@ -1,7 +1,7 @@
 // A job as the API shows it (the proto's Job), from its record.
 import { JobStatus, Network, type Isolation, type Job } from '../../gen/jobworker/v1/jobworker.js';
 import type { JobIsolation } from '../../workers/protocol.js';
-import type { JobRecord, JobState } from '../jobs/store.js';
+import type { JobRecord, JobState } from '../jobs/record.js';
 
 export const STATUS: Record<JobState, JobStatus> = {
   RUNNING: JobStatus.JOB_STATUS_RUNNING,
