@@ -318,13 +318,14 @@ static void read_cgroup_table(void)
 
 	if (fd < 0)
 		bail("cgroupcheck", errno, "/proc/self/cgroup");
-	while ((n = read(fd, cgroup_table + len, sizeof cgroup_table - 1 - len)) != 0) {
+	/* The last byte is the NUL: a read that fills the rest is followed by one that must find EOF. */
+	while ((n = read(fd, cgroup_table + len, sizeof cgroup_table - len)) != 0) {
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			bail("cgroupcheck", errno, "/proc/self/cgroup");
 		len += (size_t)n;
-		if (len == sizeof cgroup_table - 1)
+		if (len == sizeof cgroup_table)
 			bail("cgroupcheck", EFBIG, "/proc/self/cgroup");
 	}
 	(void)close(fd);
@@ -510,7 +511,8 @@ static void close_other_fds(int keep, int keep_too)
 		rc = close_between(from, high - 1);
 		from = high + 1;
 	}
-	if (rc == 0 && from > STDERR_FILENO && from - 1 < INT_MAX)
+	/* A kept fd of INT_MAX leaves nothing above it (and from would have overflowed). */
+	if (rc == 0 && high < INT_MAX)
 		rc = close_range((unsigned)from, ~0U, 0);
 
 	/* EPERM too: a seccomp filter that predates close_range may answer so for any syscall it does not know. */

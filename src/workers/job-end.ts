@@ -6,19 +6,10 @@ import { messageOf } from '../common/error-message.js';
 import { settlesWithin } from '../common/settle-within.js';
 import type { JobCgroup } from './cgroup/driver.js';
 import type { OutputSource } from './pipe-pump.js';
-import type { JobOutcome, ResourceUsage } from './protocol.js';
+import type { JobOutcome } from './protocol.js';
 
 /** How long the pipes may stay open after every process of the job is gone. */
 const PIPE_DRAIN_TIMEOUT_MS = 10_000;
-
-/** null once the group is being torn down: the final figures then come with the outcome. */
-export function usageNow(cgroup: JobCgroup): ResourceUsage | null {
-  try {
-    return cgroup.usage();
-  } catch {
-    return null;
-  }
-}
 
 export interface StopState {
   /** performance.now() time after which everything left in the cgroup is killed. */

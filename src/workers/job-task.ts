@@ -16,8 +16,8 @@ import { countingFailures } from './cgroup/failure-count.js';
 import { moveSelfInto, ownCgroupV2, placeV2 } from './cgroup/delegation.js';
 import { detectDriver, driverFor } from './cgroup/select.js';
 import { EndReport, describeWaitStatus } from './end-report.js';
-import { InitStatus } from './init-status.js';
-import { finish, terminate, usageNow, type StopState } from './job-end.js';
+import { InitStatus, type StatusEvent } from './init-status.js';
+import { finish, terminate, type StopState } from './job-end.js';
 import { CONTROL_FD, jobInitOptions, openPipes, readersOf, sendEnvironment } from './job-init-launch.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
 import type {
@@ -30,6 +30,7 @@ import type {
   PrepareTask,
   ReapTask,
   ReleaseTask,
+  ResourceUsage,
   RunJobTask,
   StaleJob,
   StartPhases,
@@ -90,8 +91,8 @@ export async function prepare(task: PrepareTask): Promise<PrepareResult> {
       stale.push({ jobId, hadProcesses, error: messageOf(err) });
     }
   }
-  // Under delegation the tree is the unit's: systemd removes it with the unit.
-  return { driver, parent, movedTo: moveTo, controllers, made: task.delegated ? [] : made, stale };
+  // Under v2 delegation the tree is the unit's: systemd removes it with the unit.
+  return { driver, parent, movedTo: moveTo, controllers, made: task.delegated && driver === 'v2' ? [] : made, stale };
 }
 
 /** At shutdown, once every job has ended: removes the parent groups prepare made, where they are empty. */
@@ -214,26 +215,30 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   let sources: OutputSource[] = [];
   let output: Promise<void> = Promise.resolve();
   let handedOver: [number, number] | null = null;
-  let event = await status.next(task.command);
-  if (event.kind === 'ready') {
-    const pipes = openPipes(leader.pid, event.stdoutFd, event.stderrFd);
-    if (task.outputPath === 'inline') {
-      handedOver = pipes;
-    } else {
-      sources = readersOf(pipes);
-      // The pump listens before job-init may exec, so no byte, end or error
-      // of the pipes can come before it does.
-      output = pumpOutput(sources, ring, (ms) => stats.ringBlocked(ms));
-      // Observed now: a pipe error must not become an unhandled rejection that
-      // takes the thread, and every job on it, down. finish() reports it.
-      output.catch(() => undefined);
-    }
-    status.acknowledge();
+  let event: StatusEvent;
+  try {
     event = await status.next(task.command);
-  } else if (event.kind === 'execd') {
-    event = { kind: 'failed', code: 'SPAWN_FAILED', message: 'job-init exec\'d before it set up the pipes' };
+    if (event.kind === 'ready') {
+      const pipes = openPipes(leader.pid, event.stdoutFd, event.stderrFd);
+      if (task.outputPath === 'inline') {
+        handedOver = pipes;
+      } else {
+        sources = readersOf(pipes);
+        // The pump listens before job-init may exec, so no byte, end or error
+        // of the pipes can come before it does.
+        output = pumpOutput(sources, ring, (ms) => stats.ringBlocked(ms));
+        // Observed now: a pipe error must not become an unhandled rejection that
+        // takes the thread, and every job on it, down. finish() reports it.
+        output.catch(() => undefined);
+      }
+      status.acknowledge();
+      event = await status.next(task.command);
+    } else if (event.kind === 'execd') {
+      event = { kind: 'failed', code: 'SPAWN_FAILED', message: 'job-init exec\'d before it set up the pipes' };
+    }
+  } finally {
+    clearTimeout(handshake);
   }
-  clearTimeout(handshake);
 
   if (event.kind !== 'execd' || handshakeTimedOut) {
     // Kill first: a job-init that is still waiting would never exit.
@@ -297,6 +302,15 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
 /** "killed by SIGKILL", "exited with code 127": how the leader ended, for a start that failed. */
 function describeLeaderEnd(outcome: JobOutcome): string {
   return outcome.signal ? `killed by ${outcome.signal}` : `ended with code ${outcome.exitCode}`;
+}
+
+/** null once the group is being torn down: the final figures then come with the outcome. */
+function usageNow(cgroup: JobCgroup): ResourceUsage | null {
+  try {
+    return cgroup.usage();
+  } catch {
+    return null;
+  }
 }
 
 // The table the runner dispatches through: a task added there and not here (or typed otherwise) fails the build.

@@ -124,8 +124,9 @@ export interface StartPhases {
  * 'ring': the supervisor thread reads the job's pipes into its ring. 'inline':
  * it hands the pipes to the main thread, which reads them itself — the design
  * the rings replaced, kept only so that bench scenario 3 can measure what
- * they buy. Inline output has no backpressure, no cross-stream ordering and
- * no drain timeout.
+ * they buy. Inline output keeps no order between stdout and stderr and has
+ * no drain timeout; it is held back by the disk as the rings are (the main
+ * thread stops reading a job's pipes while its log has no room).
  */
 export type OutputPath = 'ring' | 'inline';
 

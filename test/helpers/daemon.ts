@@ -66,10 +66,10 @@ export function launchDaemon(t: ExecutionContext, pki: string, parent: string, o
   // The shell joins the group and then becomes node: the daemon starts there, as under systemd.
   const env = options.env ?? {};
   const child = options.cgroup
-    ? execa('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec node "$@"', `/sys/fs/cgroup/${options.cgroup}`, ...argv], { reject: false, env })
+    ? execa('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec node "$@"', `/sys/fs/cgroup/${options.cgroup}`, ...argv], { reject: false, env, forceKillAfterDelay: false })
     : options.wrapper
-      ? execa(options.wrapper[0]!, [...options.wrapper.slice(1), 'node', ...argv], { reject: false, env })
-      : execa('node', argv, { reject: false, env });
+      ? execa(options.wrapper[0]!, [...options.wrapper.slice(1), 'node', ...argv], { reject: false, env, forceKillAfterDelay: false })
+      : execa('node', argv, { reject: false, env, forceKillAfterDelay: false });
   t.teardown(() => {
     child.kill('SIGKILL');
   });

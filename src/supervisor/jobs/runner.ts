@@ -3,7 +3,7 @@
 // job's ring), and a MessagePort to ask its supervisor to stop it.
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import { MessageChannel, type MessagePort, type Transferable } from 'node:worker_threads';
+import { MessageChannel, receiveMessageOnPort, type MessagePort, type Transferable } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
@@ -193,7 +193,7 @@ export class JobRunner {
     // the task's result travel on different channels, so a job that ends at
     // once may report its end before its start: then the start message is on
     // its way and is what counts.
-    // (Usage requests come only once the job is in the store: its first message is this one.)
+    // (Usage requests come only once the job is in the store: before this, only 'spawned' comes.)
     const startMessage = new Promise<JobStarted>((resolve) => {
       const onStarted = (message: TaskToMain): void => {
         if (message.type !== 'started') return;
@@ -206,10 +206,14 @@ export class JobRunner {
     const first = await Promise.race([startMessage, startOrFailure]).catch(async (err: unknown) => {
       // The thread died mid-start: job-init may be running, in its cgroup
       // or not yet (even exec'd, its start message lost with the thread),
-      // and the ring will never be closed by its writer.
+      // and the ring will never be closed by its writer. What the thread
+      // posted before it died is still queued on the port: its pid too.
+      for (let queued = receiveMessageOnPort(port); queued; queued = receiveMessageOnPort(port)) onSpawned(queued.message as TaskToMain);
       port.close();
       this.#logger.error({ jobId: id, err }, 'job supervision failed during start; killing whatever it started');
       killOrphanedLeader(leaderPid);
+      // Nothing of the job runs any more: what the ring holds is taken whatever the disk does.
+      log.stopHoldingBack();
       reader.abandon();
       await drained;
       await this.#reap(id);
@@ -220,6 +224,7 @@ export class JobRunner {
 
     if (!('type' in first)) {
       port.close();
+      log.stopHoldingBack();
       await drained;
       await log.remove();
       if (first.supervisorError) this.#logger.warn({ jobId: id, problem: first.supervisorError }, 'cleanup after a failed start');

@@ -97,8 +97,10 @@ export class JobStore {
   remove(record: JobRecord): void {
     if (this.#jobs.delete(record.id)) {
       if (record.state !== 'RUNNING') this.#ended -= 1;
-      const at = this.#indexAfter(positionOf(record)) - 1;
-      if (this.#ordered[at] === record) this.#ordered.splice(at, 1);
+      // Where its position says (startedAt and id never change); looked for everywhere if not, never left behind.
+      const guess = this.#indexAfter(positionOf(record)) - 1;
+      const at = this.#ordered[guess] === record ? guess : this.#ordered.indexOf(record);
+      if (at >= 0) this.#ordered.splice(at, 1);
     }
     this.#history.delete(record.id);
   }

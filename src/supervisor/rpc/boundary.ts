@@ -51,7 +51,8 @@ export class RpcBoundary {
           this.#log(rpc, call, caller, started, status.details, undefined, unexpected ? err : undefined, status.code);
           callback(status);
         },
-      );
+      )
+      .catch((err: unknown) => this.#answerFailed(rpc, err));
     };
   }
 
@@ -70,8 +71,18 @@ export class RpcBoundary {
           this.#log(rpc, call, caller, started, status.details, undefined, unexpected ? err : undefined, status.code);
           call.emit('error', status);
         },
-      );
+      )
+      .catch((err: unknown) => this.#answerFailed(rpc, err));
     };
+  }
+
+  /**
+   * grpc-js threw while taking the answer (it must not: the answer is ours
+   * to keep sendable). Logged: an error left to reject here would take the
+   * whole server down with every running job.
+   */
+  #answerFailed(rpc: RpcName, err: unknown): void {
+    this.logger.error({ rpc, err }, 'could not send an answer');
   }
 
   #log(

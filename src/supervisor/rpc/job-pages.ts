@@ -15,6 +15,8 @@ import { STATUS, toJob } from './job-view.js';
 export const MAX_PAGE_BYTES = 1024 * 1024;
 /** A repeated message field: its tag, and the varint of its length (a Job is under 2 MiB: 3 bytes). */
 const FIELD_OVERHEAD = 1 + 3;
+/** A ResourceUsage at its largest: six uint64 fields and a timestamp, with their tags and lengths. */
+const USAGE_RESERVE = 2 + 6 * 11 + 2 + 2 * 11;
 
 export interface PageQuery {
   request: GetJobsReq;
@@ -39,20 +41,27 @@ export async function readPage(store: JobStore, { request, refresh }: PageQuery)
   }
   const more = candidates.length > limit;
   if (more) candidates.pop();
-  await refresh?.(candidates);
-  const jobs: Job[] = [];
+  // The page is cut first, then only its running jobs' usage is read afresh
+  // (each a round trip to a supervisor thread): room is kept for figures a
+  // job did not carry yet.
+  const reserve = refresh ? USAGE_RESERVE : 0;
   let bytes = 0;
+  let count = 0;
   for (const record of candidates) {
-    const job = toJob(record);
-    const size = Job.encode(job).finish().length + FIELD_OVERHEAD;
+    const size = encodedSize(record) + (record.state === 'RUNNING' ? reserve : 0);
     // Never an empty page: one job always fits (its request is capped far below this).
-    if (jobs.length > 0 && bytes + size > MAX_PAGE_BYTES) break;
-    jobs.push(job);
+    if (count > 0 && bytes + size > MAX_PAGE_BYTES) break;
     bytes += size;
+    count += 1;
   }
-  const last = candidates[jobs.length - 1];
-  const cut = jobs.length < candidates.length || more;
-  return { jobs, nextPageToken: cut && last ? pageToken(last) : '' };
+  const page = candidates.slice(0, count);
+  await refresh?.(page);
+  const last = page[page.length - 1];
+  return { jobs: page.map(toJob), nextPageToken: (count < candidates.length || more) && last ? pageToken(last) : '' };
+}
+
+function encodedSize(record: JobRecord): number {
+  return Job.encode(toJob(record)).finish().length + FIELD_OVERHEAD;
 }
 
 function matches(job: JobRecord, request: GetJobsReq): boolean {

@@ -142,9 +142,11 @@ export interface Freezer {
  */
 export async function killFrozen(group: Freezer): Promise<void> {
   const deadline = after(KILL_TIMEOUT_MS);
+  let refused: CgroupError | undefined;
   while (group.populated()) {
     if (performance.now() > deadline()) {
-      throw new CgroupError('CGROUP_KILL_FAILED', `processes of ${group.dir} survived SIGKILL for ${KILL_TIMEOUT_MS} ms: ${group.pids().join(' ')}`);
+      const why = refused ? `the group could not be frozen (${refused.message})` : `processes survived SIGKILL: ${group.pids().join(' ')}`;
+      throw new CgroupError('CGROUP_KILL_FAILED', `${group.dir} still had processes after ${KILL_TIMEOUT_MS} ms: ${why}`);
     }
     let failure: { error: unknown } | undefined;
     try {
@@ -153,7 +155,8 @@ export async function killFrozen(group: Freezer): Promise<void> {
       if (await pollWithBackoff(() => group.frozen(), after(FREEZE_ROUND_MS))) killPids(group.pids());
     } catch (err) {
       // A cgroupfs write the kernel refused this time is retried until the deadline.
-      if (!(err instanceof CgroupError)) failure = { error: err };
+      if (err instanceof CgroupError) refused = err;
+      else failure = { error: err };
     }
     try {
       group.thaw();
@@ -178,19 +181,19 @@ export async function waitEmpty(dir: string, populated: () => boolean): Promise<
 }
 
 /**
- * Removes the groups that are empty, innermost first (`dirs` outermost
- * first, as ensureGroup returns them), and stops at the first that is not:
- * what is still in use stays, with everything above it.
+ * Removes those of `dirs` that are empty, deepest first, so a group goes
+ * before the group above it. One still in use (a child left in it, a
+ * process) stays, and so, then, does every group above it: in each
+ * hierarchy on its own.
  */
 export function removeEmptyGroups(dirs: readonly string[]): void {
-  for (const dir of [...dirs].reverse()) {
+  const deepestFirst = [...dirs].sort((a, b) => b.split('/').length - a.split('/').length);
+  for (const dir of deepestFirst) {
     try {
       fs.rmdirSync(dir);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') continue;
-      if (code === 'EBUSY' || code === 'ENOTEMPTY') return;
-      throw new CgroupError('CGROUP_SETUP_FAILED', `rmdir ${dir}: ${errnoMessage(err)}`);
+      if (code !== 'ENOENT' && code !== 'EBUSY' && code !== 'ENOTEMPTY') throw new CgroupError('CGROUP_SETUP_FAILED', `rmdir ${dir}: ${errnoMessage(err)}`);
     }
   }
 }

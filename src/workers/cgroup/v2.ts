@@ -6,7 +6,7 @@ import type { JobLimits, ResourceUsage } from '../protocol.js';
 import { physicalBlockDevices } from './block-devices.js';
 import { parseFlatKeyed, parseIoStat } from './usage-stats.js';
 import { CgroupError, JOB_GROUP_NAME, type CgroupDriver, type JobCgroup } from './driver.js';
-import { asKillFailure, childGroups, createGroups, ensureGroup, errnoMessage, killFrozen, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, waitEmpty, writeControl } from './cgroupfs.js';
+import { asKillFailure, childGroups, createGroups, removeEmptyGroups, ensureGroup, errnoMessage, killFrozen, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, waitEmpty, writeControl } from './cgroupfs.js';
 import type { PreparedParent } from './driver.js';
 
 const CPU_PERIOD_US = 100_000;
@@ -28,17 +28,23 @@ export class CgroupV2Driver implements CgroupDriver {
       throw new CgroupError('CGROUP_SETUP_FAILED', `${this.mountRoot} is not a cgroup v2 mount`);
     }
     const made = ensureGroup(this.#parentDir);
-    // Each level hands controllers down through subtree_control. The root
-    // group is exempt from the no-internal-process rule; the parent group
-    // itself holds no process, so enabling there is always allowed.
-    const relative = path.relative(this.mountRoot, this.#parentDir).split(path.sep);
-    let dir = this.mountRoot;
-    for (const part of relative) {
-      enableControllers(dir);
-      dir = path.join(dir, part);
+    try {
+      // Each level hands controllers down through subtree_control. The root
+      // group is exempt from the no-internal-process rule; the parent group
+      // itself holds no process (unless someone put one there: then what
+      // cannot be enabled stays off, and create() names it).
+      const relative = path.relative(this.mountRoot, this.#parentDir).split(path.sep);
+      let dir = this.mountRoot;
+      for (const part of relative) {
+        enableControllers(dir);
+        dir = path.join(dir, part);
+      }
+      enableControllers(this.#parentDir);
+      return { controllers: this.#delegated(), made };
+    } catch (err) {
+      removeEmptyGroups(made);
+      throw err;
     }
-    enableControllers(this.#parentDir);
-    return { controllers: this.#delegated(), made };
   }
 
   create(jobId: string, limits: JobLimits): JobCgroup {
@@ -98,9 +104,13 @@ function enableControllers(dir: string): void {
     try {
       fs.writeFileSync(path.join(dir, 'cgroup.subtree_control'), `+${controller}`);
     } catch (err) {
-      // EBUSY: dir has processes of its own (no-internal-process rule); the
-      // controller stays off and create() names it if a job needs it.
-      if ((err as NodeJS.ErrnoException).code !== 'EBUSY') {
+      // EBUSY: dir has processes of its own (no-internal-process rule);
+      // ENOTSUP: it has, and a threaded controller (cpu) enabled beside
+      // them made it a thread root, where domain controllers cannot go. The
+      // controller stays off either way, and create() names it if a job
+      // needs it.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EBUSY' && code !== 'ENOTSUP') {
         throw new CgroupError('CGROUP_SETUP_FAILED', `enable ${controller} in ${dir}/cgroup.subtree_control: ${errnoMessage(err)}`);
       }
     }

@@ -8,6 +8,7 @@ import { credentials, status as Status } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { JobServiceClient, type Limits } from '../../../src/gen/jobworker/v1/jobworker.js';
 import { MAX_REQUEST_BYTES } from '../../../src/supervisor/policy/command.js';
+import { MAX_DETAILS_BYTES } from '../../../src/supervisor/rpc/status.js';
 import { jobctlPath } from '../../helpers/paths.js';
 import { rejects, startTestServer, unary } from '../../helpers/server.js';
 import { groupsUnder } from '../../helpers/host.js';
@@ -80,10 +81,16 @@ test.serial('bounded answers: a job whose command, args, env, workdir, rootfs an
   const envErr = await rejects(unary(admin, 'createJob', { command: 'true', env: [`BIG=${'e'.repeat(MAX_REQUEST_BYTES)}`], limits }));
   t.is(envErr.code, Status.INVALID_ARGUMENT);
   t.regex(envErr.details, /must be at most 262144 bytes together \(256 KiB\), got 262152$/);
-  // A user name that long is answered with a bounded message (it travels in a trailer).
+  // Messages that echo what was sent are cut to what a trailer carries (percent-encoded): a user name of
+  // 200 KB, and a command of emoji whose cut would fall inside a character (half of one would break the answer).
   const userErr = await rejects(unary(admin, 'createJob', { command: 'true', isolation: { user: 'u'.repeat(200_000) }, limits }));
   t.is(userErr.code, Status.INVALID_ARGUMENT);
-  t.true(userErr.details.length <= 1025, `a ${userErr.details.length}-character message`);
+  t.true(Buffer.byteLength(encodeURI(userErr.details)) <= MAX_DETAILS_BYTES, `a ${userErr.details.length}-character message`);
+  const emoji = await rejects(unary(admin, 'createJob', { command: `x${'\u{1F600}'.repeat(1000)}`, limits }));
+  t.is(emoji.code, Status.FAILED_PRECONDITION);
+  t.regex(emoji.details, /^exec "x\u{1F600}+…$/u);
+  t.true(Buffer.byteLength(encodeURI(emoji.details)) <= MAX_DETAILS_BYTES);
+  t.is((await unary(admin, 'getJobs', {})).jobs.length, 0, 'and the server answers on');
   t.deepEqual((await unary(admin, 'getJobs', {})).jobs, []);
   t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
 });
