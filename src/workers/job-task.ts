@@ -24,7 +24,6 @@ import type {
   CgroupConfig,
   JobExited,
   JobOutcome,
-  JobSpawned,
   MainToTask,
   PrepareResult,
   PrepareTask,
@@ -185,8 +184,6 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   leader.on('error', (err) => {
     outcome.supervisorError ??= `job-init: ${err.message}`;
   });
-  const spawnedMessage: JobSpawned = { type: 'spawned', pid: leader.pid };
-  task.port.postMessage(spawnedMessage);
   // fd 4 carries the job's environment in and, with a PID namespace, how the job ended out.
   const control = leader.stdio[CONTROL_FD] as Duplex;
   sendEnvironment(control, task.env);

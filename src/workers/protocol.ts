@@ -79,17 +79,6 @@ export interface StopRequest {
   graceMs: number;
 }
 
-/**
- * task → main: job-init is running, not yet in the job's cgroup. Should the
- * thread die before the job has started, the main thread kills this pid
- * itself: until job-init has joined the group, a kill through the group
- * cannot reach it.
- */
-export interface JobSpawned {
-  type: 'spawned';
-  pid: number;
-}
-
 /** task → main: job-init exec'd the command. */
 export interface JobStarted {
   type: 'started';
@@ -175,7 +164,7 @@ export interface ResourceUsage {
   sampledAt: number;
 }
 
-export type TaskToMain = JobSpawned | JobStarted | UsageReport | JobExited;
+export type TaskToMain = JobStarted | UsageReport | JobExited;
 export type MainToTask = StopRequest | UsageRequest;
 
 /**

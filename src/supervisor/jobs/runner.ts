@@ -3,7 +3,7 @@
 // job's ring), and a MessagePort to ask its supervisor to stop it.
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
-import { MessageChannel, receiveMessageOnPort, type MessagePort, type Transferable } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, type Transferable } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
@@ -180,20 +180,13 @@ export class JobRunner {
       startTimeoutMs: this.#options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
       port: taskPort,
     };
-    // job-init's pid, from the moment it runs: should the thread die before
-    // the job has started, job-init may not be in the job's cgroup yet.
-    let leaderPid: number | undefined;
-    const onSpawned = (message: TaskToMain): void => {
-      if (message.type === 'spawned') leaderPid = message.pid;
-    };
-    port.on('message', onSpawned);
     const outcome = this.#run('runJob', task, [taskPort]);
     // Either the job starts (a message on the port, then the task runs on) or
     // the task ends at once with the reason it could not start. The port and
     // the task's result travel on different channels, so a job that ends at
     // once may report its end before its start: then the start message is on
     // its way and is what counts.
-    // (Usage requests come only once the job is in the store: before this, only 'spawned' comes.)
+    // (Usage requests come only once the job is in the store: its first message is this one.)
     const startMessage = new Promise<JobStarted>((resolve) => {
       const onStarted = (message: TaskToMain): void => {
         if (message.type !== 'started') return;
@@ -206,12 +199,10 @@ export class JobRunner {
     const first = await Promise.race([startMessage, startOrFailure]).catch(async (err: unknown) => {
       // The thread died mid-start: job-init may be running, in its cgroup
       // or not yet (even exec'd, its start message lost with the thread),
-      // and the ring will never be closed by its writer. What the thread
-      // posted before it died is still queued on the port: its pid too.
-      for (let queued = receiveMessageOnPort(port); queued; queued = receiveMessageOnPort(port)) onSpawned(queued.message as TaskToMain);
+      // and the ring will never be closed by its writer.
       port.close();
       this.#logger.error({ jobId: id, err }, 'job supervision failed during start; killing whatever it started');
-      killOrphanedLeader(leaderPid);
+      killOrphanedJobInit(id);
       // Nothing of the job runs any more: what the ring holds is taken whatever the disk does.
       log.stopHoldingBack();
       reader.abandon();
@@ -220,7 +211,6 @@ export class JobRunner {
       await log.remove();
       throw Errors.startFailed('SPAWN_FAILED', `the job's supervisor thread failed while starting it: ${messageOf(err)}`);
     });
-    port.off('message', onSpawned);
 
     if (!('type' in first)) {
       port.close();
@@ -378,20 +368,25 @@ export class JobRunner {
 }
 
 /**
- * SIGKILLs job-init when its thread died before the job started. It is this
- * process's child, and nobody reaps a dead thread's children, so a pid that
- * is still our child is still job-init's (alive or a zombie) and cannot have
- * been reused.
+ * SIGKILLs job-init when its thread died before the job started: it may not
+ * have joined the job's cgroup yet, so a kill through the group cannot reach
+ * it. Found by its arguments, which name the job's cgroup (the job's id),
+ * among this process's children; nobody reaps a dead thread's children, so
+ * such a pid is still job-init's, alive or a zombie, and cannot have been
+ * reused. (The thread may die between spawning job-init and telling anyone
+ * its pid: a message would not do.)
  */
-function killOrphanedLeader(pid: number | undefined): void {
-  if (pid === undefined) return;
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // pid (comm) state ppid …: comm may hold spaces and parentheses, so read after the last ')'.
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (ppid === process.pid) process.kill(pid, 'SIGKILL');
-  } catch {
-    // Gone already.
+function killOrphanedJobInit(jobId: string): void {
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      // pid (comm) state ppid …: comm may hold spaces and parentheses, so read after the last ')'.
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) !== process.pid) continue;
+      if (fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').includes(jobId)) process.kill(Number(name), 'SIGKILL');
+    } catch {
+      // Gone meanwhile.
+    }
   }
 }
 

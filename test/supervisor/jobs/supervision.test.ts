@@ -4,7 +4,7 @@
 // not be.
 import fs from 'node:fs';
 import path from 'node:path';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { status as Status } from '@grpc/grpc-js';
 import { JobStatus, type Limits } from '../../../src/gen/jobworker/v1/jobworker.js';
 import { pumpsRunning } from '../../../src/supervisor/output/ring-reader.js';
@@ -24,24 +24,30 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([promise, guard]).finally(() => clearTimeout(timer));
 }
 
-/** The fixture's process once it has stopped itself. */
-async function stoppedFixture(): Promise<number> {
+/** The fixture's process (this test server's child) once it has stopped itself; SIGKILLed in teardown if the server left it. */
+async function stoppedFixture(t: ExecutionContext): Promise<number> {
   let pid: number | undefined;
   await waitUntil(() => {
-    pid = processesOf(STOPPED_JOB_INIT).find((p) => /^\d+ \(.*\) T /.test(fs.readFileSync(`/proc/${p}/stat`, 'utf8')));
+    pid = processesOf(STOPPED_JOB_INIT).find((p) => new RegExp(`^\\d+ \\(.*\\) T ${process.pid} `).test(fs.readFileSync(`/proc/${p}/stat`, 'utf8')));
     return pid !== undefined;
   }, 'the stand-in job-init to stop itself');
+  t.teardown(() => {
+    if (alive(pid!)) process.kill(pid!, 'SIGKILL');
+  });
   return pid!;
 }
+
+/** SIGKILL is delivered, and acted on, a moment after it is sent. */
+const killed = (pid: number): Promise<void> => waitUntil(() => !alive(pid), `process ${pid} to die`);
 
 test.serial('start: a job-init stopped before it joined its cgroup is killed once the start time-out is out, and CreateJob fails', async (t) => {
   const ts = await startTestServer(t, { jobInitPath: STOPPED_JOB_INIT, startTimeoutMs: 1_000 });
   const creating = unary(ts.client('admin'), 'createJob', { command: 'true', limits });
-  const pid = await stoppedFixture();
+  const pid = await stoppedFixture(t);
   const err = await rejects(within(creating, 20_000, 'CreateJob'));
   t.is(err.code, Status.INTERNAL);
   t.is(err.details, 'job-init did not exec the command within 1000 ms');
-  t.false(alive(pid), 'the stopped job-init was killed');
+  await killed(pid);
   t.deepEqual((await unary(ts.client('viewer'), 'getJobs', {})).jobs, []);
   t.deepEqual(groupsUnder(ts.server.cgroupParent), []);
 });
@@ -49,12 +55,13 @@ test.serial('start: a job-init stopped before it joined its cgroup is killed onc
 test.serial("start: a supervisor thread that dies mid-start leaves no job-init running and no output pump parked", async (t) => {
   const ts = await startTestServer(t, { jobInitPath: STOPPED_JOB_INIT, workers: 1 });
   const creating = unary(ts.client('admin'), 'createJob', { command: 'true', limits });
-  const pid = await stoppedFixture();
+  const pid = await stoppedFixture(t);
   await ts.server.endSupervisorThread(ts.server.supervisorThreads()[0]!);
   const err = await rejects(within(creating, 20_000, 'CreateJob'));
   t.is(err.code, Status.INTERNAL);
   t.regex(err.details, /^the job's supervisor thread failed while starting it: /);
-  t.false(alive(pid), 'the job-init the thread had spawned was killed');
+  // The thread spawned it and died without a word: the server found it by the job's id in its arguments.
+  await killed(pid);
   t.is(pumpsRunning(), 0, "the job's output pump ended");
   t.deepEqual(fs.readdirSync(path.join(ts.pki, 'data/output')), [], 'no output directory');
   t.deepEqual((await unary(ts.client('viewer'), 'getJobs', {})).jobs, []);
