@@ -4,6 +4,7 @@ import { Server, type ServerCredentials, type ServerWritableStream } from '@grpc
 import { JobServiceService, type DataChunk, type GetJobsStreamReq } from '../../gen/jobworker/v1/jobworker.js';
 import type { RpcBoundary } from './boundary.js';
 import { encodeDataChunk } from './chunk-encoder.js';
+import { encodeJobsPage } from './job-pages.js';
 import type { JobService } from './job-service.js';
 import { addStandardServices, type Health } from './standard-services.js';
 
@@ -29,6 +30,7 @@ export function createGrpcServer(service: JobService, boundary: RpcBoundary): { 
   });
   const definition = {
     ...JobServiceService,
+    getJobs: { ...JobServiceService.getJobs, responseSerialize: encodeJobsPage },
     getJobsStream: { ...JobServiceService.getJobsStream, responseSerialize: encodeDataChunk },
   };
   const health = addStandardServices(server);

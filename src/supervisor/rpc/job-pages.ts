@@ -4,7 +4,8 @@
 // an answer too big for a client to receive. A page token is the position
 // of the page's last job (its start time and id, which order the list), so
 // the next page goes on exactly after it even when that job has been pruned.
-import { Job, JobStatus, type GetJobsReq } from '../../gen/jobworker/v1/jobworker.js';
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { Job, JobStatus, Jobs, type GetJobsReq } from '../../gen/jobworker/v1/jobworker.js';
 import { MAX_PAGE_SIZE } from '../../common/api-limits.js';
 import { Errors } from '../errors.js';
 import type { JobRecord } from '../jobs/record.js';
@@ -17,6 +18,13 @@ export const MAX_PAGE_BYTES = 1024 * 1024;
 const FIELD_OVERHEAD = 1 + 3;
 /** A ResourceUsage at its largest: six uint64 fields and a timestamp, with their tags and lengths. */
 const USAGE_RESERVE = 2 + 6 * 11 + 2 + 2 * 11;
+const JOBS_TAG = (1 << 3) | 2; // Jobs.jobs: field 1, length-delimited
+const TOKEN_TAG = (2 << 3) | 2; // Jobs.next_page_token: field 2, length-delimited
+
+/** A GetJobs answer, and each of its jobs as encoded for the size check: encodeJobsPage sends those bytes. */
+export interface JobsPage extends Jobs {
+  encoded: Uint8Array[];
+}
 
 export interface PageQuery {
   request: GetJobsReq;
@@ -24,7 +32,7 @@ export interface PageQuery {
   refresh?: (records: JobRecord[]) => Promise<void>;
 }
 
-export async function readPage(store: JobStore, { request, refresh }: PageQuery): Promise<{ jobs: Job[]; nextPageToken: string }> {
+export async function readPage(store: JobStore, { request, refresh }: PageQuery): Promise<JobsPage> {
   if (request.pageSize > MAX_PAGE_SIZE) throw Errors.invalidArgument(`page_size must be at most ${MAX_PAGE_SIZE}, got ${request.pageSize}`);
   if (request.status === JobStatus.UNRECOGNIZED || request.status === JobStatus.JOB_STATUS_INITIALIZING) {
     throw Errors.invalidArgument('status must be one of RUNNING, COMPLETED, FAILED, STOPPED');
@@ -41,27 +49,45 @@ export async function readPage(store: JobStore, { request, refresh }: PageQuery)
   }
   const more = candidates.length > limit;
   if (more) candidates.pop();
-  // The page is cut first, then only its running jobs' usage is read afresh
-  // (each a round trip to a supervisor thread): room is kept for figures a
-  // job did not carry yet.
+  // Each job is encoded once, for its size and to be sent. With fresh
+  // usage the page is cut first, room kept for figures a job did not carry
+  // yet, and only its running jobs are read afresh (each a round trip to a
+  // supervisor thread) and encoded again.
   const reserve = refresh ? USAGE_RESERVE : 0;
+  const jobs: Job[] = [];
+  const encoded: Uint8Array[] = [];
   let bytes = 0;
-  let count = 0;
   for (const record of candidates) {
-    const size = encodedSize(record) + (record.state === 'RUNNING' ? reserve : 0);
+    const job = toJob(record);
+    const bytesOfJob = Job.encode(job).finish();
+    const size = bytesOfJob.length + FIELD_OVERHEAD + (record.state === 'RUNNING' ? reserve : 0);
     // Never an empty page: one job always fits (its request is capped far below this).
-    if (count > 0 && bytes + size > MAX_PAGE_BYTES) break;
+    if (jobs.length > 0 && bytes + size > MAX_PAGE_BYTES) break;
+    jobs.push(job);
+    encoded.push(bytesOfJob);
     bytes += size;
-    count += 1;
   }
-  const page = candidates.slice(0, count);
-  await refresh?.(page);
+  const page = candidates.slice(0, jobs.length);
+  if (refresh) {
+    await refresh(page);
+    // Those that were running have new figures now (or have ended meanwhile).
+    page.forEach((record, i) => {
+      if (jobs[i]!.status !== JobStatus.JOB_STATUS_RUNNING) return;
+      jobs[i] = toJob(record);
+      encoded[i] = Job.encode(jobs[i]).finish();
+    });
+  }
   const last = page[page.length - 1];
-  return { jobs: page.map(toJob), nextPageToken: (count < candidates.length || more) && last ? pageToken(last) : '' };
+  return { jobs, encoded, nextPageToken: (page.length < candidates.length || more) && last ? pageToken(last) : '' };
 }
 
-function encodedSize(record: JobRecord): number {
-  return Job.encode(toJob(record)).finish().length + FIELD_OVERHEAD;
+/** GetJobs' response encoder: the jobs as readPage encoded them, not encoded again (the bytes Jobs.encode writes). */
+export function encodeJobsPage(page: Jobs | JobsPage): Buffer {
+  if (!('encoded' in page)) return Buffer.from(Jobs.encode(page).finish());
+  const writer = new BinaryWriter();
+  for (const job of page.encoded) writer.uint32(JOBS_TAG).bytes(job);
+  if (page.nextPageToken !== '') writer.uint32(TOKEN_TAG).string(page.nextPageToken);
+  return Buffer.from(writer.finish());
 }
 
 function matches(job: JobRecord, request: GetJobsReq): boolean {

@@ -18,7 +18,7 @@ import { resolveIsolation, type IsolationPolicy } from '../policy/isolation.js';
 import { jobEnvironment, parseEnv, resolveWorkdir } from '../policy/job-environment.js';
 import { resolveLimits, type HostCapacity } from '../policy/limits.js';
 import type { Caller } from './authz.js';
-import { readPage } from './job-pages.js';
+import { readPage, type JobsPage } from './job-pages.js';
 import { toJob } from './job-view.js';
 import { WriteWindow } from './write-window.js';
 
@@ -60,7 +60,7 @@ export class JobService {
   }
 
   /** Newest first, a page at a time (job-pages.ts). */
-  getJobs(request: GetJobsReq): Promise<{ jobs: Job[]; nextPageToken: string }> {
+  getJobs(request: GetJobsReq): Promise<JobsPage> {
     const refresh = request.freshUsage ? (records: JobRecord[]) => this.#refreshUsage(records) : undefined;
     return readPage(this.options.store, { request, refresh });
   }
