@@ -31,3 +31,8 @@ export const Errors = {
   outputUnreadable: (id: string, reason: string) => new JobworkerError('OUTPUT_UNREADABLE', `job ${id}: ${reason}`),
   startFailed: (code: StartFailureCode, message: string) => new JobworkerError(code, message),
 };
+
+/** What a client sent, as an error message quotes it: JSON (control characters escaped), cut at `max` characters. */
+export function quoted(text: string, max = 64): string {
+  return JSON.stringify(text.length > max ? `${text.slice(0, max)}…` : text);
+}

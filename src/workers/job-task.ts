@@ -296,7 +296,7 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   if (report.status !== null) Object.assign(outcome, describeWaitStatus(report.status));
 }
 
-/** "killed by SIGKILL", "exited with code 127": how the leader ended, for a start that failed. */
+/** "killed by SIGKILL", "ended with code 127": how the leader ended, for a start that failed. */
 function describeLeaderEnd(outcome: JobOutcome): string {
   return outcome.signal ? `killed by ${outcome.signal}` : `ended with code ${outcome.exitCode}`;
 }

@@ -41,13 +41,13 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** Pids of the processes running `file` (as named in their command line), zombies left out. */
-export function processesOf(file: string): number[] {
+/** Pids of the processes with `arg` as one word of their command line (a script, a unique argument), zombies left out. */
+export function processesOf(arg: string): number[] {
   const found: number[] = [];
   for (const name of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     try {
-      if (fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').includes(file) && alive(Number(name))) found.push(Number(name));
+      if (fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').includes(arg) && alive(Number(name))) found.push(Number(name));
     } catch {
       // Gone meanwhile.
     }

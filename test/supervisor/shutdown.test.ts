@@ -11,6 +11,7 @@ import { JobHistory } from '../../src/supervisor/jobs/history.js';
 import { detectDriver } from '../../src/workers/cgroup/select.js';
 import { repoRoot } from '../helpers/paths.js';
 import { adminClient, daemonSetup, launchDaemon, startDaemon } from '../helpers/daemon.js';
+import { storedJob } from '../helpers/history.js';
 import { alive, groupsUnder, pidsIn, waitUntil } from '../helpers/host.js';
 import { rejects, startTestServer, unary, waitForEnd } from '../helpers/server.js';
 
@@ -122,8 +123,7 @@ function earlierJobs(dataDir: string, count: number): void {
   try {
     for (let i = 0; i < count; i++) {
       const id = randomUUID();
-      const at = new Date(started + i);
-      history.put({ id, command: 'true', args: [], limits: { cpuPercent: 100, memoryBytes: 64 << 20, ioBps: 0, pids: 0 }, isolation: null, workdir: null, owner: 'test', pid: 1, cgroup: `/x/${id}`, startedAt: at, state: 'COMPLETED', endedAt: at, exitCode: 0, signal: null, oomKilled: false, message: '', usage: null, outputBytes: 3 });
+      history.put(storedJob(id, { startedAt: new Date(started + i), outputBytes: 3 }));
       const dir = path.join(dataDir, 'output', id);
       fs.mkdirSync(dir, { recursive: true });
       fs.writeFileSync(path.join(dir, '0000000000000000.out'), 'ok\n');

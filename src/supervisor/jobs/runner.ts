@@ -163,6 +163,16 @@ export class JobRunner {
     const log = new OutputLog(jobLogOptions(this.#options.outputRoot, id, this.#options.maxOutputBytes, this.#logger));
     const capture = this.#options.metrics.countingCapture(log);
     const drained = pumpRing(reader, capture);
+    /**
+     * Once nothing of the job can write any more: the pump takes what the
+     * ring holds whatever the disk does, and ends. A dead thread will never
+     * close its ring: it is closed from this side.
+     */
+    const pumped = (writerDead: boolean): Promise<void> => {
+      log.stopHoldingBack();
+      if (writerDead) reader.abandon();
+      return drained;
+    };
     const { port1: port, port2: taskPort } = new MessageChannel();
     const task: RunJobTask = {
       jobId: id,
@@ -203,10 +213,7 @@ export class JobRunner {
       port.close();
       this.#logger.error({ jobId: id, err }, 'job supervision failed during start; killing whatever it started');
       killOrphanedJobInit(id);
-      // Nothing of the job runs any more: what the ring holds is taken whatever the disk does.
-      log.stopHoldingBack();
-      reader.abandon();
-      await drained;
+      await pumped(true);
       await this.#reap(id);
       await log.remove();
       throw Errors.startFailed('SPAWN_FAILED', `the job's supervisor thread failed while starting it: ${messageOf(err)}`);
@@ -214,8 +221,7 @@ export class JobRunner {
 
     if (!('type' in first)) {
       port.close();
-      log.stopHoldingBack();
-      await drained;
+      await pumped(false);
       await log.remove();
       if (first.supervisorError) this.#logger.warn({ jobId: id, problem: first.supervisorError }, 'cleanup after a failed start');
       const failure = first.startFailure ?? { code: 'SPAWN_FAILED' as const, message: 'the job task ended without starting the job' };
@@ -237,16 +243,12 @@ export class JobRunner {
       },
       async (err: unknown) => {
         // The thread supervising the job died, leaving the job running with
-        // nobody to reap it: kill it through its cgroup from another thread.
-        // Its ring will never be closed by its writer: the pump is released
-        // here, and the log closed, to release the readers.
+        // nobody to reap it: kill it through its cgroup from another thread,
+        // then release the pump and close the log, to release the readers.
         this.#logger.error({ jobId: id, err }, 'job supervision failed; killing the job through its cgroup');
         const reaped = await this.#reap(id);
-        // Its processes are gone: what the ring holds is taken whatever the disk does.
-        log.stopHoldingBack();
-        reader.abandon();
         inline?.stop();
-        await drained;
+        await pumped(true);
         await log.close();
         abandonJob(record, `${messageOf(err)}${reaped}`, new Date());
         this.#record(record);

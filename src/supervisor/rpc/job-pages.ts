@@ -7,7 +7,7 @@
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { Job, JobStatus, Jobs, type GetJobsReq } from '../../gen/jobworker/v1/jobworker.js';
 import { MAX_PAGE_SIZE } from '../../common/api-limits.js';
-import { Errors } from '../errors.js';
+import { Errors, quoted } from '../errors.js';
 import type { JobRecord } from '../jobs/record.js';
 import type { JobStore, ListPosition } from '../jobs/store.js';
 import { STATUS, toJob } from './job-view.js';
@@ -100,6 +100,6 @@ function pageToken(job: JobRecord): string {
 
 function parsePageToken(token: string): ListPosition {
   const match = /^(\d{1,15}):([0-9a-f-]{36})$/.exec(Buffer.from(token, 'base64url').toString());
-  if (!match) throw Errors.invalidArgument(`page_token is not one this server gave out: ${JSON.stringify(token.length > 64 ? `${token.slice(0, 64)}…` : token)}`);
+  if (!match) throw Errors.invalidArgument(`page_token is not one this server gave out: ${quoted(token)}`);
   return { startedAt: Number(match[1]), id: match[2]! };
 }

@@ -6,7 +6,7 @@ import type { ServerWritableStream } from '@grpc/grpc-js';
 import { MAX_GRACE_MS } from '../../common/api-limits.js';
 import { OutputStream, type CreateJobReq, type DataChunk, type GetJobReq, type GetJobsReq, type GetJobsStreamReq, type Job, type StopJobReq } from '../../gen/jobworker/v1/jobworker.js';
 import { StreamId } from '../../workers/protocol.js';
-import { Errors } from '../errors.js';
+import { Errors, quoted } from '../errors.js';
 import type { JobRunner } from '../jobs/runner.js';
 import type { JobRecord } from '../jobs/record.js';
 import type { JobStore } from '../jobs/store.js';
@@ -146,13 +146,9 @@ export class JobService {
   }
 
   #find(id: string): JobRecord {
-    if (!UUID.test(id)) throw Errors.invalidArgument(`job id must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${JSON.stringify(truncate(id))}`);
+    if (!UUID.test(id)) throw Errors.invalidArgument(`job id must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${quoted(id)}`);
     const record = this.options.store.get(id);
     if (!record) throw Errors.jobNotFound(id);
     return record;
   }
-}
-
-function truncate(text: string): string {
-  return text.length > 64 ? `${text.slice(0, 64)}…` : text;
 }

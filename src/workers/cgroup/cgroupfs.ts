@@ -105,14 +105,21 @@ export function createGroups(dirs: readonly string[], configure: () => void): vo
     }
     configure();
   } catch (err) {
-    for (const dir of made.reverse()) {
-      try {
-        fs.rmdirSync(dir);
-      } catch {
-        // Best effort: the original error is the one worth reporting.
-      }
-    }
+    undoGroups(made);
     throw err;
+  }
+}
+
+/**
+ * After a failure: removes the groups just made (removeEmptyGroups), as far
+ * as it can. Whatever goes wrong here stays quiet: the original error is
+ * the one worth reporting.
+ */
+export function undoGroups(made: readonly string[]): void {
+  try {
+    removeEmptyGroups(made);
+  } catch {
+    // See above.
   }
 }
 
@@ -176,7 +183,7 @@ export function asKillFailure(err: unknown): unknown {
 /** Resolves once no process is left in the group; CGROUP_KILL_FAILED after KILL_TIMEOUT_MS. */
 export async function waitEmpty(dir: string, populated: () => boolean): Promise<void> {
   if (!(await pollWithBackoff(() => !populated(), after(KILL_TIMEOUT_MS)))) {
-    throw new CgroupError('CGROUP_KILL_FAILED', `processes of ${dir} survived SIGKILL for ${KILL_TIMEOUT_MS} ms`);
+    throw new CgroupError('CGROUP_KILL_FAILED', `${dir} still had processes after ${KILL_TIMEOUT_MS} ms: processes survived SIGKILL`);
   }
 }
 

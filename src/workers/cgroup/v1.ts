@@ -7,7 +7,7 @@ import type { JobLimits, ResourceUsage } from '../protocol.js';
 import { physicalBlockDevices } from './block-devices.js';
 import { parseBlkioServiceBytes, parseFlatKeyed } from './usage-stats.js';
 import { CgroupError, JOB_GROUP_NAME, type CgroupDriver, type JobCgroup } from './driver.js';
-import { childGroups, createGroups, ensureGroup, killFrozen, removeEmptyGroups, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, writeControl, type Freezer } from './cgroupfs.js';
+import { childGroups, createGroups, ensureGroup, killFrozen, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, undoGroups, writeControl, type Freezer } from './cgroupfs.js';
 import type { PreparedParent } from './driver.js';
 
 const CFS_PERIOD_US = 100_000;
@@ -43,7 +43,7 @@ export class CgroupV1Driver implements CgroupDriver {
       // Co-mounted controllers (cpu,cpuacct) share one hierarchy: made once.
       for (const dir of new Set(controllers.map((controller) => path.join(this.#mounts.get(controller)!, this.parent)))) made.push(...ensureGroup(dir));
     } catch (err) {
-      removeEmptyGroups(made);
+      undoGroups(made);
       throw err;
     }
     return { controllers, made };

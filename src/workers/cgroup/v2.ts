@@ -6,7 +6,7 @@ import type { JobLimits, ResourceUsage } from '../protocol.js';
 import { physicalBlockDevices } from './block-devices.js';
 import { parseFlatKeyed, parseIoStat } from './usage-stats.js';
 import { CgroupError, JOB_GROUP_NAME, type CgroupDriver, type JobCgroup } from './driver.js';
-import { asKillFailure, childGroups, createGroups, removeEmptyGroups, ensureGroup, errnoMessage, killFrozen, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, waitEmpty, writeControl } from './cgroupfs.js';
+import { asKillFailure, childGroups, createGroups, ensureGroup, errnoMessage, killFrozen, readControl, readControlIfPresent, readKeyed, readNumber, readPids, removeGroup, undoGroups, waitEmpty, writeControl } from './cgroupfs.js';
 import type { PreparedParent } from './driver.js';
 
 const CPU_PERIOD_US = 100_000;
@@ -42,7 +42,7 @@ export class CgroupV2Driver implements CgroupDriver {
       enableControllers(this.#parentDir);
       return { controllers: this.#delegated(), made };
     } catch (err) {
-      removeEmptyGroups(made);
+      undoGroups(made);
       throw err;
     }
   }

@@ -12,6 +12,7 @@ import { GetJobsStreamReq, JobStatus, OutputStream, type DataChunk, type Job, ty
 import { JobHistory, type HistoryProblem, type StoredJob } from '../../../src/supervisor/jobs/history.js';
 import { RESTARTED_WHILE_RUNNING } from '../../../src/supervisor/jobs/store.js';
 import { adminClient, daemonSetup, startDaemon } from '../../helpers/daemon.js';
+import { storedJob } from '../../helpers/history.js';
 import { alive, groupsUnder, scratchDir, tmpfs, waitUntil } from '../../helpers/host.js';
 import { collectStream, rejects, startTestServer, unary } from '../../helpers/server.js';
 import { repoRoot } from '../../helpers/paths.js';
@@ -181,26 +182,15 @@ test('a data directory that cannot be created stops the server with the reason',
 
 test('a record that does not parse is reported and left out; the others load', (t) => {
   const dir = scratchDir(t, os.tmpdir());
-  const job = (id: string): StoredJob => ({
-    id,
-    command: 'true',
-    args: ['a', 'b'],
-    limits: { cpuPercent: 100, memoryBytes: 2 ** 20, ioBps: 0, pids: 64 },
-    isolation: null,
-    workdir: null,
-    owner: 'admin',
-    pid: 42,
-    cgroup: `/jobworker/${id}`,
-    startedAt: new Date(1_700_000_000_000),
-    state: 'COMPLETED',
-    endedAt: new Date(1_700_000_001_000),
-    exitCode: 0,
-    signal: null,
-    oomKilled: false,
-    message: '',
-    usage: null,
-    outputBytes: 12,
-  });
+  const job = (id: string): StoredJob =>
+    storedJob(id, {
+      args: ['a', 'b'],
+      limits: { cpuPercent: 100, memoryBytes: 2 ** 20, ioBps: 0, pids: 64 },
+      pid: 42,
+      startedAt: new Date(1_700_000_000_000),
+      endedAt: new Date(1_700_000_001_000),
+      outputBytes: 12,
+    });
   const history = JobHistory.open(dir, []);
   history.put(job('good'));
   history.put(job('bad'));

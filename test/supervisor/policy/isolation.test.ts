@@ -10,7 +10,7 @@ import { JobStatus, Network, type Job, type JobServiceClient } from '../../../sr
 import { DEFAULT_ISOLATION } from '../../../src/supervisor/policy/isolation.js';
 import { resolveUser } from '../../../src/supervisor/policy/job-user.js';
 import { adminClient, daemonSetup, startDaemon } from '../../helpers/daemon.js';
-import { childrenOf, scratchDir } from '../../helpers/host.js';
+import { childrenOf, processesOf, scratchDir } from '../../helpers/host.js';
 import { repoRoot } from '../../helpers/paths.js';
 import { collectStream, firstOutput, rejects, startTestServer, unary, waitForEnd, type PartialRequestOf, type TestServer } from '../../helpers/server.js';
 
@@ -38,18 +38,6 @@ async function run(script: string, request: PartialRequestOf<'createJob'> = {}, 
 }
 
 const lines = (text: string): string[] => text.split('\n').filter(Boolean);
-
-/** The argv of every process on the host that is still there to read. */
-function hostProcesses(): string[][] {
-  return fs.readdirSync('/proc').flatMap((pid) => {
-    if (!/^\d+$/.test(pid)) return [];
-    try {
-      return [fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean)];
-    } catch {
-      return [];
-    }
-  });
-}
 
 test('default: the job sees only its own processes, with job-init as PID 1', async (t) => {
   const { job, stdout } = await run('echo $$; cat /proc/1/comm; ls /proc | grep -E "^[0-9]+$"');
@@ -161,7 +149,7 @@ test('default: a stop reaches the job through job-init; whatever ignores it is k
   ]);
   // The grace period is waited out, and not much more (a generous margin: the machines are slow).
   t.true(stubbornEnd.ms >= 200 && stubbornEnd.ms < 10_000, `${stubbornEnd.ms} ms`);
-  t.false(hostProcesses().some((argv) => argv.join(' ') === sleeper.join(' ')), 'the grandchild is gone too');
+  t.deepEqual(processesOf(sleeper[1]!), [], 'the grandchild is gone too');
   t.is(gracefulEnd.job!.status, JobStatus.JOB_STATUS_STOPPED);
   t.is(gracefulEnd.job!.exitCode, 3);
   t.is((await collectStream(client, { id: graceful.id })).stdout.toString(), 'ready\nstopping\n');

@@ -7,11 +7,12 @@ import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { pino } from 'pino';
 import { GetJobsReq, JobStatus, Jobs, type Job } from '../../../src/gen/jobworker/v1/jobworker.js';
-import { JobHistory, type StoredJob } from '../../../src/supervisor/jobs/history.js';
+import { JobHistory } from '../../../src/supervisor/jobs/history.js';
 import { JobStore } from '../../../src/supervisor/jobs/store.js';
 import { OutputLog } from '../../../src/supervisor/output/log.js';
 import { MAX_REQUEST_BYTES } from '../../../src/supervisor/policy/command.js';
 import { MAX_PAGE_BYTES, encodeJobsPage, readPage } from '../../../src/supervisor/rpc/job-pages.js';
+import { storedJob } from '../../helpers/history.js';
 
 const logger = pino({ level: 'silent' });
 
@@ -25,26 +26,7 @@ function storeOf(t: ExecutionContext, jobs: [number, string, string[]?][]): JobS
   });
   const store = new JobStore(history);
   const earlier = jobs.map(([startedAt, id, args = []]) => {
-    const job: StoredJob = {
-      id,
-      command: 'true',
-      args,
-      limits: { cpuPercent: 100, memoryBytes: 512 * 1024 * 1024, ioBps: 0, pids: 0 },
-      isolation: null,
-      workdir: null,
-      owner: 'alice',
-      pid: 1,
-      cgroup: `/jobworker/${id}`,
-      startedAt: new Date(startedAt),
-      state: 'COMPLETED',
-      endedAt: new Date(startedAt + 1),
-      exitCode: 0,
-      signal: null,
-      oomKilled: false,
-      message: '',
-      usage: null,
-      outputBytes: 0,
-    };
+    const job = storedJob(id, { args, startedAt: new Date(startedAt), owner: 'alice', limits: { cpuPercent: 100, memoryBytes: 512 * 1024 * 1024, ioBps: 0, pids: 0 } });
     history.put(job);
     return { job, log: new OutputLog({ dir: path.join(dir, 'output', id), maxBytes: 1024 * 1024, logger }) };
   });
