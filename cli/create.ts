@@ -4,7 +4,8 @@ import * as t from 'typanion';
 import { Network, type CreateJobReq } from '../src/gen/jobworker/v1/jobworker.js';
 import type { JobworkerClient } from '../src/client/client.js';
 import { jobJson, toJsonLine } from './format.js';
-import { isCpuPercent, isEnvEntries, isIoBps, isMemoryMb, isPids, JobctlCommand } from './options.js';
+import { parseLabels } from '../src/common/labels.js';
+import { isCpuPercent, isEnvEntries, isIoBps, isLabelEntries, isMemoryMb, isPids, JobctlCommand } from './options.js';
 
 /**
  * What create and run share: the limits and the command. The command is a
@@ -48,6 +49,11 @@ export abstract class StartCommand extends JobctlCommand {
     description: "--no-mount-ns: the host's /tmp, /proc and /dev instead of private ones, and nothing of the server's hidden (where the server allows it)",
   });
   rootfs = Option.String('--rootfs', { description: "Run in this directory of the server as the root filesystem (pivot_root; needs the mount namespace); it and every directory above it must be root's and writable by root alone (above it, a sticky directory such as /tmp will do)" });
+  node = Option.String('--node', { description: 'Fleet only: run on this node (jobctl nodes lists them)' });
+  constraint = Option.Array('--constraint', [], {
+    description: 'Fleet only: run on a node whose labels include key=value (repeatable; every one must match)',
+    validator: isLabelEntries,
+  });
   command = Option.String({ name: 'command' });
   args = Option.Proxy({ name: 'args' });
 
@@ -66,6 +72,9 @@ export abstract class StartCommand extends JobctlCommand {
         user: this.user ?? '',
         rootfs: this.rootfs ?? '',
       },
+      node: this.node ?? '',
+      // Checked by the validator: parseLabels gives labels here.
+      constraints: (parseLabels(this.constraint) as { labels: Record<string, string> }).labels,
     };
   }
 }
@@ -88,6 +97,7 @@ export class CreateCommand extends StartCommand {
       ['Run a shell command with half a CPU core and 64 MiB', "$0 create --max-cpu 50 --max-memory 64 -- sh -c 'echo hi; sleep 10'"],
       ['Keep the id for later', 'id=$($0 create sleep 100)'],
       ['As user build, with a variable, in its home', '$0 create --user build --env CI=1 --workdir /home/build make'],
+      ['In a fleet, on a node labelled disk=ssd', '$0 create --constraint disk=ssd -- fio job.fio'],
     ],
   });
 

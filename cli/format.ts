@@ -52,6 +52,7 @@ export function jobJson(job: Job) {
         }
       : null,
     workdir: job.workdir || null,
+    node: job.node || null,
     startedAt: job.startedAt?.toISOString() ?? null,
     endedAt: job.endedAt?.toISOString() ?? null,
     exitCode: job.exitCode ?? null,

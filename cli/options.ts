@@ -2,6 +2,7 @@
 // default), the typanion validators that check flags as they are parsed, and
 // the base class that opens the connection, runs the command and turns any
 // failure into one line on stderr and an exit code.
+import { parseLabels } from '../src/common/labels.js';
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { MAX_GRACE_MS, MAX_PAGE_SIZE } from '../src/common/api-limits.js';
@@ -93,6 +94,15 @@ export const isEnvEntries = t.makeValidator<unknown, string[]>({
   test: (value, state): value is string[] => {
     const bad = Array.isArray(value) ? value.find((entry) => typeof entry !== 'string' || !ENV_ENTRY.test(entry)) : value;
     return bad === undefined || fail(state, `expected NAME=value, got ${JSON.stringify(bad)}`);
+  },
+});
+
+/** key=value pairs (jobctl --constraint), by the rules of node labels. */
+export const isLabelEntries = t.makeValidator<unknown, string[]>({
+  test: (value, state): value is string[] => {
+    if (!Array.isArray(value)) return fail(state, `expected key=value, got ${JSON.stringify(value)}`);
+    const parsed = parseLabels(value as string[]);
+    return 'labels' in parsed || fail(state, parsed.problem);
   },
 });
 

@@ -22,6 +22,18 @@ export const ErrorCodes = {
   // Disk full, most likely: what gRPC's RESOURCE_EXHAUSTED names.
   NOT_RECORDED: Status.RESOURCE_EXHAUSTED,
   OUTPUT_UNREADABLE: Status.DATA_LOSS,
+  // Fleet (jobworkerd --fleet-etcd). A fleet call on a server that is not part of one:
+  NOT_A_FLEET: Status.FAILED_PRECONDITION,
+  NODE_NOT_FOUND: Status.NOT_FOUND,
+  // No ready node can take the job (each candidate's reason in the message).
+  NO_NODE_FITS: Status.RESOURCE_EXHAUSTED,
+  // The job's node cannot be reached, or was lost: its output lives there.
+  NODE_UNAVAILABLE: Status.UNAVAILABLE,
+  // etcd cannot be reached, or this node lost its lease and takes no work.
+  FLEET_UNAVAILABLE: Status.UNAVAILABLE,
+  // Node to node: the start of this job id was already claimed or cancelled.
+  START_CLAIMED: Status.ALREADY_EXISTS,
+  START_CANCELLED: Status.ABORTED,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

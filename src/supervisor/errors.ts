@@ -30,6 +30,7 @@ export const Errors = {
   notRecorded: (message: string) => new JobworkerError('NOT_RECORDED', message),
   outputUnreadable: (id: string, reason: string) => new JobworkerError('OUTPUT_UNREADABLE', `job ${id}: ${reason}`),
   startFailed: (code: StartFailureCode, message: string) => new JobworkerError(code, message),
+  notAFleet: (what: string) => new JobworkerError('NOT_A_FLEET', `${what}: this server is not part of a fleet (jobworkerd --fleet-etcd)`),
 };
 
 /** What a client sent, as an error message quotes it: JSON (control characters escaped), cut at `max` characters. */

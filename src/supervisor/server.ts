@@ -1,7 +1,8 @@
 // Assembles the server: the job history read back, the job runner and its
 // pool, the JobService behind the RPC boundary on a mutual-TLS listener, the
 // metrics endpoint. startServer() is what jobworkerd and the integration
-// tests run.
+// tests run. A fleet node is the same server with a second backend in front
+// of the local one (ServerOptions.backend, made in src/fleet).
 import type { Logger } from 'pino';
 import { Releasers } from '../common/releasers.js';
 import { settlesWithin } from '../common/settle-within.js';
@@ -16,8 +17,10 @@ import { DEFAULT_ISOLATION, hiddenPaths, makePolicy, type IsolationConfig } from
 import { thisHost, type HostCapacity } from './policy/limits.js';
 import { RpcBoundary } from './rpc/boundary.js';
 import { DenyList } from './rpc/deny-list.js';
-import { bind, createGrpcServer } from './rpc/grpc-server.js';
+import { bind, createGrpcServer, type FleetServices } from './rpc/grpc-server.js';
+import type { JobApi } from './rpc/job-api.js';
 import { JobService } from './rpc/job-service.js';
+import type { JobRecord } from './jobs/record.js';
 import { MutualTlsCredentials, type TlsMaterial } from './rpc/tls-credentials.js';
 
 const CALL_DRAIN_TIMEOUT_MS = 5_000;
@@ -65,7 +68,33 @@ export interface ServerOptions {
    * undoes itself instead of serving, and rejects with StartAbortedError.
    */
   signal?: AbortSignal;
+  /** Another backend in front of the local one (a fleet node's); default: this host's jobs alone. */
+  backend?: BackendFactory;
 }
+
+/** What a backend is made from: the local server's parts. */
+export interface LocalParts {
+  service: JobService;
+  store: JobStore;
+  logger: Logger;
+}
+
+/**
+ * A backend that answers the API in front of the local JobService (a fleet
+ * node's). Made before the port is bound; joins once it is.
+ */
+export interface Backend {
+  api: JobApi;
+  services: FleetServices;
+  /** A job of this host has ended and its end is recorded locally. */
+  jobEnded(record: JobRecord): void;
+  /** The port is bound: the backend may tell others where this server is. */
+  join(port: number): Promise<void>;
+  /** After every local job has ended: leave, after what the jobs' ends still have to write. */
+  close(): Promise<void>;
+}
+
+export type BackendFactory = (local: LocalParts) => Promise<Backend>;
 
 export const DEFAULT_MAX_OUTPUT_BYTES = 1024 ** 3;
 export const DEFAULT_RETAIN_JOBS = 10_000;
@@ -112,6 +141,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const maxOutputBytes = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
   // What startup has made so far, undone newest first if a later step fails.
   const made = new Releasers();
+  // Made once the local server is; told of every job's end from then on.
+  let backend: Backend | undefined;
   try {
     const { history, outputRoot, earlier } = await readBack(options.dataDir, maxOutputBytes, logger);
     made.push(() => history.close());
@@ -129,7 +160,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       outputRoot,
       maxOutputBytes,
       hide: [...hidden],
-      onJobEnded: () => retention.prune(),
+      onJobEnded: (record) => {
+        retention.prune();
+        backend?.jobEnded(record);
+      },
       ringCapacity: options.ringCapacity,
       outputPath: options.outputPath,
       startTimeoutMs: options.startTimeoutMs,
@@ -149,10 +183,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const service = new JobService({ store, runner, metrics, host: options.host ?? thisHost(), isolation, defaultGraceMs: options.stopGraceMs });
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
+    backend = options.backend ? await options.backend({ service, store, logger }) : undefined;
+    if (backend) made.push(backend.close.bind(backend));
     const tlsCredentials = new MutualTlsCredentials(options.tls);
-    const { server, health } = createGrpcServer(service, boundary);
+    const { server, health } = createGrpcServer(backend?.api ?? service, boundary, backend?.services);
     made.push(() => server.forceShutdown());
     const port = await bind(server, options.listen, tlsCredentials);
+    await backend?.join(port);
     let metricsEndpoint: MetricsEndpoint | undefined;
     if (options.metricsListen) {
       metricsEndpoint = await startMetricsEndpoint({ listen: options.metricsListen, registry: metrics.registry, tls: options.tls, denyList: () => boundary.denyList, logger });
@@ -175,6 +212,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // Jobs end even on a full disk (once its processes are gone a job's
         // output is not held back for the disk).
         await runner.close(options.stopGraceMs);
+        // The fleet hears of those ends before this node leaves it.
+        await backend?.close();
         // Every job's end is recorded; nothing writes after this (output the
         // disk still refuses is given up, and logged).
         history.close();

@@ -56,7 +56,7 @@ export interface JobRunnerOptions {
   /** Paths hidden from jobs with a mount namespace (policy/isolation.ts hiddenPaths). */
   hide: string[];
   /** Called after a job's end is recorded. */
-  onJobEnded?: () => void;
+  onJobEnded?: (record: JobRecord) => void;
   ringCapacity?: number;
   outputPath?: OutputPath;
   /** From spawn to exec; default DEFAULT_START_TIMEOUT_MS. */
@@ -74,6 +74,8 @@ export interface StartRequest {
   /** The job's environment (policy/job-environment.ts) but for JOBWORKER_JOB_ID, which only the runner knows. */
   env: Record<string, string>;
   owner: string;
+  /** The job's id when the caller chose it (a fleet's entry node does); default: a new random UUID. */
+  id?: string;
 }
 
 export class JobRunner {
@@ -156,7 +158,7 @@ export class JobRunner {
 
   async #start(request: StartRequest): Promise<JobRecord> {
     if (!this.#cgroup) throw new Error('JobRunner.prepare() must run before start()');
-    const id = randomUUID();
+    const id = request.id ?? randomUUID();
     const began = performance.now();
     const ring = createRing(this.#options.ringCapacity);
     const reader = new RingReader(ring);
@@ -239,7 +241,7 @@ export class JobRunner {
         this.#record(record);
         if (recorded) this.#options.metrics.jobEnded(record);
         this.#logger.info({ jobId: id, state: record.state, exitCode: record.exitCode, signal: record.signal, message: record.message }, 'job ended');
-        this.#options.onJobEnded?.();
+        this.#options.onJobEnded?.(record);
       },
       async (err: unknown) => {
         // The thread supervising the job died, leaving the job running with
@@ -253,7 +255,7 @@ export class JobRunner {
         abandonJob(record, `${messageOf(err)}${reaped}`, new Date());
         this.#record(record);
         if (recorded) this.#options.metrics.jobEnded(record);
-        this.#options.onJobEnded?.();
+        this.#options.onJobEnded?.(record);
       },
     );
     const record: JobRecord = {

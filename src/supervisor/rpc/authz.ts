@@ -1,13 +1,15 @@
 // Who is calling, and what they may call. The caller is read from the
 // verified client certificate (the gRPC boundary and the metrics endpoint
 // both ask here); roles come from its Subject OU, and the table below is the
-// only place that decides.
+// only place that decides. In a fleet, a node may forward a call on behalf
+// of the caller it came from (forwardedCaller).
 import type { PeerCertificate } from 'node:tls';
 import { Errors } from '../errors.js';
 import type { DenyList } from './deny-list.js';
 
-export type Role = 'admin' | 'viewer';
-export type RpcName = 'CreateJob' | 'GetJob' | 'StopJob' | 'GetJobs' | 'GetJobsStream';
+/** `node` is a fleet node's own certificate: it may hand jobs to other nodes and forward calls, nothing more. */
+export type Role = 'admin' | 'viewer' | 'node';
+export type RpcName = 'CreateJob' | 'GetJob' | 'StopJob' | 'GetJobs' | 'GetJobsStream' | 'GetNodes' | 'DrainNode' | 'UndrainNode' | 'StartJob';
 
 export const PERMISSIONS: Readonly<Record<RpcName, readonly Role[]>> = {
   CreateJob: ['admin'],
@@ -15,9 +17,13 @@ export const PERMISSIONS: Readonly<Record<RpcName, readonly Role[]>> = {
   GetJob: ['admin', 'viewer'],
   GetJobs: ['admin', 'viewer'],
   GetJobsStream: ['admin', 'viewer'],
+  GetNodes: ['admin', 'viewer'],
+  DrainNode: ['admin'],
+  UndrainNode: ['admin'],
+  StartJob: ['node'],
 };
 
-const ROLES: readonly string[] = ['admin', 'viewer'];
+const ROLES: readonly string[] = ['admin', 'viewer', 'node'];
 
 export interface Caller {
   cn: string;
@@ -25,7 +31,15 @@ export interface Caller {
   role: Role | null;
   /** Why role is null, for the denial message. */
   roleProblem?: string;
+  /** CN of the fleet node that forwarded the call for this caller: the call is this node's to answer. */
+  via?: string;
 }
+
+/**
+ * Binary metadata (JSON of { cn, role }) a forwarding node sends with a call
+ * it makes for its caller. Only a node certificate may send it.
+ */
+export const FORWARDED_FOR_METADATA = 'jobworker-forwarded-for-bin';
 
 const CLIENT_AUTH_EKU = '1.3.6.1.5.5.7.3.2';
 
@@ -71,4 +85,32 @@ export function authorize(caller: Caller, rpc: RpcName): void {
   if (!PERMISSIONS[rpc].includes(caller.role)) {
     throw Errors.permissionDenied(`permission denied: role "${caller.role}" may not ${rpc}`);
   }
+}
+
+/**
+ * The caller a call is answered for: the certificate's own, or, when a node
+ * forwarded the call (FORWARDED_FOR_METADATA), the caller the node says it
+ * came from, already authenticated and authorized there. Anyone but a node
+ * sending it is UNAUTHENTICATED: an admin client cannot pose as a forwarding
+ * node, and a node cannot forward a node.
+ */
+export function forwardedCaller(caller: Caller, forwarded: Buffer | undefined): Caller {
+  if (forwarded === undefined) return caller;
+  if (caller.role !== 'node') throw Errors.unauthenticated('only a fleet node\'s certificate (OU node) may forward calls for another caller');
+  let claimed: unknown;
+  try {
+    claimed = JSON.parse(forwarded.toString('utf8'));
+  } catch {
+    throw Errors.unauthenticated(`${FORWARDED_FOR_METADATA} is not JSON`);
+  }
+  const { cn, role } = (claimed ?? {}) as { cn?: unknown; role?: unknown };
+  if (typeof cn !== 'string' || (role !== 'admin' && role !== 'viewer')) {
+    throw Errors.unauthenticated(`${FORWARDED_FOR_METADATA} must name a cn and an admin or viewer role`);
+  }
+  return { cn, role, via: caller.cn };
+}
+
+/** The metadata value forwardedCaller reads back. */
+export function forwardedFor(caller: Caller): Buffer {
+  return Buffer.from(JSON.stringify({ cn: caller.cn, role: caller.role }));
 }

@@ -5,7 +5,7 @@
 // statuses (unknown errors are logged and reach the client only as INTERNAL).
 import { status as Status, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { authorize, identify, type Caller, type RpcName } from './authz.js';
+import { FORWARDED_FOR_METADATA, authorize, forwardedCaller, identify, type Caller, type RpcName } from './authz.js';
 import { DenyList } from './deny-list.js';
 import { toStatus } from './status.js';
 import type { ServerMetrics } from '../ops/metrics.js';
@@ -30,7 +30,9 @@ export class RpcBoundary {
   ) {}
 
   #identify(call: AnyCall): Caller {
-    return identify(call.getAuthContext().sslPeerCertificate, this.denyList);
+    const caller = identify(call.getAuthContext().sslPeerCertificate, this.denyList);
+    const [forwarded] = call.metadata.get(FORWARDED_FOR_METADATA);
+    return forwardedCaller(caller, typeof forwarded === 'string' ? Buffer.from(forwarded) : forwarded);
   }
 
   unary<Req, Res>(rpc: RpcName, handler: (caller: Caller, request: Req) => Res | Promise<Res>) {
@@ -103,6 +105,7 @@ export class RpcBoundary {
       peer: call.getPeer(),
       cn: caller?.cn,
       role: caller?.role,
+      via: caller?.via,
       jobId: jobIdOf(call.request) ?? jobIdOf((response as { job?: unknown } | undefined)?.job),
       outcome,
       code: code ?? 0,

@@ -1,18 +1,35 @@
 // The gRPC server: its transport limits, the JobService behind the RPC
 // boundary, and the standard health and reflection services beside it.
-import { Server, type ServerCredentials, type ServerWritableStream } from '@grpc/grpc-js';
-import { JobServiceService, type DataChunk, type GetJobsStreamReq } from '../../gen/jobworker/v1/jobworker.js';
+import { Server, type ServerCredentials } from '@grpc/grpc-js';
+import { FleetServiceService, JobServiceService, NodeServiceService } from '../../gen/jobworker/v1/jobworker.js';
+import { Errors } from '../errors.js';
 import type { RpcBoundary } from './boundary.js';
 import { encodeDataChunk } from './chunk-encoder.js';
+import type { FleetApi, JobApi, NodeApi, OutputMessage } from './job-api.js';
 import { encodeJobsPage } from './job-pages.js';
-import type { JobService } from './job-service.js';
 import { addStandardServices, type Health } from './standard-services.js';
 
 export const MAX_STREAMS_PER_CONNECTION = 128;
 /** A CreateJob is small (its stored part is capped at MAX_REQUEST_BYTES); anything near this is abuse. */
 export const MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
 
-export function createGrpcServer(service: JobService, boundary: RpcBoundary): { server: Server; health: Health } {
+/** A relayed chunk is already encoded: its bytes go on as they came. */
+const encodeOutput = (message: OutputMessage): Buffer => (Buffer.isBuffer(message) ? message : encodeDataChunk(message));
+
+/** What a server that is not part of a fleet answers FleetService calls with. */
+const NO_FLEET: FleetApi = {
+  getNodes: () => Promise.reject(Errors.notAFleet('there are no nodes to list')),
+  drainNode: () => Promise.reject(Errors.notAFleet('there are no nodes to drain')),
+  undrainNode: () => Promise.reject(Errors.notAFleet('there are no nodes to undrain')),
+};
+
+/** The fleet's services, when the server is a node of one; NodeService is then served too. */
+export interface FleetServices {
+  fleet: FleetApi;
+  node: NodeApi;
+}
+
+export function createGrpcServer(service: JobApi, boundary: RpcBoundary, fleet?: FleetServices): { server: Server; health: Health } {
   const server = new Server({
     'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
     // One connection cannot hold more than this many calls open at once; its
@@ -31,16 +48,23 @@ export function createGrpcServer(service: JobService, boundary: RpcBoundary): { 
   const definition = {
     ...JobServiceService,
     getJobs: { ...JobServiceService.getJobs, responseSerialize: encodeJobsPage },
-    getJobsStream: { ...JobServiceService.getJobsStream, responseSerialize: encodeDataChunk },
+    getJobsStream: { ...JobServiceService.getJobsStream, responseSerialize: encodeOutput },
   };
   const health = addStandardServices(server);
   server.addService(definition, {
     createJob: boundary.unary('CreateJob', async (caller, req) => ({ job: await service.createJob(caller, req) })),
-    getJob: boundary.unary('GetJob', async (_caller, req) => ({ job: await service.getJob(req) })),
-    stopJob: boundary.unary('StopJob', async (_caller, req) => ({ job: await service.stopJob(req) })),
-    getJobs: boundary.unary('GetJobs', (_caller, req) => service.getJobs(req)),
-    getJobsStream: boundary.serverStream('GetJobsStream', (_caller, call: ServerWritableStream<GetJobsStreamReq, DataChunk>) => service.streamOutput(call)),
+    getJob: boundary.unary('GetJob', async (caller, req) => ({ job: await service.getJob(caller, req) })),
+    stopJob: boundary.unary('StopJob', async (caller, req) => ({ job: await service.stopJob(caller, req) })),
+    getJobs: boundary.unary('GetJobs', (caller, req) => service.getJobs(caller, req)),
+    getJobsStream: boundary.serverStream('GetJobsStream', (caller, call) => service.streamOutput(caller, call)),
   });
+  const nodes = fleet?.fleet ?? NO_FLEET;
+  server.addService(FleetServiceService, {
+    getNodes: boundary.unary('GetNodes', (caller, req) => nodes.getNodes(caller, req)),
+    drainNode: boundary.unary('DrainNode', (caller, req) => nodes.drainNode(caller, req)),
+    undrainNode: boundary.unary('UndrainNode', (caller, req) => nodes.undrainNode(caller, req)),
+  });
+  if (fleet) server.addService(NodeServiceService, { startJob: boundary.unary('StartJob', (caller, req) => fleet.node.startJob(caller, req)) });
   return { server, health };
 }
 

@@ -2,12 +2,11 @@
 // handler runs (boundary.ts); handlers validate their request (policy/) and
 // work on the store and the runner.
 import { once } from 'node:events';
-import type { ServerWritableStream } from '@grpc/grpc-js';
 import { MAX_GRACE_MS } from '../../common/api-limits.js';
-import { OutputStream, type CreateJobReq, type DataChunk, type GetJobReq, type GetJobsReq, type GetJobsStreamReq, type Job, type StopJobReq } from '../../gen/jobworker/v1/jobworker.js';
+import { OutputStream, type CreateJobReq, type DataChunk, type GetJobReq, type GetJobsReq, type Job, type StopJobReq } from '../../gen/jobworker/v1/jobworker.js';
 import { StreamId } from '../../workers/protocol.js';
 import { Errors, quoted } from '../errors.js';
-import type { JobRunner } from '../jobs/runner.js';
+import type { JobRunner, StartRequest } from '../jobs/runner.js';
 import type { JobRecord } from '../jobs/record.js';
 import type { JobStore } from '../jobs/store.js';
 import type { ServerMetrics } from '../ops/metrics.js';
@@ -18,6 +17,7 @@ import { resolveIsolation, type IsolationPolicy } from '../policy/isolation.js';
 import { jobEnvironment, parseEnv, resolveWorkdir } from '../policy/job-environment.js';
 import { resolveLimits, type HostCapacity } from '../policy/limits.js';
 import type { Caller } from './authz.js';
+import type { JobApi, OutputCall } from './job-api.js';
 import { readPage, type JobsPage } from './job-pages.js';
 import { toJob } from './job-view.js';
 import { WriteWindow } from './write-window.js';
@@ -38,10 +38,19 @@ export interface ServiceOptions {
   defaultGraceMs: number;
 }
 
-export class JobService {
+/** A CreateJob request checked against this server's policy: what the runner starts. */
+export type ResolvedJob = Omit<StartRequest, 'owner' | 'id'>;
+
+export class JobService implements JobApi {
   constructor(readonly options: ServiceOptions) {}
 
   async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
+    if (request.node !== '' || Object.keys(request.constraints).length > 0) throw Errors.notAFleet('node and constraints place jobs in a fleet');
+    return toJob(await this.start(this.resolve(request), caller.cn));
+  }
+
+  /** Every check of a CreateJob request against this server's policy: INVALID_ARGUMENT or PERMISSION_DENIED. */
+  resolve(request: CreateJobReq): ResolvedJob {
     checkRequestSize(request);
     const requestedEnv = parseEnv(request.env);
     validateCommand(request.command, request.args);
@@ -49,18 +58,23 @@ export class JobService {
     const workdir = resolveWorkdir(request.workdir);
     const { isolation, user } = resolveIsolation(request.isolation, this.options.isolation);
     const env = jobEnvironment(user, requestedEnv);
-    const record = await this.options.runner.start({ command: request.command, args: request.args, limits, isolation, workdir, env, owner: caller.cn });
-    return toJob(record);
+    return { command: request.command, args: request.args, limits, isolation, workdir, env };
   }
 
-  async getJob(request: GetJobReq): Promise<Job> {
-    const record = this.#find(request.id);
+  /** Starts a resolved job for `owner`, under `id` when the caller chose it. */
+  start(job: ResolvedJob, owner: string, id?: string): Promise<JobRecord> {
+    return this.options.runner.start({ ...job, owner, id });
+  }
+
+  async getJob(_caller: Caller, request: GetJobReq): Promise<Job> {
+    const record = this.find(request.id);
     await this.options.runner.refreshUsage(record);
     return toJob(record);
   }
 
   /** Newest first, a page at a time (job-pages.ts). */
-  getJobs(request: GetJobsReq): Promise<JobsPage> {
+  getJobs(_caller: Caller, request: GetJobsReq): Promise<JobsPage> {
+    if (request.node !== '') return Promise.reject(Errors.notAFleet('node filters the jobs of a fleet'));
     const refresh = request.freshUsage ? (records: JobRecord[]) => this.#refreshUsage(records) : undefined;
     return readPage(this.options.store, { request, refresh });
   }
@@ -75,8 +89,8 @@ export class JobService {
     await Promise.all(Array.from({ length: Math.min(USAGE_READS_AT_ONCE, running.length) }, reader));
   }
 
-  async stopJob(request: StopJobReq): Promise<Job> {
-    const record = this.#find(request.id);
+  async stopJob(_caller: Caller, request: StopJobReq): Promise<Job> {
+    const record = this.find(request.id);
     const graceMs = request.graceMs ?? this.options.defaultGraceMs;
     if (graceMs > MAX_GRACE_MS) throw Errors.invalidArgument(`grace_ms must be at most ${MAX_GRACE_MS}, got ${graceMs}`);
     await this.options.runner.stop(record, graceMs);
@@ -89,9 +103,9 @@ export class JobService {
    * client is held back by gRPC flow control (see WriteWindow) and never
    * gets more than a few chunks of its own.
    */
-  async streamOutput(call: ServerWritableStream<GetJobsStreamReq, DataChunk>): Promise<void> {
+  async streamOutput(_caller: Caller, call: OutputCall): Promise<void> {
     const { id, follow, since, tailLines, timestamps } = call.request;
-    const record = this.#find(id);
+    const record = this.find(id);
     const { log } = record;
     const end = follow ? Number.POSITIVE_INFINITY : log.length;
     const gone = new AbortController();
@@ -145,7 +159,8 @@ export class JobService {
     if (!gone.signal.aborted) call.end();
   }
 
-  #find(id: string): JobRecord {
+  /** The job's record here: INVALID_ARGUMENT for an id that is not a UUID, NOT_FOUND for one this server does not have. */
+  find(id: string): JobRecord {
     if (!UUID.test(id)) throw Errors.invalidArgument(`job id must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${quoted(id)}`);
     const record = this.options.store.get(id);
     if (!record) throw Errors.jobNotFound(id);

@@ -10,7 +10,8 @@ export const STATUS: Record<JobState, JobStatus> = {
   STOPPED: JobStatus.JOB_STATUS_STOPPED,
 };
 
-export function toJob(record: JobRecord): Job {
+/** `node`: the fleet node the job runs on, when this server is one. */
+export function toJob(record: JobRecord, node = ''): Job {
   return {
     id: record.id,
     command: record.command,
@@ -37,6 +38,7 @@ export function toJob(record: JobRecord): Job {
     usage: record.usage ? { ...record.usage, sampledAt: new Date(record.usage.sampledAt) } : undefined,
     isolation: record.isolation ? isolationOf(record.isolation) : undefined,
     workdir: record.workdir ?? '',
+    node,
   };
 }
 

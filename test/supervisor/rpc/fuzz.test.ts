@@ -76,6 +76,8 @@ function generator(random: () => number) {
                     user: pick(['', 'nobody', '0', 'nosuch', '4294967295', 'a:b:c', text()]),
                     rootfs: pick(['', '/', '/nonexistent', 'relative', text()]),
                   },
+            node: pick(['', 'n1', text()]),
+            constraints: pick([{}, { a: 'b' }, { [text()]: text() }]),
           }).finish(),
         );
       case 'GetJob':
