@@ -1,5 +1,6 @@
-// The dev PKI on disk: a CA and the server and client pairs jobworker uses,
-// written next to each other in one directory and never overwritten.
+// The dev PKI on disk: a CA and the server and client pairs jobworker uses
+// (plus any fleet node and etcd member pairs asked for), written next to each
+// other in one directory and never overwritten.
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { lstat, mkdir, open, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
@@ -10,7 +11,8 @@ export const DEV_ORG = 'jobworker-dev';
 const CA_CERT = 'ca-cert.pem';
 const CA_KEY = 'ca-key.pem';
 
-interface DevLeaf {
+/** A pair written as `<prefix>-cert.pem` and `<prefix>-key.pem`, issued with the dev PKI's org. */
+export interface DevLeaf {
   prefix: string;
   options: Omit<IssueCertOptions, 'org'>;
 }
@@ -21,29 +23,46 @@ const DEV_LEAVES: DevLeaf[] = [
   { prefix: 'client-viewer', options: { cn: 'viewer', ou: 'viewer', kind: 'client' } },
 ];
 
-/** All files writeDevPki manages, CA first. */
-export const DEV_PKI_FILES: readonly string[] = [
-  CA_CERT, CA_KEY, ...DEV_LEAVES.flatMap((leaf) => [`${leaf.prefix}-cert.pem`, `${leaf.prefix}-key.pem`]),
+const pkiFiles = (leaves: readonly DevLeaf[]): string[] => [
+  CA_CERT, CA_KEY, ...leaves.flatMap((leaf) => [`${leaf.prefix}-cert.pem`, `${leaf.prefix}-key.pem`]),
 ];
+
+/** All files writeDevPki manages without extra leaves, CA first. */
+export const DEV_PKI_FILES: readonly string[] = pkiFiles(DEV_LEAVES);
+
+export interface WriteDevPkiOptions {
+  org?: string;
+  /** Pairs to manage besides the server and client ones (fleet nodes, etcd members), by the same rules. */
+  extraLeaves?: readonly DevLeaf[];
+}
 
 /**
  * Writes whatever files of the dev PKI are missing in `dir`, never overwriting
  * one. Returned paths are `path.join(dir, name)`.
  */
-export async function writeDevPki(dir: string, options: { org?: string } = {}): Promise<{ written: string[]; kept: string[] }> {
+export async function writeDevPki(dir: string, options: WriteDevPkiOptions = {}): Promise<{ written: string[]; kept: string[] }> {
   const org = options.org ?? DEV_ORG;
+  for (const { prefix } of options.extraLeaves ?? []) {
+    // Prefixes become file names in `dir`: nothing that could point elsewhere.
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(prefix)) throw new PkiError('PKI_INVALID_OPTION', `invalid leaf prefix ${JSON.stringify(prefix)}`);
+  }
+  const leaves = [...DEV_LEAVES, ...(options.extraLeaves ?? [])];
+  const files = pkiFiles(leaves);
+  // Two leaves with one prefix would be issued twice and collide on disk.
+  const twice = files.find((name, i) => files.indexOf(name) !== i);
+  if (twice !== undefined) throw new PkiError('PKI_INVALID_OPTION', `${twice} would be written by two leaves: give each leaf its own prefix`);
   const file = (name: string) => path.join(dir, name);
   await io(file('.'), () => mkdir(dir, { recursive: true }));
 
   const present = new Set<string>();
-  for (const name of DEV_PKI_FILES) {
+  for (const name of files) {
     if (await exists(file(name))) present.add(name);
   }
-  const kept = DEV_PKI_FILES.filter((name) => present.has(name)).map(file);
+  const kept = files.filter((name) => present.has(name)).map(file);
 
   // A key without its cert (or the reverse) cannot be completed without
   // overwriting the half that is there.
-  for (const { prefix } of DEV_LEAVES) {
+  for (const { prefix } of leaves) {
     const cert = `${prefix}-cert.pem`;
     const key = `${prefix}-key.pem`;
     if (present.has(cert) !== present.has(key)) {
@@ -51,7 +70,7 @@ export async function writeDevPki(dir: string, options: { org?: string } = {}): 
       throw new PkiError('PKI_INCOMPLETE', `${file(missing)} is missing but its pair exists: remove the other half to have both reissued`);
     }
   }
-  const missingLeaves = DEV_LEAVES.filter(({ prefix }) => !present.has(`${prefix}-cert.pem`));
+  const missingLeaves = leaves.filter(({ prefix }) => !present.has(`${prefix}-cert.pem`));
 
   let ca: PemPair;
   const written: string[] = [];

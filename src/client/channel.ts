@@ -72,7 +72,7 @@ export function openChannel(options: ConnectOptions): JobServiceClient {
  * the connector it makes (connectionOptions, as of 1.14): a test checks the
  * warning stays away, so a grpc-js that changes this is caught.
  */
-function withoutIpServerName(creds: ChannelCredentials): ChannelCredentials {
+export function withoutIpServerName(creds: ChannelCredentials): ChannelCredentials {
   const make = creds._createSecureConnector.bind(creds);
   creds._createSecureConnector = (...args) => {
     const connector = make(...args);

@@ -15,6 +15,8 @@ import { HistoryError } from './jobs/history.js';
 import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './ops/reload.js';
 import type { TlsMaterial } from './rpc/tls-credentials.js';
 import { StartAbortedError, startServer } from './server.js';
+import { fleetBackend, FleetStartError } from '../fleet/backend.js';
+import { fleetConfig } from '../fleet/flags.js';
 import { SystemdNotifier } from './ops/systemd-notify.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -146,6 +148,27 @@ class ServeCommand extends Command {
       'Serve Prometheus metrics at http://HOST:PORT/metrics: plain HTTP on a loopback address (127.0.0.1:9464); anywhere else HTTPS needing a client certificate from --ca with an admin or viewer role, as on the gRPC port (default: off)',
     validator: isListenAddress,
   });
+  fleetEtcd = Option.String('--fleet-etcd', {
+    description: 'Join a fleet whose state is in etcd at these client URLs (https://h1:2379,https://h2:2379,…); without it the server is a single host',
+  });
+  fleetCa = Option.String('--fleet-ca', { description: "CA bundle etcd's certificates chain to (default: --ca)" });
+  fleetCert = Option.String('--fleet-cert', { description: 'Client certificate for etcd; its CN is the etcd user (default: --cert)' });
+  fleetKey = Option.String('--fleet-key', { description: 'Key of --fleet-cert (default: --key)' });
+  fleetPrefix = Option.String('--fleet-prefix', '/jobworker/', { description: 'Every etcd key of the fleet is under this prefix (default /jobworker/)' });
+  nodeName = Option.String('--node-name', { description: "This node's name in the fleet (default: the host name); its certificate's CN must be the same" });
+  advertise = Option.String('--advertise', {
+    description: 'HOST:PORT (or HOST: the port bound) where other nodes and clients reach this node; required when --listen is on 0.0.0.0 or ::',
+  });
+  nodeLabel = Option.Array('--node-label', [], { description: 'key=value label of this node, matched by jobctl create --constraint (repeatable)' });
+  nodeCpu = Option.String('--node-cpu', { description: 'CPU this node offers to placement, in percent of one core (default: cores×100)' });
+  nodeMemory = Option.String('--node-memory', { description: 'Memory this node offers to placement, e.g. 16G (default: the host memory)' });
+  heartbeat = Option.String('--heartbeat', '1s', { description: 'How often this node renews its lease and reports its load (default 1s)' });
+  nodeLostAfter = Option.String('--node-lost-after', '10s', {
+    description: "A node silent this long is lost: the fleet ends its unfinished jobs as lost (default 10s; whole seconds, etcd's lease TTL)",
+  });
+  stopJobsAfter = Option.String('--stop-jobs-after', '1m', {
+    description: 'A node cut off from etcd past its lease takes no new jobs at once, and stops its running ones after this long (default 1m)',
+  });
   logLevel = Option.String('--log-level', 'info', {
     description: 'Log level: trace, debug, info, warn, error, fatal, silent (default info)',
     validator: t.isEnum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const),
@@ -157,9 +180,11 @@ class ServeCommand extends Command {
     let tls: TlsMaterial;
     let denyList: DenyList;
     let audit: { logger: Logger; reopen(): void } | undefined;
+    let fleet;
     try {
       tls = loadTls(files);
       denyList = loadDenyList(files);
+      if (this.fleetEtcd !== undefined) fleet = fleetConfig(this, tls);
       if (this.auditLog) audit = openAuditLog(this.auditLog);
     } catch (err) {
       this.context.stderr.write(`jobworkerd: ${(err as Error).message}\n`);
@@ -215,6 +240,7 @@ class ServeCommand extends Command {
         auditLogger: audit?.logger,
         denyList,
         signal: stop.signal,
+        backend: fleet && fleetBackend(fleet),
       });
     } catch (err) {
       if (err instanceof StartAbortedError) {
@@ -223,7 +249,7 @@ class ServeCommand extends Command {
       }
       this.context.stderr.write(`jobworkerd: cannot start: ${(err as Error).message}\n`);
       // A data directory it cannot use is a configuration error, like a bad certificate.
-      return err instanceof HistoryError || err instanceof IsolationConfigError ? 2 : 1;
+      return err instanceof HistoryError || err instanceof IsolationConfigError || err instanceof FleetStartError ? 2 : 1;
     }
     const unwatch = watchConfig(files, server, logger, () => audit?.reopen());
     const systemd = new SystemdNotifier(logger);

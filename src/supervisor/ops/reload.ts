@@ -38,7 +38,7 @@ export function loadDenyList(files: ConfigFiles): DenyList {
   return DenyList.parse(text, files.denyList, files.denyCns);
 }
 
-function flagPem(file: string, flag: string): Buffer {
+export function flagPem(file: string, flag: string): Buffer {
   try {
     return readPem(file);
   } catch (err) {

@@ -29,6 +29,11 @@ const USAGE_READS_AT_ONCE = 64;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
+/** INVALID_ARGUMENT unless `id` is a job id (a UUID, lower case). */
+export function checkJobId(id: string): void {
+  if (!UUID.test(id)) throw Errors.invalidArgument(`job id must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${quoted(id)}`);
+}
+
 export interface ServiceOptions {
   store: JobStore;
   runner: JobRunner;
@@ -161,7 +166,7 @@ export class JobService implements JobApi {
 
   /** The job's record here: INVALID_ARGUMENT for an id that is not a UUID, NOT_FOUND for one this server does not have. */
   find(id: string): JobRecord {
-    if (!UUID.test(id)) throw Errors.invalidArgument(`job id must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${quoted(id)}`);
+    checkJobId(id);
     const record = this.options.store.get(id);
     if (!record) throw Errors.jobNotFound(id);
     return record;

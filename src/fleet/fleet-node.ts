@@ -1,0 +1,509 @@
+// A node of the fleet: the API of the whole fleet, answered on this node.
+// Jobs of this node go to the local JobService; others are forwarded to
+// their node, which answers them (for the caller, whose identity travels
+// with the call) through its own local service. CreateJob places the job,
+// hands it to the chosen node, and makes sure it started there exactly once
+// or not at all (records.ts). Listing reads the fleet's records in etcd.
+import type { Etcd3 } from 'etcd3';
+import type { Logger } from 'pino';
+import type { CallOptions, Metadata, ServiceError } from '@grpc/grpc-js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { messageOf } from '../common/error-message.js';
+import { labelProblem } from '../common/labels.js';
+import {
+  JobStatus,
+  type CreateJobReq,
+  type CreateJobRes,
+  type DrainNodeReq,
+  type DrainNodeRes,
+  type GetJobReq,
+  type GetJobsReq,
+  type Job,
+  type Nodes,
+  type StartJobReq,
+  type StopJobReq,
+} from '../gen/jobworker/v1/jobworker.js';
+import { MAX_GRACE_MS } from '../common/api-limits.js';
+import { Errors, JobworkerError, quoted } from '../supervisor/errors.js';
+import type { JobRecord } from '../supervisor/jobs/record.js';
+import { checkRequestSize, validateCommand } from '../supervisor/policy/command.js';
+import { parseEnv } from '../supervisor/policy/job-environment.js';
+import { DEFAULT_CPU_PERCENT, DEFAULT_MEMORY_MB } from '../supervisor/policy/limits.js';
+import type { Caller } from '../supervisor/rpc/authz.js';
+import type { FleetApi, JobApi, NodeApi, OutputCall } from '../supervisor/rpc/job-api.js';
+import type { JobsPage } from '../supervisor/rpc/job-pages.js';
+import { checkJobId } from '../supervisor/rpc/job-service.js';
+import { toJob } from '../supervisor/rpc/job-view.js';
+import { WriteWindow } from '../supervisor/rpc/write-window.js';
+import type { LocalParts } from '../supervisor/server.js';
+import { NODE_NAME, type FleetConfig } from './config.js';
+import { uuidv7 } from './job-id.js';
+import { readFleetPage } from './job-list.js';
+import { FleetKeys } from './keys.js';
+import { Membership } from './membership.js';
+import { readNodes, toNode, type NodeInfo, type NodeView } from './nodes.js';
+import { Peers, forwardedMetadata, fromPeer, nodeUnavailable } from './peers.js';
+import { capacityRefusal, describeRefusals, place } from './placement.js';
+import { FleetRecords, newAttempt } from './records.js';
+
+/** From the hand-off to the other node's answer: its start (job-init's own time-out is 30 s) and a few etcd writes. */
+const HAND_OFF_TIMEOUT_MS = 60_000;
+/** A forwarded GetJob: the other node answers from memory. */
+const FORWARD_TIMEOUT_MS = 10_000;
+/** How long a closing node waits for the fleet to hear of its jobs' ends. */
+const END_WRITES_TIMEOUT_MS = 5_000;
+const ENDED = new Set([JobStatus.JOB_STATUS_COMPLETED, JobStatus.JOB_STATUS_FAILED, JobStatus.JOB_STATUS_STOPPED]);
+const MIB = 1024 * 1024;
+
+export class FleetNode implements JobApi, FleetApi, NodeApi {
+  readonly keys: FleetKeys;
+  readonly records: FleetRecords;
+  readonly peers: Peers;
+  readonly membership: Membership;
+  readonly self: string;
+  /** The node table as last read: addresses for forwarding, lost nodes for relays. */
+  #table = new Map<string, NodeView>();
+  /** Starts admitted here and not yet in the local store: counted against capacity. */
+  readonly #admitting = new Map<string, { cpuPercent: number; memoryMb: number }>();
+  /** Ends not yet written to etcd. */
+  readonly #endWrites = new Set<Promise<void>>();
+  /** Relays from nodes, told when their node is lost. */
+  readonly #relays = new Map<string, Set<(why: string) => void>>();
+  #closing = false;
+
+  constructor(
+    readonly config: FleetConfig,
+    readonly client: Etcd3,
+    readonly local: LocalParts,
+    readonly logger: Logger,
+  ) {
+    this.self = config.nodeName;
+    this.keys = new FleetKeys(config.prefix);
+    this.records = new FleetRecords(client, this.keys);
+    this.peers = new Peers(config.nodeTls);
+    this.membership = new Membership(client, this.keys, config, {
+      stats: () => this.#stats(),
+      stopJobs: () => void this.#stopAll('this node was cut off from etcd past --stop-jobs-after'),
+      rejoined: () => this.#reconcile(),
+      tick: () => this.#tick(),
+    }, logger);
+  }
+
+  // ---------------------------------------------------------------------------
+  // Joining and leaving
+
+  async join(port: number): Promise<void> {
+    const address = `${this.config.advertise.host}:${this.config.advertise.port ?? port}`;
+    await this.#reconcile();
+    await this.membership.join(address);
+    this.#table = await readNodes(this.client, this.keys);
+    this.logger.info({ node: this.self, address, labels: this.config.labels, capacity: this.config.capacity }, 'joined the fleet');
+  }
+
+  async close(): Promise<void> {
+    this.#closing = true;
+    const writes = Promise.all(this.#endWrites);
+    const timer = setTimeout(() => this.logger.warn({ pending: this.#endWrites.size }, 'the fleet has not heard of every job end yet; leaving anyway'), END_WRITES_TIMEOUT_MS);
+    await Promise.race([writes, new Promise((resolve) => setTimeout(resolve, END_WRITES_TIMEOUT_MS).unref())]);
+    clearTimeout(timer);
+    await this.membership.leave();
+    this.peers.close();
+    this.client.close();
+  }
+
+  #stats() {
+    let reservedCpuPercent = 0;
+    let reservedMemoryMb = 0;
+    const running = this.local.store.running();
+    for (const job of running) {
+      reservedCpuPercent += job.limits.cpuPercent;
+      reservedMemoryMb += job.limits.memoryBytes / MIB;
+    }
+    for (const admitted of this.#admitting.values()) {
+      reservedCpuPercent += admitted.cpuPercent;
+      reservedMemoryMb += admitted.memoryMb;
+    }
+    return { reservedCpuPercent, reservedMemoryMb, runningJobs: running.length + this.#admitting.size };
+  }
+
+  /**
+   * What the fleet says of this node's jobs against what runs here: a job it
+   * lists as running that does not run here (this node restarted, or died
+   * between claiming and starting it) gets its end recorded; one the fleet
+   * has ended (declared lost while this node was cut off) is stopped here.
+   */
+  async #reconcile(): Promise<void> {
+    const listed = new Set(await this.records.runningOn(this.self));
+    for (const id of listed) {
+      const record = this.local.store.get(id);
+      if (record?.state === 'RUNNING') continue;
+      if (record) {
+        this.jobEnded(record);
+        continue;
+      }
+      const job = await this.records.job(id);
+      if (!job) continue;
+      this.#writeEnd({ ...job, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), message: `node ${this.self} restarted before the job started` });
+    }
+    for (const record of this.local.store.running()) {
+      if (listed.has(record.id)) continue;
+      this.logger.warn({ jobId: record.id }, 'the fleet ended this job as lost while this node was cut off: stopping it');
+      void this.local.service.options.runner.stop(record, 0);
+    }
+  }
+
+  async #stopAll(why: string): Promise<void> {
+    const running = this.local.store.running();
+    this.logger.error({ jobs: running.length, why }, 'stopping every job of this node');
+    await Promise.all(running.map((record) => this.local.service.options.runner.stop(record, this.local.service.options.defaultGraceMs)));
+  }
+
+  /** Each heartbeat: read the node table, and end the jobs of nodes that are lost. */
+  async #tick(): Promise<void> {
+    this.#table = await readNodes(this.client, this.keys);
+    for (const view of this.#table.values()) {
+      if (view.state !== 'lost' || view.info.name === this.self) continue;
+      const why = `node ${view.info.name} was lost (no heartbeat within ${this.config.nodeLostAfterMs / 1000}s)`;
+      for (const relay of this.#relays.get(view.info.name) ?? []) relay(why);
+      for (const id of await this.records.runningOn(view.info.name)) await this.#declareLost(id, view.info.name, why);
+    }
+  }
+
+  async #declareLost(id: string, node: string, why: string): Promise<void> {
+    const job = await this.records.job(id);
+    if (!job) {
+      await this.client.delete().key(this.keys.running(node, id)).exec();
+      return;
+    }
+    const usage = job.usage ? { ...job.usage, memoryBytes: 0 } : undefined;
+    const lost: Job = { ...job, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), usage, message: `${why}: the job was ended as lost; its output stays on that node` };
+    const outcome = await this.records.claimEnd(lost, { node: this.self, attempt: newAttempt(), lost: true });
+    if (outcome.won) this.logger.warn({ jobId: id, node }, 'ended a job of a lost node');
+  }
+
+  // ---------------------------------------------------------------------------
+  // Job ends: written to the fleet until it has them
+
+  jobEnded(record: JobRecord): void {
+    this.#writeEnd(toJob(record, this.self));
+  }
+
+  #writeEnd(job: Job): void {
+    const write = this.#claimEnd(job);
+    this.#endWrites.add(write);
+    void write.finally(() => this.#endWrites.delete(write));
+  }
+
+  /** Tries until etcd has the end (or this node is closing and gave up waiting). */
+  async #claimEnd(job: Job): Promise<void> {
+    const attempt = newAttempt();
+    for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 5_000)) {
+      try {
+        const outcome = await this.records.claimEnd(job, { node: this.self, attempt });
+        if (!outcome.won) this.logger.warn({ jobId: job.id, by: outcome.claim.node }, 'the fleet had already ended this job (as lost)');
+        return;
+      } catch (err) {
+        this.logger.warn({ jobId: job.id, err: messageOf(err) }, 'could not record a job end in etcd; trying again');
+        if (this.#closing) return;
+        await sleep(delayMs);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // JobApi
+
+  async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
+    // What does not depend on the node is refused here, before anything moves.
+    checkRequestSize(request);
+    parseEnv(request.env);
+    validateCommand(request.command, request.args);
+    for (const [key, value] of Object.entries(request.constraints)) {
+      const problem = labelProblem(key, value);
+      if (problem) throw Errors.invalidArgument(`constraint: ${problem}`);
+    }
+    if (request.node !== '' && !NODE_NAME.test(request.node)) throw Errors.invalidArgument(`node must be a node's name, got ${quoted(request.node)}`);
+    const nodes = await this.#readNodes();
+    if (request.node !== '' && !nodes.has(request.node)) throw new JobworkerError('NODE_NOT_FOUND', `node ${request.node} is not part of the fleet`);
+    const needs = {
+      cpuPercent: request.limits?.maxCpuPercent || DEFAULT_CPU_PERCENT,
+      memoryMb: request.limits?.maxMemoryMb || DEFAULT_MEMORY_MB,
+      node: request.node,
+      constraints: request.constraints,
+    };
+    const { candidates, refused } = place(nodes.values(), needs);
+    const id = uuidv7();
+    for (const candidate of candidates) {
+      try {
+        return await this.#handOff(candidate.info, id, caller, request);
+      } catch (err) {
+        // That node's own figures said no: the next one may say yes.
+        if (!(err instanceof JobworkerError && err.code === 'NO_NODE_FITS')) throw err;
+        refused.set(candidate.info.name, err.message);
+      }
+    }
+    throw new JobworkerError('NO_NODE_FITS', `no node can take the job: ${describeRefusals(refused) || 'the fleet has no nodes'}`);
+  }
+
+  async #handOff(node: NodeInfo, id: string, caller: Caller, request: CreateJobReq): Promise<Job> {
+    const start: StartJobReq = { id, request, owner: caller.cn, attempt: newAttempt() };
+    if (node.name === this.self) return this.#start(start);
+    try {
+      const answer = await callPeer<StartJobReq, CreateJobRes>(this.peers.nodes(node), 'startJob', start, undefined, HAND_OFF_TIMEOUT_MS);
+      return answer.job!;
+    } catch (err) {
+      const failure = fromPeer(err, node);
+      // The node's own refusal: it started nothing.
+      if (failure.code !== 'NODE_UNAVAILABLE') throw failure;
+      // No answer: it may have started the job. Close the door, then look.
+      let outcome;
+      try {
+        outcome = await this.records.cancelStart(id, this.self);
+      } catch (etcdErr) {
+        throw new JobworkerError('FLEET_UNAVAILABLE', `node ${node.name} did not answer and etcd could not say whether job ${id} started there: ${messageOf(etcdErr)}`);
+      }
+      if (outcome.won) throw nodeUnavailable(node, `${failure.message.replace(/^node \S+ \(\S+\) is unavailable: /, '')}; the job was not started`);
+      const job = await this.records.job(id);
+      if (!job) throw nodeUnavailable(node, `it claimed job ${id} but its start failed`);
+      return job;
+    }
+  }
+
+  /** The job, started on this node: admitted against this node's own figures, claimed, started. */
+  async #start(request: StartJobReq): Promise<Job> {
+    if (this.#closing) throw Errors.shuttingDown();
+    if (this.membership.fenced) throw new JobworkerError('FLEET_UNAVAILABLE', `node ${this.self} is cut off from etcd and takes no jobs`);
+    checkJobId(request.id);
+    if (!request.request) throw Errors.invalidArgument('request is required');
+    const resolved = this.local.service.resolve(request.request);
+    const needs = { cpuPercent: resolved.limits.cpuPercent, memoryMb: resolved.limits.memoryBytes / MIB };
+    const stats = this.#stats();
+    const { capacity } = this.config;
+    const free = { cpuPercent: capacity.cpuPercent - stats.reservedCpuPercent, memoryMb: capacity.memoryMb - stats.reservedMemoryMb };
+    const refused = capacityRefusal(capacity, free, needs);
+    if (refused) throw new JobworkerError('NO_NODE_FITS', refused);
+    this.#admitting.set(request.id, needs);
+    try {
+      const pending: Job = {
+        ...toPending(request, this.self),
+        limits: { maxCpuPercent: resolved.limits.cpuPercent, maxMemoryMb: needs.memoryMb, maxIoBps: resolved.limits.ioBps, maxPids: resolved.limits.pids },
+      };
+      const outcome = await this.records.claimStart(request.id, { node: this.self, attempt: newAttempt() }, pending);
+      if (!outcome.won) {
+        if (outcome.claim.cancelled) throw new JobworkerError('START_CANCELLED', `job ${request.id}: its start was cancelled by node ${outcome.claim.node}`);
+        throw new JobworkerError('START_CLAIMED', `job ${request.id} was already started by node ${outcome.claim.node}`);
+      }
+      let record: JobRecord;
+      try {
+        record = await this.local.service.start(resolved, request.owner, request.id);
+      } catch (err) {
+        await this.records.forgetFailedStart(request.id, this.self).catch((forgetErr: unknown) => {
+          this.logger.warn({ jobId: request.id, err: messageOf(forgetErr) }, 'could not remove the record of a job that failed to start');
+        });
+        throw err;
+      }
+      const job = toJob(record, this.self);
+      // RUNNING in the fleet's view; if etcd is away, the job's end will say how it went.
+      await this.records.update(job).catch((err: unknown) => this.logger.warn({ jobId: job.id, err: messageOf(err) }, 'could not record a job start in etcd'));
+      return job;
+    } finally {
+      this.#admitting.delete(request.id);
+    }
+  }
+
+  async getJob(caller: Caller, request: GetJobReq): Promise<Job> {
+    if (caller.via) return this.#localJob(await this.local.service.getJob(caller, request));
+    const job = await this.#fleetJob(request.id);
+    if (ENDED.has(job.status)) return job;
+    if (job.node === this.self) return this.#localJob(await this.local.service.getJob(caller, request));
+    const node = this.#table.get(job.node);
+    if (!node || node.state === 'lost') return job;
+    try {
+      const answer = await callPeer<GetJobReq, { job?: Job }>(this.peers.jobs(node.info), 'getJob', request, forwardedMetadata(caller), FORWARD_TIMEOUT_MS);
+      return answer.job ?? job;
+    } catch {
+      // Its node cannot say: the fleet's record is what is known.
+      return job;
+    }
+  }
+
+  async stopJob(caller: Caller, request: StopJobReq): Promise<Job> {
+    if (caller.via) return this.#localJob(await this.local.service.stopJob(caller, request));
+    const graceMs = request.graceMs ?? this.local.service.options.defaultGraceMs;
+    if (graceMs > MAX_GRACE_MS) throw Errors.invalidArgument(`grace_ms must be at most ${MAX_GRACE_MS}, got ${graceMs}`);
+    const job = await this.#fleetJob(request.id);
+    if (ENDED.has(job.status)) return job;
+    if (job.node === this.self) return this.#localJob(await this.local.service.stopJob(caller, request));
+    const node = this.#table.get(job.node) ?? (await this.#readNodes()).get(job.node);
+    if (!node) throw nodeUnavailable({ name: job.node, address: 'unknown' }, 'it is not in the fleet');
+    if (node.state === 'lost') throw nodeUnavailable(node.info, 'it is lost; its jobs are being ended as lost');
+    try {
+      const answer = await callPeer<StopJobReq, { job?: Job }>(this.peers.jobs(node.info), 'stopJob', request, forwardedMetadata(caller), graceMs + FORWARD_TIMEOUT_MS * 3);
+      return answer.job ?? job;
+    } catch (err) {
+      throw fromPeer(err, node.info);
+    }
+  }
+
+  async getJobs(caller: Caller, request: GetJobsReq): Promise<JobsPage> {
+    return readFleetPage(this.client, this.keys, request, (jobs) => this.#fresher(caller, jobs, request.freshUsage));
+  }
+
+  /** Running jobs of this node from its store (always fresher than etcd); others from their node when asked to. */
+  async #fresher(caller: Caller, jobs: Job[], freshUsage: boolean): Promise<Job[]> {
+    return Promise.all(
+      jobs.map(async (job) => {
+        if (job.status !== JobStatus.JOB_STATUS_RUNNING) return job;
+        if (job.node === this.self) {
+          const record = this.local.store.get(job.id);
+          if (!record) return job;
+          if (freshUsage) await this.local.service.options.runner.refreshUsage(record);
+          return toJob(record, this.self);
+        }
+        if (!freshUsage) return job;
+        return this.getJob(caller, { id: job.id }).catch(() => job);
+      }),
+    );
+  }
+
+  async streamOutput(caller: Caller, call: OutputCall): Promise<void> {
+    if (caller.via) return this.local.service.streamOutput(caller, call);
+    const job = await this.#fleetJob(call.request.id);
+    if (job.node === this.self) return this.local.service.streamOutput(caller, call);
+    const node = this.#table.get(job.node) ?? (await this.#readNodes()).get(job.node);
+    if (!node) throw nodeUnavailable({ name: job.node, address: 'unknown' }, 'it is not in the fleet; the job\'s output lives there');
+    if (node.state === 'lost') throw nodeUnavailable(node.info, 'it is lost; the job\'s output lives there');
+    await this.#relay(node.info, caller, call);
+  }
+
+  /**
+   * The job's output from its node to the client, chunk by chunk as encoded
+   * there, reading from the node only as fast as the client takes it (gRPC
+   * flow control on both legs bounds what waits here).
+   */
+  async #relay(node: NodeInfo, caller: Caller, call: OutputCall): Promise<void> {
+    const upstream = this.peers.outputOf(node, caller, call.request, {});
+    const gone = new AbortController();
+    const onCancel = (): void => {
+      gone.abort();
+      upstream.cancel();
+    };
+    call.once('cancelled', onCancel);
+    call.once('close', onCancel);
+    let lost: string | undefined;
+    const onLost = (why: string): void => {
+      lost = why;
+      upstream.cancel();
+    };
+    const relays = this.#relays.get(node.name) ?? new Set();
+    this.#relays.set(node.name, relays.add(onLost));
+    const window = new WriteWindow(call, gone.signal);
+    try {
+      for await (const bytes of upstream as AsyncIterable<Buffer>) await window.write(bytes);
+    } catch (err) {
+      if (gone.signal.aborted) return;
+      if (lost) throw nodeUnavailable(node, `${lost}; the stream ends here, the rest of the output is on that node`);
+      throw fromPeer(err, node);
+    } finally {
+      relays.delete(onLost);
+      call.off('cancelled', onCancel);
+      call.off('close', onCancel);
+    }
+    if (!gone.signal.aborted) call.end();
+  }
+
+  #localJob(job: Job): Job {
+    return { ...job, node: this.self };
+  }
+
+  async #fleetJob(id: string): Promise<Job> {
+    checkJobId(id);
+    const job = await this.records.job(id).catch((err: unknown) => {
+      throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
+    });
+    if (!job) throw Errors.jobNotFound(id);
+    return job;
+  }
+
+  async #readNodes(): Promise<Map<string, NodeView>> {
+    try {
+      this.#table = await readNodes(this.client, this.keys);
+      return this.#table;
+    } catch (err) {
+      throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
+    }
+  }
+
+  // ---------------------------------------------------------------------------
+  // NodeApi, FleetApi
+
+  async startJob(_caller: Caller, request: StartJobReq): Promise<CreateJobRes> {
+    return { job: await this.#start(request) };
+  }
+
+  async getNodes(): Promise<Nodes> {
+    const nodes = await this.#readNodes();
+    return { nodes: [...nodes.values()].sort((a, b) => (a.info.name < b.info.name ? -1 : 1)).map(toNode) };
+  }
+
+  async drainNode(_caller: Caller, request: DrainNodeReq): Promise<DrainNodeRes> {
+    return this.#mark(request.name, true);
+  }
+
+  async undrainNode(_caller: Caller, request: DrainNodeReq): Promise<DrainNodeRes> {
+    return this.#mark(request.name, false);
+  }
+
+  async #mark(name: string, drained: boolean): Promise<DrainNodeRes> {
+    if (!NODE_NAME.test(name)) throw Errors.invalidArgument(`name must be a node's name, got ${quoted(name)}`);
+    if (!(await this.#readNodes()).has(name)) throw new JobworkerError('NODE_NOT_FOUND', `node ${name} is not part of the fleet`);
+    try {
+      if (drained) await this.client.put(this.keys.drain(name)).value('').exec();
+      else await this.client.delete().key(this.keys.drain(name)).exec();
+    } catch (err) {
+      throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
+    }
+    const view = (await this.#readNodes()).get(name);
+    if (!view) throw new JobworkerError('NODE_NOT_FOUND', `node ${name} is not part of the fleet`);
+    return { node: toNode(view) };
+  }
+}
+
+/** The record a start claim writes: INITIALIZING, on `node`. */
+function toPending(request: StartJobReq, node: string): Job {
+  const req = request.request!;
+  return {
+    id: request.id,
+    command: req.command,
+    args: req.args,
+    limits: undefined,
+    status: JobStatus.JOB_STATUS_INITIALIZING,
+    pid: 0,
+    cgroup: '',
+    startedAt: new Date(),
+    endedAt: undefined,
+    exitCode: undefined,
+    signal: '',
+    oomKilled: false,
+    owner: request.owner,
+    message: '',
+    outputBytes: 0,
+    usage: undefined,
+    outputStart: 0,
+    outputProblem: '',
+    isolation: undefined,
+    workdir: req.workdir,
+    node,
+  };
+}
+
+/** One unary call to another node, with a deadline. */
+function callPeer<Req, Res>(client: object, method: string, request: Req, metadata: Metadata | undefined, timeoutMs: number): Promise<Res> {
+  const options: Partial<CallOptions> = { deadline: Date.now() + timeoutMs };
+  const send = (client as Record<string, (...args: unknown[]) => unknown>)[method]!;
+  return new Promise((resolve, reject) => {
+    const callback = (err: ServiceError | null, res: Res): void => (err ? reject(err) : resolve(res));
+    if (metadata) send.call(client, request, metadata, options, callback);
+    else send.call(client, request, options, callback);
+  });
+}

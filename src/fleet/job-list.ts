@@ -1,0 +1,63 @@
+// GetJobs for the whole fleet: the jobs/ records, newest first by key (ids
+// are UUIDv7: time-ordered), a page at a time under the same bounds as a
+// single host's (page_size, about 1 MiB). A page token is the last id sent:
+// the next page is one range read below it, whatever was added or pruned.
+import type { Etcd3 } from 'etcd3';
+import { Job, JobStatus, type GetJobsReq } from '../gen/jobworker/v1/jobworker.js';
+import { MAX_PAGE_SIZE } from '../common/api-limits.js';
+import { Errors, quoted } from '../supervisor/errors.js';
+import { MAX_PAGE_BYTES, type JobsPage } from '../supervisor/rpc/job-pages.js';
+import { decodeJob } from './records.js';
+import type { FleetKeys } from './keys.js';
+
+/** Records read per range request while filling a page (each at most ~256 KiB). */
+const BATCH = 64;
+const FIELD_OVERHEAD = 1 + 3;
+
+/** Running jobs get a fresher copy here (their node's own figures) before they are encoded. */
+export type Refresh = (jobs: Job[]) => Promise<Job[]>;
+
+export async function readFleetPage(client: Etcd3, keys: FleetKeys, request: GetJobsReq, refresh: Refresh): Promise<JobsPage> {
+  if (request.pageSize > MAX_PAGE_SIZE) throw Errors.invalidArgument(`page_size must be at most ${MAX_PAGE_SIZE}, got ${request.pageSize}`);
+  if (request.status === JobStatus.UNRECOGNIZED) throw Errors.invalidArgument('status must be one of INITIALIZING, RUNNING, COMPLETED, FAILED, STOPPED');
+  const limit = request.pageSize === 0 ? MAX_PAGE_SIZE : request.pageSize;
+  let below = request.pageToken === '' ? null : keys.job(parseToken(request.pageToken));
+  const picked: Job[] = [];
+  let more = false;
+  let bytes = 0;
+  scan: for (;;) {
+    const range = client.getAll().inRange({ start: keys.jobs(), end: below ?? `${keys.jobs().slice(0, -1)}0` }).sort('Key', 'Descend').limit(BATCH);
+    const values = await range.buffers();
+    const entries = Object.entries(values).sort(([a], [b]) => (a < b ? 1 : a > b ? -1 : 0));
+    for (const [key, value] of entries) {
+      below = key;
+      const job = decodeJob(value);
+      if (!matches(job, request)) continue;
+      const size = Job.encode(job).finish().length + FIELD_OVERHEAD;
+      if (picked.length >= limit || (picked.length > 0 && bytes + size > MAX_PAGE_BYTES)) {
+        more = true;
+        break scan;
+      }
+      picked.push(job);
+      bytes += size;
+    }
+    if (entries.length < BATCH) break;
+  }
+  const jobs = await refresh(picked);
+  const last = picked[picked.length - 1];
+  return { jobs, encoded: jobs.map((job) => Job.encode(job).finish()), nextPageToken: more && last ? Buffer.from(`fleet:${last.id}`).toString('base64url') : '' };
+}
+
+function matches(job: Job, request: GetJobsReq): boolean {
+  return (
+    (request.status === JobStatus.JOB_STATUS_UNSPECIFIED || job.status === request.status) &&
+    (request.owner === '' || job.owner === request.owner) &&
+    (request.node === '' || job.node === request.node)
+  );
+}
+
+function parseToken(token: string): string {
+  const match = /^fleet:([0-9a-f-]{36})$/.exec(Buffer.from(token, 'base64url').toString());
+  if (!match) throw Errors.invalidArgument(`page_token is not one this fleet gave out: ${quoted(token)}`);
+  return match[1]!;
+}

@@ -1,0 +1,35 @@
+// Where the fleet keeps what must agree across nodes, all under one prefix:
+//   nodes/<name>/info    the node as it registered (no lease: a lost node stays listed)
+//   nodes/<name>/alive   its heartbeat, on its lease: gone when the node is lost
+//   drain/<name>         present while the node is drained
+//   jobs/<id>            the fleet's record of a job (a protobuf Job); ids are
+//                        UUIDv7, so key order is creation order
+//   claims/<id>/start    who started the job, or that its start was cancelled
+//   claims/<id>/end      who recorded its end (its node, or the node that declared it lost)
+//   running/<node>/<id>  the node's unfinished jobs: what a loss must end
+// A claim is created once (create revision 0) in a transaction that also
+// writes the record, and never rewritten: whoever created it decided.
+// A node's etcd user may write only its own nodes/<name>/; every node writes
+// the shared prefixes (any of them may declare another lost).
+export class FleetKeys {
+  constructor(readonly prefix: string) {}
+
+  readonly nodes = (): string => `${this.prefix}nodes/`;
+  readonly nodeInfo = (name: string): string => `${this.prefix}nodes/${name}/info`;
+  readonly nodeAlive = (name: string): string => `${this.prefix}nodes/${name}/alive`;
+  readonly nodePrefix = (name: string): string => `${this.prefix}nodes/${name}/`;
+  readonly drains = (): string => `${this.prefix}drain/`;
+  readonly drain = (name: string): string => `${this.prefix}drain/${name}`;
+  readonly jobs = (): string => `${this.prefix}jobs/`;
+  readonly job = (id: string): string => `${this.prefix}jobs/${id}`;
+  readonly startClaim = (id: string): string => `${this.prefix}claims/${id}/start`;
+  readonly endClaim = (id: string): string => `${this.prefix}claims/${id}/end`;
+  readonly claims = (id: string): string => `${this.prefix}claims/${id}/`;
+  readonly runningOn = (node: string): string => `${this.prefix}running/${node}/`;
+  readonly running = (node: string, id: string): string => `${this.prefix}running/${node}/${id}`;
+
+  /** The last path element of a key (a node's name under drain/, a job's id under running/). */
+  static last(key: string): string {
+    return key.slice(key.lastIndexOf('/') + 1);
+  }
+}

@@ -1,0 +1,118 @@
+// The fleet's job records and the claims that decide them, in etcd. Every
+// decision that must be exclusive — who starts a job, who records its end —
+// is one transaction that creates the claim only if it does not exist yet
+// and writes the record with it, so the record always says what the claim
+// decided. The etcd3 client retries a transaction by itself (on a lost
+// answer too), so a claim that won can come back as "compare failed": each
+// claim carries its writer's attempt id, and any failure is followed by a
+// read of the claim before deciding.
+import { randomUUID } from 'node:crypto';
+import type { Etcd3 } from 'etcd3';
+import { Job } from '../gen/jobworker/v1/jobworker.js';
+import { FleetKeys } from './keys.js';
+
+export interface StartClaim {
+  /** The node that started the job, or that cancelled its start. */
+  node: string;
+  attempt: string;
+  cancelled?: true;
+}
+
+export interface EndClaim {
+  node: string;
+  attempt: string;
+  /** The job's node was lost; `node` declared it. */
+  lost?: true;
+}
+
+export type ClaimOutcome<C> = { won: true } | { won: false; claim: C };
+
+export const newAttempt = (): string => randomUUID();
+
+export function encodeJob(job: Job): Buffer {
+  return Buffer.from(Job.encode(job).finish());
+}
+
+export function decodeJob(bytes: Buffer): Job {
+  return Job.decode(bytes);
+}
+
+export class FleetRecords {
+  constructor(
+    readonly client: Etcd3,
+    readonly keys: FleetKeys,
+  ) {}
+
+  async job(id: string): Promise<Job | null> {
+    const bytes = await this.client.get(this.keys.job(id)).buffer();
+    return bytes ? decodeJob(bytes) : null;
+  }
+
+  /**
+   * Claims the start of job `id` for `claim.node` and writes its first record
+   * (and its entry in running/): won, or the claim that was there first.
+   */
+  claimStart(id: string, claim: StartClaim, record: Job): Promise<ClaimOutcome<StartClaim>> {
+    const writes = claim.cancelled
+      ? [this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim))]
+      : [
+          this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim)),
+          this.client.put(this.keys.job(id)).value(encodeJob(record)),
+          this.client.put(this.keys.running(record.node, id)).value(''),
+        ];
+    return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, writes);
+  }
+
+  /** The start of `id` may never happen: won, or the start claim that was there first. */
+  cancelStart(id: string, node: string): Promise<ClaimOutcome<StartClaim>> {
+    const claim: StartClaim = { node, attempt: newAttempt(), cancelled: true };
+    return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, [this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim))]);
+  }
+
+  /** A job whose start failed: its record and running/ entry go (the claim stays: the id is spent). */
+  async forgetFailedStart(id: string, node: string): Promise<void> {
+    await this.client
+      .if(this.keys.startClaim(id), 'Create', '>', 0)
+      .then(this.client.delete().key(this.keys.job(id)), this.client.delete().key(this.keys.running(node, id)))
+      .commit();
+  }
+
+  /** Updates the record of a job whose end nobody has claimed yet (its start, once it runs). */
+  async update(record: Job): Promise<void> {
+    await this.client
+      .if(this.keys.endClaim(record.id), 'Create', '==', 0)
+      .and(this.keys.startClaim(record.id), 'Create', '>', 0)
+      .then(this.client.put(this.keys.job(record.id)).value(encodeJob(record)))
+      .commit();
+  }
+
+  /** Claims the end of a job and writes its final record, leaving running/: won, or the claim that was there first. */
+  claimEnd(record: Job, claim: EndClaim): Promise<ClaimOutcome<EndClaim>> {
+    return this.#claim<EndClaim>(this.keys.endClaim(record.id), claim.attempt, [
+      this.client.put(this.keys.endClaim(record.id)).value(JSON.stringify(claim)),
+      this.client.put(this.keys.job(record.id)).value(encodeJob(record)),
+      this.client.delete().key(this.keys.running(record.node, record.id)),
+    ]);
+  }
+
+  /** Ids of the node's unfinished jobs (running/<node>/). */
+  async runningOn(node: string): Promise<string[]> {
+    const keys = await this.client.getAll().prefix(this.keys.runningOn(node)).keys();
+    return keys.map(FleetKeys.last);
+  }
+
+  async #claim<C extends { attempt: string }>(key: string, attempt: string, writes: Parameters<ReturnType<Etcd3['if']>['then']>): Promise<ClaimOutcome<C>> {
+    let failure: unknown;
+    try {
+      const result = await this.client.if(key, 'Create', '==', 0).then(...writes).commit();
+      if (result.succeeded) return { won: true };
+    } catch (err) {
+      failure = err;
+    }
+    // Lost, or no answer: the claim says who won (perhaps this very attempt, its answer lost).
+    const bytes = await this.client.get(key).string();
+    if (bytes === null) throw failure ?? new Error(`${key}: the claim's transaction failed and there is no claim`);
+    const claim = JSON.parse(bytes) as C;
+    return claim.attempt === attempt ? { won: true } : { won: false, claim };
+  }
+}
