@@ -4,7 +4,7 @@
 // sees every job: they are printed with control characters escaped so that a
 // job's argv cannot move the cursor or rewrite the terminal of the person
 // listing it.
-import { JobStatus, Network, OutputStream, type DataChunk, type Job } from '../src/gen/jobworker/v1/jobworker.js';
+import { JobStatus, Network, NodeState, OutputStream, type DataChunk, type Job, type Node } from '../src/gen/jobworker/v1/jobworker.js';
 import type { JobRates } from './usage-rates.js';
 
 const STATUS_NAMES: Readonly<Record<JobStatus, string>> = {
@@ -92,10 +92,14 @@ function outcomeOf(job: Job): string | undefined {
 
 /** The table of `jobctl list`: aligned columns, the command last and unpadded. */
 export function jobTable(jobs: readonly Job[]): string {
-  const header = ['ID', 'STATUS', 'EXIT', 'STARTED', 'COMMAND'];
-  const rows = jobs.map((job) => [job.id, statusName(job.status), exitColumn(job), formatTime(job.startedAt), commandLine(job)]);
+  const fleet = inFleet(jobs);
+  const header = ['ID', 'STATUS', ...(fleet ? ['NODE'] : []), 'EXIT', 'STARTED', 'COMMAND'];
+  const rows = jobs.map((job) => [job.id, statusName(job.status), ...(fleet ? [job.node] : []), exitColumn(job), formatTime(job.startedAt), commandLine(job)]);
   return alignColumns([header, ...rows]);
 }
+
+/** Jobs of a fleet carry their node: tables then have a NODE column (a single host's have none). */
+const inFleet = (jobs: readonly Job[]): boolean => jobs.some((job) => job.node !== '');
 
 function exitColumn(job: Job): string {
   if (job.signal) return job.signal;
@@ -109,10 +113,12 @@ export interface TopRow extends JobRates {
 }
 
 export function topTable(rows: readonly TopRow[], now: Date): string {
-  const header = ['ID', 'STATUS', 'CPU%', 'MEM', 'IO/S', 'ELAPSED', 'COMMAND'];
+  const fleet = inFleet(rows.map((row) => row.job));
+  const header = ['ID', 'STATUS', ...(fleet ? ['NODE'] : []), 'CPU%', 'MEM', 'IO/S', 'ELAPSED', 'COMMAND'];
   const lines = rows.map(({ job, cpuPercent, ioBytesPerSecond }) => [
     job.id,
     statusName(job.status),
+    ...(fleet ? [job.node] : []),
     cpuPercent === null ? '-' : `${cpuPercent.toFixed(1)}%`,
     job.usage ? binaryBytes(job.usage.memoryBytes) : '-',
     ioBytesPerSecond === null ? '-' : `${binaryBytes(ioBytesPerSecond)}/s`,
@@ -126,6 +132,7 @@ export function topJson({ job, cpuPercent, ioBytesPerSecond }: TopRow, now: Date
   return {
     id: job.id,
     status: statusName(job.status),
+    node: job.node || null,
     cpuPercent: cpuPercent === null ? null : Math.round(cpuPercent * 10) / 10,
     memoryBytes: job.usage?.memoryBytes ?? null,
     ioBytesPerSecond: ioBytesPerSecond === null ? null : Math.round(ioBytesPerSecond),
@@ -177,6 +184,7 @@ export function jobDetail(job: Job): string {
   const fields: [string, string][] = [
     ['id', job.id],
     ['status', statusName(job.status)],
+    ...(job.node ? ([['node', job.node]] as [string, string][]) : []),
     ['command', commandLine(job)],
     ['owner', escapeControl(job.owner) || '-'],
     ['pid', job.pid ? String(job.pid) : '-'],
@@ -277,4 +285,52 @@ function escapeControl(text: string): string {
 function hexEscape(char: string): string {
   const code = char.charCodeAt(0);
   return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+}
+
+// ---------------------------------------------------------------------------
+// Nodes (jobctl nodes)
+
+const NODE_STATES: Readonly<Record<NodeState, string>> = {
+  [NodeState.NODE_STATE_UNSPECIFIED]: 'unknown',
+  [NodeState.NODE_STATE_READY]: 'ready',
+  [NodeState.NODE_STATE_DRAINING]: 'draining',
+  [NodeState.NODE_STATE_LOST]: 'lost',
+  [NodeState.UNRECOGNIZED]: 'unknown',
+};
+
+export const nodeStateName = (state: NodeState): string => NODE_STATES[state] ?? 'unknown';
+
+/** The --json shape of a node: every field present, the state as the table spells it. */
+export function nodeJson(node: Node) {
+  return {
+    name: node.name,
+    address: node.address,
+    labels: node.labels,
+    state: nodeStateName(node.state),
+    cores: node.cpuPercent / 100,
+    cpuPercent: node.cpuPercent,
+    memoryMb: node.memoryMb,
+    reservedCpuPercent: node.reservedCpuPercent,
+    reservedMemoryMb: node.reservedMemoryMb,
+    runningJobs: node.runningJobs,
+    lastHeartbeat: node.lastHeartbeat?.toISOString() ?? null,
+    version: node.version,
+  };
+}
+
+export function nodeTable(nodes: readonly Node[], now: Date): string {
+  const header = ['NAME', 'STATE', 'ADDRESS', 'CPU', 'MEMORY', 'RESERVED', 'JOBS', 'HEARTBEAT', 'VERSION', 'LABELS'];
+  const rows = nodes.map((node) => [
+    node.name,
+    nodeStateName(node.state),
+    node.address,
+    `${node.cpuPercent}%`,
+    binaryBytes(node.memoryMb * 1024 * 1024),
+    `${node.reservedCpuPercent}% ${binaryBytes(node.reservedMemoryMb * 1024 * 1024)}`,
+    String(node.runningJobs),
+    node.lastHeartbeat ? `${Math.max(0, (now.getTime() - node.lastHeartbeat.getTime()) / 1000).toFixed(1)}s ago` : '-',
+    node.version,
+    Object.entries(node.labels).map(([key, value]) => `${key}=${value}`).join(',') || '-',
+  ]);
+  return alignColumns([header, ...rows]);
 }

@@ -13,7 +13,7 @@ export class ListCommand extends JobctlCommand {
   static override usage = Command.Usage({
     description: 'List jobs, newest first: id, status, exit code or signal, start time, command',
     details: `
-      \`--status\` and \`--owner\` (the CN of the certificate that created the job) filter; \`--limit N\` prints the newest N that match.
+      \`--status\`, \`--owner\` (the CN of the certificate that created the job) and \`--node\` (in a fleet) filter; \`--limit N\` prints the newest N that match.
 
       With \`--json\`: one JSON array of jobs, each as \`jobctl get --json\` prints it.
     `,
@@ -29,11 +29,12 @@ export class ListCommand extends JobctlCommand {
     validator: t.isEnum(STATUSES),
   });
   owner = Option.String('--owner', { description: 'Only jobs created by this certificate CN' });
+  node = Option.String('--node', { description: 'Fleet only: only jobs of this node' });
   limit = Option.String('--limit', { description: 'At most this many jobs (1 to 10000)', validator: isJobCount });
 
   protected override async run(client: JobworkerClient): Promise<number> {
     const status = this.status === undefined ? undefined : JobStatus[`JOB_STATUS_${this.status}` as const];
-    const jobs = await client.list({ status, owner: this.owner, limit: this.limit });
+    const jobs = await client.list({ status, owner: this.owner, node: this.node, limit: this.limit });
     this.context.stdout.write(this.json ? toJsonLine(jobs.map(jobJson)) : jobTable(jobs));
     return 0;
   }

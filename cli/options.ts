@@ -117,14 +117,17 @@ export const isIntervalSeconds = t.makeValidator<unknown, number>({
   },
 });
 
-/** host:port, with IPv6 hosts in brackets ([::1]:50051). */
+/** host:port, with IPv6 hosts in brackets ([::1]:50051); several, comma-separated (nodes of a fleet). */
 export const isServerAddress = t.makeValidator<unknown, string>({
   test: (value, state): value is string => {
-    if (typeof value === 'string' && /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/.test(value)) {
-      const port = Number(value.slice(value.lastIndexOf(':') + 1));
-      if (port >= 1 && port <= 65535) return true;
-    }
-    return fail(state, `expected host:port such as ${DEFAULT_SERVER}, got ${JSON.stringify(value)}`);
+    const addresses = typeof value === 'string' ? value.split(',') : [];
+    const valid = (address: string): boolean => {
+      if (!/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/.test(address)) return false;
+      const port = Number(address.slice(address.lastIndexOf(':') + 1));
+      return port >= 1 && port <= 65535;
+    };
+    if (addresses.length > 0 && addresses.every(valid)) return true;
+    return fail(state, `expected host:port such as ${DEFAULT_SERVER}, or several comma-separated, got ${JSON.stringify(value)}`);
   },
 });
 
@@ -134,7 +137,7 @@ export const isServerAddress = t.makeValidator<unknown, string>({
 export abstract class JobctlCommand extends Command {
   server = Option.String('--server', DEFAULT_SERVER, {
     env: 'JOBWORKER_SERVER',
-    description: `Server address, host:port (env JOBWORKER_SERVER; default ${DEFAULT_SERVER})`,
+    description: `Server address, host:port; several comma-separated (nodes of a fleet) are tried in turn when one is unavailable (env JOBWORKER_SERVER; default ${DEFAULT_SERVER})`,
     validator: isServerAddress,
   });
   ca = Option.String('--ca', 'certs/ca-cert.pem', {

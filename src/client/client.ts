@@ -2,11 +2,26 @@
 // an async iterable, cancellation with AbortSignal, failures as ClientErrors.
 // jobctl is built on it; so can a load-test harness be.
 import os from 'node:os';
-import { connectivityState as ConnectivityState } from '@grpc/grpc-js';
+import { connectivityState as ConnectivityState, credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { MAX_PAGE_SIZE } from '../common/api-limits.js';
-import { GetJobsStreamReq, JobStatus, type CreateJobReq, type DataChunk, type DeepPartial, type Job, type JobServiceClient } from '../gen/jobworker/v1/jobworker.js';
+import {
+  FleetServiceClient,
+  GetJobsStreamReq,
+  JobStatus,
+  type CreateJobReq,
+  type DataChunk,
+  type DeepPartial,
+  type DrainNodeReq,
+  type DrainNodeRes,
+  type GetNodesReq,
+  type Job,
+  type JobServiceClient,
+  type Node,
+  type Nodes,
+} from '../gen/jobworker/v1/jobworker.js';
 import { openChannel, unary, type ConnectOptions, type PartialRequestOf, type ResponseOf, type UnaryMethod } from './channel.js';
-import { BadResponseError, RunAbortedError, toClientError, UnavailableError } from './errors.js';
+import { ERROR_CODE_TRAILER } from '../common/error-codes.js';
+import { BadResponseError, isServiceError, RunAbortedError, toClientError, UnavailableError } from './errors.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -27,6 +42,8 @@ export interface ListFilter extends Cancellable {
   status?: JobStatus;
   /** The CN of the certificate that created the job. */
   owner?: string;
+  /** In a fleet: only the jobs of this node. */
+  node?: string;
   /** At most this many jobs, newest first (default: all). */
   limit?: number;
   /** Have the server read each running job's usage afresh, as get() does (default: the figures last read). */
@@ -86,34 +103,156 @@ const PAGE = MAX_PAGE_SIZE;
 /**
  * Opens a client: reads the certificate files now (ConfigError if they cannot
  * be used) and connects on the first call. close() it when done.
+ *
+ * `server` may name several servers, comma-separated (the nodes of a fleet,
+ * each of which answers for all): a call goes to the one that answered last,
+ * and moves to the next when a server cannot be reached or says it is
+ * unavailable — a CreateJob only when it surely started nothing there.
  */
 export function connect(options: ClientOptions): JobworkerClient {
-  return new JobworkerClient(openChannel(options), options.server, options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS);
+  const servers = options.server.split(',').map((server) => server.trim());
+  const endpoints = servers.map((server) => new Endpoint(openChannel({ ...options, server }), server, options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS));
+  return new JobworkerClient(endpoints);
 }
 
 /**
- * Calls are fail-fast (no waitForReady): a refused connection or a failed
- * TLS handshake fails the call at once with grpc-js's reason, which a
- * waitForReady call would hide behind a bare DEADLINE_EXCEEDED. What
- * fail-fast cannot catch is a connection attempt that hangs (grpc-js waits
- * 20 s): until the channel has been READY once, each call has the connect
- * timeout, and one that runs out is cancelled — it was never sent, so a
- * CreateJob cut short this way started nothing. Once connected, calls have
- * no deadline: a stream following a long job may last for days.
+ * Whether a failed call may be made again on another server. Any read may;
+ * a CreateJob only when it never reached the server (no connection, or the
+ * connect timeout cancelled it unsent) or the server refused it with a code
+ * of its own (shutting down, the fleet unreachable, its node not answering
+ * and the start cancelled): a call cut off after it was sent may have
+ * started the job.
  */
-export class JobworkerClient {
-  readonly #grpc: JobServiceClient;
+function mayRetry(method: string, raw: unknown, err: unknown): boolean {
+  if (!(err instanceof UnavailableError)) return false;
+  if (method !== 'createJob') return true;
+  if (err.code === 'CONNECT_TIMEOUT') return true;
+  if (!isServiceError(raw)) return false;
+  return /No connection established|ECONNREFUSED/.test(raw.details) || raw.metadata?.get(ERROR_CODE_TRAILER).length > 0;
+}
+
+/**
+ * One server's channel. Calls are fail-fast (no waitForReady): a refused
+ * connection or a failed TLS handshake fails the call at once with grpc-js's
+ * reason, which a waitForReady call would hide behind a bare
+ * DEADLINE_EXCEEDED. What fail-fast cannot catch is a connection attempt
+ * that hangs (grpc-js waits 20 s): until the channel has been READY once,
+ * each call has the connect timeout, and one that runs out is cancelled — it
+ * was never sent, so a CreateJob cut short this way started nothing. Once
+ * connected, calls have no deadline: a stream following a long job may last
+ * for days.
+ */
+class Endpoint {
   #connectedOnce = false;
   #watching = false;
   /** Calls waiting for the first READY, each to clear its timer. */
   readonly #waiting = new Set<() => void>();
 
   constructor(
-    grpc: JobServiceClient,
+    readonly grpc: JobServiceClient,
     readonly server: string,
-    readonly connectTimeoutMs: number = CONNECT_TIMEOUT_MS,
-  ) {
-    this.#grpc = grpc;
+    readonly connectTimeoutMs: number,
+  ) {}
+
+  close(): void {
+    for (const clear of this.#waiting) clear();
+    this.#fleet?.close();
+    this.grpc.close();
+  }
+
+  #fleet: FleetServiceClient | undefined;
+
+  /** FleetService on the same channel (the credentials given here are not used: the channel has its own). */
+  fleetUnary<M extends FleetMethod>(method: M, request: FleetRequests[M], signal: AbortSignal | undefined): Promise<FleetResponses[M]> {
+    this.#fleet ??= new FleetServiceClient(this.server, credentials.createInsecure(), { channelOverride: this.grpc.getChannel() });
+    const fleet = this.#fleet;
+    let cancelCall: (() => void) | undefined;
+    const call = new Promise<FleetResponses[M]>((resolve, reject) => {
+      signal?.throwIfAborted();
+      const send = fleet[method] as unknown as (request: FleetRequests[M], metadata: Metadata, options: object, callback: (err: ServiceError | null, res: FleetResponses[M]) => void) => { cancel(): void };
+      const handle = send.call(fleet, request, new Metadata(), {}, (err, res) => (err ? reject(signal?.aborted ? signal.reason : err) : resolve(res)));
+      cancelCall = () => handle.cancel();
+      signal?.addEventListener('abort', cancelCall, { once: true });
+    });
+    return this.guarded(call, () => cancelCall?.());
+  }
+
+  /** The raw grpc-js error (for mayRetry) and the ClientError it stands for. */
+  async unary<M extends UnaryMethod>(method: M, request: PartialRequestOf<M>, signal: AbortSignal | undefined): Promise<ResponseOf<M>> {
+    const timedOut = new AbortController();
+    const call = unary(this.grpc, method, request, { signal: signal ? AbortSignal.any([signal, timedOut.signal]) : timedOut.signal });
+    return this.guarded(call, (err) => timedOut.abort(err));
+  }
+
+  /**
+   * The call, with the connect timeout while the channel has never been
+   * READY: when it runs out, `cancel` gets the CONNECT_TIMEOUT error and the
+   * call rejects with it.
+   */
+  guarded<T>(call: Promise<T>, cancel: (err: UnavailableError) => void): Promise<T> {
+    if (this.#connectedOnce) return call;
+    this.#watchChannel();
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const err = new UnavailableError('CONNECT_TIMEOUT', `cannot reach server ${this.server}: timed out after ${this.connectTimeoutMs / 1000} s`, this.server);
+        cancel(err);
+        reject(err);
+      }, this.connectTimeoutMs);
+      const clear = (): void => {
+        clearTimeout(timer);
+        this.#waiting.delete(clear);
+      };
+      this.#waiting.add(clear);
+      call.then(
+        (value) => {
+          clear();
+          resolve(value);
+        },
+        (err: unknown) => {
+          clear();
+          reject(err);
+        },
+      );
+    });
+  }
+
+  /**
+   * Watches the channel until it is READY (or closed), then lifts every
+   * call's connect timeout. Not client.waitForReady(): in grpc-js 1.14 its
+   * watcher, woken by close(), asks the closed channel to connect again, and
+   * the process then lingers. This one only looks (getConnectivityState(false));
+   * the calls themselves make the channel connect.
+   */
+  #watchChannel(): void {
+    if (this.#watching) return;
+    this.#watching = true;
+    const channel = this.grpc.getChannel();
+    const check = (): void => {
+      const state = channel.getConnectivityState(false);
+      if (state === ConnectivityState.READY || state === ConnectivityState.SHUTDOWN) {
+        this.#connectedOnce = true;
+        for (const clear of this.#waiting) clear();
+        return;
+      }
+      // No deadline: the watch holds no handle that would keep the process alive.
+      channel.watchConnectivityState(state, Number.POSITIVE_INFINITY, check);
+    };
+    check();
+  }
+}
+
+export class JobworkerClient {
+  readonly #endpoints: Endpoint[];
+  /** The endpoint that answered last: calls go there first. */
+  #current = 0;
+
+  constructor(endpoints: Endpoint[]) {
+    this.#endpoints = endpoints;
+  }
+
+  /** The server(s) it calls, as given. */
+  get server(): string {
+    return this.#endpoints.map((endpoint) => endpoint.server).join(',');
   }
 
   /**
@@ -140,7 +279,7 @@ export class JobworkerClient {
     const jobs: Job[] = [];
     let pageToken = '';
     do {
-      const request = { status: filter.status, owner: filter.owner, pageSize: Math.min(PAGE, limit - jobs.length), pageToken, freshUsage: filter.freshUsage };
+      const request = { status: filter.status, owner: filter.owner, node: filter.node, pageSize: Math.min(PAGE, limit - jobs.length), pageToken, freshUsage: filter.freshUsage };
       const page = await this.#unary('getJobs', request, filter.signal);
       jobs.push(...page.jobs);
       pageToken = page.nextPageToken;
@@ -161,24 +300,33 @@ export class JobworkerClient {
    */
   async *stream(id: string, options: StreamOptions = {}): AsyncGenerator<DataChunk, void, undefined> {
     const { signal, ...request } = options;
-    signal?.throwIfAborted();
-    const call = this.#grpc.getJobsStream(GetJobsStreamReq.fromPartial({ id, ...request }));
-    const cancel = (): void => call.cancel();
-    signal?.addEventListener('abort', cancel, { once: true });
-    const chunks = (call as AsyncIterable<DataChunk>)[Symbol.asyncIterator]();
-    try {
-      for (;;) {
-        const next = await this.#guarded(chunks.next(), cancel);
-        if (next.done) return;
-        yield next.value;
-      }
-    } catch (err) {
+    for (let tried = 0; ; tried++) {
       signal?.throwIfAborted();
-      throw toClientError(err, this.server);
-    } finally {
-      signal?.removeEventListener('abort', cancel);
-      // A no-op once the stream has ended; stops the server's side otherwise.
-      call.cancel();
+      const at = (this.#current + tried) % this.#endpoints.length;
+      const endpoint = this.#endpoints[at]!;
+      const call = endpoint.grpc.getJobsStream(GetJobsStreamReq.fromPartial({ id, ...request }));
+      const cancel = (): void => call.cancel();
+      signal?.addEventListener('abort', cancel, { once: true });
+      const chunks = (call as AsyncIterable<DataChunk>)[Symbol.asyncIterator]();
+      let received = false;
+      try {
+        for (;;) {
+          const next = await endpoint.guarded(chunks.next(), cancel);
+          if (next.done) return;
+          received = true;
+          this.#current = at;
+          yield next.value;
+        }
+      } catch (raw) {
+        signal?.throwIfAborted();
+        const err = raw instanceof UnavailableError ? raw : toClientError(raw, endpoint.server);
+        // Another server may serve it, as long as nothing was delivered from this one.
+        if (received || tried + 1 >= this.#endpoints.length || !mayRetry('getJob', raw, err)) throw err;
+      } finally {
+        signal?.removeEventListener('abort', cancel);
+        // A no-op once the stream has ended; stops the server's side otherwise.
+        call.cancel();
+      }
     }
   }
 
@@ -218,76 +366,60 @@ export class JobworkerClient {
   }
 
   close(): void {
-    for (const clear of this.#waiting) clear();
-    this.#grpc.close();
+    for (const endpoint of this.#endpoints) endpoint.close();
   }
 
-  async #unary<M extends UnaryMethod>(method: M, request: PartialRequestOf<M>, signal: AbortSignal | undefined): Promise<ResponseOf<M>> {
-    const timedOut = new AbortController();
-    try {
-      const call = unary(this.#grpc, method, request, { signal: signal ? AbortSignal.any([signal, timedOut.signal]) : timedOut.signal });
-      return await this.#guarded(call, (err) => timedOut.abort(err));
-    } catch (err) {
-      signal?.throwIfAborted();
-      throw toClientError(err, this.server);
+  /** The fleet's nodes, by name. A server that is not part of a fleet: ServerError NOT_A_FLEET. */
+  async nodes(options: Cancellable = {}): Promise<Node[]> {
+    return (await this.#failover('getNodes', (endpoint) => endpoint.fleetUnary('getNodes', {}, options.signal), options.signal)).nodes;
+  }
+
+  /** No new jobs go to the node; its running jobs go on. Resolves with the node as it is now. */
+  async drain(name: string, options: Cancellable = {}): Promise<Node> {
+    return requireNode((await this.#failover('drainNode', (endpoint) => endpoint.fleetUnary('drainNode', { name }, options.signal), options.signal)).node);
+  }
+
+  async undrain(name: string, options: Cancellable = {}): Promise<Node> {
+    return requireNode((await this.#failover('undrainNode', (endpoint) => endpoint.fleetUnary('undrainNode', { name }, options.signal), options.signal)).node);
+  }
+
+  #unary<M extends UnaryMethod>(method: M, request: PartialRequestOf<M>, signal: AbortSignal | undefined): Promise<ResponseOf<M>> {
+    return this.#failover(method, (endpoint) => endpoint.unary(method, request, signal), signal);
+  }
+
+  /** The call on the server that answered last, then on the next ones while mayRetry allows. */
+  async #failover<T>(method: string, call: (endpoint: Endpoint) => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+    for (let tried = 0; ; tried++) {
+      const at = (this.#current + tried) % this.#endpoints.length;
+      const endpoint = this.#endpoints[at]!;
+      try {
+        const answer = await call(endpoint);
+        this.#current = at;
+        return answer;
+      } catch (raw) {
+        signal?.throwIfAborted();
+        const err = raw instanceof UnavailableError ? raw : toClientError(raw, endpoint.server);
+        if (tried + 1 >= this.#endpoints.length || !mayRetry(method, raw, err)) throw err;
+      }
     }
   }
+}
 
-  /**
-   * The call, with the connect timeout while the channel has never been
-   * READY: when it runs out, `cancel` gets the CONNECT_TIMEOUT error and the
-   * call rejects with it.
-   */
-  #guarded<T>(call: Promise<T>, cancel: (err: UnavailableError) => void): Promise<T> {
-    if (this.#connectedOnce) return call;
-    this.#watchChannel();
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        const err = new UnavailableError('CONNECT_TIMEOUT', `cannot reach server ${this.server}: timed out after ${this.connectTimeoutMs / 1000} s`, this.server);
-        cancel(err);
-        reject(err);
-      }, this.connectTimeoutMs);
-      const clear = (): void => {
-        clearTimeout(timer);
-        this.#waiting.delete(clear);
-      };
-      this.#waiting.add(clear);
-      call.then(
-        (value) => {
-          clear();
-          resolve(value);
-        },
-        (err: unknown) => {
-          clear();
-          reject(err);
-        },
-      );
-    });
-  }
+function requireNode(node: Node | undefined): Node {
+  if (!node) throw new BadResponseError("the server's answer has no node");
+  return node;
+}
 
-  /**
-   * Watches the channel until it is READY (or closed), then lifts every
-   * call's connect timeout. Not client.waitForReady(): in grpc-js 1.14 its
-   * watcher, woken by close(), asks the closed channel to connect again, and
-   * the process then lingers. This one only looks (getConnectivityState(false));
-   * the calls themselves make the channel connect.
-   */
-  #watchChannel(): void {
-    if (this.#watching) return;
-    this.#watching = true;
-    const channel = this.#grpc.getChannel();
-    const check = (): void => {
-      const state = channel.getConnectivityState(false);
-      if (state === ConnectivityState.READY || state === ConnectivityState.SHUTDOWN) {
-        this.#connectedOnce = true;
-        for (const clear of this.#waiting) clear();
-        return;
-      }
-      // No deadline: the watch holds no handle that would keep the process alive.
-      channel.watchConnectivityState(state, Number.POSITIVE_INFINITY, check);
-    };
-    check();
-  }
+type FleetMethod = 'getNodes' | 'drainNode' | 'undrainNode';
+interface FleetRequests {
+  getNodes: GetNodesReq;
+  drainNode: DrainNodeReq;
+  undrainNode: DrainNodeReq;
+}
+interface FleetResponses {
+  getNodes: Nodes;
+  drainNode: DrainNodeRes;
+  undrainNode: DrainNodeRes;
 }
 
 /** Every Create/Get/StopJob answer carries the job; proto3 just cannot say "required". */

@@ -4,13 +4,9 @@
 import { createCipheriv } from 'node:crypto';
 import test from 'ava';
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
-import { JobStatus, NodeState, type Job, type Nodes } from '../../src/gen/jobworker/v1/jobworker.js';
-import { collectStream, listAll, unary, waitForEnd } from '../helpers/server.js';
-import { startFleet, type FleetNode } from '../helpers/fleet.js';
-
-function nodesOf(node: FleetNode): Promise<Nodes> {
-  return new Promise((resolve, reject) => node.fleet.getNodes({}, (err, res) => (err ? reject(err) : resolve(res))));
-}
+import { JobStatus, NodeState, type Job } from '../../src/gen/jobworker/v1/jobworker.js';
+import { collectStream, listAll, unary } from '../helpers/server.js';
+import { nodesOf, startFleet, type FleetNode } from '../helpers/fleet.js';
 
 /** What `openssl enc -aes-128-ctr` with a zero key and iv makes of `bytes` zeros: random-looking, reproducible. */
 function expectedNoise(bytes: number): Buffer {
@@ -90,5 +86,4 @@ test('placement: --node, constraints and free capacity; RESOURCE_EXHAUSTED namin
   const missing = (await unary(n1.jobs, 'createJob', { command: 'true', node: 'n9' }).catch((err: ServiceError) => err)) as ServiceError;
   t.is(missing.code, Status.NOT_FOUND);
   t.is(missing.details, 'node n9 is not part of the fleet');
-  void waitForEnd;
 });

@@ -9,7 +9,7 @@ import type { ExecutionContext } from 'ava';
 import { credentials } from '@grpc/grpc-js';
 import { issueCert, issueNodeCert, type PemPair } from '../../certs/pki.js';
 import { openChannel, withoutIpServerName } from '../../src/client/channel.js';
-import { FleetServiceClient, type JobServiceClient } from '../../src/gen/jobworker/v1/jobworker.js';
+import { FleetServiceClient, type JobServiceClient, type Nodes } from '../../src/gen/jobworker/v1/jobworker.js';
 import { launchDaemon, type LaunchedDaemon } from './daemon.js';
 import { startEtcdCluster, type EtcdCluster } from './etcd-cluster.js';
 import { removeParentTree } from './host.js';
@@ -102,4 +102,19 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions = {}
 
 function write(dir: string, name: string, text: string, mode = 0o644): void {
   fs.writeFileSync(path.join(dir, name), text, { mode });
+}
+
+/** Polls an answer of the fleet until `done` says yes (a state no event announces to a client); returns how long it took. */
+export async function waitForFleet<T>(read: () => Promise<T>, done: (value: T) => boolean, what: string, timeoutMs = 20_000): Promise<{ value: T; ms: number }> {
+  const started = Date.now();
+  for (;;) {
+    const value = await read().catch(() => undefined);
+    if (value !== undefined && done(value)) return { value, ms: Date.now() - started };
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+export function nodesOf(node: FleetNode): Promise<Nodes> {
+  return new Promise((resolve, reject) => node.fleet.getNodes({}, (err, res) => (err ? reject(err) : resolve(res))));
 }
