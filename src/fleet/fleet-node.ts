@@ -43,6 +43,7 @@ import { FleetKeys } from './keys.js';
 import { Membership } from './membership.js';
 import { readNodes, toNode, type NodeInfo, type NodeView } from './nodes.js';
 import { Peers, forwardedMetadata, fromPeer, nodeUnavailable } from './peers.js';
+import { crashAt } from './faults.js';
 import { capacityRefusal, describeRefusals, place } from './placement.js';
 import { FleetRecords, newAttempt } from './records.js';
 
@@ -248,8 +249,10 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   async #handOff(node: NodeInfo, id: string, caller: Caller, request: CreateJobReq): Promise<Job> {
     const start: StartJobReq = { id, request, owner: caller.cn, attempt: newAttempt() };
     if (node.name === this.self) return this.#start(start);
+    crashAt('entry-before-hand-off');
     try {
       const answer = await callPeer<StartJobReq, CreateJobRes>(this.peers.nodes(node), 'startJob', start, undefined, HAND_OFF_TIMEOUT_MS);
+      crashAt('entry-after-hand-off');
       return answer.job!;
     } catch (err) {
       const failure = fromPeer(err, node);
@@ -293,6 +296,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         if (outcome.claim.cancelled) throw new JobworkerError('START_CANCELLED', `job ${request.id}: its start was cancelled by node ${outcome.claim.node}`);
         throw new JobworkerError('START_CLAIMED', `job ${request.id} was already started by node ${outcome.claim.node}`);
       }
+      crashAt('owner-after-claim');
       let record: JobRecord;
       try {
         record = await this.local.service.start(resolved, request.owner, request.id);
@@ -302,6 +306,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         });
         throw err;
       }
+      crashAt('owner-after-start');
       const job = toJob(record, this.self);
       // RUNNING in the fleet's view; if etcd is away, the job's end will say how it went.
       await this.records.update(job).catch((err: unknown) => this.logger.warn({ jobId: job.id, err: messageOf(err) }, 'could not record a job start in etcd'));

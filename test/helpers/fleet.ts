@@ -42,6 +42,8 @@ export interface FleetOptions {
   nodes?: number;
   /** Extra flags per node, by index. */
   args?: (index: number) => string[];
+  /** Environment of each node's first start, by index (a restart gets none). */
+  env?: (index: number) => Record<string, string>;
 }
 
 let fleets = 0;
@@ -71,9 +73,11 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions = {}
       t.teardown(() => removeParentTree(parent));
       const node = { name, dir, parent } as FleetNode;
       let listen = '127.0.0.1:0';
+      let env = options.env?.(i) ?? {};
       const launch = async (): Promise<void> => {
         const daemon = launchDaemon(t, dir, parent, {
           hostView: true,
+          env,
           args: ['--listen', listen, '--fleet-etcd', etcd.endpoints.join(','), '--node-name', name, '--advertise', '127.0.0.1', ...FLEET_TIMERS, ...(options.args?.(i) ?? [])],
         });
         let port: number;
@@ -85,6 +89,7 @@ export async function startFleet(t: ExecutionContext, options: FleetOptions = {}
         node.daemon = daemon;
         node.port = port;
         listen = `127.0.0.1:${port}`;
+        env = {};
       };
       await launch();
       node.jobs = openChannel({ server: `127.0.0.1:${node.port}`, ca: `${dir}/ca-cert.pem`, cert: `${dir}/client-admin-cert.pem`, key: `${dir}/client-admin-key.pem` });
