@@ -291,7 +291,10 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         ...toPending(request, this.self),
         limits: { maxCpuPercent: resolved.limits.cpuPercent, maxMemoryMb: needs.memoryMb, maxIoBps: resolved.limits.ioBps, maxPids: resolved.limits.pids },
       };
-      const outcome = await this.records.claimStart(request.id, { node: this.self, attempt: newAttempt() }, pending);
+      const outcome = await this.records.claimStart(request.id, { node: this.self, attempt: newAttempt() }, pending).catch((err: unknown) => {
+        // Neither written nor read back: the job is not started, and cannot be until a claim is.
+        throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer; job ${request.id} was not started: ${messageOf(err)}`);
+      });
       if (!outcome.won) {
         if (outcome.claim.cancelled) throw new JobworkerError('START_CANCELLED', `job ${request.id}: its start was cancelled by node ${outcome.claim.node}`);
         throw new JobworkerError('START_CLAIMED', `job ${request.id} was already started by node ${outcome.claim.node}`);
