@@ -17,11 +17,14 @@ export function fleetBackend(config: FleetConfig): BackendFactory {
       client.close();
       throw err;
     }
+    // One scrape configuration covers the fleet: every series says its node.
+    local.metrics.registry.setDefaultLabels({ node: config.nodeName });
     const node = new FleetNode(config, client, local, local.logger.child({ node: config.nodeName }));
     return {
       api: node,
       services: { fleet: node, node },
       jobEnded: (record) => node.jobEnded(record),
+      jobPruned: (record) => node.jobPruned(record.id),
       join: (port) => node.join(port),
       close: () => node.close(),
     };

@@ -66,8 +66,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   #table = new Map<string, NodeView>();
   /** Starts admitted here and not yet in the local store: counted against capacity. */
   readonly #admitting = new Map<string, { cpuPercent: number; memoryMb: number }>();
-  /** Ends not yet written to etcd. */
-  readonly #endWrites = new Set<Promise<void>>();
+  /** Ends not yet written to etcd, by job id. */
+  readonly #endWrites = new Map<string, Promise<void>>();
   /** Relays from nodes, told when their node is lost. */
   readonly #relays = new Map<string, Set<(why: string) => void>>();
   #closing = false;
@@ -103,7 +103,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
 
   async close(): Promise<void> {
     this.#closing = true;
-    const writes = Promise.all(this.#endWrites);
+    const writes = Promise.all(this.#endWrites.values());
     const timer = setTimeout(() => this.logger.warn({ pending: this.#endWrites.size }, 'the fleet has not heard of every job end yet; leaving anyway'), END_WRITES_TIMEOUT_MS);
     await Promise.race([writes, new Promise((resolve) => setTimeout(resolve, END_WRITES_TIMEOUT_MS).unref())]);
     clearTimeout(timer);
@@ -191,8 +191,17 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
 
   #writeEnd(job: Job): void {
     const write = this.#claimEnd(job);
-    this.#endWrites.add(write);
-    void write.finally(() => this.#endWrites.delete(write));
+    this.#endWrites.set(job.id, write);
+    void write.finally(() => {
+      if (this.#endWrites.get(job.id) === write) this.#endWrites.delete(job.id);
+    });
+  }
+
+  /** A job this node pruned leaves the fleet's records too, once its end is written there (one transaction: only an ended job goes). */
+  jobPruned(id: string): void {
+    void (this.#endWrites.get(id) ?? Promise.resolve())
+      .then(() => this.records.forget(id))
+      .catch((err: unknown) => this.logger.warn({ jobId: id, err: messageOf(err) }, 'could not remove a pruned job from etcd'));
   }
 
   /** Tries until etcd has the end (or this node is closing and gave up waiting). */

@@ -77,6 +77,14 @@ export class FleetRecords {
       .commit();
   }
 
+  /** An ended job's record and claims go (pruning); a job whose end is not claimed stays. */
+  async forget(id: string): Promise<void> {
+    await this.client
+      .if(this.keys.endClaim(id), 'Create', '>', 0)
+      .then(this.client.delete().key(this.keys.job(id)), this.client.delete().prefix(this.keys.claims(id)))
+      .commit();
+  }
+
   /** Updates the record of a job whose end nobody has claimed yet (its start, once it runs). */
   async update(record: Job): Promise<void> {
     await this.client

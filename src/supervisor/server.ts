@@ -76,6 +76,7 @@ export interface ServerOptions {
 export interface LocalParts {
   service: JobService;
   store: JobStore;
+  metrics: ServerMetrics;
   logger: Logger;
 }
 
@@ -88,6 +89,8 @@ export interface Backend {
   services: FleetServices;
   /** A job of this host has ended and its end is recorded locally. */
   jobEnded(record: JobRecord): void;
+  /** An ended job was pruned here (--retain-jobs, --retain-for). */
+  jobPruned(record: JobRecord): void;
   /** The port is bound: the backend may tell others where this server is. */
   join(port: number): Promise<void>;
   /** After every local job has ended: leave, after what the jobs' ends still have to write. */
@@ -183,8 +186,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const service = new JobService({ store, runner, metrics, host: options.host ?? thisHost(), isolation, defaultGraceMs: options.stopGraceMs });
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
-    backend = options.backend ? await options.backend({ service, store, logger }) : undefined;
-    if (backend) made.push(backend.close.bind(backend));
+    backend = options.backend ? await options.backend({ service, store, metrics, logger }) : undefined;
+    if (backend) {
+      made.push(backend.close.bind(backend));
+      retention.onPruned = backend.jobPruned.bind(backend);
+    }
     const tlsCredentials = new MutualTlsCredentials(options.tls);
     const { server, health } = createGrpcServer(backend?.api ?? service, boundary, backend?.services);
     made.push(() => server.forceShutdown());

@@ -3,10 +3,14 @@
 // for byte, and the same answers on every node.
 import { createCipheriv } from 'node:crypto';
 import test from 'ava';
-import { status as Status, type ServiceError } from '@grpc/grpc-js';
-import { JobStatus, NodeState, type Job } from '../../src/gen/jobworker/v1/jobworker.js';
+import fs from 'node:fs';
+import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
+import { EtcdPermissionDeniedError } from 'etcd3';
+import { GetJobsReq, JobStatus, NodeState, type Job } from '../../src/gen/jobworker/v1/jobworker.js';
+import { FORWARDED_FOR_METADATA } from '../../src/supervisor/rpc/authz.js';
+import { connectEtcd } from '../helpers/etcd-cluster.js';
 import { collectStream, listAll, unary } from '../helpers/server.js';
-import { nodesOf, startFleet, type FleetNode } from '../helpers/fleet.js';
+import { PREFIX, nodesOf, startFleet, waitForFleet, type FleetNode } from '../helpers/fleet.js';
 
 /** What `openssl enc -aes-128-ctr` with a zero key and iv makes of `bytes` zeros: random-looking, reproducible. */
 function expectedNoise(bytes: number): Buffer {
@@ -86,4 +90,46 @@ test('placement: --node, constraints and free capacity; RESOURCE_EXHAUSTED namin
   const missing = (await unary(n1.jobs, 'createJob', { command: 'true', node: 'n9' }).catch((err: ServiceError) => err)) as ServiceError;
   t.is(missing.code, Status.NOT_FOUND);
   t.is(missing.details, 'node n9 is not part of the fleet');
+});
+
+test("the fleet's edges: a client posing as a forwarding node is refused, a node cannot write another node's keys in etcd, metrics say their node, paging crosses nodes, pruned jobs leave etcd", async (t) => {
+  const { nodes, etcd } = await startFleet(t, { args: (i) => ['--retain-jobs', '2', ...(i === 0 ? ['--metrics-listen', '127.0.0.1:0'] : [])] });
+  const [n1, n2, n3] = nodes as [FleetNode, FleetNode, FleetNode];
+
+  // An admin certificate sending the forwarding metadata gets nothing.
+  const metadata = new Metadata();
+  metadata.set(FORWARDED_FOR_METADATA, Buffer.from(JSON.stringify({ cn: 'root', role: 'admin' })));
+  const posing = await new Promise<ServiceError>((resolve) => n1.jobs.getJobs(GetJobsReq.fromPartial({}), metadata, (err) => resolve(err!)));
+  t.is(posing.code, Status.UNAUTHENTICATED);
+  t.is(posing.details, "only a fleet node's certificate (OU node) may forward calls for another caller");
+
+  // n1's etcd user (its certificate's CN) may write its own keys, not n2's.
+  const asN1 = connectEtcd(t, etcd, { certPem: fs.readFileSync(`${n1.dir}/server-cert.pem`, 'utf8'), keyPem: fs.readFileSync(`${n1.dir}/server-key.pem`, 'utf8') });
+  await asN1.put(`${PREFIX}nodes/n1/check`).value('ok');
+  await t.throwsAsync(asN1.put(`${PREFIX}nodes/n2/alive`).value('{}'), { instanceOf: EtcdPermissionDeniedError });
+  t.not(await etcd.root.get(`${PREFIX}nodes/n2/alive`).string(), '{}');
+
+  // Jobs on every node, listed newest first across them, a page at a time, and by node.
+  const ids: string[] = [];
+  for (const node of ['n1', 'n2', 'n3', 'n1', 'n2', 'n3']) {
+    const { job } = await unary(n2.jobs, 'createJob', { command: 'true', node, limits: { maxCpuPercent: 1 } });
+    ids.push(job!.id);
+  }
+  await Promise.all(ids.map((id) => waitForFleet(() => unary(n3.jobs, 'getJob', { id }), ({ job }) => job!.status === JobStatus.JOB_STATUS_COMPLETED, `job ${id} completed`)));
+  const first = await unary(n3.jobs, 'getJobs', { pageSize: 4 });
+  const second = await unary(n3.jobs, 'getJobs', { pageSize: 4, pageToken: first.nextPageToken });
+  t.deepEqual([...first.jobs, ...second.jobs].map((job) => job.id), [...ids].reverse());
+  t.is(second.nextPageToken, '');
+  t.deepEqual((await listAll(n1.jobs, { node: 'n2' })).map((job) => job.id), [ids[4], ids[1]]);
+
+  // --retain-jobs 2 on each node: a third job ended on n1 prunes its oldest, here and in etcd.
+  const { job: third } = await unary(n1.jobs, 'createJob', { command: 'true', node: 'n1', limits: { maxCpuPercent: 1 } });
+  await waitForFleet(() => etcd.root.get(`${PREFIX}jobs/${ids[0]}`).string(), (value) => value === null, 'the pruned job to leave etcd');
+  t.deepEqual(await etcd.root.getAll().prefix(`${PREFIX}claims/${ids[0]}/`).keys(), []);
+  t.deepEqual((await listAll(n2.jobs, { node: 'n1' })).map((job) => job.id), [third!.id, ids[3]]);
+
+  // Metrics carry the node's name.
+  const metricsPort = n1.daemon.log.find((line) => line.msg === 'metrics at /metrics')!.port!;
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  t.regex(text, /^jobworker_job_starts_total\{result="started",node="n1"\} \d+$/m);
 });

@@ -153,6 +153,12 @@ export async function startEtcdCluster(t: ExecutionContext, options: EtcdCluster
     grantNode: async (cn, nodeName, prefix) => {
       if (!auth) throw new Error('grantNode needs a cluster started with auth: true');
       await grantNode(rootClient, cn, nodeName, prefix);
+      // A member stamps each request with the auth revision it has applied:
+      // one that has not applied these grants yet fails the user's first
+      // write with "revision of auth store is old" (etcd3, unlike Go's
+      // clientv3, does not retry it). A linearizable read through a member
+      // waits until it has applied them.
+      await waitHealthy(ctl, members.filter((member) => member.running && !member.paused), START_TIMEOUT_MS);
     },
     stop,
   };

@@ -22,6 +22,9 @@ export class Retention {
   readonly #logger: Logger;
   #timer: NodeJS.Timeout | undefined;
 
+  /** Told of every job pruned, after the store has forgotten it (a fleet then forgets it too). */
+  onPruned: ((job: JobRecord) => void) | undefined;
+
   constructor(store: JobStore, options: RetentionOptions, logger: Logger) {
     this.#store = store;
     this.#options = options;
@@ -71,5 +74,6 @@ export class Retention {
       this.#logger.error({ jobId: job.id, err: messageOf(err) }, 'could not delete a pruned job from the history');
     }
     job.log.remove().catch((err: unknown) => this.#logger.error({ jobId: job.id, err: messageOf(err) }, 'could not delete the output of a pruned job'));
+    this.onPruned?.(job);
   }
 }

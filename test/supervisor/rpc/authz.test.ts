@@ -1,14 +1,16 @@
 import test from 'ava';
 import type { PeerCertificate } from 'node:tls';
-import { PERMISSIONS, authorize, callerOf, type RpcName } from '../../../src/supervisor/rpc/authz.js';
+import { FORWARDED_FOR_METADATA, PERMISSIONS, authorize, callerOf, forwardedCaller, forwardedFor, type RpcName } from '../../../src/supervisor/rpc/authz.js';
 import { JobworkerError } from '../../../src/supervisor/errors.js';
 
 const cert = (subject: Record<string, unknown>): PeerCertificate => ({ subject }) as unknown as PeerCertificate;
 const RPCS = Object.keys(PERMISSIONS) as RpcName[];
 
 const table: [string, Record<string, unknown>, RpcName[]][] = [
-  ['admin', { CN: 'alice', OU: 'admin' }, ['CreateJob', 'GetJob', 'StopJob', 'GetJobs', 'GetJobsStream']],
-  ['viewer', { CN: 'bob', OU: 'viewer' }, ['GetJob', 'GetJobs', 'GetJobsStream']],
+  ['admin', { CN: 'alice', OU: 'admin' }, ['CreateJob', 'GetJob', 'StopJob', 'GetJobs', 'GetJobsStream', 'GetNodes', 'DrainNode', 'UndrainNode']],
+  ['viewer', { CN: 'bob', OU: 'viewer' }, ['GetJob', 'GetJobs', 'GetJobsStream', 'GetNodes']],
+  // A fleet node's certificate: it hands jobs over; everything else it does for a caller it names.
+  ['node', { CN: 'n1', OU: 'node' }, ['StartJob']],
   ['no OU', { CN: 'carol' }, []],
   ['OU root', { CN: 'dave', OU: 'root' }, []],
   ['OU "Admin " (case and space)', { CN: 'erin', OU: 'Admin ' }, []],
@@ -41,4 +43,20 @@ test('authz: a certificate without a usable role is told why', (t) => {
   t.regex(t.throws(() => authorize(callerOf(cert({ CN: 'x' })), 'GetJobs'))!.message, /has no OU/);
   t.regex(t.throws(() => authorize(callerOf(cert({ CN: 'x', OU: ['admin', 'viewer'] })), 'GetJobs'))!.message, /several OUs/);
   t.regex(t.throws(() => authorize(callerOf(cert({ CN: 'x', OU: 'root' })), 'GetJobs'))!.message, /unknown role "root"/);
+});
+
+test('forwarded calls: a node certificate answers for the caller it names; any other certificate naming one is UNAUTHENTICATED', (t) => {
+  const node = callerOf(cert({ CN: 'n1', OU: 'node' }));
+  const alice = callerOf(cert({ CN: 'alice', OU: 'admin' }));
+  t.deepEqual(forwardedCaller(node, forwardedFor(alice)), { cn: 'alice', role: 'admin', via: 'n1' });
+  t.is(forwardedCaller(alice, undefined), alice);
+  const posing = t.throws(() => forwardedCaller(alice, forwardedFor({ cn: 'root', role: 'admin' })), { instanceOf: JobworkerError });
+  t.is(posing?.code, 'UNAUTHENTICATED');
+  t.is(posing?.message, "only a fleet node's certificate (OU node) may forward calls for another caller");
+  // A node cannot forward a node (StartJob is the nodes' own), nor a caller without a role.
+  for (const claimed of [{ cn: 'n2', role: 'node' }, { cn: 'x' }, 'not json']) {
+    const bytes = Buffer.from(typeof claimed === 'string' ? claimed : JSON.stringify(claimed));
+    t.is(t.throws(() => forwardedCaller(node, bytes), { instanceOf: JobworkerError })?.code, 'UNAUTHENTICATED', String(bytes));
+  }
+  t.is(FORWARDED_FOR_METADATA.endsWith('-bin'), true, 'binary metadata: a CN may hold any character');
 });
