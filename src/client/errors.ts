@@ -91,7 +91,10 @@ export function toClientError(err: unknown, server: string): unknown {
   if (!isServiceError(err)) return err;
   switch (err.code) {
     case Status.UNAVAILABLE: {
-      const reason = connectionFailure(err.details);
+      // An UNAVAILABLE the server sent with a code of its own (shutting down, a
+      // fleet node that cannot reach the job's node) says so itself, even
+      // when it quotes a connection failure of its own.
+      const reason = serverCode(err.metadata) ? undefined : connectionFailure(err.details);
       // The server's own UNAVAILABLE ("the server is shutting down") is
       // already short and clear; grpc-js's connection reports are not.
       const message = reason ? `cannot reach server ${server}: ${reason}` : `server ${server} is unavailable: ${oneLine(err.details)}`;

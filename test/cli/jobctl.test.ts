@@ -458,6 +458,18 @@ test(badFlag, ['top', '--interval', '0.1'], '--interval', '0.1');
 // ---------------------------------------------------------------------------
 // Errors
 
+test('a single host is not a fleet: nodes, drain, create --node and list --node say so, exit 1', async (t) => {
+  const nodes = await jobctl(['nodes']);
+  t.is(nodes.exitCode, 1);
+  t.is(nodes.stderr, 'jobctl: there are no nodes to list: this server is not part of a fleet (jobworkerd --fleet-etcd)\n');
+  t.is((await jobctl(['drain', 'n1'])).stderr, 'jobctl: there are no nodes to drain: this server is not part of a fleet (jobworkerd --fleet-etcd)\n');
+  const placed = await jobctl(['create', '--node', 'n1', 'true']);
+  t.is(placed.exitCode, 1);
+  t.is(placed.stderr, 'jobctl: node and constraints place jobs in a fleet: this server is not part of a fleet (jobworkerd --fleet-etcd)\n');
+  t.is((await jobctl(['create', '--constraint', 'a=b', 'true'])).exitCode, 1);
+  t.is((await jobctl(['list', '--node', 'n1'])).stderr, 'jobctl: node filters the jobs of a fleet: this server is not part of a fleet (jobworkerd --fleet-etcd)\n');
+});
+
 test('viewer: create is refused with the server\'s one-line reason and exit 1', async (t) => {
   const result = await jobctl(['create', 'true'], { role: 'viewer' });
   t.is(result.exitCode, 1);

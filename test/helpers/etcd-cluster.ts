@@ -43,7 +43,8 @@ export interface EtcdCluster {
    * Creates etcd user `cn` (no password: its certificate CN authenticates it)
    * with a role that may read and write every key under `prefix` except under
    * `${prefix}nodes/`, where it may read everything and write only under
-   * `${prefix}nodes/<nodeName>/`.
+   * `${prefix}nodes/<nodeName>/`. Resolves once every live member has
+   * applied the grants.
    */
   grantNode(cn: string, nodeName: string, prefix: string): Promise<void>;
   /** SIGKILLs every member, waits for them, removes `dir`. Runs in teardown; safe to call twice. */
