@@ -3,9 +3,11 @@
 // and no job is doubled or lost: every create that answered OK is listed
 // once, and nothing is listed that no create asked for.
 import test from 'ava';
-import type { ServiceError } from '@grpc/grpc-js';
+import { status as Status, type ServiceError } from '@grpc/grpc-js';
+import { JobStatus, NodeState } from '../../src/gen/jobworker/v1/jobworker.js';
+import { alive, waitUntil } from '../helpers/host.js';
 import { listAll, unary } from '../helpers/server.js';
-import { startFleet, type FleetNode } from '../helpers/fleet.js';
+import { nodesOf, startFleet, waitForFleet, type FleetNode } from '../helpers/fleet.js';
 
 test('kill -9 of the etcd leader mid-creates: creates resume within seconds; every OK job listed once, none doubled', async (t) => {
   const { nodes, etcd } = await startFleet(t);
@@ -49,4 +51,32 @@ test('kill -9 of the etcd leader mid-creates: creates resume within seconds; eve
   // A create that failed started nothing, unless its answer was lost on the way (then it is listed, once).
   t.true(ids.length <= ok.size + failed.length);
   t.true(ok.size > before, 'jobs were created after the kill');
+});
+
+test('etcd out of reach past the lease: nodes take no new jobs (UNAVAILABLE), stop their own after --stop-jobs-after, and once etcd is back every node gives each job the same one ending', async (t) => {
+  const { nodes, etcd } = await startFleet(t);
+  const [n1, n2] = nodes as [FleetNode, FleetNode, FleetNode];
+  const jobs = await Promise.all(
+    [n1, n2].map(async (node) => (await unary(n1.jobs, 'createJob', { command: 'sleep', args: ['600'], node: node.name, limits: { maxCpuPercent: 1 } })).job!),
+  );
+  for (const member of etcd.members) member.pause();
+  t.teardown(() => {
+    for (const member of etcd.members) if (member.paused) member.resume();
+  });
+  const pausedAt = Date.now();
+  const refused = (await unary(n1.jobs, 'createJob', { command: 'true' }).catch((err: ServiceError) => err)) as ServiceError;
+  t.is(refused.code, Status.UNAVAILABLE);
+  t.regex(refused.details, /^etcd did not answer/);
+  // --node-lost-after 2s, --stop-jobs-after 3s: the jobs are stopped by their own nodes.
+  await waitUntil(() => jobs.every((job) => !alive(job.pid)), 'the nodes to stop their jobs', 30_000);
+  t.log(`jobs stopped ${Date.now() - pausedAt} ms after etcd went away`);
+  for (const member of etcd.members) member.resume();
+  for (const job of jobs) {
+    const seen = await Promise.all(
+      nodes.map(async (node) => (await waitForFleet(() => unary(node.jobs, 'getJob', { id: job.id }), ({ job: j }) => j!.status !== JobStatus.JOB_STATUS_RUNNING, `job ${job.id} ended on ${node.name}`, 30_000)).value.job!),
+    );
+    t.true([JobStatus.JOB_STATUS_STOPPED, JobStatus.JOB_STATUS_FAILED].includes(seen[0]!.status), seen[0]!.message);
+    for (const other of seen) t.deepEqual([other.status, other.message, other.endedAt], [seen[0]!.status, seen[0]!.message, seen[0]!.endedAt]);
+  }
+  await waitForFleet(() => nodesOf(n1), ({ nodes: now }) => now.every((n) => n.state === NodeState.NODE_STATE_READY), 'every node ready again', 30_000);
 });
