@@ -8,6 +8,7 @@ import { summarizeProfiles } from './profile.js';
 import { failedRow, markdown, machine, writeJson, type Row } from './report.js';
 import { cliStartup } from './scenarios/cli-startup.js';
 import { fanOut } from './scenarios/fan-out.js';
+import { fleet } from './scenarios/fleet.js';
 import { ensureCgroupTools, jobStart } from './scenarios/job-start.js';
 import { memoryBound } from './scenarios/memory-bound.js';
 import { metrics } from './scenarios/metrics.js';
@@ -25,6 +26,7 @@ const SCENARIOS: [string, (server: BenchServer, quick: boolean) => Promise<Row[]
   ['6. CLI start-up', cliStartup],
   ['8. metrics', metrics],
   ['3. RPC latency under output flood', rpcUnderFlood],
+  ['9. fleet', fleet],
   ['2. output throughput', outputThroughput],
   ['4. fan-out', fanOut],
   ['7. memory bound', memoryBound],

@@ -4,7 +4,9 @@
 // stopped; with one, the client's retry moves the call to another member),
 // gRPC keepalive finds dead connections, and answers may be large (a page of
 // job records).
+import type { ChannelCredentials } from '@grpc/grpc-js';
 import { Etcd3, EtcdPermissionDeniedError } from 'etcd3';
+import { withoutIpServerName } from '../client/channel.js';
 import { messageOf } from '../common/error-message.js';
 import type { TlsMaterial } from '../supervisor/rpc/tls-credentials.js';
 
@@ -12,7 +14,7 @@ import type { TlsMaterial } from '../supervisor/rpc/tls-credentials.js';
 export const CALL_TIMEOUT_MS = 2_000;
 
 export function connectEtcd(endpoints: string[], tls: TlsMaterial): Etcd3 {
-  return new Etcd3({
+  const client = new Etcd3({
     hosts: endpoints,
     credentials: { rootCertificate: tls.ca, privateKey: tls.key, certChain: tls.cert },
     defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
@@ -24,6 +26,14 @@ export function connectEtcd(endpoints: string[], tls: TlsMaterial): Etcd3 {
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
     },
   });
+  // etcd members are usually named by IP address, which grpc-js would send as
+  // the TLS server name and Node would warn about on the server's stderr
+  // (DEP0123). etcd3 makes one credentials object, shared by its hosts and
+  // used only at their first connection: the client library's fix is applied
+  // to it in place. (Cosmetic: if etcd3's insides change, the warning is back.)
+  const hosts = (client as unknown as { pool?: { hosts?: { channelCredentials?: ChannelCredentials }[] } }).pool?.hosts ?? [];
+  for (const credentials of new Set(hosts.map((host) => host.channelCredentials))) if (credentials) withoutIpServerName(credentials);
+  return client;
 }
 
 /** etcd could not be used at start: the flags or the cluster are wrong. jobworkerd exits 2. */

@@ -42,6 +42,10 @@ test('three nodes: listed ready everywhere; a job created on n1 for n2 streams f
     const listed = await listAll(node.jobs, {});
     t.deepEqual(listed.map((j) => j.id), [job!.id]);
   }
+  // Both nodes audit a forwarded call: the one the client reached, and the job's, which names the forwarder.
+  const audited = (node: FleetNode) => node.daemon.log.filter((line) => (line as { rpc?: string }).rpc === 'GetJob' && line.jobId === job!.id) as unknown as { cn: string; via?: string }[];
+  t.true(audited(n1).some((line) => line.cn === 'admin' && line.via === undefined));
+  t.true(audited(n2).some((line) => line.cn === 'admin' && line.via === 'n1'));
   // The output is all there before the stop (the job sleeps after it).
   const snapshot = await collectStream(n3.jobs, { id: job!.id, follow: false });
   t.true(snapshot.stdout.length <= expected.length);

@@ -41,6 +41,13 @@ test('jobctl in a fleet: nodes, drain and undrain, create --node and --constrain
   t.regex(listed.stdout, new RegExp(`^${id}  RUNNING\\s+n2\\s`, 'm'));
   t.is((await run(['list', '--node', 'n1'])).stdout.trimEnd().split('\n').length, 1, 'only the header');
 
+  // top through n1 shows the job of n2, with its node and figures read there.
+  const top = await run(['top', '--once', '--interval', '0.5']);
+  t.deepEqual(top.stdout.split('\n')[0]!.split(/\s{2,}/), ['ID', 'STATUS', 'NODE', 'CPU%', 'MEM', 'IO/S', 'ELAPSED', 'COMMAND']);
+  const topJson = JSON.parse((await run(['top', '--once', '--interval', '0.5', '--json'])).stdout) as { id: string; node: string; memoryBytes: number | null }[];
+  t.deepEqual(topJson.map((row) => [row.id, row.node]), [[id, 'n2']]);
+  t.true(topJson[0]!.memoryBytes! > 0, 'usage read on n2');
+
   const drained = await run(['drain', 'n3']);
   t.is(drained.exitCode, 0, drained.stderr);
   t.regex(drained.stdout, /^n3\s+draining\s/m);

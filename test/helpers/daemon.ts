@@ -7,7 +7,7 @@ import readline from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
 import { openChannel } from '../../src/client/channel.js';
 import { removeParentTree } from './host.js';
-import { HOST_VIEW_FLAGS } from './server.js';
+import { HOST_VIEW_FLAGS, type Teardown } from './server.js';
 import { repoRoot } from './paths.js';
 
 export interface LogLine {
@@ -55,7 +55,7 @@ export interface LaunchedDaemon {
 }
 
 /** Starts a real jobworkerd on a free loopback port, without waiting for it; SIGKILLed in teardown if still running. */
-export function launchDaemon(t: ExecutionContext, pki: string, parent: string, options: DaemonOptions = {}): LaunchedDaemon {
+export function launchDaemon(t: Teardown, pki: string, parent: string, options: DaemonOptions = {}): LaunchedDaemon {
   const argv = [
     path.join(repoRoot, 'bin/jobworkerd.js'),
     ...['--listen', '127.0.0.1:0', '--ca', `${pki}/ca-cert.pem`, '--cert', `${pki}/server-cert.pem`, '--key', `${pki}/server-key.pem`],

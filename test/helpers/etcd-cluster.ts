@@ -16,7 +16,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { ExecutionContext } from 'ava';
+import type { Teardown } from './server.js';
 import { Etcd3, Range } from 'etcd3';
 import { execa } from 'execa';
 import { createCa, issueCert, issueEtcdMemberCert, type PemPair } from '../../certs/pki.js';
@@ -81,7 +81,7 @@ const PEER_CN = `etcd-${PEER_NAME}`;
  * every member. Every process is killed and the dir removed in `t`'s
  * teardown, whether the test passes, fails, or this function throws.
  */
-export async function startEtcdCluster(t: ExecutionContext, options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
+export async function startEtcdCluster(t: Teardown, options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
   const size = options.members ?? 3;
   if (!Number.isInteger(size) || size < 1) throw new Error(`members must be a positive integer, got ${size}`);
   const auth = options.auth ?? true;
@@ -175,7 +175,7 @@ export function issueClient(cluster: Pick<EtcdCluster, 'ca'>, cn: string, option
  * etcd3 sets no deadline of its own: without one, a call to a stopped member
  * hangs for many seconds instead of failing and moving on.
  */
-export function connectEtcd(t: ExecutionContext, cluster: Pick<EtcdCluster, 'ca' | 'endpoints'>, pair: PemPair, options: ConnectOptions = {}): Etcd3 {
+export function connectEtcd(t: Teardown, cluster: Pick<EtcdCluster, 'ca' | 'endpoints'>, pair: PemPair, options: ConnectOptions = {}): Etcd3 {
   const client = newClient(cluster.ca, pair, options.endpoints ?? cluster.endpoints, options.callTimeoutMs ?? CALL_TIMEOUT_MS);
   t.teardown(() => client.close());
   return client;

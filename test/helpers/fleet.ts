@@ -5,7 +5,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { ExecutionContext } from 'ava';
 import { credentials } from '@grpc/grpc-js';
 import { issueCert, issueNodeCert, type PemPair } from '../../certs/pki.js';
 import { openChannel, withoutIpServerName } from '../../src/client/channel.js';
@@ -13,6 +12,7 @@ import { FleetServiceClient, type JobServiceClient, type Nodes } from '../../src
 import { launchDaemon, type LaunchedDaemon } from './daemon.js';
 import { startEtcdCluster, type EtcdCluster } from './etcd-cluster.js';
 import { removeParentTree } from './host.js';
+import type { Teardown } from './server.js';
 
 export const PREFIX = '/jobworker/';
 /** Short timers: a node is lost 2 s after its last heartbeat. */
@@ -48,7 +48,7 @@ export interface FleetOptions {
 
 let fleets = 0;
 
-export async function startFleet(t: ExecutionContext, options: FleetOptions = {}): Promise<Fleet> {
+export async function startFleet(t: Teardown, options: FleetOptions = {}): Promise<Fleet> {
   const etcd = await startEtcdCluster(t);
   const ca = etcd.ca;
   const count = options.nodes ?? 3;
