@@ -11,6 +11,7 @@ import { startFleet, type FleetNode } from '../../test/helpers/fleet.js';
 import { row, type Row } from '../report.js';
 import { REPO, type BenchServer } from '../server.js';
 import { median, percentile, spread } from '../stats.js';
+import { latencies } from './rpc-under-flood.js';
 
 const CLIENTS = 16;
 const LOST_AFTER_MS = 2_000;
@@ -26,16 +27,6 @@ async function startsPerSecond(client: JobServiceClient, count: number, extra: o
     }),
   );
   return count / ((performance.now() - began) / 1000);
-}
-
-async function getJobLatencies(client: JobServiceClient, id: string, count: number): Promise<number[]> {
-  const samples: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const began = performance.now();
-    await unary(client, 'getJob', { id });
-    samples.push(performance.now() - began);
-  }
-  return samples;
 }
 
 /** `jobctl stream --follow` through `node` into `wc -c`: seconds, and it must get every byte. */
@@ -73,10 +64,10 @@ export async function fleet(server: BenchServer, quick: boolean): Promise<Row[]>
     // GetJob of a running job on n2, through n1 and through n2.
     const running = (await unary(n1.jobs, 'createJob', { command: 'sleep', args: ['600'], node: 'n2', limits: { maxCpuPercent: 1 } })).job!.id;
     const count = quick ? 200 : 1000;
-    await getJobLatencies(n1.jobs, running, 50);
-    await getJobLatencies(n2.jobs, running, 50);
-    const owner = await getJobLatencies(n2.jobs, running, count);
-    const other = await getJobLatencies(n1.jobs, running, count);
+    await latencies(n1.jobs, running, 50);
+    await latencies(n2.jobs, running, 50);
+    const owner = await latencies(n2.jobs, running, count);
+    const other = await latencies(n1.jobs, running, count);
     rows.push(row({ name: 'GetJob through another node, p50', figure: median(other), unit: 'ms', baseline: median(owner), baseline_name: "GetJob through the job's own node, p50", spread: spread(other, 2) }));
     rows.push(row({ name: 'GetJob through another node, p99', figure: percentile(other, 99), unit: 'ms', baseline: percentile(owner, 99), baseline_name: "GetJob through the job's own node, p99", spread: spread(other, 2) }));
     await unary(n1.jobs, 'stopJob', { id: running, graceMs: 0 });

@@ -10,7 +10,8 @@ import { median, percentile, spread } from '../stats.js';
 
 const FLOODERS = 4;
 
-async function latencies(client: JobServiceClient, id: string, count: number): Promise<number[]> {
+/** Milliseconds of each of `count` GetJob calls of job `id`, one after another. */
+export async function latencies(client: JobServiceClient, id: string, count: number): Promise<number[]> {
   const samples: number[] = [];
   for (let i = 0; i < count; i++) {
     const began = performance.now();
