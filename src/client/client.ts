@@ -128,8 +128,13 @@ function mayRetry(method: string, raw: unknown, err: unknown): boolean {
   if (method !== 'createJob') return true;
   if (err.code === 'CONNECT_TIMEOUT') return true;
   if (!isServiceError(raw)) return false;
-  return /No connection established|ECONNREFUSED/.test(raw.details) || raw.metadata?.get(ERROR_CODE_TRAILER).length > 0;
+  const [code] = raw.metadata?.get(ERROR_CODE_TRAILER) ?? [];
+  if (typeof code === 'string') return NOTHING_STARTED.includes(code);
+  return /No connection established|ECONNREFUSED/.test(raw.details);
 }
+
+/** A CreateJob refused with one of these started nothing (the server guarantees it): another server may take it. */
+const NOTHING_STARTED: readonly string[] = ['SHUTTING_DOWN', 'FLEET_UNAVAILABLE', 'NODE_UNAVAILABLE'];
 
 /**
  * One server's channel. Calls are fail-fast (no waitForReady): a refused

@@ -34,6 +34,10 @@ export const ErrorCodes = {
   // Node to node: the start of this job id was already claimed or cancelled.
   START_CLAIMED: Status.ALREADY_EXISTS,
   START_CANCELLED: Status.ABORTED,
+  // The job's node did not answer and etcd could not say whether it started
+  // the job: not UNAVAILABLE, which clients may retry elsewhere — a retry
+  // could start it twice. The message names the job's id, to look it up.
+  START_UNKNOWN: Status.UNKNOWN,
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

@@ -26,6 +26,7 @@ export function fleetBackend(config: FleetConfig): BackendFactory {
       jobEnded: (record) => node.jobEnded(record),
       jobPruned: (record) => node.jobPruned(record.id),
       join: (port) => node.join(port),
+      leaving: () => node.leaving(),
       close: () => node.close(),
     };
   };

@@ -8,6 +8,7 @@ import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import type { CallOptions, Metadata, ServiceError } from '@grpc/grpc-js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { settlesWithin } from '../common/settle-within.js';
 import { messageOf } from '../common/error-message.js';
 import { labelProblem } from '../common/labels.js';
 import {
@@ -51,8 +52,18 @@ import { FleetRecords, newAttempt } from './records.js';
 const HAND_OFF_TIMEOUT_MS = 60_000;
 /** A forwarded GetJob: the other node answers from memory. */
 const FORWARD_TIMEOUT_MS = 10_000;
-/** GetJobs fresh_usage: reads of other nodes' running jobs in flight at once. */
+/** Jobs of a lost node declared lost at once, each a few etcd round trips. */
+const DECLARATIONS_AT_ONCE = 16;
+/** GetJobs fresh_usage: reads of other nodes' running jobs in flight at once, and how long each may take. */
 const FRESH_READS_AT_ONCE = 32;
+const FRESH_TIMEOUT_MS = 2_000;
+/** How often a hand-off whose answer was lost looks at the job's record. */
+const SETTLE_POLL_MS = 100;
+/**
+ * What a chosen node may answer having started nothing, for the entry node
+ * to try the next candidate: its own figures, its shutdown, its lease.
+ */
+const NEXT_CANDIDATE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE']);
 /** How long a closing node waits for the fleet to hear of its jobs' ends. */
 const END_WRITES_TIMEOUT_MS = 5_000;
 const ENDED = new Set([JobStatus.JOB_STATUS_COMPLETED, JobStatus.JOB_STATUS_FAILED, JobStatus.JOB_STATUS_STOPPED]);
@@ -73,6 +84,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   /** Relays from nodes, told when their node is lost. */
   readonly #relays = new Map<string, Set<(why: string) => void>>();
   #closing = false;
+  /** Closing, and past waiting for end writes. */
+  #gaveUpEnds = false;
 
   constructor(
     readonly config: FleetConfig,
@@ -103,13 +116,23 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     this.logger.info({ node: this.self, address, labels: this.config.labels, capacity: this.config.capacity }, 'joined the fleet');
   }
 
+  /** Shutdown has begun: no new jobs here, and placement is told so. */
+  async leaving(): Promise<void> {
+    this.#closing = true;
+    await this.membership.markLeaving();
+  }
+
+  /** After every job here has ended: their ends written (for a while), then out of the fleet. */
   async close(): Promise<void> {
     this.#closing = true;
     const writes = Promise.all(this.#endWrites.values());
-    const timer = setTimeout(() => this.logger.warn({ pending: this.#endWrites.size }, 'the fleet has not heard of every job end yet; leaving anyway'), END_WRITES_TIMEOUT_MS);
-    await Promise.race([writes, new Promise((resolve) => setTimeout(resolve, END_WRITES_TIMEOUT_MS).unref())]);
-    clearTimeout(timer);
-    await this.membership.leave();
+    if (!(await settlesWithin(writes, END_WRITES_TIMEOUT_MS))) {
+      this.logger.warn({ pending: this.#endWrites.size }, 'the fleet has not heard of every job end yet; leaving anyway');
+      this.#gaveUpEnds = true;
+    }
+    // Ends it could not write: the fleet must find this node lost and end those jobs itself.
+    const unended = await this.records.runningOn(this.self).then((ids) => ids.length > 0, () => true);
+    await this.membership.leave(unended);
     this.peers.close();
     this.client.close();
   }
@@ -130,14 +153,21 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   }
 
   /**
-   * What the fleet says of this node's jobs against what runs here: a job it
-   * lists as running that does not run here (this node restarted, or died
-   * between claiming and starting it) gets its end recorded; one the fleet
-   * has ended (declared lost while this node was cut off) is stopped here.
+   * What the fleet says of this node's jobs against what runs here, at
+   * start, after registering again, and at every upkeep:
+   * - a job it lists as running (running/<self>/) that does not run here —
+   *   this node restarted, died between claiming and starting it, or its
+   *   claim landed after its start gave up — gets its end recorded;
+   * - a job that runs here but is no longer listed was ended by the fleet
+   *   (declared lost while this node was cut off): it is stopped here.
+   * Starts in flight are left alone: what runs is read before the list, and
+   * a job being admitted is skipped.
    */
   async #reconcile(): Promise<void> {
+    const runningHere = this.local.store.running();
     const listed = new Set(await this.records.runningOn(this.self));
     for (const id of listed) {
+      if (this.#admitting.has(id) || this.#endWrites.has(id)) continue;
       const record = this.local.store.get(id);
       if (record?.state === 'RUNNING') continue;
       if (record) {
@@ -145,11 +175,14 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         continue;
       }
       const job = await this.records.job(id);
-      if (!job) continue;
-      this.#writeEnd({ ...job, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), message: `node ${this.self} restarted before the job started` });
+      if (!job) {
+        await this.client.delete().key(this.keys.running(this.self, id)).exec();
+        continue;
+      }
+      this.#writeEnd({ ...job, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), message: `node ${this.self} never started the job (it restarted, or its start failed after the claim)` });
     }
-    for (const record of this.local.store.running()) {
-      if (listed.has(record.id)) continue;
+    for (const record of runningHere) {
+      if (listed.has(record.id) || record.state !== 'RUNNING') continue;
       this.logger.warn({ jobId: record.id }, 'the fleet ended this job as lost while this node was cut off: stopping it');
       void this.local.service.options.runner.stop(record, 0);
     }
@@ -161,15 +194,21 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     await Promise.all(running.map((record) => this.local.service.options.runner.stop(record, this.local.service.options.defaultGraceMs)));
   }
 
-  /** Each heartbeat: read the node table, and end the jobs of nodes that are lost. */
+  /**
+   * The upkeep every node shares, after each heartbeat but never holding
+   * the next one up: read the node table, end the jobs of lost nodes (any
+   * node may; the claim makes it once), and reconcile this node's own.
+   */
   async #tick(): Promise<void> {
     this.#table = await readNodes(this.client, this.keys);
     for (const view of this.#table.values()) {
       if (view.state !== 'lost' || view.info.name === this.self) continue;
       const why = `node ${view.info.name} was lost (no heartbeat within ${this.config.nodeLostAfterMs / 1000}s)`;
       for (const relay of this.#relays.get(view.info.name) ?? []) relay(why);
-      for (const id of await this.records.runningOn(view.info.name)) await this.#declareLost(id, view.info.name, why);
+      const ids = await this.records.runningOn(view.info.name);
+      await inBatches(ids, DECLARATIONS_AT_ONCE, (id) => this.#declareLost(id, view.info.name, why));
     }
+    await this.#reconcile();
   }
 
   async #declareLost(id: string, node: string, why: string): Promise<void> {
@@ -180,7 +219,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     }
     const usage = job.usage ? { ...job.usage, memoryBytes: 0 } : undefined;
     const lost: Job = { ...job, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), usage, message: `${why}: the job was ended as lost; its output stays on that node` };
-    const outcome = await this.records.claimEnd(lost, { node: this.self, attempt: newAttempt(), lost: true });
+    const outcome = await this.records.claimEnd(lost, { node: this.self, attempt: newAttempt(), lost: true }, node);
     if (outcome.won) this.logger.warn({ jobId: id, node }, 'ended a job of a lost node');
   }
 
@@ -212,11 +251,11 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 5_000)) {
       try {
         const outcome = await this.records.claimEnd(job, { node: this.self, attempt });
-        if (!outcome.won) this.logger.warn({ jobId: job.id, by: outcome.claim.node }, 'the fleet had already ended this job (as lost)');
+        if (!outcome.won) this.logger.warn({ jobId: job.id, by: outcome.claim?.node ?? null }, 'the fleet had already ended this job, or pruned it');
         return;
       } catch (err) {
         this.logger.warn({ jobId: job.id, err: messageOf(err) }, 'could not record a job end in etcd; trying again');
-        if (this.#closing) return;
+        if (this.#gaveUpEnds) return;
         await sleep(delayMs);
       }
     }
@@ -244,13 +283,14 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       constraints: request.constraints,
     };
     const { candidates, refused } = place(nodes.values(), needs);
-    const id = uuidv7();
     for (const candidate of candidates) {
       try {
-        return await this.#handOff(candidate.info, id, caller, request);
+        // An id per node tried: a claim that reached etcd late cannot stand in the way of the next.
+        return await this.#handOff(candidate.info, uuidv7(), caller, request);
       } catch (err) {
-        // That node's own figures said no: the next one may say yes.
-        if (!(err instanceof JobworkerError && err.code === 'NO_NODE_FITS')) throw err;
+        // That node said no before starting anything (its own figures, its
+        // shutdown, its lease): the next one may say yes.
+        if (!(err instanceof JobworkerError && NEXT_CANDIDATE.has(err.code))) throw err;
         refused.set(candidate.info.name, err.message);
       }
     }
@@ -270,16 +310,30 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       // The node's own refusal: it started nothing.
       if (failure.code !== 'NODE_UNAVAILABLE') throw failure;
       // No answer: it may have started the job. Close the door, then look.
+      const why = failure.message.replace(/^node \S+ \(\S+\) is unavailable: /, '');
       let outcome;
       try {
         outcome = await this.records.cancelStart(id, this.self);
       } catch (etcdErr) {
-        throw new JobworkerError('FLEET_UNAVAILABLE', `node ${node.name} did not answer and etcd could not say whether job ${id} started there: ${messageOf(etcdErr)}`);
+        throw startUnknown(node, id, `${why}; etcd could not say whether it started the job: ${messageOf(etcdErr)}`);
       }
-      if (outcome.won) throw nodeUnavailable(node, `${failure.message.replace(/^node \S+ \(\S+\) is unavailable: /, '')}; the job was not started`);
-      const job = await this.records.job(id);
-      if (!job) throw nodeUnavailable(node, `it claimed job ${id} but its start failed`);
-      return job;
+      if (outcome.won) throw nodeUnavailable(node, `${why}; the job was not started`);
+      // It claimed the start: the job is recorded. Answer once its start is
+      // settled either way (its node answers it, or ends it as lost).
+      return this.#settled(node, id, why);
+    }
+  }
+
+  /** The record of a job whose start `node` claimed, once it is past INITIALIZING; an error if its start failed. */
+  async #settled(node: NodeInfo, id: string, why: string): Promise<Job> {
+    const until = performance.now() + HAND_OFF_TIMEOUT_MS + this.config.nodeLostAfterMs;
+    for (;;) {
+      const job = await this.records.job(id).catch(() => undefined);
+      // A start that failed after its claim takes its record with it: nothing runs.
+      if (job === null) throw nodeUnavailable(node, `${why}; its start of the job failed, the job was not started`);
+      if (job && job.status !== JobStatus.JOB_STATUS_INITIALIZING) return job;
+      if (performance.now() > until) throw startUnknown(node, id, `${why}; it claimed the job's start but has not settled it`);
+      await sleep(SETTLE_POLL_MS);
     }
   }
 
@@ -303,12 +357,14 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         limits: { maxCpuPercent: resolved.limits.cpuPercent, maxMemoryMb: needs.memoryMb, maxIoBps: resolved.limits.ioBps, maxPids: resolved.limits.pids },
       };
       const outcome = await this.records.claimStart(request.id, { node: this.self, attempt: newAttempt() }, pending).catch((err: unknown) => {
-        // Neither written nor read back: the job is not started, and cannot be until a claim is.
+        // Not started here, whatever becomes of the claim: one that reaches
+        // etcd late is ended by this node's next upkeep (#reconcile).
         throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer; job ${request.id} was not started: ${messageOf(err)}`);
       });
       if (!outcome.won) {
-        if (outcome.claim.cancelled) throw new JobworkerError('START_CANCELLED', `job ${request.id}: its start was cancelled by node ${outcome.claim.node}`);
-        throw new JobworkerError('START_CLAIMED', `job ${request.id} was already started by node ${outcome.claim.node}`);
+        const claim = outcome.claim!;
+        if (claim.cancelled) throw new JobworkerError('START_CANCELLED', `job ${request.id}: its start was cancelled by node ${claim.node}`);
+        throw new JobworkerError('START_CLAIMED', `job ${request.id} was already started by node ${claim.node}`);
       }
       crashAt('owner-after-claim');
       let record: JobRecord;
@@ -335,13 +391,17 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     const job = await this.#fleetJob(request.id);
     if (ENDED.has(job.status)) return job;
     if (job.node === this.self) return this.#localJob(await this.local.service.getJob(caller, request));
+    return this.#fromItsNode(caller, job, FORWARD_TIMEOUT_MS);
+  }
+
+  /** A running job of another node as that node has it now; the fleet's record when it cannot say. */
+  async #fromItsNode(caller: Caller, job: Job, timeoutMs: number): Promise<Job> {
     const node = this.#table.get(job.node);
     if (!node || node.state === 'lost') return job;
     try {
-      const answer = await callPeer<GetJobReq, { job?: Job }>(this.peers.jobs(node.info), 'getJob', request, forwardedMetadata(caller), FORWARD_TIMEOUT_MS);
+      const answer = await callPeer<GetJobReq, { job?: Job }>(this.peers.jobs(node.info), 'getJob', { id: job.id }, forwardedMetadata(caller), timeoutMs);
       return answer.job ?? job;
     } catch {
-      // Its node cannot say: the fleet's record is what is known.
       return job;
     }
   }
@@ -365,7 +425,12 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   }
 
   async getJobs(caller: Caller, request: GetJobsReq): Promise<JobsPage> {
-    return readFleetPage(this.client, this.keys, request, (jobs) => this.#fresher(caller, jobs, request.freshUsage));
+    try {
+      return await readFleetPage(this.client, this.keys, request, (jobs) => this.#fresher(caller, jobs, request.freshUsage));
+    } catch (err) {
+      if (err instanceof JobworkerError) throw err;
+      throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
+    }
   }
 
   /**
@@ -386,7 +451,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
           if (freshUsage) await this.local.service.options.runner.refreshUsage(record);
           fresh[at] = toJob(record, this.self);
         } else if (freshUsage) {
-          fresh[at] = await this.getJob(caller, { id: job.id }).catch(() => job);
+          fresh[at] = await this.#fromItsNode(caller, job, FRESH_TIMEOUT_MS);
         }
       }
     };
@@ -406,8 +471,9 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
 
   /**
    * The job's output from its node to the client, chunk by chunk as encoded
-   * there, reading from the node only as fast as the client takes it (gRPC
-   * flow control on both legs bounds what waits here).
+   * there, reading from the node only as fast as the client takes it: what
+   * waits here is bounded by the stream window of peers.ts and grpc-js's
+   * read-ahead (about 2 MiB), and two chunks on the client's side.
    */
   async #relay(node: NodeInfo, caller: Caller, call: OutputCall): Promise<void> {
     const upstream = this.peers.outputOf(node, caller, call.request, {});
@@ -497,6 +563,10 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   }
 }
 
+function startUnknown(node: NodeInfo, id: string, why: string): JobworkerError {
+  return new JobworkerError('START_UNKNOWN', `node ${node.name} (${node.address}) did not answer: ${why}; look for job ${id} before creating it again`);
+}
+
 /** The record a start claim writes: INITIALIZING, on `node`. */
 function toPending(request: StartJobReq, node: string): Job {
   const req = request.request!;
@@ -534,4 +604,13 @@ function callPeer<Req, Res>(client: object, method: string, request: Req, metada
     if (metadata) send.call(client, request, metadata, options, callback);
     else send.call(client, request, options, callback);
   });
+}
+
+/** `work` for each item, at most `limit` at once. */
+async function inBatches<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await work(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }

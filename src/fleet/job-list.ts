@@ -8,10 +8,16 @@ import { MAX_PAGE_SIZE } from '../common/api-limits.js';
 import { Errors, quoted } from '../supervisor/errors.js';
 import { MAX_PAGE_BYTES, type JobsPage } from '../supervisor/rpc/job-pages.js';
 import { decodeJob } from './records.js';
-import type { FleetKeys } from './keys.js';
+import { FleetKeys } from './keys.js';
 
 /** Records read per range request while filling a page (each at most ~256 KiB). */
 const BATCH = 64;
+/**
+ * Records looked at per call, at most: a filter that matches few jobs answers
+ * a short (even empty) page with a token to go on, rather than reading the
+ * whole history in one call.
+ */
+export const MAX_SCANNED = 4_096;
 const FIELD_OVERHEAD = 1 + 3;
 
 /** Running jobs get a fresher copy here (their node's own figures) before they are encoded. */
@@ -23,29 +29,35 @@ export async function readFleetPage(client: Etcd3, keys: FleetKeys, request: Get
   const limit = request.pageSize === 0 ? MAX_PAGE_SIZE : request.pageSize;
   let below = request.pageToken === '' ? null : keys.job(parseToken(request.pageToken));
   const picked: Job[] = [];
-  let more = false;
+  /** Where the next page starts: after the last job sent, or after the last one looked at. */
+  let resumeAfter: string | null = null;
   let bytes = 0;
+  let scanned = 0;
   scan: for (;;) {
     const range = client.getAll().inRange({ start: keys.jobs(), end: below ?? `${keys.jobs().slice(0, -1)}0` }).sort('Key', 'Descend').limit(BATCH);
     const values = await range.buffers();
     const entries = Object.entries(values).sort(([a], [b]) => (a < b ? 1 : a > b ? -1 : 0));
     for (const [key, value] of entries) {
-      below = key;
       const job = decodeJob(value);
-      if (!matches(job, request)) continue;
-      const size = Job.encode(job).finish().length + FIELD_OVERHEAD;
-      if (picked.length >= limit || (picked.length > 0 && bytes + size > MAX_PAGE_BYTES)) {
-        more = true;
+      if (matches(job, request)) {
+        const size = Job.encode(job).finish().length + FIELD_OVERHEAD;
+        if (picked.length >= limit || (picked.length > 0 && bytes + size > MAX_PAGE_BYTES)) {
+          resumeAfter = picked[picked.length - 1]!.id;
+          break scan;
+        }
+        picked.push(job);
+        bytes += size;
+      }
+      below = key;
+      if (++scanned >= MAX_SCANNED) {
+        resumeAfter = FleetKeys.last(key);
         break scan;
       }
-      picked.push(job);
-      bytes += size;
     }
     if (entries.length < BATCH) break;
   }
   const jobs = await refresh(picked);
-  const last = picked[picked.length - 1];
-  return { jobs, encoded: jobs.map((job) => Job.encode(job).finish()), nextPageToken: more && last ? Buffer.from(`fleet:${last.id}`).toString('base64url') : '' };
+  return { jobs, encoded: jobs.map((job) => Job.encode(job).finish()), nextPageToken: resumeAfter ? Buffer.from(`fleet:${resumeAfter}`).toString('base64url') : '' };
 }
 
 function matches(job: Job, request: GetJobsReq): boolean {

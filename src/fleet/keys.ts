@@ -8,7 +8,9 @@
 //   claims/<id>/end      who recorded its end (its node, or the node that declared it lost)
 //   running/<node>/<id>  the node's unfinished jobs: what a loss must end
 // A claim is created once (create revision 0) in a transaction that also
-// writes the record, and never rewritten: whoever created it decided.
+// writes the record, and never rewritten: whoever created it decided. A
+// job's claims go only with its record, when its node prunes it; an end
+// claim needs the start claim, so nothing of a pruned job comes back.
 // A node's etcd user may write only its own nodes/<name>/; every node writes
 // the shared prefixes (any of them may declare another lost).
 export class FleetKeys {

@@ -29,12 +29,14 @@ export class Membership {
   readonly boot = randomUUID();
   #info: NodeInfo | undefined;
   #lease: Lease | undefined;
-  /** Past this (ms since the epoch) the lease may be gone: fenced. */
+  /** Past this (performance.now(): clock steps do not move it) the lease may be gone: fenced. */
   #deadline = 0;
   #fencedSince: number | null = null;
   #jobsStopped = false;
+  #leaving = false;
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> | undefined;
+  #ticking: Promise<void> | undefined;
   #closed = false;
 
   constructor(
@@ -49,21 +51,22 @@ export class Membership {
     return Math.max(1, Math.ceil(this.config.nodeLostAfterMs / 1000));
   }
 
-  /** Taking no new jobs: the lease may have expired. */
+  /** Taking no new jobs: the lease may have expired (or this node is registering again). */
   get fenced(): boolean {
-    return Date.now() > this.#deadline;
+    return performance.now() > this.#deadline;
   }
 
   /** Registers under `address` and starts the heartbeat. */
   async join(address: string): Promise<void> {
     const { config } = this;
     this.#info = { name: config.nodeName, address, labels: config.labels, cpuPercent: config.capacity.cpuPercent, memoryMb: config.capacity.memoryMb, version: config.version, boot: this.boot };
-    await this.#register();
+    this.#extend(await this.#register());
     this.#schedule();
   }
 
-  async #register(): Promise<void> {
-    const sent = Date.now();
+  /** Registers with a new lease; returns when the lease was asked for, from which its deadline counts. */
+  async #register(): Promise<number> {
+    const sent = performance.now();
     const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: false });
     // A lease the client thinks lost is this node's business alone (heartbeat below).
     lease.on('lost', () => undefined);
@@ -72,12 +75,24 @@ export class Membership {
     await lease.put(this.keys.nodeAlive(this.config.nodeName)).value(JSON.stringify(this.#alive())).exec();
     const old = this.#lease;
     this.#lease = lease;
-    this.#deadline = sent + this.ttlSeconds * 900;
     old?.release();
+    return sent;
+  }
+
+  /** 90% of the TTL from `sent`: etcd counts from when it got the request, a little later. */
+  #extend(sent: number): void {
+    this.#deadline = sent + this.ttlSeconds * 900;
   }
 
   #alive(): NodeAlive {
-    return { ...this.hooks.stats(), heartbeatAt: Date.now(), boot: this.boot };
+    return { ...this.hooks.stats(), heartbeatAt: Date.now(), boot: this.boot, leaving: this.#leaving };
+  }
+
+  /** Shutting down: placement passes this node by from the next heartbeat on (written now too, if etcd answers). */
+  async markLeaving(): Promise<void> {
+    this.#leaving = true;
+    if (!this.#lease || this.fenced) return;
+    await this.#lease.put(this.keys.nodeAlive(this.config.nodeName)).value(JSON.stringify(this.#alive())).exec().catch(() => undefined);
   }
 
   #schedule(): void {
@@ -88,17 +103,19 @@ export class Membership {
   }
 
   async #beat(): Promise<void> {
-    const sent = Date.now();
+    const sent = performance.now();
     try {
-      const answer = await this.#lease!.keepaliveOnce({ deadline: sent + Math.max(CALL_TIMEOUT_MS, this.config.heartbeatMs) });
-      this.#deadline = sent + Number(answer.TTL) * 900;
+      const answer = await this.#lease!.keepaliveOnce({ deadline: Date.now() + Math.max(CALL_TIMEOUT_MS, this.config.heartbeatMs) });
+      if (Number(answer.TTL) > 0) this.#extend(sent);
       await this.#lease!.put(this.keys.nodeAlive(this.config.nodeName)).value(JSON.stringify(this.#alive())).exec();
     } catch (err) {
       if (err instanceof EtcdLeaseInvalidError) {
         this.logger.error({ node: this.config.nodeName }, 'this node lost its etcd lease: registering again');
         try {
-          await this.#register();
+          const registered = await this.#register();
+          // Still fenced until the jobs the fleet ended meanwhile are stopped here.
           await this.hooks.rejoined();
+          this.#extend(registered);
         } catch (again) {
           this.logger.warn({ err: messageOf(again) }, 'could not register again in etcd');
         }
@@ -107,11 +124,18 @@ export class Membership {
       }
     }
     this.#checkFence();
-    if (!this.fenced) await this.hooks.tick().catch((err: unknown) => this.logger.warn({ err: messageOf(err) }, 'fleet upkeep failed'));
+    // The upkeep runs beside the heartbeat, one at a time: however long it
+    // takes (a lost node with many jobs), the next keepalive is on time.
+    if (!this.fenced && !this.#ticking) {
+      this.#ticking = this.hooks
+        .tick()
+        .catch((err: unknown) => this.logger.warn({ err: messageOf(err) }, 'fleet upkeep failed'))
+        .finally(() => (this.#ticking = undefined));
+    }
   }
 
   #checkFence(): void {
-    const now = Date.now();
+    const now = performance.now();
     if (!this.fenced) {
       if (this.#fencedSince !== null) this.logger.info({ node: this.config.nodeName }, 'etcd answers again: taking jobs');
       this.#fencedSince = null;
@@ -129,12 +153,18 @@ export class Membership {
     }
   }
 
-  /** Stops the heartbeat and leaves the fleet: the node is no longer listed. */
-  async leave(): Promise<void> {
+  /**
+   * Stops the heartbeat and leaves the fleet. With `keepRegistration` (the
+   * fleet still lists jobs of this node as running: their ends could not be
+   * written), the node stays listed, to be found lost and its jobs ended.
+   */
+  async leave(keepRegistration: boolean): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
     await this.#beating;
+    await this.#ticking;
     await this.#lease?.revoke().catch(() => undefined);
+    if (keepRegistration) return;
     await this.client.delete().prefix(this.keys.nodePrefix(this.config.nodeName)).exec().catch((err: unknown) => {
       this.logger.warn({ err: messageOf(err) }, 'could not remove this node from etcd');
     });

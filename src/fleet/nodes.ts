@@ -25,6 +25,8 @@ export interface NodeAlive {
   /** ms since the epoch */
   heartbeatAt: number;
   boot: string;
+  /** Shutting down: no new jobs, like a drained node. */
+  leaving?: boolean;
 }
 
 export interface NodeView {
@@ -51,7 +53,7 @@ export async function readNodes(client: Etcd3, keys: FleetKeys): Promise<Map<str
   for (const [name, info] of infos) {
     const beat = alive.get(name) ?? null;
     const isDrained = drained.has(name);
-    views.set(name, { info, alive: beat, drained: isDrained, state: beat === null ? 'lost' : isDrained ? 'draining' : 'ready' });
+    views.set(name, { info, alive: beat, drained: isDrained, state: beat === null ? 'lost' : isDrained || beat.leaving ? 'draining' : 'ready' });
   }
   return views;
 }

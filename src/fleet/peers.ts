@@ -16,8 +16,11 @@ import type { TlsMaterial } from '../supervisor/rpc/tls-credentials.js';
 import type { NodeInfo } from './nodes.js';
 
 const CHANNEL_OPTIONS = {
-  // A relayed stream runs at loopback speed only with windows this large (FACTS.md).
-  'grpc-node.flow_control_window': 16 * 1024 * 1024,
+  // The window is per stream: what a relayed stream may hold in this node
+  // while its client reads slowly (plus grpc-js's 16 messages read ahead).
+  // Larger is faster on loopback (FACTS.md: 16 MiB), but 100 slow followers
+  // would hold 1.6 GiB here; bench scenario 9 measures what this one costs.
+  'grpc-node.flow_control_window': 1024 * 1024,
   'grpc.max_receive_message_length': 16 * 1024 * 1024,
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 5_000,

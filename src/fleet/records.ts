@@ -25,7 +25,11 @@ export interface EndClaim {
   lost?: true;
 }
 
-export type ClaimOutcome<C> = { won: true } | { won: false; claim: C };
+/** Won; or lost to the claim that was there first; or (claim null) not made, because a condition did not hold. */
+export type ClaimOutcome<C> = { won: true } | { won: false; claim: C | null };
+
+/** A key that must exist (true) or must not (false) for a claim to be made. */
+type Condition = [key: string, exists: boolean];
 
 export const newAttempt = (): string => randomUUID();
 
@@ -60,13 +64,13 @@ export class FleetRecords {
           this.client.put(this.keys.job(id)).value(encodeJob(record)),
           this.client.put(this.keys.running(record.node, id)).value(''),
         ];
-    return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, writes);
+    return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, [], writes);
   }
 
   /** The start of `id` may never happen: won, or the start claim that was there first. */
   cancelStart(id: string, node: string): Promise<ClaimOutcome<StartClaim>> {
     const claim: StartClaim = { node, attempt: newAttempt(), cancelled: true };
-    return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, [this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim))]);
+    return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, [], [this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim))]);
   }
 
   /** A job whose start failed: its record and running/ entry go (the claim stays: the id is spent). */
@@ -94,9 +98,18 @@ export class FleetRecords {
       .commit();
   }
 
-  /** Claims the end of a job and writes its final record, leaving running/: won, or the claim that was there first. */
-  claimEnd(record: Job, claim: EndClaim): Promise<ClaimOutcome<EndClaim>> {
-    return this.#claim<EndClaim>(this.keys.endClaim(record.id), claim.attempt, [
+  /**
+   * Claims the end of a job and writes its final record, leaving running/:
+   * won, or the claim that was there first. Only for a job whose start was
+   * claimed (a pruned job's claims are gone: nothing comes back). A node
+   * declaring another's job lost passes that node's name: the claim is made
+   * only while that node has no heartbeat, so a node that has registered
+   * again keeps its jobs.
+   */
+  claimEnd(record: Job, claim: EndClaim, lostNode?: string): Promise<ClaimOutcome<EndClaim>> {
+    const conditions: Condition[] = [[this.keys.startClaim(record.id), true]];
+    if (lostNode !== undefined) conditions.push([this.keys.nodeAlive(lostNode), false]);
+    return this.#claim<EndClaim>(this.keys.endClaim(record.id), claim.attempt, conditions, [
       this.client.put(this.keys.endClaim(record.id)).value(JSON.stringify(claim)),
       this.client.put(this.keys.job(record.id)).value(encodeJob(record)),
       this.client.delete().key(this.keys.running(record.node, record.id)),
@@ -109,18 +122,24 @@ export class FleetRecords {
     return keys.map(FleetKeys.last);
   }
 
-  async #claim<C extends { attempt: string }>(key: string, attempt: string, writes: Parameters<ReturnType<Etcd3['if']>['then']>): Promise<ClaimOutcome<C>> {
+  async #claim<C extends { attempt: string }>(key: string, attempt: string, conditions: Condition[], writes: Parameters<ReturnType<Etcd3['if']>['then']>): Promise<ClaimOutcome<C>> {
     let failure: unknown;
     try {
-      const result = await this.client.if(key, 'Create', '==', 0).then(...writes).commit();
+      let txn = this.client.if(key, 'Create', '==', 0);
+      for (const [other, exists] of conditions) txn = txn.and(other, 'Create', exists ? '>' : '==', 0);
+      const result = await txn.then(...writes).commit();
       if (result.succeeded) return { won: true };
     } catch (err) {
       failure = err;
     }
     // Lost, or no answer: the claim says who won (perhaps this very attempt, its answer lost).
     const bytes = await this.client.get(key).string();
-    if (bytes === null) throw failure ?? new Error(`${key}: the claim's transaction failed and there is no claim`);
-    const claim = JSON.parse(bytes) as C;
-    return claim.attempt === attempt ? { won: true } : { won: false, claim };
+    if (bytes !== null) {
+      const claim = JSON.parse(bytes) as C;
+      return claim.attempt === attempt ? { won: true } : { won: false, claim };
+    }
+    // No claim: an answer lost with nothing done, or a condition that did not hold.
+    if (failure) throw failure;
+    return { won: false, claim: null };
   }
 }

@@ -93,6 +93,8 @@ export interface Backend {
   jobPruned(record: JobRecord): void;
   /** The port is bound: the backend may tell others where this server is. */
   join(port: number): Promise<void>;
+  /** Shutdown has begun (jobs are about to be stopped): take no new work, tell others. */
+  leaving(): Promise<void>;
   /** After every local job has ended: leave, after what the jobs' ends still have to write. */
   close(): Promise<void>;
 }
@@ -215,6 +217,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // end when their jobs do, which runner.close() brings about.
         const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
         retention.stop();
+        await backend?.leaving();
         // Jobs end even on a full disk (once its processes are gone a job's
         // output is not held back for the disk).
         await runner.close(options.stopGraceMs);

@@ -50,13 +50,15 @@ test('the entry node dies after the chosen node answered: the client hears UNAVA
   await unary(n2.jobs, 'stopJob', { id: listed[0]!.id, graceMs: 0 });
 });
 
-test('the chosen node dies after its start claim, before starting: the create answers the claimed job, which ends as lost; nothing ever ran', async (t) => {
+test('the chosen node dies after its start claim, before starting: the create answers the claimed job once the fleet has ended it as lost; nothing ever ran', async (t) => {
   const { nodes } = await startFleet(t, { env: (i): Record<string, string> => (i === 1 ? { [CRASH]: 'owner-after-claim' } : {}) });
   const [n1, n2, n3] = nodes as [FleetNode, FleetNode, FleetNode];
   const job = uniqueSleep();
   const { job: created } = await unary(n1.jobs, 'createJob', { ...job, node: 'n2' });
   t.is(created!.node, 'n2');
-  t.is(created!.status, JobStatus.JOB_STATUS_INITIALIZING);
+  // Not answered while its start was unsettled: its node is gone, so it ended as lost.
+  t.is(created!.status, JobStatus.JOB_STATUS_FAILED);
+  t.regex(created!.message, /^node n2 was lost/);
   await lostEverywhere([n1, n3], created!.id);
   t.deepEqual((await listAll(n3.jobs, {})).map((j) => j.id), [created!.id]);
   t.deepEqual(processesOf(job.marker), []);
@@ -67,7 +69,7 @@ test('the chosen node dies after its start claim, before starting: the create an
   t.deepEqual(processesOf(job.marker), []);
 });
 
-test('the chosen node dies after starting the job, before answering: the create answers the job, which ends as lost; the restarted node kills it', async (t) => {
+test('the chosen node dies after starting the job, before answering: the create answers the job once ended as lost; the restarted node kills it', async (t) => {
   const { nodes } = await startFleet(t, { env: (i): Record<string, string> => (i === 1 ? { [CRASH]: 'owner-after-start' } : {}) });
   const [n1, n2, n3] = nodes as [FleetNode, FleetNode, FleetNode];
   const job = uniqueSleep();

@@ -87,3 +87,20 @@ test('SIGSTOP of a node past its lease: its jobs end as lost; when it runs again
   const { job: placed } = await unary(n1.jobs, 'createJob', { command: 'true', node: 'n2' });
   t.is(placed!.node, 'n2');
 });
+
+test('SIGTERM of a node: its jobs end STOPPED in the fleet, it is draining while it stops them, then leaves the list', async (t) => {
+  const { nodes } = await startFleet(t, { nodes: 2, args: () => ['--stop-grace', '3000'] });
+  const [n1, n2] = nodes as [FleetNode, FleetNode];
+  // A job that takes its time to stop: the node drains meanwhile.
+  const { job } = await unary(n1.jobs, 'createJob', { command: 'sh', args: ['-c', 'trap "sleep 2; exit 0" TERM; while :; do sleep 0.1; done'], node: 'n2' });
+  n2.daemon.process.kill('SIGTERM');
+  await waitForFleet(() => nodesOf(n1), ({ nodes: now }) => now.find((n) => n.name === 'n2')?.state === NodeState.NODE_STATE_DRAINING, 'n2 draining while it stops');
+  const refused = (await unary(n1.jobs, 'createJob', { command: 'true', node: 'n2' }).catch((err: ServiceError) => err)) as ServiceError;
+  t.regex(refused.details, /n2: draining/);
+  const exit = await n2.daemon.process;
+  t.is(exit.exitCode, 0);
+  const { job: ended } = await unary(n1.jobs, 'getJob', { id: job!.id });
+  t.is(ended!.status, JobStatus.JOB_STATUS_STOPPED);
+  t.is(ended!.exitCode, 0);
+  t.deepEqual((await nodesOf(n1)).nodes.map((n) => n.name), ['n1']);
+});

@@ -110,6 +110,8 @@ async function serve(request: IncomingMessage, response: ServerResponse, options
     try {
       const caller = identify((request.socket as TLSSocket).getPeerCertificate(), options.denyList());
       if (caller.role === null) return refuse(response, 403, `permission denied: ${caller.roleProblem}`);
+      // A fleet node's certificate is for calls between nodes, not for reading this.
+      if (caller.role === 'node') return refuse(response, 403, 'permission denied: role "node" may not read the metrics');
     } catch (err) {
       if (err instanceof JobworkerError) return refuse(response, 403, err.message);
       throw err;

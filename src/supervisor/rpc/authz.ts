@@ -41,6 +41,9 @@ export interface Caller {
  */
 export const FORWARDED_FOR_METADATA = 'jobworker-forwarded-for-bin';
 
+/** What a node forwards to a job's node; anything else it answers itself (CreateJob goes by StartJob). */
+const FORWARDED_RPCS: readonly RpcName[] = ['GetJob', 'StopJob', 'GetJobsStream'];
+
 const CLIENT_AUTH_EKU = '1.3.6.1.5.5.7.3.2';
 
 /**
@@ -94,9 +97,10 @@ export function authorize(caller: Caller, rpc: RpcName): void {
  * sending it is UNAUTHENTICATED: an admin client cannot pose as a forwarding
  * node, and a node cannot forward a node.
  */
-export function forwardedCaller(caller: Caller, forwarded: Buffer | undefined): Caller {
+export function forwardedCaller(caller: Caller, forwarded: Buffer | undefined, rpc: RpcName): Caller {
   if (forwarded === undefined) return caller;
   if (caller.role !== 'node') throw Errors.unauthenticated('only a fleet node\'s certificate (OU node) may forward calls for another caller');
+  if (!FORWARDED_RPCS.includes(rpc)) throw Errors.unauthenticated(`${rpc} is never forwarded between nodes (only ${FORWARDED_RPCS.join(', ')})`);
   let claimed: unknown;
   try {
     claimed = JSON.parse(forwarded.toString('utf8'));

@@ -29,10 +29,10 @@ export class RpcBoundary {
     readonly metrics: ServerMetrics,
   ) {}
 
-  #identify(call: AnyCall): Caller {
+  #identify(call: AnyCall, rpc: RpcName): Caller {
     const caller = identify(call.getAuthContext().sslPeerCertificate, this.denyList);
     const [forwarded] = call.metadata.get(FORWARDED_FOR_METADATA);
-    return forwardedCaller(caller, typeof forwarded === 'string' ? Buffer.from(forwarded) : forwarded);
+    return forwardedCaller(caller, typeof forwarded === 'string' ? Buffer.from(forwarded) : forwarded, rpc);
   }
 
   unary<Req, Res>(rpc: RpcName, handler: (caller: Caller, request: Req) => Res | Promise<Res>) {
@@ -40,7 +40,7 @@ export class RpcBoundary {
       const started = performance.now();
       let caller: Caller | undefined;
       void (async () => {
-        caller = this.#identify(call);
+        caller = this.#identify(call, rpc);
         authorize(caller, rpc);
         return handler(caller, call.request);
       })().then(
@@ -63,7 +63,7 @@ export class RpcBoundary {
       const started = performance.now();
       let caller: Caller | undefined;
       void (async () => {
-        caller = this.#identify(call);
+        caller = this.#identify(call, rpc);
         authorize(caller, rpc);
         await handler(caller, call);
       })().then(

@@ -48,15 +48,19 @@ test('authz: a certificate without a usable role is told why', (t) => {
 test('forwarded calls: a node certificate answers for the caller it names; any other certificate naming one is UNAUTHENTICATED', (t) => {
   const node = callerOf(cert({ CN: 'n1', OU: 'node' }));
   const alice = callerOf(cert({ CN: 'alice', OU: 'admin' }));
-  t.deepEqual(forwardedCaller(node, forwardedFor(alice)), { cn: 'alice', role: 'admin', via: 'n1' });
-  t.is(forwardedCaller(alice, undefined), alice);
-  const posing = t.throws(() => forwardedCaller(alice, forwardedFor({ cn: 'root', role: 'admin' })), { instanceOf: JobworkerError });
+  t.deepEqual(forwardedCaller(node, forwardedFor(alice), 'GetJob'), { cn: 'alice', role: 'admin', via: 'n1' });
+  // Only what nodes forward: a node cannot create jobs, drain or list as someone else.
+  for (const rpc of ['CreateJob', 'GetJobs', 'DrainNode', 'StartJob'] as const) {
+    t.is(t.throws(() => forwardedCaller(node, forwardedFor(alice), rpc), { instanceOf: JobworkerError })?.message, `${rpc} is never forwarded between nodes (only GetJob, StopJob, GetJobsStream)`);
+  }
+  t.is(forwardedCaller(alice, undefined, 'CreateJob'), alice);
+  const posing = t.throws(() => forwardedCaller(alice, forwardedFor({ cn: 'root', role: 'admin' }), 'GetJob'), { instanceOf: JobworkerError });
   t.is(posing?.code, 'UNAUTHENTICATED');
   t.is(posing?.message, "only a fleet node's certificate (OU node) may forward calls for another caller");
   // A node cannot forward a node (StartJob is the nodes' own), nor a caller without a role.
   for (const claimed of [{ cn: 'n2', role: 'node' }, { cn: 'x' }, 'not json']) {
     const bytes = Buffer.from(typeof claimed === 'string' ? claimed : JSON.stringify(claimed));
-    t.is(t.throws(() => forwardedCaller(node, bytes), { instanceOf: JobworkerError })?.code, 'UNAUTHENTICATED', String(bytes));
+    t.is(t.throws(() => forwardedCaller(node, bytes, 'GetJob'), { instanceOf: JobworkerError })?.code, 'UNAUTHENTICATED', String(bytes));
   }
   t.is(FORWARDED_FOR_METADATA.endsWith('-bin'), true, 'binary metadata: a CN may hold any character');
 });
