@@ -45,6 +45,8 @@ test.serial('start: a job-init stopped before it joined its cgroup is killed onc
   // v2 VM (1 s was not, once: the server killed it while its shell started).
   const ts = await startTestServer(t, { jobInitPath: STOPPED_JOB_INIT, startTimeoutMs: 5_000 });
   const creating = unary(ts.client('admin'), 'createJob', { command: 'true', limits });
+  // Awaited below; if the fixture fails first, its rejection must not also fail the file.
+  creating.catch(() => undefined);
   const pid = await stoppedFixture(t);
   const err = await rejects(within(creating, 30_000, 'CreateJob'));
   t.is(err.code, Status.INTERNAL);
@@ -57,6 +59,8 @@ test.serial('start: a job-init stopped before it joined its cgroup is killed onc
 test.serial("start: a supervisor thread that dies mid-start leaves no job-init running and no output pump parked", async (t) => {
   const ts = await startTestServer(t, { jobInitPath: STOPPED_JOB_INIT, workers: 1 });
   const creating = unary(ts.client('admin'), 'createJob', { command: 'true', limits });
+  // Awaited below; if the fixture fails first, its rejection must not also fail the file.
+  creating.catch(() => undefined);
   const pid = await stoppedFixture(t);
   await ts.server.endSupervisorThread(ts.server.supervisorThreads()[0]!);
   const err = await rejects(within(creating, 20_000, 'CreateJob'));
