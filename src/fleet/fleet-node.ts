@@ -145,11 +145,15 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       reservedCpuPercent += job.limits.cpuPercent;
       reservedMemoryMb += job.limits.memoryBytes / MIB;
     }
-    for (const admitted of this.#admitting.values()) {
+    let admitting = 0;
+    for (const [id, admitted] of this.#admitting) {
+      // Once started, a job is in the store and counted there: not twice.
+      if (this.local.store.get(id)) continue;
+      admitting += 1;
       reservedCpuPercent += admitted.cpuPercent;
       reservedMemoryMb += admitted.memoryMb;
     }
-    return { reservedCpuPercent, reservedMemoryMb, runningJobs: running.length + this.#admitting.size };
+    return { reservedCpuPercent, reservedMemoryMb, runningJobs: running.length + admitting };
   }
 
   /**
