@@ -8,6 +8,7 @@ import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import type { CallOptions, Metadata, ServiceError } from '@grpc/grpc-js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { atMost } from '../common/at-most.js';
 import { settlesWithin } from '../common/settle-within.js';
 import { messageOf } from '../common/error-message.js';
 import { labelProblem } from '../common/labels.js';
@@ -210,7 +211,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       const why = `node ${view.info.name} was lost (no heartbeat within ${this.config.nodeLostAfterMs / 1000}s)`;
       for (const relay of this.#relays.get(view.info.name) ?? []) relay(why);
       const ids = await this.records.runningOn(view.info.name);
-      await inBatches(ids, DECLARATIONS_AT_ONCE, (id) => this.#declareLost(id, view.info.name, why));
+      await atMost(DECLARATIONS_AT_ONCE, ids, (id) => this.#declareLost(id, view.info.name, why));
     }
     await this.#reconcile();
   }
@@ -433,7 +434,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       return await readFleetPage(this.client, this.keys, request, (jobs) => this.#fresher(caller, jobs, request.freshUsage));
     } catch (err) {
       if (err instanceof JobworkerError) throw err;
-      throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
+      throw etcdUnavailable(err);
     }
   }
 
@@ -443,23 +444,17 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
    */
   async #fresher(caller: Caller, jobs: Job[], freshUsage: boolean): Promise<Job[]> {
     const fresh = [...jobs];
-    let next = 0;
-    const reader = async (): Promise<void> => {
-      while (next < fresh.length) {
-        const at = next++;
-        const job = fresh[at]!;
-        if (job.status !== JobStatus.JOB_STATUS_RUNNING) continue;
-        if (job.node === this.self) {
-          const record = this.local.store.get(job.id);
-          if (!record) continue;
-          if (freshUsage) await this.local.service.options.runner.refreshUsage(record);
-          fresh[at] = toJob(record, this.self);
-        } else if (freshUsage) {
-          fresh[at] = await this.#fromItsNode(caller, job, FRESH_TIMEOUT_MS);
-        }
+    await atMost(FRESH_READS_AT_ONCE, jobs, async (job, at) => {
+      if (job.status !== JobStatus.JOB_STATUS_RUNNING) return;
+      if (job.node === this.self) {
+        const record = this.local.store.get(job.id);
+        if (!record) return;
+        if (freshUsage) await this.local.service.options.runner.refreshUsage(record);
+        fresh[at] = toJob(record, this.self);
+      } else if (freshUsage) {
+        fresh[at] = await this.#fromItsNode(caller, job, FRESH_TIMEOUT_MS);
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(FRESH_READS_AT_ONCE, fresh.length) }, reader));
+    });
     return fresh;
   }
 
@@ -517,7 +512,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   async #fleetJob(id: string): Promise<Job> {
     checkJobId(id);
     const job = await this.records.job(id).catch((err: unknown) => {
-      throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
+      throw etcdUnavailable(err);
     });
     if (!job) throw Errors.jobNotFound(id);
     return job;
@@ -528,7 +523,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       this.#table = await readNodes(this.client, this.keys);
       return this.#table;
     } catch (err) {
-      throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
+      throw etcdUnavailable(err);
     }
   }
 
@@ -559,12 +554,17 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       if (drained) await this.client.put(this.keys.drain(name)).value('').exec();
       else await this.client.delete().key(this.keys.drain(name)).exec();
     } catch (err) {
-      throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
+      throw etcdUnavailable(err);
     }
     const view = (await this.#readNodes()).get(name);
     if (!view) throw new JobworkerError('NODE_NOT_FOUND', `node ${name} is not part of the fleet`);
     return { node: toNode(view) };
   }
+}
+
+/** etcd could not be read or written: nothing was done that depends on it. */
+function etcdUnavailable(err: unknown): JobworkerError {
+  return new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
 }
 
 function startUnknown(node: NodeInfo, id: string, why: string): JobworkerError {
@@ -610,11 +610,3 @@ function callPeer<Req, Res>(client: object, method: string, request: Req, metada
   });
 }
 
-/** `work` for each item, at most `limit` at once. */
-async function inBatches<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await work(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}

@@ -42,14 +42,14 @@ export class Peers {
     const known = this.#peers.get(node.name);
     if (known && known.address === node.address) return known;
     known?.jobs.close();
-    known?.nodes.close();
-    const creds = () =>
-      withoutIpServerName(
-        credentials.createSsl(this.tls.ca, this.tls.key, this.tls.cert, {
-          checkServerIdentity: (host, cert) => tls.checkServerIdentity(host, cert) ?? notTheNode(node.name, cert),
-        }),
-      );
-    const peer = { address: node.address, jobs: new JobServiceClient(node.address, creds(), CHANNEL_OPTIONS), nodes: new NodeServiceClient(node.address, creds(), CHANNEL_OPTIONS) };
+    const creds = withoutIpServerName(
+      credentials.createSsl(this.tls.ca, this.tls.key, this.tls.cert, {
+        checkServerIdentity: (host, cert) => tls.checkServerIdentity(host, cert) ?? notTheNode(node.name, cert),
+      }),
+    );
+    const jobs = new JobServiceClient(node.address, creds, CHANNEL_OPTIONS);
+    // Both services on one channel: one connection per node.
+    const peer = { address: node.address, jobs, nodes: new NodeServiceClient(node.address, creds, { channelOverride: jobs.getChannel() }) };
     this.#peers.set(node.name, peer);
     return peer;
   }
@@ -78,10 +78,8 @@ export class Peers {
   }
 
   close(): void {
-    for (const peer of this.#peers.values()) {
-      peer.jobs.close();
-      peer.nodes.close();
-    }
+    // Closing one client closes the channel both use.
+    for (const peer of this.#peers.values()) peer.jobs.close();
     this.#peers.clear();
   }
 }

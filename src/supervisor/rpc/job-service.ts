@@ -3,6 +3,7 @@
 // work on the store and the runner.
 import { once } from 'node:events';
 import { MAX_GRACE_MS } from '../../common/api-limits.js';
+import { atMost } from '../../common/at-most.js';
 import { OutputStream, type CreateJobReq, type DataChunk, type GetJobReq, type GetJobsReq, type Job, type StopJobReq } from '../../gen/jobworker/v1/jobworker.js';
 import { StreamId } from '../../workers/protocol.js';
 import { Errors, quoted } from '../errors.js';
@@ -87,12 +88,9 @@ export class JobService implements JobApi {
   /** The running jobs' usage read afresh, USAGE_READS_AT_ONCE at a time. */
   async #refreshUsage(records: JobRecord[]): Promise<void> {
     const running = records.filter((record) => record.state === 'RUNNING');
-    let next = 0;
-    const reader = async (): Promise<void> => {
-      while (next < running.length) await this.options.runner.refreshUsage(running[next++]!);
-    };
-    await Promise.all(Array.from({ length: Math.min(USAGE_READS_AT_ONCE, running.length) }, reader));
+    await atMost(USAGE_READS_AT_ONCE, running, (record) => this.options.runner.refreshUsage(record));
   }
+
 
   async stopJob(_caller: Caller, request: StopJobReq): Promise<Job> {
     const record = this.find(request.id);
