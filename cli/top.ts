@@ -13,7 +13,7 @@ export class TopCommand extends JobctlCommand {
   static override usage = Command.Usage({
     description: 'Show running jobs with their CPU, memory and I/O, refreshed every few seconds',
     details: `
-      One line per running job: its id, status, CPU (percent of one core, as \`--max-cpu\` counts it: 200% is two cores busy), memory in use, block-device reads and writes per second, how long it has run, and its command line; busiest first. On a terminal the table is redrawn in place every \`--interval\` seconds until Ctrl-C; otherwise each table follows the last, after a blank line.
+      One line per running job (in a fleet, every node's, with its node): its id, status, CPU (percent of one core, as \`--max-cpu\` counts it: 200% is two cores busy), memory in use, block-device reads and writes per second, how long it has run, and its command line; busiest first. On a terminal the table is redrawn in place every \`--interval\` seconds until Ctrl-C; otherwise each table follows the last, after a blank line.
 
       CPU and I/O are rates between two readings, so the first table shows \`-\` for them. \`--once\` takes two readings \`--interval\` apart and prints one table. With \`--json\`, each table is one JSON array on one line (\`cpuPercent\` and \`ioBytesPerSecond\` null where there is no rate yet).
     `,
