@@ -4,8 +4,7 @@ import * as t from 'typanion';
 import { Network, type CreateJobReq } from '../src/gen/jobworker/v1/jobworker.js';
 import type { JobworkerClient } from '../src/client/client.js';
 import { jobJson, toJsonLine } from './format.js';
-import { parseLabels } from '../src/common/labels.js';
-import { isCpuPercent, isEnvEntries, isIoBps, isLabelEntries, isMemoryMb, isPids, JobctlCommand } from './options.js';
+import { isCpuPercent, isEnvEntries, isIoBps, isJobName, isLabelEntries, isMemoryMb, isPids, isTimeout, JobctlCommand, labelsOf } from './options.js';
 
 /**
  * What create and run share: the limits and the command. The command is a
@@ -54,6 +53,16 @@ export abstract class StartCommand extends JobctlCommand {
     description: 'Fleet only: run on a node whose labels include key=value (repeatable; every one must match)',
     validator: isLabelEntries,
   });
+  name = Option.String('--name', {
+    description: 'Name the job: unique among jobs that have not ended; every command that takes a job id takes it too',
+    validator: isJobName,
+  });
+  label = Option.Array('--label', [], { description: 'Label the job key=value (repeatable; list --label and stop --label select by them)', validator: isLabelEntries });
+  timeout = Option.String('--timeout', {
+    description: "Stop the job this long after it starts (30s, 10m, 2h): it then ends TIMED_OUT (default: the server's --default-timeout, none unless set)",
+    validator: isTimeout,
+  });
+  stdin = Option.Boolean('-i,--stdin', false, { description: "Keep the job's stdin open for input (run: jobctl's own stdin; create: jobctl attach-input); otherwise it reads /dev/null" });
   command = Option.String({ name: 'command' });
   args = Option.Proxy({ name: 'args' });
 
@@ -73,8 +82,11 @@ export abstract class StartCommand extends JobctlCommand {
         rootfs: this.rootfs ?? '',
       },
       node: this.node ?? '',
-      // Checked by the validator: parseLabels gives labels here.
-      constraints: (parseLabels(this.constraint) as { labels: Record<string, string> }).labels,
+      constraints: labelsOf(this.constraint),
+      stdin: this.stdin,
+      timeoutMs: this.timeout,
+      name: this.name ?? '',
+      labels: labelsOf(this.label),
     };
   }
 }
@@ -98,6 +110,8 @@ export class CreateCommand extends StartCommand {
       ['Keep the id for later', 'id=$($0 create sleep 100)'],
       ['As user build, with a variable, in its home', '$0 create --user build --env CI=1 --workdir /home/build make'],
       ['In a fleet, on a node labelled disk=ssd', '$0 create --constraint disk=ssd -- fio job.fio'],
+      ['Named, labelled, stopped after 10 minutes', '$0 create --name web-1 --label env=load --timeout 10m -- ./serve'],
+      ['Input later: create with stdin open, then write to it', 'id=$($0 create -i wc -l); seq 1000 | $0 attach-input "$id"'],
     ],
   });
 

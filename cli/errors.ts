@@ -2,6 +2,7 @@
 // Expected failures (the server said no, the server cannot be reached, a flag
 // or file is wrong) never show a stack trace; only a bug does. The messages
 // are the client library's own.
+import { UsageError } from 'clipanion';
 import { BadResponseError, ConfigError, ServerError, UnavailableError } from '../src/client/errors.js';
 
 export const ExitCode = {
@@ -18,6 +19,9 @@ export const ExitCode = {
   OUTPUT_CLOSED: 141,
 } as const;
 
+/** What timeout(1) exits with when its deadline passed: jobctl run for a job stopped by its --timeout, jobctl wait --timeout. */
+export const TIMED_OUT_EXIT_CODE = 124;
+
 /** stdout or stderr was closed under us (e.g. `jobctl stream ID | head`). */
 export class OutputClosedError extends Error {
   constructor(cause: unknown) {
@@ -33,7 +37,8 @@ export interface Failure {
 }
 
 export function describeError(err: unknown): Failure {
-  if (err instanceof ConfigError) return { message: err.message, exitCode: ExitCode.USAGE };
+  // Arguments that parse but do not go together (stop with both an id and --label).
+  if (err instanceof ConfigError || err instanceof UsageError) return { message: err.message, exitCode: ExitCode.USAGE };
   if (err instanceof UnavailableError) return { message: err.message, exitCode: ExitCode.UNAVAILABLE };
   if (err instanceof ServerError || err instanceof BadResponseError) return { message: err.message, exitCode: ExitCode.SERVER_ERROR };
   if (err instanceof OutputClosedError) return { message: undefined, exitCode: ExitCode.OUTPUT_CLOSED };

@@ -5,6 +5,7 @@
 // job's argv cannot move the cursor or rewrite the terminal of the person
 // listing it.
 import { JobStatus, Network, NodeState, OutputStream, type DataChunk, type Job, type Node } from '../src/gen/jobworker/v1/jobworker.js';
+import { formatDuration } from '../src/common/units.js';
 import type { JobRates } from './usage-rates.js';
 
 const STATUS_NAMES: Readonly<Record<JobStatus, string>> = {
@@ -14,6 +15,7 @@ const STATUS_NAMES: Readonly<Record<JobStatus, string>> = {
   [JobStatus.JOB_STATUS_COMPLETED]: 'COMPLETED',
   [JobStatus.JOB_STATUS_FAILED]: 'FAILED',
   [JobStatus.JOB_STATUS_STOPPED]: 'STOPPED',
+  [JobStatus.JOB_STATUS_TIMED_OUT]: 'TIMED_OUT',
   [JobStatus.UNRECOGNIZED]: 'UNKNOWN',
 };
 
@@ -30,9 +32,11 @@ export const statusName = (status: JobStatus): string => STATUS_NAMES[status] ??
 export function jobJson(job: Job) {
   return {
     id: job.id,
+    name: job.name || null,
     status: statusName(job.status),
     command: job.command,
     args: job.args,
+    labels: job.labels,
     owner: job.owner,
     pid: job.pid || null,
     cgroup: job.cgroup || null,
@@ -53,6 +57,8 @@ export function jobJson(job: Job) {
       : null,
     workdir: job.workdir || null,
     node: job.node || null,
+    timeoutMs: job.timeoutMs || null,
+    stdin: job.stdin,
     startedAt: job.startedAt?.toISOString() ?? null,
     endedAt: job.endedAt?.toISOString() ?? null,
     exitCode: job.exitCode ?? null,
@@ -93,9 +99,27 @@ function outcomeOf(job: Job): string | undefined {
 /** The table of `jobctl list`: aligned columns, the command last and unpadded. */
 export function jobTable(jobs: readonly Job[]): string {
   const fleet = inFleet(jobs);
-  const header = ['ID', 'STATUS', ...(fleet ? ['NODE'] : []), 'EXIT', 'STARTED', 'COMMAND'];
-  const rows = jobs.map((job) => [job.id, statusName(job.status), ...(fleet ? [job.node] : []), exitColumn(job), formatTime(job.startedAt), commandLine(job)]);
+  // Columns of what no job has stay out: a host that names nothing lists as before.
+  const named = jobs.some((job) => job.name !== '');
+  const labelled = jobs.some((job) => Object.keys(job.labels).length > 0);
+  const header = ['ID', ...(named ? ['NAME'] : []), 'STATUS', ...(fleet ? ['NODE'] : []), 'EXIT', 'STARTED', ...(labelled ? ['LABELS'] : []), 'COMMAND'];
+  const rows = jobs.map((job) => [
+    job.id,
+    ...(named ? [job.name || '-'] : []),
+    statusName(job.status),
+    ...(fleet ? [job.node] : []),
+    exitColumn(job),
+    formatTime(job.startedAt),
+    ...(labelled ? [labelsText(job.labels)] : []),
+    commandLine(job),
+  ]);
   return alignColumns([header, ...rows]);
+}
+
+/** env=load,shard=3 (keys sorted); - for none. Label syntax leaves nothing to escape. */
+export function labelsText(labels: Readonly<Record<string, string>>): string {
+  const entries = Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : 1));
+  return entries.length === 0 ? '-' : entries.map(([key, value]) => `${key}=${value}`).join(',');
 }
 
 /** Jobs of a fleet carry their node: tables then have a NODE column (a single host's have none). */
@@ -183,6 +207,7 @@ function alignColumns(rows: readonly string[][]): string {
 export function jobDetail(job: Job): string {
   const fields: [string, string][] = [
     ['id', job.id],
+    ['name', job.name || '-'],
     ['status', statusName(job.status)],
     ...(job.node ? ([['node', job.node]] as [string, string][]) : []),
     ['command', commandLine(job)],
@@ -192,6 +217,9 @@ export function jobDetail(job: Job): string {
     ['limits', limitsText(job)],
     ['isolation', isolationText(job)],
     ['workdir', escapeControl(job.workdir) || '-'],
+    ['labels', labelsText(job.labels)],
+    ['timeout', job.timeoutMs ? formatDuration(job.timeoutMs) : '-'],
+    ['stdin', job.stdin ? 'open for input' : '/dev/null'],
     ['started', formatTime(job.startedAt)],
     ['ended', formatTime(job.endedAt)],
     ['exit code', job.exitCode === undefined ? '-' : String(job.exitCode)],

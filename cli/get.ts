@@ -14,7 +14,7 @@ export class GetCommand extends JobctlCommand {
     ],
   });
 
-  id = Option.String({ name: 'id' });
+  id = Option.String({ name: 'id|name' });
 
   protected override async run(client: JobworkerClient): Promise<number> {
     const job = await client.get(this.id);

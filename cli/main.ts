@@ -5,14 +5,29 @@ import { colorsFor } from '../src/common/terminal.js';
 import { CreateCommand } from './create.js';
 import { ExitCode } from './errors.js';
 import { GetCommand } from './get.js';
+import { AttachInputCommand } from './input.js';
 import { ListCommand } from './list.js';
 import { DrainCommand, NodesCommand, UndrainCommand } from './nodes.js';
 import { RunCommand } from './run.js';
 import { StopCommand } from './stop.js';
 import { StreamCommand } from './stream.js';
 import { TopCommand } from './top.js';
+import { WaitCommand } from './wait.js';
 
-const COMMANDS: CommandClass[] = [CreateCommand, RunCommand, StreamCommand, GetCommand, ListCommand, StopCommand, TopCommand, NodesCommand, DrainCommand, UndrainCommand];
+const COMMANDS: CommandClass[] = [
+  CreateCommand,
+  RunCommand,
+  StreamCommand,
+  AttachInputCommand,
+  WaitCommand,
+  GetCommand,
+  ListCommand,
+  StopCommand,
+  TopCommand,
+  NodesCommand,
+  DrainCommand,
+  UndrainCommand,
+];
 
 const cli = new Cli({ binaryLabel: 'jobworker client', binaryName: 'jobctl', binaryVersion: '0.1.0', enableColors: colorsFor(process.stdout) });
 for (const command of COMMANDS) cli.register(command);

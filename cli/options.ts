@@ -5,9 +5,10 @@
 import { parseLabels } from '../src/common/labels.js';
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
-import { MAX_GRACE_MS, MAX_PAGE_SIZE } from '../src/common/api-limits.js';
+import { MAX_GRACE_MS, MAX_PAGE_SIZE, MAX_TIMEOUT_MS } from '../src/common/api-limits.js';
+import { jobNameProblem } from '../src/common/job-refs.js';
 import { ENV_ENTRY } from '../src/common/env-entry.js';
-import { parseDuration } from '../src/common/units.js';
+import { formatDuration, parseDuration } from '../src/common/units.js';
 import { connect, type JobworkerClient } from '../src/client/client.js';
 import { describeError } from './errors.js';
 
@@ -94,6 +95,32 @@ export const isEnvEntries = t.makeValidator<unknown, string[]>({
   test: (value, state): value is string[] => {
     const bad = Array.isArray(value) ? value.find((entry) => typeof entry !== 'string' || !ENV_ENTRY.test(entry)) : value;
     return bad === undefined || fail(state, `expected NAME=value, got ${JSON.stringify(bad)}`);
+  },
+});
+
+/** The labels of flags isLabelEntries has checked. */
+export function labelsOf(entries: readonly string[]): Record<string, string> {
+  return (parseLabels(entries) as { labels: Record<string, string> }).labels;
+}
+
+/** A duration such as 30s, 10m, 2h (jobctl --timeout): milliseconds, from 1 ms to MAX_TIMEOUT_MS. */
+export const isTimeout = t.makeValidator<unknown, number>({
+  test: (value, state): value is number => {
+    const ms = typeof value === 'string' ? parseDuration(value) : null;
+    if (ms === null || !Number.isInteger(ms) || ms < 1 || ms > MAX_TIMEOUT_MS) {
+      return fail(state, `expected a duration from 1ms to ${formatDuration(MAX_TIMEOUT_MS)} such as 30s, 10m or 2h, got ${JSON.stringify(value)}`);
+    }
+    if (state?.coercions === undefined || state.coercion === undefined) return fail(state, 'unbound coercion result');
+    state.coercions.push([state.p ?? '.', state.coercion.bind(null, ms)]);
+    return true;
+  },
+});
+
+/** A job's name (jobctl --name), by the server's rules. */
+export const isJobName = t.makeValidator<unknown, string>({
+  test: (value, state): value is string => {
+    const problem = typeof value === 'string' ? jobNameProblem(value) : 'expected a job name';
+    return problem === null || fail(state, problem);
   },
 });
 

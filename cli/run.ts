@@ -3,6 +3,8 @@
 import { Command } from 'clipanion';
 import type { JobworkerClient, RunResult } from '../src/client/client.js';
 import { RunAbortedError } from '../src/client/errors.js';
+import { JobStatus } from '../src/gen/jobworker/v1/jobworker.js';
+import { TIMED_OUT_EXIT_CODE } from './errors.js';
 import { jobJson, toJsonLine } from './format.js';
 import { StartCommand } from './create.js';
 import { outputWriter } from './stream.js';
@@ -16,11 +18,17 @@ export class RunCommand extends StartCommand {
 
       Ctrl-C (or SIGTERM) stops the job, waits for it to end and exits like it; a second Ctrl-C quits jobctl at once while the server finishes stopping the job.
 
+      With \`-i\`, jobctl's stdin is the job's: copied as fast as the job reads it, then closed (the job reads EOF). A job that stops reading first is no error: the rest is dropped, as a pipe would.
+
+      A job stopped by its \`--timeout\` exits 124, as \`timeout(1)\` does.
+
       With \`--json\`: the output as \`jobctl stream --json\` prints it, then one last line \`{"job": {...}}\` with the ended job.
     `,
     examples: [
       ['Run a command', "$0 run sh -c 'echo hello; exit 3'"],
       ['With limits', '$0 run --max-cpu 50 --max-memory 128 -- make -j4'],
+      ['Checksum a local file on the server', 'cat data.bin | $0 run -i sha256sum'],
+      ['Give it a minute at most (exit 124 past that)', '$0 run --timeout 1m -- ./load-test'],
     ],
   });
 
@@ -43,6 +51,7 @@ export class RunCommand extends StartCommand {
         signal: interrupt.signal,
         onStart: (job) => (jobId = job.id),
         onOutput: outputWriter(this.context, this.json, false),
+        input: this.stdin ? (this.context.stdin as AsyncIterable<Uint8Array>) : undefined,
       });
     } catch (err) {
       // Stopped by our Ctrl-C: it ended like any job, and jobctl exits like it.
@@ -53,6 +62,6 @@ export class RunCommand extends StartCommand {
       process.off('SIGTERM', onSignal);
     }
     if (this.json) this.context.stdout.write(toJsonLine({ job: jobJson(result.job) }));
-    return result.exitCode;
+    return result.job.status === JobStatus.JOB_STATUS_TIMED_OUT ? TIMED_OUT_EXIT_CODE : result.exitCode;
   }
 }

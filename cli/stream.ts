@@ -103,7 +103,7 @@ export class StreamCommand extends JobctlCommand {
   since = Option.String('--since', { description: 'Only output that arrived at or after this time: 90s, 10m, 2h, 1d back from now, or an RFC 3339 time', validator: isSince });
   tail = Option.String('--tail', { description: 'Only the last N lines (of the output there is now)', validator: isLineCount });
   timestamps = Option.Boolean('-t,--timestamps', false, { description: 'Put the time each line arrived before it' });
-  id = Option.String({ name: 'id' });
+  id = Option.String({ name: 'id|name' });
 
   protected override async run(client: JobworkerClient): Promise<number> {
     const options: StreamOptions = { follow: this.follow, since: this.since, tailLines: this.tail, timestamps: this.timestamps };

@@ -1,6 +1,7 @@
 // The jobworker client: typed calls over one mutual-TLS channel, output as
 // an async iterable, cancellation with AbortSignal, failures as ClientErrors.
 // jobctl is built on it; so can a load-test harness be.
+import { once } from 'node:events';
 import os from 'node:os';
 import { connectivityState as ConnectivityState, credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { MAX_PAGE_SIZE } from '../common/api-limits.js';
@@ -21,7 +22,7 @@ import {
 } from '../gen/jobworker/v1/jobworker.js';
 import { openChannel, unary, type ConnectOptions, type PartialRequestOf, type ResponseOf, type UnaryMethod } from './channel.js';
 import { ERROR_CODE_TRAILER } from '../common/error-codes.js';
-import { BadResponseError, isServiceError, RunAbortedError, toClientError, UnavailableError } from './errors.js';
+import { BadResponseError, isServiceError, RunAbortedError, ServerError, toClientError, UnavailableError } from './errors.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -44,6 +45,8 @@ export interface ListFilter extends Cancellable {
   owner?: string;
   /** In a fleet: only the jobs of this node. */
   node?: string;
+  /** Only jobs that carry every one of these labels. */
+  labels?: Record<string, string>;
   /** At most this many jobs, newest first (default: all). */
   limit?: number;
   /** Have the server read each running job's usage afresh, as get() does (default: the figures last read). */
@@ -70,7 +73,22 @@ export interface RunOptions {
   onOutput?: (chunk: DataChunk) => void | Promise<void>;
   /** Milliseconds between SIGTERM and SIGKILL when the signal stops the job (default: the server's). */
   graceMs?: number;
+  /**
+   * The job's stdin (the job is created with stdin open): written as the
+   * job takes it, then closed. A job that stops reading first is not an
+   * error (the rest is dropped, as a pipe does); any other failure to write
+   * rejects run() once the job's output is out.
+   */
+  input?: AsyncIterable<Uint8Array> | Uint8Array;
 }
+
+export interface WaitOptions extends Cancellable {
+  /** Give up after this many milliseconds: wait() then rejects with a DOMException named TimeoutError. */
+  timeoutMs?: number;
+}
+
+/** A WriteInput message's data at most: well under the 4 MiB a server takes in one message. */
+const INPUT_PIECE_BYTES = 256 * 1024;
 
 export interface RunResult {
   job: Job;
@@ -284,12 +302,76 @@ export class JobworkerClient {
     const jobs: Job[] = [];
     let pageToken = '';
     do {
-      const request = { status: filter.status, owner: filter.owner, node: filter.node, pageSize: Math.min(PAGE, limit - jobs.length), pageToken, freshUsage: filter.freshUsage };
+      const request = { status: filter.status, owner: filter.owner, node: filter.node, labels: filter.labels, pageSize: Math.min(PAGE, limit - jobs.length), pageToken, freshUsage: filter.freshUsage };
       const page = await this.#unary('getJobs', request, filter.signal);
       jobs.push(...page.jobs);
       pageToken = page.nextPageToken;
     } while (pageToken !== '' && jobs.length < limit);
     return jobs.slice(0, limit);
+  }
+
+  /**
+   * Resolves with the job once it has ended (at once for an ended job),
+   * without polling: the server answers when the job ends. `id` may be a
+   * job's name, as everywhere.
+   */
+  async wait(id: string, options: WaitOptions = {}): Promise<Job> {
+    const signals = [options.signal, options.timeoutMs === undefined ? undefined : AbortSignal.timeout(options.timeoutMs)].filter((s) => s !== undefined);
+    const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined;
+    return requireJob('WaitJob', (await this.#unary('waitJob', { id }, signal)).job);
+  }
+
+  /**
+   * Writes to the stdin of a job created with `stdin: true`, in order, as
+   * fast as the job takes it (gRPC flow control holds this side back), then
+   * closes it: the job reads EOF. Resolves with the bytes the job took. A
+   * job's input takes one writer, once: ServerError INPUT_REFUSED otherwise,
+   * and when the job stops reading before taking every byte. Aborting the
+   * signal closes the job's stdin after what was sent so far.
+   */
+  async writeInput(id: string, data: AsyncIterable<Uint8Array> | Uint8Array, options: Cancellable = {}): Promise<number> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const endpoint = this.#endpoints[this.#current]!;
+    let call!: ReturnType<JobServiceClient['writeInput']>;
+    const answer = new Promise<number>((resolve, reject) => {
+      call = endpoint.grpc.writeInput((err, res) => (err ? reject(signal?.aborted ? signal.reason : toClientError(err, endpoint.server)) : resolve(res.bytesWritten)));
+    });
+    const cancel = (): void => call.cancel();
+    signal?.addEventListener('abort', cancel, { once: true });
+    let settled = false;
+    const done = answer.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    try {
+      // The first message names the job, data or not.
+      let first = true;
+      const send = async (piece: Uint8Array): Promise<void> => {
+        const message = { id: first ? id : '', data: Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength) };
+        first = false;
+        if (!call.write(message)) await Promise.race([once(call, 'drain'), done]);
+      };
+      const source = (data instanceof Uint8Array ? (async function* () { yield data; })() : data)[Symbol.asyncIterator]();
+      await send(new Uint8Array(0));
+      // A source that waits (a terminal, a generator) must not hold up the end of a call that is over.
+      const over = done.then((): IteratorResult<Uint8Array> => ({ done: true, value: undefined }));
+      for (let next = await Promise.race([source.next(), over]); !next.done && !settled; next = await Promise.race([source.next(), over])) {
+        const chunk = next.value;
+        for (let at = 0; at < chunk.length && !settled; at += INPUT_PIECE_BYTES) await send(chunk.subarray(at, at + INPUT_PIECE_BYTES));
+      }
+      if (settled) void source.return?.();
+      call.end();
+      return await endpoint.guarded(answer, cancel);
+    } catch (err) {
+      call.cancel();
+      // The server's refusal says more than a write that failed because of it.
+      await done;
+      await answer;
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+    }
   }
 
   /** Stops a job (SIGTERM, SIGKILL after the grace period); resolves with it once it has ended. An ended job is answered as it is. */
@@ -347,9 +429,14 @@ export class JobworkerClient {
    * onStart or onOutput ends run() with that error and leaves the job running.
    */
   async run(spec: JobSpec, options: RunOptions = {}): Promise<RunResult> {
-    const { signal, onStart, onOutput, graceMs } = options;
+    const { signal, onStart, onOutput, graceMs, input } = options;
     // create() is not cancellable once sent; an abort meanwhile stops the job right after.
-    const created = await this.create(spec, { signal });
+    const created = await this.create(input === undefined ? spec : { ...spec, stdin: true }, { signal });
+    // A job that stops reading its input is no failure of the run: the rest is dropped, as a pipe would.
+    const writing = input === undefined ? undefined : this.writeInput(created.id, input).then(
+      () => undefined,
+      (err: unknown) => (err instanceof ServerError && err.code === 'INPUT_REFUSED' ? undefined : err),
+    );
     const stopFailed = new AbortController();
     let stopping: Promise<Job> | undefined;
     const stop = (): void => {
@@ -364,6 +451,8 @@ export class JobworkerClient {
       for await (const chunk of this.stream(created.id, { follow: true, signal: stopFailed.signal })) await onOutput?.(chunk);
       const job = stopping ? await stopping : await this.get(created.id);
       if (stopping && job.status === JobStatus.JOB_STATUS_STOPPED) throw new RunAbortedError(job, exitCodeOf(job), signal?.reason);
+      const inputFailure = await writing;
+      if (inputFailure !== undefined) throw inputFailure;
       return { job, exitCode: exitCodeOf(job) };
     } finally {
       signal?.removeEventListener('abort', stop);

@@ -1,6 +1,6 @@
 // jobworker/client: the typed client library (README, "Client library").
 export { connect, exitCodeOf, JobworkerClient } from './client.js';
-export type { Cancellable, ClientOptions, JobSpec, ListFilter, RunOptions, RunResult, StreamOptions } from './client.js';
+export type { Cancellable, ClientOptions, JobSpec, ListFilter, RunOptions, RunResult, StreamOptions, WaitOptions } from './client.js';
 export { BadResponseError, ClientError, ConfigError, RunAbortedError, ServerError, UnavailableError, type GrpcStatusName } from './errors.js';
 export type { ErrorCode } from '../common/error-codes.js';
 export { JobStatus, Network, NodeState, OutputStream } from '../gen/jobworker/v1/jobworker.js';

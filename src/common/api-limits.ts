@@ -5,3 +5,7 @@
 export const MAX_PAGE_SIZE = 10_000;
 /** Milliseconds between SIGTERM and SIGKILL a stop may ask for. */
 export const MAX_GRACE_MS = 10 * 60 * 1000;
+/** A job's deadline (timeout_ms) at most, whatever the server's --max-timeout: a year is as good as none. */
+export const MAX_TIMEOUT_MS = 366 * 24 * 3600 * 1000;
+/** Labels one job may carry. */
+export const MAX_JOB_LABELS = 32;

@@ -22,6 +22,11 @@ export const ErrorCodes = {
   // Disk full, most likely: what gRPC's RESOURCE_EXHAUSTED names.
   NOT_RECORDED: Status.RESOURCE_EXHAUSTED,
   OUTPUT_UNREADABLE: Status.DATA_LOSS,
+  // A job that has not ended holds the name asked for (the message names it).
+  NAME_TAKEN: Status.ALREADY_EXISTS,
+  // WriteInput: the job takes no input now (not created with stdin, ended,
+  // another writer, closed) or stopped reading before taking every byte.
+  INPUT_REFUSED: Status.FAILED_PRECONDITION,
   // Fleet (jobworkerd --fleet-etcd). A fleet call on a server that is not part of one:
   NOT_A_FLEET: Status.FAILED_PRECONDITION,
   NODE_NOT_FOUND: Status.NOT_FOUND,

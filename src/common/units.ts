@@ -19,3 +19,11 @@ export function parseBytes(text: string): number | null {
   const bytes = Number(match[1]) * (match[2] ? UNIT_BYTES[match[2].toUpperCase() as keyof typeof UNIT_BYTES] : 1);
   return Number.isSafeInteger(bytes) ? bytes : null;
 }
+
+/** Milliseconds as the largest unit that keeps them whole: "30s", "90m", "1500ms"; parseDuration reads it back. */
+export function formatDuration(ms: number): string {
+  for (const unit of ['d', 'h', 'm', 's'] as const) {
+    if (ms >= UNIT_MS[unit] && ms % UNIT_MS[unit] === 0) return `${ms / UNIT_MS[unit]}${unit}`;
+  }
+  return `${ms}ms`;
+}

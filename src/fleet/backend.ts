@@ -24,7 +24,7 @@ export function fleetBackend(config: FleetConfig): BackendFactory {
       api: node,
       services: { fleet: node, node },
       jobEnded: (record) => node.jobEnded(record),
-      jobPruned: (record) => node.jobPruned(record.id),
+      jobPruned: (record) => node.jobPruned(record),
       join: (port) => node.join(port),
       leaving: () => node.leaving(),
       close: () => node.close(),

@@ -7,6 +7,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import type { CallOptions, Metadata, ServiceError } from '@grpc/grpc-js';
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { atMost } from '../common/at-most.js';
 import { settlesWithin } from '../common/settle-within.js';
@@ -24,6 +25,9 @@ import {
   type Nodes,
   type StartJobReq,
   type StopJobReq,
+  type WaitJobReq,
+  type WaitJobRes,
+  type WriteInputRes,
 } from '../gen/jobworker/v1/jobworker.js';
 import { MAX_GRACE_MS } from '../common/api-limits.js';
 import { Errors, JobworkerError, quoted } from '../supervisor/errors.js';
@@ -32,9 +36,10 @@ import { checkRequestSize, validateCommand } from '../supervisor/policy/command.
 import { parseEnv } from '../supervisor/policy/job-environment.js';
 import { DEFAULT_CPU_PERCENT, DEFAULT_MEMORY_MB } from '../supervisor/policy/limits.js';
 import type { Caller } from '../supervisor/rpc/authz.js';
-import type { FleetApi, JobApi, NodeApi, OutputCall } from '../supervisor/rpc/job-api.js';
+import { openInput, type InputStream } from '../supervisor/rpc/input-call.js';
+import type { FleetApi, InputCall, JobApi, NodeApi, OutputCall } from '../supervisor/rpc/job-api.js';
 import type { JobsPage } from '../supervisor/rpc/job-pages.js';
-import { checkJobId } from '../supervisor/rpc/job-service.js';
+import { checkJobId, checkJobRef } from '../supervisor/rpc/job-service.js';
 import { toJob } from '../supervisor/rpc/job-view.js';
 import { WriteWindow } from '../supervisor/rpc/write-window.js';
 import type { LocalParts } from '../supervisor/server.js';
@@ -47,7 +52,7 @@ import { readNodes, toNode, type NodeInfo, type NodeView } from './nodes.js';
 import { Peers, forwardedMetadata, fromPeer, nodeUnavailable } from './peers.js';
 import { crashAt } from './faults.js';
 import { capacityRefusal, describeRefusals, place } from './placement.js';
-import { FleetRecords, newAttempt } from './records.js';
+import { FleetRecords, newAttempt, type NameHolder } from './records.js';
 
 /** From the hand-off to the other node's answer: its start (job-init's own time-out is 30 s) and a few etcd writes. */
 const HAND_OFF_TIMEOUT_MS = 60_000;
@@ -67,7 +72,7 @@ const SETTLE_POLL_MS = 100;
 const NEXT_CANDIDATE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE']);
 /** How long a closing node waits for the fleet to hear of its jobs' ends. */
 const END_WRITES_TIMEOUT_MS = 5_000;
-const ENDED = new Set([JobStatus.JOB_STATUS_COMPLETED, JobStatus.JOB_STATUS_FAILED, JobStatus.JOB_STATUS_STOPPED]);
+const ENDED = new Set([JobStatus.JOB_STATUS_COMPLETED, JobStatus.JOB_STATUS_FAILED, JobStatus.JOB_STATUS_STOPPED, JobStatus.JOB_STATUS_TIMED_OUT]);
 const MIB = 1024 * 1024;
 
 export class FleetNode implements JobApi, FleetApi, NodeApi {
@@ -244,9 +249,9 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   }
 
   /** A job this node pruned leaves the fleet's records too, once its end is written there (one transaction: only an ended job goes). */
-  jobPruned(id: string): void {
+  jobPruned({ id, name }: Pick<JobRecord, 'id' | 'name'>): void {
     void (this.#endWrites.get(id) ?? Promise.resolve())
-      .then(() => this.records.forget(id))
+      .then(() => this.records.forget(id, name))
       .catch((err: unknown) => this.logger.warn({ jobId: id, err: messageOf(err) }, 'could not remove a pruned job from etcd'));
   }
 
@@ -360,12 +365,20 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       const pending: Job = {
         ...toPending(request, this.self),
         limits: { maxCpuPercent: resolved.limits.cpuPercent, maxMemoryMb: needs.memoryMb, maxIoBps: resolved.limits.ioBps, maxPids: resolved.limits.pids },
+        timeoutMs: resolved.timeoutMs ?? 0,
       };
-      const outcome = await this.records.claimStart(request.id, { node: this.self, attempt: newAttempt() }, pending).catch((err: unknown) => {
+      const notStarted = (err: unknown): never => {
         // Not started here, whatever becomes of the claim: one that reaches
         // etcd late is ended by this node's next upkeep (#reconcile).
         throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer; job ${request.id} was not started: ${messageOf(err)}`);
-      });
+      };
+      const name = resolved.name === null ? undefined : await this.#freeName(resolved.name).catch((err: unknown) => (err instanceof JobworkerError ? Promise.reject(err) : notStarted(err)));
+      const outcome = await this.records.claimStart(request.id, { node: this.self, attempt: newAttempt() }, pending, name).catch(notStarted);
+      if (!outcome.won && outcome.claim === null) {
+        // Another start took the name between the read and the claim.
+        const holder = await this.records.nameHolder(resolved.name!).catch(() => ({ id: null }));
+        throw Errors.nameTaken(resolved.name!, holder.id);
+      }
       if (!outcome.won) {
         const claim = outcome.claim!;
         if (claim.cancelled) throw new JobworkerError('START_CANCELLED', `job ${request.id}: its start was cancelled by node ${claim.node}`);
@@ -376,7 +389,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       try {
         record = await this.local.service.start(resolved, request.owner, request.id);
       } catch (err) {
-        await this.records.forgetFailedStart(request.id, this.self).catch((forgetErr: unknown) => {
+        await this.records.forgetFailedStart(request.id, this.self, resolved.name).catch((forgetErr: unknown) => {
           this.logger.warn({ jobId: request.id, err: messageOf(forgetErr) }, 'could not remove the record of a job that failed to start');
         });
         throw err;
@@ -391,11 +404,21 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     }
   }
 
+  /** The name as the fleet has it, free to take: NAME_TAKEN while a job that has not ended holds it. */
+  async #freeName(name: string): Promise<NameHolder> {
+    const holder = await this.records.nameHolder(name);
+    if (holder.id === null) return holder;
+    const held = await this.records.job(holder.id);
+    // Pruned, or its start failed after its claim: nothing holds the name.
+    if (held && !ENDED.has(held.status)) throw Errors.nameTaken(name, holder.id);
+    return holder;
+  }
+
   async getJob(caller: Caller, request: GetJobReq): Promise<Job> {
     if (caller.via) return this.#localJob(await this.local.service.getJob(caller, request));
     const job = await this.#fleetJob(request.id);
     if (ENDED.has(job.status)) return job;
-    if (job.node === this.self) return this.#localJob(await this.local.service.getJob(caller, request));
+    if (job.node === this.self) return this.#localJob(await this.local.service.getJob(caller, { id: job.id }));
     return this.#fromItsNode(caller, job, FORWARD_TIMEOUT_MS);
   }
 
@@ -417,12 +440,12 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     if (graceMs > MAX_GRACE_MS) throw Errors.invalidArgument(`grace_ms must be at most ${MAX_GRACE_MS}, got ${graceMs}`);
     const job = await this.#fleetJob(request.id);
     if (ENDED.has(job.status)) return job;
-    if (job.node === this.self) return this.#localJob(await this.local.service.stopJob(caller, request));
+    if (job.node === this.self) return this.#localJob(await this.local.service.stopJob(caller, { ...request, id: job.id }));
     const node = this.#table.get(job.node) ?? (await this.#readNodes()).get(job.node);
     if (!node) throw nodeUnavailable({ name: job.node, address: 'unknown' }, 'it is not in the fleet');
     if (node.state === 'lost') throw nodeUnavailable(node.info, 'it is lost; its jobs are being ended as lost');
     try {
-      const answer = await callPeer<StopJobReq, { job?: Job }>(this.peers.jobs(node.info), 'stopJob', request, forwardedMetadata(caller), graceMs + FORWARD_TIMEOUT_MS * 3);
+      const answer = await callPeer<StopJobReq, { job?: Job }>(this.peers.jobs(node.info), 'stopJob', { ...request, id: job.id }, forwardedMetadata(caller), graceMs + FORWARD_TIMEOUT_MS * 3);
       return answer.job ?? job;
     } catch (err) {
       throw fromPeer(err, node.info);
@@ -458,9 +481,80 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     return fresh;
   }
 
+  /**
+   * Forwarded to the job's node; while that node cannot answer, the job's
+   * record is read again every heartbeat until the fleet has ended the job
+   * (a lost node's jobs are ended as lost).
+   */
+  async waitJob(caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
+    if (caller.via) return this.#localJob(await this.local.service.waitJob(caller, request, signal));
+    let job = await this.#fleetJob(request.id);
+    if (job.node === this.self && !ENDED.has(job.status)) return this.#localJob(await this.local.service.waitJob(caller, { id: job.id }, signal));
+    while (!ENDED.has(job.status) && !signal.aborted) {
+      const node = this.#table.get(job.node);
+      if (node && node.state !== 'lost') {
+        try {
+          const answer = await callPeer<WaitJobReq, WaitJobRes>(this.peers.jobs(node.info), 'waitJob', { id: job.id }, forwardedMetadata(caller), Number.POSITIVE_INFINITY, signal);
+          return answer.job ?? job;
+        } catch (err) {
+          const failure = fromPeer(err, node.info);
+          if (failure.code !== 'NODE_UNAVAILABLE') throw failure;
+        }
+      }
+      await sleep(this.config.heartbeatMs, undefined, { signal }).catch(() => undefined);
+      job = await this.#fleetJob(job.id);
+    }
+    return job;
+  }
+
+  /** Relayed to the job's node, which writes it (JobService.writeTo); held back as that node holds this one back. */
+  async writeInput(caller: Caller, call: InputCall): Promise<WriteInputRes> {
+    if (caller.via) return this.local.service.writeInput(caller, call);
+    const input = await openInput(call);
+    try {
+      const job = await this.#fleetJob(input.first.id);
+      if (job.node === this.self) return await this.local.service.writeTo(this.local.service.find(job.id), input);
+      if (ENDED.has(job.status)) throw Errors.inputRefused(`job ${job.id} has ended (${JobStatus[job.status].replace('JOB_STATUS_', '')}): it takes no more input`);
+      const node = this.#table.get(job.node) ?? (await this.#readNodes()).get(job.node);
+      if (!node) throw nodeUnavailable({ name: job.node, address: 'unknown' }, 'it is not in the fleet');
+      if (node.state === 'lost') throw nodeUnavailable(node.info, 'it is lost; its jobs are being ended as lost');
+      return await this.#relayInput(node.info, caller, job.id, input);
+    } finally {
+      input.close();
+    }
+  }
+
+  async #relayInput(node: NodeInfo, caller: Caller, id: string, input: InputStream): Promise<WriteInputRes> {
+    let upstream: ReturnType<ReturnType<Peers['jobs']>['writeInput']> | undefined;
+    const answer = new Promise<WriteInputRes>((resolve, reject) => {
+      upstream = this.peers.jobs(node).writeInput(forwardedMetadata(caller), {}, (err, res) => (err ? reject(fromPeer(err, node)) : resolve(res)));
+    });
+    const onGone = (): void => upstream!.cancel();
+    input.gone.addEventListener('abort', onGone, { once: true });
+    // The other node's answer may come early (a refusal): then nothing more is sent.
+    let answered = false;
+    void answer.then(
+      () => (answered = true),
+      () => (answered = true),
+    );
+    try {
+      const send = async (data: Buffer, first: boolean): Promise<void> => {
+        if (upstream!.write({ id: first ? id : '', data })) return;
+        await Promise.race([once(upstream!, 'drain'), answer.catch(() => undefined)]);
+      };
+      await send(input.first.data, true);
+      for (let data = await input.next(); data !== null && !answered; data = await input.next()) await send(data, false);
+      upstream!.end();
+      return await answer;
+    } finally {
+      input.gone.removeEventListener('abort', onGone);
+    }
+  }
+
   async streamOutput(caller: Caller, call: OutputCall): Promise<void> {
     if (caller.via) return this.local.service.streamOutput(caller, call);
     const job = await this.#fleetJob(call.request.id);
+    // By name too: the fleet's newest job of that name is this node's, so it is this node's newest of that name.
     if (job.node === this.self) return this.local.service.streamOutput(caller, call);
     const node = this.#table.get(job.node) ?? (await this.#readNodes()).get(job.node);
     if (!node) throw nodeUnavailable({ name: job.node, address: 'unknown' }, 'it is not in the fleet; the job\'s output lives there');
@@ -509,12 +603,16 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     return { ...job, node: this.self };
   }
 
-  async #fleetJob(id: string): Promise<Job> {
-    checkJobId(id);
-    const job = await this.records.job(id).catch((err: unknown) => {
+  /** The fleet's record of a job, by id or by name (names/<name>: the newest job of that name). */
+  async #fleetJob(ref: string): Promise<Job> {
+    const byName = checkJobRef(ref) === 'name';
+    const job = await (async () => {
+      const id = byName ? (await this.records.nameHolder(ref)).id : ref;
+      return id === null ? null : this.records.job(id);
+    })().catch((err: unknown) => {
       throw etcdUnavailable(err);
     });
-    if (!job) throw Errors.jobNotFound(id);
+    if (!job) throw byName ? Errors.noJobNamed(ref) : Errors.jobNotFound(ref);
     return job;
   }
 
@@ -596,17 +694,26 @@ function toPending(request: StartJobReq, node: string): Job {
     isolation: undefined,
     workdir: req.workdir,
     node,
+    name: req.name,
+    labels: req.labels,
+    timeoutMs: 0,
+    stdin: req.stdin,
   };
 }
 
-/** One unary call to another node, with a deadline. */
-function callPeer<Req, Res>(client: object, method: string, request: Req, metadata: Metadata | undefined, timeoutMs: number): Promise<Res> {
+/** One unary call to another node, with a deadline (Infinity: none); cancelled when `signal` aborts. */
+function callPeer<Req, Res>(client: object, method: string, request: Req, metadata: Metadata | undefined, timeoutMs: number, signal?: AbortSignal): Promise<Res> {
   const options: Partial<CallOptions> = { deadline: Date.now() + timeoutMs };
-  const send = (client as Record<string, (...args: unknown[]) => unknown>)[method]!;
+  const send = (client as Record<string, (...args: unknown[]) => { cancel(): void }>)[method]!;
   return new Promise((resolve, reject) => {
-    const callback = (err: ServiceError | null, res: Res): void => (err ? reject(err) : resolve(res));
-    if (metadata) send.call(client, request, metadata, options, callback);
-    else send.call(client, request, options, callback);
+    const callback = (err: ServiceError | null, res: Res): void => {
+      signal?.removeEventListener('abort', cancel);
+      if (err) reject(err);
+      else resolve(res);
+    };
+    const call = metadata ? send.call(client, request, metadata, options, callback) : send.call(client, request, options, callback);
+    const cancel = (): void => call.cancel();
+    signal?.addEventListener('abort', cancel, { once: true });
   });
 }
 

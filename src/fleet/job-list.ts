@@ -6,7 +6,7 @@ import type { Etcd3 } from 'etcd3';
 import { Job, JobStatus, type GetJobsReq } from '../gen/jobworker/v1/jobworker.js';
 import { MAX_PAGE_SIZE } from '../common/api-limits.js';
 import { Errors, quoted } from '../supervisor/errors.js';
-import { MAX_PAGE_BYTES, type JobsPage } from '../supervisor/rpc/job-pages.js';
+import { MAX_PAGE_BYTES, checkLabelFilter, hasLabels, type JobsPage } from '../supervisor/rpc/job-pages.js';
 import { decodeJob } from './records.js';
 import { FleetKeys } from './keys.js';
 
@@ -25,7 +25,8 @@ export type Refresh = (jobs: Job[]) => Promise<Job[]>;
 
 export async function readFleetPage(client: Etcd3, keys: FleetKeys, request: GetJobsReq, refresh: Refresh): Promise<JobsPage> {
   if (request.pageSize > MAX_PAGE_SIZE) throw Errors.invalidArgument(`page_size must be at most ${MAX_PAGE_SIZE}, got ${request.pageSize}`);
-  if (request.status === JobStatus.UNRECOGNIZED) throw Errors.invalidArgument('status must be one of INITIALIZING, RUNNING, COMPLETED, FAILED, STOPPED');
+  if (request.status === JobStatus.UNRECOGNIZED) throw Errors.invalidArgument('status must be one of INITIALIZING, RUNNING, COMPLETED, FAILED, STOPPED, TIMED_OUT');
+  checkLabelFilter(request.labels);
   const limit = request.pageSize === 0 ? MAX_PAGE_SIZE : request.pageSize;
   let below = request.pageToken === '' ? null : keys.job(parseToken(request.pageToken));
   const picked: Job[] = [];
@@ -64,7 +65,8 @@ function matches(job: Job, request: GetJobsReq): boolean {
   return (
     (request.status === JobStatus.JOB_STATUS_UNSPECIFIED || job.status === request.status) &&
     (request.owner === '' || job.owner === request.owner) &&
-    (request.node === '' || job.node === request.node)
+    (request.node === '' || job.node === request.node) &&
+    hasLabels(job.labels, request.labels)
   );
 }
 

@@ -7,6 +7,8 @@
 //   claims/<id>/start    who started the job, or that its start was cancelled
 //   claims/<id>/end      who recorded its end (its node, or the node that declared it lost)
 //   running/<node>/<id>  the node's unfinished jobs: what a loss must end
+//   names/<name>         the id of the newest job of that name; a start
+//                        takes it over only while that job has ended
 // A claim is created once (create revision 0) in a transaction that also
 // writes the record, and never rewritten: whoever created it decided. A
 // job's claims go only with its record, when its node prunes it; an end
@@ -29,6 +31,7 @@ export class FleetKeys {
   readonly claims = (id: string): string => `${this.prefix}claims/${id}/`;
   readonly runningOn = (node: string): string => `${this.prefix}running/${node}/`;
   readonly running = (node: string, id: string): string => `${this.prefix}running/${node}/${id}`;
+  readonly name = (name: string): string => `${this.prefix}names/${name}`;
 
   /** The last path element of a key (a node's name under drain/, a job's id under running/). */
   static last(key: string): string {

@@ -28,8 +28,14 @@ export interface EndClaim {
 /** Won; or lost to the claim that was there first; or (claim null) not made, because a condition did not hold. */
 export type ClaimOutcome<C> = { won: true } | { won: false; claim: C | null };
 
-/** A key that must exist (true) or must not (false) for a claim to be made. */
-type Condition = [key: string, exists: boolean];
+/** A key that must exist (true) or must not (false), or must be as last read (its mod revision), for a claim to be made. */
+type Condition = [key: string, exists: boolean] | [key: string, 'unchanged', modRevision: string];
+
+/** Who holds a job name in the fleet as last read: the key's mod revision ('0' when absent) and the job it names. */
+export interface NameHolder {
+  revision: string;
+  id: string | null;
+}
 
 export const newAttempt = (): string => randomUUID();
 
@@ -52,19 +58,31 @@ export class FleetRecords {
     return bytes ? decodeJob(bytes) : null;
   }
 
+  /** Who holds `name` now, with the revision a claim of it must find unchanged. */
+  async nameHolder(name: string): Promise<NameHolder> {
+    const response = await this.client.get(this.keys.name(name)).exec();
+    const kv = response.kvs[0];
+    return kv ? { revision: kv.mod_revision, id: kv.value.toString() } : { revision: '0', id: null };
+  }
+
   /**
    * Claims the start of job `id` for `claim.node` and writes its first record
-   * (and its entry in running/): won, or the claim that was there first.
+   * (and its entry in running/, and its name): won, or the claim that was
+   * there first. A job with a name takes it over only if nobody took it
+   * since `name` was read (its holder then had ended): otherwise the claim
+   * is not made (claim null).
    */
-  claimStart(id: string, claim: StartClaim, record: Job): Promise<ClaimOutcome<StartClaim>> {
+  claimStart(id: string, claim: StartClaim, record: Job, name?: NameHolder): Promise<ClaimOutcome<StartClaim>> {
+    const conditions: Condition[] = name && record.name !== '' ? [[this.keys.name(record.name), 'unchanged', name.revision]] : [];
     const writes = claim.cancelled
       ? [this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim))]
       : [
           this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim)),
           this.client.put(this.keys.job(id)).value(encodeJob(record)),
           this.client.put(this.keys.running(record.node, id)).value(''),
+          ...(conditions.length > 0 ? [this.client.put(this.keys.name(record.name)).value(id)] : []),
         ];
-    return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, [], writes);
+    return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, conditions, writes);
   }
 
   /** The start of `id` may never happen: won, or the start claim that was there first. */
@@ -73,20 +91,26 @@ export class FleetRecords {
     return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, [], [this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim))]);
   }
 
-  /** A job whose start failed: its record and running/ entry go (the claim stays: the id is spent). */
-  async forgetFailedStart(id: string, node: string): Promise<void> {
+  /** A job whose start failed: its record and running/ entry go, and its name if it still holds it (the claim stays: the id is spent). */
+  async forgetFailedStart(id: string, node: string, name: string | null): Promise<void> {
     await this.client
       .if(this.keys.startClaim(id), 'Create', '>', 0)
       .then(this.client.delete().key(this.keys.job(id)), this.client.delete().key(this.keys.running(node, id)))
       .commit();
+    if (name !== null) await this.#release(name, id);
   }
 
-  /** An ended job's record and claims go (pruning); a job whose end is not claimed stays. */
-  async forget(id: string): Promise<void> {
-    await this.client
+  /** An ended job's record and claims go (pruning), and its name if no later job took it; a job whose end is not claimed stays. */
+  async forget(id: string, name: string | null): Promise<void> {
+    const result = await this.client
       .if(this.keys.endClaim(id), 'Create', '>', 0)
       .then(this.client.delete().key(this.keys.job(id)), this.client.delete().prefix(this.keys.claims(id)))
       .commit();
+    if (result.succeeded && name !== null) await this.#release(name, id);
+  }
+
+  async #release(name: string, id: string): Promise<void> {
+    await this.client.if(this.keys.name(name), 'Value', '==', id).then(this.client.delete().key(this.keys.name(name))).commit();
   }
 
   /** Updates the record of a job whose end nobody has claimed yet (its start, once it runs). */
@@ -126,7 +150,9 @@ export class FleetRecords {
     let failure: unknown;
     try {
       let txn = this.client.if(key, 'Create', '==', 0);
-      for (const [other, exists] of conditions) txn = txn.and(other, 'Create', exists ? '>' : '==', 0);
+      for (const [other, exists, revision] of conditions) {
+        txn = exists === 'unchanged' ? txn.and(other, 'Mod', '==', revision!) : txn.and(other, 'Create', exists ? '>' : '==', 0);
+      }
       const result = await txn.then(...writes).commit();
       if (result.succeeded) return { won: true };
     } catch (err) {

@@ -1,7 +1,7 @@
 /*
  * job-init: the last step between the job supervisor and a job's command.
  *
- *   job-init [--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]...
+ *   job-init [--status-fd N] [--stdio inherit|pipes] [--stdin inherit|pipe] [--cgroup <dir>]...
  *            [--expect-cgroup <controller>:<path>]... [--namespaces pid,mount,net,uts,ipc]
  *            [--hostname NAME] [--tmp-size BYTES] [--hide PATH]... [--rootfs DIR]
  *            [--user UID:GID] [--workdir DIR] [--env-fd N] [--report-fd N] -- <command> [args...]
@@ -27,7 +27,8 @@
  * workdir, the interface for network, the name for hostname, what failed
  * for user, the command for exec. With --stdio pipes one more line comes
  * first, "ready\t<stdout fd>\t<stderr fd>\n", and job-init waits for one
- * byte back (see make_stdio_pipes).
+ * byte back (see make_stdio_pipes); with --stdin pipe as well, the line
+ * ends "\t<stdin fd>", the write end of a pipe on the command's fd 0.
  *
  * --namespaces empty or absent runs the command in job-init's own
  * namespaces; --hostname needs uts and --rootfs mount; --hide and
@@ -72,7 +73,7 @@ static _Noreturn void usage(const char *problem, const char *arg)
 	char message[PATH_MAX + 256];
 
 	(void)snprintf(message, sizeof message, "job-init: %s %s\nusage: job-init "
-		       "[--status-fd N] [--stdio inherit|pipes] [--cgroup <dir>]... [--expect-cgroup <controller>:<path>]...\n"
+		       "[--status-fd N] [--stdio inherit|pipes] [--stdin inherit|pipe] [--cgroup <dir>]... [--expect-cgroup <controller>:<path>]...\n"
 		       "    [--namespaces pid,mount,net,uts,ipc] [--hostname NAME] [--tmp-size BYTES] [--hide PATH]...\n"
 		       "    [--rootfs DIR] [--user UID:GID] [--workdir DIR] [--env-fd N] [--report-fd N] -- <command> [args...]\n",
 		       problem, arg);
@@ -161,6 +162,11 @@ static void parse_option(struct job_spec *spec, const char *option, const char *
 			spec->stdio_pipes = 1;
 		else if (!is(value, "inherit"))
 			usage("--stdio takes inherit or pipes, not", value);
+	} else if (is(option, "--stdin")) {
+		if (is(value, "pipe"))
+			spec->stdin_pipe = 1;
+		else if (!is(value, "inherit"))
+			usage("--stdin takes inherit or pipe, not", value);
 	} else if (is(option, "--namespaces")) {
 		parse_namespaces(spec, value);
 	} else if (is(option, "--hostname")) {
@@ -204,6 +210,8 @@ static void parse_args(struct job_spec *spec, int argc, char **argv)
 			if (i + 1 == argc)
 				usage("missing command after", "'--'");
 			/* The pipes go onto fds 1 and 2: a status fd there would be lost. */
+			if (spec->stdin_pipe && !spec->stdio_pipes)
+				usage("--stdin pipe needs", "--stdio pipes");
 			if (spec->stdio_pipes && status_fd <= STDERR_FILENO)
 				usage("--stdio pipes puts the pipes on fds 1 and 2: --status-fd must be", "3 or more");
 			if (spec->env_fd >= 0 && spec->env_fd == status_fd)
@@ -431,29 +439,41 @@ static void restore_signals(void)
  * which only works while we still hold them, so we announce them on the
  * status fd (a socketpair, so it carries the reply too) and wait for one byte
  * saying the supervisor has them. Our copies are close-on-exec.
+ *
+ * With stdin, the same for a pipe on fd 0, whose write end the supervisor
+ * opens. Our copy of that end is closed once the supervisor has its own:
+ * around a PID namespace job-init's processes never exec, and a write end
+ * they kept would keep the job from ever reading EOF.
  */
-static void make_stdio_pipes(void)
+static void make_stdio_pipes(int with_stdin)
 {
 	char ready[64];
-	int out[2], err[2];
+	int out[2], err[2], in[2] = { -1, -1 };
 	ssize_t n;
 	char ack;
 
-	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
+	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 || (with_stdin && pipe2(in, O_CLOEXEC) < 0))
 		bail("pipes", errno, "");
-	/* dup2 clears close-on-exec on the copy: exactly what fds 1 and 2 need. */
-	if (dup2(out[1], STDOUT_FILENO) < 0 || dup2(err[1], STDERR_FILENO) < 0)
+	/* dup2 clears close-on-exec on the copy: exactly what fds 0, 1 and 2 need. */
+	if (dup2(out[1], STDOUT_FILENO) < 0 || dup2(err[1], STDERR_FILENO) < 0 || (with_stdin && dup2(in[0], STDIN_FILENO) < 0))
 		bail("pipes", errno, "");
 	(void)close(out[1]);
 	(void)close(err[1]);
-
-	write_all(status_fd, ready, snprintf(ready, sizeof ready, "ready\t%d\t%d\n", out[0], err[0]));
+	if (with_stdin) {
+		(void)close(in[0]);
+		n = snprintf(ready, sizeof ready, "ready\t%d\t%d\t%d\n", out[0], err[0], in[1]);
+	} else {
+		n = snprintf(ready, sizeof ready, "ready\t%d\t%d\n", out[0], err[0]);
+	}
+	write_all(status_fd, ready, (int)n);
 	do
 		n = read(status_fd, &ack, 1);
 	while (n < 0 && errno == EINTR);
 	/* EOF: the supervisor is gone or gave up on us; nobody would read the job. */
 	if (n != 1)
 		bail("pipes", n < 0 ? errno : EPIPE, "");
+	if (with_stdin)
+		(void)close(in[1]);
 }
 
 /*
@@ -596,7 +616,7 @@ int main(int argc, char **argv)
 	isolate_session();
 	restore_signals();
 	if (spec.stdio_pipes)
-		make_stdio_pipes();
+		make_stdio_pipes(spec.stdin_pipe);
 	close_other_fds(status_fd, spec.report_fd);
 
 	if (spec.namespaces) {

@@ -163,6 +163,8 @@ static _Noreturn void wait_outside(pid_t init, int relay[2])
 
 	/* Ours closed, the init's is the only writer: its death reads as EOF. */
 	(void)close(relay[1]);
+	/* The job's stdin is the job's: a copy kept here would hold its writer back after the job closed it. */
+	(void)close(STDIN_FILENO);
 	hand_on();
 	/* The init's alone: it, not this process, knows the job's end first. */
 	if (report_fd >= 0)
@@ -228,6 +230,7 @@ void start_job_under_init(void)
 	}
 	/* Also here: a signal forwarded before the job has run must find its group. */
 	(void)setpgid(job, job);
+	(void)close(STDIN_FILENO);
 	hand_on();
 	release_forwarded_signals(-job);
 	for (;;) {

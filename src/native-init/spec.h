@@ -10,6 +10,8 @@ struct job_spec {
 	int command;
 	/* --stdio pipes: give the command real pipes on fds 1 and 2. */
 	int stdio_pipes;
+	/* --stdin pipe (needs --stdio pipes): a pipe on fd 0 too, its write end announced. */
+	int stdin_pipe;
 	/* CLONE_NEW* flags from --namespaces; 0 runs the job in ours. */
 	int namespaces;
 	const char *hostname;

@@ -24,6 +24,10 @@ export const Errors = {
   invalidArgument: (message: string) => new JobworkerError('INVALID_ARGUMENT', message),
   invalidLimits: (message: string) => new JobworkerError('INVALID_LIMITS', message),
   jobNotFound: (id: string) => new JobworkerError('JOB_NOT_FOUND', `job ${id} not found`),
+  noJobNamed: (name: string) => new JobworkerError('JOB_NOT_FOUND', `no job is named ${quoted(name)}`),
+  nameTaken: (name: string, holder: string | null) =>
+    new JobworkerError('NAME_TAKEN', `job name ${quoted(name)} is taken ${holder ? `by job ${holder}, which has not ended` : 'by a job that is starting'}`),
+  inputRefused: (message: string) => new JobworkerError('INPUT_REFUSED', message),
   unauthenticated: (message: string) => new JobworkerError('UNAUTHENTICATED', message),
   permissionDenied: (message: string) => new JobworkerError('PERMISSION_DENIED', message),
   shuttingDown: () => new JobworkerError('SHUTTING_DOWN', 'the server is shutting down'),

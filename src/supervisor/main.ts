@@ -7,7 +7,9 @@ import { Builtins, Cli, Command, Option } from 'clipanion';
 import { pino, type Logger } from 'pino';
 import * as t from 'typanion';
 import { colorsFor } from '../common/terminal.js';
-import { parseBytes, parseDuration } from '../common/units.js';
+import { MAX_TIMEOUT_MS } from '../common/api-limits.js';
+import { formatDuration, parseBytes, parseDuration } from '../common/units.js';
+import type { DeadlinePolicy } from './policy/job-meta.js';
 import type { DenyList } from './rpc/deny-list.js';
 import { IsolationConfigError } from './policy/isolation.js';
 import { parseListen } from './ops/metrics-endpoint.js';
@@ -112,6 +114,14 @@ class ServeCommand extends Command {
     description: 'How long an ended job is kept: 30m, 12h, 7d, ... (default 7d)',
     validator: isDuration,
   });
+  defaultTimeout = Option.String('--default-timeout', {
+    description: 'Deadline of jobs whose request sets none (30s, 2h, …): stopped then, ending TIMED_OUT (default: none)',
+    validator: isDuration,
+  });
+  maxTimeout = Option.String('--max-timeout', {
+    description: 'Longest deadline a request may set (30s, 2h, …); a request past it is refused (default: 366d)',
+    validator: isDuration,
+  });
   denyCn = Option.Array('--deny-cn', [], { description: 'Refuse client certificates with this CN (repeatable)' });
   denyList = Option.String('--deny-list', {
     description: 'File of refused client certificates, one "CN=<name>" or "serial=<hex>" per line (# comments)',
@@ -181,7 +191,9 @@ class ServeCommand extends Command {
     let denyList: DenyList;
     let audit: { logger: Logger; reopen(): void } | undefined;
     let fleet;
+    let deadlines: DeadlinePolicy;
     try {
+      deadlines = deadlinePolicy(this.defaultTimeout, this.maxTimeout);
       tls = loadTls(files);
       denyList = loadDenyList(files);
       if (this.fleetEtcd !== undefined) fleet = fleetConfig(this, tls);
@@ -241,6 +253,7 @@ class ServeCommand extends Command {
         denyList,
         signal: stop.signal,
         backend: fleet && fleetBackend(fleet),
+        deadlines,
       });
     } catch (err) {
       if (err instanceof StartAbortedError) {
@@ -268,6 +281,21 @@ class ServeCommand extends Command {
     await stopping;
     return 0;
   }
+}
+
+/** --default-timeout and --max-timeout: each at least 1 ms and at most MAX_TIMEOUT_MS, the default within the ceiling. */
+function deadlinePolicy(defaultText: string | undefined, maxText: string | undefined): DeadlinePolicy {
+  const read = (flag: string, text: string | undefined): number | null => {
+    if (text === undefined) return null;
+    const ms = parseDuration(text)!;
+    if (ms < 1 || !Number.isInteger(ms) || ms > MAX_TIMEOUT_MS) throw new Error(`${flag} must be a whole number of milliseconds from 1ms to ${formatDuration(MAX_TIMEOUT_MS)}, got ${text}`);
+    return ms;
+  };
+  const policy = { defaultMs: read('--default-timeout', defaultText), maxMs: read('--max-timeout', maxText) };
+  if (policy.defaultMs !== null && policy.maxMs !== null && policy.defaultMs > policy.maxMs) {
+    throw new Error(`--default-timeout ${defaultText} is past --max-timeout ${maxText}`);
+  }
+  return policy;
 }
 
 /** Its own file, apart from the debug log; reopened on SIGHUP so logrotate can move it. */

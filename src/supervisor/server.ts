@@ -15,6 +15,7 @@ import { startMetricsEndpoint, type MetricsEndpoint } from './ops/metrics-endpoi
 import { ServerMetrics } from './ops/metrics.js';
 import { DEFAULT_ISOLATION, hiddenPaths, makePolicy, type IsolationConfig } from './policy/isolation.js';
 import { thisHost, type HostCapacity } from './policy/limits.js';
+import type { DeadlinePolicy } from './policy/job-meta.js';
 import { RpcBoundary } from './rpc/boundary.js';
 import { DenyList } from './rpc/deny-list.js';
 import { bind, createGrpcServer, type FleetServices } from './rpc/grpc-server.js';
@@ -70,7 +71,11 @@ export interface ServerOptions {
   signal?: AbortSignal;
   /** Another backend in front of the local one (a fleet node's); default: this host's jobs alone. */
   backend?: BackendFactory;
+  /** jobworkerd --default-timeout and --max-timeout; default: no deadline unless a job asks, any up to MAX_TIMEOUT_MS. */
+  deadlines?: DeadlinePolicy;
 }
+
+const NO_DEADLINES: DeadlinePolicy = { defaultMs: null, maxMs: null };
 
 /** What a backend is made from: the local server's parts. */
 export interface LocalParts {
@@ -172,6 +177,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       ringCapacity: options.ringCapacity,
       outputPath: options.outputPath,
       startTimeoutMs: options.startTimeoutMs,
+      deadlineGraceMs: options.stopGraceMs,
       logger,
       metrics,
     });
@@ -185,7 +191,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     made.push(() => retention.stop());
     if (options.signal?.aborted) throw new StartAbortedError();
 
-    const service = new JobService({ store, runner, metrics, host: options.host ?? thisHost(), isolation, defaultGraceMs: options.stopGraceMs });
+    const service = new JobService({ store, runner, metrics, host: options.host ?? thisHost(), isolation, defaultGraceMs: options.stopGraceMs, deadlines: options.deadlines ?? NO_DEADLINES });
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
     backend = options.backend ? await options.backend({ service, store, metrics, logger }) : undefined;

@@ -1,5 +1,5 @@
 // job-init's status channel (fd 3, a socketpair). job-init writes, in order:
-//   ready\t<stdout fd>\t<stderr fd>\n   its stdio pipes exist; it waits for one byte back
+//   ready\t<stdout fd>\t<stderr fd>[\t<stdin fd>]\n   its stdio pipes exist; it waits for one byte back
 //   exec\n                               the last word before it execs the command
 //   <step>\t<errno>\t<strerror>\t<detail>\n   a step failed (exec too); it exits 127
 // The channel is close-on-exec in job-init, so EOF right after "exec" is the
@@ -11,7 +11,8 @@ import type { Duplex } from 'node:stream';
 import type { StartFailureCode } from './protocol.js';
 
 export type StatusEvent =
-  | { kind: 'ready'; stdoutFd: number; stderrFd: number }
+  /** stdinFd: the write end of the job's stdin pipe, with --stdin pipe; else null. */
+  | { kind: 'ready'; stdoutFd: number; stderrFd: number; stdinFd: number | null }
   | { kind: 'failed'; code: StartFailureCode; message: string }
   | { kind: 'execd' }
   /** The channel ended before "exec" without saying why: job-init died. */
@@ -80,7 +81,7 @@ const ISOLATION_STEPS = new Set(['namespaces', 'mount', 'hide', 'rootfs', 'netwo
 
 function parseLine(line: string, command: string): StatusEvent {
   const fields = line.split('\t');
-  if (fields[0] === 'ready') return { kind: 'ready', stdoutFd: Number(fields[1]), stderrFd: Number(fields[2]) };
+  if (fields[0] === 'ready') return { kind: 'ready', stdoutFd: Number(fields[1]), stderrFd: Number(fields[2]), stdinFd: fields[3] === undefined ? null : Number(fields[3]) };
   // The detail is the client's command or a path: it may hold tabs itself.
   const [step, errno, reason, ...rest] = fields;
   const detail = rest.join('\t');

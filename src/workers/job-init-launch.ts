@@ -22,7 +22,7 @@ export function sendEnvironment(channel: Duplex, env: Record<string, string>): v
 /** job-init's options (see src/native-init/job-init.c) for this job. */
 export function jobInitOptions(task: RunJobTask, cgroup: JobCgroup): string[] {
   const { isolation } = task;
-  const options = ['--stdio', 'pipes', ...cgroup.joinDirs.flatMap((dir) => ['--cgroup', dir]), ...cgroup.membership.flatMap((line) => ['--expect-cgroup', line])];
+  const options = ['--stdio', 'pipes', ...(task.stdin ? ['--stdin', 'pipe'] : []), ...cgroup.joinDirs.flatMap((dir) => ['--cgroup', dir]), ...cgroup.membership.flatMap((line) => ['--expect-cgroup', line])];
   const namespaces = [
     ...(isolation.pidNamespace ? ['pid', 'uts', 'ipc'] : []),
     ...(isolation.mountNamespace ? ['mount'] : []),
@@ -61,11 +61,20 @@ export function readersOf([stdout, stderr]: [number, number]): OutputSource[] {
 }
 
 /**
+ * The job's stdin, from the write end job-init announced (opened as the
+ * output pipes are): a socket that takes the job's input, held back as the
+ * pipe fills.
+ */
+export function openStdin(pid: number, fd: number): net.Socket {
+  return new net.Socket({ fd: openPipeEnd(pid, fd, fs.constants.O_WRONLY), readable: false, writable: true });
+}
+
+/**
  * Opens job-init's end of a stdio pipe through /proc while job-init waits for
  * our acknowledgement; it is our child and has not exec'd, so the pid is its.
  * (libuv opens every file close-on-exec, so no later job inherits it.)
  */
-function openPipeEnd(pid: number, fd: number): number {
-  return fs.openSync(`/proc/${pid}/fd/${fd}`, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+function openPipeEnd(pid: number, fd: number, mode: number = fs.constants.O_RDONLY): number {
+  return fs.openSync(`/proc/${pid}/fd/${fd}`, mode | fs.constants.O_NONBLOCK);
 }
 

@@ -18,7 +18,8 @@ import { detectDriver, driverFor } from './cgroup/select.js';
 import { EndReport, describeWaitStatus } from './end-report.js';
 import { InitStatus, type StatusEvent } from './init-status.js';
 import { finish, terminate, type StopState } from './job-end.js';
-import { CONTROL_FD, jobInitOptions, openPipes, readersOf, sendEnvironment } from './job-init-launch.js';
+import { JobInput } from './job-input.js';
+import { CONTROL_FD, jobInitOptions, openPipes, openStdin, readersOf, sendEnvironment } from './job-init-launch.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
 import type {
   CgroupConfig,
@@ -114,7 +115,7 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
     exitCode: null,
     signal: null,
     oomKilled: false,
-    stopRequested: false,
+    stopReason: null,
     usage: null,
     supervisorError: null,
   };
@@ -212,10 +213,15 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   let sources: OutputSource[] = [];
   let output: Promise<void> = Promise.resolve();
   let handedOver: [number, number] | null = null;
+  let input: JobInput | undefined;
   let event: StatusEvent;
   try {
     event = await status.next(task.command);
-    if (event.kind === 'ready') {
+    if (event.kind === 'ready' && task.stdin !== (event.stdinFd !== null)) {
+      event = { kind: 'failed', code: 'SPAWN_FAILED', message: `job-init ${task.stdin ? 'announced no' : 'announced a'} stdin pipe` };
+    } else if (event.kind === 'ready') {
+      // Before the acknowledgement: job-init then closes its own copy of the write end.
+      if (event.stdinFd !== null) input = new JobInput(openStdin(leader.pid, event.stdinFd), (message) => task.port.postMessage(message));
       const pipes = openPipes(leader.pid, event.stdoutFd, event.stderrFd);
       if (task.outputPath === 'inline') {
         handedOver = pipes;
@@ -233,11 +239,15 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
     } else if (event.kind === 'execd') {
       event = { kind: 'failed', code: 'SPAWN_FAILED', message: 'job-init exec\'d before it set up the pipes' };
     }
+  } catch (err) {
+    input?.destroy();
+    throw err;
   } finally {
     clearTimeout(handshake);
   }
 
   if (event.kind !== 'execd' || handshakeTimedOut) {
+    input?.destroy();
     // Kill first: a job-init that is still waiting would never exit.
     await cgroup.killAll().catch(() => undefined);
     await exited;
@@ -266,13 +276,19 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
       case 'stop':
         // Once the leader has exited the job is ending by itself: that is not a stop.
         if (leaderGone.signal.aborted) return;
-        outcome.stopRequested = true;
+        outcome.stopReason ??= message.reason;
         // A later stop may shorten the grace period (shutdown after a long user stop), never lengthen it.
         stop.deadline = Math.min(stop.deadline, performance.now() + message.graceMs);
         stop.running ??= terminate(leader, cgroup, stop, leaderGone.signal).catch((err: unknown) => {
           // finish() kills the cgroup again and records what went wrong there.
           outcome.supervisorError ??= `stop: ${messageOf(err)}`;
         });
+        return;
+      case 'input':
+        input?.write(message.data);
+        return;
+      case 'input-end':
+        input?.end();
         return;
       case 'usage': {
         const report: UsageReport = { type: 'usage', usage: usageNow(cgroup) };
@@ -286,6 +302,7 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   });
 
   await exited;
+  input?.destroy();
   await stop.running;
   const gone: JobExited = { type: 'exited' };
   await finish(cgroup, output, sources, outcome, () => task.port.postMessage(gone));

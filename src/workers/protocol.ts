@@ -69,14 +69,53 @@ export interface RunJobTask {
   outputPath: OutputPath;
   /** From spawn to exec: past this job-init is killed and the start fails. */
   startTimeoutMs: number;
+  /** Give the job a pipe on stdin for InputData; otherwise its stdin is /dev/null. */
+  stdin: boolean;
   /** Transferred: carries MainToTask messages in and TaskToMain out. */
   port: MessagePort;
 }
+
+/** Who stopped a job: an operator (StopJob, shutdown) or its deadline. */
+export type StopReason = 'stop' | 'deadline';
 
 /** main → task: stop the job (SIGTERM, then SIGKILL once graceMs is over). */
 export interface StopRequest {
   type: 'stop';
   graceMs: number;
+  reason: StopReason;
+}
+
+/**
+ * main → task: bytes for the job's stdin (RunJobTask.stdin). The task
+ * answers each with an InputTaken once the pipe has taken them, in order:
+ * the main thread sends more only as those come, so what waits between the
+ * writer's call and the job is bounded by what it lets be in flight.
+ */
+export interface InputData {
+  type: 'input';
+  data: Uint8Array;
+}
+
+/** main → task: close the job's stdin (the job reads EOF once it has read what was written). */
+export interface InputEnd {
+  type: 'input-end';
+}
+
+/** task → main: the job's stdin pipe took an InputData's bytes. */
+export interface InputTaken {
+  type: 'input-taken';
+  bytes: number;
+}
+
+/**
+ * task → main: the job's stdin is closed. After an InputEnd, once every byte
+ * was taken (error null); or because nothing reads it any more (the job
+ * closed its stdin or ended: EPIPE), with the bytes not taken dropped.
+ * Nothing more is taken after it.
+ */
+export interface InputClosed {
+  type: 'input-closed';
+  error: string | null;
 }
 
 /** task → main: job-init exec'd the command. */
@@ -164,8 +203,8 @@ export interface ResourceUsage {
   sampledAt: number;
 }
 
-export type TaskToMain = JobStarted | UsageReport | JobExited;
-export type MainToTask = StopRequest | UsageRequest;
+export type TaskToMain = JobStarted | UsageReport | JobExited | InputTaken | InputClosed;
+export type MainToTask = StopRequest | UsageRequest | InputData | InputEnd;
 
 /**
  * What `runJob` resolves with. The first termination reason recorded wins.
@@ -181,8 +220,8 @@ export interface JobOutcome {
   signal: string | null;
   /** The cgroup's OOM killer killed at least one of the job's processes. */
   oomKilled: boolean;
-  /** A stop request reached the job before it ended. */
-  stopRequested: boolean;
+  /** Who stopped the job, when a stop reached it before it ended (the first one counts). */
+  stopReason: StopReason | null;
   /** Read after the last process had gone, before the cgroup was removed; null when it could not be read. */
   usage: ResourceUsage | null;
   /** Trouble in supervision itself (e.g. a cgroup that could not be removed). */

@@ -12,6 +12,7 @@ import { startEtcdCluster } from '../helpers/etcd-cluster.js';
 const job = (id: string, node: string, status = JobStatus.JOB_STATUS_INITIALIZING): Job => ({
   id, command: 'true', args: [], limits: undefined, status, pid: 0, cgroup: '', startedAt: new Date(), endedAt: undefined, exitCode: undefined, signal: '',
   oomKilled: false, owner: 'admin', message: '', outputBytes: 0, usage: undefined, outputStart: 0, outputProblem: '', isolation: undefined, workdir: '', node,
+  name: '', labels: {}, timeoutMs: 0, stdin: false,
 });
 
 test('claims: one start per id (an attempt that won reads as won again), one end, none for a node with a heartbeat, none after pruning', async (t) => {
@@ -44,7 +45,7 @@ test('claims: one start per id (an attempt that won reads as won again), one end
   t.deepEqual(await records.runningOn('x'), []);
 
   // Pruned: record and claims go, and a late end claim brings nothing back.
-  await records.forget(id);
+  await records.forget(id, null);
   t.is(await records.job(id), null);
   t.deepEqual(await cluster.root.getAll().prefix(keys.claims(id)).keys(), []);
   t.deepEqual(await records.claimEnd(lost, { node: 'z', attempt: randomUUID(), lost: true }, 'x'), { won: false, claim: null });

@@ -36,7 +36,11 @@ CREATE TABLE IF NOT EXISTS jobs (
   usage TEXT,
   output_bytes INTEGER NOT NULL,
   isolation TEXT,
-  workdir TEXT
+  workdir TEXT,
+  name TEXT,
+  labels TEXT,
+  timeout_ms INTEGER,
+  stdin INTEGER
 ) STRICT;
 `;
 
@@ -44,9 +48,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 const ADDED_COLUMNS = [
   { name: 'isolation', type: 'TEXT' },
   { name: 'workdir', type: 'TEXT' },
+  { name: 'name', type: 'TEXT' },
+  { name: 'labels', type: 'TEXT' },
+  { name: 'timeout_ms', type: 'INTEGER' },
+  { name: 'stdin', type: 'INTEGER' },
 ] as const;
 
-const STATES: readonly JobState[] = ['RUNNING', 'COMPLETED', 'FAILED', 'STOPPED'];
+const STATES: readonly JobState[] = ['RUNNING', 'COMPLETED', 'FAILED', 'STOPPED', 'TIMED_OUT'];
 
 interface Row {
   id: string;
@@ -67,6 +75,10 @@ interface Row {
   output_bytes: number;
   isolation: string | null;
   workdir: string | null;
+  name: string | null;
+  labels: string | null;
+  timeout_ms: number | null;
+  stdin: number | null;
 }
 
 export class HistoryError extends Error {
@@ -85,9 +97,11 @@ export class JobHistory {
     this.#db = db;
     this.#put = db.prepare(`
       INSERT INTO jobs (id, command, args, limits, owner, pid, cgroup, started_at, state, ended_at,
-                        exit_code, signal, oom_killed, message, usage, output_bytes, isolation, workdir)
+                        exit_code, signal, oom_killed, message, usage, output_bytes, isolation, workdir,
+                        name, labels, timeout_ms, stdin)
       VALUES (@id, @command, @args, @limits, @owner, @pid, @cgroup, @started_at, @state, @ended_at,
-              @exit_code, @signal, @oom_killed, @message, @usage, @output_bytes, @isolation, @workdir)
+              @exit_code, @signal, @oom_killed, @message, @usage, @output_bytes, @isolation, @workdir,
+              @name, @labels, @timeout_ms, @stdin)
       ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at, exit_code = excluded.exit_code,
         signal = excluded.signal, oom_killed = excluded.oom_killed, message = excluded.message, usage = excluded.usage,
         output_bytes = excluded.output_bytes`);
@@ -164,6 +178,10 @@ export class JobHistory {
       output_bytes: job.outputBytes,
       isolation: job.isolation ? JSON.stringify(job.isolation) : null,
       workdir: job.workdir,
+      name: job.name,
+      labels: Object.keys(job.labels).length > 0 ? JSON.stringify(job.labels) : null,
+      timeout_ms: job.timeoutMs,
+      stdin: job.stdin ? 1 : 0,
     });
   }
 
@@ -212,5 +230,9 @@ function parse(row: Row): StoredJob {
     outputBytes: row.output_bytes,
     isolation: row.isolation === null ? null : (JSON.parse(row.isolation) as JobIsolation),
     workdir: row.workdir,
+    name: row.name,
+    labels: row.labels === null ? {} : (JSON.parse(row.labels) as Record<string, string>),
+    timeoutMs: row.timeout_ms,
+    stdin: row.stdin === 1,
   };
 }

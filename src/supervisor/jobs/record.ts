@@ -4,7 +4,7 @@
 import type { JobIsolation, JobLimits, ResourceUsage } from '../../workers/protocol.js';
 import type { OutputLog } from '../output/log.js';
 
-export type JobState = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'STOPPED';
+export type JobState = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'STOPPED' | 'TIMED_OUT';
 
 export interface JobRecord {
   readonly id: string;
@@ -16,6 +16,13 @@ export interface JobRecord {
   /** null for jobs recorded before it could be chosen (they ran in /). */
   readonly workdir: string | null;
   readonly owner: string;
+  /** Unique among the jobs that have not ended (store.ts); null when it was given none. */
+  readonly name: string | null;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Milliseconds from its start to its deadline; null: none. */
+  readonly timeoutMs: number | null;
+  /** Created with its stdin open for WriteInput. */
+  readonly stdin: boolean;
   readonly pid: number;
   readonly cgroup: string;
   readonly startedAt: Date;

@@ -18,6 +18,7 @@ import type {
   OutputPath,
   PrepareResult,
   RunJobTask,
+  StopReason,
   StopRequest,
   SupervisorTasks,
   TaskName,
@@ -31,6 +32,7 @@ import type { ServerMetrics } from '../ops/metrics.js';
 import { readPipesInline } from '../output/inline-reader.js';
 import { OutputLog, jobLogOptions } from '../output/log.js';
 import { RingReader, pumpRing } from '../output/ring-reader.js';
+import { InputChannel } from './input-channel.js';
 import { askUsage } from './usage-request.js';
 import type { JobRecord } from './record.js';
 import { NotRecordedError, abandonJob, endJob, setUsage, type JobStore } from './store.js';
@@ -61,6 +63,8 @@ export interface JobRunnerOptions {
   outputPath?: OutputPath;
   /** From spawn to exec; default DEFAULT_START_TIMEOUT_MS. */
   startTimeoutMs?: number;
+  /** Between SIGTERM and SIGKILL when a job's deadline stops it (the server's default stop grace). */
+  deadlineGraceMs: number;
   logger: Logger;
   metrics: ServerMetrics;
 }
@@ -76,7 +80,17 @@ export interface StartRequest {
   owner: string;
   /** The job's id when the caller chose it (a fleet's entry node does); default: a new random UUID. */
   id?: string;
+  /** Already held for this start (JobStore.claimName). */
+  name: string | null;
+  labels: Record<string, string>;
+  /** Stopped, and ended TIMED_OUT, this long after its start; null: never. */
+  timeoutMs: number | null;
+  /** A pipe on its stdin for WriteInput (inputOf); otherwise /dev/null. */
+  stdin: boolean;
 }
+
+/** setTimeout's longest delay (2^31 - 1 ms, about 24.8 days): a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class JobRunner {
   readonly #pool: Piscina;
@@ -84,6 +98,8 @@ export class JobRunner {
   readonly #options: JobRunnerOptions;
   readonly #logger: Logger;
   readonly #ports = new Map<string, MessagePort>();
+  /** The stdin of each running job created with one. */
+  readonly #inputs = new Map<string, InputChannel>();
   /** One usage request in flight per job; concurrent askers share it. */
   readonly #usageRequests = new Map<string, Promise<void>>();
   /** Jobs whose start is in flight: shutdown must wait for them too. */
@@ -190,6 +206,7 @@ export class JobRunner {
       ring,
       outputPath: this.#options.outputPath ?? 'ring',
       startTimeoutMs: this.#options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
+      stdin: request.stdin,
       port: taskPort,
     };
     const outcome = this.#run('runJob', task, [taskPort]);
@@ -266,6 +283,10 @@ export class JobRunner {
       isolation: request.isolation,
       workdir: request.workdir,
       owner: request.owner,
+      name: request.name,
+      labels: request.labels,
+      timeoutMs: request.timeoutMs,
+      stdin: request.stdin,
       pid: first.pid,
       cgroup: first.cgroup,
       startedAt: new Date(),
@@ -273,6 +294,8 @@ export class JobRunner {
       ended: ended.finally(() => {
         this.#ports.get(id)?.close();
         this.#ports.delete(id);
+        this.#inputs.get(id)?.jobEnded();
+        this.#inputs.delete(id);
       }),
       state: 'RUNNING',
       endedAt: null,
@@ -283,8 +306,14 @@ export class JobRunner {
       usage: null,
     };
     this.#ports.set(id, port);
+    const input = request.stdin ? new InputChannel(id, port) : undefined;
+    if (input) this.#inputs.set(id, input);
     port.on('message', (message: TaskToMain) => {
-      if (message.type === 'exited') log.stopHoldingBack();
+      input?.onMessage(message);
+      if (message.type !== 'exited') return;
+      log.stopHoldingBack();
+      // The thread says what became of the input before it says this.
+      input?.jobEnded();
     });
     try {
       this.#store.add(record);
@@ -305,7 +334,25 @@ export class JobRunner {
     this.#options.metrics.jobStarts.inc({ result: 'started' });
     capture.started();
     this.#options.metrics.startDuration.observe(start.totalMs / 1000);
+    if (request.timeoutMs !== null) this.#armDeadline(record, request.timeoutMs);
     return record;
+  }
+
+  /** Stops the job, as its deadline, once timeoutMs have passed since its start. */
+  #armDeadline(record: JobRecord, timeoutMs: number): void {
+    const deadline = record.startedAt.getTime() + timeoutMs;
+    let timer: NodeJS.Timeout;
+    const arm = (): void => {
+      const left = deadline - Date.now();
+      timer = left > MAX_TIMER_MS ? setTimeout(arm, MAX_TIMER_MS) : setTimeout(() => void this.stop(record, this.#options.deadlineGraceMs, 'deadline'), Math.max(0, left));
+    };
+    arm();
+    void record.ended.finally(() => clearTimeout(timer));
+  }
+
+  /** The stdin of a running job created with one; undefined for any other job. */
+  inputOf(record: JobRecord): InputChannel | undefined {
+    return this.#inputs.get(record.id);
   }
 
   /** Writes a job's end to the history; a failure is logged, the end stands (it is what happened). */
@@ -329,10 +376,10 @@ export class JobRunner {
   }
 
   /** Asks the job's supervisor to stop it; resolves once the job has ended. */
-  async stop(record: JobRecord, graceMs: number): Promise<void> {
+  async stop(record: JobRecord, graceMs: number, reason: StopReason = 'stop'): Promise<void> {
     const port = this.#ports.get(record.id);
     if (record.state === 'RUNNING' && port) {
-      const request: StopRequest = { type: 'stop', graceMs };
+      const request: StopRequest = { type: 'stop', graceMs, reason };
       port.postMessage(request);
     }
     await record.ended;

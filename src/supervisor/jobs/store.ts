@@ -3,7 +3,7 @@
 // reader never sees a half-ended job). Every record is also written to the
 // job history when it is added and when it ends. Listing order is start
 // time, then id.
-import type { JobLimits, JobOutcome, ResourceUsage } from '../../workers/protocol.js';
+import type { JobOutcome, ResourceUsage } from '../../workers/protocol.js';
 import type { OutputLog } from '../output/log.js';
 import type { JobHistory, StoredJob } from './history.js';
 import type { JobRecord, JobState } from './record.js';
@@ -42,6 +42,14 @@ export class JobStore {
    * names one goes on exactly after it.
    */
   readonly #ordered: JobRecord[] = [];
+  /**
+   * The jobs of each name, oldest first: the last one holds the name while
+   * it runs (a name is unique among jobs that have not ended), and is what
+   * the name means once it has ended.
+   */
+  readonly #named = new Map<string, JobRecord[]>();
+  /** Names of jobs whose start is in flight: held from the check until the job is in the store or has failed to start. */
+  readonly #reserved = new Set<string>();
   /** How many of #jobs have ended: pruning asks at every job's end, and must not count them all each time. */
   #ended = 0;
   readonly #history: JobHistory;
@@ -101,8 +109,28 @@ export class JobStore {
       const guess = this.#indexAfter(positionOf(record)) - 1;
       const at = this.#ordered[guess] === record ? guess : this.#ordered.indexOf(record);
       if (at >= 0) this.#ordered.splice(at, 1);
+      if (record.name !== null) this.#unname(record, record.name);
     }
     this.#history.delete(record.id);
+  }
+
+  /**
+   * Holds `name` for a job about to start: the release to call once the job
+   * is in the store or has failed to start. When the name is taken, what
+   * holds it instead: the job that has not ended, or null for a start still
+   * in flight.
+   */
+  claimName(name: string): { release: () => void } | { heldBy: JobRecord | null } {
+    if (this.#reserved.has(name)) return { heldBy: null };
+    const holder = this.#named.get(name)?.at(-1);
+    if (holder?.state === 'RUNNING') return { heldBy: holder };
+    this.#reserved.add(name);
+    return { release: () => this.#reserved.delete(name) };
+  }
+
+  /** The job a name means: the one that holds it now, else the newest ended job of that name. */
+  byName(name: string): JobRecord | undefined {
+    return this.#named.get(name)?.at(-1);
   }
 
   #write(record: JobRecord): void {
@@ -113,9 +141,25 @@ export class JobStore {
     }
   }
 
+  #unname(record: JobRecord, name: string): void {
+    const named = this.#named.get(name) ?? [];
+    const at = named.indexOf(record);
+    if (at >= 0) named.splice(at, 1);
+    if (named.length === 0) this.#named.delete(name);
+  }
+
   #insert(record: JobRecord): void {
     this.#jobs.set(record.id, record);
     const position = positionOf(record);
+    if (record.name !== null) {
+      const named = this.#named.get(record.name);
+      if (!named) this.#named.set(record.name, [record]);
+      // Kept in list order: a name's newest job is its last.
+      else {
+        const later = named.findIndex((other) => compare(positionOf(other), position) > 0);
+        named.splice(later < 0 ? named.length : later, 0, record);
+      }
+    }
     // New jobs start last: the common case is one comparison and a push.
     const last = this.#ordered[this.#ordered.length - 1];
     if (!last || compare(positionOf(last), position) < 0) this.#ordered.push(record);
@@ -171,7 +215,7 @@ export class JobStore {
 
 /** Records how a job ended, all fields at once. */
 export function endJob(record: JobRecord, outcome: JobOutcome, endedAt: Date): void {
-  const { state, message } = describeEnd(outcome, record.limits);
+  const { state, message } = describeEnd(outcome, record);
   record.exitCode = outcome.exitCode;
   record.signal = outcome.signal;
   record.oomKilled = outcome.oomKilled;
@@ -193,7 +237,12 @@ export function abandonJob(record: JobRecord, reason: string, endedAt: Date): vo
   record.state = 'FAILED';
 }
 
-function describeEnd(outcome: JobOutcome, limits: JobLimits): { state: JobState; message: string } {
+/** "deadline of 30 s exceeded": what a job stopped by its deadline says first. */
+export function deadlineExceeded(timeoutMs: number): string {
+  return `deadline of ${Number((timeoutMs / 1000).toFixed(3))} s exceeded`;
+}
+
+function describeEnd(outcome: JobOutcome, { limits, timeoutMs }: Pick<JobRecord, 'limits' | 'timeoutMs'>): { state: JobState; message: string } {
   const parts: string[] = [];
   const limit = `the memory limit (${limits.memoryBytes / (1024 * 1024)} MiB)`;
   if (outcome.oomKilled && outcome.signal === 'SIGKILL') {
@@ -206,7 +255,11 @@ function describeEnd(outcome: JobOutcome, limits: JobLimits): { state: JobState;
   if (outcome.oomKilled && outcome.signal !== 'SIGKILL') parts.push(`${limit} killed one of its processes`);
   if (outcome.supervisorError) parts.push(`supervisor: ${outcome.supervisorError}`);
   const message = parts.join('; ');
-  if (outcome.stopRequested) return { state: 'STOPPED', message: message ? `stopped; ${message}` : 'stopped' };
+  if (outcome.stopReason === 'stop') return { state: 'STOPPED', message: message ? `stopped; ${message}` : 'stopped' };
+  if (outcome.stopReason === 'deadline') {
+    const deadline = deadlineExceeded(timeoutMs ?? 0);
+    return { state: 'TIMED_OUT', message: message ? `${deadline}; ${message}` : deadline };
+  }
   // A job that lost a process to the OOM killer did not do its work, whatever its leader's exit code says.
   if (outcome.exitCode === 0 && !outcome.signal && !outcome.oomKilled) return { state: 'COMPLETED', message };
   return { state: 'FAILED', message };
@@ -221,6 +274,10 @@ function stored(record: JobRecord): StoredJob {
     isolation: record.isolation,
     workdir: record.workdir,
     owner: record.owner,
+    name: record.name,
+    labels: record.labels,
+    timeoutMs: record.timeoutMs,
+    stdin: record.stdin,
     pid: record.pid,
     cgroup: record.cgroup,
     startedAt: record.startedAt,

@@ -4,7 +4,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { LOOP_WINDOW_MS, monitorLoop, type LoopWindow } from '../../common/loop-monitor.js';
 import { CGROUP_OPS, ThreadStats, type ThreadStatsSnapshot } from '../../workers/thread-stats.js';
-import type { JobRecord } from '../jobs/record.js';
+import type { JobRecord, JobState } from '../jobs/record.js';
 import type { OutputLog } from '../output/log.js';
 import type { PumpTarget } from '../output/ring-reader.js';
 
@@ -15,10 +15,12 @@ export interface MetricSources {
   supervisorThreads(): number[];
 }
 
-const JOB_STATES = ['RUNNING', 'COMPLETED', 'FAILED', 'STOPPED'] as const;
+const JOB_STATES = ['RUNNING', 'COMPLETED', 'FAILED', 'STOPPED', 'TIMED_OUT'] as const;
 
 /** How a job ended, as jobworker_job_ends_total counts it: an OOM kill is its own outcome. */
-type JobEndOutcome = 'completed' | 'failed' | 'stopped' | 'oom';
+type JobEndOutcome = 'completed' | 'failed' | 'stopped' | 'timed_out' | 'oom';
+
+const END_OUTCOMES: Record<JobState, JobEndOutcome> = { RUNNING: 'failed', COMPLETED: 'completed', FAILED: 'failed', STOPPED: 'stopped', TIMED_OUT: 'timed_out' };
 
 export class ServerMetrics {
   readonly registry = new Registry();
@@ -37,7 +39,7 @@ export class ServerMetrics {
 
   readonly jobEnds = new Counter({
     name: 'jobworker_job_ends_total',
-    help: 'Jobs that ended, by outcome: completed (exit 0), failed, stopped, oom (killed by its memory limit)',
+    help: 'Jobs that ended, by outcome: completed (exit 0), failed, stopped, timed_out (stopped by its deadline), oom (killed by its memory limit)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
@@ -154,7 +156,7 @@ export class ServerMetrics {
   }
 
   jobEnded(record: Pick<JobRecord, 'state' | 'oomKilled'>): void {
-    const outcome: JobEndOutcome = record.oomKilled ? 'oom' : record.state === 'COMPLETED' ? 'completed' : record.state === 'STOPPED' ? 'stopped' : 'failed';
+    const outcome: JobEndOutcome = record.oomKilled ? 'oom' : END_OUTCOMES[record.state];
     this.jobEnds.inc({ outcome });
   }
 

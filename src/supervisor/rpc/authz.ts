@@ -9,7 +9,18 @@ import type { DenyList } from './deny-list.js';
 
 /** `node` is a fleet node's own certificate: it may hand jobs to other nodes and forward calls, nothing more. */
 export type Role = 'admin' | 'viewer' | 'node';
-export type RpcName = 'CreateJob' | 'GetJob' | 'StopJob' | 'GetJobs' | 'GetJobsStream' | 'GetNodes' | 'DrainNode' | 'UndrainNode' | 'StartJob';
+export type RpcName =
+  | 'CreateJob'
+  | 'GetJob'
+  | 'StopJob'
+  | 'GetJobs'
+  | 'GetJobsStream'
+  | 'WriteInput'
+  | 'WaitJob'
+  | 'GetNodes'
+  | 'DrainNode'
+  | 'UndrainNode'
+  | 'StartJob';
 
 export const PERMISSIONS: Readonly<Record<RpcName, readonly Role[]>> = {
   CreateJob: ['admin'],
@@ -17,6 +28,8 @@ export const PERMISSIONS: Readonly<Record<RpcName, readonly Role[]>> = {
   GetJob: ['admin', 'viewer'],
   GetJobs: ['admin', 'viewer'],
   GetJobsStream: ['admin', 'viewer'],
+  WriteInput: ['admin'],
+  WaitJob: ['admin', 'viewer'],
   GetNodes: ['admin', 'viewer'],
   DrainNode: ['admin'],
   UndrainNode: ['admin'],
@@ -42,7 +55,7 @@ export interface Caller {
 export const FORWARDED_FOR_METADATA = 'jobworker-forwarded-for-bin';
 
 /** What a node forwards to a job's node; anything else it answers itself (CreateJob goes by StartJob). */
-const FORWARDED_RPCS: readonly RpcName[] = ['GetJob', 'StopJob', 'GetJobsStream'];
+const FORWARDED_RPCS: readonly RpcName[] = ['GetJob', 'StopJob', 'GetJobsStream', 'WriteInput', 'WaitJob'];
 
 const CLIENT_AUTH_EKU = '1.3.6.1.5.5.7.3.2';
 

@@ -3,14 +3,14 @@
 // authentication or are on the deny list, applies the authorization table,
 // writes one audit line and counts one call per call, and turns errors into
 // statuses (unknown errors are logged and reach the client only as INTERNAL).
-import { status as Status, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
+import { status as Status, type sendUnaryData, type ServerReadableStream, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { FORWARDED_FOR_METADATA, authorize, forwardedCaller, identify, type Caller, type RpcName } from './authz.js';
 import { DenyList } from './deny-list.js';
 import { toStatus } from './status.js';
 import type { ServerMetrics } from '../ops/metrics.js';
 
-type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
+type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown> | ServerReadableStream<unknown, unknown>;
 
 function jobIdOf(request: unknown): string | undefined {
   const id = (request as { id?: unknown } | undefined)?.id;
@@ -35,15 +35,30 @@ export class RpcBoundary {
     return forwardedCaller(caller, typeof forwarded === 'string' ? Buffer.from(forwarded) : forwarded, rpc);
   }
 
-  unary<Req, Res>(rpc: RpcName, handler: (caller: Caller, request: Req) => Res | Promise<Res>) {
+  /** `signal` (for handlers that wait): aborted when the caller goes away. */
+  unary<Req, Res>(rpc: RpcName, handler: (caller: Caller, request: Req, signal: AbortSignal) => Res | Promise<Res>) {
     return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
-      const started = performance.now();
-      let caller: Caller | undefined;
-      void (async () => {
-        caller = this.#identify(call, rpc);
-        authorize(caller, rpc);
-        return handler(caller, call.request);
-      })().then(
+      const gone = new AbortController();
+      call.once('cancelled', () => gone.abort());
+      this.#answer(rpc, call, callback, (caller) => handler(caller, call.request, gone.signal));
+    };
+  }
+
+  /** A client-streaming call: one answer once the handler has read what it needs. */
+  clientStream<Req, Res>(rpc: RpcName, handler: (caller: Caller, call: ServerReadableStream<Req, Res>) => Promise<Res>) {
+    return (call: ServerReadableStream<Req, Res>, callback: sendUnaryData<Res>): void => this.#answer(rpc, call, callback, (caller) => handler(caller, call));
+  }
+
+  /** One answer to a call: the handler's, or its error as a status. */
+  #answer<Res>(rpc: RpcName, call: AnyCall, callback: sendUnaryData<Res>, handle: (caller: Caller) => Res | Promise<Res>): void {
+    const started = performance.now();
+    let caller: Caller | undefined;
+    void (async () => {
+      caller = this.#identify(call, rpc);
+      authorize(caller, rpc);
+      return handle(caller);
+    })()
+      .then(
         (response) => {
           this.#log(rpc, call, caller, started, 'OK', response);
           callback(null, response);
@@ -55,7 +70,6 @@ export class RpcBoundary {
         },
       )
       .catch((err: unknown) => this.#answerFailed(rpc, err));
-    };
   }
 
   serverStream<Req, Res>(rpc: RpcName, handler: (caller: Caller, call: ServerWritableStream<Req, Res>) => Promise<void>) {
@@ -72,6 +86,30 @@ export class RpcBoundary {
           const { status, unexpected } = toStatus(err);
           this.#log(rpc, call, caller, started, status.details, undefined, unexpected ? err : undefined, status.code);
           call.emit('error', status);
+        },
+      )
+      .catch((err: unknown) => this.#answerFailed(rpc, err));
+    };
+  }
+
+  /** A client-streaming call: one answer once the handler has read what it needs. */
+  clientStream<Req, Res>(rpc: RpcName, handler: (caller: Caller, call: ServerReadableStream<Req, Res>) => Promise<Res>) {
+    return (call: ServerReadableStream<Req, Res>, callback: sendUnaryData<Res>): void => {
+      const started = performance.now();
+      let caller: Caller | undefined;
+      void (async () => {
+        caller = this.#identify(call, rpc);
+        authorize(caller, rpc);
+        return handler(caller, call);
+      })().then(
+        (response) => {
+          this.#log(rpc, call, caller, started, call.cancelled ? 'CANCELLED' : 'OK', response, undefined, call.cancelled ? Status.CANCELLED : undefined);
+          callback(null, response);
+        },
+        (err: unknown) => {
+          const { status, unexpected } = toStatus(err);
+          this.#log(rpc, call, caller, started, status.details, undefined, unexpected ? err : undefined, status.code);
+          callback(status);
         },
       )
       .catch((err: unknown) => this.#answerFailed(rpc, err));
@@ -99,14 +137,15 @@ export class RpcBoundary {
   ): void {
     const seconds = (performance.now() - started) / 1000;
     this.metrics.rpcs.inc({ method: rpc, code: Status[code ?? Status.OK] ?? String(code) });
-    if (rpc !== 'GetJobsStream') this.metrics.rpcDuration.observe({ method: rpc }, seconds);
+    // Streams and waits last as long as their jobs: their durations say nothing of the server.
+    if (rpc !== 'GetJobsStream' && rpc !== 'WriteInput' && rpc !== 'WaitJob') this.metrics.rpcDuration.observe({ method: rpc }, seconds);
     const line = {
       rpc,
       peer: call.getPeer(),
       cn: caller?.cn,
       role: caller?.role,
       via: caller?.via,
-      jobId: jobIdOf(call.request) ?? jobIdOf((response as { job?: unknown } | undefined)?.job),
+      jobId: jobIdOf((call as { request?: unknown }).request) ?? jobIdOf((response as { job?: unknown } | undefined)?.job),
       outcome,
       code: code ?? 0,
       ms: Math.round(seconds * 10_000) / 10,

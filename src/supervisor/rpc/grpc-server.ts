@@ -57,6 +57,8 @@ export function createGrpcServer(service: JobApi, boundary: RpcBoundary, fleet?:
     stopJob: boundary.unary('StopJob', async (caller, req) => ({ job: await service.stopJob(caller, req) })),
     getJobs: boundary.unary('GetJobs', (caller, req) => service.getJobs(caller, req)),
     getJobsStream: boundary.serverStream('GetJobsStream', (caller, call) => service.streamOutput(caller, call)),
+    writeInput: boundary.clientStream('WriteInput', (caller, call) => service.writeInput(caller, call)),
+    waitJob: boundary.unary('WaitJob', async (caller, req, signal) => ({ job: await service.waitJob(caller, req, signal) })),
   });
   const nodes = fleet?.fleet ?? NO_FLEET;
   server.addService(FleetServiceService, {

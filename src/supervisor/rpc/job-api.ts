@@ -2,7 +2,7 @@
 // job-service.ts) or a fleet's (src/fleet), which answers through the local
 // one for the jobs of its own node. The RPC boundary has authenticated and
 // authorized the caller before any of these runs.
-import type { ServerWritableStream } from '@grpc/grpc-js';
+import type { ServerReadableStream, ServerWritableStream } from '@grpc/grpc-js';
 import type {
   CreateJobReq,
   CreateJobRes,
@@ -13,11 +13,14 @@ import type {
   GetJobsReq,
   GetJobsStreamReq,
   GetNodesReq,
+  InputChunk,
   Job,
   Jobs,
   Nodes,
   StartJobReq,
   StopJobReq,
+  WaitJobReq,
+  WriteInputRes,
 } from '../../gen/jobworker/v1/jobworker.js';
 import type { Caller } from './authz.js';
 import type { JobsPage } from './job-pages.js';
@@ -30,12 +33,17 @@ export type OutputMessage = DataChunk | Buffer;
 
 export type OutputCall = ServerWritableStream<GetJobsStreamReq, OutputMessage>;
 
+export type InputCall = ServerReadableStream<InputChunk, WriteInputRes>;
+
 export interface JobApi {
   createJob(caller: Caller, request: CreateJobReq): Promise<Job>;
   getJob(caller: Caller, request: GetJobReq): Promise<Job>;
   stopJob(caller: Caller, request: StopJobReq): Promise<Job>;
   getJobs(caller: Caller, request: GetJobsReq): Promise<Jobs | JobsPage>;
   streamOutput(caller: Caller, call: OutputCall): Promise<void>;
+  writeInput(caller: Caller, call: InputCall): Promise<WriteInputRes>;
+  /** `signal`: the caller went away. */
+  waitJob(caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job>;
 }
 
 /** FleetService: the nodes of a fleet. */

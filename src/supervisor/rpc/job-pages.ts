@@ -7,6 +7,7 @@
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { Job, JobStatus, Jobs, type GetJobsReq } from '../../gen/jobworker/v1/jobworker.js';
 import { MAX_PAGE_SIZE } from '../../common/api-limits.js';
+import { labelProblem } from '../../common/labels.js';
 import { Errors, quoted } from '../errors.js';
 import type { JobRecord } from '../jobs/record.js';
 import type { JobStore, ListPosition } from '../jobs/store.js';
@@ -35,8 +36,9 @@ export interface PageQuery {
 export async function readPage(store: JobStore, { request, refresh }: PageQuery): Promise<JobsPage> {
   if (request.pageSize > MAX_PAGE_SIZE) throw Errors.invalidArgument(`page_size must be at most ${MAX_PAGE_SIZE}, got ${request.pageSize}`);
   if (request.status === JobStatus.UNRECOGNIZED || request.status === JobStatus.JOB_STATUS_INITIALIZING) {
-    throw Errors.invalidArgument('status must be one of RUNNING, COMPLETED, FAILED, STOPPED');
+    throw Errors.invalidArgument('status must be one of RUNNING, COMPLETED, FAILED, STOPPED, TIMED_OUT');
   }
+  checkLabelFilter(request.labels);
   const after = request.pageToken === '' ? undefined : parsePageToken(request.pageToken);
   const limit = request.pageSize === 0 ? MAX_PAGE_SIZE : request.pageSize;
   // One match past the page says there is a next page. Taken in one
@@ -91,7 +93,25 @@ export function encodeJobsPage(page: Jobs | JobsPage): Buffer {
 }
 
 function matches(job: JobRecord, request: GetJobsReq): boolean {
-  return (request.status === JobStatus.JOB_STATUS_UNSPECIFIED || STATUS[job.state] === request.status) && (request.owner === '' || job.owner === request.owner);
+  return (
+    (request.status === JobStatus.JOB_STATUS_UNSPECIFIED || STATUS[job.state] === request.status) &&
+    (request.owner === '' || job.owner === request.owner) &&
+    hasLabels(job.labels, request.labels)
+  );
+}
+
+/** Every one of `wanted` is among `labels`. */
+export function hasLabels(labels: Readonly<Record<string, string>>, wanted: Readonly<Record<string, string>>): boolean {
+  for (const key in wanted) if (labels[key] !== wanted[key]) return false;
+  return true;
+}
+
+/** A GetJobs label filter: labels as jobs take them (INVALID_ARGUMENT otherwise), so a typo is not an empty page. */
+export function checkLabelFilter(labels: Readonly<Record<string, string>>): void {
+  for (const [key, value] of Object.entries(labels)) {
+    const problem = labelProblem(key, value);
+    if (problem) throw Errors.invalidArgument(`labels: ${problem}`);
+  }
 }
 
 function pageToken(job: JobRecord): string {

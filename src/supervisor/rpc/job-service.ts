@@ -4,9 +4,21 @@
 import { once } from 'node:events';
 import { MAX_GRACE_MS } from '../../common/api-limits.js';
 import { atMost } from '../../common/at-most.js';
-import { OutputStream, type CreateJobReq, type DataChunk, type GetJobReq, type GetJobsReq, type Job, type StopJobReq } from '../../gen/jobworker/v1/jobworker.js';
+import { isJobId, jobNameProblem } from '../../common/job-refs.js';
+import {
+  OutputStream,
+  type CreateJobReq,
+  type DataChunk,
+  type GetJobReq,
+  type GetJobsReq,
+  type Job,
+  type StopJobReq,
+  type WaitJobReq,
+  type WriteInputRes,
+} from '../../gen/jobworker/v1/jobworker.js';
 import { StreamId } from '../../workers/protocol.js';
 import { Errors, quoted } from '../errors.js';
+import { InputRefusedError } from '../jobs/input-channel.js';
 import type { JobRunner, StartRequest } from '../jobs/runner.js';
 import type { JobRecord } from '../jobs/record.js';
 import type { JobStore } from '../jobs/store.js';
@@ -17,8 +29,10 @@ import { checkRequestSize, validateCommand } from '../policy/command.js';
 import { resolveIsolation, type IsolationPolicy } from '../policy/isolation.js';
 import { jobEnvironment, parseEnv, resolveWorkdir } from '../policy/job-environment.js';
 import { resolveLimits, type HostCapacity } from '../policy/limits.js';
+import { resolveMeta, type DeadlinePolicy } from '../policy/job-meta.js';
 import type { Caller } from './authz.js';
-import type { JobApi, OutputCall } from './job-api.js';
+import { openInput, type InputStream } from './input-call.js';
+import type { InputCall, JobApi, OutputCall } from './job-api.js';
 import { readPage, type JobsPage } from './job-pages.js';
 import { toJob } from './job-view.js';
 import { WriteWindow } from './write-window.js';
@@ -28,11 +42,25 @@ export const MAX_CHUNK_BYTES = 64 * 1024;
 /** GetJobs fresh_usage: usage reads in flight at once, each a round trip to a supervisor thread. */
 const USAGE_READS_AT_ONCE = 64;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** Runs `step`, turning the InputChannel's refusals into INPUT_REFUSED. */
+function refusingInput<T>(step: () => T): T {
+  try {
+    return step();
+  } catch (err) {
+    throw err instanceof InputRefusedError ? Errors.inputRefused(err.message) : err;
+  }
+}
 
 /** INVALID_ARGUMENT unless `id` is a job id (a UUID, lower case). */
 export function checkJobId(id: string): void {
-  if (!UUID.test(id)) throw Errors.invalidArgument(`job id must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${quoted(id)}`);
+  if (!isJobId(id)) throw Errors.invalidArgument(`job id must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got ${quoted(id)}`);
+}
+
+/** INVALID_ARGUMENT unless `ref` is a job id or a job name; says which. */
+export function checkJobRef(ref: string): 'id' | 'name' {
+  if (isJobId(ref)) return 'id';
+  if (jobNameProblem(ref) === null) return 'name';
+  throw Errors.invalidArgument(`expected a job id (a UUID such as 123e4567-e89b-12d3-a456-426614174000) or a job name, got ${quoted(ref)}`);
 }
 
 export interface ServiceOptions {
@@ -42,6 +70,7 @@ export interface ServiceOptions {
   host: HostCapacity;
   isolation: IsolationPolicy;
   defaultGraceMs: number;
+  deadlines: DeadlinePolicy;
 }
 
 /** A CreateJob request checked against this server's policy: what the runner starts. */
@@ -64,12 +93,23 @@ export class JobService implements JobApi {
     const workdir = resolveWorkdir(request.workdir);
     const { isolation, user } = resolveIsolation(request.isolation, this.options.isolation);
     const env = jobEnvironment(user, requestedEnv);
-    return { command: request.command, args: request.args, limits, isolation, workdir, env };
+    const meta = resolveMeta(request, this.options.deadlines);
+    return { command: request.command, args: request.args, limits, isolation, workdir, env, ...meta };
   }
 
-  /** Starts a resolved job for `owner`, under `id` when the caller chose it. */
-  start(job: ResolvedJob, owner: string, id?: string): Promise<JobRecord> {
-    return this.options.runner.start({ ...job, owner, id });
+  /**
+   * Starts a resolved job for `owner`, under `id` when the caller chose it.
+   * Its name is held from here until the job is in the store (which holds
+   * it then) or has failed to start: NAME_TAKEN while another has it.
+   */
+  async start(job: ResolvedJob, owner: string, id?: string): Promise<JobRecord> {
+    const claim = job.name === null ? undefined : this.options.store.claimName(job.name);
+    if (claim && 'heldBy' in claim) throw Errors.nameTaken(job.name!, claim.heldBy?.id ?? null);
+    try {
+      return await this.options.runner.start({ ...job, owner, id });
+    } finally {
+      claim?.release();
+    }
   }
 
   async getJob(_caller: Caller, request: GetJobReq): Promise<Job> {
@@ -91,6 +131,51 @@ export class JobService implements JobApi {
     await atMost(USAGE_READS_AT_ONCE, running, (record) => this.options.runner.refreshUsage(record));
   }
 
+
+  /** Answers once the job has ended; a caller that goes away stops the wait (signal). */
+  async waitJob(_caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
+    const record = this.find(request.id);
+    await Promise.race([record.ended, once(signal, 'abort')]);
+    return toJob(record);
+  }
+
+  /** WriteInput: see writeTo. */
+  async writeInput(_caller: Caller, call: InputCall): Promise<WriteInputRes> {
+    const input = await openInput(call);
+    try {
+      return await this.writeTo(this.find(input.first.id), input);
+    } finally {
+      input.close();
+    }
+  }
+
+  /**
+   * The call's bytes to the job's stdin, in order, held back while the job
+   * has not taken the last window of them (InputChannel); the end of the
+   * call closes the job's stdin, and so does a writer that goes away.
+   * Answers once the job has taken every byte.
+   */
+  async writeTo(record: JobRecord, input: InputStream): Promise<WriteInputRes> {
+    const channel = this.options.runner.inputOf(record);
+    if (!channel) {
+      if (!record.stdin) throw Errors.inputRefused(`job ${record.id} was not created with stdin (CreateJobReq.stdin, jobctl create -i): its stdin is /dev/null`);
+      throw Errors.inputRefused(`job ${record.id} has ended (${record.state}): it takes no more input`);
+    }
+    // Outside the try below: a refused writer must not close the input of the one it was refused for.
+    refusingInput(() => channel.claim());
+    try {
+      await channel.write(input.first.data, input.gone);
+      for (let data = await input.next(); data !== null && !input.gone.aborted; data = await input.next()) await channel.write(data, input.gone);
+      await channel.end(input.gone);
+      return { bytesWritten: channel.taken };
+    } catch (err) {
+      // Whatever ends the call early, the job reads EOF after what it was given.
+      void channel.end();
+      return refusingInput(() => {
+        throw err;
+      });
+    }
+  }
 
   async stopJob(_caller: Caller, request: StopJobReq): Promise<Job> {
     const record = this.find(request.id);
@@ -162,11 +247,19 @@ export class JobService implements JobApi {
     if (!gone.signal.aborted) call.end();
   }
 
-  /** The job's record here: INVALID_ARGUMENT for an id that is not a UUID, NOT_FOUND for one this server does not have. */
-  find(id: string): JobRecord {
-    checkJobId(id);
-    const record = this.options.store.get(id);
-    if (!record) throw Errors.jobNotFound(id);
+  /**
+   * The job's record here, by id or by name (the job that holds the name,
+   * else the newest ended one of that name): INVALID_ARGUMENT for neither,
+   * NOT_FOUND for one this server does not have.
+   */
+  find(ref: string): JobRecord {
+    if (checkJobRef(ref) === 'name') {
+      const named = this.options.store.byName(ref);
+      if (!named) throw Errors.noJobNamed(ref);
+      return named;
+    }
+    const record = this.options.store.get(ref);
+    if (!record) throw Errors.jobNotFound(ref);
     return record;
   }
 }

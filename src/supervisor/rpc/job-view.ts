@@ -8,6 +8,7 @@ export const STATUS: Record<JobState, JobStatus> = {
   COMPLETED: JobStatus.JOB_STATUS_COMPLETED,
   FAILED: JobStatus.JOB_STATUS_FAILED,
   STOPPED: JobStatus.JOB_STATUS_STOPPED,
+  TIMED_OUT: JobStatus.JOB_STATUS_TIMED_OUT,
 };
 
 /** `node`: the fleet node the job runs on, when this server is one. */
@@ -39,6 +40,10 @@ export function toJob(record: JobRecord, node = ''): Job {
     isolation: record.isolation ? isolationOf(record.isolation) : undefined,
     workdir: record.workdir ?? '',
     node,
+    name: record.name ?? '',
+    labels: { ...record.labels },
+    timeoutMs: record.timeoutMs ?? 0,
+    stdin: record.stdin,
   };
 }
 

@@ -78,6 +78,10 @@ function generator(random: () => number) {
                   },
             node: pick(['', 'n1', text()]),
             constraints: pick([{}, { a: 'b' }, { [text()]: text() }]),
+            stdin: pick([false, true]),
+            timeoutMs: pick([undefined, 0, 1, 60_000, 2 ** 53 - 1]),
+            name: pick(['', 'web-1', '123e4567-e89b-12d3-a456-426614174000', text()]),
+            labels: pick([{}, { env: 'load' }, { [text()]: text() }, Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, 'v']))]),
           }).finish(),
         );
       case 'GetJob':

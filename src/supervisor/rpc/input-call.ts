@@ -1,0 +1,42 @@
+// Reading a WriteInput call: its first message (which names the job), then
+// the rest, until the client ends the call or goes away. A cancelled call
+// may never end its stream, so its going away ends the reading too.
+import { once } from 'node:events';
+import type { InputChunk } from '../../gen/jobworker/v1/jobworker.js';
+import { Errors, quoted } from '../errors.js';
+import type { InputCall } from './job-api.js';
+
+export interface InputStream {
+  /** The first message: its id names the job. */
+  first: InputChunk;
+  /** The next message's data, or null once the call has ended or the client has gone. */
+  next(): Promise<Buffer | null>;
+  /** Aborted when the client goes away. */
+  gone: AbortSignal;
+  /** Stop listening to the call. */
+  close(): void;
+}
+
+export async function openInput(call: InputCall): Promise<InputStream> {
+  const gone = new AbortController();
+  const onCancel = (): void => gone.abort();
+  call.once('cancelled', onCancel);
+  const close = (): void => void call.off('cancelled', onCancel);
+  const iterator = call[Symbol.asyncIterator]() as AsyncIterator<InputChunk>;
+  const goneAway = once(gone.signal, 'abort').then((): IteratorResult<InputChunk> => ({ done: true, value: undefined }));
+  const read = (): Promise<IteratorResult<InputChunk>> => Promise.race([iterator.next(), goneAway]);
+  const first = await read();
+  if (first.done) {
+    close();
+    throw Errors.invalidArgument('WriteInput: the first message must name the job (id)');
+  }
+  const next = async (): Promise<Buffer | null> => {
+    const message = await read();
+    if (message.done) return null;
+    if (message.value.id !== '' && message.value.id !== first.value.id) {
+      throw Errors.invalidArgument(`WriteInput: a call writes to one job (${first.value.id}), got ${quoted(message.value.id)}`);
+    }
+    return message.value.data;
+  };
+  return { first: first.value, next, gone: gone.signal, close };
+}

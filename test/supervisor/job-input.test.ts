@@ -1,0 +1,180 @@
+// A job's stdin (CreateJobReq.stdin, WriteInput) through the real server,
+// real job-init and real pipes: bytes arrive exactly, the end of the call is
+// EOF, a slow job holds its writer back, and every refusal says why.
+import { createHash, randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { status as Status } from '@grpc/grpc-js';
+import test from 'ava';
+import { connect, JobStatus, ServerError, type Job, type JobworkerClient } from 'jobworker/client';
+import { HOST_VIEW, startTestServer, type Role, type TestServer } from '../helpers/server.js';
+
+const MIB = 1024 * 1024;
+let isolated: TestServer;
+let hostView: TestServer;
+
+test.before(async () => {
+  // Jobs in every namespace (job-init's PID 1 and its outside process around the job), and jobs that see the test's files.
+  [isolated, hostView] = await Promise.all([startTestServer(), startTestServer(undefined, { isolation: HOST_VIEW })]);
+});
+
+test.after.always(async () => {
+  await Promise.all([isolated?.stop(), hostView?.stop()]);
+});
+
+function clientOf(server: TestServer, role: Role = 'admin'): JobworkerClient {
+  const env = server.env(role);
+  return connect({ server: server.address, ca: env.JOBWORKER_CA!, cert: env.JOBWORKER_CERT!, key: env.JOBWORKER_KEY! });
+}
+
+async function outputOf(client: JobworkerClient, id: string): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of client.stream(id, { follow: true })) chunks.push(Buffer.from(chunk.data));
+  return Buffer.concat(chunks).toString();
+}
+
+async function refusal(promise: Promise<unknown>): Promise<ServerError> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (!(err instanceof ServerError)) throw new Error(`expected a ServerError, got ${String(err)}`);
+  return err;
+}
+
+/** Yields `data` in 256 KiB pieces, counting what was taken; waits for `gate` before the rest once `holdAfter` bytes are out. */
+async function* pieces(data: Buffer, taken: { bytes: number }, hold?: { after: number; gate: Promise<void> }): AsyncGenerator<Uint8Array> {
+  for (let at = 0; at < data.length; at += 256 * 1024) {
+    if (hold && at >= hold.after) await hold.gate;
+    const piece = data.subarray(at, at + 256 * 1024);
+    taken.bytes += piece.length;
+    yield piece;
+  }
+}
+
+test('64 MiB of binary input reach a job that reads late byte-exact; until it reads, the writer is held back', async (t) => {
+  const client = clientOf(hostView);
+  t.teardown(() => client.close());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-input-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const gate = path.join(dir, 'gate');
+  execFileSync('mkfifo', [gate]);
+  const data = randomBytes(64 * MIB);
+  // The job reads nothing until the test opens its gate.
+  const job = await client.create({ command: 'sh', args: ['-c', `cat ${gate} >/dev/null; exec sha256sum`], stdin: true });
+  t.true(job.stdin);
+  const taken = { bytes: 0 };
+  const writing = client.writeInput(job.id, pieces(data, taken));
+  // The pipe, the server's window and gRPC's buffers fill, then nothing more is taken from the writer.
+  let last = -1;
+  while (taken.bytes !== last) {
+    last = taken.bytes;
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+  }
+  t.true(taken.bytes < 16 * MIB, `the writer got ${taken.bytes} bytes ahead of a job that read nothing`);
+  t.true(taken.bytes > 0);
+  fs.writeFileSync(gate, 'go\n');
+  t.is(await writing, data.length);
+  t.is(await outputOf(client, job.id), `${createHash('sha256').update(data).digest('hex')}  -\n`);
+  t.is((await client.get(job.id)).status, JobStatus.JOB_STATUS_COMPLETED);
+});
+
+test('the end of the call is EOF, in every namespace; run() with input is `sha256sum < file`', async (t) => {
+  const client = clientOf(isolated);
+  t.teardown(() => client.close());
+  const job = await client.create({ command: 'wc', args: ['-l'], stdin: true });
+  t.is(await client.writeInput(job.id, Buffer.from('a\nb\nc\n')), 6);
+  t.is(await outputOf(client, job.id), '3\n');
+  const ended = await client.wait(job.id);
+  t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED);
+
+  const data = randomBytes(3 * MIB + 17);
+  let output = '';
+  const result = await client.run({ command: 'sha256sum' }, { input: pieces(data, { bytes: 0 }), onOutput: (chunk) => void (output += Buffer.from(chunk.data).toString()) });
+  t.is(result.exitCode, 0);
+  t.true(result.job.stdin);
+  t.is(output, `${createHash('sha256').update(data).digest('hex')}  -\n`);
+});
+
+test('a writer that goes away mid-way closes the job\'s stdin: the job reads EOF and ends, nothing hangs', async (t) => {
+  const client = clientOf(isolated);
+  t.teardown(() => client.close());
+  // It says when the first bytes have reached it, then counts the rest.
+  const job = await client.create({ command: 'sh', args: ['-c', 'head -c 1000 >/dev/null; echo got-some; exec wc -c'], stdin: true });
+  const taken = { bytes: 0 };
+  const never = new Promise<void>(() => undefined);
+  const writer = new AbortController();
+  const writing = client.writeInput(job.id, pieces(randomBytes(4 * MIB), taken, { after: MIB, gate: never }), { signal: writer.signal });
+  for await (const _ of client.stream(job.id, { follow: true })) break;
+  writer.abort(new Error('the writer gave up'));
+  await t.throwsAsync(writing, { message: 'the writer gave up' });
+  const ended = await client.wait(job.id);
+  t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED);
+  // What the server had taken before the writer left, and not a byte of what it never sent.
+  const [said, counted] = (await outputOf(client, job.id)).split('\n');
+  t.is(said, 'got-some');
+  t.true(Number(counted) >= 0 && Number(counted) <= MIB - 1000, `wc -c counted ${counted}`);
+  // Its input had its one writer.
+  const again = await refusal(client.writeInput(job.id, Buffer.from('x')));
+  t.is(again.code, 'INPUT_REFUSED');
+});
+
+test('one writer at a time, once; a viewer may not write; no input to a job without stdin or one that has ended', async (t) => {
+  const client = clientOf(isolated);
+  const viewer = clientOf(isolated, 'viewer');
+  t.teardown(() => {
+    client.close();
+    viewer.close();
+  });
+  const job = await client.create({ command: 'cat', stdin: true });
+  const first = new AbortController();
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  async function* twoLines(): AsyncGenerator<Uint8Array> {
+    yield Buffer.from('hello\n');
+    await held;
+    yield Buffer.from('world\n');
+  }
+  const firstWriting = client.writeInput(job.id, twoLines(), { signal: first.signal });
+  // The job has echoed the first line: the first writer holds the input.
+  for await (const _ of client.stream(job.id, { follow: true })) break;
+  const second = await refusal(client.writeInput(job.id, Buffer.from('other\n')));
+  t.is(second.code, 'INPUT_REFUSED');
+  t.is(second.grpcStatus, Status.FAILED_PRECONDITION);
+  t.is(second.message, `job ${job.id} already has a writer on its input (one at a time)`);
+  const denied = await refusal(viewer.writeInput(job.id, Buffer.from('x')));
+  t.is(denied.grpcStatus, Status.PERMISSION_DENIED);
+  t.is(denied.message, 'permission denied: role "viewer" may not WriteInput');
+  release();
+  t.is(await firstWriting, 12);
+  t.is(await outputOf(client, job.id), 'hello\nworld\n');
+  const closed = await refusal(client.writeInput(job.id, Buffer.from('x')));
+  t.is(closed.code, 'INPUT_REFUSED');
+  t.regex(closed.message, /input was closed by its writer|has ended/);
+
+  const plain: Job = await client.create({ command: 'cat' });
+  t.false(plain.stdin);
+  const noStdin = await refusal(client.writeInput(plain.id, Buffer.from('x')));
+  t.is(noStdin.code, 'INPUT_REFUSED');
+  t.is(noStdin.message, `job ${plain.id} was not created with stdin (CreateJobReq.stdin, jobctl create -i): its stdin is /dev/null`);
+  // Its stdin is /dev/null: cat ends at once.
+  t.is((await client.wait(plain.id)).status, JobStatus.JOB_STATUS_COMPLETED);
+  const ended = await refusal(client.writeInput(plain.id, Buffer.from('x')));
+  t.is(ended.code, 'INPUT_REFUSED');
+});
+
+test('input racing the job\'s exit: the writer is told how much the job took, the job ends as it did', async (t) => {
+  for (const server of [isolated, hostView]) {
+    const client = clientOf(server);
+    t.teardown(() => client.close());
+    const job = await client.create({ command: 'head', args: ['-c', '10'], stdin: true });
+    const err = await refusal(client.writeInput(job.id, randomBytes(32 * MIB)));
+    t.is(err.code, 'INPUT_REFUSED');
+    t.regex(err.message, new RegExp(`^job ${job.id} took \\d+ bytes of input, then (the job closed its stdin|the job ended)$`));
+    const ended = await client.wait(job.id);
+    t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED);
+    t.is(ended.outputBytes, 10);
+  }
+});
