@@ -92,30 +92,6 @@ export class RpcBoundary {
     };
   }
 
-  /** A client-streaming call: one answer once the handler has read what it needs. */
-  clientStream<Req, Res>(rpc: RpcName, handler: (caller: Caller, call: ServerReadableStream<Req, Res>) => Promise<Res>) {
-    return (call: ServerReadableStream<Req, Res>, callback: sendUnaryData<Res>): void => {
-      const started = performance.now();
-      let caller: Caller | undefined;
-      void (async () => {
-        caller = this.#identify(call, rpc);
-        authorize(caller, rpc);
-        return handler(caller, call);
-      })().then(
-        (response) => {
-          this.#log(rpc, call, caller, started, call.cancelled ? 'CANCELLED' : 'OK', response, undefined, call.cancelled ? Status.CANCELLED : undefined);
-          callback(null, response);
-        },
-        (err: unknown) => {
-          const { status, unexpected } = toStatus(err);
-          this.#log(rpc, call, caller, started, status.details, undefined, unexpected ? err : undefined, status.code);
-          callback(status);
-        },
-      )
-      .catch((err: unknown) => this.#answerFailed(rpc, err));
-    };
-  }
-
   /**
    * grpc-js threw while taking the answer (it must not: the answer is ours
    * to keep sendable). Logged: an error left to reject here would take the
