@@ -1,5 +1,6 @@
 // jobctl end to end: the real bin/jobctl.js, run with execa, against a real
 // server (real job-init, real cgroups) on a loopback port.
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -222,10 +223,11 @@ test('list: a table with aligned columns', async (t) => {
   const result = await jobctl(['list']);
   t.is(result.exitCode, 0, result.stderr);
   const lines = result.stdout.trimEnd().split('\n');
-  t.regex(lines[0]!, /^ID\s+STATUS\s+EXIT\s+STARTED\s+COMMAND$/);
+  // NAME and LABELS appear when a listed job has them (other tests' jobs may).
+  t.regex(lines[0]!, /^ID\s+(NAME\s+)?STATUS\s+EXIT\s+STARTED\s+(LABELS\s+)?COMMAND$/);
   const row = lines.find((line) => line.startsWith(job.id));
   t.truthy(row, result.stdout);
-  t.regex(row!, new RegExp(`^${job.id}\\s+FAILED\\s+4\\s+\\d{4}-\\S+Z\\s+sh -c 'exit 4'$`));
+  t.regex(row!, new RegExp(`^${job.id}\\s+(-\\s+)?FAILED\\s+4\\s+\\d{4}-\\S+Z\\s+(-\\s+)?sh -c 'exit 4'$`));
   // Each column starts at the same offset on every line.
   for (const header of ['STATUS', 'EXIT', 'STARTED', 'COMMAND']) {
     const column = lines[0]!.indexOf(header);
@@ -491,9 +493,9 @@ test('get: an unknown id is "job … not found" and exit 1', async (t) => {
 });
 
 test('stop: a malformed id is the server\'s INVALID_ARGUMENT message and exit 1', async (t) => {
-  const result = await jobctl(['stop', 'not-a-uuid']);
+  const result = await jobctl(['stop', 'not a uuid!']);
   t.is(result.exitCode, 1);
-  t.regex(result.stderr, /^jobctl: job id must be a UUID .*"not-a-uuid"\n$/);
+  t.regex(result.stderr, /^jobctl: expected a job id \(a UUID such as .*\) or a job name, got "not a uuid!"\n$/);
 });
 
 test('unreachable server: one line and exit 69 (EX_UNAVAILABLE)', async (t) => {
@@ -559,4 +561,97 @@ test('format: command lines are quoted for a shell and control characters escape
   t.is(commandLine({ command: 'printf', args: ['\u001b[2J', ''] }), "printf $'\\x1b[2J' ''");
   // A right-to-left override would show "rm -rf /cod.exe" as something else.
   t.is(commandLine({ command: 'echo', args: ['a\u202eb', 'zero\u200bwidth'] }), "echo $'a\\u202eb' $'zero\\u200bwidth'");
+});
+
+test('run -i: jobctl\'s stdin is the job\'s, byte-exact (cat data | jobctl run -i sha256sum)', async (t) => {
+  const data = randomBytes(5 * 1024 * 1024 + 3);
+  const result = await execa('node', [jobctlPath, 'run', '-i', 'sha256sum'], { env: server.env(), input: data, reject: false, timeout: 60_000 });
+  t.is(result.stderr, '');
+  t.is(result.exitCode, 0);
+  t.is(result.stdout, `${createHash('sha256').update(data).digest('hex')}  -`);
+});
+
+test('create -i, then attach-input by name: wc -l counts what was written and ends at EOF; a second writer exits 1', async (t) => {
+  const name = `counter-${process.pid}`;
+  const created = await jobctl(['create', '-i', '--name', name, '--label', 'env=test', 'wc', '-l']);
+  t.is(created.exitCode, 0, created.stderr);
+  const id = created.stdout.trim();
+  const attached = await execa('node', [jobctlPath, 'attach-input', '--json', name], { env: server.env(), input: 'a\nb\nc\n', reject: false, timeout: 60_000 });
+  t.is(attached.exitCode, 0, attached.stderr);
+  t.is(attached.stdout, '{"bytesWritten":6}');
+  const waited = await jobctl(['wait', name]);
+  t.is(waited.stdout, '0\n');
+  t.is(waited.exitCode, 0);
+  t.is((await jobctl(['stream', name])).stdout, '3\n');
+  const again = await execa('node', [jobctlPath, 'attach-input', id], { env: server.env(), input: 'x', reject: false, timeout: 60_000 });
+  t.is(again.exitCode, 1);
+  t.is(again.stderr, `jobctl: job ${id} has ended (COMPLETED): it takes no more input`);
+  const shown = await jobctl(['get', '--json', name]);
+  const job = JSON.parse(shown.stdout) as { id: string; name: string; labels: Record<string, string>; stdin: boolean };
+  t.deepEqual([job.id, job.name, job.labels, job.stdin], [id, name, { env: 'test' }, true]);
+});
+
+test('run --timeout: the job is stopped at its deadline, ends TIMED_OUT, and jobctl exits 124', async (t) => {
+  const result = await jobctl(['run', '--json', '--timeout', '1s', 'sleep', '600']);
+  t.is(result.exitCode, 124, result.stderr);
+  const last = JSON.parse(result.stdout.trim().split('\n').at(-1)!) as { job: { status: string; message: string; timeoutMs: number } };
+  t.is(last.job.status, 'TIMED_OUT');
+  t.is(last.job.message, 'deadline of 1 s exceeded; killed by SIGTERM');
+  t.is(last.job.timeoutMs, 1000);
+});
+
+test('wait: one exit code per job in order, exits with the last; --timeout gives up with 124, naming what still runs', async (t) => {
+  const a = (await jobctl(['create', 'sh', '-c', 'exit 3'])).stdout.trim();
+  const b = (await jobctl(['create', 'true'])).stdout.trim();
+  const both = await jobctl(['wait', a, b]);
+  t.is(both.stdout, '3\n0\n');
+  t.is(both.exitCode, 0);
+  const reversed = await jobctl(['wait', b, a]);
+  t.is(reversed.exitCode, 3);
+  const long = (await jobctl(['create', 'sleep', '600'])).stdout.trim();
+  t.teardown(() => jobctl(['stop', long]));
+  const gaveUp = await jobctl(['wait', '--timeout', '300ms', a, long]);
+  t.is(gaveUp.exitCode, 124);
+  t.is(gaveUp.stderr, `jobctl: wait timed out after 300ms; not ended: ${long}\n`);
+  t.is(gaveUp.stdout, '');
+});
+
+test('stop --label: --dry-run lists the running jobs that match, then each is stopped with one line; list --label filters', async (t) => {
+  const label = `run=${process.pid}-stop`;
+  const ids: string[] = [];
+  for (const shard of ['1', '2']) ids.push((await jobctl(['create', '--label', label, '--label', `shard=${shard}`, 'sleep', '600'])).stdout.trim());
+  const other = (await jobctl(['create', '--label', `run=${process.pid}-other`, 'sleep', '600'])).stdout.trim();
+  t.teardown(() => jobctl(['stop', other]));
+  const listed = await jobctl(['list', '--label', label, '--label', 'shard=2']);
+  t.regex(listed.stdout, new RegExp(`^ID +STATUS +EXIT +STARTED +LABELS +COMMAND\\n${ids[1]} +RUNNING +- +\\S+ +run=${process.pid}-stop,shard=2 +sleep 600\\n$`));
+  const dry = await jobctl(['stop', '--dry-run', '--label', label]);
+  t.is(dry.exitCode, 0);
+  t.deepEqual(dry.stdout.split('\n').filter(Boolean).sort(), ids.map((id) => `${id} RUNNING sleep 600`).sort());
+  t.is((await jobctl(['get', '--json', ids[0]!])).stdout.includes('"status":"RUNNING"'), true);
+  const stopped = await jobctl(['stop', '--label', label]);
+  t.is(stopped.exitCode, 0, stopped.stderr);
+  t.deepEqual(stopped.stdout.split('\n').filter(Boolean).sort(), ids.map((id) => `${id} STOPPED (signal SIGTERM)`).sort());
+  t.true((await jobctl(['get', '--json', other])).stdout.includes('"status":"RUNNING"'));
+  const none = await jobctl(['stop', '--label', label]);
+  t.is(none.stdout, '');
+  t.is(none.exitCode, 0);
+});
+
+test('usage: names, labels and timeouts are checked as flags are parsed; stop takes an id or --label', async (t) => {
+  for (const [args, flag] of [
+    [['create', '--name', 'no spaces', 'true'], '--name'],
+    [['create', '--label', 'bad key=v', 'true'], '--label'],
+    [['create', '--timeout', '0s', 'true'], '--timeout'],
+    [['create', '--timeout', 'soon', 'true'], '--timeout'],
+    [['wait', '--timeout=-1s', MISSING_ID], '--timeout'],
+  ] as const) {
+    const result = await jobctl(args);
+    t.is(result.exitCode, 2, `${args.join(' ')}: ${result.stderr}`);
+    t.true(result.stderr.startsWith(`jobctl: invalid value for ${flag}: `), result.stderr);
+  }
+  const both = await jobctl(['stop', '--label', 'a=b', MISSING_ID]);
+  t.is(both.exitCode, 2);
+  t.is(both.stderr, 'jobctl: give a job id or name, or --label (not both)\n');
+  const neither = await jobctl(['stop']);
+  t.is(neither.exitCode, 2);
 });
