@@ -418,7 +418,12 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     if (caller.via) return this.#localJob(await this.local.service.getJob(caller, request));
     const job = await this.#fleetJob(request.id);
     if (ENDED.has(job.status)) return job;
-    if (job.node === this.self) return this.#localJob(await this.local.service.getJob(caller, { id: job.id }));
+    if (job.node === this.self) {
+      const local = this.#localJob(await this.local.service.getJob(caller, { id: job.id }));
+      // Ended here, its end not yet written to etcd: the fleet may still end it otherwise (as lost,
+      // while this node was cut off). Until it has decided, every node answers as the fleet stands.
+      return ENDED.has(local.status) && this.#endWrites.has(job.id) ? job : local;
+    }
     return this.#fromItsNode(caller, job, FORWARD_TIMEOUT_MS);
   }
 

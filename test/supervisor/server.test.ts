@@ -131,15 +131,20 @@ test.serial('ids: an unknown id is NOT_FOUND and a malformed one INVALID_ARGUMEN
     () => unary(client, 'getJob', { id: unknown }),
     () => unary(client, 'stopJob', { id: unknown }),
     () => collectStream(client, { id: unknown, follow: false }),
+    () => unary(client, 'waitJob', { id: unknown }),
   ]) {
     const err = await rejects(call());
     t.is(err.code, Status.NOT_FOUND);
     t.is(err.details, `job ${unknown} not found`);
   }
-  for (const id of ['', 'nope', '../../etc/passwd', 'x'.repeat(10_000)]) {
+  // Anything that is not a UUID is a name: one nobody has is NOT_FOUND too.
+  const nameless = await rejects(unary(client, 'getJob', { id: 'nope' }));
+  t.is(nameless.code, Status.NOT_FOUND);
+  t.is(nameless.details, 'no job is named "nope"');
+  for (const id of ['', 'no spaces', '../../etc/passwd', 'x'.repeat(10_000)]) {
     const err = await rejects(unary(client, 'getJob', { id }));
     t.is(err.code, Status.INVALID_ARGUMENT);
-    t.regex(err.details, /^job id must be a UUID/);
+    t.regex(err.details, /^expected a job id \(a UUID such as \S+\) or a job name, got /);
     t.true(err.details.length < 200, 'the bad id is truncated in the message');
   }
 });

@@ -52,11 +52,11 @@ test.serial('audit: one line per call in its own file, with who, what, how it en
   const { pki, daemon, audit } = await setup(t);
   const admin = adminClient(t, pki, daemon.port);
   const job = (await unary(admin, 'createJob', { command: 'echo', args: ['s3cret-token'], limits: undefined })).job!;
-  await codeOf(unary(admin, 'getJob', { id: 'not-a-uuid' }));
+  await codeOf(unary(admin, 'getJob', { id: 'not a uuid' }));
   await waitUntil(() => fs.readFileSync(audit, 'utf8').split('\n').filter(Boolean).length === 2, 'two audit lines');
   const [create, bad] = fs.readFileSync(audit, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
   t.like(create, { rpc: 'CreateJob', cn: 'admin', role: 'admin', jobId: job.id, outcome: 'OK', code: 0 });
-  t.like(bad, { rpc: 'GetJob', cn: 'admin', outcome: 'job id must be a UUID such as 123e4567-e89b-12d3-a456-426614174000, got "not-a-uuid"', code: Status.INVALID_ARGUMENT });
+  t.like(bad, { rpc: 'GetJob', cn: 'admin', outcome: 'expected a job id (a UUID such as 123e4567-e89b-12d3-a456-426614174000) or a job name, got "not a uuid"', code: Status.INVALID_ARGUMENT });
   for (const line of [create, bad]) {
     t.true(typeof line.time === 'number' && typeof line.ms === 'number');
     t.regex(line.peer, /^(ipv4:)?127\.0\.0\.1:\d+$/);

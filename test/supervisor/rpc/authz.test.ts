@@ -7,8 +7,8 @@ const cert = (subject: Record<string, unknown>): PeerCertificate => ({ subject }
 const RPCS = Object.keys(PERMISSIONS) as RpcName[];
 
 const table: [string, Record<string, unknown>, RpcName[]][] = [
-  ['admin', { CN: 'alice', OU: 'admin' }, ['CreateJob', 'GetJob', 'StopJob', 'GetJobs', 'GetJobsStream', 'GetNodes', 'DrainNode', 'UndrainNode']],
-  ['viewer', { CN: 'bob', OU: 'viewer' }, ['GetJob', 'GetJobs', 'GetJobsStream', 'GetNodes']],
+  ['admin', { CN: 'alice', OU: 'admin' }, ['CreateJob', 'GetJob', 'StopJob', 'GetJobs', 'GetJobsStream', 'WriteInput', 'WaitJob', 'GetNodes', 'DrainNode', 'UndrainNode']],
+  ['viewer', { CN: 'bob', OU: 'viewer' }, ['GetJob', 'GetJobs', 'GetJobsStream', 'WaitJob', 'GetNodes']],
   // A fleet node's certificate: it hands jobs over; everything else it does for a caller it names.
   ['node', { CN: 'n1', OU: 'node' }, ['StartJob']],
   ['no OU', { CN: 'carol' }, []],
@@ -51,7 +51,7 @@ test('forwarded calls: a node certificate answers for the caller it names; any o
   t.deepEqual(forwardedCaller(node, forwardedFor(alice), 'GetJob'), { cn: 'alice', role: 'admin', via: 'n1' });
   // Only what nodes forward: a node cannot create jobs, drain or list as someone else.
   for (const rpc of ['CreateJob', 'GetJobs', 'DrainNode', 'StartJob'] as const) {
-    t.is(t.throws(() => forwardedCaller(node, forwardedFor(alice), rpc), { instanceOf: JobworkerError })?.message, `${rpc} is never forwarded between nodes (only GetJob, StopJob, GetJobsStream)`);
+    t.is(t.throws(() => forwardedCaller(node, forwardedFor(alice), rpc), { instanceOf: JobworkerError })?.message, `${rpc} is never forwarded between nodes (only GetJob, StopJob, GetJobsStream, WriteInput, WaitJob)`);
   }
   t.is(forwardedCaller(alice, undefined, 'CreateJob'), alice);
   const posing = t.throws(() => forwardedCaller(alice, forwardedFor({ cn: 'root', role: 'admin' }), 'GetJob'), { instanceOf: JobworkerError });
