@@ -22,6 +22,9 @@ export const ExitCode = {
 /** What timeout(1) exits with when its deadline passed: jobctl run for a job stopped by its --timeout, jobctl wait --timeout. */
 export const TIMED_OUT_EXIT_CODE = 124;
 
+/** 128 + SIGINT: what a shell reports for a command Ctrl-C ended (jobctl attach-input). */
+export const INTERRUPTED_EXIT_CODE = 130;
+
 /** stdout or stderr was closed under us (e.g. `jobctl stream ID | head`). */
 export class OutputClosedError extends Error {
   constructor(cause: unknown) {

@@ -60,6 +60,8 @@ export class RunCommand extends StartCommand {
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      // A terminal left open would keep jobctl waiting for a line after the job has ended.
+      if (this.stdin) (this.context.stdin as Partial<NodeJS.ReadStream>).destroy?.();
     }
     if (this.json) this.context.stdout.write(toJsonLine({ job: jobJson(result.job) }));
     return result.job.status === JobStatus.JOB_STATUS_TIMED_OUT ? TIMED_OUT_EXIT_CODE : result.exitCode;

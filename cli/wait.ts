@@ -8,6 +8,9 @@ import { jobJson, toJsonLine } from './format.js';
 import { formatDuration } from '../src/common/units.js';
 import { isTimeout, JobctlCommand } from './options.js';
 
+/** A wait that its --timeout ended. */
+const TIMED_OUT: unique symbol = Symbol('timed out');
+
 export class WaitCommand extends JobctlCommand {
   static override paths = [['wait']];
   static override usage = Command.Usage({
@@ -30,16 +33,32 @@ export class WaitCommand extends JobctlCommand {
 
   protected override async run(client: JobworkerClient): Promise<number> {
     const expired = this.timeout === undefined ? undefined : AbortSignal.timeout(this.timeout);
-    const settled = await Promise.allSettled(this.ids.map((id) => client.wait(id, { signal: expired })));
-    const timedOut = (reason: unknown): boolean => expired?.aborted === true && reason === expired.reason;
-    // A job that cannot be waited for (not found, no server) says so first.
-    for (const outcome of settled) if (outcome.status === 'rejected' && !timedOut(outcome.reason)) throw outcome.reason;
-    const waiting = this.ids.filter((_, at) => settled[at]!.status === 'rejected');
+    // The first job that cannot be waited for (not found, no server) ends the others' waits at once.
+    const failed = new AbortController();
+    const signal = expired ? AbortSignal.any([expired, failed.signal]) : failed.signal;
+    const waits = this.ids.map((id) =>
+      client.wait(id, { signal }).then(
+        (job): Job | typeof TIMED_OUT => job,
+        (err: unknown): Job | typeof TIMED_OUT => {
+          if (expired?.aborted && !failed.signal.aborted) return TIMED_OUT;
+          failed.abort(err);
+          throw err;
+        },
+      ),
+    );
+    let outcomes: (Job | typeof TIMED_OUT)[];
+    try {
+      outcomes = await Promise.all(waits);
+    } finally {
+      // Rejections of the waits cut short by the first failure are that failure's echo.
+      for (const wait of waits) wait.catch(() => undefined);
+    }
+    const waiting = this.ids.filter((_, at) => outcomes[at] === TIMED_OUT);
     if (waiting.length > 0) {
       this.context.stderr.write(`jobctl: wait timed out after ${formatDuration(this.timeout!)}; not ended: ${waiting.join(' ')}\n`);
       return TIMED_OUT_EXIT_CODE;
     }
-    const jobs = settled.map((outcome) => (outcome as PromiseFulfilledResult<Job>).value);
+    const jobs = outcomes as Job[];
     this.context.stdout.write(this.json ? toJsonLine(jobs.map(jobJson)) : jobs.map((job) => `${exitCodeOf(job)}\n`).join(''));
     return exitCodeOf(jobs[jobs.length - 1]!);
   }

@@ -2,7 +2,8 @@
 // (jobctl stream --follow), against the limits under it measured in the
 // same run: a raw pipe, Node reading a child's pipe, TLS 1.3 between two
 // Node processes on loopback with the same certificates, and a bare grpc-js
-// server streaming from memory to the same jobctl (grpc-floor.ts).
+// server streaming from memory to the same jobctl (grpc-floor.ts). And the
+// other way: 1 GiB piped into jobctl attach-input, to a job's stdin.
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -84,9 +85,19 @@ export async function outputThroughput(server: BenchServer, quick: boolean): Pro
     const job = (await unary(client, 'createJob', { command: 'head', args: ['-c', `${mib}M`, '/dev/zero'], limits: undefined })).job!;
     await streamWithJobctl(server.env(), job.id, bytes);
   });
+  // The other way: jobctl's stdin to the job's (WriteInput), the job counting what it read.
+  let counted = '';
+  const input = await seconds(async () => {
+    const job = (await unary(client, 'createJob', { command: 'wc', args: ['-c'], limits: undefined, stdin: true })).job!;
+    await execa('sh', ['-c', `head -c ${mib}M /dev/zero | node "$0" attach-input "$1"`, path.join(REPO, 'bin/jobctl.js'), job.id], { env: server.env() });
+    counted = (await execa('node', [path.join(REPO, 'bin/jobctl.js'), 'stream', '--follow', job.id], { env: server.env() })).stdout.trim();
+  });
+  if (Number(counted) !== bytes) throw new Error(`the job read ${counted} bytes of ${bytes} from its stdin`);
   const rate = (s: number) => bytes / MB / s;
   const single = `one run of ${mib} MiB`;
   return [
+    row({ name: `input from jobctl attach-input to a job's stdin (${mib} MiB)`, figure: rate(input), unit: 'MB/s', baseline: rate(tls), baseline_name: 'raw TLS 1.3, Node to Node', spread: single }),
+    row({ name: 'input to a job vs a raw pipe', figure: rate(input), unit: 'MB/s', baseline: rate(pipe), baseline_name: 'head | cat', spread: single }),
     row({ name: `output streamed live to jobctl (${mib} MiB)`, figure: rate(ours), unit: 'MB/s', baseline: rate(tls), baseline_name: 'raw TLS 1.3, Node to Node', goal: { text: 'ratio ≥ 0.5', minRatio: 0.5 }, spread: single }),
     row({ name: 'output streamed vs grpc-js alone', figure: rate(ours), unit: 'MB/s', baseline: rate(grpc), baseline_name: 'a bare grpc-js server streaming zeros from memory to jobctl', spread: `${single}; grpc-js alone is ${(tls / grpc).toFixed(2)}× raw TLS` }),
     row({ name: "output streamed vs Node reading a child's pipe", figure: rate(ours), unit: 'MB/s', baseline: rate(nodePipe), baseline_name: 'Node reading a child pipe', spread: single }),

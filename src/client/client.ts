@@ -348,7 +348,8 @@ export class JobworkerClient {
       // The first message names the job, data or not.
       let first = true;
       const send = async (piece: Uint8Array): Promise<void> => {
-        const message = { id: first ? id : '', data: Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength) };
+        // A copy: grpc-js may serialise it after the source has reused its buffer.
+        const message = { id: first ? id : '', data: Buffer.from(piece) };
         first = false;
         if (!call.write(message)) await Promise.race([once(call, 'drain'), done]);
       };
@@ -365,9 +366,12 @@ export class JobworkerClient {
       return await endpoint.guarded(answer, cancel);
     } catch (err) {
       call.cancel();
-      // The server's refusal says more than a write that failed because of it.
-      await done;
-      await answer;
+      // The server's refusal says more than a write that failed because of it; the cancel just made is not one.
+      const refused = await answer.then(
+        () => undefined,
+        (answerErr: unknown) => answerErr,
+      );
+      if (refused instanceof ServerError && refused.code !== 'CANCELLED') throw refused;
       throw err;
     } finally {
       signal?.removeEventListener('abort', cancel);
@@ -433,7 +437,8 @@ export class JobworkerClient {
     // create() is not cancellable once sent; an abort meanwhile stops the job right after.
     const created = await this.create(input === undefined ? spec : { ...spec, stdin: true }, { signal });
     // A job that stops reading its input is no failure of the run: the rest is dropped, as a pipe would.
-    const writing = input === undefined ? undefined : this.writeInput(created.id, input).then(
+    const inputDone = new AbortController();
+    const writing = input === undefined ? undefined : this.writeInput(created.id, input, { signal: inputDone.signal }).then(
       () => undefined,
       (err: unknown) => (err instanceof ServerError && err.code === 'INPUT_REFUSED' ? undefined : err),
     );
@@ -451,10 +456,13 @@ export class JobworkerClient {
       for await (const chunk of this.stream(created.id, { follow: true, signal: stopFailed.signal })) await onOutput?.(chunk);
       const job = stopping ? await stopping : await this.get(created.id);
       if (stopping && job.status === JobStatus.JOB_STATUS_STOPPED) throw new RunAbortedError(job, exitCodeOf(job), signal?.reason);
+      // The job has ended: the server has answered the input by now, or is about to (a refusal is no failure, above).
       const inputFailure = await writing;
       if (inputFailure !== undefined) throw inputFailure;
       return { job, exitCode: exitCodeOf(job) };
     } finally {
+      // Whatever ended the run, the input stops being read (a terminal would keep it waiting).
+      inputDone.abort();
       signal?.removeEventListener('abort', stop);
     }
   }

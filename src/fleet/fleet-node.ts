@@ -536,11 +536,11 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     });
     const onGone = (): void => upstream!.cancel();
     input.gone.addEventListener('abort', onGone, { once: true });
-    // The other node's answer may come early (a refusal): then nothing more is sent.
-    let answered = false;
+    // The other node's answer may come early (a refusal, the job's end): then nothing more is read or sent.
+    const answered = new AbortController();
     void answer.then(
-      () => (answered = true),
-      () => (answered = true),
+      () => answered.abort(),
+      () => answered.abort(),
     );
     try {
       const send = async (data: Buffer, first: boolean): Promise<void> => {
@@ -548,9 +548,13 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         await Promise.race([once(upstream!, 'drain'), answer.catch(() => undefined)]);
       };
       await send(input.first.data, true);
-      for (let data = await input.next(); data !== null && !answered; data = await input.next()) await send(data, false);
+      for (let data = await input.next(answered.signal); data !== null; data = await input.next(answered.signal)) await send(data, false);
       upstream!.end();
       return await answer;
+    } catch (err) {
+      // The client's side failed (a message for another job): the job's node must not wait on for more.
+      upstream!.cancel();
+      throw err;
     } finally {
       input.gone.removeEventListener('abort', onGone);
     }

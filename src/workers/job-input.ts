@@ -7,6 +7,10 @@ import type net from 'node:net';
 import { messageOf } from '../common/error-message.js';
 import type { InputClosed, InputTaken, TaskToMain } from './protocol.js';
 
+function why(err: NodeJS.ErrnoException): string {
+  return err.code === 'EPIPE' ? 'the job closed its stdin' : messageOf(err);
+}
+
 export class JobInput {
   readonly #pipe: net.Socket;
   readonly #post: (message: TaskToMain) => void;
@@ -16,9 +20,7 @@ export class JobInput {
     this.#pipe = pipe;
     this.#post = post;
     // EPIPE once nothing reads it (the job closed its stdin or ended): what is still queued is dropped.
-    pipe.on('error', (err: NodeJS.ErrnoException) => {
-      this.#close(err.code === 'EPIPE' ? 'the job closed its stdin' : messageOf(err));
-    });
+    pipe.on('error', (err: NodeJS.ErrnoException) => this.#close(why(err)));
   }
 
   write(data: Uint8Array): void {
@@ -33,7 +35,8 @@ export class JobInput {
   /** EOF for the job, once it has taken every byte written. */
   end(): void {
     if (this.#closed) return;
-    this.#pipe.end(() => this.#close(null));
+    // Node calls this with the error of a write still queued (EPIPE) before it emits 'error'.
+    this.#pipe.end((err?: NodeJS.ErrnoException | null) => this.#close(err ? why(err) : null));
   }
 
   /** The job has ended: nothing will read what is left. */

@@ -14,7 +14,7 @@ import { commandLine, shellQuote } from '../../cli/format.js';
 import { GetJobsStreamReq, Job, JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
 import { jobctlPath } from '../helpers/paths.js';
 import { DEFAULT_ISOLATION } from '../../src/supervisor/policy/isolation.js';
-import { startTestServer, unary, waitForEnd, type PartialRequestOf, type Role, type TestServer } from '../helpers/server.js';
+import { firstOutput, startTestServer, unary, waitForEnd, type PartialRequestOf, type Role, type TestServer } from '../helpers/server.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MISSING_ID = '123e4567-e89b-12d3-a456-426614174000';
@@ -654,4 +654,25 @@ test('usage: names, labels and timeouts are checked as flags are parsed; stop ta
   t.is(both.stderr, 'jobctl: give a job id or name, or --label (not both)\n');
   const neither = await jobctl(['stop']);
   t.is(neither.exitCode, 2);
+});
+
+test('attach-input: Ctrl-C closes the job\'s stdin after what was sent and exits 130; wait fails at once for a job it cannot find', async (t) => {
+  const id = (await jobctl(['create', '-i', 'cat'])).stdout.trim();
+  const attach = execa('node', [jobctlPath, 'attach-input', id], { env: server.env(), reject: false, timeout: 60_000 });
+  attach.stdin!.write('hello\n');
+  // cat has echoed what was sent: the writer holds the input, its stdin still open.
+  await firstOutput(server.client(), id);
+  attach.kill('SIGINT');
+  const result = await attach;
+  t.is(result.exitCode, 130);
+  t.is(result.stderr, "jobctl: interrupted: the job's stdin is closed after what was sent");
+  const waited = await jobctl(['wait', id]);
+  t.is(waited.stdout, '0\n');
+  t.is((await jobctl(['stream', id])).stdout, 'hello\n');
+
+  const long = (await jobctl(['create', 'sleep', '600'])).stdout.trim();
+  t.teardown(() => jobctl(['stop', long]));
+  const missing = await jobctl(['wait', long, 'nobody-is-called-this']);
+  t.is(missing.exitCode, 1);
+  t.is(missing.stderr, 'jobctl: no job is named "nobody-is-called-this"\n');
 });

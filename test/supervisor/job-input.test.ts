@@ -165,6 +165,26 @@ test('one writer at a time, once; a viewer may not write; no input to a job with
   t.is(ended.code, 'INPUT_REFUSED');
 });
 
+test('a job that ends while its writer sends nothing ends the call; one that took every byte before ending answers OK', async (t) => {
+  const client = clientOf(isolated);
+  t.teardown(() => client.close());
+  // The writer sends a line, then nothing more, ever (a terminal nobody types into).
+  async function* oneLineThenSilence(): AsyncGenerator<Uint8Array> {
+    yield Buffer.from('only\n');
+    await new Promise<void>(() => undefined);
+  }
+  const job = await client.create({ command: 'head', args: ['-n', '1'], stdin: true });
+  const err = await refusal(client.writeInput(job.id, oneLineThenSilence()));
+  t.is(err.code, 'INPUT_REFUSED');
+  t.is(err.message, `job ${job.id} took 5 bytes of input, then the job ended`);
+  t.is(await outputOf(client, job.id), 'only\n');
+  // Every byte in the pipe before the job exits, whether the end reaches its thread first or not: OK, every time.
+  for (let i = 0; i < 10; i++) {
+    const short = await client.create({ command: 'head', args: ['-c', '2'], stdin: true });
+    t.is(await client.writeInput(short.id, Buffer.from('abcd')), 4);
+  }
+});
+
 test('input racing the job\'s exit: the writer is told how much the job took, the job ends as it did', async (t) => {
   for (const server of [isolated, hostView]) {
     const client = clientOf(server);

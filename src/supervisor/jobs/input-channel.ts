@@ -27,6 +27,9 @@ export class InputChannel {
   #closedBy: string | null = null;
   #inFlight = 0;
   #taken = 0;
+  /** Its writer asked for the end (EOF). */
+  #ending = false;
+  readonly #closed = new AbortController();
   /** Woken as bytes are taken and when the input closes. */
   #wake: (() => void) | undefined;
 
@@ -38,6 +41,11 @@ export class InputChannel {
   /** Bytes the job's stdin has taken. */
   get taken(): number {
     return this.#taken;
+  }
+
+  /** Aborted once the input is closed, whoever closed it: a writer waiting for its client's next bytes stops waiting. */
+  get closed(): AbortSignal {
+    return this.#closed.signal;
   }
 
   /** A message from the job's supervisor thread (the runner passes each on). */
@@ -91,6 +99,7 @@ export class InputChannel {
    * that went away).
    */
   async end(signal?: AbortSignal): Promise<void> {
+    this.#ending = true;
     if (this.#state === 'writing') {
       this.#state = 'closing';
       const end: InputEnd = { type: 'input-end' };
@@ -109,7 +118,9 @@ export class InputChannel {
   #close(error: string | null): void {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
-    this.#closedBy = error;
+    // The job ended before the end reached its thread, with every byte taken: the writer's end is what happened.
+    this.#closedBy = this.#ending && this.#inFlight === 0 ? null : error;
+    this.#closed.abort();
   }
 
   #changed(signal: AbortSignal): Promise<void> {

@@ -42,12 +42,10 @@ export class JobStore {
    * names one goes on exactly after it.
    */
   readonly #ordered: JobRecord[] = [];
-  /**
-   * The jobs of each name, oldest first: the last one holds the name while
-   * it runs (a name is unique among jobs that have not ended), and is what
-   * the name means once it has ended.
-   */
+  /** The jobs of each name, in list order: when none holds the name, the last is what it means. */
   readonly #named = new Map<string, JobRecord[]>();
+  /** The job that holds each name: one that has not ended (not by list order, which follows the clock). */
+  readonly #holders = new Map<string, JobRecord>();
   /** Names of jobs whose start is in flight: held from the check until the job is in the store or has failed to start. */
   readonly #reserved = new Set<string>();
   /** How many of #jobs have ended: pruning asks at every job's end, and must not count them all each time. */
@@ -68,6 +66,7 @@ export class JobStore {
   recordEnd(record: JobRecord): void {
     if (this.#jobs.get(record.id) !== record) return;
     this.#ended += 1;
+    if (record.name !== null && this.#holders.get(record.name) === record) this.#holders.delete(record.name);
     this.#write(record);
   }
 
@@ -110,6 +109,7 @@ export class JobStore {
       const at = this.#ordered[guess] === record ? guess : this.#ordered.indexOf(record);
       if (at >= 0) this.#ordered.splice(at, 1);
       if (record.name !== null) this.#unname(record, record.name);
+      if (record.name !== null && this.#holders.get(record.name) === record) this.#holders.delete(record.name);
     }
     this.#history.delete(record.id);
   }
@@ -122,15 +122,15 @@ export class JobStore {
    */
   claimName(name: string): { release: () => void } | { heldBy: JobRecord | null } {
     if (this.#reserved.has(name)) return { heldBy: null };
-    const holder = this.#named.get(name)?.at(-1);
-    if (holder?.state === 'RUNNING') return { heldBy: holder };
+    const holder = this.#holders.get(name);
+    if (holder) return { heldBy: holder };
     this.#reserved.add(name);
     return { release: () => this.#reserved.delete(name) };
   }
 
   /** The job a name means: the one that holds it now, else the newest ended job of that name. */
   byName(name: string): JobRecord | undefined {
-    return this.#named.get(name)?.at(-1);
+    return this.#holders.get(name) ?? this.#named.get(name)?.at(-1);
   }
 
   #write(record: JobRecord): void {
@@ -151,6 +151,7 @@ export class JobStore {
   #insert(record: JobRecord): void {
     this.#jobs.set(record.id, record);
     const position = positionOf(record);
+    if (record.name !== null && record.state === 'RUNNING') this.#holders.set(record.name, record);
     if (record.name !== null) {
       const named = this.#named.get(record.name);
       if (!named) this.#named.set(record.name, [record]);

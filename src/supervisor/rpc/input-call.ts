@@ -9,8 +9,8 @@ import type { InputCall } from './job-api.js';
 export interface InputStream {
   /** The first message: its id names the job. */
   first: InputChunk;
-  /** The next message's data, or null once the call has ended or the client has gone. */
-  next(): Promise<Buffer | null>;
+  /** The next message's data, or null once the call has ended, the client has gone, or `stop` aborts (its input closed). */
+  next(stop?: AbortSignal): Promise<Buffer | null>;
   /** Aborted when the client goes away. */
   gone: AbortSignal;
   /** Stop listening to the call. */
@@ -30,8 +30,14 @@ export async function openInput(call: InputCall): Promise<InputStream> {
     close();
     throw Errors.invalidArgument('WriteInput: the first message must name the job (id)');
   }
-  const next = async (): Promise<Buffer | null> => {
-    const message = await read();
+  const next = async (stop?: AbortSignal): Promise<Buffer | null> => {
+    if (stop?.aborted) return null;
+    let onStop: (() => void) | undefined;
+    const stopped = stop && new Promise<IteratorResult<InputChunk>>((resolve) => {
+      onStop = () => resolve({ done: true, value: undefined });
+      stop.addEventListener('abort', onStop, { once: true });
+    });
+    const message = await (stopped ? Promise.race([read(), stopped]) : read()).finally(() => onStop && stop!.removeEventListener('abort', onStop));
     if (message.done) return null;
     if (message.value.id !== '' && message.value.id !== first.value.id) {
       throw Errors.invalidArgument(`WriteInput: a call writes to one job (${first.value.id}), got ${quoted(message.value.id)}`);

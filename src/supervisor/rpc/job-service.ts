@@ -42,6 +42,19 @@ export const MAX_CHUNK_BYTES = 64 * 1024;
 /** GetJobs fresh_usage: usage reads in flight at once, each a round trip to a supervisor thread. */
 const USAGE_READS_AT_ONCE = 64;
 
+/** Resolves once the job has ended or `signal` aborts (at once if it has), leaving no listener behind. */
+async function untilEndedOr(record: JobRecord, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return;
+  let onAbort!: () => void;
+  const aborted = new Promise<void>((resolve) => (onAbort = resolve));
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    await Promise.race([record.ended, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
 /** Runs `step`, turning the InputChannel's refusals into INPUT_REFUSED. */
 function refusingInput<T>(step: () => T): T {
   try {
@@ -135,7 +148,7 @@ export class JobService implements JobApi {
   /** Answers once the job has ended; a caller that goes away stops the wait (signal). */
   async waitJob(_caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
     const record = this.find(request.id);
-    await Promise.race([record.ended, once(signal, 'abort')]);
+    await untilEndedOr(record, signal);
     return toJob(record);
   }
 
@@ -165,7 +178,8 @@ export class JobService implements JobApi {
     refusingInput(() => channel.claim());
     try {
       await channel.write(input.first.data, input.gone);
-      for (let data = await input.next(); data !== null && !input.gone.aborted; data = await input.next()) await channel.write(data, input.gone);
+      // A job that ends, or stops reading, while its writer sends nothing ends the call too.
+      for (let data = await input.next(channel.closed); data !== null && !input.gone.aborted; data = await input.next(channel.closed)) await channel.write(data, input.gone);
       await channel.end(input.gone);
       return { bytesWritten: channel.taken };
     } catch (err) {
