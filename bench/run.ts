@@ -12,6 +12,7 @@ import { fleet } from './scenarios/fleet.js';
 import { ensureCgroupTools, jobStart } from './scenarios/job-start.js';
 import { memoryBound } from './scenarios/memory-bound.js';
 import { metrics } from './scenarios/metrics.js';
+import { mixedLoad } from './scenarios/mixed-load.js';
 import { outputThroughput } from './scenarios/output-throughput.js';
 import { rpcUnderFlood } from './scenarios/rpc-under-flood.js';
 import { scale } from './scenarios/scale.js';
@@ -30,6 +31,7 @@ const SCENARIOS: [string, (server: BenchServer, quick: boolean) => Promise<Row[]
   ['2. output throughput', outputThroughput],
   ['4. fan-out', fanOut],
   ['7. memory bound', memoryBound],
+  ['10. mixed load', mixedLoad],
 ];
 
 class BenchCommand extends Command {

@@ -87,3 +87,8 @@ export function ringViews(sab: SharedArrayBuffer): RingViews {
     mask: capacity - 1,
   };
 }
+
+/** An empty, open ring again, for another job: only once its writer's task and its reader are both done with it. */
+export function resetRing(sab: SharedArrayBuffer): void {
+  new Int32Array(sab, 0, STATE_SLOTS).fill(0);
+}

@@ -24,13 +24,13 @@ import type {
   TaskName,
   TaskToMain,
 } from '../../workers/protocol.js';
-import { createRing } from '../../workers/ring-layout.js';
 import type { SupervisorThreadData } from '../../workers/thread-stats.js';
 import { Errors, JobworkerError } from '../errors.js';
 import { JOB_ID_VARIABLE } from '../policy/job-environment.js';
 import type { ServerMetrics } from '../ops/metrics.js';
 import { readPipesInline } from '../output/inline-reader.js';
 import { OutputLog, jobLogOptions } from '../output/log.js';
+import { RingPool } from '../output/ring-pool.js';
 import { RingReader, pumpRing } from '../output/ring-reader.js';
 import { InputChannel } from './input-channel.js';
 import { askUsage } from './usage-request.js';
@@ -98,6 +98,7 @@ export class JobRunner {
   readonly #options: JobRunnerOptions;
   readonly #logger: Logger;
   readonly #ports = new Map<string, MessagePort>();
+  readonly #rings: RingPool;
   /** The stdin of each running job created with one. */
   readonly #inputs = new Map<string, InputChannel>();
   /** One usage request in flight per job; concurrent askers share it. */
@@ -112,6 +113,7 @@ export class JobRunner {
     this.#store = store;
     this.#options = options;
     this.#logger = options.logger;
+    this.#rings = new RingPool(options.ringCapacity);
     // Each thread supervises any number of jobs at once; a task is one job's
     // whole life, so the pool must never queue tasks behind busy threads.
     this.#pool = new Piscina({
@@ -176,7 +178,7 @@ export class JobRunner {
     if (!this.#cgroup) throw new Error('JobRunner.prepare() must run before start()');
     const id = request.id ?? randomUUID();
     const began = performance.now();
-    const ring = createRing(this.#options.ringCapacity);
+    const ring = this.#rings.take();
     const reader = new RingReader(ring);
     const log = new OutputLog(jobLogOptions(this.#options.outputRoot, id, this.#options.maxOutputBytes, this.#logger));
     const capture = this.#options.metrics.countingCapture(log);
@@ -186,10 +188,12 @@ export class JobRunner {
      * ring holds whatever the disk does, and ends. A dead thread will never
      * close its ring: it is closed from this side.
      */
-    const pumped = (writerDead: boolean): Promise<void> => {
+    const pumped = async (writerDead: boolean): Promise<void> => {
       log.stopHoldingBack();
       if (writerDead) reader.abandon();
-      return drained;
+      await drained;
+      // The writer's task has returned or its thread is dead: the ring is nobody's now.
+      this.#rings.give(ring);
     };
     const { port1: port, port2: taskPort } = new MessageChannel();
     const task: RunJobTask = {
@@ -252,6 +256,7 @@ export class JobRunner {
     let recorded = false;
     const ended = Promise.all([outcome, drained, inline?.done]).then(
       async ([result]) => {
+        this.#rings.give(ring);
         // Every byte on disk before the end is recorded (unless the disk is full: then the end does not wait).
         await log.close();
         endJob(record, result, new Date());
