@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
 import { GetJobsStreamReq, JobStatus, OutputStream, type DataChunk, type Job, type Limits } from '../../src/gen/jobworker/v1/jobworker.js';
+import { MAX_CHUNK_BYTES } from '../../src/supervisor/rpc/job-service.js';
 import { alive, groupsUnder, waitUntil } from '../helpers/host.js';
 import { collectStream, firstOutput as firstOutputOf, rejects, HOST_VIEW, startTestServer, unary, type TestServer } from '../helpers/server.js';
 
@@ -177,7 +178,7 @@ test.serial('output: random binary on stdout and stderr arrives byte-exact on ea
   const expectedOut = Buffer.concat([out, out]);
   t.true(followed.stdout.equals(expectedOut), `stdout: ${followed.stdout.length} bytes, ${expectedOut.length} expected`);
   t.true(followed.stderr.equals(err), `stderr: ${followed.stderr.length} bytes, ${err.length} expected`);
-  t.true(followed.chunks.every((c) => c.data.length <= 64 * 1024), 'history goes out in bounded chunks');
+  t.true(followed.chunks.every((c) => c.data.length <= MAX_CHUNK_BYTES), 'history goes out in bounded chunks');
   // Offsets run on without a gap across both streams.
   let offset = 0;
   for (const chunk of followed.chunks) {

@@ -37,8 +37,26 @@ import { readPage, type JobsPage } from './job-pages.js';
 import { toJob } from './job-view.js';
 import { WriteWindow } from './write-window.js';
 
-/** History goes out in pieces of at most this size, never as one message. */
-export const MAX_CHUNK_BYTES = 64 * 1024;
+/** Output goes out in pieces of at most this size, never as one message. */
+export const MAX_CHUNK_BYTES = 256 * 1024;
+/** And of at least this much (where there is that much), however many streams are open. */
+export const MIN_CHUNK_BYTES = 64 * 1024;
+/**
+ * About what the chunks of all open streams may come to together: each
+ * stream holds a few of its own in flight (read, encoded, queued). Fewer,
+ * larger messages are faster for one reader (256 KiB against 64 KiB: about
+ * 1.3× to one jobctl, bench scenario 2), but a hundred followers of 256 KiB
+ * took the server past its memory bound (bench scenario 7: 404 MB against
+ * 235–248): a stream's chunks shrink as more streams are open.
+ */
+const CHUNK_BUDGET_BYTES = 4 * 1024 * 1024;
+
+/** The chunk size while `open` streams share the budget: a power of two from MIN_CHUNK_BYTES to MAX_CHUNK_BYTES. */
+export function chunkBytes(open: number): number {
+  let size = MAX_CHUNK_BYTES;
+  while (size > MIN_CHUNK_BYTES && size * open > CHUNK_BUDGET_BYTES) size /= 2;
+  return size;
+}
 /** GetJobs fresh_usage: usage reads in flight at once, each a round trip to a supervisor thread. */
 const USAGE_READS_AT_ONCE = 64;
 
@@ -90,6 +108,9 @@ export interface ServiceOptions {
 export type ResolvedJob = Omit<StartRequest, 'owner' | 'id'>;
 
 export class JobService implements JobApi {
+  /** GetJobsStream calls sending now: they share CHUNK_BUDGET_BYTES. */
+  #streams = 0;
+
   constructor(readonly options: ServiceOptions) {}
 
   async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
@@ -218,6 +239,7 @@ export class JobService implements JobApi {
     const window = new WriteWindow(call, gone.signal);
     const { openStreams, sentBytes } = this.options.metrics;
     openStreams.inc();
+    this.#streams += 1;
     try {
       if (since) cursor.offset = Math.max(cursor.offset, await offsetSince(log, since.getTime()));
       if (tailLines !== undefined) cursor.offset = Math.max(cursor.offset, await offsetOfLastLines(log, tailLines, log.length));
@@ -225,7 +247,7 @@ export class JobService implements JobApi {
       while (cursor.offset < end) {
         // Frame by frame while each chunk's time matters: to timestamp it, or
         // until the first that arrived at or after since (times never decrease).
-        const slice = await cursor.next(Math.min(MAX_CHUNK_BYTES, end - cursor.offset), timestamps || notYet);
+        const slice = await cursor.next(Math.min(chunkBytes(this.#streams), end - cursor.offset), timestamps || notYet);
         // A since still to come holds back what a follower gets until then.
         if (slice && notYet && slice.time < since!.getTime()) continue;
         if (slice) {
@@ -253,6 +275,7 @@ export class JobService implements JobApi {
       throw err;
     } finally {
       openStreams.dec();
+      this.#streams -= 1;
       call.off('cancelled', onCancel);
       call.off('close', onCancel);
       await cursor.close();

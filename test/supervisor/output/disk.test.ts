@@ -12,6 +12,7 @@ import { adminClient, daemonSetup, startDaemon, type Daemon } from '../../helper
 import { pidsIn, tmpfs, waitUntil } from '../../helpers/host.js';
 import { jobctlPath as jobctl } from '../../helpers/paths.js';
 import { collectStream, rejects, HOST_VIEW, startTestServer, unary, waitForEnd, type TestServer } from '../../helpers/server.js';
+import { MAX_CHUNK_BYTES } from '../../../src/supervisor/rpc/job-service.js';
 
 const MiB = 1024 * 1024;
 const limits = { maxCpuPercent: 100, maxMemoryMb: 256, maxIoBps: 0, maxPids: 0 };
@@ -69,7 +70,7 @@ test.serial('memory: server RSS stays under 300 MB while 100 followers each stre
   // Each follower reads its share from the log's first byte on, checks it, and lets go: 100 readers
   // at once through the files, which is what the memory bound is about (all 100 GiB would take half an hour here).
   const share = 20 * MiB;
-  const zeros = Buffer.alloc(64 * 1024);
+  const zeros = Buffer.alloc(MAX_CHUNK_BYTES);
   const received = await Promise.all(
     Array.from({ length: 100 }, (_, i) => {
       const stream = clients[i % 2]!.getJobsStream(GetJobsStreamReq.fromPartial({ id: job.id, follow: true }));
