@@ -1,5 +1,6 @@
 // A bare grpc-js server that answers GetJobsStream with N MiB of zeros from
-// memory, in 64 KiB chunks, over the same mutual TLS: what grpc-js itself can
+// memory, in chunks of jobworkerd's largest size (MAX_CHUNK_BYTES: what one
+// follower alone gets), over the same mutual TLS: what grpc-js itself can
 // stream here, the floor under jobworkerd's own output path (scenario 2).
 // Run as `node dist/bench/grpc-floor.js <pki dir> <MiB>`; prints its port.
 import fs from 'node:fs';

@@ -71,6 +71,12 @@ function usageErrorLine(err: unknown, args: readonly string[]): string {
 }
 
 // No top-level await: the bundle is CommonJS, for its code cache (scripts/bundle-cli.mjs).
+// A main() that never settled exits 13, as an unsettled top-level await does, not 0.
+let settled = false;
+process.once('exit', () => {
+  if (!settled) process.exitCode ||= 13;
+});
 void main(process.argv.slice(2)).then((code) => {
+  settled = true;
   process.exitCode = code;
 });

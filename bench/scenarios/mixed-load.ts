@@ -94,20 +94,17 @@ async function measure(server: BenchServer, quick: boolean): Promise<Row[]> {
   const until = performance.now() + seconds * 1000;
   const counts = new Map<Kind, number>(KINDS.map((kind) => [kind, 0]));
   let written = 0;
-  let seed = 1;
-  // Sizes from a fixed sequence: every run moves the same bytes.
-  const nextSize = (): number => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return 1 + (seed % MAX_JOB_BYTES);
-  };
   try {
     await Promise.all(
       Array.from({ length: CLIENTS }, async (_, c) => {
         const admin = server.client('admin');
         const viewer = server.client('viewer');
+        // Each client's sizes from a fixed sequence of its own: a run's jobs are the same whatever the timing.
+        let seed = c + 1;
         for (let i = c; performance.now() < until; i += CLIENTS) {
           const kind = KINDS[i % KINDS.length]!;
-          const bytes = nextSize();
+          seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+          const bytes = 1 + (seed % MAX_JOB_BYTES);
           await oneJob(admin, viewer, kind, bytes);
           counts.set(kind, counts.get(kind)! + 1);
           written += bytes;

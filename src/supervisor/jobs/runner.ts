@@ -179,6 +179,13 @@ export class JobRunner {
     const id = request.id ?? randomUUID();
     const began = performance.now();
     const ring = this.#rings.take();
+    let ringGiven = false;
+    /** Back to the pool, once: a ring given back twice could go to two jobs at once. */
+    const giveRing = (): void => {
+      if (ringGiven) return;
+      ringGiven = true;
+      this.#rings.give(ring);
+    };
     const reader = new RingReader(ring);
     const log = new OutputLog(jobLogOptions(this.#options.outputRoot, id, this.#options.maxOutputBytes, this.#logger));
     const capture = this.#options.metrics.countingCapture(log);
@@ -193,7 +200,7 @@ export class JobRunner {
       if (writerDead) reader.abandon();
       await drained;
       // The writer's task has returned or its thread is dead: the ring is nobody's now.
-      this.#rings.give(ring);
+      giveRing();
     };
     const { port1: port, port2: taskPort } = new MessageChannel();
     const task: RunJobTask = {
@@ -256,7 +263,7 @@ export class JobRunner {
     let recorded = false;
     const ended = Promise.all([outcome, drained, inline?.done]).then(
       async ([result]) => {
-        this.#rings.give(ring);
+        giveRing();
         // Every byte on disk before the end is recorded (unless the disk is full: then the end does not wait).
         await log.close();
         endJob(record, result, new Date());
@@ -409,7 +416,12 @@ export class JobRunner {
     await request;
   }
 
-  /** Refuses new jobs, stops every running one, removes the parent groups it made, and ends the pool. */
+  /**
+   * Refuses new jobs, stops every running one, removes the parent groups it
+   * made, and ends the pool. (Piscina rejects a thread's tasks as it starts
+   * ending the thread: a ring is given back then only because no task is
+   * left by the time the pool is destroyed.)
+   */
   async close(graceMs: number): Promise<void> {
     this.#closing = true;
     await Promise.all(this.#starting);

@@ -108,7 +108,7 @@ export interface ServiceOptions {
 export type ResolvedJob = Omit<StartRequest, 'owner' | 'id'>;
 
 export class JobService implements JobApi {
-  /** GetJobsStream calls sending now: they share CHUNK_BUDGET_BYTES. */
+  /** GetJobsStream calls open now (following ones too): they share CHUNK_BUDGET_BYTES. */
   #streams = 0;
 
   constructor(readonly options: ServiceOptions) {}
@@ -226,7 +226,7 @@ export class JobService implements JobApi {
    * client is held back by gRPC flow control (see WriteWindow) and never
    * gets more than a few chunks of its own.
    */
-  async streamOutput(_caller: Caller, call: OutputCall): Promise<void> {
+  async streamOutput(caller: Caller, call: OutputCall): Promise<void> {
     const { id, follow, since, tailLines, timestamps } = call.request;
     const record = this.find(id);
     const { log } = record;
@@ -247,7 +247,10 @@ export class JobService implements JobApi {
       while (cursor.offset < end) {
         // Frame by frame while each chunk's time matters: to timestamp it, or
         // until the first that arrived at or after since (times never decrease).
-        const slice = await cursor.next(Math.min(chunkBytes(this.#streams), end - cursor.offset), timestamps || notYet);
+        // A stream another node relays is held there too (its window, grpc-js's read-ahead of 16
+        // messages), where this node's budget does not count it: the least chunks for those.
+        const size = caller.via === undefined ? chunkBytes(this.#streams) : MIN_CHUNK_BYTES;
+        const slice = await cursor.next(Math.min(size, end - cursor.offset), timestamps || notYet);
         // A since still to come holds back what a follower gets until then.
         if (slice && notYet && slice.time < since!.getTime()) continue;
         if (slice) {

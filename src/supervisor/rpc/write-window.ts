@@ -8,7 +8,8 @@ const CHUNKS_IN_FLIGHT = 2;
 /**
  * Holds a stream's writer back once CHUNKS_IN_FLIGHT chunks are queued.
  * grpc-js queues 16 messages per call before write() says false: at 64 KiB
- * a chunk, plus its encoded copy, a hundred followers held 2 MiB each.
+ * a chunk (a hundred streams get no more, job-service.ts chunkBytes), plus
+ * its encoded copy, a hundred followers held 2 MiB each.
  */
 export class WriteWindow {
   #inFlight = 0;
