@@ -3,12 +3,13 @@
 // throughout; a stream relayed from it ends UNAVAILABLE after the bytes it
 // had; and when the node comes back it agrees with the fleet, killing what
 // the fleet has ended.
+import net from 'node:net';
 import test from 'ava';
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
 import { JobStatus, NodeState, OutputStream, type DataChunk } from '../../src/gen/jobworker/v1/jobworker.js';
 import { GetJobsStreamReq } from '../../src/gen/jobworker/v1/jobworker.js';
 import { alive, waitUntil } from '../helpers/host.js';
-import { listAll, unary } from '../helpers/server.js';
+import { collectStream, listAll, unary } from '../helpers/server.js';
 import { nodesOf, startFleet, waitForFleet, type FleetNode } from '../helpers/fleet.js';
 
 /** --node-lost-after in FLEET_TIMERS, and a generous margin for a loaded machine. */
@@ -103,4 +104,23 @@ test('SIGTERM of a node: its jobs end STOPPED in the fleet, it is draining while
   t.is(ended!.status, JobStatus.JOB_STATUS_STOPPED);
   t.is(ended!.exitCode, 0);
   t.deepEqual((await nodesOf(n1)).nodes.map((n) => n.name), ['n1']);
+});
+
+test('a node restarted at another address (its port taken while it was down): it registers there, and the fleet places and forwards to it', async (t) => {
+  const { nodes } = await startFleet(t, { nodes: 2 });
+  const [n1, n2] = nodes as [FleetNode, FleetNode];
+  const oldPort = n2.port;
+  n2.daemon.process.kill('SIGKILL');
+  await n2.daemon.process.catch(() => undefined);
+  // Someone else takes its port meanwhile.
+  const squatter = net.createServer();
+  await new Promise<void>((resolve) => squatter.listen(oldPort, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
+  await n2.restart();
+  t.not(n2.port, oldPort);
+  await waitForFleet(() => nodesOf(n1), ({ nodes: now }) => now.find((n) => n.name === 'n2')?.address === `127.0.0.1:${n2.port}`, 'n2 registered at its new address');
+  const { job } = await unary(n1.jobs, 'createJob', { command: 'sh', args: ['-c', 'echo from-n2'], node: 'n2' });
+  t.is(job!.node, 'n2');
+  const { stdout } = await collectStream(n1.jobs, { id: job!.id, follow: true });
+  t.is(stdout.toString(), 'from-n2\n');
 });

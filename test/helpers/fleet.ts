@@ -74,31 +74,47 @@ export async function startFleet(t: Teardown, options: FleetOptions = {}): Promi
       const node = { name, dir, parent } as FleetNode;
       let listen = '127.0.0.1:0';
       let env = options.env?.(i) ?? {};
-      const launch = async (): Promise<void> => {
+      const start = async (): Promise<string | undefined> => {
         const daemon = launchDaemon(t, dir, parent, {
           hostView: true,
           env,
           args: ['--listen', listen, '--fleet-etcd', etcd.endpoints.join(','), '--node-name', name, '--advertise', '127.0.0.1', ...FLEET_TIMERS, ...(options.args?.(i) ?? [])],
         });
-        let port: number;
         try {
-          port = (await daemon.logged('jobworkerd listening')).port!;
+          node.port = (await daemon.logged('jobworkerd listening')).port!;
         } catch {
-          throw new Error(`node ${name} exited before listening: ${(await daemon.process).stderr}`);
+          return (await daemon.process).stderr;
         }
         node.daemon = daemon;
-        node.port = port;
-        listen = `127.0.0.1:${port}`;
+        listen = `127.0.0.1:${node.port}`;
         env = {};
+        return undefined;
       };
-      await launch();
-      node.jobs = openChannel({ server: `127.0.0.1:${node.port}`, ca: `${dir}/ca-cert.pem`, cert: `${dir}/client-admin-cert.pem`, key: `${dir}/client-admin-key.pem` });
-      node.fleet = new FleetServiceClient(`127.0.0.1:${node.port}`, withoutIpServerName(credentials.createSsl(Buffer.from(ca.certPem), Buffer.from(admin.keyPem), Buffer.from(admin.certPem))));
+      /** Clients of the node at its port (again, when a restart had to take another). */
+      const connect = (): void => {
+        node.jobs?.close();
+        node.fleet?.close();
+        node.jobs = openChannel({ server: `127.0.0.1:${node.port}`, ca: `${dir}/ca-cert.pem`, cert: `${dir}/client-admin-cert.pem`, key: `${dir}/client-admin-key.pem` });
+        node.fleet = new FleetServiceClient(`127.0.0.1:${node.port}`, withoutIpServerName(credentials.createSsl(Buffer.from(ca.certPem), Buffer.from(admin.keyPem), Buffer.from(admin.certPem))));
+      };
+      const failed = await start();
+      if (failed !== undefined) throw new Error(`node ${name} exited before listening: ${failed}`);
+      connect();
       t.teardown(() => {
         node.jobs.close();
         node.fleet.close();
       });
-      node.restart = launch;
+      node.restart = async () => {
+        // Its old port, as a restarted server would take; but between the kill and now the kernel
+        // may have given that port to another test's socket: then another (the node advertises it).
+        let failed = await start();
+        if (failed?.includes('EADDRINUSE')) {
+          listen = '127.0.0.1:0';
+          failed = await start();
+          if (failed === undefined) connect();
+        }
+        if (failed !== undefined) throw new Error(`node ${name} exited before listening: ${failed}`);
+      };
       return node;
     }),
   );
