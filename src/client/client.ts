@@ -4,6 +4,7 @@
 import { once } from 'node:events';
 import os from 'node:os';
 import { connectivityState as ConnectivityState, credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { unlessAborted } from '../common/abortable.js';
 import { MAX_PAGE_SIZE } from '../common/api-limits.js';
 import {
   FleetServiceClient,
@@ -339,11 +340,13 @@ export class JobworkerClient {
     });
     const cancel = (): void => call.cancel();
     signal?.addEventListener('abort', cancel, { once: true });
-    let settled = false;
-    const done = answer.then(
-      () => (settled = true),
-      () => (settled = true),
+    // The server may answer early (a refusal, the job's end): then nothing more is read or sent.
+    const answered = new AbortController();
+    void answer.then(
+      () => answered.abort(),
+      () => answered.abort(),
     );
+    const over: IteratorResult<Uint8Array> = { done: true, value: undefined };
     try {
       // The first message names the job, data or not.
       let first = true;
@@ -351,17 +354,16 @@ export class JobworkerClient {
         // A copy: grpc-js may serialise it after the source has reused its buffer.
         const message = { id: first ? id : '', data: Buffer.from(piece) };
         first = false;
-        if (!call.write(message)) await Promise.race([once(call, 'drain'), done]);
+        if (!call.write(message)) await unlessAborted(once(call, 'drain'), answered.signal, undefined);
       };
       const source = (data instanceof Uint8Array ? (async function* () { yield data; })() : data)[Symbol.asyncIterator]();
       await send(new Uint8Array(0));
       // A source that waits (a terminal, a generator) must not hold up the end of a call that is over.
-      const over = done.then((): IteratorResult<Uint8Array> => ({ done: true, value: undefined }));
-      for (let next = await Promise.race([source.next(), over]); !next.done && !settled; next = await Promise.race([source.next(), over])) {
+      for (let next = await unlessAborted(source.next(), answered.signal, over); !next.done; next = await unlessAborted(source.next(), answered.signal, over)) {
         const chunk = next.value;
-        for (let at = 0; at < chunk.length && !settled; at += INPUT_PIECE_BYTES) await send(chunk.subarray(at, at + INPUT_PIECE_BYTES));
+        for (let at = 0; at < chunk.length && !answered.signal.aborted; at += INPUT_PIECE_BYTES) await send(chunk.subarray(at, at + INPUT_PIECE_BYTES));
       }
-      if (settled) void source.return?.();
+      if (answered.signal.aborted) void source.return?.();
       call.end();
       return await endpoint.guarded(answer, cancel);
     } catch (err) {

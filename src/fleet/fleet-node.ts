@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { CallOptions, Metadata, ServiceError } from '@grpc/grpc-js';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { unlessAborted } from '../common/abortable.js';
 import { atMost } from '../common/at-most.js';
 import { settlesWithin } from '../common/settle-within.js';
 import { messageOf } from '../common/error-message.js';
@@ -446,9 +447,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     const job = await this.#fleetJob(request.id);
     if (ENDED.has(job.status)) return job;
     if (job.node === this.self) return this.#localJob(await this.local.service.stopJob(caller, { ...request, id: job.id }));
-    const node = this.#table.get(job.node) ?? (await this.#readNodes()).get(job.node);
-    if (!node) throw nodeUnavailable({ name: job.node, address: 'unknown' }, 'it is not in the fleet');
-    if (node.state === 'lost') throw nodeUnavailable(node.info, 'it is lost; its jobs are being ended as lost');
+    const node = await this.#nodeOf(job, 'its jobs are being ended as lost');
     try {
       const answer = await callPeer<StopJobReq, { job?: Job }>(this.peers.jobs(node.info), 'stopJob', { ...request, id: job.id }, forwardedMetadata(caller), graceMs + FORWARD_TIMEOUT_MS * 3);
       return answer.job ?? job;
@@ -519,10 +518,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     try {
       const job = await this.#fleetJob(input.first.id);
       if (job.node === this.self) return await this.local.service.writeTo(this.local.service.find(job.id), input);
-      if (ENDED.has(job.status)) throw Errors.inputRefused(`job ${job.id} has ended (${JobStatus[job.status].replace('JOB_STATUS_', '')}): it takes no more input`);
-      const node = this.#table.get(job.node) ?? (await this.#readNodes()).get(job.node);
-      if (!node) throw nodeUnavailable({ name: job.node, address: 'unknown' }, 'it is not in the fleet');
-      if (node.state === 'lost') throw nodeUnavailable(node.info, 'it is lost; its jobs are being ended as lost');
+      if (ENDED.has(job.status)) throw Errors.inputAfterEnd(job.id, JobStatus[job.status].replace('JOB_STATUS_', ''));
+      const node = await this.#nodeOf(job, 'its jobs are being ended as lost');
       return await this.#relayInput(node.info, caller, job.id, input);
     } finally {
       input.close();
@@ -545,7 +542,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     try {
       const send = async (data: Buffer, first: boolean): Promise<void> => {
         if (upstream!.write({ id: first ? id : '', data })) return;
-        await Promise.race([once(upstream!, 'drain'), answer.catch(() => undefined)]);
+        await unlessAborted(once(upstream!, 'drain'), answered.signal, undefined);
       };
       await send(input.first.data, true);
       for (let data = await input.next(answered.signal); data !== null; data = await input.next(answered.signal)) await send(data, false);
@@ -565,9 +562,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     const job = await this.#fleetJob(call.request.id);
     // By name too: the fleet's newest job of that name is this node's, so it is this node's newest of that name.
     if (job.node === this.self) return this.local.service.streamOutput(caller, call);
-    const node = this.#table.get(job.node) ?? (await this.#readNodes()).get(job.node);
-    if (!node) throw nodeUnavailable({ name: job.node, address: 'unknown' }, 'it is not in the fleet; the job\'s output lives there');
-    if (node.state === 'lost') throw nodeUnavailable(node.info, 'it is lost; the job\'s output lives there');
+    const node = await this.#nodeOf(job, 'the job\'s output lives there', '; the job\'s output lives there');
     await this.#relay(node.info, caller, call);
   }
 
@@ -606,6 +601,14 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       call.off('close', onCancel);
     }
     if (!gone.signal.aborted) call.end();
+  }
+
+  /** The node a job runs on, to forward to: NODE_UNAVAILABLE when it is not in the fleet (saying `missing`) or is lost (saying `lost`). */
+  async #nodeOf(job: Job, lost: string, missing = ''): Promise<NodeView> {
+    const node = this.#table.get(job.node) ?? (await this.#readNodes()).get(job.node);
+    if (!node) throw nodeUnavailable({ name: job.node, address: 'unknown' }, `it is not in the fleet${missing}`);
+    if (node.state === 'lost') throw nodeUnavailable(node.info, `it is lost; ${lost}`);
+    return node;
   }
 
   #localJob(job: Job): Job {

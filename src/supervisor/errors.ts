@@ -28,6 +28,7 @@ export const Errors = {
   nameTaken: (name: string, holder: string | null) =>
     new JobworkerError('NAME_TAKEN', `job name ${quoted(name)} is taken ${holder ? `by job ${holder}, which has not ended` : 'by a job that is starting'}`),
   inputRefused: (message: string) => new JobworkerError('INPUT_REFUSED', message),
+  inputAfterEnd: (id: string, state: string) => new JobworkerError('INPUT_REFUSED', `job ${id} has ended (${state}): it takes no more input`),
   unauthenticated: (message: string) => new JobworkerError('UNAUTHENTICATED', message),
   permissionDenied: (message: string) => new JobworkerError('PERMISSION_DENIED', message),
   shuttingDown: () => new JobworkerError('SHUTTING_DOWN', 'the server is shutting down'),

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { status as Status } from '@grpc/grpc-js';
 import test from 'ava';
-import { connect, JobStatus, ServerError, type JobworkerClient } from 'jobworker/client';
+import { connect, JobStatus, type JobworkerClient } from 'jobworker/client';
+import { outputOf, refusal } from '../helpers/client-lib.js';
 import { startFleet, type FleetNode } from '../helpers/fleet.js';
 
 function clientOf(node: FleetNode): JobworkerClient {
@@ -17,12 +18,6 @@ function clientOf(node: FleetNode): JobworkerClient {
   });
 }
 
-async function outputOf(client: JobworkerClient, id: string): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of client.stream(id, { follow: true })) chunks.push(Buffer.from(chunk.data));
-  return Buffer.concat(chunks).toString();
-}
-
 test('through any node: input relayed to the job\'s node byte-exact, names unique fleet-wide and resolved everywhere, labels, deadlines, wait', async (t) => {
   const { nodes } = await startFleet(t);
   const [c1, c2, c3] = nodes.map(clientOf) as [JobworkerClient, JobworkerClient, JobworkerClient];
@@ -32,11 +27,10 @@ test('through any node: input relayed to the job\'s node byte-exact, names uniqu
   const job = await c1.create({ command: 'sha256sum', node: 'n2', name: 'fleet-web', labels: { env: 'load' }, stdin: true });
   t.is(job.node, 'n2');
   t.is(job.name, 'fleet-web');
-  const clash = await c3.create({ command: 'true', node: 'n3', name: 'fleet-web' }).catch((err: unknown) => err);
-  t.true(clash instanceof ServerError);
-  t.is((clash as ServerError).code, 'NAME_TAKEN');
-  t.is((clash as ServerError).grpcStatus, Status.ALREADY_EXISTS);
-  t.is((clash as ServerError).message, `job name "fleet-web" is taken by job ${job.id}, which has not ended`);
+  const clash = await refusal(c3.create({ command: 'true', node: 'n3', name: 'fleet-web' }));
+  t.is(clash.code, 'NAME_TAKEN');
+  t.is(clash.grpcStatus, Status.ALREADY_EXISTS);
+  t.is(clash.message, `job name "fleet-web" is taken by job ${job.id}, which has not ended`);
   for (const client of [c1, c2, c3]) t.is((await client.get('fleet-web')).id, job.id);
   t.deepEqual((await c3.list({ labels: { env: 'load' } })).map((listed) => listed.id), [job.id]);
 
@@ -47,8 +41,7 @@ test('through any node: input relayed to the job\'s node byte-exact, names uniqu
   t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED);
   t.is(ended.node, 'n2');
   t.is(await outputOf(c1, job.id), `${createHash('sha256').update(data).digest('hex')}  -\n`);
-  const refused = await c2.writeInput(job.id, Buffer.from('x')).catch((err: unknown) => err);
-  t.is((refused as ServerError).code, 'INPUT_REFUSED');
+  t.is((await refusal(c2.writeInput(job.id, Buffer.from('x')))).code, 'INPUT_REFUSED');
 
   // Ended: the name may be taken again, on another node, and now means the new job.
   const next = await c2.create({ command: 'sleep', args: ['600'], node: 'n3', name: 'fleet-web', timeoutMs: 1_000 });

@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
 import test from 'ava';
-import { connect, JobStatus, ServerError, type Job, type JobworkerClient } from 'jobworker/client';
+import { connect, JobStatus, type Job, type JobworkerClient } from 'jobworker/client';
+import { outputOf, refusal } from '../helpers/client-lib.js';
 import { HOST_VIEW, startTestServer, type Role, type TestServer } from '../helpers/server.js';
 
 const MIB = 1024 * 1024;
@@ -27,21 +28,6 @@ test.after.always(async () => {
 function clientOf(server: TestServer, role: Role = 'admin'): JobworkerClient {
   const env = server.env(role);
   return connect({ server: server.address, ca: env.JOBWORKER_CA!, cert: env.JOBWORKER_CERT!, key: env.JOBWORKER_KEY! });
-}
-
-async function outputOf(client: JobworkerClient, id: string): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of client.stream(id, { follow: true })) chunks.push(Buffer.from(chunk.data));
-  return Buffer.concat(chunks).toString();
-}
-
-async function refusal(promise: Promise<unknown>): Promise<ServerError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(err instanceof ServerError)) throw new Error(`expected a ServerError, got ${String(err)}`);
-  return err;
 }
 
 /** Yields `data` in 256 KiB pieces, counting what was taken; waits for `gate` before the rest once `holdAfter` bytes are out. */

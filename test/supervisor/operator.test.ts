@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
 import test from 'ava';
-import { connect, JobStatus, ServerError, type JobworkerClient } from 'jobworker/client';
+import { connect, JobStatus, type JobworkerClient } from 'jobworker/client';
+import { refusal } from '../helpers/client-lib.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
@@ -24,15 +25,6 @@ test.after.always(async () => {
   await server?.stop();
   fs.rmSync(dataDir, { recursive: true, force: true });
 });
-
-async function refusal(promise: Promise<unknown>): Promise<ServerError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(err instanceof ServerError)) throw new Error(`expected a ServerError, got ${String(err)}`);
-  return err;
-}
 
 async function endsCounted(outcome: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${server.server.metricsPort}/metrics`)).text();

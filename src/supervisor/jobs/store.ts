@@ -66,7 +66,7 @@ export class JobStore {
   recordEnd(record: JobRecord): void {
     if (this.#jobs.get(record.id) !== record) return;
     this.#ended += 1;
-    if (record.name !== null && this.#holders.get(record.name) === record) this.#holders.delete(record.name);
+    this.#unhold(record);
     this.#write(record);
   }
 
@@ -109,7 +109,7 @@ export class JobStore {
       const at = this.#ordered[guess] === record ? guess : this.#ordered.indexOf(record);
       if (at >= 0) this.#ordered.splice(at, 1);
       if (record.name !== null) this.#unname(record, record.name);
-      if (record.name !== null && this.#holders.get(record.name) === record) this.#holders.delete(record.name);
+      this.#unhold(record);
     }
     this.#history.delete(record.id);
   }
@@ -141,6 +141,11 @@ export class JobStore {
     }
   }
 
+  /** An ended or removed job holds its name no more. */
+  #unhold(record: JobRecord): void {
+    if (record.name !== null && this.#holders.get(record.name) === record) this.#holders.delete(record.name);
+  }
+
   #unname(record: JobRecord, name: string): void {
     const named = this.#named.get(name) ?? [];
     const at = named.indexOf(record);
@@ -154,8 +159,9 @@ export class JobStore {
     if (record.name !== null && record.state === 'RUNNING') this.#holders.set(record.name, record);
     if (record.name !== null) {
       const named = this.#named.get(record.name);
+      // Kept in list order: a name's newest job is its last. A new job is the newest: one comparison.
       if (!named) this.#named.set(record.name, [record]);
-      // Kept in list order: a name's newest job is its last.
+      else if (compare(positionOf(named.at(-1)!), position) < 0) named.push(record);
       else {
         const later = named.findIndex((other) => compare(positionOf(other), position) > 0);
         named.splice(later < 0 ? named.length : later, 0, record);
@@ -239,7 +245,7 @@ export function abandonJob(record: JobRecord, reason: string, endedAt: Date): vo
 }
 
 /** "deadline of 30 s exceeded": what a job stopped by its deadline says first. */
-export function deadlineExceeded(timeoutMs: number): string {
+function deadlineExceeded(timeoutMs: number): string {
   return `deadline of ${Number((timeoutMs / 1000).toFixed(3))} s exceeded`;
 }
 

@@ -2,6 +2,7 @@
 // the rest, until the client ends the call or goes away. A cancelled call
 // may never end its stream, so its going away ends the reading too.
 import { once } from 'node:events';
+import { unlessAborted } from '../../common/abortable.js';
 import type { InputChunk } from '../../gen/jobworker/v1/jobworker.js';
 import { Errors, quoted } from '../errors.js';
 import type { InputCall } from './job-api.js';
@@ -31,14 +32,8 @@ export async function openInput(call: InputCall): Promise<InputStream> {
     throw Errors.invalidArgument('WriteInput: the first message must name the job (id)');
   }
   const next = async (stop?: AbortSignal): Promise<Buffer | null> => {
-    if (stop?.aborted) return null;
-    let onStop: (() => void) | undefined;
-    const stopped = stop && new Promise<IteratorResult<InputChunk>>((resolve) => {
-      onStop = () => resolve({ done: true, value: undefined });
-      stop.addEventListener('abort', onStop, { once: true });
-    });
-    const message = await (stopped ? Promise.race([read(), stopped]) : read()).finally(() => onStop && stop!.removeEventListener('abort', onStop));
-    if (message.done) return null;
+    const message = await unlessAborted(read(), stop, null);
+    if (message === null || message.done) return null;
     if (message.value.id !== '' && message.value.id !== first.value.id) {
       throw Errors.invalidArgument(`WriteInput: a call writes to one job (${first.value.id}), got ${quoted(message.value.id)}`);
     }

@@ -3,6 +3,7 @@
 // work on the store and the runner.
 import { once } from 'node:events';
 import { MAX_GRACE_MS } from '../../common/api-limits.js';
+import { unlessAborted } from '../../common/abortable.js';
 import { atMost } from '../../common/at-most.js';
 import { isJobId, jobNameProblem } from '../../common/job-refs.js';
 import {
@@ -60,26 +61,9 @@ export function chunkBytes(open: number): number {
 /** GetJobs fresh_usage: usage reads in flight at once, each a round trip to a supervisor thread. */
 const USAGE_READS_AT_ONCE = 64;
 
-/** Resolves once the job has ended or `signal` aborts (at once if it has), leaving no listener behind. */
-async function untilEndedOr(record: JobRecord, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return;
-  let onAbort!: () => void;
-  const aborted = new Promise<void>((resolve) => (onAbort = resolve));
-  signal.addEventListener('abort', onAbort, { once: true });
-  try {
-    await Promise.race([record.ended, aborted]);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
-}
-
-/** Runs `step`, turning the InputChannel's refusals into INPUT_REFUSED. */
-function refusingInput<T>(step: () => T): T {
-  try {
-    return step();
-  } catch (err) {
-    throw err instanceof InputRefusedError ? Errors.inputRefused(err.message) : err;
-  }
+/** The InputChannel's refusals as INPUT_REFUSED; anything else as it is. */
+function asInputError(err: unknown): unknown {
+  return err instanceof InputRefusedError ? Errors.inputRefused(err.message) : err;
 }
 
 /** INVALID_ARGUMENT unless `id` is a job id (a UUID, lower case). */
@@ -169,7 +153,7 @@ export class JobService implements JobApi {
   /** Answers once the job has ended; a caller that goes away stops the wait (signal). */
   async waitJob(_caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
     const record = this.find(request.id);
-    await untilEndedOr(record, signal);
+    await unlessAborted(record.ended, signal, undefined);
     return toJob(record);
   }
 
@@ -193,10 +177,14 @@ export class JobService implements JobApi {
     const channel = this.options.runner.inputOf(record);
     if (!channel) {
       if (!record.stdin) throw Errors.inputRefused(`job ${record.id} was not created with stdin (CreateJobReq.stdin, jobctl create -i): its stdin is /dev/null`);
-      throw Errors.inputRefused(`job ${record.id} has ended (${record.state}): it takes no more input`);
+      throw Errors.inputAfterEnd(record.id, record.state);
     }
     // Outside the try below: a refused writer must not close the input of the one it was refused for.
-    refusingInput(() => channel.claim());
+    try {
+      channel.claim();
+    } catch (err) {
+      throw asInputError(err);
+    }
     try {
       await channel.write(input.first.data, input.gone);
       // A job that ends, or stops reading, while its writer sends nothing ends the call too.
@@ -206,9 +194,7 @@ export class JobService implements JobApi {
     } catch (err) {
       // Whatever ends the call early, the job reads EOF after what it was given.
       void channel.end();
-      return refusingInput(() => {
-        throw err;
-      });
+      throw asInputError(err);
     }
   }
 
