@@ -416,16 +416,38 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   }
 
   async getJob(caller: Caller, request: GetJobReq): Promise<Job> {
-    if (caller.via) return this.#localJob(await this.local.service.getJob(caller, request));
+    if (caller.via) {
+      const local = this.#localJob(await this.local.service.getJob(caller, request));
+      // The asking node answers with the fleet's record (its node's answer failed), without this node waiting on etcd.
+      if (this.#endUnrecorded(local)) throw new JobworkerError('FLEET_UNAVAILABLE', `job ${local.id} ended on node ${this.self}, which has not recorded its end in etcd yet`);
+      return local;
+    }
     const job = await this.#fleetJob(request.id);
     if (ENDED.has(job.status)) return job;
     if (job.node === this.self) {
       const local = this.#localJob(await this.local.service.getJob(caller, { id: job.id }));
-      // Ended here, its end not yet written to etcd: the fleet may still end it otherwise (as lost,
-      // while this node was cut off). Until it has decided, every node answers as the fleet stands.
-      return ENDED.has(local.status) && this.#endWrites.has(job.id) ? job : local;
+      return this.#endUnrecorded(local) ? job : local;
     }
     return this.#fromItsNode(caller, job, FORWARD_TIMEOUT_MS);
+  }
+
+  /**
+   * Ended on this node, its end not yet in etcd: the fleet may still end it
+   * otherwise (as lost, while this node was cut off). Until it has decided,
+   * every node answers with the fleet's record, so that none tells of an
+   * ending the fleet did not keep.
+   */
+  #endUnrecorded(local: Job): boolean {
+    return ENDED.has(local.status) && this.#endWrites.has(local.id);
+  }
+
+  /** This node's own job once it has ended here: the ending the fleet kept, once etcd has one (or this node gave up writing it). */
+  async #fleetEnding(local: Job, signal: AbortSignal): Promise<Job> {
+    const write = this.#endWrites.get(local.id);
+    if (!write) return local;
+    await unlessAborted(write, signal, undefined);
+    const job = await this.#fleetJob(local.id);
+    return ENDED.has(job.status) ? job : local;
   }
 
   /** A running job of another node as that node has it now; the fleet's record when it cannot say. */
@@ -491,9 +513,9 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
    * (a lost node's jobs are ended as lost).
    */
   async waitJob(caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
-    if (caller.via) return this.#localJob(await this.local.service.waitJob(caller, request, signal));
+    if (caller.via) return this.#fleetEnding(this.#localJob(await this.local.service.waitJob(caller, request, signal)), signal);
     let job = await this.#fleetJob(request.id);
-    if (job.node === this.self && !ENDED.has(job.status)) return this.#localJob(await this.local.service.waitJob(caller, { id: job.id }, signal));
+    if (job.node === this.self && !ENDED.has(job.status)) return this.#fleetEnding(this.#localJob(await this.local.service.waitJob(caller, { id: job.id }, signal)), signal);
     while (!ENDED.has(job.status) && !signal.aborted) {
       const node = this.#table.get(job.node);
       if (node && node.state !== 'lost') {

@@ -1,7 +1,13 @@
 // The fleet's store failing under it: kill -9 of the etcd leader while
 // clients create jobs through every node. The API resumes within seconds,
 // and no job is doubled or lost: every create that answered OK is listed
-// once, and nothing is listed that no create asked for.
+// once, and nothing is listed that no create asked for. A node cut off from
+// etcd while the rest of the fleet is not: its jobs are ended as lost, and
+// no node tells of another ending in the meantime.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import test from 'ava';
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
 import { JobStatus, NodeState } from '../../src/gen/jobworker/v1/jobworker.js';
@@ -79,4 +85,47 @@ test('etcd out of reach past the lease: nodes take no new jobs (UNAVAILABLE), st
     for (const other of seen) t.deepEqual([other.status, other.message, other.endedAt], [seen[0]!.status, seen[0]!.message, seen[0]!.endedAt]);
   }
   await waitForFleet(() => nodesOf(n1), ({ nodes: now }) => now.every((n) => n.state === NodeState.NODE_STATE_READY), 'every node ready again', 30_000);
+});
+
+test('a job that ends on a node cut off from etcd (the rest of the fleet is not): no node tells of that ending, which the fleet did not keep; every node and a waiter give the one it kept', async (t) => {
+  // n3 talks to e3 only; n1 and n2 to e1 and e2, which keep a quorum while e3 is paused.
+  const { nodes, etcd } = await startFleet(t, { etcdEndpoints: (i, all) => (i === 2 ? [all[2]!] : all.slice(0, 2)) });
+  const [n1, n2, n3] = nodes as [FleetNode, FleetNode, FleetNode];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-cut-off-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const gate = path.join(dir, 'gate');
+  execFileSync('mkfifo', [gate]);
+  const job = (await unary(n1.jobs, 'createJob', { command: 'sh', args: ['-c', `read line < ${gate}`], node: 'n3', limits: { maxCpuPercent: 1 } })).job!;
+  t.is(job.status, JobStatus.JOB_STATUS_RUNNING);
+  const e3 = etcd.members[2]!;
+  e3.pause();
+  t.teardown(() => {
+    if (e3.paused) e3.resume();
+  });
+  // A waiter through n1, forwarded to n3 while n3 is not yet lost.
+  const waited = unary(n1.jobs, 'waitJob', { id: job.id });
+  // The job ends (exit 0) on n3, which cannot write that to etcd.
+  fs.writeFileSync(gate, 'go\n');
+  // Until the fleet ends it, n1 and n2 answer RUNNING (n3's own answer until then would be COMPLETED).
+  const told: Array<[JobStatus, string]> = [];
+  const ended = await waitForFleet(
+    async () => {
+      const answers = await Promise.all([n1, n2].map(async (node) => (await unary(node.jobs, 'getJob', { id: job.id })).job!));
+      for (const answer of answers) if (answer.status !== JobStatus.JOB_STATUS_RUNNING) told.push([answer.status, answer.message]);
+      return answers;
+    },
+    (answers) => answers.every((answer) => answer.status !== JobStatus.JOB_STATUS_RUNNING),
+    'n1 and n2 to end the job',
+    30_000,
+  );
+  const kept = ended.value[0]!;
+  t.is(kept.status, JobStatus.JOB_STATUS_FAILED);
+  t.is(kept.message, 'node n3 was lost (no heartbeat within 2s): the job was ended as lost; its output stays on that node');
+  for (const answer of told) t.deepEqual(answer, [kept.status, kept.message]);
+  e3.resume();
+  // n3 answers again, as the fleet kept it; so does the waiter that n3 held.
+  const own = (await waitForFleet(() => unary(n3.jobs, 'getJob', { id: job.id }), ({ job: j }) => j!.status !== JobStatus.JOB_STATUS_RUNNING, 'n3 to answer', 30_000)).value.job!;
+  t.deepEqual([own.status, own.message, own.endedAt], [kept.status, kept.message, kept.endedAt]);
+  const { job: waitedFor } = await waited;
+  t.deepEqual([waitedFor!.status, waitedFor!.message, waitedFor!.endedAt], [kept.status, kept.message, kept.endedAt]);
 });

@@ -44,6 +44,8 @@ export interface FleetOptions {
   args?: (index: number) => string[];
   /** Environment of each node's first start, by index (a restart gets none). */
   env?: (index: number) => Record<string, string>;
+  /** The etcd members each node is given, by index; default all (a node given one member is cut off when that member is paused). */
+  etcdEndpoints?: (index: number, all: string[]) => string[];
 }
 
 let fleets = 0;
@@ -78,7 +80,7 @@ export async function startFleet(t: Teardown, options: FleetOptions = {}): Promi
         const daemon = launchDaemon(t, dir, parent, {
           hostView: true,
           env,
-          args: ['--listen', listen, '--fleet-etcd', etcd.endpoints.join(','), '--node-name', name, '--advertise', '127.0.0.1', ...FLEET_TIMERS, ...(options.args?.(i) ?? [])],
+          args: ['--listen', listen, '--fleet-etcd', (options.etcdEndpoints?.(i, etcd.endpoints) ?? etcd.endpoints).join(','), '--node-name', name, '--advertise', '127.0.0.1', ...FLEET_TIMERS, ...(options.args?.(i) ?? [])],
         });
         try {
           node.port = (await daemon.logged('jobworkerd listening')).port!;
