@@ -58,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "identity.h"
 #include "mounts.h"
@@ -421,10 +422,21 @@ static void restore_signals(void)
 		bail("signals", errno, "");
 
 	for (sig = 1; sig < _NSIG; sig++) {
-		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, &dfl, NULL) == 0)
+		if (sig == SIGKILL || sig == SIGSTOP)
 			continue;
-		if (errno == EINVAL && sig >= KERNEL_SIGRTMIN && sig < SIGRTMIN)
+		/*
+		 * libc keeps the signals below SIGRTMIN for itself and refuses
+		 * them (EINVAL); but glibc's posix_spawn, which starts us, leaves
+		 * them ignored, and an ignored signal survives exec: undo that
+		 * with the kernel's call. Single-threaded, we never need them.
+		 */
+		if (sig >= KERNEL_SIGRTMIN && sig < SIGRTMIN) {
+			struct { void (*handler)(int); unsigned long flags; void (*restorer)(void); unsigned long mask; } kernel_dfl = { SIG_DFL, 0, NULL, 0 };
+			if (syscall(SYS_rt_sigaction, sig, &kernel_dfl, NULL, sizeof kernel_dfl.mask) == 0)
+				continue;
+		} else if (sigaction(sig, &dfl, NULL) == 0) {
 			continue;
+		}
 		bail("signals", errno, "");
 	}
 	if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0)

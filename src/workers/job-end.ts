@@ -1,10 +1,10 @@
 // A job's end on its supervisor thread: a stop (SIGTERM, the grace period,
 // SIGKILL through the cgroup) and the teardown once its leader has exited.
-import type { ChildProcess } from 'node:child_process';
 import { pollWithBackoff } from '../common/backoff.js';
 import { messageOf } from '../common/error-message.js';
 import { settlesWithin } from '../common/settle-within.js';
 import type { JobCgroup } from './cgroup/driver.js';
+import type { JobInitProcess } from './job-init-process.js';
 import type { OutputSource } from './pipe-pump.js';
 import type { JobOutcome } from './protocol.js';
 
@@ -25,10 +25,10 @@ export interface StopState {
  * whole job, not just the leader: a shell that dies at once on SIGTERM must
  * not cut short the cleanup of the program it started.
  */
-export async function terminate(leader: ChildProcess, cgroup: JobCgroup, stop: StopState, leaderGone: AbortSignal): Promise<void> {
+export async function terminate(leader: Pick<JobInitProcess, 'pid'>, cgroup: JobCgroup, stop: StopState, leaderGone: AbortSignal): Promise<void> {
   if (!leaderGone.aborted) {
     try {
-      process.kill(-leader.pid!, 'SIGTERM');
+      process.kill(-leader.pid, 'SIGTERM');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
     }

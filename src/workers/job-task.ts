@@ -1,10 +1,7 @@
 // Runs on a job-supervisor thread (piscina). One `runJob` call supervises one
 // job from cgroup creation to cgroup removal; a thread runs many at once, so
 // nothing here may block the thread for long.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import fs from 'node:fs';
-import type { Duplex } from 'node:stream';
 import { isMainThread, threadId } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { messageOf } from '../common/error-message.js';
@@ -19,7 +16,8 @@ import { EndReport, describeWaitStatus } from './end-report.js';
 import { InitStatus, type StatusEvent } from './init-status.js';
 import { finish, terminate, type StopState } from './job-end.js';
 import { JobInput } from './job-input.js';
-import { CONTROL_FD, jobInitOptions, openPipes, openStdin, readersOf, sendEnvironment } from './job-init-launch.js';
+import { JobInitProcess } from './job-init-process.js';
+import { jobInitOptions, openPipes, openStdin, readersOf, sendEnvironment } from './job-init-launch.js';
 import { pumpOutput, type OutputSource } from './pipe-pump.js';
 import type {
   CgroupConfig,
@@ -151,65 +149,37 @@ export async function runJob(task: RunJobTask): Promise<JobOutcome> {
 
 async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, outcome: JobOutcome, cgroupMs: number): Promise<void> {
   const spawning = performance.now();
-  // node:child_process rather than execa: a running job keeps its leader's
-  // ChildProcess for its whole life, and execa's promise and stream plumbing
-  // around it held ~22 KiB of heap per job (bench scenario 5), for nothing
-  // this code uses.
-  let leader: ChildProcess | undefined;
-  let spawnError: unknown;
+  let leader: JobInitProcess;
   try {
-    leader = spawn(
-      task.jobInitPath,
-      [...jobInitOptions(task, cgroup), '--', task.command, ...task.args],
-      {
-        // job-init replaces fds 1 and 2 with real pipes (see make_stdio_pipes); fd 4 carries the job's environment.
-        stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'],
-        // None of the job's variables may reach job-init, root until its exec, as its own (job-init.c says why).
-        env: {},
-        cwd: '/',
-      },
-    );
+    // None of the job's variables may reach job-init, root until its exec, as its own (job-init.c says why):
+    // its environment is empty; the job's comes on its control fd. job-init replaces fds 1 and 2 with real pipes (see make_stdio_pipes).
+    leader = new JobInitProcess(task.jobInitPath, [...jobInitOptions(task, cgroup), '--', task.command, ...task.args]);
   } catch (err) {
-    // Some failures (E2BIG) throw at once; others (ENOENT, EACCES, EMFILE,
-    // EAGAIN) come as an 'error' event.
-    spawnError = err;
-  }
-  const spawned = performance.now();
-  if (leader?.pid === undefined) {
-    spawnError ??= await once(leader!, 'error').then(([err]: unknown[]) => err);
-    outcome.startFailure = { code: 'SPAWN_FAILED', message: `spawn job-init: ${messageOf(spawnError)}` };
+    outcome.startFailure = { code: 'SPAWN_FAILED', message: `spawn job-init: ${messageOf(err)}` };
     await cgroup.remove();
     return;
   }
-  // Unheard, a later 'error' would be thrown on this thread and take every job on it down.
-  leader.on('error', (err) => {
-    outcome.supervisorError ??= `job-init: ${err.message}`;
-  });
+  const spawned = performance.now();
   // fd 4 carries the job's environment in and, with a PID namespace, how the job ended out.
-  const control = leader.stdio[CONTROL_FD] as Duplex;
-  sendEnvironment(control, task.env);
-  const report = new EndReport(control);
-  const exited = new Promise<void>((resolve) => {
-    leader.once('exit', (code, signal) => {
-      outcome.exitCode = code;
-      outcome.signal = signal;
-      resolve();
-    });
+  sendEnvironment(leader.control, task.env);
+  const report = new EndReport(leader.control);
+  const exited = leader.exited.then(({ code, signal }) => {
+    outcome.exitCode = code;
+    outcome.signal = signal;
   });
 
   // A job-init that never gets to exec (stopped, stuck joining a cgroup or
   // mounting) would hold CreateJob, and shutdown, for ever: kill it after a
   // while. Through the cgroup for whatever it forked once in the group, and
-  // by its pid, as it may not have joined the group yet: our unreaped child,
-  // so the pid is still its. Its status channel then ends before exec, which
-  // reads as a failure.
+  // through its pidfd, as it may not have joined the group yet. Its status
+  // channel then ends before exec, which reads as a failure.
   let handshakeTimedOut = false;
   const handshake = setTimeout(() => {
     handshakeTimedOut = true;
     leader.kill('SIGKILL');
     void cgroup.killAll().catch(() => undefined);
   }, task.startTimeoutMs);
-  const status = new InitStatus(leader.stdio[3] as Duplex);
+  const status = new InitStatus(leader.status);
   let sources: OutputSource[] = [];
   let output: Promise<void> = Promise.resolve();
   let handedOver: [number, number] | null = null;

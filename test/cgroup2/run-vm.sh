@@ -31,7 +31,7 @@ if ((${#need[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-[ -d dist ] && [ -x build/job-init ] || npm run build
+[ -d dist ] && [ -x build/job-init ] && [ -f build/spawn.node ] || npm run build
 
 kernel=$(ls /boot/vmlinuz-*-cloud-amd64 | sort -V | tail -1)
 version=${kernel#/boot/vmlinuz-}
@@ -54,7 +54,7 @@ cp test/cgroup2/init "$root/init"
 chmod +x "$root/init"
 # proto/: reflection describes the API from the .proto files at run time.
 cp -a dist package.json bin proto "$root/app/"
-cp build/job-init "$root/app/build/"
+cp build/job-init build/spawn.node "$root/app/build/"
 # Stand-ins some tests run in job-init's place.
 cp -a test/fixtures "$root/app/test/"
 # node_modules without what only builds need (buf alone is ~90 MB; better-sqlite3's sources and
