@@ -12,18 +12,22 @@
  * pid that could have been reused.
  *
  * Exports, all for one thread's loop (each supervisor thread loads its own):
- *   pipe()        -> [read, write]   close-on-exec
  *   socketPair()  -> [a, b]          AF_UNIX stream, close-on-exec
  *   spawn(file, argv, fds, onExit) -> { pid, pidfd }
  *       fds[i] becomes the child's fd 3 + i; fds 0-2 are /dev/null; cwd /;
- *       an empty environment; default signal dispositions, nothing blocked.
+ *       an empty environment; nothing blocked, and every signal's default
+ *       action but glibc's own two (32, 33), which its posix_spawn leaves
+ *       ignored: job-init resets those (restore_signals).
  *       Throws an Error with .code (ENOENT, EACCES, E2BIG, EAGAIN, ...) and
  *       .syscall when the child could not be started or exec failed.
- *       onExit(code, signal) runs once, after the child is reaped: code is
- *       its exit status or null, signal the number that killed it or null.
+ *       onExit(code, signal, error) runs once, after the child is reaped:
+ *       code is its exit status or null, signal the number that killed it
+ *       or null; error (else null) says why the wait failed, which it
+ *       cannot for a child of ours.
  *   kill(pidfd, signal) -> true, or false if it has exited (not reaped yet).
  *       Never after onExit: the pidfd is closed then, and its number may be
  *       another's (src/workers/job-init-process.ts keeps to that).
+ * Needs Linux 5.3 (pidfd_open).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,10 +45,6 @@
 #include <node_api.h>
 #include <uv.h>
 
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
-
 /* Above the fds a spawn assigns (3, 4, ...): a source fd there could be overwritten by an earlier dup2. */
 #define FIRST_FREE_FD 64
 #define MAX_FDS 8
@@ -53,6 +53,7 @@
 struct watch {
 	uv_poll_t poll;
 	int pidfd;
+	pid_t pid;
 	napi_env env;
 	napi_ref on_exit;
 	napi_async_context async;
@@ -65,11 +66,21 @@ struct watch {
 	int closing;
 };
 
+/* "ENOENT": glibc's name where it has one (2.32+), else libuv's (which knows fewer: not ENOEXEC). */
+static const char *errno_name_of(int err)
+{
+#if __GLIBC_PREREQ(2, 32)
+	const char *name = strerrorname_np(err);
+	if (name) return name;
+#endif
+	return uv_err_name(-err);
+}
+
 static napi_value throw_errno(napi_env env, int err, const char *syscall_name, const char *detail)
 {
 	napi_value message, code, error, name;
 	/* As libuv words a failed spawn: "spawn /path ENOENT". */
-	const char *errno_name = strerrorname_np(err) ? strerrorname_np(err) : "EUNKNOWN";
+	const char *errno_name = errno_name_of(err);
 	char text[512];
 	if (detail)
 		snprintf(text, sizeof text, "%s %s %s", syscall_name, detail, errno_name);
@@ -96,14 +107,6 @@ static napi_value pair_of(napi_env env, int fds[2])
 	napi_set_element(env, array, 0, a);
 	napi_set_element(env, array, 1, b);
 	return array;
-}
-
-static napi_value make_pipe(napi_env env, napi_callback_info info)
-{
-	(void)info;
-	int fds[2];
-	if (pipe2(fds, O_CLOEXEC) != 0) return throw_errno(env, errno, "pipe2", NULL);
-	return pair_of(env, fds);
 }
 
 static napi_value make_socket_pair(napi_env env, napi_callback_info info)
@@ -165,29 +168,43 @@ static void on_readable(uv_poll_t *poll, int status, int events)
 	struct watch *watch = poll->data;
 	siginfo_t info;
 	memset(&info, 0, sizeof info);
-	/* A pidfd polls readable once its process has exited; WNOHANG in case of a spurious wakeup. */
-	int waited = status == 0 ? (int)syscall(SYS_waitid, P_PIDFD, watch->pidfd, &info, WEXITED | WNOHANG, NULL) : -1;
-	int wait_errno = status == 0 ? errno : -status;
-	if (waited == 0 && info.si_pid == 0) return;
+	/*
+	 * A pidfd polls readable once its process has exited. Reaped by pid: it
+	 * is our unreaped child, so the pid is still its (and P_PID needs no
+	 * kernel past pidfd_open's). WNOHANG in case of a spurious wakeup.
+	 */
+	int waited = -1, wait_errno = -status;
+	if (status == 0) {
+		do
+			waited = waitid(P_PID, (id_t)watch->pid, &info, WEXITED | WNOHANG);
+		while (waited < 0 && errno == EINTR);
+		wait_errno = errno;
+		if (waited == 0 && info.si_pid == 0) return;
+	}
 	uv_poll_stop(poll);
 	napi_env env = watch->env;
 	napi_handle_scope scope;
 	napi_open_handle_scope(env, &scope);
-	napi_value code, signal, callback, resource, result;
+	napi_value code, signal, error, callback, resource, result;
 	napi_get_null(env, &code);
 	napi_get_null(env, &signal);
-	if (info.si_code == CLD_EXITED) {
+	napi_get_null(env, &error);
+	if (waited == 0 && info.si_code == CLD_EXITED) {
 		napi_create_int32(env, info.si_status, &code);
-	} else if (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED) {
+	} else if (waited == 0 && (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED)) {
 		napi_create_int32(env, info.si_status, &signal);
 	} else {
-		/* The poll or waitid failed (neither can, for our own unreaped child): an exit of -errno says which. */
-		napi_create_int32(env, -wait_errno, &code);
+		char text[128];
+		if (waited == 0)
+			snprintf(text, sizeof text, "waitid: unexpected si_code %d", info.si_code);
+		else
+			snprintf(text, sizeof text, "%s: %s", status == 0 ? "waitid" : "poll of the pidfd", errno_name_of(wait_errno));
+		napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &error);
 	}
 	napi_get_reference_value(env, watch->on_exit, &callback);
 	napi_create_object(env, &resource);
-	napi_value argv[2] = { code, signal };
-	if (napi_make_callback(env, watch->async, resource, callback, 2, argv, &result) == napi_pending_exception) {
+	napi_value argv[3] = { code, signal, error };
+	if (napi_make_callback(env, watch->async, resource, callback, 3, argv, &result) == napi_pending_exception) {
 		/* Thrown by onExit: as uncaught as any other callback's exception. */
 		napi_value exception;
 		napi_get_and_clear_last_exception(env, &exception);
@@ -197,6 +214,42 @@ static void on_readable(uv_poll_t *poll, int status, int events)
 	napi_async_destroy(env, watch->async);
 	napi_close_handle_scope(env, scope);
 	stop_watching(watch);
+}
+
+/*
+ * posix_spawn with what job-init may rely on (see the header); 0 or an
+ * errno. Every step is checked: a job-init started without one of them
+ * (holding the server's fds 0-2, or without its channels) must not run.
+ */
+static int spawn_with(pid_t *pid, const char *file, char **argv, const int *sources, uint32_t fd_count)
+{
+	posix_spawn_file_actions_t actions;
+	posix_spawnattr_t attributes;
+	sigset_t none, all;
+	char *no_environment[] = { NULL };
+	int err = posix_spawn_file_actions_init(&actions);
+	if (err) return err;
+	err = posix_spawnattr_init(&attributes);
+	if (err) {
+		posix_spawn_file_actions_destroy(&actions);
+		return err;
+	}
+	sigemptyset(&none);
+	sigfillset(&all);
+	err = posix_spawnattr_setsigmask(&attributes, &none);
+	if (!err) err = posix_spawnattr_setsigdefault(&attributes, &all);
+	if (!err) err = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	for (int fd = 0; fd < 3 && !err; fd++) err = posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_RDWR, 0);
+	/* dup2 clears close-on-exec on the copy: these, and only these, cross the exec. */
+	for (uint32_t i = 0; i < fd_count && !err; i++) err = posix_spawn_file_actions_adddup2(&actions, sources[i], 3 + (int)i);
+#if __GLIBC_PREREQ(2, 29)
+	/* Not the server's cwd: job-init must hold no reference to it (it changes to the job's workdir later). */
+	if (!err) err = posix_spawn_file_actions_addchdir_np(&actions, "/");
+#endif
+	if (!err) err = posix_spawn(pid, file, &actions, &attributes, argv, no_environment);
+	posix_spawn_file_actions_destroy(&actions);
+	posix_spawnattr_destroy(&attributes);
+	return err;
 }
 
 static napi_value spawn_child(napi_env env, napi_callback_info info)
@@ -251,27 +304,8 @@ static napi_value spawn_child(napi_env env, napi_callback_info info)
 		}
 	}
 
-	posix_spawn_file_actions_t actions;
-	posix_spawnattr_t attributes;
 	pid_t pid = -1;
-	if (!err) {
-		posix_spawn_file_actions_init(&actions);
-		posix_spawnattr_init(&attributes);
-		sigset_t none, all;
-		sigemptyset(&none);
-		sigfillset(&all);
-		posix_spawnattr_setsigmask(&attributes, &none);
-		posix_spawnattr_setsigdefault(&attributes, &all);
-		posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-		for (int fd = 0; fd < 3; fd++) posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_RDWR, 0);
-		/* dup2 clears close-on-exec on the copy: these, and only these, cross the exec. */
-		for (uint32_t i = 0; i < fd_count; i++) posix_spawn_file_actions_adddup2(&actions, sources[i], 3 + (int)i);
-		posix_spawn_file_actions_addchdir_np(&actions, "/");
-		char *no_environment[] = { NULL };
-		err = posix_spawn(&pid, file, &actions, &attributes, argv, no_environment);
-		posix_spawn_file_actions_destroy(&actions);
-		posix_spawnattr_destroy(&attributes);
-	}
+	if (!err) err = spawn_with(&pid, file, argv, sources, fd_count);
 	for (uint32_t i = 0; i < copied; i++) close(sources[i]);
 	free_strings(argv);
 	if (err) {
@@ -289,8 +323,7 @@ static napi_value spawn_child(napi_env env, napi_callback_info info)
 		waitpid(pid, NULL, 0);
 		return throw_errno(env, err, "pidfd_open", NULL);
 	}
-	/* pidfd_open gives no close-on-exec choice before 6.9's PIDFD flags; set it now (libuv's fork children must not inherit it). */
-	fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+	/* (A pidfd is close-on-exec from the start.) */
 
 	struct watch *watch = calloc(1, sizeof *watch);
 	uv_loop_t *loop = NULL;
@@ -303,6 +336,7 @@ static napi_value spawn_child(napi_env env, napi_callback_info info)
 		return throw_errno(env, ENOMEM, "spawn", "(watching the child)");
 	}
 	watch->pidfd = pidfd;
+	watch->pid = pid;
 	watch->env = env;
 	watch->poll.data = watch;
 	napi_create_reference(env, args[3], 1, &watch->on_exit);
@@ -342,7 +376,6 @@ static napi_value kill_child(napi_env env, napi_callback_info info)
 static napi_value init(napi_env env, napi_value exports)
 {
 	napi_property_descriptor properties[] = {
-		{ "pipe", NULL, make_pipe, NULL, NULL, NULL, napi_default, NULL },
 		{ "socketPair", NULL, make_socket_pair, NULL, NULL, NULL, napi_default, NULL },
 		{ "spawn", NULL, spawn_child, NULL, NULL, NULL, napi_default, NULL },
 		{ "kill", NULL, kill_child, NULL, NULL, NULL, napi_default, NULL },

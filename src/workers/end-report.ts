@@ -6,8 +6,8 @@
 // that: a stop's SIGKILL may take the outside process before it could end
 // as the job did. The channel closes once the init (and everything else of
 // job-init's) is gone.
-import { constants } from 'node:os';
 import type { Duplex } from 'node:stream';
+import { signalName } from './signal-names.js';
 
 export class EndReport {
   /** The job's wait status, once the init reported it. */
@@ -32,11 +32,9 @@ export class EndReport {
   }
 }
 
-const SIGNAL_NAMES = new Map<number, string>(Object.entries(constants.signals).map(([name, number]) => [number, name]));
-
 /** A raw wait status as Node reports a child's end: an exit code, or the name of the signal that killed it. */
 export function describeWaitStatus(status: number): { exitCode: number | null; signal: string | null } {
   const signal = status & 0x7f;
   if (signal === 0) return { exitCode: (status >> 8) & 0xff, signal: null };
-  return { exitCode: null, signal: SIGNAL_NAMES.get(signal) ?? `SIG${signal}` };
+  return { exitCode: null, signal: signalName(signal) };
 }

@@ -9,10 +9,11 @@ import net from 'node:net';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { signalName } from './signal-names.js';
 
 interface SpawnAddon {
   socketPair(): [number, number];
-  spawn(file: string, argv: string[], fds: number[], onExit: (code: number | null, signal: number | null) => void): { pid: number; pidfd: number };
+  spawn(file: string, argv: string[], fds: number[], onExit: (code: number | null, signal: number | null, error: string | null) => void): { pid: number; pidfd: number };
   kill(pidfd: number, signal: number): boolean;
 }
 
@@ -25,11 +26,11 @@ function spawnAddon(): SpawnAddon {
   return addon;
 }
 
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(constants.signals).map(([name, number]) => [number, name as NodeJS.Signals]));
-
 export interface LeaderExit {
   code: number | null;
-  signal: NodeJS.Signals | null;
+  signal: string | null;
+  /** Why its end could not be read (never, for a child of ours): then code and signal are null. */
+  waitError?: string;
 }
 
 /** job-init's two channels are socketpairs: fd 3 its status (and our acknowledgement back), fd 4 the job's environment in and the end report out. */
@@ -55,9 +56,9 @@ export class JobInitProcess {
       opened.push(...status);
       const control = native.socketPair();
       opened.push(...control);
-      const child = native.spawn(file, [file, ...args], [status[1], control[1]], (code, signal) => {
+      const child = native.spawn(file, [file, ...args], [status[1], control[1]], (code, signal, error) => {
         this.#reaped = true;
-        resolveExit({ code, signal: signal === null ? null : (SIGNAL_NAMES.get(signal) ?? null) });
+        resolveExit({ code, signal: signal === null ? null : signalName(signal), ...(error === null ? {} : { waitError: error }) });
       });
       this.pid = child.pid;
       this.#pidfd = child.pidfd;
@@ -73,7 +74,7 @@ export class JobInitProcess {
     }
   }
 
-  /** Signals job-init until it has been reaped; false once it has exited. */
+  /** Signals job-init until it has been reaped; false once it has exited. Throws only what the kernel refuses (EPERM). */
   kill(signal: NodeJS.Signals): boolean {
     if (this.#reaped) return false;
     return spawnAddon().kill(this.#pidfd, constants.signals[signal]);

@@ -163,9 +163,10 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   // fd 4 carries the job's environment in and, with a PID namespace, how the job ended out.
   sendEnvironment(leader.control, task.env);
   const report = new EndReport(leader.control);
-  const exited = leader.exited.then(({ code, signal }) => {
+  const exited = leader.exited.then(({ code, signal, waitError }) => {
     outcome.exitCode = code;
     outcome.signal = signal;
+    if (waitError) outcome.supervisorError ??= `job-init: ${waitError}`;
   });
 
   // A job-init that never gets to exec (stopped, stuck joining a cgroup or
@@ -176,7 +177,12 @@ async function supervise(task: RunJobTask, cgroup: JobCgroup, ring: RingWriter, 
   let handshakeTimedOut = false;
   const handshake = setTimeout(() => {
     handshakeTimedOut = true;
-    leader.kill('SIGKILL');
+    try {
+      leader.kill('SIGKILL');
+    } catch (err) {
+      // Thrown here, it would take every job on this thread down; the cgroup kill below may still reach it.
+      outcome.supervisorError ??= `job-init: ${messageOf(err)}`;
+    }
     void cgroup.killAll().catch(() => undefined);
   }, task.startTimeoutMs);
   const status = new InitStatus(leader.status);

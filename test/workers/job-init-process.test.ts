@@ -59,6 +59,10 @@ test('its exit comes once, as a code or a signal\'s name; after it no signal is 
   t.true(sleeps.kill('SIGTERM'));
   t.deepEqual(await sleeps.exited, { code: null, signal: 'SIGTERM' });
   t.false(sleeps.kill('SIGKILL'));
+
+  // Named as Node names it, not by the alias listed after it (SIGIOT).
+  const aborts = new JobInitProcess('/bin/sh', ['-c', 'kill -ABRT $$']);
+  t.deepEqual(await aborts.exited, { code: null, signal: 'SIGABRT' });
 });
 
 test('a start that fails throws errno\'s code and leaves no fd open', (t) => {
