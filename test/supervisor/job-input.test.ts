@@ -6,6 +6,8 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { status as Status } from '@grpc/grpc-js';
 import test from 'ava';
 import { connect, JobStatus, type Job, type JobworkerClient } from 'jobworker/client';
@@ -39,6 +41,49 @@ async function* pieces(data: Buffer, taken: { bytes: number }, hold?: { after: n
     yield piece;
   }
 }
+
+/** V8's full collection, for a test that checks what the server still holds (ava runs without --expose-gc). */
+function collector(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
+}
+
+// Serial: ava runs it before the others in this file, so the memory it reads is the server's and its own.
+test.serial('input the job has taken is not kept: a call that writes 96 MiB and stays open holds the server to its window, not to what it wrote', async (t) => {
+  const gc = collector();
+  const client = clientOf(isolated);
+  t.teardown(() => client.close());
+  const job = await client.create({ command: 'wc', args: ['-c'], stdin: true });
+  const piece = Buffer.alloc(64 * 1024, 'x');
+  const total = 96 * MIB;
+  let allSent!: () => void;
+  const sent = new Promise<void>((resolve) => (allSent = resolve));
+  let endCall!: () => void;
+  const callEnds = new Promise<void>((resolve) => (endCall = resolve));
+  async function* input(): AsyncGenerator<Uint8Array> {
+    for (let at = 0; at < total; at += piece.length) yield piece;
+    allSent();
+    await callEnds;
+  }
+  gc();
+  const before = process.memoryUsage().arrayBuffers;
+  t.teardown(() => endCall());
+  const writing = client.writeInput(job.id, input());
+  // Awaited below; if an assertion fails first, its failure must not also fail the file.
+  writing.catch(() => undefined);
+  await sent;
+  // The job takes what is still on its way; then only what the server still references survives a collection.
+  let held = Number.POSITIVE_INFINITY;
+  for (const giveUp = Date.now() + 20_000; Date.now() < giveUp; await new Promise((resolve) => setTimeout(resolve, 200))) {
+    gc();
+    held = process.memoryUsage().arrayBuffers - before;
+    if (held < 16 * MIB) break;
+  }
+  t.true(held < 16 * MIB, `${(held / MIB).toFixed(1)} MiB of ArrayBuffers still held after the job took ${total / MIB} MiB of an open call`);
+  endCall();
+  t.is(await writing, total);
+  t.is(await outputOf(client, job.id), `${total}\n`);
+});
 
 test('64 MiB of binary input reach a job that reads late byte-exact; until it reads, the writer is held back', async (t) => {
   const client = clientOf(hostView);

@@ -1,5 +1,6 @@
 // Asking a job's supervisor thread for the job's usage, over the job's port.
 import type { MessagePort } from 'node:worker_threads';
+import { settledSignal, unlessAborted } from '../../common/abortable.js';
 import { settlesWithin } from '../../common/settle-within.js';
 import type { ResourceUsage, TaskToMain, UsageRequest } from '../../workers/protocol.js';
 
@@ -23,7 +24,8 @@ export async function askUsage(port: MessagePort, ended: Promise<unknown>, timeo
   try {
     const ask: UsageRequest = { type: 'usage' };
     port.postMessage(ask);
-    await settlesWithin(Promise.race([answered, ended]), timeoutMs);
+    // Not a race with `ended`: a job that runs for days is asked for its usage at every GetJob.
+    await settlesWithin(unlessAborted(answered, settledSignal(ended), undefined), timeoutMs);
     return usage;
   } finally {
     port.off('message', onReport!);

@@ -1,9 +1,8 @@
 // The JobService RPCs. Callers are authenticated and authorized before a
 // handler runs (boundary.ts); handlers validate their request (policy/) and
 // work on the store and the runner.
-import { once } from 'node:events';
 import { MAX_GRACE_MS } from '../../common/api-limits.js';
-import { unlessAborted } from '../../common/abortable.js';
+import { eitherAborted, settledSignal } from '../../common/abortable.js';
 import { atMost } from '../../common/at-most.js';
 import { isJobId, jobNameProblem } from '../../common/job-refs.js';
 import {
@@ -153,7 +152,7 @@ export class JobService implements JobApi {
   /** Answers once the job has ended; a caller that goes away stops the wait (signal). */
   async waitJob(_caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
     const record = this.find(request.id);
-    await unlessAborted(record.ended, signal, undefined);
+    await eitherAborted(settledSignal(record.ended), signal);
     return toJob(record);
   }
 
@@ -256,7 +255,7 @@ export class JobService implements JobApi {
       }
       // The log closes before the job's end is recorded (that waits for the
       // disk): a follower told of the end must find it in GetJob.
-      if (follow) await Promise.race([record.ended, once(gone.signal, 'abort')]);
+      if (follow) await eitherAborted(settledSignal(record.ended), gone.signal);
     } catch (err) {
       // The client went away: nothing to send, nothing to report.
       if (gone.signal.aborted) return;
