@@ -59,6 +59,8 @@ import { FleetRecords, newAttempt, type NameHolder } from './records.js';
 const HAND_OFF_TIMEOUT_MS = 60_000;
 /** A forwarded GetJob: the other node answers from memory. */
 const FORWARD_TIMEOUT_MS = 10_000;
+/** How long an answer about this node's own ended job waits for etcd to have its end (milliseconds when etcd answers). */
+const END_WRITE_WAIT_MS = 2_000;
 /** Jobs of a lost node declared lost at once, each a few etcd round trips. */
 const DECLARATIONS_AT_ONCE = 16;
 /** GetJobs fresh_usage: reads of other nodes' running jobs in flight at once, and how long each may take. */
@@ -418,36 +420,32 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   async getJob(caller: Caller, request: GetJobReq): Promise<Job> {
     if (caller.via) {
       const local = this.#localJob(await this.local.service.getJob(caller, request));
-      // The asking node answers with the fleet's record (its node's answer failed), without this node waiting on etcd.
-      if (this.#endUnrecorded(local)) throw new JobworkerError('FLEET_UNAVAILABLE', `job ${local.id} ended on node ${this.self}, which has not recorded its end in etcd yet`);
-      return local;
+      const answer = await this.#asFleetKeepsIt(local);
+      // Undecided: the asking node answers with the fleet's record (its node's answer failed).
+      if (!answer) throw new JobworkerError('FLEET_UNAVAILABLE', endUnrecorded(local.id, this.self));
+      return answer;
     }
     const job = await this.#fleetJob(request.id);
     if (ENDED.has(job.status)) return job;
-    if (job.node === this.self) {
-      const local = this.#localJob(await this.local.service.getJob(caller, { id: job.id }));
-      return this.#endUnrecorded(local) ? job : local;
-    }
+    if (job.node === this.self) return (await this.#asFleetKeepsIt(this.#localJob(await this.local.service.getJob(caller, { id: job.id })))) ?? job;
     return this.#fromItsNode(caller, job, FORWARD_TIMEOUT_MS);
   }
 
   /**
-   * Ended on this node, its end not yet in etcd: the fleet may still end it
-   * otherwise (as lost, while this node was cut off). Until it has decided,
-   * every node answers with the fleet's record, so that none tells of an
-   * ending the fleet did not keep.
+   * This node's own job as the fleet keeps it, for this node's callers and
+   * other nodes' forwarded calls alike. Ended here, its end not yet in etcd,
+   * the fleet may still end it otherwise (as lost, while this node was cut
+   * off): the answer waits for the end write, which in a healthy fleet takes
+   * milliseconds (a follower told of the end, or `jobctl run`, asks at once),
+   * and is then the ending etcd has. null when etcd has not decided within
+   * END_WRITE_WAIT_MS: no node may tell of an ending the fleet did not keep.
    */
-  #endUnrecorded(local: Job): boolean {
-    return ENDED.has(local.status) && this.#endWrites.has(local.id);
-  }
-
-  /** This node's own job once it has ended here: the ending the fleet kept, once etcd has one (or this node gave up writing it). */
-  async #fleetEnding(local: Job, signal: AbortSignal): Promise<Job> {
+  async #asFleetKeepsIt(local: Job): Promise<Job | null> {
     const write = this.#endWrites.get(local.id);
-    if (!write) return local;
-    await unlessAborted(write, signal, undefined);
-    const job = await this.#fleetJob(local.id);
-    return ENDED.has(job.status) ? job : local;
+    if (!ENDED.has(local.status) || !write) return local;
+    if (!(await settlesWithin(write, END_WRITE_WAIT_MS)) || this.#endWrites.has(local.id)) return null;
+    const kept = await this.#fleetJob(local.id).catch(() => null);
+    return kept && ENDED.has(kept.status) ? kept : null;
   }
 
   /** A running job of another node as that node has it now; the fleet's record when it cannot say. */
@@ -497,7 +495,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       if (job.status !== JobStatus.JOB_STATUS_RUNNING) return;
       if (job.node === this.self) {
         const record = this.local.store.get(job.id);
-        if (!record) return;
+        // Ended here, its end not yet in etcd: listed as the fleet has it, as GetJob answers it.
+        if (!record || (record.state !== 'RUNNING' && this.#endWrites.has(job.id))) return;
         if (freshUsage) await this.local.service.options.runner.refreshUsage(record);
         fresh[at] = toJob(record, this.self);
       } else if (freshUsage) {
@@ -513,12 +512,22 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
    * (a lost node's jobs are ended as lost).
    */
   async waitJob(caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
-    if (caller.via) return this.#fleetEnding(this.#localJob(await this.local.service.waitJob(caller, request, signal)), signal);
+    if (caller.via) {
+      const local = this.#localJob(await this.local.service.waitJob(caller, request, signal));
+      const answer = await this.#asFleetKeepsIt(local);
+      // Undecided (this node is cut off from etcd): the asking node reads the fleet's record until it has decided.
+      if (!answer) throw new JobworkerError('NODE_UNAVAILABLE', endUnrecorded(local.id, this.self));
+      return answer;
+    }
     let job = await this.#fleetJob(request.id);
-    if (job.node === this.self && !ENDED.has(job.status)) return this.#fleetEnding(this.#localJob(await this.local.service.waitJob(caller, { id: job.id }, signal)), signal);
+    if (job.node === this.self && !ENDED.has(job.status)) {
+      const answer = await this.#asFleetKeepsIt(this.#localJob(await this.local.service.waitJob(caller, { id: job.id }, signal)));
+      if (answer) return answer;
+      job = await this.#fleetJob(job.id);
+    }
     while (!ENDED.has(job.status) && !signal.aborted) {
       const node = this.#table.get(job.node);
-      if (node && node.state !== 'lost') {
+      if (job.node !== this.self && node && node.state !== 'lost') {
         try {
           const answer = await callPeer<WaitJobReq, WaitJobRes>(this.peers.jobs(node.info), 'waitJob', { id: job.id }, forwardedMetadata(caller), Number.POSITIVE_INFINITY, signal);
           return answer.job ?? job;
@@ -695,6 +704,10 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
 }
 
 /** etcd could not be read or written: nothing was done that depends on it. */
+function endUnrecorded(id: string, node: string): string {
+  return `job ${id} ended on node ${node}, which has not recorded its end in etcd yet`;
+}
+
 function etcdUnavailable(err: unknown): JobworkerError {
   return new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
 }
