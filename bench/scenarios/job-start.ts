@@ -150,7 +150,7 @@ export async function jobStart(server: BenchServer, quick: boolean): Promise<Row
     ...(
       [
         ['cgroupMs', 'of which: creating the cgroups and writing limits, p50'],
-        ['spawnMs', 'of which: spawn() of job-init from the server (fork + exec), p50'],
+        ['spawnMs', 'of which: starting job-init from the server (posix_spawn + exec), p50'],
         ['execMs', 'of which: job-init joining the cgroups, handing over pipes, namespaces and mounts, exec, p50'],
         ['totalMs', 'of which: all the server-side work (adds pool dispatch, thread hops), p50'],
       ] as const

@@ -418,13 +418,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   }
 
   async getJob(caller: Caller, request: GetJobReq): Promise<Job> {
-    if (caller.via) {
-      const local = this.#localJob(await this.local.service.getJob(caller, request));
-      const answer = await this.#asFleetKeepsIt(local);
-      // Undecided: the asking node answers with the fleet's record (its node's answer failed).
-      if (!answer) throw new JobworkerError('FLEET_UNAVAILABLE', endUnrecorded(local.id, this.self));
-      return answer;
-    }
+    // Undecided, the asking node answers with the fleet's record (its node's answer failed).
+    if (caller.via) return this.#keptOrRefused(this.#localJob(await this.local.service.getJob(caller, request)), 'FLEET_UNAVAILABLE');
     const job = await this.#fleetJob(request.id);
     if (ENDED.has(job.status)) return job;
     if (job.node === this.self) return (await this.#asFleetKeepsIt(this.#localJob(await this.local.service.getJob(caller, { id: job.id })))) ?? job;
@@ -446,6 +441,13 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     if (!(await settlesWithin(write, END_WRITE_WAIT_MS)) || this.#endWrites.has(local.id)) return null;
     const kept = await this.#fleetJob(local.id).catch(() => null);
     return kept && ENDED.has(kept.status) ? kept : null;
+  }
+
+  /** A forwarded call's answer about this node's own job: as the fleet keeps it, or refused with `code` while etcd has not decided. */
+  async #keptOrRefused(local: Job, code: 'FLEET_UNAVAILABLE' | 'NODE_UNAVAILABLE'): Promise<Job> {
+    const answer = await this.#asFleetKeepsIt(local);
+    if (!answer) throw new JobworkerError(code, `job ${local.id} ended on node ${this.self}, which has not recorded its end in etcd yet`);
+    return answer;
   }
 
   /** A running job of another node as that node has it now; the fleet's record when it cannot say. */
@@ -512,13 +514,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
    * (a lost node's jobs are ended as lost).
    */
   async waitJob(caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
-    if (caller.via) {
-      const local = this.#localJob(await this.local.service.waitJob(caller, request, signal));
-      const answer = await this.#asFleetKeepsIt(local);
-      // Undecided (this node is cut off from etcd): the asking node reads the fleet's record until it has decided.
-      if (!answer) throw new JobworkerError('NODE_UNAVAILABLE', endUnrecorded(local.id, this.self));
-      return answer;
-    }
+    // Undecided (this node is cut off from etcd), the asking node reads the fleet's record until it has decided.
+    if (caller.via) return this.#keptOrRefused(this.#localJob(await this.local.service.waitJob(caller, request, signal)), 'NODE_UNAVAILABLE');
     let job = await this.#fleetJob(request.id);
     if (job.node === this.self && !ENDED.has(job.status)) {
       const answer = await this.#asFleetKeepsIt(this.#localJob(await this.local.service.waitJob(caller, { id: job.id }, signal)));
@@ -704,10 +701,6 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
 }
 
 /** etcd could not be read or written: nothing was done that depends on it. */
-function endUnrecorded(id: string, node: string): string {
-  return `job ${id} ended on node ${node}, which has not recorded its end in etcd yet`;
-}
-
 function etcdUnavailable(err: unknown): JobworkerError {
   return new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
 }

@@ -142,7 +142,7 @@ export interface JobExited {
 export interface StartPhases {
   /** Creating the job's group(s) and writing its limits. */
   cgroupMs: number;
-  /** The spawn() of job-init: libuv forks the whole server, the child execs. */
+  /** Starting job-init: posix_spawn (no fork of the server, src/native-spawn/spawn.c) up to its exec. */
   spawnMs: number;
   /** From then to the command's exec: job-init joins the groups and makes the pipes, the thread opens them. */
   execMs: number;
