@@ -6,6 +6,14 @@ import path from 'node:path';
 import { ENTRY_BYTES, entryLength, entryOffset, entryStream, entryTime, readEntry, searchIndex, segmentName, type Segment } from './format.js';
 import { OutputUnreadableError, type Block, type OutputLog, type OutputSlice } from './log.js';
 
+/**
+ * Receives each slice a cursor reads. Its data may be a view into the log's
+ * tail, whose memory is reused once the log drops the block
+ * (block-pool.ts): it is valid only during the call. Copy or encode what you
+ * keep; never hold it across an await.
+ */
+export type SliceTaker<T> = (slice: OutputSlice) => T;
+
 /** Index entries read from disk at a time. */
 const BATCH_ENTRIES = 819;
 /** Bytes read at a time when searching backwards for line ends. */
@@ -31,23 +39,25 @@ export class OutputCursor {
   }
 
   /**
-   * The next bytes from the cursor, at most maxBytes, all of one stream;
-   * with `split`, all of one frame (so they have one arrival time). Null at
-   * the log's end. Skips ahead when the bytes at the cursor were discarded:
-   * the slice's offset says where it is.
+   * Hands `take` the next bytes from the cursor, at most maxBytes, all of one
+   * stream; with `split`, all of one frame (so they have one arrival time);
+   * resolves with what `take` returned, or null at the log's end. Skips
+   * ahead when the bytes at the cursor were discarded: the slice's offset
+   * says where it is.
    */
-  async next(maxBytes: number, split: boolean): Promise<OutputSlice | null> {
+  async next<T>(maxBytes: number, split: boolean, take: SliceTaker<T>): Promise<T | null> {
     const log = this.#log;
     if (log.removed) throw new OutputUnreadableError('the job was removed from the history while its output was being read');
     for (;;) {
       if (this.offset < log.start) this.offset = log.start;
       if (this.offset >= log.length || maxBytes <= 0) return null;
       const blocks = log.blocks;
+      // From memory: handed over in the same synchronous run that found it, before its block can be dropped and reused.
       const slice = blocks.length > 0 && this.offset >= blocks[0]!.start ? fromBlocks(blocks, this.offset, maxBytes, split) : await this.#fromDisk(maxBytes, split);
       // null: the segment was discarded as it was opened; go on from the first byte kept.
       if (!slice) continue;
       this.offset = slice.offset + slice.data.length;
-      return slice;
+      return take(slice);
     }
   }
 
@@ -151,7 +161,7 @@ export class OutputCursor {
   }
 }
 
-/** A slice from the tail in memory: a view into a block, whose written bytes never change. */
+/** A slice from the tail in memory: a view into a block, valid until the log drops the block. */
 function fromBlocks(blocks: readonly Block[], offset: number, maxBytes: number, split: boolean): OutputSlice {
   let b = blocks.length - 1;
   while (blocks[b]!.start > offset) b -= 1;
@@ -184,25 +194,27 @@ function sliceEnd(index: Buffer, i: number, count: number, limit: number, split:
 
 /** Offset of the first byte that arrived at or after `time` (ms since the epoch); the log's length when none did. */
 export async function offsetSince(log: OutputLog, time: number): Promise<number> {
-  // Copies: the log drops blocks and segments from the front while the
-  // search waits on the disk. A dropped block's memory is never reused.
-  const blocks = [...log.blocks];
-  const segments = [...log.segments];
-  const inMemory = blocks.length > 0 && entryTime(blocks[0]!.index, 0) < time;
-  if (!inMemory) {
-    for (const segment of segments) {
-      if (blocks.length > 0 && segment.start >= blocks[0]!.start) break;
-      const found = await searchSegmentByTime(log, segment, time);
-      if (found !== null) return found;
+  const { blocks } = log;
+  // Times never decrease: when the tail's first frame is older than `time`,
+  // the answer is in the tail, read now, before any await lets the log drop
+  // (and reuse) a block.
+  if (blocks.length > 0 && entryTime(blocks[0]!.index, 0) < time) {
+    for (const block of blocks) {
+      for (let i = 0; i < block.entries; i += 1) {
+        if (entryTime(block.index, i * ENTRY_BYTES) >= time) return entryOffset(block.index, i * ENTRY_BYTES);
+      }
     }
-    if (blocks.length === 0) return log.length;
+    return log.length;
   }
-  for (const block of blocks) {
-    for (let i = 0; i < block.entries; i += 1) {
-      if (entryTime(block.index, i * ENTRY_BYTES) >= time) return entryOffset(block.index, i * ENTRY_BYTES);
-    }
+  // Else it is on disk, or it is the tail's first byte (or, with no tail, the end).
+  // A copy: the log drops segments from the front while the search waits on the disk.
+  const tailStart = blocks.length > 0 ? blocks[0]!.start : log.length;
+  for (const segment of [...log.segments]) {
+    if (segment.start >= tailStart) break;
+    const found = await searchSegmentByTime(log, segment, time);
+    if (found !== null) return found;
   }
-  return log.length;
+  return tailStart;
 }
 
 /** The offset of the segment's first frame that arrived at or after `time`, or null when none of its frames on disk did. */
@@ -270,7 +282,8 @@ async function readRange(cursor: OutputCursor, from: number, to: number): Promis
   cursor.offset = from;
   while (cursor.offset < to) {
     const expected = cursor.offset;
-    const slice = await cursor.next(to - cursor.offset, false);
+    // A copy: slice data is not kept past the call (SliceTaker).
+    const slice = await cursor.next(to - cursor.offset, false, ({ offset, data }) => ({ offset, data: Buffer.from(data) }));
     if (!slice || slice.offset >= to) break;
     if (slice.offset !== expected) {
       pieces = [];

@@ -17,6 +17,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { messageOf } from '../../common/error-message.js';
 import { StreamId } from '../../workers/protocol.js';
+import { giveBlockMemory, takeBlockMemory } from './block-pool.js';
 import { ENTRY_BYTES, entryLength, entryStream, entryTime, segmentName, setEntryLength, writeEntry, type Segment } from './format.js';
 import { recoverSegments } from './recovery.js';
 
@@ -31,6 +32,16 @@ const KEPT_BLOCKS = 2;
  * besides the two blocks kept for followers.
  */
 const MAX_TAIL_MEMORY = 2 * 1024 * 1024;
+/**
+ * A block is written once it is full; the block being filled, at most this
+ * long after its first unwritten byte arrived (at once when the log closes).
+ * Each write costs the RPC thread ~15 µs to hand to libuv's pool: four jobs
+ * writing flat out, each write carrying one pump pass (64 KiB), spent 40%
+ * of its time there (bench scenario 3's profile). Followers read the tail
+ * from memory and do not wait for this; a server killed outright loses at
+ * most this much more of what its jobs had printed.
+ */
+const FLUSH_MS = 5;
 /** While the disk refuses writes (full), they are retried this often. */
 export const RETRY_MS = 1_000;
 /** Segments per --max-output-bytes: the granularity at which old output is discarded. */
@@ -41,7 +52,11 @@ export interface OutputSlice {
   stream: StreamId;
   /** Offset of data's first byte in the log. */
   offset: number;
-  /** Never modified once returned. */
+  /**
+   * May be a view into the log's tail in memory, which is reused once the
+   * log drops the block: valid only during the SliceTaker call that
+   * receives it (cursor.ts).
+   */
   data: Buffer;
   /** When data's first byte arrived, ms since the epoch. */
   time: number;
@@ -112,6 +127,10 @@ export class OutputLog {
   #idle: Promise<void> = Promise.resolve();
   #dirMade = false;
   #retry: NodeJS.Timeout | undefined;
+  /** Armed while the block being filled has bytes not yet written: see FLUSH_MS. */
+  #flush: NodeJS.Timeout | undefined;
+  /** The flush timer fired: the block being filled is due too. */
+  #flushDue = false;
   #pausedSince: Date | null = null;
   #pauseReason = '';
   /** Found when the files were opened after a restart, or a write that failed for good. */
@@ -258,6 +277,8 @@ export class OutputLog {
     this.#disposed = true;
     clearTimeout(this.#retry);
     this.#retry = undefined;
+    clearTimeout(this.#flush);
+    this.#flush = undefined;
     if (this.#written < this.#length && !this.#removed) {
       this.#logger.error({ dir: this.dir, lostBytes: this.#length - this.#written }, 'output that could not be written is lost');
       this.#problem = `output from byte ${this.#written} on could not be written and is lost`;
@@ -304,11 +325,11 @@ export class OutputLog {
       segment,
       start: this.#length,
       firstEntry: segment.entries,
-      data: blockMemory(size),
+      data: takeBlockMemory(size),
       used: 0,
       // An entry per 80 bytes on average before the block counts as full:
       // a job printing one byte at a time cannot make an index bigger than this.
-      index: blockMemory(Math.max(ENTRY_BYTES * 16, Math.floor(size / 4))),
+      index: takeBlockMemory(Math.max(ENTRY_BYTES * 16, Math.floor(size / 4))),
       entries: 0,
       writtenData: 0,
       writtenEntries: 0,
@@ -321,16 +342,38 @@ export class OutputLog {
 
   #startWriting(): void {
     if (this.#writing || this.#retry || this.#disposed) return;
+    if (!this.#closed && !this.#nextWrite()) {
+      // Only the block being filled has unwritten bytes: they go out with the flush timer, or once it is full.
+      if (this.#hasWork() && !this.#flush) {
+        this.#flush = setTimeout(() => {
+          this.#flush = undefined;
+          this.#flushDue = true;
+          this.#startWriting();
+        }, FLUSH_MS);
+      }
+      return;
+    }
+    clearTimeout(this.#flush);
+    this.#flush = undefined;
     this.#writing = true;
     // After the current drain pass: its appends go out in one write.
     this.#idle = new Promise((resolve) => queueMicrotask(() => void this.#writeAll().finally(resolve)));
   }
 
+  /** The first block with unwritten entries, if it is due: full, or the log closed, or flushed. */
+  #nextWrite(): Block | undefined {
+    const block = this.#blocks.find((b) => b.writtenEntries < b.entries);
+    if (!block) return undefined;
+    return block !== this.#blocks[this.#blocks.length - 1] || this.#closed || this.#flushDue ? block : undefined;
+  }
+
   async #writeAll(): Promise<void> {
     try {
       for (;;) {
-        const block = this.#blocks.find((b) => b.writtenEntries < b.entries);
+        const block = this.#nextWrite();
         if (!block) break;
+        // The block being filled: what it holds now is written, what comes meanwhile waits for the next flush (or for it to fill).
+        if (block === this.#blocks[this.#blocks.length - 1]) this.#flushDue = false;
         await this.#writeBlock(block);
         if (this.#disposed) return;
         this.#dropWrittenBlocks();
@@ -419,6 +462,9 @@ export class OutputLog {
     while (this.#blocks.length > keep && this.#blocks[0]!.writtenEntries === this.#blocks[0]!.entries) {
       const dropped = this.#blocks.shift()!;
       this.#tailMemory -= dropped.data.length + dropped.index.length;
+      // Written, and no reader can hold a view of it (cursor.ts reads blocks only synchronously).
+      giveBlockMemory(dropped.data);
+      giveBlockMemory(dropped.index);
     }
   }
 
@@ -473,17 +519,6 @@ export class OutputLog {
 
 async function closeFiles(files: SegmentFiles): Promise<void> {
   await Promise.allSettled([files.data.close(), files.index.close()]);
-}
-
-/**
- * Memory for a block. A resizable ArrayBuffer (never resized) is mapped by
- * V8 on its own and unmapped when collected; a plain one comes from malloc,
- * and once glibc's mmap threshold has risen past the block size (it does
- * after the first free) a chatty job's stream of dead blocks leaves the
- * heap grown by ~100 MB that is never given back (measured: 1 GiB written).
- */
-function blockMemory(size: number): Buffer {
-  return Buffer.from(new ArrayBuffer(size, { maxByteLength: size }));
 }
 
 /** Wakes every waiter and forgets them (a wake only resolves a promise: none can add a waiter meanwhile). */

@@ -31,11 +31,12 @@ import { jobEnvironment, parseEnv, resolveWorkdir } from '../policy/job-environm
 import { resolveLimits, type HostCapacity } from '../policy/limits.js';
 import { resolveMeta, type DeadlinePolicy } from '../policy/job-meta.js';
 import type { Caller } from './authz.js';
+import { ChunkMemory } from './chunk-encoder.js';
 import { openInput, type InputStream } from './input-call.js';
 import type { InputCall, JobApi, OutputCall } from './job-api.js';
 import { readPage, type JobsPage } from './job-pages.js';
 import { toJob } from './job-view.js';
-import { WriteWindow } from './write-window.js';
+import { CHUNKS_IN_FLIGHT, WriteWindow } from './write-window.js';
 
 /** Output goes out in pieces of at most this size, never as one message. */
 export const MAX_CHUNK_BYTES = 256 * 1024;
@@ -222,6 +223,7 @@ export class JobService implements JobApi {
     call.once('close', onCancel);
     const cursor = new OutputCursor(log, log.start);
     const window = new WriteWindow(call, gone.signal);
+    const memory = new ChunkMemory(CHUNKS_IN_FLIGHT);
     const { openStreams, sentBytes } = this.options.metrics;
     openStreams.inc();
     this.#streams += 1;
@@ -235,19 +237,23 @@ export class JobService implements JobApi {
         // A stream another node relays is held there too (its window, grpc-js's read-ahead of 16
         // messages), where this node's budget does not count it: the least chunks for those.
         const size = caller.via === undefined ? chunkBytes(this.#streams) : MIN_CHUNK_BYTES;
-        const slice = await cursor.next(Math.min(size, end - cursor.offset), timestamps || notYet);
-        // A since still to come holds back what a follower gets until then.
-        if (slice && notYet && slice.time < since!.getTime()) continue;
-        if (slice) {
+        const taken = await cursor.next(Math.min(size, end - cursor.offset), timestamps || notYet, (slice) => {
+          // A since still to come holds back what a follower gets until then.
+          if (notYet && slice.time < since!.getTime()) return 'skipped';
           notYet = false;
+          // Encoded at once: the slice may be a view into the log's tail, valid only now (cursor.ts SliceTaker).
           const chunk: DataChunk = {
             data: slice.data,
             stream: slice.stream === StreamId.Stderr ? OutputStream.OUTPUT_STREAM_STDERR : OutputStream.OUTPUT_STREAM_STDOUT,
             offset: slice.offset,
             time: timestamps ? new Date(slice.time) : undefined,
           };
-          await window.write(chunk);
-          sentBytes.inc(chunk.data.length);
+          return { ...memory.encode(chunk), bytes: slice.data.length };
+        });
+        if (taken === 'skipped') continue;
+        if (taken) {
+          await window.write(taken.message, taken.written);
+          sentBytes.inc(taken.bytes);
           continue;
         }
         if (log.closed) break;

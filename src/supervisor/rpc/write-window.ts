@@ -3,7 +3,7 @@
 import type { ServerWritableStream } from '@grpc/grpc-js';
 
 /** Chunks a stream may have handed to grpc-js and not yet seen written to the connection. */
-const CHUNKS_IN_FLIGHT = 2;
+export const CHUNKS_IN_FLIGHT = 2;
 
 /**
  * Holds a stream's writer back once CHUNKS_IN_FLIGHT chunks are queued.
@@ -23,10 +23,12 @@ export class WriteWindow {
     signal.addEventListener('abort', () => this.#wake?.(), { once: true });
   }
 
-  async write(chunk: unknown): Promise<void> {
+  /** `written` is called once grpc-js has the chunk written (never for a call that went away). */
+  async write(chunk: unknown, written?: () => void): Promise<void> {
     this.#inFlight += 1;
     this.call.write(chunk, () => {
       this.#inFlight -= 1;
+      written?.();
       this.#wake?.();
     });
     if (this.#inFlight < CHUNKS_IN_FLIGHT) return;

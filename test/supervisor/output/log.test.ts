@@ -5,6 +5,7 @@ import { mkdtemp, readdir, rm, truncate, appendFile, writeFile, stat } from 'nod
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
+import { pooledBlockBytes } from '../../../src/supervisor/output/block-pool.js';
 import { OutputCursor, offsetOfLastLines, offsetSince } from '../../../src/supervisor/output/cursor.js';
 import { OutputLog, OutputUnreadableError, RETRY_MS, type OutputSlice } from '../../../src/supervisor/output/log.js';
 import { StreamId } from '../../../src/workers/protocol.js';
@@ -30,10 +31,11 @@ async function readAll(log: OutputLog, from: number, maxBytes: number, split = f
   try {
     for (;;) {
       const at = cursor.offset;
-      const slice = await cursor.next(maxBytes, split);
+      // A copy: a slice of the tail in memory is valid only during the call.
+      const slice = await cursor.next(maxBytes, split, (taken) => ({ ...taken, data: Buffer.from(taken.data) }));
       if (!slice) return out;
       if (slice.offset < at) throw new Error('a slice went backwards');
-      out.push({ ...slice, data: Buffer.from(slice.data) });
+      out.push(slice);
     }
   } finally {
     await cursor.close();
@@ -244,4 +246,35 @@ test.serial('output log: a job printing one byte at a time cannot grow the tail 
   }
   const memory = log.blocks.reduce((n, b) => n + b.data.length + b.index.length, 0);
   t.true(memory <= 2 * 1024 * 1024 + 5 * 1024, `tail memory ${memory} after ${time} one-byte frames`);
+});
+
+test.serial('output log: a block the log has dropped goes to the next log that needs one, and neither log reads another\'s bytes', async (t) => {
+  const first = await newLog(t);
+  const firstWrites = randomWrites(Array.from({ length: 24 }, () => 64 * 1024));
+  await pump(first, firstWrites);
+  // A follower sees the tail in memory while the writes go on, copying what it keeps (SliceTaker).
+  const followed = await readAll(first, 0, 65_536);
+  await first.close();
+  t.deepEqual(first.blocks, [], 'every block dropped once closed');
+  t.true(pooledBlockBytes() >= 256 * 1024, `${pooledBlockBytes()} bytes of blocks kept for reuse`);
+  t.true(bytesOf(followed).equals(Buffer.concat(firstWrites.map((w) => w.data))));
+
+  const second = await newLog(t);
+  const secondWrites = randomWrites(Array.from({ length: 24 }, () => 64 * 1024));
+  await pump(second, secondWrites);
+  await second.close();
+  await checkReadsBack(t, second, secondWrites, 'the log that reused the blocks');
+  await checkReadsBack(t, first, firstWrites, 'the log that gave them back');
+});
+
+test('output log: the block being filled reaches the disk soon after its bytes arrive, not only once it is full or the log closes', async (t) => {
+  const log = await newLog(t);
+  log.append(StreamId.Stdout, Buffer.from('one line\n'));
+  const file = path.join(log.dir, '0000000000000000.out');
+  const size = () => (fs.existsSync(file) ? fs.statSync(file).size : 0);
+  await waitUntil(() => size() === 9, 'the line on disk');
+  log.append(StreamId.Stderr, Buffer.from('two'));
+  await waitUntil(() => size() === 12, 'the next bytes on disk');
+  t.false(log.closed);
+  t.is(log.blocks.length, 1, 'the block being filled stays for followers');
 });

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { DataChunk, OutputStream } from '../../../src/gen/jobworker/v1/jobworker.js';
-import { encodeDataChunk } from '../../../src/supervisor/rpc/chunk-encoder.js';
+import { ChunkMemory, encodeDataChunk } from '../../../src/supervisor/rpc/chunk-encoder.js';
 
 const generated = (chunk: DataChunk) => Buffer.from(DataChunk.encode(chunk).finish());
 
@@ -35,4 +35,21 @@ test('writes the bytes the generated encoder writes for chunk times', (t) => {
     const chunk = { data: Buffer.from('line\n'), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: 12, time: new Date(ms) };
     t.deepEqual(encodeDataChunk(chunk), generated(chunk), String(ms));
   }
+});
+
+test('a stream reuses the memory of a chunk once grpc-js has written it, never one still in flight', (t) => {
+  const memory = new ChunkMemory(2);
+  const chunk = (n: number) => ({ data: Buffer.alloc(65_536, n), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: n * 65_536, time: undefined });
+  const first = memory.encode(chunk(1));
+  const second = memory.encode(chunk(2));
+  t.not(first.message.buffer, second.message.buffer, 'two chunks in flight, two buffers');
+  t.deepEqual(first.message, generated(chunk(1)));
+  t.deepEqual(second.message, generated(chunk(2)));
+  first.written();
+  const third = memory.encode(chunk(3));
+  t.is(third.message.buffer, first.message.buffer, 'the written chunk\'s memory is reused');
+  t.deepEqual(third.message, generated(chunk(3)));
+  t.deepEqual(second.message, generated(chunk(2)), 'the chunk still in flight is untouched');
+  const bigger = memory.encode({ ...chunk(4), data: Buffer.alloc(200_000, 4) });
+  t.deepEqual(bigger.message, generated({ ...chunk(4), data: Buffer.alloc(200_000, 4) }), 'a chunk larger than any free buffer gets new memory');
 });
