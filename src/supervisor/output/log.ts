@@ -380,6 +380,7 @@ export class OutputLog {
         await this.#closeFinishedSegments();
         this.#afterWrite();
       }
+      if (this.#disposed) return;
       this.#dropWrittenBlocks();
       await this.#closeFinishedSegments();
       this.#afterWrite();

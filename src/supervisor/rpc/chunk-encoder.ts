@@ -87,7 +87,7 @@ export function encodeDataChunk(chunk: DataChunk, memory: (size: number) => Buff
  * while one follower streamed flat out (bench scenario 2's profile).
  */
 export class ChunkMemory {
-  /** Free buffers kept: one per chunk a stream may have in flight is enough. */
+  /** Free buffers, at most `keep`: one per chunk a stream may have in flight is enough. */
   readonly #free: Buffer[] = [];
 
   constructor(readonly keep: number) {}
@@ -96,20 +96,35 @@ export class ChunkMemory {
   encode(chunk: DataChunk): { message: Buffer; written: () => void } {
     let memory: Buffer | undefined;
     const message = encodeDataChunk(chunk, (size) => {
+      // A line or two: from Node's shared pool, not worth keeping.
+      if (size < REUSED_FROM) return Buffer.allocUnsafe(size);
       memory = this.#take(size);
       return memory.subarray(0, size);
     });
     return { message, written: () => memory && this.#give(memory) };
   }
 
+  /** Lets the free buffers go: for a stream that waits for output, and may wait long. */
+  release(): void {
+    this.#free.length = 0;
+  }
+
   #take(size: number): Buffer {
-    const at = this.#free.findIndex((free) => free.length >= size);
+    // Not one much bigger than asked: a stream whose chunks shrank (more streams open) keeps no 256 KiB buffers.
+    const at = this.#free.findIndex((free) => free.length >= size && free.length <= 2 * size + SLACK);
     if (at >= 0) return this.#free.splice(at, 1)[0]!;
     // A little over: the fields around the data vary by a few bytes from chunk to chunk.
-    return Buffer.allocUnsafeSlow(size + 64);
+    return Buffer.allocUnsafeSlow(size + SLACK);
   }
 
   #give(memory: Buffer): void {
-    if (this.#free.length < this.keep) this.#free.push(memory);
+    this.#free.push(memory);
+    // The largest are kept: the stream's chunks are as big as they have ever been or will soon be again.
+    if (this.#free.length > this.keep) this.#free.sort((a, b) => b.length - a.length).length = this.keep;
   }
 }
+
+/** Encoded chunks smaller than this are not reused. */
+const REUSED_FROM = 16 * 1024;
+/** Room for the fields around a chunk's data (tag, lengths, stream, offset, time). */
+const SLACK = 64;

@@ -58,6 +58,8 @@ export function chunkBytes(open: number): number {
   while (size > MIN_CHUNK_BYTES && size * open > CHUNK_BUDGET_BYTES) size /= 2;
   return size;
 }
+/** A stream that has waited this long for output lets its chunk memory go (ChunkMemory). */
+const RELEASE_AFTER_MS = 1_000;
 /** GetJobs fresh_usage: usage reads in flight at once, each a round trip to a supervisor thread. */
 const USAGE_READS_AT_ONCE = 64;
 
@@ -257,10 +259,17 @@ export class JobService implements JobApi {
           continue;
         }
         if (log.closed) break;
-        await log.waitFor(cursor.offset, gone.signal);
+        // A follower that waits long (a quiet job) holds no chunk memory meanwhile; one that keeps up with a busy job keeps it.
+        const quiet = setTimeout(() => memory.release(), RELEASE_AFTER_MS);
+        try {
+          await log.waitFor(cursor.offset, gone.signal);
+        } finally {
+          clearTimeout(quiet);
+        }
       }
       // The log closes before the job's end is recorded (that waits for the
       // disk): a follower told of the end must find it in GetJob.
+      memory.release();
       if (follow) await eitherAborted(settledSignal(record.ended), gone.signal);
     } catch (err) {
       // The client went away: nothing to send, nothing to report.

@@ -53,3 +53,22 @@ test('a stream reuses the memory of a chunk once grpc-js has written it, never o
   const bigger = memory.encode({ ...chunk(4), data: Buffer.alloc(200_000, 4) });
   t.deepEqual(bigger.message, generated({ ...chunk(4), data: Buffer.alloc(200_000, 4) }), 'a chunk larger than any free buffer gets new memory');
 });
+
+test('a stream\'s first small chunks (a line or two) do not keep it from reusing the memory of its big ones', (t) => {
+  const memory = new ChunkMemory(2);
+  const line = (n: number) => ({ data: Buffer.from(`line ${n}\n`), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: n, time: undefined });
+  const lines = [memory.encode(line(1)), memory.encode(line(2))];
+  for (const encoded of lines) encoded.written();
+  t.deepEqual(lines[1]!.message, generated(line(2)));
+  const big = (n: number) => ({ data: Buffer.alloc(262_144, n), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: n * 262_144, time: undefined });
+  const first = memory.encode(big(1));
+  first.written();
+  const second = memory.encode(big(2));
+  t.is(second.message.buffer, first.message.buffer, 'the big chunk\'s memory is reused');
+  second.written();
+  const small = memory.encode({ ...big(3), data: Buffer.alloc(65_536, 3) });
+  t.not(small.message.buffer, first.message.buffer, 'a buffer four times too big is not used for a smaller chunk');
+  memory.release();
+  const after = memory.encode(big(4));
+  t.not(after.message.buffer, first.message.buffer, 'nothing is kept once released');
+});
