@@ -13,6 +13,7 @@ import {
   type ServiceError,
 } from '@grpc/grpc-js';
 import { PemFileError, readPem } from '../common/pem.js';
+import { JobServiceViewingClient } from './chunk-decoder.js';
 import { ConfigError } from './errors.js';
 import {
   CreateJobReq,
@@ -58,7 +59,7 @@ export function openChannel(options: ConnectOptions): JobServiceClient {
   } catch (err) {
     throw new ConfigError(`cannot use client certificate ${options.cert} with key ${options.key}: ${(err as Error).message}`);
   }
-  return new JobServiceClient(options.server, withoutIpServerName(credentials.createFromSecureContext(context)), CHANNEL_OPTIONS);
+  return new JobServiceViewingClient(options.server, withoutIpServerName(credentials.createFromSecureContext(context)), CHANNEL_OPTIONS);
 }
 
 /**

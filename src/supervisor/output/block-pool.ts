@@ -11,7 +11,7 @@
 // synchronous call (cursor.ts, SliceTaker), never across an await.
 
 /** Bytes of free blocks kept at most, all sizes together: past this, a returned block is left to the collector. */
-const KEEP_BYTES = 8 * 1024 * 1024;
+const KEEP_BYTES = 4 * 1024 * 1024;
 
 const free = new Map<number, Buffer[]>();
 let freeBytes = 0;

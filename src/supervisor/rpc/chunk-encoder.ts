@@ -96,7 +96,7 @@ export class ChunkMemory {
   encode(chunk: DataChunk): { message: Buffer; written: () => void } {
     let memory: Buffer | undefined;
     const message = encodeDataChunk(chunk, (size) => {
-      // A line or two: from Node's shared pool, not worth keeping.
+      // A line or two, or the small chunks of many open streams: not kept.
       if (size < REUSED_FROM) return Buffer.allocUnsafe(size);
       memory = this.#take(size);
       return memory.subarray(0, size);
@@ -110,8 +110,7 @@ export class ChunkMemory {
   }
 
   #take(size: number): Buffer {
-    // Not one much bigger than asked: a stream whose chunks shrank (more streams open) keeps no 256 KiB buffers.
-    const at = this.#free.findIndex((free) => free.length >= size && free.length <= 2 * size + SLACK);
+    const at = this.#free.findIndex((free) => free.length >= size);
     if (at >= 0) return this.#free.splice(at, 1)[0]!;
     // A little over: the fields around the data vary by a few bytes from chunk to chunk.
     return Buffer.allocUnsafeSlow(size + SLACK);
@@ -124,7 +123,13 @@ export class ChunkMemory {
   }
 }
 
-/** Encoded chunks smaller than this are not reused. */
-const REUSED_FROM = 16 * 1024;
+/**
+ * Encoded chunks smaller than this are not reused: only the chunks of the
+ * few fastest streams are (job-service.ts chunkBytes gives chunks this big
+ * to at most 32 open streams), so what all streams keep is bounded by about
+ * twice the chunk budget. A hundred followers of 64 KiB each keeping theirs
+ * took the server past its memory bound (bench scenario 7: 301 MB).
+ */
+const REUSED_FROM = 128 * 1024;
 /** Room for the fields around a chunk's data (tag, lengths, stream, offset, time). */
 const SLACK = 64;

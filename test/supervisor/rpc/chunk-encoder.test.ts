@@ -39,7 +39,7 @@ test('writes the bytes the generated encoder writes for chunk times', (t) => {
 
 test('a stream reuses the memory of a chunk once grpc-js has written it, never one still in flight', (t) => {
   const memory = new ChunkMemory(2);
-  const chunk = (n: number) => ({ data: Buffer.alloc(65_536, n), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: n * 65_536, time: undefined });
+  const chunk = (n: number, size = 262_144): DataChunk => ({ data: Buffer.alloc(size, n), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: n * size, time: undefined });
   const first = memory.encode(chunk(1));
   const second = memory.encode(chunk(2));
   t.not(first.message.buffer, second.message.buffer, 'two chunks in flight, two buffers');
@@ -50,25 +50,27 @@ test('a stream reuses the memory of a chunk once grpc-js has written it, never o
   t.is(third.message.buffer, first.message.buffer, 'the written chunk\'s memory is reused');
   t.deepEqual(third.message, generated(chunk(3)));
   t.deepEqual(second.message, generated(chunk(2)), 'the chunk still in flight is untouched');
-  const bigger = memory.encode({ ...chunk(4), data: Buffer.alloc(200_000, 4) });
-  t.deepEqual(bigger.message, generated({ ...chunk(4), data: Buffer.alloc(200_000, 4) }), 'a chunk larger than any free buffer gets new memory');
+  third.written();
+  const smaller = memory.encode(chunk(4, 131_072));
+  t.is(smaller.message.buffer, first.message.buffer, 'a free buffer big enough is used for a smaller chunk');
+  t.deepEqual(smaller.message, generated(chunk(4, 131_072)));
+  smaller.written();
+  memory.release();
+  const after = memory.encode(chunk(5));
+  t.not(after.message.buffer, first.message.buffer, 'nothing is kept once released');
 });
 
-test('a stream\'s first small chunks (a line or two) do not keep it from reusing the memory of its big ones', (t) => {
+test('small chunks (a line, or the 64 KiB chunks of a hundred open streams) are not kept, and do not keep a stream from reusing its big ones', (t) => {
   const memory = new ChunkMemory(2);
-  const line = (n: number) => ({ data: Buffer.from(`line ${n}\n`), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: n, time: undefined });
-  const lines = [memory.encode(line(1)), memory.encode(line(2))];
-  for (const encoded of lines) encoded.written();
-  t.deepEqual(lines[1]!.message, generated(line(2)));
-  const big = (n: number) => ({ data: Buffer.alloc(262_144, n), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: n * 262_144, time: undefined });
+  const line = { data: Buffer.from('line\n'), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: 1, time: undefined };
+  const sixtyFour = { data: Buffer.alloc(65_536, 7), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: 2, time: undefined };
+  for (const small of [line, line, sixtyFour, sixtyFour]) {
+    const encoded = memory.encode(small);
+    t.deepEqual(encoded.message, generated(small));
+    encoded.written();
+  }
+  const big = (n: number) => ({ data: Buffer.alloc(262_144, n), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: n, time: undefined });
   const first = memory.encode(big(1));
   first.written();
-  const second = memory.encode(big(2));
-  t.is(second.message.buffer, first.message.buffer, 'the big chunk\'s memory is reused');
-  second.written();
-  const small = memory.encode({ ...big(3), data: Buffer.alloc(65_536, 3) });
-  t.not(small.message.buffer, first.message.buffer, 'a buffer four times too big is not used for a smaller chunk');
-  memory.release();
-  const after = memory.encode(big(4));
-  t.not(after.message.buffer, first.message.buffer, 'nothing is kept once released');
+  t.is(memory.encode(big(2)).message.buffer, first.message.buffer);
 });
