@@ -9,11 +9,18 @@ import { OutputUnreadableError, type Block, type OutputLog, type OutputSlice } f
 /**
  * Receives each slice a cursor reads. Its data may be a view into the log's
  * tail, whose memory is reused once the log drops the block
- * (block-pool.ts): it is valid only during the call. Copy or encode what you
- * keep; never hold it across an await.
+ * (block-pool.ts), or into the cursor's own read buffer, reused by its next
+ * read: it is valid only during the call. Copy or encode what you keep;
+ * never hold it across an await.
  */
 export type SliceTaker<T> = (slice: OutputSlice) => T;
 
+/**
+ * Reads from disk this big and bigger go into one buffer the cursor keeps
+ * (the chunks of the few fastest streams: job-service.ts chunkBytes), not
+ * into new memory every time, faulted in page by page and collected.
+ */
+const REUSED_READ_BYTES = 128 * 1024;
 /** Index entries read from disk at a time. */
 const BATCH_ENTRIES = 819;
 /** Bytes read at a time when searching backwards for line ends. */
@@ -32,6 +39,8 @@ export class OutputCursor {
   #batchPos = 0;
   /** Closed by its reader, maybe while a read was opening files. */
   #closed = false;
+  /** Where reads of REUSED_READ_BYTES and more go. */
+  #readBuffer: Buffer | null = null;
 
   constructor(log: OutputLog, offset: number) {
     this.#log = log;
@@ -63,7 +72,13 @@ export class OutputCursor {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#readBuffer = null;
     await this.#closeFiles();
+  }
+
+  /** Lets its read buffer go: for a reader that waits for output, and may wait long. */
+  release(): void {
+    this.#readBuffer = null;
   }
 
   async #fromDisk(maxBytes: number, split: boolean): Promise<OutputSlice | null> {
@@ -76,10 +91,16 @@ export class OutputCursor {
     while (i + 1 < this.#batchCount && entryOffset(batch, (i + 1) * ENTRY_BYTES) <= this.offset) i += 1;
     this.#batchPos = i;
     const end = sliceEnd(batch, i, this.#batchCount, this.offset + maxBytes, split);
-    const data = Buffer.allocUnsafe(end - this.offset);
+    const data = this.#readInto(end - this.offset);
     const { bytesRead } = await this.#data!.read(data, 0, data.length, this.offset - segment.start);
     if (bytesRead !== data.length) throw this.#unreadable(`bytes ${this.offset} to ${end} are missing from ${segmentName(segment.start, 'out')}`);
     return { stream: entryStream(batch, i * ENTRY_BYTES), offset: this.offset, data, time: entryTime(batch, i * ENTRY_BYTES) };
+  }
+
+  #readInto(length: number): Buffer {
+    if (length < REUSED_READ_BYTES) return Buffer.allocUnsafe(length);
+    if (!this.#readBuffer || this.#readBuffer.length < length) this.#readBuffer = Buffer.allocUnsafeSlow(length);
+    return this.#readBuffer.subarray(0, length);
   }
 
   /** The segment holding the cursor's offset, moving the cursor past a gap in the files. */

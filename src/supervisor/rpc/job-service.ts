@@ -58,7 +58,7 @@ export function chunkBytes(open: number): number {
   while (size > MIN_CHUNK_BYTES && size * open > CHUNK_BUDGET_BYTES) size /= 2;
   return size;
 }
-/** A stream that has waited this long for output lets its chunk memory go (ChunkMemory). */
+/** A stream that has waited this long for output lets its memory go (ChunkMemory, the cursor's read buffer). */
 const RELEASE_AFTER_MS = 1_000;
 /** GetJobs fresh_usage: usage reads in flight at once, each a round trip to a supervisor thread. */
 const USAGE_READS_AT_ONCE = 64;
@@ -260,7 +260,10 @@ export class JobService implements JobApi {
         }
         if (log.closed) break;
         // A follower that waits long (a quiet job) holds no chunk memory meanwhile; one that keeps up with a busy job keeps it.
-        const quiet = setTimeout(() => memory.release(), RELEASE_AFTER_MS);
+        const quiet = setTimeout(() => {
+          memory.release();
+          cursor.release();
+        }, RELEASE_AFTER_MS);
         try {
           await log.waitFor(cursor.offset, gone.signal);
         } finally {
@@ -270,6 +273,7 @@ export class JobService implements JobApi {
       // The log closes before the job's end is recorded (that waits for the
       // disk): a follower told of the end must find it in GetJob.
       memory.release();
+      cursor.release();
       if (follow) await eitherAborted(settledSignal(record.ended), gone.signal);
     } catch (err) {
       // The client went away: nothing to send, nothing to report.

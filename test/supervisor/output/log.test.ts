@@ -278,3 +278,29 @@ test('output log: the block being filled reaches the disk soon after its bytes a
   t.false(log.closed);
   t.is(log.blocks.length, 1, 'the block being filled stays for followers');
 });
+
+test('output log: big reads from disk go into one buffer the cursor keeps, each slice right while its taker has it; small ones get their own memory', async (t) => {
+  const log = await newLog(t);
+  const written = randomWrites(Array.from({ length: 16 }, () => 256 * 1024));
+  await pump(log, written);
+  await log.close();
+  const all = Buffer.concat(written.map((w) => w.data));
+  const cursor = new OutputCursor(log, 0);
+  t.teardown(() => cursor.close());
+  const memories: ArrayBufferLike[] = [];
+  const read: Buffer[] = [];
+  for (;;) {
+    const copy = await cursor.next(256 * 1024, false, (slice) => {
+      memories.push(slice.data.buffer);
+      return Buffer.from(slice.data);
+    });
+    if (!copy) break;
+    read.push(copy);
+  }
+  t.true(Buffer.concat(read).equals(all));
+  t.true(memories.length >= 16);
+  t.true(memories.every((memory) => memory === memories[0]), 'one buffer for every big read');
+  cursor.offset = 0;
+  const small = await cursor.next(1000, false, (slice) => slice.data.buffer);
+  t.not(small, memories[0], 'a small read is not given the big buffer');
+});
