@@ -134,7 +134,7 @@ export class JobRunner {
       // A supervisor thread's young generation grows to V8's default 32 MiB
       // in a burst of starts and stays that big until a minute of quiet lets
       // V8 shrink it: a third of the server's memory per job right after
-      // creating 1,000 (82 KiB a job, 57 with this cap; bench scenario 5). A
+      // creating 1,000 (82 KiB a job, 57–60 with this cap; bench scenario 5). A
       // thread's own garbage is small objects (pipe data is external
       // memory): job starts and streaming measured the same or better.
       resourceLimits: { maxYoungGenerationSizeMb: SUPERVISOR_YOUNG_GENERATION_MB },

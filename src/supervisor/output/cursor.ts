@@ -41,6 +41,8 @@ export class OutputCursor {
   #closed = false;
   /** Where reads of REUSED_READ_BYTES and more go. */
   #readBuffer: Buffer | null = null;
+  /** A next() in flight: a second one would read into the same buffer. */
+  #reading = false;
 
   constructor(log: OutputLog, offset: number) {
     this.#log = log;
@@ -55,14 +57,31 @@ export class OutputCursor {
    * says where it is.
    */
   async next<T>(maxBytes: number, split: boolean, take: SliceTaker<T>): Promise<T | null> {
+    if (this.#reading) throw new Error('a cursor reads one slice at a time');
+    this.#reading = true;
+    try {
+      return await this.#next(maxBytes, split, take);
+    } finally {
+      this.#reading = false;
+    }
+  }
+
+  async #next<T>(maxBytes: number, split: boolean, take: SliceTaker<T>): Promise<T | null> {
     const log = this.#log;
     if (log.removed) throw new OutputUnreadableError('the job was removed from the history while its output was being read');
     for (;;) {
       if (this.offset < log.start) this.offset = log.start;
       if (this.offset >= log.length || maxBytes <= 0) return null;
       const blocks = log.blocks;
-      // From memory: handed over in the same synchronous run that found it, before its block can be dropped and reused.
-      const slice = blocks.length > 0 && this.offset >= blocks[0]!.start ? fromBlocks(blocks, this.offset, maxBytes, split) : await this.#fromDisk(maxBytes, split);
+      let slice: OutputSlice | null;
+      if (blocks.length > 0 && this.offset >= blocks[0]!.start) {
+        // From memory: handed over in the same synchronous run that found it, before its block can be dropped and reused.
+        slice = fromBlocks(blocks, this.offset, maxBytes, split);
+        // Caught up with the tail: the read buffer is not needed while it keeps up.
+        this.#readBuffer = null;
+      } else {
+        slice = await this.#fromDisk(maxBytes, split);
+      }
       // null: the segment was discarded as it was opened; go on from the first byte kept.
       if (!slice) continue;
       this.offset = slice.offset + slice.data.length;

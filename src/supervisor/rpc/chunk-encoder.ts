@@ -89,6 +89,8 @@ export function encodeDataChunk(chunk: DataChunk, memory: (size: number) => Buff
 export class ChunkMemory {
   /** Free buffers, at most `keep`: one per chunk a stream may have in flight is enough. */
   readonly #free: Buffer[] = [];
+  /** Counts release() calls: a buffer taken before the last one is not kept when it comes back. */
+  #generation = 0;
 
   constructor(readonly keep: number) {}
 
@@ -97,16 +99,18 @@ export class ChunkMemory {
     let memory: Buffer | undefined;
     const message = encodeDataChunk(chunk, (size) => {
       // A line or two, or the small chunks of many open streams: not kept.
-      if (size < REUSED_FROM) return Buffer.allocUnsafe(size);
+      if (size < REUSED_CHUNK_BYTES) return Buffer.allocUnsafe(size);
       memory = this.#take(size);
       return memory.subarray(0, size);
     });
-    return { message, written: () => memory && this.#give(memory) };
+    const generation = this.#generation;
+    return { message, written: () => memory && generation === this.#generation && this.#give(memory) };
   }
 
   /** Lets the free buffers go: for a stream that waits for output, and may wait long. */
   release(): void {
     this.#free.length = 0;
+    this.#generation += 1;
   }
 
   #take(size: number): Buffer {
@@ -130,6 +134,6 @@ export class ChunkMemory {
  * twice the chunk budget. A hundred followers of 64 KiB each keeping theirs
  * took the server past its memory bound (bench scenario 7: 301 MB).
  */
-const REUSED_FROM = 128 * 1024;
+export const REUSED_CHUNK_BYTES = 128 * 1024;
 /** Room for the fields around a chunk's data (tag, lengths, stream, offset, time). */
 const SLACK = 64;

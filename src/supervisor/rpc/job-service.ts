@@ -31,7 +31,7 @@ import { jobEnvironment, parseEnv, resolveWorkdir } from '../policy/job-environm
 import { resolveLimits, type HostCapacity } from '../policy/limits.js';
 import { resolveMeta, type DeadlinePolicy } from '../policy/job-meta.js';
 import type { Caller } from './authz.js';
-import { ChunkMemory } from './chunk-encoder.js';
+import { ChunkMemory, REUSED_CHUNK_BYTES } from './chunk-encoder.js';
 import { openInput, type InputStream } from './input-call.js';
 import type { InputCall, JobApi, OutputCall } from './job-api.js';
 import { readPage, type JobsPage } from './job-pages.js';
@@ -239,6 +239,8 @@ export class JobService implements JobApi {
         // A stream another node relays is held there too (its window, grpc-js's read-ahead of 16
         // messages), where this node's budget does not count it: the least chunks for those.
         const size = caller.via === undefined ? chunkBytes(this.#streams) : MIN_CHUNK_BYTES;
+        // Chunks this small keep no memory: the big buffers of a stream whose chunks shrank (more streams open) go.
+        if (size < REUSED_CHUNK_BYTES) memory.release();
         const taken = await cursor.next(Math.min(size, end - cursor.offset), timestamps || notYet, (slice) => {
           // A since still to come holds back what a follower gets until then.
           if (notYet && slice.time < since!.getTime()) return 'skipped';

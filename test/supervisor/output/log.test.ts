@@ -304,3 +304,14 @@ test('output log: big reads from disk go into one buffer the cursor keeps, each 
   const small = await cursor.next(1000, false, (slice) => slice.data.buffer);
   t.not(small, memories[0], 'a small read is not given the big buffer');
 });
+
+test('output log: a cursor refuses a second read while one is in flight (both would fill its read buffer)', async (t) => {
+  const log = await newLog(t);
+  await pump(log, randomWrites([300 * 1024]));
+  await log.close();
+  const cursor = new OutputCursor(log, 0);
+  t.teardown(() => cursor.close());
+  const first = cursor.next(256 * 1024, false, (slice) => Buffer.from(slice.data));
+  await t.throwsAsync(cursor.next(256 * 1024, false, (slice) => slice.data.length), { message: 'a cursor reads one slice at a time' });
+  t.is((await first)!.length, 256 * 1024);
+});

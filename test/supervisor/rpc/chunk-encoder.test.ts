@@ -74,3 +74,12 @@ test('small chunks (a line, or the 64 KiB chunks of a hundred open streams) are 
   first.written();
   t.is(memory.encode(big(2)).message.buffer, first.message.buffer);
 });
+
+test('a chunk still in flight when its stream lets its memory go is not kept when grpc-js calls it back', (t) => {
+  const memory = new ChunkMemory(2);
+  const big = (n: number) => ({ data: Buffer.alloc(262_144, n), stream: OutputStream.OUTPUT_STREAM_STDOUT, offset: n, time: undefined });
+  const inFlight = memory.encode(big(1));
+  memory.release();
+  inFlight.written();
+  t.not(memory.encode(big(2)).message.buffer, inFlight.message.buffer, 'released: the late buffer was dropped');
+});
