@@ -1,8 +1,8 @@
 // GetJobsStream's response decoder on the client: every byte of output a
 // client receives passes through it. The generated one copies each chunk's
 // data out of the message grpc-js reassembled (Buffer.from of a view), into
-// new memory of the chunk's size: at 256 KiB a chunk that is a fresh mapping
-// every time, faulted in page by page. This one gives a view of the message
+// new memory of the chunk's size, up to 256 KiB, for every chunk: a copy and
+// as much garbage as output. This one gives a view of the message
 // instead; grpc-js makes a new buffer for every message and never touches
 // it again, so the view stays valid for as long as its reader keeps it.
 import { BinaryReader } from '@bufbuild/protobuf/wire';

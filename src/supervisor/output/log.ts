@@ -35,11 +35,12 @@ const MAX_TAIL_MEMORY = 2 * 1024 * 1024;
 /**
  * A block is written once it is full; the block being filled, at most this
  * long after its first unwritten byte arrived (at once when the log closes).
- * Each write costs the RPC thread ~15 µs to hand to libuv's pool: four jobs
- * writing flat out, each write carrying one pump pass (64 KiB), spent 40%
- * of its time there (bench scenario 3's profile). Followers read the tail
- * from memory and do not wait for this; a server killed outright loses at
- * most this much more of what its jobs had printed.
+ * Handing a write to libuv's pool costs the RPC thread ~13 µs, far more
+ * when the pool's lock is contended: with a write per pump pass, four jobs
+ * writing flat out kept it 39% busy, 34% with writes of whole blocks (a
+ * profile of bench scenario 3's flood). Followers read the tail from memory
+ * and do not wait for this; a server killed outright loses at most this
+ * much more of what its jobs had printed.
  */
 const FLUSH_MS = 5;
 /** While the disk refuses writes (full), they are retried this often. */
@@ -53,9 +54,9 @@ export interface OutputSlice {
   /** Offset of data's first byte in the log. */
   offset: number;
   /**
-   * May be a view into the log's tail in memory, which is reused once the
-   * log drops the block: valid only during the SliceTaker call that
-   * receives it (cursor.ts).
+   * May be a view into the log's tail in memory (reused once the log drops
+   * the block) or into the reading cursor's buffer (reused by its next
+   * read): valid only during the SliceTaker call that receives it (cursor.ts).
    */
   data: Buffer;
   /** When data's first byte arrived, ms since the epoch. */
@@ -364,7 +365,12 @@ export class OutputLog {
   #nextWrite(): Block | undefined {
     const block = this.#blocks.find((b) => b.writtenEntries < b.entries);
     if (!block) return undefined;
-    return block !== this.#blocks[this.#blocks.length - 1] || this.#closed || this.#flushDue ? block : undefined;
+    return block !== this.#filling || this.#closed || this.#flushDue ? block : undefined;
+  }
+
+  /** The block appends go to, the last one. */
+  get #filling(): Block | undefined {
+    return this.#blocks[this.#blocks.length - 1];
   }
 
   async #writeAll(): Promise<void> {
@@ -373,7 +379,7 @@ export class OutputLog {
         const block = this.#nextWrite();
         if (!block) break;
         // The block being filled: what it holds now is written, what comes meanwhile waits for the next flush (or for it to fill).
-        if (block === this.#blocks[this.#blocks.length - 1]) this.#flushDue = false;
+        if (block === this.#filling) this.#flushDue = false;
         await this.#writeBlock(block);
         if (this.#disposed) return;
         this.#dropWrittenBlocks();

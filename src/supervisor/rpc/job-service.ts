@@ -226,6 +226,11 @@ export class JobService implements JobApi {
     const cursor = new OutputCursor(log, log.start);
     const window = new WriteWindow(call, gone.signal);
     const memory = new ChunkMemory(CHUNKS_IN_FLIGHT);
+    // What the stream keeps between chunks: its encoding memory and the cursor's read buffer.
+    const letGo = (): void => {
+      memory.release();
+      cursor.release();
+    };
     const { openStreams, sentBytes } = this.options.metrics;
     openStreams.inc();
     this.#streams += 1;
@@ -262,10 +267,7 @@ export class JobService implements JobApi {
         }
         if (log.closed) break;
         // A follower that waits long (a quiet job) holds no chunk memory meanwhile; one that keeps up with a busy job keeps it.
-        const quiet = setTimeout(() => {
-          memory.release();
-          cursor.release();
-        }, RELEASE_AFTER_MS);
+        const quiet = setTimeout(letGo, RELEASE_AFTER_MS);
         try {
           await log.waitFor(cursor.offset, gone.signal);
         } finally {
@@ -274,8 +276,7 @@ export class JobService implements JobApi {
       }
       // The log closes before the job's end is recorded (that waits for the
       // disk): a follower told of the end must find it in GetJob.
-      memory.release();
-      cursor.release();
+      letGo();
       if (follow) await eitherAborted(settledSignal(record.ended), gone.signal);
     } catch (err) {
       // The client went away: nothing to send, nothing to report.
