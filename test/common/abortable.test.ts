@@ -40,6 +40,28 @@ test('settledSignal: one signal per promise, aborted once it settles (either way
   t.true(rejected.aborted);
 });
 
+test('settledSignal: a settled promise keeps no signal of its own (a job kept for days after its end holds none)', async (t) => {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  let resolve!: () => void;
+  const ended = new Promise<void>((r) => (resolve = r));
+  const own = new WeakRef(settledSignal(ended));
+  resolve();
+  await ended;
+  const later = settledSignal(ended);
+  t.true(later.aborted);
+  // The same one as every other settled promise's.
+  const other = Promise.resolve();
+  settledSignal(other);
+  await other;
+  t.is(settledSignal(other), later);
+  for (let i = 0; i < 5 && own.deref(); i++) {
+    gc();
+    await new Promise((r) => setImmediate(r));
+  }
+  t.is(own.deref(), undefined, 'the signal made before the promise settled is still held');
+});
+
 /** WeakRefs to what `count` waits got, each a 1 MiB value raced against `forever` by `wait`; from a frame of its own, which holds none of them once it returns. */
 async function valuesGot(count: number, wait: (value: Promise<object>) => Promise<object | null>): Promise<WeakRef<object>[]> {
   const got: WeakRef<object>[] = [];

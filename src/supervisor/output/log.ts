@@ -92,6 +92,8 @@ export interface OutputLogOptions {
   /** Past this many bytes, the oldest segments are discarded. */
   maxBytes: number;
   logger: Logger;
+  /** Named in the log's lines (through a child of `logger` made when the first is logged). */
+  jobId?: string;
 }
 
 /** Output that cannot be read back as it was written: served as DATA_LOSS. */
@@ -106,7 +108,9 @@ export class OutputLog {
   readonly dir: string;
   readonly #maxBytes: number;
   readonly #segmentBytes: number;
-  readonly #logger: Logger;
+  readonly #parentLogger: Logger;
+  readonly #jobId: string | undefined;
+  #jobLogger: Logger | undefined;
   #length = 0;
   #closed = false;
   #removed = false;
@@ -119,8 +123,8 @@ export class OutputLog {
   #blocks: Block[] = [];
   /** Bytes allocated for #blocks. */
   #tailMemory = 0;
-  /** Write handles of segments that still have blocks to write. */
-  readonly #files = new Map<Segment, SegmentFiles>();
+  /** Write handles of segments that still have blocks to write; none (no map) once all are closed. */
+  #files: Map<Segment, SegmentFiles> | undefined;
   /** Log offset up to which data is on disk. */
   #written = 0;
   #writing = false;
@@ -136,15 +140,29 @@ export class OutputLog {
   #pauseReason = '';
   /** Found when the files were opened after a restart, or a write that failed for good. */
   #problem = '';
-  readonly #readers = new Set<() => void>();
-  readonly #roomWaiters = new Set<() => void>();
-  readonly #settledWaiters = new Set<() => void>();
+  // Made when the first waiter comes and dropped when woken: a log is kept
+  // for every ended job (up to --retain-jobs, 10,000 by default), and these
+  // would cost it ~150 bytes each for nothing.
+  #readers: Waiters;
+  #roomWaiters: Waiters;
+  #settledWaiters: Waiters;
 
   constructor(options: OutputLogOptions) {
     this.dir = options.dir;
     this.#maxBytes = options.maxBytes;
     this.#segmentBytes = Math.max(MIN_SEGMENT, Math.floor(options.maxBytes / SEGMENTS_PER_LIMIT));
-    this.#logger = options.logger;
+    this.#parentLogger = options.logger;
+    this.#jobId = options.jobId;
+  }
+
+  /**
+   * Made when first needed: a pino child costs an ended job's log some 400
+   * bytes of heap (its own bindings, formatters and hidden classes), and
+   * almost no log ever says anything.
+   */
+  get #logger(): Logger {
+    this.#jobLogger ??= this.#jobId === undefined ? this.#parentLogger : this.#parentLogger.child({ jobId: this.#jobId });
+    return this.#jobLogger;
   }
 
   /** Bytes appended so far; offsets run from 0 to this. */
@@ -190,7 +208,7 @@ export class OutputLog {
 
   whenRoom(): Promise<void> {
     if (this.room() > 0) return Promise.resolve();
-    return new Promise((resolve) => this.#roomWaiters.add(resolve));
+    return new Promise((resolve) => (this.#roomWaiters ??= new Set()).add(resolve));
   }
 
   append(stream: StreamId, bytes: Uint8Array, time = Date.now()): void {
@@ -221,7 +239,7 @@ export class OutputLog {
       copied += n;
     }
     this.#startWriting();
-    wakeAll(this.#readers);
+    this.#readers = wakeAll(this.#readers);
   }
 
   /** Resolves once length > offset or the log is closed; rejects with the signal's reason on abort. */
@@ -230,21 +248,21 @@ export class OutputLog {
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<void>((resolve, reject) => {
       const onAbort = (): void => {
-        this.#readers.delete(wake);
+        this.#readers?.delete(wake);
         reject(signal!.reason);
       };
       const wake = (): void => {
         signal?.removeEventListener('abort', onAbort);
         resolve();
       };
-      this.#readers.add(wake);
+      (this.#readers ??= new Set()).add(wake);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
   /** How many readers are parked; for tests that check nothing leaks. */
   get waiting(): number {
-    return this.#readers.size;
+    return this.#readers?.size ?? 0;
   }
 
   /**
@@ -255,11 +273,11 @@ export class OutputLog {
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      wakeAll(this.#readers);
+      this.#readers = wakeAll(this.#readers);
       this.#startWriting();
     }
     if (this.#settled()) return Promise.resolve();
-    return new Promise((resolve) => this.#settledWaiters.add(resolve));
+    return new Promise((resolve) => (this.#settledWaiters ??= new Set()).add(resolve));
   }
 
   /**
@@ -269,7 +287,7 @@ export class OutputLog {
    */
   stopHoldingBack(): void {
     this.#holdingBack = false;
-    wakeAll(this.#roomWaiters);
+    this.#roomWaiters = wakeAll(this.#roomWaiters);
   }
 
   /** Stops writing for good: closes the files, drops retries and whatever was not written (logged). */
@@ -286,9 +304,11 @@ export class OutputLog {
     }
     this.#pausedSince = null;
     this.#closed = true;
-    for (const waiters of [this.#readers, this.#roomWaiters, this.#settledWaiters]) wakeAll(waiters);
-    const files = [...this.#files.values()];
-    this.#files.clear();
+    this.#readers = wakeAll(this.#readers);
+    this.#roomWaiters = wakeAll(this.#roomWaiters);
+    this.#settledWaiters = wakeAll(this.#settledWaiters);
+    const files = [...(this.#files?.values() ?? [])];
+    this.#files = undefined;
     await Promise.all(files.map(closeFiles));
   }
 
@@ -304,11 +324,11 @@ export class OutputLog {
 
   /** Nothing left to do, or nothing doable until the disk takes writes again, or nothing to be done at all. */
   #settled(): boolean {
-    return this.#disposed || (this.#written === this.#length && this.#files.size === 0) || (this.#pausedSince !== null && !this.#writing);
+    return this.#disposed || (this.#written === this.#length && this.#files === undefined) || (this.#pausedSince !== null && !this.#writing);
   }
 
   #hasWork(): boolean {
-    return this.#blocks.some((b) => b.writtenEntries < b.entries) || (this.#closed && this.#files.size > 0);
+    return this.#blocks.some((b) => b.writtenEntries < b.entries) || (this.#closed && this.#files !== undefined);
   }
 
   #writableBlock(): Block {
@@ -414,7 +434,7 @@ export class OutputLog {
     if (this.#disposed) return;
     if (!this.#retry && this.#hasWork()) this.#startWriting();
     else if (this.#settled()) {
-      wakeAll(this.#settledWaiters);
+      this.#settledWaiters = wakeAll(this.#settledWaiters);
     }
   }
 
@@ -439,7 +459,7 @@ export class OutputLog {
   }
 
   async #filesOf(segment: Segment): Promise<SegmentFiles> {
-    const open_ = this.#files.get(segment);
+    const open_ = this.#files?.get(segment);
     if (open_) return open_;
     if (this.#disposed) throw new Error('output log disposed');
     if (!this.#dirMade) {
@@ -459,7 +479,7 @@ export class OutputLog {
       await closeFiles(files);
       throw new Error('output log disposed');
     }
-    this.#files.set(segment, files);
+    (this.#files ??= new Map()).set(segment, files);
     return files;
   }
 
@@ -477,17 +497,17 @@ export class OutputLog {
 
   /** Wakes a waiting pump, discards old segments. */
   #afterWrite(): void {
-    if (this.room() > 0 && this.#roomWaiters.size > 0) {
-      wakeAll(this.#roomWaiters);
-    }
+    if (this.room() > 0) this.#roomWaiters = wakeAll(this.#roomWaiters);
     this.#discardOld();
   }
 
   /** Closes the write handles of segments with nothing left to write. */
   async #closeFinishedSegments(): Promise<void> {
     const current = this.#closed ? undefined : this.#segments[this.#segments.length - 1];
+    if (!this.#files) return;
     const done = [...this.#files].filter(([segment]) => segment !== current && !this.#blocks.some((b) => b.segment === segment));
     for (const [segment] of done) this.#files.delete(segment);
+    if (this.#files.size === 0) this.#files = undefined;
     await Promise.all(done.map(([, files]) => closeFiles(files)));
   }
 
@@ -495,7 +515,7 @@ export class OutputLog {
   #discardOld(): void {
     while (this.#segments.length > 1 && this.#length - this.#segments[0]!.start > this.#maxBytes) {
       const oldest = this.#segments[0]!;
-      if (this.#files.has(oldest) || this.#blocks.some((b) => b.segment === oldest)) break;
+      if (this.#files?.has(oldest) || this.#blocks.some((b) => b.segment === oldest)) break;
       this.#segments.shift();
       for (const kind of ['out', 'idx'] as const) {
         unlink(path.join(this.dir, segmentName(oldest.start, kind))).catch((err: unknown) =>
@@ -528,15 +548,18 @@ async function closeFiles(files: SegmentFiles): Promise<void> {
   await Promise.allSettled([files.data.close(), files.index.close()]);
 }
 
-/** Wakes every waiter and forgets them (a wake only resolves a promise: none can add a waiter meanwhile). */
-function wakeAll(waiters: Set<() => void>): void {
-  for (const wake of waiters) wake();
-  waiters.clear();
+/** Waiters to wake, made by the first: none is undefined, not an empty set. */
+type Waiters = Set<() => void> | undefined;
+
+/** Wakes every waiter; what the waiters are then (none). A wake only resolves a promise: none can add a waiter meanwhile. */
+function wakeAll(waiters: Waiters): undefined {
+  if (waiters) for (const wake of waiters) wake();
+  return undefined;
 }
 
 /** A job's log lives in its own directory under the output root and logs with its id. */
 export function jobLogOptions(root: string, jobId: string, maxBytes: number, logger: Logger): OutputLogOptions {
-  return { dir: path.join(root, jobId), maxBytes, logger: logger.child({ jobId }) };
+  return { dir: path.join(root, jobId), maxBytes, logger, jobId };
 }
 
 /** Creates `<dataDir>/output` if missing; jobs' directories go in it. */
