@@ -499,7 +499,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         const record = this.local.store.get(job.id);
         // Ended here, its end not yet in etcd: listed as the fleet has it, as GetJob answers it.
         if (!record || (record.state !== 'RUNNING' && this.#endWrites.has(job.id))) return;
-        if (freshUsage) await this.local.service.options.runner.refreshUsage(record);
+        if (freshUsage) await this.local.service.options.runner.refreshUsage(record, { batch: true });
         fresh[at] = toJob(record, this.self);
       } else if (freshUsage) {
         fresh[at] = await this.#fromItsNode(caller, job, FRESH_TIMEOUT_MS);

@@ -454,6 +454,11 @@ test.serial('usage: GetJob reads CPU, memory and disk I/O of a running job; the 
   t.true(running.memoryPeakBytes >= running.memoryBytes);
   t.true(running.ioWriteBytes >= 8 * MiB && running.ioWriteBytes < 64 * MiB, `wrote ${running.ioWriteBytes} B`);
   t.true(running.ioReadBytes >= 8 * MiB && running.ioReadBytes < 64 * MiB, `read ${running.ioReadBytes} B`);
+  // GetJobs fresh_usage reads a page's running jobs through their supervisor threads: read then too.
+  const listedAt = Date.now();
+  const listedFresh = (await unary(ts.client('viewer'), 'getJobs', { freshUsage: true })).jobs.find((j) => j.id === job.id)!.usage!;
+  t.true(listedFresh.sampledAt!.getTime() >= listedAt - 1_000, 'a fresh page is read when asked');
+  t.true(listedFresh.memoryBytes >= 32 * MiB && listedFresh.cpuUsec >= running.cpuUsec);
 
   const stopped = (await unary(ts.client('admin'), 'stopJob', { id: job.id, graceMs: 0 })).job!;
   const final = stopped.usage!;

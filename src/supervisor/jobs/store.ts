@@ -226,7 +226,7 @@ export function endJob(record: JobRecord, outcome: JobOutcome, endedAt: Date): v
   record.exitCode = outcome.exitCode;
   record.signal = outcome.signal;
   record.oomKilled = outcome.oomKilled;
-  if (outcome.usage) record.usage = outcome.usage;
+  if (outcome.usage) record.usage = withPeakSeen(outcome.usage, record.usage);
   record.message = message;
   record.endedAt = endedAt;
   record.state = state;
@@ -234,7 +234,17 @@ export function endJob(record: JobRecord, outcome: JobOutcome, endedAt: Date): v
 
 /** The figures just read from a running job's cgroup. */
 export function setUsage(record: JobRecord, usage: ResourceUsage): void {
-  if (record.state === 'RUNNING') record.usage = usage;
+  if (record.state === 'RUNNING') record.usage = withPeakSeen(usage, record.usage);
+}
+
+/**
+ * `usage`, its memory peak never below one reported before: where the
+ * kernel keeps no peak (cgroup v2 before Linux 5.19) each reader's peak is
+ * the most it saw itself, and a job's usage is read on two threads.
+ */
+function withPeakSeen(usage: ResourceUsage, before: ResourceUsage | null): ResourceUsage {
+  if (!before || before.memoryPeakBytes <= usage.memoryPeakBytes) return usage;
+  return { ...usage, memoryPeakBytes: before.memoryPeakBytes };
 }
 
 /** A job whose supervision broke down (its thread died): ended FAILED. */

@@ -145,10 +145,10 @@ export class JobService implements JobApi {
     return readPage(this.options.store, { request, refresh });
   }
 
-  /** The running jobs' usage read afresh, USAGE_READS_AT_ONCE at a time. */
+  /** The running jobs' usage read afresh by their supervisor threads, USAGE_READS_AT_ONCE at a time. */
   async #refreshUsage(records: JobRecord[]): Promise<void> {
     const running = records.filter((record) => record.state === 'RUNNING');
-    await atMost(USAGE_READS_AT_ONCE, running, (record) => this.options.runner.refreshUsage(record));
+    await atMost(USAGE_READS_AT_ONCE, running, (record) => this.options.runner.refreshUsage(record, { batch: true }));
   }
 
 
