@@ -448,7 +448,13 @@ export class JobRunner {
         group = driverFor(this.#cgroup!).open(record.id);
         this.#usageGroups.set(record.id, group);
       }
-      setUsage(record, group.usage());
+      const usage = group.usage();
+      // The supervisor thread may have removed the group meanwhile (the job
+      // has ended): files read after that count as 0 (usage() reads files a
+      // kernel may not have as absent), so only a group still whole after
+      // the read gave figures. Removal takes whole directories, files and all.
+      if (!group.joinDirs.every((dir) => fs.existsSync(dir))) return false;
+      setUsage(record, usage);
       return true;
     } catch {
       return false;

@@ -232,9 +232,14 @@ export function endJob(record: JobRecord, outcome: JobOutcome, endedAt: Date): v
   record.state = state;
 }
 
-/** The figures just read from a running job's cgroup. */
+/**
+ * The figures just read from a running job's cgroup, unless newer ones are
+ * already there: a job's usage is read on two threads (GetJob on the RPC
+ * thread, a GetJobs page by the supervisor threads), and answers may cross.
+ */
 export function setUsage(record: JobRecord, usage: ResourceUsage): void {
-  if (record.state === 'RUNNING') record.usage = withPeakSeen(usage, record.usage);
+  if (record.state !== 'RUNNING' || (record.usage && usage.sampledAt < record.usage.sampledAt)) return;
+  record.usage = withPeakSeen(usage, record.usage);
 }
 
 /**

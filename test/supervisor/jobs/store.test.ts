@@ -4,14 +4,16 @@ import type { JobRecord } from '../../../src/supervisor/jobs/record.js';
 import { endJob, setUsage } from '../../../src/supervisor/jobs/store.js';
 import type { ResourceUsage } from '../../../src/workers/protocol.js';
 
-const usage = (memoryBytes: number, memoryPeakBytes: number, cpuUsec: number): ResourceUsage => ({
+let clock = Date.now();
+/** Figures read now: each later than the one before. */
+const usage = (memoryBytes: number, memoryPeakBytes: number, cpuUsec: number, sampledAt = ++clock): ResourceUsage => ({
   cpuUsec,
   cpuThrottledUsec: 0,
   memoryBytes,
   memoryPeakBytes,
   ioReadBytes: 0,
   ioWriteBytes: 0,
-  sampledAt: Date.now(),
+  sampledAt,
 });
 
 test('usage: a memory peak once reported never goes down, neither while the job runs nor in its final figures', (t) => {
@@ -25,4 +27,15 @@ test('usage: a memory peak once reported never goes down, neither while the job 
   endJob(record, { started: true, startFailure: null, exitCode: 0, signal: null, oomKilled: false, stopReason: null, usage: usage(0, 120, 4), supervisorError: null }, new Date());
   t.like(record.usage, { memoryBytes: 0, memoryPeakBytes: 150, cpuUsec: 4 });
   t.is(record.state, 'COMPLETED');
+});
+
+test('usage: figures read before the ones the record holds do not replace them (two threads read, answers may cross)', (t) => {
+  const record = { state: 'RUNNING', usage: null } as unknown as JobRecord;
+  const later = usage(100, 100, 50);
+  const earlier = usage(90, 90, 40, later.sampledAt - 10);
+  setUsage(record, later);
+  setUsage(record, earlier);
+  t.is(record.usage, later);
+  setUsage(record, usage(80, 80, 60));
+  t.like(record.usage, { cpuUsec: 60, memoryBytes: 80, memoryPeakBytes: 100 });
 });
