@@ -24,6 +24,8 @@ export const ErrorCodes = {
   OUTPUT_UNREADABLE: Status.DATA_LOSS,
   // A job that has not ended holds the name asked for (the message names it).
   NAME_TAKEN: Status.ALREADY_EXISTS,
+  // A CreateJob past the caller's quota (--quota-file): the message names the quota, its limit and the use.
+  QUOTA_EXCEEDED: Status.RESOURCE_EXHAUSTED,
   // WriteInput: the job takes no input now (not created with stdin, ended,
   // another writer, closed) or stopped reading before taking every byte.
   INPUT_REFUSED: Status.FAILED_PRECONDITION,

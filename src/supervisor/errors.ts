@@ -27,6 +27,7 @@ export const Errors = {
   noJobNamed: (name: string) => new JobworkerError('JOB_NOT_FOUND', `no job is named ${quoted(name)}`),
   nameTaken: (name: string, holder: string | null) =>
     new JobworkerError('NAME_TAKEN', `job name ${quoted(name)} is taken ${holder ? `by job ${holder}, which has not ended` : 'by a job that is starting'}`),
+  quotaExceeded: (message: string) => new JobworkerError('QUOTA_EXCEEDED', message),
   inputRefused: (message: string) => new JobworkerError('INPUT_REFUSED', message),
   inputAfterEnd: (id: string, state: string) => new JobworkerError('INPUT_REFUSED', `job ${id} has ended (${state}): it takes no more input`),
   unauthenticated: (message: string) => new JobworkerError('UNAUTHENTICATED', message),

@@ -14,7 +14,8 @@ import type { DenyList } from './rpc/deny-list.js';
 import { IsolationConfigError } from './policy/isolation.js';
 import { parseListen } from './ops/metrics-endpoint.js';
 import { HistoryError } from './jobs/history.js';
-import { loadDenyList, loadTls, watchConfig, type ConfigFiles } from './ops/reload.js';
+import { loadDenyList, loadQuotas, loadTls, watchConfig, type ConfigFiles } from './ops/reload.js';
+import type { QuotaRules } from './policy/quotas.js';
 import type { TlsMaterial } from './rpc/tls-credentials.js';
 import { StartAbortedError, startServer } from './server.js';
 import { fleetBackend, FleetStartError } from '../fleet/backend.js';
@@ -70,7 +71,7 @@ class ServeCommand extends Command {
 
       SIGTERM or SIGINT stops accepting calls, stops every running job (SIGTERM, grace period, SIGKILL), removes their cgroups and exits 0.
 
-      The certificate, key, CA bundle and deny list are re-read when their files change (checked every second) and on SIGHUP, which also reopens \`--audit-log\`. New connections use the new material; a reload that fails keeps the old and logs why.
+      The certificate, key, CA bundle, deny list and quota file are re-read when their files change (checked every second) and on SIGHUP, which also reopens \`--audit-log\`. New connections use the new material; a reload that fails keeps the old and logs why.
     `,
   });
 
@@ -125,6 +126,10 @@ class ServeCommand extends Command {
   denyCn = Option.Array('--deny-cn', [], { description: 'Refuse client certificates with this CN (repeatable)' });
   denyList = Option.String('--deny-list', {
     description: 'File of refused client certificates, one "CN=<name>" or "serial=<hex>" per line (# comments)',
+  });
+  quotaFile = Option.String('--quota-file', {
+    description:
+      'File of quotas, one rule a line: "default", "role=<role>" or "cn=<common name>", then any of running=N cpu=N (percent of a core) memory=N (MiB) output=SIZE rate=N/s|m|h calls=N rps=N; the most specific rule applies (not yet with --fleet-etcd)',
   });
   auditLog = Option.String('--audit-log', {
     description: 'Append the audit trail (one JSON line per call) to this file instead of the main log',
@@ -186,9 +191,10 @@ class ServeCommand extends Command {
 
   async execute(): Promise<number> {
     const logger = pino({ level: this.logLevel, base: { pid: process.pid } });
-    const files: ConfigFiles = { ca: this.ca, cert: this.cert, key: this.key, denyList: this.denyList, denyCns: this.denyCn };
+    const files: ConfigFiles = { ca: this.ca, cert: this.cert, key: this.key, denyList: this.denyList, denyCns: this.denyCn, quotaFile: this.quotaFile };
     let tls: TlsMaterial;
     let denyList: DenyList;
+    let quotas: QuotaRules;
     let audit: { logger: Logger; reopen(): void } | undefined;
     let fleet;
     let deadlines: DeadlinePolicy;
@@ -196,6 +202,10 @@ class ServeCommand extends Command {
       deadlines = deadlinePolicy(this.defaultTimeout, this.maxTimeout);
       tls = loadTls(files);
       denyList = loadDenyList(files);
+      quotas = loadQuotas(files);
+      if (this.quotaFile !== undefined && this.fleetEtcd !== undefined) {
+        throw new Error('--quota-file: quotas do not count a fleet\'s jobs yet (--fleet-etcd): a node would count only its own');
+      }
       if (this.fleetEtcd !== undefined) fleet = fleetConfig(this, tls);
       if (this.auditLog) audit = openAuditLog(this.auditLog);
     } catch (err) {
@@ -251,6 +261,7 @@ class ServeCommand extends Command {
         logger,
         auditLogger: audit?.logger,
         denyList,
+        quotas,
         signal: stop.signal,
         backend: fleet && fleetBackend(fleet),
         deadlines,

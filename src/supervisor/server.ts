@@ -18,6 +18,8 @@ import { thisHost, type HostCapacity } from './policy/limits.js';
 import type { DeadlinePolicy } from './policy/job-meta.js';
 import { RpcBoundary } from './rpc/boundary.js';
 import { DenyList } from './rpc/deny-list.js';
+import { QuotaLedger } from './jobs/quota-ledger.js';
+import { QuotaRules } from './policy/quotas.js';
 import { bind, createGrpcServer, type FleetServices } from './rpc/grpc-server.js';
 import type { JobApi } from './rpc/job-api.js';
 import { JobService } from './rpc/job-service.js';
@@ -42,6 +44,8 @@ export interface ServerOptions {
   /** One line per call; default: the main log, lines marked `audit: true`. */
   auditLogger?: Logger;
   denyList?: DenyList;
+  /** --quota-file's rules; default: none, nobody is limited. */
+  quotas?: QuotaRules;
   host?: HostCapacity;
   /** Where job records (jobs.db) and output (output/) are kept across restarts. */
   dataDir: string;
@@ -131,6 +135,8 @@ export interface RunningServer {
   setTls(material: TlsMaterial): void;
   /** Checked on every call from now on, on open connections too. */
   setDenyList(denyList: DenyList): void;
+  /** Applied to every CreateJob from now on; what callers use so far counts against them. */
+  setQuotas(rules: QuotaRules): void;
   /** Stops accepting calls, stops every running job, removes their cgroups. */
   shutdown(): Promise<void>;
 }
@@ -191,9 +197,20 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     made.push(() => retention.stop());
     if (options.signal?.aborted) throw new StartAbortedError();
 
-    const service = new JobService({ store, runner, metrics, host: options.host ?? thisHost(), isolation, defaultGraceMs: options.stopGraceMs, deadlines: options.deadlines ?? NO_DEADLINES });
+    const quotas = new QuotaLedger(store, options.quotas ?? QuotaRules.NONE);
+    const service = new JobService({
+      store,
+      runner,
+      metrics,
+      host: options.host ?? thisHost(),
+      isolation,
+      defaultGraceMs: options.stopGraceMs,
+      deadlines: options.deadlines ?? NO_DEADLINES,
+      quotas,
+    });
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
+    boundary.calls.rules = options.quotas ?? QuotaRules.NONE;
     backend = options.backend ? await options.backend({ service, store, metrics, logger }) : undefined;
     if (backend) {
       made.push(backend.close.bind(backend));
@@ -259,6 +276,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       },
       setDenyList: (denyList) => {
         boundary.denyList = denyList;
+      },
+      setQuotas: (rules) => {
+        quotas.rules = rules;
+        boundary.calls.rules = rules;
       },
       shutdown,
     };

@@ -1,10 +1,11 @@
-// The files an operator changes while the server runs: its TLS material and
-// its deny list. Read at start, and again whenever one of them changes or
+// The files an operator changes while the server runs: its TLS material,
+// its deny list and its quotas. Read at start, and again whenever one of them changes or
 // the server gets SIGHUP; a reload that fails keeps what was in force and
 // says why in the log.
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { readPem, PemFileError } from '../../common/pem.js';
+import { QuotaRules } from '../policy/quotas.js';
 import { DenyList } from '../rpc/deny-list.js';
 import type { TlsMaterial } from '../rpc/tls-credentials.js';
 
@@ -16,6 +17,8 @@ export interface ConfigFiles {
   denyList?: string;
   /** From --deny-cn: always denied, whatever the file says. */
   denyCns: readonly string[];
+  /** Optional --quota-file (policy/quotas.ts). */
+  quotaFile?: string;
 }
 
 /** How often the files are checked; renames (atomic replacement) are seen too. */
@@ -29,13 +32,21 @@ export function loadTls(files: ConfigFiles): TlsMaterial {
 
 export function loadDenyList(files: ConfigFiles): DenyList {
   if (!files.denyList) return DenyList.ofCns(files.denyCns);
-  let text: string;
+  return DenyList.parse(readFlagFile(files.denyList, '--deny-list'), files.denyList, files.denyCns);
+}
+
+export function loadQuotas(files: ConfigFiles): QuotaRules {
+  if (!files.quotaFile) return QuotaRules.NONE;
+  return QuotaRules.parse(readFlagFile(files.quotaFile, '--quota-file'), files.quotaFile);
+}
+
+/** The text of a file a flag names; an error naming both when it cannot be read. */
+function readFlagFile(file: string, flag: string): string {
   try {
-    text = fs.readFileSync(files.denyList, 'utf8');
+    return fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new Error(`--deny-list ${files.denyList}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+    throw new Error(`${flag} ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
   }
-  return DenyList.parse(text, files.denyList, files.denyCns);
 }
 
 export function flagPem(file: string, flag: string): Buffer {
@@ -56,6 +67,7 @@ export function flagPem(file: string, flag: string): Buffer {
 export interface Reloadable {
   setTls(material: TlsMaterial): void;
   setDenyList(denyList: DenyList): void;
+  setQuotas(rules: QuotaRules): void;
 }
 
 export function watchConfig(files: ConfigFiles, server: Reloadable, logger: Logger, onSighup: () => void): () => void {
@@ -73,6 +85,15 @@ export function watchConfig(files: ConfigFiles, server: Reloadable, logger: Logg
     } catch (err) {
       logger.error({ why, err: (err as Error).message }, 'deny list reload failed; the previous list stays in force');
     }
+    if (files.quotaFile) {
+      try {
+        const quotas = loadQuotas(files);
+        server.setQuotas(quotas);
+        logger.info({ why, rules: quotas.size }, 'reloaded the quotas');
+      } catch (err) {
+        logger.error({ why, err: (err as Error).message }, 'quota file reload failed; the previous quotas stay in force');
+      }
+    }
   };
   let pending: NodeJS.Timeout | undefined;
   const onChange = (file: string) => (current: fs.Stats, previous: fs.Stats): void => {
@@ -80,7 +101,7 @@ export function watchConfig(files: ConfigFiles, server: Reloadable, logger: Logg
     clearTimeout(pending);
     pending = setTimeout(() => reload(`${file} changed`), SETTLE_MS);
   };
-  const watched = [files.ca, files.cert, files.key, ...(files.denyList ? [files.denyList] : [])];
+  const watched = [files.ca, files.cert, files.key, ...(files.denyList ? [files.denyList] : []), ...(files.quotaFile ? [files.quotaFile] : [])];
   const listeners = watched.map((file) => {
     const listener = onChange(file);
     fs.watchFile(file, { interval: POLL_MS, persistent: false }, listener);

@@ -1,11 +1,12 @@
 // The one place every RPC passes through: it identifies the caller from the
 // verified client certificate, refuses certificates that are not for client
-// authentication or are on the deny list, applies the authorization table,
-// writes one audit line and counts one call per call, and turns errors into
+// authentication or are on the deny list, applies the authorization table
+// and the caller's call quota (call-quota.ts), writes one audit line and counts one call per call, and turns errors into
 // statuses (unknown errors are logged and reach the client only as INTERNAL).
 import { status as Status, type sendUnaryData, type ServerReadableStream, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { FORWARDED_FOR_METADATA, authorize, forwardedCaller, identify, type Caller, type RpcName } from './authz.js';
+import { CallQuota } from './call-quota.js';
 import { DenyList } from './deny-list.js';
 import { toStatus } from './status.js';
 import type { ServerMetrics } from '../ops/metrics.js';
@@ -20,6 +21,7 @@ function jobIdOf(request: unknown): string | undefined {
 export class RpcBoundary {
   /** Replaced whole on reload; read on every call. */
   denyList: DenyList = DenyList.EMPTY;
+  readonly calls = new CallQuota();
 
   constructor(
     /** Where unexpected errors go. */
@@ -56,7 +58,12 @@ export class RpcBoundary {
     void (async () => {
       caller = this.#identify(call, rpc);
       authorize(caller, rpc);
-      return handle(caller);
+      const leave = this.calls.enter(caller);
+      try {
+        return await handle(caller);
+      } finally {
+        leave();
+      }
     })()
       .then(
         (response) => {
@@ -79,7 +86,12 @@ export class RpcBoundary {
       void (async () => {
         caller = this.#identify(call, rpc);
         authorize(caller, rpc);
-        await handler(caller, call);
+        const leave = this.calls.enter(caller);
+        try {
+          await handler(caller, call);
+        } finally {
+          leave();
+        }
       })().then(
         () => (call.cancelled ? this.#log(rpc, call, caller, started, 'CANCELLED', undefined, undefined, Status.CANCELLED) : this.#log(rpc, call, caller, started, 'OK')),
         (err: unknown) => {

@@ -35,6 +35,7 @@ import { ChunkMemory, REUSED_CHUNK_BYTES } from './chunk-encoder.js';
 import { openInput, type InputStream } from './input-call.js';
 import type { InputCall, JobApi, OutputCall } from './job-api.js';
 import { readPage, type JobsPage } from './job-pages.js';
+import type { QuotaLedger } from '../jobs/quota-ledger.js';
 import { toJob } from './job-view.js';
 import { CHUNKS_IN_FLIGHT, WriteWindow } from './write-window.js';
 
@@ -88,6 +89,7 @@ export interface ServiceOptions {
   isolation: IsolationPolicy;
   defaultGraceMs: number;
   deadlines: DeadlinePolicy;
+  quotas: QuotaLedger;
 }
 
 /** A CreateJob request checked against this server's policy: what the runner starts. */
@@ -101,7 +103,18 @@ export class JobService implements JobApi {
 
   async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
     if (request.node !== '' || Object.keys(request.constraints).length > 0) throw Errors.notAFleet('node and constraints place jobs in a fleet');
-    return toJob(await this.start(this.resolve(request), caller.cn));
+    const job = this.resolve(request);
+    // Checked and reserved before anything awaits: see QuotaLedger.
+    const admission = this.options.quotas.admit(caller, job.limits);
+    let record: JobRecord;
+    try {
+      record = await this.start(job, caller.cn);
+    } catch (err) {
+      admission.failed();
+      throw err;
+    }
+    admission.started(record);
+    return toJob(record);
   }
 
   /** Every check of a CreateJob request against this server's policy: INVALID_ARGUMENT or PERMISSION_DENIED. */

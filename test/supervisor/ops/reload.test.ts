@@ -1,5 +1,6 @@
-// jobworkerd re-reads its certificate, key, CA bundle and deny list while it
-// runs (file changes and SIGHUP), and writes its audit trail to a file of its own.
+// jobworkerd re-reads its certificate, key, CA bundle, deny list and quota
+// file while it runs (file changes and SIGHUP), and writes its audit trail to
+// a file of its own.
 import test, { type ExecutionContext } from 'ava';
 import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
@@ -8,7 +9,7 @@ import tls from 'node:tls';
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { issueCert } from '../../../certs/pki.js';
-import { adminClient, daemonSetup, startDaemon, type Daemon } from '../../helpers/daemon.js';
+import { adminClient, daemonSetup, launchDaemon, startDaemon, type Daemon } from '../../helpers/daemon.js';
 import { waitUntil } from '../../helpers/host.js';
 import { repoRoot } from '../../helpers/paths.js';
 import { unary } from '../../helpers/server.js';
@@ -119,4 +120,36 @@ test.serial('jobworkerd: a deny-list file with a bad line is one clear line and 
   const result = await execa('node', [path.join(repoRoot, 'bin/jobworkerd.js'), ...tlsFlags, '--deny-list', deny], { reject: false });
   t.is(result.exitCode, 2);
   t.is(result.stderr, `jobworkerd: ${deny}:2: expected "CN=<name>" or "serial=<hex>", got "serial=nothex"`);
+});
+
+test.serial('quotas: a bad --quota-file at start is one line naming file:line and exit 2; on reload, a bad file keeps the rules in force', async (t) => {
+  const { pki, parent } = await daemonSetup(t);
+  const quotas = path.join(pki, 'quotas.conf');
+  fs.writeFileSync(quotas, '# who  limits\ncn=admin runing=1\n');
+  const bad = await launchDaemon(t, pki, parent, { args: ['--quota-file', quotas] }).process;
+  t.is(bad.exitCode, 2);
+  t.is(bad.stderr, `jobworkerd: ${quotas}:2: unknown limit "runing=1": expected key=value, key one of running, cpu, memory, output, rate, calls, rps`);
+  const missing = await launchDaemon(t, pki, parent, { args: ['--quota-file', `${quotas}.gone`] }).process;
+  t.is(missing.exitCode, 2);
+  t.is(missing.stderr, `jobworkerd: --quota-file ${quotas}.gone: no such file`);
+  fs.writeFileSync(quotas, 'cn=admin running=1\n');
+  const fleet = await launchDaemon(t, pki, parent, { args: ['--quota-file', quotas, '--fleet-etcd', '127.0.0.1:2379', '--node-name', 'n1'] }).process;
+  t.is(fleet.exitCode, 2);
+  t.is(fleet.stderr, "jobworkerd: --quota-file: quotas do not count a fleet's jobs yet (--fleet-etcd): a node would count only its own");
+
+  fs.writeFileSync(quotas, 'cn=admin running=1\n');
+  const daemon = await startDaemon(t, pki, parent, { args: ['--quota-file', quotas] });
+  const admin = adminClient(t, pki, daemon.port);
+  const sleeper = { command: 'sleep', args: ['600'], limits: undefined };
+  await unary(admin, 'createJob', sleeper);
+  t.is(await codeOf(unary(admin, 'createJob', sleeper)), Status.RESOURCE_EXHAUSTED);
+  fs.writeFileSync(quotas, 'cn=admin running=2 cpu=lots\n');
+  daemon.process.kill('SIGHUP');
+  await waitUntil(() => daemon.log.some((line) => line.msg === 'quota file reload failed; the previous quotas stay in force'), 'the failed reload to be logged');
+  t.is(await codeOf(unary(admin, 'createJob', sleeper)), Status.RESOURCE_EXHAUSTED, 'the rules in force stay');
+  fs.writeFileSync(quotas, 'cn=admin running=2\n');
+  daemon.process.kill('SIGHUP');
+  await waitUntil(() => daemon.log.some((line) => line.msg === 'reloaded the quotas' && line.why === 'SIGHUP' && daemon.log.indexOf(line) > daemon.log.findIndex((l) => l.msg.startsWith('quota file reload failed'))), 'the reload');
+  t.is(await codeOf(unary(admin, 'createJob', sleeper)), Status.OK);
+  t.is(await codeOf(unary(admin, 'createJob', sleeper)), Status.RESOURCE_EXHAUSTED);
 });

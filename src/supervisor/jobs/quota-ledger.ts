@@ -1,0 +1,184 @@
+// What each caller uses against its quota (policy/quotas.ts), counted by
+// the CN that owns the jobs: jobs running or starting, their --max-cpu and
+// --max-memory, jobs created in the rule's window, output kept. A CreateJob
+// is admitted, and its share reserved, in one synchronous step before its
+// start begins: concurrent creates at the edge can never all pass the check
+// (the event loop runs one at a time), so use never overshoots a quota, not
+// even for a moment.
+import { Errors } from '../errors.js';
+import type { QuotaCaller, QuotaRule, QuotaRules } from '../policy/quotas.js';
+import type { JobLimits } from '../../workers/protocol.js';
+import type { JobRecord } from './record.js';
+import type { JobStore } from './store.js';
+
+const MIB = 1024 * 1024;
+
+/** A job admitted against its owner's quota: say how its start went. */
+export interface Admission {
+  /** The job runs: its share is counted with it until it ends. */
+  started(record: JobRecord): void;
+  /** It did not start: its share, and its creation, are given back. */
+  failed(): void;
+}
+
+/** Use of one owner at a moment, as `jobctl quota` would show it. */
+export interface QuotaUse {
+  running: number;
+  cpuPercent: number;
+  memoryMb: number;
+  outputBytes: number;
+  /** Jobs created in the rule's rate window (0 without a rate limit). */
+  created: number;
+}
+
+interface Share {
+  cpuPercent: number;
+  memoryBytes: number;
+}
+
+interface OwnerUse {
+  /** Its jobs that run (an ended one is left out the moment its state says so, and dropped at its end). */
+  readonly jobs: Set<JobRecord>;
+  /** Shares of its jobs whose start is in flight. */
+  readonly starting: Set<Share>;
+  /** When its jobs were admitted, oldest first: kept for the rate rule's window only. */
+  created: number[];
+}
+
+export class QuotaLedger {
+  #rules: QuotaRules;
+  readonly #store: JobStore;
+  readonly #owners = new Map<string, OwnerUse>();
+
+  constructor(store: JobStore, rules: QuotaRules) {
+    this.#store = store;
+    this.#rules = rules;
+  }
+
+  /** A reload's new rules: use counted so far stays, and counts against them from the next create. */
+  set rules(rules: QuotaRules) {
+    this.#rules = rules;
+  }
+
+  get rules(): QuotaRules {
+    return this.#rules;
+  }
+
+  /**
+   * Admits a job of `limits` for the caller, or throws QUOTA_EXCEEDED
+   * naming the quota, its limit and the use: nothing is reserved then.
+   */
+  admit(caller: QuotaCaller, limits: JobLimits, now = Date.now()): Admission {
+    const owner = this.#ownerUse(caller.cn);
+    const rule = this.#rules.ruleFor(caller);
+    if (rule) this.#check(rule, caller.cn, owner, limits, now);
+    const share: Share = { cpuPercent: limits.cpuPercent, memoryBytes: limits.memoryBytes };
+    owner.starting.add(share);
+    const rated = rule?.limits.rate !== undefined;
+    if (rated) owner.created.push(now);
+    let settled = false;
+    return {
+      started: (record) => {
+        if (settled) return;
+        settled = true;
+        owner.starting.delete(share);
+        if (record.state !== 'RUNNING') return;
+        owner.jobs.add(record);
+        void record.ended.finally(() => owner.jobs.delete(record));
+      },
+      failed: () => {
+        if (settled) return;
+        settled = true;
+        owner.starting.delete(share);
+        if (!rated) return;
+        const at = owner.created.lastIndexOf(now);
+        if (at >= 0) owner.created.splice(at, 1);
+      },
+    };
+  }
+
+  /** What `cn` uses now; `created` counts the window of the rule that applies to `caller`. */
+  useOf(caller: QuotaCaller, now = Date.now()): QuotaUse {
+    const owner = this.#ownerUse(caller.cn);
+    const windowMs = this.#rules.ruleFor(caller)?.limits.rate?.windowMs;
+    return {
+      ...this.#running(owner),
+      outputBytes: this.#outputBytes(caller.cn),
+      created: windowMs === undefined ? 0 : owner.created.filter((at) => at > now - windowMs).length,
+    };
+  }
+
+  #check(rule: QuotaRule, cn: string, owner: OwnerUse, limits: JobLimits, now: number): void {
+    const { running, cpuPercent, memoryMb, outputBytes, rate } = rule.limits;
+    const use = this.#running(owner);
+    const by = `${rule.subject} at ${rule.where}`;
+    const who = `cn=${cn}`;
+    if (running !== undefined && use.running + 1 > running) {
+      throw Errors.quotaExceeded(`quota exceeded: running jobs: limit ${running}, ${who} has ${use.running} running or starting (rule ${by})`);
+    }
+    const askedMb = limits.memoryBytes / MIB;
+    if (cpuPercent !== undefined && use.cpuPercent + limits.cpuPercent > cpuPercent) {
+      throw Errors.quotaExceeded(
+        `quota exceeded: cpu (the --max-cpu of running jobs, percent of a core): limit ${cpuPercent}, ${who} uses ${use.cpuPercent} and this job asks ${limits.cpuPercent} (rule ${by})`,
+      );
+    }
+    if (memoryMb !== undefined && use.memoryMb + askedMb > memoryMb) {
+      throw Errors.quotaExceeded(
+        `quota exceeded: memory (the --max-memory of running jobs, MiB): limit ${memoryMb}, ${who} uses ${use.memoryMb} and this job asks ${askedMb} (rule ${by})`,
+      );
+    }
+    if (outputBytes !== undefined) {
+      const kept = this.#outputBytes(cn);
+      if (kept >= outputBytes) {
+        throw Errors.quotaExceeded(`quota exceeded: output kept: limit ${outputBytes} bytes, ${who}'s jobs keep ${kept} (rule ${by}; it drops as they are pruned)`);
+      }
+    }
+    if (rate !== undefined) {
+      // Only the window is kept: older creations can never count again.
+      const since = now - rate.windowMs;
+      const first = owner.created.findIndex((at) => at > since);
+      owner.created = first < 0 ? [] : owner.created.slice(first);
+      if (owner.created.length + 1 > rate.jobs) {
+        throw Errors.quotaExceeded(`quota exceeded: rate: limit ${rate.jobs} jobs per ${windowName(rate.windowMs)}, ${who} created ${owner.created.length} in the last one (rule ${by})`);
+      }
+    }
+  }
+
+  #ownerUse(cn: string): OwnerUse {
+    let owner = this.#owners.get(cn);
+    if (!owner) {
+      owner = { jobs: new Set(), starting: new Set(), created: [] };
+      this.#owners.set(cn, owner);
+    }
+    return owner;
+  }
+
+  #running(owner: OwnerUse): Pick<QuotaUse, 'running' | 'cpuPercent' | 'memoryMb'> {
+    let running = owner.starting.size;
+    let cpuPercent = 0;
+    let memoryBytes = 0;
+    for (const share of owner.starting) {
+      cpuPercent += share.cpuPercent;
+      memoryBytes += share.memoryBytes;
+    }
+    for (const job of owner.jobs) {
+      // Ended, its end not yet past the promise that drops it: it runs no more.
+      if (job.state !== 'RUNNING') continue;
+      running += 1;
+      cpuPercent += job.limits.cpuPercent;
+      memoryBytes += job.limits.memoryBytes;
+    }
+    return { running, cpuPercent, memoryMb: memoryBytes / MIB };
+  }
+
+  /** Output kept of every job `cn` owns, running or ended. */
+  #outputBytes(cn: string): number {
+    let bytes = 0;
+    for (const job of this.#store.values()) if (job.owner === cn) bytes += job.log.length - job.log.start;
+    return bytes;
+  }
+}
+
+function windowName(ms: number): string {
+  return ms === 1_000 ? 'second' : ms === 60_000 ? 'minute' : 'hour';
+}
