@@ -4,7 +4,7 @@
 // sees every job: they are printed with control characters escaped so that a
 // job's argv cannot move the cursor or rewrite the terminal of the person
 // listing it.
-import { JobStatus, Network, NodeState, OutputStream, type DataChunk, type Job, type Node } from '../src/gen/jobworker/v1/jobworker.js';
+import { JobStatus, Network, NodeState, OutputStream, type DataChunk, type Job, type Node, type Quota } from '../src/gen/jobworker/v1/jobworker.js';
 import { formatDuration } from '../src/common/units.js';
 import type { JobRates } from './usage-rates.js';
 
@@ -329,6 +329,52 @@ const NODE_STATES: Readonly<Record<NodeState, string>> = {
 export const nodeStateName = (state: NodeState): string => NODE_STATES[state] ?? 'unknown';
 
 /** The --json shape of a node: every field present, the state as the table spells it. */
+/** The --json shape of a quota: every limit present, null when not limited. */
+export function quotaJson(quota: Quota) {
+  const limits = quota.limits;
+  return {
+    owner: quota.owner,
+    rule: quota.rule === '' ? null : quota.rule,
+    ruleSource: quota.ruleSource === '' ? null : quota.ruleSource,
+    limits: {
+      running: limits?.running ?? null,
+      cpuPercent: limits?.cpuPercent ?? null,
+      memoryMb: limits?.memoryMb ?? null,
+      outputBytes: limits?.outputBytes ?? null,
+      rate: limits?.rateJobs === undefined ? null : { jobs: limits.rateJobs, windowSeconds: limits.rateWindowSeconds },
+      calls: limits?.calls ?? null,
+      rps: limits?.rps ?? null,
+    },
+    use: {
+      running: quota.use?.running ?? 0,
+      cpuPercent: quota.use?.cpuPercent ?? 0,
+      memoryMb: quota.use?.memoryMb ?? 0,
+      outputBytes: quota.use?.outputBytes ?? 0,
+      created: quota.use?.created ?? 0,
+      calls: quota.use?.calls ?? 0,
+    },
+  };
+}
+
+/** One line naming the owner and its rule, then a row per quota: its limit and the use. */
+export function quotaTable(quota: Quota): string {
+  const { limits, use } = quotaJson(quota);
+  const rule = quota.rule === '' ? 'no quota applies: nothing is limited' : `rule ${escapeControl(quota.rule)} at ${escapeControl(quota.ruleSource)}`;
+  const limit = <T>(value: T | null, text: (value: T) => string): string => (value === null ? '-' : text(value));
+  const window = (seconds: number): string => (seconds === 1 ? 's' : seconds === 60 ? 'm' : seconds === 3600 ? 'h' : `${seconds}s`);
+  const rows = [
+    ['QUOTA', 'LIMIT', 'USE'],
+    ['running', limit(limits.running, String), String(use.running)],
+    ['cpu', limit(limits.cpuPercent, (v) => `${v}%`), `${use.cpuPercent}%`],
+    ['memory', limit(limits.memoryMb, (v) => binaryBytes(v * 1024 * 1024)), binaryBytes(use.memoryMb * 1024 * 1024)],
+    ['output', limit(limits.outputBytes, binaryBytes), binaryBytes(use.outputBytes)],
+    ['rate', limit(limits.rate, (r) => `${r.jobs}/${window(r.windowSeconds)}`), limits.rate === null ? '-' : String(use.created)],
+    ['calls', limit(limits.calls, String), String(use.calls)],
+    ['rps', limit(limits.rps, String), '-'],
+  ];
+  return `${escapeControl(quota.owner)}: ${rule}\n${alignColumns(rows)}`;
+}
+
 export function nodeJson(node: Node) {
   return {
     name: node.name,

@@ -8,6 +8,7 @@ import { GetCommand } from './get.js';
 import { AttachInputCommand } from './input.js';
 import { ListCommand } from './list.js';
 import { DrainCommand, NodesCommand, UndrainCommand } from './nodes.js';
+import { QuotaCommand } from './quota.js';
 import { RunCommand } from './run.js';
 import { StopCommand } from './stop.js';
 import { StreamCommand } from './stream.js';
@@ -24,6 +25,7 @@ const COMMANDS: CommandClass[] = [
   ListCommand,
   StopCommand,
   TopCommand,
+  QuotaCommand,
   NodesCommand,
   DrainCommand,
   UndrainCommand,

@@ -22,6 +22,7 @@ import {
   JobServiceClient,
   StopJobReq,
   WaitJobReq,
+  GetQuotaReq,
   type DeepPartial,
 } from '../gen/jobworker/v1/jobworker.js';
 
@@ -88,14 +89,14 @@ export function withoutIpServerName(creds: ChannelCredentials): ChannelCredentia
 // ---------------------------------------------------------------------------
 // Promise helpers over the callback client
 
-export type UnaryMethod = 'createJob' | 'getJob' | 'stopJob' | 'getJobs' | 'waitJob';
+export type UnaryMethod = 'createJob' | 'getJob' | 'stopJob' | 'getJobs' | 'waitJob' | 'getQuota';
 // The generated methods are overloaded; Parameters<> sees the last overload,
 // (request, metadata, options, callback), which is the one called below.
 export type RequestOf<M extends UnaryMethod> = Parameters<JobServiceClient[M]>[0];
 /** What callers pass: fields left out, at any depth, take their proto3 defaults (fromPartial fills them in). */
 export type PartialRequestOf<M extends UnaryMethod> = DeepPartial<RequestOf<M>>;
 
-const REQUESTS = { createJob: CreateJobReq, getJob: GetJobReq, stopJob: StopJobReq, getJobs: GetJobsReq, waitJob: WaitJobReq } as const;
+const REQUESTS = { createJob: CreateJobReq, getJob: GetJobReq, stopJob: StopJobReq, getJobs: GetJobsReq, waitJob: WaitJobReq, getQuota: GetQuotaReq } as const;
 export type ResponseOf<M extends UnaryMethod> = Parameters<Parameters<JobServiceClient[M]>[3]>[1];
 
 /**

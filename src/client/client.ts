@@ -20,6 +20,7 @@ import {
   type JobServiceClient,
   type Node,
   type Nodes,
+  type Quota,
 } from '../gen/jobworker/v1/jobworker.js';
 import { openChannel, unary, type ConnectOptions, type PartialRequestOf, type ResponseOf, type UnaryMethod } from './channel.js';
 import { ERROR_CODE_TRAILER } from '../common/error-codes.js';
@@ -288,6 +289,15 @@ export class JobworkerClient {
   async create(spec: JobSpec, options: Cancellable = {}): Promise<Job> {
     options.signal?.throwIfAborted();
     return requireJob('CreateJob', (await this.#unary('createJob', spec, undefined)).job);
+  }
+
+  /**
+   * What a CN uses against its quota (jobworkerd --quota-file): the rule
+   * that applies, its limits and the use now. `owner` defaults to the
+   * caller's own CN.
+   */
+  async quota(owner = '', options: Cancellable = {}): Promise<Quota> {
+    return this.#unary('getQuota', { owner }, options.signal);
   }
 
   async get(id: string, options: Cancellable = {}): Promise<Job> {

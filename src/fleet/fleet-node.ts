@@ -27,6 +27,8 @@ import {
   type StartJobReq,
   type StopJobReq,
   type WaitJobReq,
+  type GetQuotaReq,
+  type Quota,
   type WaitJobRes,
   type WriteInputRes,
 } from '../gen/jobworker/v1/jobworker.js';
@@ -513,6 +515,11 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
    * record is read again every heartbeat until the fleet has ended the job
    * (a lost node's jobs are ended as lost).
    */
+  /** Quotas are not the fleet's yet (jobworkerd refuses --quota-file with --fleet-etcd): this node's answer, no rule. */
+  getQuota(caller: Caller, request: GetQuotaReq): Promise<Quota> {
+    return this.local.service.getQuota(caller, request);
+  }
+
   async waitJob(caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
     // Undecided (this node is cut off from etcd), the asking node reads the fleet's record until it has decided.
     if (caller.via) return this.#keptOrRefused(this.#localJob(await this.local.service.waitJob(caller, request, signal)), 'NODE_UNAVAILABLE');

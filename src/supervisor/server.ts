@@ -20,6 +20,7 @@ import { RpcBoundary } from './rpc/boundary.js';
 import { DenyList } from './rpc/deny-list.js';
 import { QuotaLedger } from './jobs/quota-ledger.js';
 import { QuotaRules } from './policy/quotas.js';
+import { CallQuota } from './rpc/call-quota.js';
 import { bind, createGrpcServer, type FleetServices } from './rpc/grpc-server.js';
 import type { JobApi } from './rpc/job-api.js';
 import { JobService } from './rpc/job-service.js';
@@ -198,6 +199,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     if (options.signal?.aborted) throw new StartAbortedError();
 
     const quotas = new QuotaLedger(store, options.quotas ?? QuotaRules.NONE);
+    const calls = new CallQuota();
+    calls.rules = quotas.rules;
     const service = new JobService({
       store,
       runner,
@@ -207,10 +210,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       defaultGraceMs: options.stopGraceMs,
       deadlines: options.deadlines ?? NO_DEADLINES,
       quotas,
+      calls,
     });
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
-    boundary.calls.rules = options.quotas ?? QuotaRules.NONE;
+    boundary.calls = calls;
     backend = options.backend ? await options.backend({ service, store, metrics, logger }) : undefined;
     if (backend) {
       made.push(backend.close.bind(backend));
@@ -279,7 +283,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       },
       setQuotas: (rules) => {
         quotas.rules = rules;
-        boundary.calls.rules = rules;
+        calls.rules = rules;
       },
       shutdown,
     };

@@ -14,6 +14,7 @@ import { commandLine, shellQuote } from '../../cli/format.js';
 import { GetJobsStreamReq, Job, JobStatus } from '../../src/gen/jobworker/v1/jobworker.js';
 import { jobctlPath } from '../helpers/paths.js';
 import { DEFAULT_ISOLATION } from '../../src/supervisor/policy/isolation.js';
+import { QuotaRules } from '../../src/supervisor/policy/quotas.js';
 import { firstOutput, startTestServer, unary, waitForEnd, type PartialRequestOf, type Role, type TestServer } from '../helpers/server.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -675,4 +676,40 @@ test('attach-input: Ctrl-C closes the job\'s stdin after what was sent and exits
   const missing = await jobctl(['wait', long, 'nobody-is-called-this']);
   t.is(missing.exitCode, 1);
   t.is(missing.stderr, 'jobctl: no job is named "nobody-is-called-this"\n');
+});
+
+test('quota: the rule that applies, each limit and the use; --owner names another CN; --json', async (t) => {
+  // For a CN no other test of this file calls with: their calls stay unlimited.
+  server.server.setQuotas(QuotaRules.parse('cn=quota-test running=3 cpu=250 memory=2048 output=1G rate=60/m calls=8', '/etc/jobworker/quotas.conf'));
+  t.teardown(() => server.server.setQuotas(QuotaRules.NONE));
+  const other = await jobctl(['quota', '--owner', 'quota-test']);
+  t.is(other.exitCode, 0, other.stderr);
+  t.is(
+    other.stdout,
+    [
+      'quota-test: rule cn=quota-test at /etc/jobworker/quotas.conf:1',
+      'QUOTA    LIMIT    USE',
+      'running  3        0',
+      'cpu      250%     0%',
+      'memory   2.0 GiB  0 B',
+      'output   1.0 GiB  0 B',
+      'rate     60/m     0',
+      'calls    8        0',
+      'rps      -        -',
+      '',
+    ].join('\n'),
+  );
+  const json = await jobctl(['quota', '--owner', 'quota-test', '--json']);
+  t.deepEqual(JSON.parse(json.stdout), {
+    owner: 'quota-test',
+    rule: 'cn=quota-test',
+    ruleSource: '/etc/jobworker/quotas.conf:1',
+    limits: { running: 3, cpuPercent: 250, memoryMb: 2048, outputBytes: 1024 ** 3, rate: { jobs: 60, windowSeconds: 60 }, calls: 8, rps: null },
+    use: { running: 0, cpuPercent: 0, memoryMb: 0, outputBytes: 0, created: 0, calls: 0 },
+  });
+  const own = await jobctl(['quota'], { role: 'viewer' });
+  t.is(own.stdout.split('\n')[0], 'viewer: no quota applies: nothing is limited');
+  const ownJson = JSON.parse((await jobctl(['quota', '--json'], { role: 'viewer' })).stdout) as { rule: null; limits: Record<string, null> };
+  t.is(ownJson.rule, null);
+  t.true(Object.values(ownJson.limits).every((limit) => limit === null));
 });

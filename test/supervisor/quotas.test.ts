@@ -171,3 +171,29 @@ test.serial('calls: past calls= in flight a caller is refused at once; another c
   }
   t.true(answered, 'admitted again once the follow has ended');
 });
+
+test.serial('GetQuota: the rule that applies, its limits and the use now, for the caller or another CN', async (t) => {
+  quotas('role=admin running=2 cpu=300 memory=1024 rate=10/m calls=5\ndefault running=1');
+  const admin = ts.client('admin');
+  // Earlier tests' jobs keep output, and their creations of the last minute count in this rule's window.
+  const before = (await unary(admin, 'getQuota', {})).use!;
+  await unary(admin, 'createJob', sleeper({ maxCpuPercent: 100, maxMemoryMb: 256 }));
+  const own = await unary(admin, 'getQuota', {});
+  t.deepEqual(own, {
+    owner: 'admin',
+    rule: 'role=admin',
+    ruleSource: 'quotas:1',
+    limits: { running: 2, cpuPercent: 300, memoryMb: 1024, outputBytes: undefined, rateJobs: 10, rateWindowSeconds: 60, calls: 5, rps: undefined },
+    use: { running: 1, cpuPercent: 100, memoryMb: 256, outputBytes: before.outputBytes, created: before.created + 1, calls: 1 },
+  });
+  t.is(before.running, 0);
+  const viewer = ts.client('viewer');
+  // The viewer's own: the default; admin's, as the viewer sees it: the admin's role's rule (its create showed its role), no call of its own in flight.
+  t.like(await unary(viewer, 'getQuota', {}), { owner: 'viewer', rule: 'default', ruleSource: 'quotas:2', use: { running: 0, calls: 1 } });
+  t.like(await unary(viewer, 'getQuota', { owner: 'admin' }), { owner: 'admin', rule: 'role=admin', use: { running: 1, cpuPercent: 100, calls: 0 } });
+  // A CN never seen: its role is unknown, so only a cn= rule or the default can apply.
+  t.like(await unary(viewer, 'getQuota', { owner: 'someone-else' }), { owner: 'someone-else', rule: 'default', use: { running: 0, created: 0 } });
+  quotas('');
+  t.like(await unary(viewer, 'getQuota', {}), { rule: '', ruleSource: '', limits: undefined });
+  t.is((await refusal(unary(viewer, 'getQuota', { owner: 'x'.repeat(65) }))).details, 'owner must be at most 64 characters, got 65');
+});

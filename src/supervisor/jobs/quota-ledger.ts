@@ -41,7 +41,7 @@ interface OwnerUse {
   readonly jobs: Set<JobRecord>;
   /** Shares of its jobs whose start is in flight. */
   readonly starting: Set<Share>;
-  /** When its jobs were admitted, oldest first: kept for the rate rule's window only. */
+  /** When its jobs were admitted, oldest first: kept only while a rate rule applies to it, and only its window. */
   created: number[];
 }
 
@@ -49,6 +49,8 @@ export class QuotaLedger {
   #rules: QuotaRules;
   readonly #store: JobStore;
   readonly #owners = new Map<string, OwnerUse>();
+  /** The role each CN's certificate had at its last create: a role's rule applies to it when asked about later. */
+  readonly #roles = new Map<string, string | null>();
 
   constructor(store: JobStore, rules: QuotaRules) {
     this.#store = store;
@@ -70,6 +72,7 @@ export class QuotaLedger {
    */
   admit(caller: QuotaCaller, limits: JobLimits, now = Date.now()): Admission {
     const owner = this.#ownerUse(caller.cn);
+    this.#roles.set(caller.cn, caller.role);
     const rule = this.#rules.ruleFor(caller);
     if (rule) this.#check(rule, caller.cn, owner, limits, now);
     const share: Share = { cpuPercent: limits.cpuPercent, memoryBytes: limits.memoryBytes };
@@ -97,9 +100,14 @@ export class QuotaLedger {
     };
   }
 
+  /** The role `cn` last created a job with; null: none seen (its role's rule cannot be told). */
+  roleOf(cn: string): string | null {
+    return this.#roles.get(cn) ?? null;
+  }
+
   /** What `cn` uses now; `created` counts the window of the rule that applies to `caller`. */
   useOf(caller: QuotaCaller, now = Date.now()): QuotaUse {
-    const owner = this.#ownerUse(caller.cn);
+    const owner = this.#ownerUse(caller.cn, false);
     const windowMs = this.#rules.ruleFor(caller)?.limits.rate?.windowMs;
     return {
       ...this.#running(owner),
@@ -144,8 +152,10 @@ export class QuotaLedger {
     }
   }
 
-  #ownerUse(cn: string): OwnerUse {
+  /** Without creating an entry for a CN never seen (asking about one must not grow the ledger). */
+  #ownerUse(cn: string, keep = true): OwnerUse {
     let owner = this.#owners.get(cn);
+    if (!owner && !keep) return { jobs: new Set(), starting: new Set(), created: [] };
     if (!owner) {
       owner = { jobs: new Set(), starting: new Set(), created: [] };
       this.#owners.set(cn, owner);

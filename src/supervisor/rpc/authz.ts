@@ -17,6 +17,7 @@ export type RpcName =
   | 'GetJobsStream'
   | 'WriteInput'
   | 'WaitJob'
+  | 'GetQuota'
   | 'GetNodes'
   | 'DrainNode'
   | 'UndrainNode'
@@ -30,6 +31,7 @@ export const PERMISSIONS: Readonly<Record<RpcName, readonly Role[]>> = {
   GetJobsStream: ['admin', 'viewer'],
   WriteInput: ['admin'],
   WaitJob: ['admin', 'viewer'],
+  GetQuota: ['admin', 'viewer'],
   GetNodes: ['admin', 'viewer'],
   DrainNode: ['admin'],
   UndrainNode: ['admin'],

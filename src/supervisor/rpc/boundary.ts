@@ -21,7 +21,8 @@ function jobIdOf(request: unknown): string | undefined {
 export class RpcBoundary {
   /** Replaced whole on reload; read on every call. */
   denyList: DenyList = DenyList.EMPTY;
-  readonly calls = new CallQuota();
+  /** Set by the server, which shows its counts in GetQuota too. */
+  calls = new CallQuota();
 
   constructor(
     /** Where unexpected errors go. */

@@ -18,6 +18,11 @@ export class CallQuota {
   readonly #inFlight = new Map<string, number>();
   readonly #buckets = new Map<string, Bucket>();
 
+  /** Calls of `cn` in flight now. */
+  inFlight(cn: string): number {
+    return this.#inFlight.get(cn) ?? 0;
+  }
+
   /**
    * Admits a call of the caller (QUOTA_EXCEEDED past its rule); returns
    * what to call once the call has ended. A stream is in flight as long as

@@ -59,6 +59,7 @@ export function createGrpcServer(service: JobApi, boundary: RpcBoundary, fleet?:
     getJobsStream: boundary.serverStream('GetJobsStream', (caller, call) => service.streamOutput(caller, call)),
     writeInput: boundary.clientStream('WriteInput', (caller, call) => service.writeInput(caller, call)),
     waitJob: boundary.unary('WaitJob', async (caller, req, signal) => ({ job: await service.waitJob(caller, req, signal) })),
+    getQuota: boundary.unary('GetQuota', (caller, req) => service.getQuota(caller, req)),
   });
   const nodes = fleet?.fleet ?? NO_FLEET;
   server.addService(FleetServiceService, {

@@ -13,10 +13,12 @@ import type {
   GetJobsReq,
   GetJobsStreamReq,
   GetNodesReq,
+  GetQuotaReq,
   InputChunk,
   Job,
   Jobs,
   Nodes,
+  Quota,
   StartJobReq,
   StopJobReq,
   WaitJobReq,
@@ -44,6 +46,7 @@ export interface JobApi {
   writeInput(caller: Caller, call: InputCall): Promise<WriteInputRes>;
   /** `signal`: the caller went away. */
   waitJob(caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job>;
+  getQuota(caller: Caller, request: GetQuotaReq): Promise<Quota>;
 }
 
 /** FleetService: the nodes of a fleet. */

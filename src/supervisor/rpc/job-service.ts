@@ -11,7 +11,9 @@ import {
   type DataChunk,
   type GetJobReq,
   type GetJobsReq,
+  type GetQuotaReq,
   type Job,
+  type Quota,
   type StopJobReq,
   type WaitJobReq,
   type WriteInputRes,
@@ -36,6 +38,7 @@ import { openInput, type InputStream } from './input-call.js';
 import type { InputCall, JobApi, OutputCall } from './job-api.js';
 import { readPage, type JobsPage } from './job-pages.js';
 import type { QuotaLedger } from '../jobs/quota-ledger.js';
+import type { CallQuota } from './call-quota.js';
 import { toJob } from './job-view.js';
 import { CHUNKS_IN_FLIGHT, WriteWindow } from './write-window.js';
 
@@ -61,6 +64,8 @@ export function chunkBytes(open: number): number {
 }
 /** A stream that has waited this long for output lets its memory go (ChunkMemory, the cursor's read buffer). */
 const RELEASE_AFTER_MS = 1_000;
+/** GetQuota owner: a certificate's CN is at most 64 characters (X.509 ub-common-name). */
+const MAX_OWNER_LENGTH = 64;
 /** GetJobs fresh_usage: usage reads in flight at once, each a round trip to a supervisor thread. */
 const USAGE_READS_AT_ONCE = 64;
 
@@ -90,6 +95,8 @@ export interface ServiceOptions {
   defaultGraceMs: number;
   deadlines: DeadlinePolicy;
   quotas: QuotaLedger;
+  /** Calls in flight per CN, for GetQuota (the boundary counts them). */
+  calls: CallQuota;
 }
 
 /** A CreateJob request checked against this server's policy: what the runner starts. */
@@ -164,6 +171,33 @@ export class JobService implements JobApi {
     await atMost(USAGE_READS_AT_ONCE, running, (record) => this.options.runner.refreshUsage(record, { batch: true }));
   }
 
+
+  /** The caller's quota, or another CN's: the rule that applies, its limits, the use now. */
+  async getQuota(caller: Caller, request: GetQuotaReq): Promise<Quota> {
+    const owner = request.owner === '' ? caller.cn : request.owner;
+    if (owner.length > MAX_OWNER_LENGTH) throw Errors.invalidArgument(`owner must be at most ${MAX_OWNER_LENGTH} characters, got ${owner.length}`);
+    const { quotas } = this.options;
+    const whose = { cn: owner, role: owner === caller.cn ? caller.role : quotas.roleOf(owner) };
+    const rule = quotas.rules.ruleFor(whose);
+    const use = quotas.useOf(whose);
+    const limits = rule?.limits;
+    return {
+      owner,
+      rule: rule?.subject ?? '',
+      ruleSource: rule?.where ?? '',
+      limits: limits && {
+        running: limits.running,
+        cpuPercent: limits.cpuPercent,
+        memoryMb: limits.memoryMb,
+        outputBytes: limits.outputBytes,
+        rateJobs: limits.rate?.jobs,
+        rateWindowSeconds: (limits.rate?.windowMs ?? 0) / 1000,
+        calls: limits.calls,
+        rps: limits.rps,
+      },
+      use: { ...use, calls: this.options.calls.inFlight(owner) },
+    };
+  }
 
   /** Answers once the job has ended; a caller that goes away stops the wait (signal). */
   async waitJob(_caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
