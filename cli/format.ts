@@ -328,7 +328,6 @@ const NODE_STATES: Readonly<Record<NodeState, string>> = {
 
 export const nodeStateName = (state: NodeState): string => NODE_STATES[state] ?? 'unknown';
 
-/** The --json shape of a node: every field present, the state as the table spells it. */
 /** The --json shape of a quota: every limit present, null when not limited. */
 export function quotaJson(quota: Quota) {
   const limits = quota.limits;
@@ -375,6 +374,7 @@ export function quotaTable(quota: Quota): string {
   return `${escapeControl(quota.owner)}: ${rule}\n${alignColumns(rows)}`;
 }
 
+/** The --json shape of a node: every field present, the state as the table spells it. */
 export function nodeJson(node: Node) {
   return {
     name: node.name,

@@ -510,15 +510,16 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     return fresh;
   }
 
+  /** Quotas are not the fleet's yet (jobworkerd refuses --quota-file with --fleet-etcd): this node's answer, no rule. */
+  getQuota(caller: Caller, request: GetQuotaReq): Promise<Quota> {
+    return this.local.service.getQuota(caller, request);
+  }
+
   /**
    * Forwarded to the job's node; while that node cannot answer, the job's
    * record is read again every heartbeat until the fleet has ended the job
    * (a lost node's jobs are ended as lost).
    */
-  /** Quotas are not the fleet's yet (jobworkerd refuses --quota-file with --fleet-etcd): this node's answer, no rule. */
-  getQuota(caller: Caller, request: GetQuotaReq): Promise<Quota> {
-    return this.local.service.getQuota(caller, request);
-  }
 
   async waitJob(caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
     // Undecided (this node is cut off from etcd), the asking node reads the fleet's record until it has decided.

@@ -198,6 +198,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     made.push(() => retention.stop());
     if (options.signal?.aborted) throw new StartAbortedError();
 
+    // A fleet's starts come through its own path (src/fleet), which no quota counts yet.
+    if (options.backend && (options.quotas?.size ?? 0) > 0) throw new Error("quotas do not count a fleet's jobs yet: a node would count only its own");
     const quotas = new QuotaLedger(store, options.quotas ?? QuotaRules.NONE);
     const calls = new CallQuota();
     calls.rules = quotas.rules;
@@ -282,6 +284,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         boundary.denyList = denyList;
       },
       setQuotas: (rules) => {
+        if (options.backend && rules.size > 0) throw new Error("quotas do not count a fleet's jobs yet: a node would count only its own");
         quotas.rules = rules;
         calls.rules = rules;
       },

@@ -85,17 +85,23 @@ export class QuotaLedger {
         if (settled) return;
         settled = true;
         owner.starting.delete(share);
-        if (record.state !== 'RUNNING') return;
+        if (record.state !== 'RUNNING') return this.#forgetIfIdle(caller.cn, owner);
         owner.jobs.add(record);
-        void record.ended.finally(() => owner.jobs.delete(record));
+        const ended = (): void => {
+          owner.jobs.delete(record);
+          this.#forgetIfIdle(caller.cn, owner);
+        };
+        record.ended.then(ended, ended);
       },
       failed: () => {
         if (settled) return;
         settled = true;
         owner.starting.delete(share);
-        if (!rated) return;
-        const at = owner.created.lastIndexOf(now);
-        if (at >= 0) owner.created.splice(at, 1);
+        if (rated) {
+          const at = owner.created.lastIndexOf(now);
+          if (at >= 0) owner.created.splice(at, 1);
+        }
+        this.#forgetIfIdle(caller.cn, owner);
       },
     };
   }
@@ -150,6 +156,15 @@ export class QuotaLedger {
         throw Errors.quotaExceeded(`quota exceeded: rate: limit ${rate.jobs} jobs per ${windowName(rate.windowMs)}, ${who} created ${owner.created.length} in the last one (rule ${by})`);
       }
     }
+  }
+
+  /**
+   * An owner with nothing running, starting or in a rate window is what a
+   * new entry would be: it goes (one per CN ever seen would only grow). No
+   * admission in flight holds it: its start would be in `starting`.
+   */
+  #forgetIfIdle(cn: string, owner: OwnerUse): void {
+    if (owner.jobs.size === 0 && owner.starting.size === 0 && owner.created.length === 0 && this.#owners.get(cn) === owner) this.#owners.delete(cn);
   }
 
   /** Without creating an entry for a CN never seen (asking about one must not grow the ledger). */

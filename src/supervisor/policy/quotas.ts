@@ -54,6 +54,8 @@ export interface QuotaCaller {
   role: string | null;
 }
 
+/** The roles a rule may name: those of callers (a fleet node's own certificate, OU node, makes no calls of its own). */
+const ROLES: readonly string[] = ['admin', 'viewer'];
 const KEYS = ['running', 'cpu', 'memory', 'output', 'rate', 'calls', 'rps'] as const;
 type Key = (typeof KEYS)[number];
 const WINDOW_MS = { s: 1_000, m: 60_000, h: 3_600_000 } as const;
@@ -94,6 +96,9 @@ export class QuotaRules {
       };
       const [who, ...fields] = line.split(/\s+/);
       const subject = parseSubject(who!) ?? fail(`expected "default", "role=<role>" or "cn=<common name>" first, got ${JSON.stringify(who)}`);
+      if (subject.startsWith('role=') && !ROLES.includes(subject.slice('role='.length))) {
+        fail(`unknown role in ${JSON.stringify(who)}: a rule names ${ROLES.map((role) => `role=${role}`).join(' or ')} (a certificate's OU)`);
+      }
       const earlier = seen.get(subject);
       if (earlier) fail(`a second rule for ${subject} (the first is at ${earlier})`);
       seen.set(subject, where);

@@ -174,8 +174,8 @@ export class JobService implements JobApi {
 
   /** The caller's quota, or another CN's: the rule that applies, its limits, the use now. */
   async getQuota(caller: Caller, request: GetQuotaReq): Promise<Quota> {
+    if (request.owner.length > MAX_OWNER_LENGTH) throw Errors.invalidArgument(`owner must be at most ${MAX_OWNER_LENGTH} characters, got ${request.owner.length}`);
     const owner = request.owner === '' ? caller.cn : request.owner;
-    if (owner.length > MAX_OWNER_LENGTH) throw Errors.invalidArgument(`owner must be at most ${MAX_OWNER_LENGTH} characters, got ${owner.length}`);
     const { quotas } = this.options;
     const whose = { cn: owner, role: owner === caller.cn ? caller.role : quotas.roleOf(owner) };
     const rule = quotas.rules.ruleFor(whose);

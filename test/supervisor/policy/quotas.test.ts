@@ -34,6 +34,8 @@ test('quotas: anything the file cannot take is an error naming file:line and wha
   const cases: [string, string][] = [
     ['default running=1\nuser=alice running=2', 'q.conf:2: expected "default", "role=<role>" or "cn=<common name>" first, got "user=alice"'],
     ['cn=alice', 'q.conf:1: the rule for cn=alice sets no limit (running, cpu, memory, output, rate, calls, rps)'],
+    ['role=Admin running=1', 'q.conf:1: unknown role in "role=Admin": a rule names role=admin or role=viewer (a certificate\'s OU)'],
+    ['role=node running=1', 'q.conf:1: unknown role in "role=node": a rule names role=admin or role=viewer (a certificate\'s OU)'],
     ['cn=alice runing=2', 'q.conf:1: unknown limit "runing=2": expected key=value, key one of running, cpu, memory, output, rate, calls, rps'],
     ['cn=alice running', 'q.conf:1: unknown limit "running": expected key=value, key one of running, cpu, memory, output, rate, calls, rps'],
     ['cn=alice running=2 running=3', 'q.conf:1: running is given twice'],
