@@ -13,7 +13,7 @@ export class QuotaCommand extends JobctlCommand {
 
       Another CN's role is in its certificate, not in its jobs: its role's rule shows once the server has seen it create a job.
 
-      With \`--json\`: one JSON object, \`limits\` null where not limited.
+      With \`--json\`: one JSON object; a limit is null where nothing is limited.
     `,
     examples: [
       ['Your own quota', '$0 quota'],
