@@ -15,7 +15,7 @@ import { IsolationConfigError } from './policy/isolation.js';
 import { parseListen } from './ops/metrics-endpoint.js';
 import { HistoryError } from './jobs/history.js';
 import { loadDenyList, loadQuotas, loadTls, watchConfig, type ConfigFiles } from './ops/reload.js';
-import type { QuotaRules } from './policy/quotas.js';
+import { NOT_IN_A_FLEET, type QuotaRules } from './policy/quotas.js';
 import type { TlsMaterial } from './rpc/tls-credentials.js';
 import { StartAbortedError, startServer } from './server.js';
 import { fleetBackend, FleetStartError } from '../fleet/backend.js';
@@ -204,7 +204,7 @@ class ServeCommand extends Command {
       denyList = loadDenyList(files);
       quotas = loadQuotas(files);
       if (this.quotaFile !== undefined && this.fleetEtcd !== undefined) {
-        throw new Error('--quota-file: quotas do not count a fleet\'s jobs yet (--fleet-etcd): a node would count only its own');
+        throw new Error(`--quota-file with --fleet-etcd: ${NOT_IN_A_FLEET}`);
       }
       if (this.fleetEtcd !== undefined) fleet = fleetConfig(this, tls);
       if (this.auditLog) audit = openAuditLog(this.auditLog);

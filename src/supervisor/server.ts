@@ -19,7 +19,7 @@ import type { DeadlinePolicy } from './policy/job-meta.js';
 import { RpcBoundary } from './rpc/boundary.js';
 import { DenyList } from './rpc/deny-list.js';
 import { QuotaLedger } from './jobs/quota-ledger.js';
-import { QuotaRules } from './policy/quotas.js';
+import { NOT_IN_A_FLEET, QuotaRules } from './policy/quotas.js';
 import { CallQuota } from './rpc/call-quota.js';
 import { bind, createGrpcServer, type FleetServices } from './rpc/grpc-server.js';
 import type { JobApi } from './rpc/job-api.js';
@@ -198,8 +198,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     made.push(() => retention.stop());
     if (options.signal?.aborted) throw new StartAbortedError();
 
-    // A fleet's starts come through its own path (src/fleet), which no quota counts yet.
-    if (options.backend && (options.quotas?.size ?? 0) > 0) throw new Error("quotas do not count a fleet's jobs yet: a node would count only its own");
+    refuseFleetQuotas(options, options.quotas);
     const quotas = new QuotaLedger(store, options.quotas ?? QuotaRules.NONE);
     const calls = new CallQuota();
     calls.rules = quotas.rules;
@@ -284,7 +283,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         boundary.denyList = denyList;
       },
       setQuotas: (rules) => {
-        if (options.backend && rules.size > 0) throw new Error("quotas do not count a fleet's jobs yet: a node would count only its own");
+        refuseFleetQuotas(options, rules);
         quotas.rules = rules;
         calls.rules = rules;
       },
@@ -294,6 +293,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await made.release().catch((releaseErr: unknown) => logger.error({ err: releaseErr }, 'could not undo everything a failed start had made'));
     throw err;
   }
+}
+
+function refuseFleetQuotas(options: ServerOptions, rules: QuotaRules | undefined): void {
+  if (options.backend && (rules?.size ?? 0) > 0) throw new Error(NOT_IN_A_FLEET);
 }
 
 /** What preparing the cgroups found and did, for the operator. */

@@ -74,7 +74,13 @@ export class QuotaLedger {
     const owner = this.#ownerUse(caller.cn);
     this.#roles.set(caller.cn, caller.role);
     const rule = this.#rules.ruleFor(caller);
-    if (rule) this.#check(rule, caller.cn, owner, limits, now);
+    try {
+      if (rule) this.#check(rule, caller.cn, owner, limits, now);
+    } catch (err) {
+      // A CN refused before it ever ran anything leaves no entry behind.
+      this.#forgetIfIdle(caller.cn, owner);
+      throw err;
+    }
     const share: Share = { cpuPercent: limits.cpuPercent, memoryBytes: limits.memoryBytes };
     owner.starting.add(share);
     const rated = rule?.limits.rate !== undefined;

@@ -48,6 +48,9 @@ export class QuotaFileError extends Error {
   }
 }
 
+/** Why quotas are refused in a fleet (jobworkerd --fleet-etcd): its starts take a path of their own (src/fleet) that no quota counts yet. */
+export const NOT_IN_A_FLEET = "quotas do not count a fleet's jobs yet: a node would count only its own";
+
 /** The caller a rule is looked up for. */
 export interface QuotaCaller {
   cn: string;

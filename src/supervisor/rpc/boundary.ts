@@ -1,8 +1,9 @@
 // The one place every RPC passes through: it identifies the caller from the
 // verified client certificate, refuses certificates that are not for client
 // authentication or are on the deny list, applies the authorization table
-// and the caller's call quota (call-quota.ts), writes one audit line and counts one call per call, and turns errors into
-// statuses (unknown errors are logged and reach the client only as INTERNAL).
+// and the caller's call quota (call-quota.ts), writes one audit line and
+// counts one call per call, and turns errors into statuses (unknown errors
+// are logged and reach the client only as INTERNAL).
 import { status as Status, type sendUnaryData, type ServerReadableStream, type ServerUnaryCall, type ServerWritableStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { FORWARDED_FOR_METADATA, authorize, forwardedCaller, identify, type Caller, type RpcName } from './authz.js';
@@ -59,12 +60,7 @@ export class RpcBoundary {
     void (async () => {
       caller = this.#identify(call, rpc);
       authorize(caller, rpc);
-      const leave = this.calls.enter(caller);
-      try {
-        return await handle(caller);
-      } finally {
-        leave();
-      }
+      return this.#withinQuota(caller, handle);
     })()
       .then(
         (response) => {
@@ -87,12 +83,7 @@ export class RpcBoundary {
       void (async () => {
         caller = this.#identify(call, rpc);
         authorize(caller, rpc);
-        const leave = this.calls.enter(caller);
-        try {
-          await handler(caller, call);
-        } finally {
-          leave();
-        }
+        await this.#withinQuota(caller, (admitted) => handler(admitted, call));
       })().then(
         () => (call.cancelled ? this.#log(rpc, call, caller, started, 'CANCELLED', undefined, undefined, Status.CANCELLED) : this.#log(rpc, call, caller, started, 'OK')),
         (err: unknown) => {
@@ -103,6 +94,16 @@ export class RpcBoundary {
       )
       .catch((err: unknown) => this.#answerFailed(rpc, err));
     };
+  }
+
+  /** Runs a call's handler counted in flight for its caller (QUOTA_EXCEEDED past the caller's call quota). */
+  async #withinQuota<T>(caller: Caller, handle: (caller: Caller) => T | Promise<T>): Promise<T> {
+    const leave = this.calls.enter(caller);
+    try {
+      return await handle(caller);
+    } finally {
+      leave();
+    }
   }
 
   /**
