@@ -4,7 +4,7 @@ import * as t from 'typanion';
 import { Network, type CreateJobReq } from '../src/gen/jobworker/v1/jobworker.js';
 import type { JobworkerClient } from '../src/client/client.js';
 import { jobJson, toJsonLine } from './format.js';
-import { isCpuPercent, isEnvEntries, isIoBps, isJobName, isLabelEntries, isMemoryMb, isPids, isTimeout, JobctlCommand, labelsOf } from './options.js';
+import { dependenciesOf, isCpuPercent, isDependency, isEnvEntries, isIoBps, isJobName, isLabelEntries, isMemoryMb, isPids, isTimeout, JobctlCommand, labelsOf } from './options.js';
 
 /**
  * What create and run share: the limits and the command. The command is a
@@ -62,6 +62,10 @@ export abstract class StartCommand extends JobctlCommand {
     description: "Stop the job this long after it starts (30s, 10m, 2h): it then ends TIMED_OUT (default: the server's --default-timeout, none unless set)",
     validator: isTimeout,
   });
+  after = Option.Array('--after', [], {
+    description: 'Wait until this job (ID|NAME) has ended, :ok (the default) COMPLETED with exit 0 or :any end at all (repeatable, at most 32). Meanwhile the job is WAITING, with no cgroup and no process; a dependency that ends short of its condition ends it FAILED without running',
+    validator: t.isArray(isDependency),
+  });
   stdin = Option.Boolean('-i,--stdin', false, { description: "Keep the job's stdin open for input (run: jobctl's own stdin; create: jobctl attach-input); otherwise it reads /dev/null" });
   command = Option.String({ name: 'command' });
   args = Option.Proxy({ name: 'args' });
@@ -87,6 +91,7 @@ export abstract class StartCommand extends JobctlCommand {
       timeoutMs: this.timeout,
       name: this.name ?? '',
       labels: labelsOf(this.label),
+      after: dependenciesOf(this.after),
     };
   }
 }

@@ -4,7 +4,7 @@
 // sees every job: they are printed with control characters escaped so that a
 // job's argv cannot move the cursor or rewrite the terminal of the person
 // listing it.
-import { JobStatus, Network, NodeState, OutputStream, type DataChunk, type Job, type Node, type Quota } from '../src/gen/jobworker/v1/jobworker.js';
+import { DependencyCondition, JobStatus, Network, NodeState, OutputStream, type DataChunk, type Job, type Node, type Quota } from '../src/gen/jobworker/v1/jobworker.js';
 import { formatDuration } from '../src/common/units.js';
 import type { JobRates } from './usage-rates.js';
 
@@ -16,6 +16,7 @@ const STATUS_NAMES: Readonly<Record<JobStatus, string>> = {
   [JobStatus.JOB_STATUS_FAILED]: 'FAILED',
   [JobStatus.JOB_STATUS_STOPPED]: 'STOPPED',
   [JobStatus.JOB_STATUS_TIMED_OUT]: 'TIMED_OUT',
+  [JobStatus.JOB_STATUS_WAITING]: 'WAITING',
   [JobStatus.UNRECOGNIZED]: 'UNKNOWN',
 };
 
@@ -59,6 +60,8 @@ export function jobJson(job: Job) {
     node: job.node || null,
     timeoutMs: job.timeoutMs || null,
     stdin: job.stdin,
+    after: job.after.map((dependency) => ({ job: dependency.job, condition: dependency.condition === DependencyCondition.DEPENDENCY_CONDITION_ANY ? 'any' : 'ok' })),
+    createdAt: (job.createdAt ?? job.startedAt)?.toISOString() ?? null,
     startedAt: job.startedAt?.toISOString() ?? null,
     endedAt: job.endedAt?.toISOString() ?? null,
     exitCode: job.exitCode ?? null,
@@ -220,6 +223,8 @@ export function jobDetail(job: Job): string {
     ['labels', labelsText(job.labels)],
     ['timeout', job.timeoutMs ? formatDuration(job.timeoutMs) : '-'],
     ['stdin', job.stdin ? 'open for input' : '/dev/null'],
+    ...(job.after.length > 0 ? ([['after', afterText(job)]] as [string, string][]) : []),
+    ...(job.createdAt && job.createdAt.getTime() !== job.startedAt?.getTime() ? ([['created', formatTime(job.createdAt)]] as [string, string][]) : []),
     ['started', formatTime(job.startedAt)],
     ['ended', formatTime(job.endedAt)],
     ['exit code', job.exitCode === undefined ? '-' : String(job.exitCode)],
@@ -232,6 +237,11 @@ export function jobDetail(job: Job): string {
   ];
   const width = Math.max(...fields.map(([key]) => key.length)) + 1;
   return fields.map(([key, value]) => `${`${key}:`.padEnd(width)}  ${value}\n`).join('');
+}
+
+/** id:ok, id:any: what the job waited for. */
+function afterText(job: Job): string {
+  return job.after.map((dependency) => `${dependency.job}:${dependency.condition === DependencyCondition.DEPENDENCY_CONDITION_ANY ? 'any' : 'ok'}`).join(', ');
 }
 
 function limitsText(job: Job): string {

@@ -6,7 +6,7 @@ import { JobStatus } from '../src/gen/jobworker/v1/jobworker.js';
 import { jobJson, jobTable, toJsonLine } from './format.js';
 import { JobctlCommand, isJobCount, isLabelEntries, labelsOf } from './options.js';
 
-const STATUSES = ['RUNNING', 'COMPLETED', 'FAILED', 'STOPPED', 'TIMED_OUT'] as const;
+const STATUSES = ['WAITING', 'RUNNING', 'COMPLETED', 'FAILED', 'STOPPED', 'TIMED_OUT'] as const;
 
 export class ListCommand extends JobctlCommand {
   static override paths = [['list']];

@@ -6,7 +6,8 @@ import { parseLabels } from '../src/common/labels.js';
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { MAX_GRACE_MS, MAX_PAGE_SIZE, MAX_TIMEOUT_MS } from '../src/common/api-limits.js';
-import { jobNameProblem } from '../src/common/job-refs.js';
+import { jobNameProblem, parseDependency, type DependencyRef } from '../src/common/job-refs.js';
+import { DependencyCondition, type Dependency } from '../src/gen/jobworker/v1/jobworker.js';
 import { ENV_ENTRY } from '../src/common/env-entry.js';
 import { formatDuration, parseDuration } from '../src/common/units.js';
 import { connect, type JobworkerClient } from '../src/client/client.js';
@@ -123,6 +124,22 @@ export const isJobName = t.makeValidator<unknown, string>({
     return problem === null || fail(state, problem);
   },
 });
+
+/** ID|NAME[:ok|:any] (jobctl create --after). */
+export const isDependency = t.makeValidator<unknown, string>({
+  test: (value, state): value is string => {
+    const parsed = typeof value === 'string' ? parseDependency(value) : { problem: 'expected ID|NAME[:ok|:any]' };
+    return !('problem' in parsed) || fail(state, parsed.problem);
+  },
+});
+
+/** The dependencies of flags isDependency has checked, as CreateJobReq.after takes them. */
+export function dependenciesOf(entries: readonly string[]): Dependency[] {
+  return entries.map((entry) => {
+    const { job, condition } = parseDependency(entry) as DependencyRef;
+    return { job, condition: condition === 'any' ? DependencyCondition.DEPENDENCY_CONDITION_ANY : DependencyCondition.DEPENDENCY_CONDITION_OK };
+  });
+}
 
 /** key=value pairs (jobctl --constraint), by the rules of node labels. */
 export const isLabelEntries = t.makeValidator<unknown, string[]>({

@@ -29,6 +29,8 @@ export const ErrorCodes = {
   // WriteInput: the job takes no input now (not created with stdin, ended,
   // another writer, closed) or stopped reading before taking every byte.
   INPUT_REFUSED: Status.FAILED_PRECONDITION,
+  // What a fleet does not do yet (the message says what).
+  FLEET_UNSUPPORTED: Status.UNIMPLEMENTED,
   // Fleet (jobworkerd --fleet-etcd). A fleet call on a server that is not part of one:
   NOT_A_FLEET: Status.FAILED_PRECONDITION,
   NODE_NOT_FOUND: Status.NOT_FOUND,

@@ -17,3 +17,19 @@ export function jobNameProblem(name: string): string | null {
   if (!NAME.test(name) || ID_SHAPED.test(name)) return `job name ${JSON.stringify(name.slice(0, 80))} is not valid (${NAME_RULES})`;
   return null;
 }
+
+/** A dependency as jobctl --after takes it: ID|NAME, then :ok (the default) or :any. */
+export interface DependencyRef {
+  job: string;
+  condition: 'ok' | 'any';
+}
+
+/** `ID|NAME[:ok|:any]` (jobctl create --after), or why it is not one. */
+export function parseDependency(text: string): DependencyRef | { problem: string } {
+  const colon = text.lastIndexOf(':');
+  const job = colon < 0 ? text : text.slice(0, colon);
+  const condition = colon < 0 ? 'ok' : text.slice(colon + 1);
+  if (condition !== 'ok' && condition !== 'any') return { problem: `expected ID|NAME[:ok|:any], got ${JSON.stringify(text.slice(0, 120))}: the condition is ok or any` };
+  if (!isJobId(job) && jobNameProblem(job) !== null) return { problem: `expected ID|NAME[:ok|:any], got ${JSON.stringify(text.slice(0, 120))}: ${JSON.stringify(job.slice(0, 80))} is neither a job id nor a job name` };
+  return { job, condition };
+}

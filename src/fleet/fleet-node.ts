@@ -281,6 +281,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
 
   async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
     // What does not depend on the node is refused here, before anything moves.
+    if (request.after.length > 0) throw new JobworkerError('FLEET_UNSUPPORTED', 'after: a fleet does not run jobs that wait for others yet; create it once they have ended, or on a single host');
     checkRequestSize(request);
     parseEnv(request.env);
     validateCommand(request.command, request.args);
@@ -729,6 +730,8 @@ function toPending(request: StartJobReq, node: string): Job {
     pid: 0,
     cgroup: '',
     startedAt: new Date(),
+    createdAt: new Date(),
+    after: [],
     endedAt: undefined,
     exitCode: undefined,
     signal: '',

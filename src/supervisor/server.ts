@@ -19,6 +19,7 @@ import type { DeadlinePolicy } from './policy/job-meta.js';
 import { RpcBoundary } from './rpc/boundary.js';
 import { DenyList } from './rpc/deny-list.js';
 import { QuotaLedger } from './jobs/quota-ledger.js';
+import { WaitingJobs } from './jobs/waiting-jobs.js';
 import { NOT_IN_A_FLEET, QuotaRules } from './policy/quotas.js';
 import { CallQuota } from './rpc/call-quota.js';
 import { bind, createGrpcServer, type FleetServices } from './rpc/grpc-server.js';
@@ -166,6 +167,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const store = new JobStore(history);
     const metrics = new ServerMetrics(options.loopWindowMs);
     made.push(() => metrics.stop());
+    // Made once the quotas are: told of every job's end, as retention and the backend are.
+    let waiting: WaitingJobs | undefined;
+    const jobEnded = (record: JobRecord): void => {
+      retention.prune();
+      backend?.jobEnded(record);
+      waiting?.jobEnded(record);
+    };
     const retention = new Retention(store, { jobs: options.retainJobs ?? DEFAULT_RETAIN_JOBS, forMs: options.retainForMs ?? DEFAULT_RETAIN_FOR_MS }, logger);
     const runner = new JobRunner(store, {
       workers: options.workers,
@@ -177,10 +185,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       outputRoot,
       maxOutputBytes,
       hide: [...hidden],
-      onJobEnded: (record) => {
-        retention.prune();
-        backend?.jobEnded(record);
-      },
+      onJobEnded: jobEnded,
       ringCapacity: options.ringCapacity,
       outputPath: options.outputPath,
       startTimeoutMs: options.startTimeoutMs,
@@ -192,7 +197,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     metrics.attach({ jobs: () => store.values(), supervisorThreads: () => runner.threadIds });
     const cgroup = await runner.prepare();
     // After prepare(): it has killed whatever the jobs that were running left in their groups.
-    endInterrupted(store, earlier, logger);
+    const stillWaiting = endInterrupted(store, earlier, logger);
     logPrepared(cgroup, options, logger);
     retention.start();
     made.push(() => retention.stop());
@@ -202,6 +207,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const quotas = new QuotaLedger(store, options.quotas ?? QuotaRules.NONE);
     const calls = new CallQuota();
     calls.rules = quotas.rules;
+    waiting = new WaitingJobs({ store, runner, quotas, metrics, logger, outputRoot, maxOutputBytes, onJobEnded: jobEnded });
+    made.push(() => waiting?.close());
     const service = new JobService({
       store,
       runner,
@@ -212,7 +219,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       deadlines: options.deadlines ?? NO_DEADLINES,
       quotas,
       calls,
+      waiting,
     });
+    waiting.resume(stillWaiting);
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
     boundary.calls = calls;
@@ -245,6 +254,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // end when their jobs do, which runner.close() brings about.
         const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
         retention.stop();
+        waiting?.close();
         await backend?.leaving();
         // Jobs end even on a full disk (once its processes are gone a job's
         // output is not held back for the disk).

@@ -10,7 +10,7 @@ import { FleetRecords } from '../../src/fleet/records.js';
 import { startEtcdCluster } from '../helpers/etcd-cluster.js';
 
 const job = (id: string, node: string, status = JobStatus.JOB_STATUS_INITIALIZING): Job => ({
-  id, command: 'true', args: [], limits: undefined, status, pid: 0, cgroup: '', startedAt: new Date(), endedAt: undefined, exitCode: undefined, signal: '',
+  id, command: 'true', args: [], limits: undefined, status, pid: 0, cgroup: '', startedAt: new Date(), createdAt: new Date(), after: [], endedAt: undefined, exitCode: undefined, signal: '',
   oomKilled: false, owner: 'admin', message: '', outputBytes: 0, usage: undefined, outputStart: 0, outputProblem: '', isolation: undefined, workdir: '', node,
   name: '', labels: {}, timeoutMs: 0, stdin: false,
 });

@@ -5,6 +5,7 @@ import type { StoredJob } from '../../src/supervisor/jobs/history.js';
 /** A job of `true` that completed, an hour ago unless said otherwise; `fields` changes what the test needs. */
 export function storedJob(id: string, fields: Partial<StoredJob> = {}): StoredJob {
   const startedAt = fields.startedAt ?? new Date(Date.now() - 3600_000);
+  const createdAt = fields.createdAt ?? startedAt;
   return {
     id,
     command: 'true',
@@ -19,15 +20,18 @@ export function storedJob(id: string, fields: Partial<StoredJob> = {}): StoredJo
     stdin: false,
     pid: 1,
     cgroup: `/jobworker/${id}`,
+    createdAt,
     startedAt,
+    after: [],
     state: 'COMPLETED',
-    endedAt: new Date(startedAt.getTime() + 1),
+    endedAt: new Date(createdAt.getTime() + 1),
     exitCode: 0,
     signal: null,
     oomKilled: false,
     message: '',
     usage: null,
     outputBytes: 0,
+    env: null,
     ...fields,
   };
 }

@@ -6,10 +6,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { JobIsolation, JobLimits, ResourceUsage } from '../../workers/protocol.js';
-import type { JobRecord, JobState } from './record.js';
+import type { Dependency, JobRecord, JobState } from './record.js';
 
-/** A job as the history keeps it: its record without the live parts (log, ended promise), with how much output it wrote. */
-export type StoredJob = Omit<JobRecord, 'log' | 'ended' | 'args'> & { args: string[]; outputBytes: number };
+/**
+ * A job as the history keeps it: its record without the live parts (log,
+ * ended promise), with how much output it wrote; and while it waits, the
+ * environment it is to start with (kept only until then).
+ */
+export type StoredJob = Omit<JobRecord, 'log' | 'ended' | 'args'> & { args: string[]; outputBytes: number; env: Record<string, string> | null };
 
 /** What the history could not give back, one entry per row or file. */
 export interface HistoryProblem {
@@ -52,9 +56,12 @@ const ADDED_COLUMNS = [
   { name: 'labels', type: 'TEXT' },
   { name: 'timeout_ms', type: 'INTEGER' },
   { name: 'stdin', type: 'INTEGER' },
+  { name: 'created_at', type: 'INTEGER' },
+  { name: 'after', type: 'TEXT' },
+  { name: 'env', type: 'TEXT' },
 ] as const;
 
-const STATES: readonly JobState[] = ['RUNNING', 'COMPLETED', 'FAILED', 'STOPPED', 'TIMED_OUT'];
+const STATES: readonly JobState[] = ['WAITING', 'RUNNING', 'COMPLETED', 'FAILED', 'STOPPED', 'TIMED_OUT'];
 
 interface Row {
   id: string;
@@ -79,6 +86,9 @@ interface Row {
   labels: string | null;
   timeout_ms: number | null;
   stdin: number | null;
+  created_at: number | null;
+  after: string | null;
+  env: string | null;
 }
 
 export class HistoryError extends Error {
@@ -98,11 +108,12 @@ export class JobHistory {
     this.#put = db.prepare(`
       INSERT INTO jobs (id, command, args, limits, owner, pid, cgroup, started_at, state, ended_at,
                         exit_code, signal, oom_killed, message, usage, output_bytes, isolation, workdir,
-                        name, labels, timeout_ms, stdin)
+                        name, labels, timeout_ms, stdin, created_at, after, env)
       VALUES (@id, @command, @args, @limits, @owner, @pid, @cgroup, @started_at, @state, @ended_at,
               @exit_code, @signal, @oom_killed, @message, @usage, @output_bytes, @isolation, @workdir,
-              @name, @labels, @timeout_ms, @stdin)
-      ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended_at = excluded.ended_at, exit_code = excluded.exit_code,
+              @name, @labels, @timeout_ms, @stdin, @created_at, @after, @env)
+      ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, cgroup = excluded.cgroup, started_at = excluded.started_at,
+        env = excluded.env, state = excluded.state, ended_at = excluded.ended_at, exit_code = excluded.exit_code,
         signal = excluded.signal, oom_killed = excluded.oom_killed, message = excluded.message, usage = excluded.usage,
         output_bytes = excluded.output_bytes`);
     this.#delete = db.prepare('DELETE FROM jobs WHERE id = ?');
@@ -167,7 +178,10 @@ export class JobHistory {
       owner: job.owner,
       pid: job.pid,
       cgroup: job.cgroup,
-      started_at: job.startedAt.getTime(),
+      // NOT NULL since the first schema: a job that never started has its
+      // creation time here, and pid 0 says it never started (a started job's
+      // pid is never 0).
+      started_at: (job.startedAt ?? job.createdAt).getTime(),
       state: job.state,
       ended_at: job.endedAt?.getTime() ?? null,
       exit_code: job.exitCode,
@@ -182,6 +196,9 @@ export class JobHistory {
       labels: Object.keys(job.labels).length > 0 ? JSON.stringify(job.labels) : null,
       timeout_ms: job.timeoutMs,
       stdin: job.stdin ? 1 : 0,
+      created_at: job.createdAt.getTime(),
+      after: job.after.length > 0 ? JSON.stringify(job.after) : null,
+      env: job.env === null ? null : JSON.stringify(job.env),
     });
   }
 
@@ -189,10 +206,10 @@ export class JobHistory {
     this.#delete.run(id);
   }
 
-  /** Every job, in the order they started; rows that do not parse are reported and left out. */
+  /** Every job, in the order they were created; rows that do not parse are reported and left out. */
   load(problems: HistoryProblem[]): StoredJob[] {
     const jobs: StoredJob[] = [];
-    for (const row of this.#db.prepare('SELECT * FROM jobs ORDER BY started_at, rowid').all() as Row[]) {
+    for (const row of this.#db.prepare('SELECT * FROM jobs ORDER BY coalesce(created_at, started_at), rowid').all() as Row[]) {
       try {
         jobs.push(parse(row));
       } catch (err) {
@@ -219,7 +236,11 @@ function parse(row: Row): StoredJob {
     owner: row.owner,
     pid: row.pid,
     cgroup: row.cgroup,
-    startedAt: new Date(row.started_at),
+    // Rows from before created_at were all of jobs that started at once.
+    createdAt: new Date(row.created_at ?? row.started_at),
+    startedAt: row.pid === 0 ? null : new Date(row.started_at),
+    after: row.after === null ? [] : parseAfter(row.after),
+    env: row.env === null ? null : (JSON.parse(row.env) as Record<string, string>),
     state: row.state as JobState,
     endedAt: row.ended_at === null ? null : new Date(row.ended_at),
     exitCode: row.exit_code,
@@ -235,4 +256,12 @@ function parse(row: Row): StoredJob {
     timeoutMs: row.timeout_ms,
     stdin: row.stdin === 1,
   };
+}
+
+function parseAfter(text: string): Dependency[] {
+  const after = JSON.parse(text) as unknown;
+  const valid = (d: unknown): d is Dependency =>
+    typeof d === 'object' && d !== null && typeof (d as Dependency).id === 'string' && ((d as Dependency).condition === 'ok' || (d as Dependency).condition === 'any');
+  if (!Array.isArray(after) || !after.every(valid)) throw new Error('after is not a list of dependencies');
+  return after.map(({ id, condition }) => ({ id, condition }));
 }

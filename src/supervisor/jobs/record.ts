@@ -4,7 +4,18 @@
 import type { JobIsolation, JobLimits, ResourceUsage } from '../../workers/protocol.js';
 import type { OutputLog } from '../output/log.js';
 
-export type JobState = 'RUNNING' | 'COMPLETED' | 'FAILED' | 'STOPPED' | 'TIMED_OUT';
+export type JobState = 'WAITING' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'STOPPED' | 'TIMED_OUT';
+
+/** A job that has not ended: running, or waiting for its dependencies (waiting-jobs.ts). */
+export function isLive(state: JobState): boolean {
+  return state === 'RUNNING' || state === 'WAITING';
+}
+
+/** What a job waits for (CreateJobReq.after): a job's end, or (`ok`) its COMPLETED end. */
+export interface Dependency {
+  readonly id: string;
+  readonly condition: 'ok' | 'any';
+}
 
 export interface JobRecord {
   readonly id: string;
@@ -23,9 +34,15 @@ export interface JobRecord {
   readonly timeoutMs: number | null;
   /** Created with its stdin open for WriteInput. */
   readonly stdin: boolean;
-  readonly pid: number;
-  readonly cgroup: string;
-  readonly startedAt: Date;
+  /** 0 and '' while it waits; set once, when it starts. */
+  pid: number;
+  cgroup: string;
+  /** When the server accepted it: the list's order. The start time for a job that did not wait. */
+  readonly createdAt: Date;
+  /** null while it waits, and for a job that ended without running. */
+  startedAt: Date | null;
+  /** The jobs it waited for (empty: none). */
+  readonly after: readonly Dependency[];
   readonly log: OutputLog;
   /** Resolves once the job has ended and its record says how. */
   readonly ended: Promise<void>;

@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { OutputLog, jobLogOptions, makeOutputRoot } from '../output/log.js';
 import { HistoryError, JobHistory, type HistoryProblem, type StoredJob } from './history.js';
-import type { JobStore } from './store.js';
+import type { JobStore, WaitingRecord } from './store.js';
 
 /** Output directories opened at once when reading back the history. */
 const OPEN_CONCURRENCY = 16;
@@ -53,13 +53,15 @@ export async function readBack(dataDir: string, maxOutputBytes: number, logger: 
 /**
  * Takes the earlier jobs into the store. Call once the cgroups are prepared:
  * that has killed whatever the jobs that were running left in their groups,
- * so they are recorded FAILED, saying so.
+ * so they are recorded FAILED, saying so. Returns the jobs that were
+ * waiting, which wait on (WaitingJobs.resume).
  */
-export function endInterrupted(store: JobStore, earlier: readonly EarlierJob[], logger: Logger): void {
-  const { interrupted, unrecorded } = store.restore(earlier, new Date());
+export function endInterrupted(store: JobStore, earlier: readonly EarlierJob[], logger: Logger): WaitingRecord[] {
+  const { interrupted, unrecorded, waiting } = store.restore(earlier, new Date());
   for (const err of unrecorded) logger.error({ jobId: err.jobId, err: err.reason }, 'could not record an interrupted job as FAILED');
   if (earlier.length > 0) logger.info({ jobs: earlier.length, interrupted: interrupted.length }, 'job history read back');
   for (const jobId of interrupted) logger.warn({ jobId }, 'a job was running when the server stopped: recorded FAILED');
+  return waiting;
 }
 
 /** Each job's output, checked; OPEN_CONCURRENCY directories at a time. */
@@ -70,7 +72,9 @@ async function openOutputs(jobs: StoredJob[], root: string, maxBytes: number, lo
     while (next < jobs.length) {
       const i = next++;
       const job = jobs[i]!;
-      opened[i] = { job, log: await OutputLog.open(jobLogOptions(root, job.id, maxBytes, logger), job.outputBytes) };
+      const options = jobLogOptions(root, job.id, maxBytes, logger);
+      // A job still waiting has written nothing: its log is new, open for when it starts.
+      opened[i] = { job, log: job.state === 'WAITING' ? new OutputLog(options) : await OutputLog.open(options, job.outputBytes) };
     }
   };
   await Promise.all(Array.from({ length: OPEN_CONCURRENCY }, worker));

@@ -3,7 +3,7 @@
 // Running jobs are never touched.
 import type { Logger } from 'pino';
 import { messageOf } from '../../common/error-message.js';
-import type { JobRecord } from './record.js';
+import { isLive, type JobRecord } from './record.js';
 import type { JobStore } from './store.js';
 
 export interface RetentionOptions {
@@ -48,15 +48,14 @@ export class Retention {
     const ended = this.#store.endedCount;
     const doomed: JobRecord[] = [];
     // Oldest first. Once a job is kept, the count keeps every later one too
-    // (what is doomed only lowers it), and a job that started after the
-    // cutoff cannot have ended before it: from such a job on, nothing more
-    // goes.
+    // (what is doomed only lowers it), and a job created after the cutoff
+    // cannot have ended before it: from such a job on, nothing more goes.
     for (const job of this.#store.values()) {
-      if (job.state === 'RUNNING') continue;
+      if (isLive(job.state)) continue;
       const tooMany = ended - doomed.length > this.#options.jobs;
       const tooOld = job.endedAt !== null && job.endedAt.getTime() < cutoff;
       if (!tooMany && !tooOld) {
-        if (job.startedAt.getTime() >= cutoff) break;
+        if (job.createdAt.getTime() >= cutoff) break;
         continue;
       }
       doomed.push(job);

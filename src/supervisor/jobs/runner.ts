@@ -91,6 +91,13 @@ export interface StartRequest {
   timeoutMs: number | null;
   /** A pipe on its stdin for WriteInput (inputOf); otherwise /dev/null. */
   stdin: boolean;
+  /**
+   * A job that waited (waiting-jobs.ts): its record, in the store already,
+   * becomes the running job's (and keeps its id, name, log and creation
+   * time); `settle` resolves its `ended` once the job has ended. Its
+   * dependencies, for the record of a job that did not wait.
+   */
+  waiting?: { record: JobRecord; settle: () => void };
 }
 
 /** setTimeout's longest delay (2^31 - 1 ms, about 24.8 days): a longer one fires at once. */
@@ -189,7 +196,8 @@ export class JobRunner {
 
   async #start(request: StartRequest): Promise<JobRecord> {
     if (!this.#cgroup) throw new Error('JobRunner.prepare() must run before start()');
-    const id = request.id ?? randomUUID();
+    const waiting = request.waiting?.record;
+    const id = waiting?.id ?? request.id ?? randomUUID();
     const began = performance.now();
     const ring = this.#rings.take();
     let ringGiven = false;
@@ -200,7 +208,9 @@ export class JobRunner {
       this.#rings.give(ring);
     };
     const reader = new RingReader(ring);
-    const log = new OutputLog(jobLogOptions(this.#options.outputRoot, id, this.#options.maxOutputBytes, this.#logger));
+    const log = waiting?.log ?? new OutputLog(jobLogOptions(this.#options.outputRoot, id, this.#options.maxOutputBytes, this.#logger));
+    /** A job that never started has no output: a new job's log goes, a waiting job's (which readers may hold) stays, closed. */
+    const dropLog = (): Promise<void> => (waiting ? log.close() : log.remove());
     const capture = this.#options.metrics.countingCapture(log);
     const drained = pumpRing(reader, capture);
     /**
@@ -258,14 +268,14 @@ export class JobRunner {
       killOrphanedJobInit(id);
       await pumped(true);
       await this.#reap(id);
-      await log.remove();
+      await dropLog();
       throw Errors.startFailed('SPAWN_FAILED', `the job's supervisor thread failed while starting it: ${messageOf(err)}`);
     });
 
     if (!('type' in first)) {
       port.close();
       await pumped(false);
-      await log.remove();
+      await dropLog();
       if (first.supervisorError) this.#logger.warn({ jobId: id, problem: first.supervisorError }, 'cleanup after a failed start');
       const failure = first.startFailure ?? { code: 'SPAWN_FAILED' as const, message: 'the job task ended without starting the job' };
       throw Errors.startFailed(failure.code, failure.message);
@@ -300,7 +310,17 @@ export class JobRunner {
         this.#options.onJobEnded?.(record);
       },
     );
-    const record: JobRecord = {
+    const startedAt = new Date();
+    const cleanUp = (): void => {
+      this.#ports.get(id)?.close();
+      this.#ports.delete(id);
+      this.#inputs.get(id)?.jobEnded();
+      this.#inputs.delete(id);
+      this.#usageGroups.delete(id);
+    };
+    const record: JobRecord = waiting
+      ? Object.assign(waiting, { pid: first.pid, cgroup: first.cgroup, startedAt, state: 'RUNNING' as const, message: '' })
+      : {
       id,
       command: request.command,
       args: request.args,
@@ -314,15 +334,11 @@ export class JobRunner {
       stdin: request.stdin,
       pid: first.pid,
       cgroup: first.cgroup,
-      startedAt: new Date(),
+      createdAt: startedAt,
+      startedAt,
+      after: [],
       log,
-      ended: ended.finally(() => {
-        this.#ports.get(id)?.close();
-        this.#ports.delete(id);
-        this.#inputs.get(id)?.jobEnded();
-        this.#inputs.delete(id);
-        this.#usageGroups.delete(id);
-      }),
+      ended: ended.finally(cleanUp),
       state: 'RUNNING',
       endedAt: null,
       exitCode: null,
@@ -331,6 +347,7 @@ export class JobRunner {
       message: '',
       usage: null,
     };
+    if (request.waiting) void ended.finally(cleanUp).then(request.waiting.settle, request.waiting.settle);
     this.#ports.set(id, port);
     const input = request.stdin ? new InputChannel(id, port) : undefined;
     if (input) this.#inputs.set(id, input);
@@ -342,7 +359,8 @@ export class JobRunner {
       input?.jobEnded();
     });
     try {
-      this.#store.add(record);
+      if (waiting) this.#store.recordStart(record);
+      else this.#store.add(record);
       recorded = true;
     } catch (err) {
       if (!(err instanceof NotRecordedError)) throw err;
@@ -350,7 +368,7 @@ export class JobRunner {
       // vanish at the next restart with nobody to stop it.
       this.#logger.error({ jobId: id, err: err.reason }, 'could not record a started job; stopping it');
       await this.stop(record, 0);
-      await log.remove();
+      await dropLog();
       throw Errors.notRecorded(`${err.message}; the job was stopped`);
     }
     // Where a start's time went: supervisor-thread steps, and everything from
@@ -366,7 +384,7 @@ export class JobRunner {
 
   /** Stops the job, as its deadline, once timeoutMs have passed since its start. */
   #armDeadline(record: JobRecord, timeoutMs: number): void {
-    const deadline = record.startedAt.getTime() + timeoutMs;
+    const deadline = record.startedAt!.getTime() + timeoutMs;
     let timer: NodeJS.Timeout;
     const arm = (): void => {
       const left = deadline - Date.now();

@@ -1,12 +1,12 @@
 // The jobs the server knows: one record each, changed only through the
 // functions here so that every transition is a single synchronous step (a
 // reader never sees a half-ended job). Every record is also written to the
-// job history when it is added and when it ends. Listing order is start
-// time, then id.
+// job history when it is added, when a job that waited starts, and when it
+// ends. Listing order is creation time, then id.
 import type { JobOutcome, ResourceUsage } from '../../workers/protocol.js';
 import type { OutputLog } from '../output/log.js';
 import type { JobHistory, StoredJob } from './history.js';
-import type { JobRecord, JobState } from './record.js';
+import { isLive, type JobRecord, type JobState } from './record.js';
 
 /** The job was not recorded on disk: the history said why. */
 export class NotRecordedError extends Error {
@@ -21,23 +21,31 @@ export class NotRecordedError extends Error {
 
 export const RESTARTED_WHILE_RUNNING = 'the server restarted while it ran: its processes were killed and its cgroup removed';
 
-/** Where a job stands in the list: jobs are ordered by start time, then id. */
+/** Where a job stands in the list: jobs are ordered by creation time, then id. */
 export interface ListPosition {
-  startedAt: number;
+  createdAt: number;
   id: string;
 }
 
-/** Negative when a comes before b (started earlier, or at the same millisecond with a smaller id). */
+/** Negative when a comes before b (created earlier, or at the same millisecond with a smaller id). */
 function compare(a: ListPosition, b: ListPosition): number {
-  return a.startedAt - b.startedAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  return a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
-const positionOf = (record: JobRecord): ListPosition => ({ startedAt: record.startedAt.getTime(), id: record.id });
+const positionOf = (record: JobRecord): ListPosition => ({ createdAt: record.createdAt.getTime(), id: record.id });
+
+/** A job that waits (waiting-jobs.ts): its record, and how to settle its `ended` once it has ended. */
+export interface WaitingRecord {
+  record: JobRecord;
+  settle: () => void;
+  /** The environment it is to start with (the history keeps it until then). */
+  env: Record<string, string>;
+}
 
 export class JobStore {
   readonly #jobs = new Map<string, JobRecord>();
   /**
-   * Every job, oldest first by (start time, id): a total order in which any
+   * Every job, oldest first by (creation time, id): a total order in which any
    * position, a pruned job's too, stays where it was, so a page token that
    * names one goes on exactly after it.
    */
@@ -56,10 +64,19 @@ export class JobStore {
     this.#history = history;
   }
 
-  /** Writes the record to the history first; throws NotRecordedError (and keeps nothing) when that fails. */
-  add(record: JobRecord): void {
-    this.#write(record);
+  /**
+   * Writes the record to the history first; throws NotRecordedError (and
+   * keeps nothing) when that fails. A waiting job's `env` is kept with it
+   * until it starts.
+   */
+  add(record: JobRecord, env: Record<string, string> | null = null): void {
+    this.#write(record, env);
     this.#insert(record);
+  }
+
+  /** A waiting job has started (its pid, cgroup, start time and state are set): written to the history. */
+  recordStart(record: JobRecord): void {
+    this.#write(record);
   }
 
   /** Records a job's end (once), writing it to the history; throws NotRecordedError when that fails. */
@@ -73,13 +90,23 @@ export class JobStore {
   /**
    * Takes in the jobs of earlier runs. One that was running then was ended by
    * the restart (the server killed what was left in its cgroup at start): it
-   * is recorded FAILED, saying so.
+   * is recorded FAILED, saying so. One that was waiting waits on: it is
+   * given back, for waiting-jobs.ts to take up.
    */
-  restore(jobs: readonly { job: StoredJob; log: OutputLog }[], now: Date): { interrupted: string[]; unrecorded: NotRecordedError[] } {
+  restore(jobs: readonly { job: StoredJob; log: OutputLog }[], now: Date): { interrupted: string[]; unrecorded: NotRecordedError[]; waiting: WaitingRecord[] } {
     const interrupted: string[] = [];
     const unrecorded: NotRecordedError[] = [];
+    const waiting: WaitingRecord[] = [];
     for (const { job, log } of jobs) {
-      const { outputBytes: _recorded, ...fields } = job;
+      const { outputBytes: _recorded, env, ...fields } = job;
+      if (fields.state === 'WAITING') {
+        let settle!: () => void;
+        const ended = new Promise<void>((resolve) => (settle = resolve));
+        const record: JobRecord = { ...fields, log, ended };
+        waiting.push({ record, settle, env: env ?? {} });
+        this.#insert(record);
+        continue;
+      }
       const record: JobRecord = { ...fields, log, ended: Promise.resolve() };
       if (record.state === 'RUNNING') {
         record.state = 'FAILED';
@@ -97,14 +124,14 @@ export class JobStore {
       this.#insert(record);
       this.#ended += 1;
     }
-    return { interrupted, unrecorded };
+    return { interrupted, unrecorded, waiting };
   }
 
   /** Forgets an ended job (pruning); its row goes from the history too, or the error is thrown. */
   remove(record: JobRecord): void {
     if (this.#jobs.delete(record.id)) {
-      if (record.state !== 'RUNNING') this.#ended -= 1;
-      // Where its position says (startedAt and id never change); looked for everywhere if not, never left behind.
+      if (!isLive(record.state)) this.#ended -= 1;
+      // Where its position says (createdAt and id never change); looked for everywhere if not, never left behind.
       const guess = this.#indexAfter(positionOf(record)) - 1;
       const at = this.#ordered[guess] === record ? guess : this.#ordered.indexOf(record);
       if (at >= 0) this.#ordered.splice(at, 1);
@@ -133,9 +160,9 @@ export class JobStore {
     return this.#holders.get(name) ?? this.#named.get(name)?.at(-1);
   }
 
-  #write(record: JobRecord): void {
+  #write(record: JobRecord, env: Record<string, string> | null = null): void {
     try {
-      this.#history.put(stored(record));
+      this.#history.put(stored(record, env));
     } catch (err) {
       throw new NotRecordedError(record.id, err);
     }
@@ -156,7 +183,7 @@ export class JobStore {
   #insert(record: JobRecord): void {
     this.#jobs.set(record.id, record);
     const position = positionOf(record);
-    if (record.name !== null && record.state === 'RUNNING') this.#holders.set(record.name, record);
+    if (record.name !== null && isLive(record.state)) this.#holders.set(record.name, record);
     if (record.name !== null) {
       const named = this.#named.get(record.name);
       // Kept in list order: a name's newest job is its last. A new job is the newest: one comparison.
@@ -189,7 +216,7 @@ export class JobStore {
     return this.#jobs.get(id);
   }
 
-  /** Oldest first (start time, then id); a copy. */
+  /** Oldest first (creation time, then id); a copy. */
   list(): JobRecord[] {
     return [...this.#ordered];
   }
@@ -287,7 +314,7 @@ function describeEnd(outcome: JobOutcome, { limits, timeoutMs }: Pick<JobRecord,
   return { state: 'FAILED', message };
 }
 
-function stored(record: JobRecord): StoredJob {
+function stored(record: JobRecord, env: Record<string, string> | null): StoredJob {
   return {
     id: record.id,
     command: record.command,
@@ -302,7 +329,9 @@ function stored(record: JobRecord): StoredJob {
     stdin: record.stdin,
     pid: record.pid,
     cgroup: record.cgroup,
+    createdAt: record.createdAt,
     startedAt: record.startedAt,
+    after: record.after,
     state: record.state,
     endedAt: record.endedAt,
     exitCode: record.exitCode,
@@ -311,5 +340,6 @@ function stored(record: JobRecord): StoredJob {
     message: record.message,
     usage: record.usage,
     outputBytes: record.log.length,
+    env,
   };
 }

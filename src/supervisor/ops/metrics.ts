@@ -15,12 +15,12 @@ export interface MetricSources {
   supervisorThreads(): number[];
 }
 
-const JOB_STATES = ['RUNNING', 'COMPLETED', 'FAILED', 'STOPPED', 'TIMED_OUT'] as const;
+const JOB_STATES = ['WAITING', 'RUNNING', 'COMPLETED', 'FAILED', 'STOPPED', 'TIMED_OUT'] as const;
 
 /** How a job ended, as jobworker_job_ends_total counts it: an OOM kill is its own outcome. */
 type JobEndOutcome = 'completed' | 'failed' | 'stopped' | 'timed_out' | 'oom';
 
-const END_OUTCOMES: Record<JobState, JobEndOutcome> = { RUNNING: 'failed', COMPLETED: 'completed', FAILED: 'failed', STOPPED: 'stopped', TIMED_OUT: 'timed_out' };
+const END_OUTCOMES: Record<JobState, JobEndOutcome> = { WAITING: 'failed', RUNNING: 'failed', COMPLETED: 'completed', FAILED: 'failed', STOPPED: 'stopped', TIMED_OUT: 'timed_out' };
 
 export class ServerMetrics {
   readonly registry = new Registry();

@@ -2,7 +2,7 @@
 // jobs or before its encoded size would pass MAX_PAGE_BYTES, whichever comes
 // first: what users send (a job's request may take 256 KiB) can never make
 // an answer too big for a client to receive. A page token is the position
-// of the page's last job (its start time and id, which order the list), so
+// of the page's last job (its creation time and id, which order the list), so
 // the next page goes on exactly after it even when that job has been pruned.
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { Job, JobStatus, Jobs, type GetJobsReq } from '../../gen/jobworker/v1/jobworker.js';
@@ -36,7 +36,7 @@ export interface PageQuery {
 export async function readPage(store: JobStore, { request, refresh }: PageQuery): Promise<JobsPage> {
   if (request.pageSize > MAX_PAGE_SIZE) throw Errors.invalidArgument(`page_size must be at most ${MAX_PAGE_SIZE}, got ${request.pageSize}`);
   if (request.status === JobStatus.UNRECOGNIZED || request.status === JobStatus.JOB_STATUS_INITIALIZING) {
-    throw Errors.invalidArgument('status must be one of RUNNING, COMPLETED, FAILED, STOPPED, TIMED_OUT');
+    throw Errors.invalidArgument('status must be one of WAITING, RUNNING, COMPLETED, FAILED, STOPPED, TIMED_OUT');
   }
   checkLabelFilter(request.labels);
   const after = request.pageToken === '' ? undefined : parsePageToken(request.pageToken);
@@ -115,11 +115,11 @@ export function checkLabelFilter(labels: Readonly<Record<string, string>>): void
 }
 
 function pageToken(job: JobRecord): string {
-  return Buffer.from(`${job.startedAt.getTime()}:${job.id}`).toString('base64url');
+  return Buffer.from(`${job.createdAt.getTime()}:${job.id}`).toString('base64url');
 }
 
 function parsePageToken(token: string): ListPosition {
   const match = /^(\d{1,15}):([0-9a-f-]{36})$/.exec(Buffer.from(token, 'base64url').toString());
   if (!match) throw Errors.invalidArgument(`page_token is not one this server gave out: ${quoted(token)}`);
-  return { startedAt: Number(match[1]), id: match[2]! };
+  return { createdAt: Number(match[1]), id: match[2]! };
 }

@@ -6,8 +6,10 @@ import { eitherAborted, settledSignal } from '../../common/abortable.js';
 import { atMost } from '../../common/at-most.js';
 import { isJobId, jobNameProblem } from '../../common/job-refs.js';
 import {
+  DependencyCondition,
   OutputStream,
   type CreateJobReq,
+  type Dependency as DependencyReq,
   type DataChunk,
   type GetJobReq,
   type GetJobsReq,
@@ -19,11 +21,12 @@ import {
   type WriteInputRes,
 } from '../../gen/jobworker/v1/jobworker.js';
 import { StreamId } from '../../workers/protocol.js';
-import { Errors, quoted } from '../errors.js';
+import { Errors, JobworkerError, quoted } from '../errors.js';
 import { InputRefusedError } from '../jobs/input-channel.js';
 import type { JobRunner, StartRequest } from '../jobs/runner.js';
-import type { JobRecord } from '../jobs/record.js';
-import type { JobStore } from '../jobs/store.js';
+import type { Dependency, JobRecord } from '../jobs/record.js';
+import { NotRecordedError, type JobStore } from '../jobs/store.js';
+import type { WaitingJobs } from '../jobs/waiting-jobs.js';
 import type { ServerMetrics } from '../ops/metrics.js';
 import { OutputCursor, offsetOfLastLines, offsetSince } from '../output/cursor.js';
 import { OutputUnreadableError } from '../output/log.js';
@@ -68,6 +71,8 @@ const RELEASE_AFTER_MS = 1_000;
 const MAX_OWNER_LENGTH = 64;
 /** GetJobs fresh_usage: usage reads in flight at once, each a round trip to a supervisor thread. */
 const USAGE_READS_AT_ONCE = 64;
+/** CreateJobReq.after: at most this many dependencies. */
+export const MAX_DEPENDENCIES = 32;
 
 /** The InputChannel's refusals as INPUT_REFUSED; anything else as it is. */
 function asInputError(err: unknown): unknown {
@@ -97,6 +102,8 @@ export interface ServiceOptions {
   quotas: QuotaLedger;
   /** Calls in flight per CN, for GetQuota (the boundary counts them). */
   calls: CallQuota;
+  /** Jobs created with dependencies, until they start or end. */
+  waiting: WaitingJobs;
 }
 
 /** A CreateJob request checked against this server's policy: what the runner starts. */
@@ -111,6 +118,7 @@ export class JobService implements JobApi {
   async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
     if (request.node !== '' || Object.keys(request.constraints).length > 0) throw Errors.notAFleet('node and constraints place jobs in a fleet');
     const job = this.resolve(request);
+    if (request.after.length > 0) return toJob(this.#accept(job, caller, this.resolveAfter(request.after)));
     // Checked and reserved before anything awaits: see QuotaLedger.
     const admission = this.options.quotas.admit(caller, job.limits);
     let record: JobRecord;
@@ -135,6 +143,45 @@ export class JobService implements JobApi {
     const env = jobEnvironment(user, requestedEnv);
     const meta = resolveMeta(request, this.options.deadlines);
     return { command: request.command, args: request.args, limits, isolation, workdir, env, ...meta };
+  }
+
+  /**
+   * CreateJobReq.after, each job found in the store now (by id or name):
+   * INVALID_ARGUMENT for too many, a bad reference or condition, or a job
+   * named twice; NOT_FOUND for one this server does not have.
+   */
+  resolveAfter(after: readonly DependencyReq[]): Dependency[] {
+    if (after.length > MAX_DEPENDENCIES) throw Errors.invalidArgument(`after takes at most ${MAX_DEPENDENCIES} jobs, got ${after.length}`);
+    const resolved: Dependency[] = [];
+    for (const [i, { job, condition }] of after.entries()) {
+      if (condition !== DependencyCondition.DEPENDENCY_CONDITION_UNSPECIFIED && condition !== DependencyCondition.DEPENDENCY_CONDITION_OK && condition !== DependencyCondition.DEPENDENCY_CONDITION_ANY) {
+        throw Errors.invalidArgument(`after[${i}].condition must be OK or ANY, got ${condition}`);
+      }
+      let record: JobRecord;
+      try {
+        record = this.find(job);
+      } catch (err) {
+        if (err instanceof JobworkerError) throw new JobworkerError(err.code, `after[${i}]: ${err.message}`);
+        throw err;
+      }
+      if (resolved.some((d) => d.id === record.id)) throw Errors.invalidArgument(`after[${i}]: job ${record.id} is already a dependency`);
+      resolved.push({ id: record.id, condition: condition === DependencyCondition.DEPENDENCY_CONDITION_ANY ? 'any' : 'ok' });
+    }
+    return resolved;
+  }
+
+  /** Records a job that waits for `after` (waiting-jobs.ts); its name is held as start() holds it. */
+  #accept(job: ResolvedJob, caller: Caller, after: Dependency[]): JobRecord {
+    const claim = job.name === null ? undefined : this.options.store.claimName(job.name);
+    if (claim && 'heldBy' in claim) throw Errors.nameTaken(job.name!, claim.heldBy?.id ?? null);
+    try {
+      return this.options.waiting.accept(job, caller.cn, caller.role, after);
+    } catch (err) {
+      if (err instanceof NotRecordedError) throw Errors.notRecorded(err.message);
+      throw err;
+    } finally {
+      claim?.release();
+    }
   }
 
   /**
@@ -225,6 +272,7 @@ export class JobService implements JobApi {
   async writeTo(record: JobRecord, input: InputStream): Promise<WriteInputRes> {
     const channel = this.options.runner.inputOf(record);
     if (!channel) {
+      if (record.state === 'WAITING') throw Errors.inputRefused(`job ${record.id} is waiting for its dependencies: its stdin opens when it starts`);
       if (!record.stdin) throw Errors.inputRefused(`job ${record.id} was not created with stdin (CreateJobReq.stdin, jobctl create -i): its stdin is /dev/null`);
       throw Errors.inputAfterEnd(record.id, record.state);
     }
@@ -251,7 +299,8 @@ export class JobService implements JobApi {
     const record = this.find(request.id);
     const graceMs = request.graceMs ?? this.options.defaultGraceMs;
     if (graceMs > MAX_GRACE_MS) throw Errors.invalidArgument(`grace_ms must be at most ${MAX_GRACE_MS}, got ${graceMs}`);
-    await this.options.runner.stop(record, graceMs);
+    if (this.options.waiting.has(record)) await this.options.waiting.stop(record, graceMs);
+    else await this.options.runner.stop(record, graceMs);
     return toJob(record);
   }
 

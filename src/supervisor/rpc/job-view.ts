@@ -1,9 +1,10 @@
 // A job as the API shows it (the proto's Job), from its record.
-import { JobStatus, Network, type Isolation, type Job } from '../../gen/jobworker/v1/jobworker.js';
+import { DependencyCondition, JobStatus, Network, type Isolation, type Job } from '../../gen/jobworker/v1/jobworker.js';
 import type { JobIsolation } from '../../workers/protocol.js';
 import type { JobRecord, JobState } from '../jobs/record.js';
 
 export const STATUS: Record<JobState, JobStatus> = {
+  WAITING: JobStatus.JOB_STATUS_WAITING,
   RUNNING: JobStatus.JOB_STATUS_RUNNING,
   COMPLETED: JobStatus.JOB_STATUS_COMPLETED,
   FAILED: JobStatus.JOB_STATUS_FAILED,
@@ -26,7 +27,7 @@ export function toJob(record: JobRecord, node = ''): Job {
     status: STATUS[record.state],
     pid: record.pid,
     cgroup: record.cgroup,
-    startedAt: record.startedAt,
+    startedAt: record.startedAt ?? undefined,
     endedAt: record.endedAt ?? undefined,
     exitCode: record.exitCode ?? undefined,
     signal: record.signal ?? '',
@@ -44,6 +45,8 @@ export function toJob(record: JobRecord, node = ''): Job {
     labels: { ...record.labels },
     timeoutMs: record.timeoutMs ?? 0,
     stdin: record.stdin,
+    createdAt: record.createdAt,
+    after: record.after.map(({ id, condition }) => ({ job: id, condition: condition === 'any' ? DependencyCondition.DEPENDENCY_CONDITION_ANY : DependencyCondition.DEPENDENCY_CONDITION_OK })),
   };
 }
 

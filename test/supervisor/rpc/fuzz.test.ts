@@ -3,7 +3,7 @@
 // did not report. FUZZ_SEED and FUZZ_RUNS override the fixed defaults.
 import test from 'ava';
 import { Metadata, status as Status, type Client, type ServiceError } from '@grpc/grpc-js';
-import { CreateJobReq, GetJobReq, GetJobsReq, GetJobsStreamReq, JobServiceService, JobStatus, type Network, StopJobReq } from '../../../src/gen/jobworker/v1/jobworker.js';
+import { CreateJobReq, GetJobReq, GetJobsReq, GetJobsStreamReq, JobServiceService, JobStatus, type DependencyCondition, type Network, StopJobReq } from '../../../src/gen/jobworker/v1/jobworker.js';
 import { groupsUnder } from '../../helpers/host.js';
 import { startTestServer, unary, type TestServer } from '../../helpers/server.js';
 
@@ -81,6 +81,8 @@ function generator(random: () => number) {
             stdin: pick([false, true]),
             timeoutMs: pick([undefined, 0, 1, 60_000, 2 ** 53 - 1]),
             name: pick(['', 'web-1', '123e4567-e89b-12d3-a456-426614174000', text()]),
+            // Jobs that are not there (NOT_FOUND), or bad references: nothing may be left waiting.
+            after: pick([[], [{ job: text(), condition: pick([0, 1, 2, 9]) as DependencyCondition }], [{ job: '123e4567-e89b-12d3-a456-426614174000', condition: 0 }], Array.from({ length: 40 }, () => ({ job: 'web-1', condition: 1 }))]),
             labels: pick([{}, { env: 'load' }, { [text()]: text() }, Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, 'v']))]),
           }).finish(),
         );
