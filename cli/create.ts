@@ -4,7 +4,7 @@ import * as t from 'typanion';
 import { Network, type CreateJobReq } from '../src/gen/jobworker/v1/jobworker.js';
 import type { JobworkerClient } from '../src/client/client.js';
 import { jobJson, toJsonLine } from './format.js';
-import { dependenciesOf, isCpuPercent, isDependency, isEnvEntries, isIoBps, isJobName, isLabelEntries, isMemoryMb, isPids, isTimeout, JobctlCommand, labelsOf } from './options.js';
+import { dependenciesOf, isCpuPercent, isDependencies, isEnvEntries, isIoBps, isJobName, isLabelEntries, isMemoryMb, isPids, isTimeout, JobctlCommand, labelsOf } from './options.js';
 
 /**
  * What create and run share: the limits and the command. The command is a
@@ -64,7 +64,7 @@ export abstract class StartCommand extends JobctlCommand {
   });
   after = Option.Array('--after', [], {
     description: 'Wait until this job (ID|NAME) has ended, :ok (the default) COMPLETED with exit 0 or :any end at all (repeatable, at most 32). Meanwhile the job is WAITING, with no cgroup and no process; a dependency that ends short of its condition ends it FAILED without running',
-    validator: t.isArray(isDependency),
+    validator: isDependencies,
   });
   stdin = Option.Boolean('-i,--stdin', false, { description: "Keep the job's stdin open for input (run: jobctl's own stdin; create: jobctl attach-input); otherwise it reads /dev/null" });
   command = Option.String({ name: 'command' });

@@ -125,11 +125,15 @@ export const isJobName = t.makeValidator<unknown, string>({
   },
 });
 
-/** ID|NAME[:ok|:any] (jobctl create --after). */
-export const isDependency = t.makeValidator<unknown, string>({
-  test: (value, state): value is string => {
-    const parsed = typeof value === 'string' ? parseDependency(value) : { problem: 'expected ID|NAME[:ok|:any]' };
-    return !('problem' in parsed) || fail(state, parsed.problem);
+/** ID|NAME[:ok|:any] each (jobctl create --after). */
+export const isDependencies = t.makeValidator<unknown, string[]>({
+  test: (value, state): value is string[] => {
+    if (!Array.isArray(value)) return fail(state, `expected ID|NAME[:ok|:any], got ${JSON.stringify(value)}`);
+    for (const entry of value as unknown[]) {
+      const parsed = typeof entry === 'string' ? parseDependency(entry) : { problem: `expected ID|NAME[:ok|:any], got ${JSON.stringify(entry)}` };
+      if ('problem' in parsed) return fail(state, parsed.problem);
+    }
+    return true;
   },
 });
 

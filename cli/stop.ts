@@ -4,7 +4,7 @@ import type { JobworkerClient } from '../src/client/client.js';
 import { atMost } from '../src/common/at-most.js';
 import { JobStatus, type Job } from '../src/gen/jobworker/v1/jobworker.js';
 import { describeError, ExitCode } from './errors.js';
-import { commandLine, jobJson, statusLine, toJsonLine } from './format.js';
+import { commandLine, jobJson, statusLine, statusName, toJsonLine } from './format.js';
 import { isGraceMs, isLabelEntries, JobctlCommand, labelsOf } from './options.js';
 
 /** Stops of a `--label` selection in flight at once. */
@@ -17,7 +17,7 @@ export class StopCommand extends JobctlCommand {
     details: `
       Answers once the job has ended, with its final status line, e.g. \`STOPPED (signal SIGTERM)\` (with \`--json\`: the job). Stopping a job that has already ended is not an error: its status is printed as it is.
 
-      With \`--label key=value\` (repeatable: every one must match) instead of an id, stops every running job that carries the labels, printing one line per job as it ends: \`<id> <status line>\` (with \`--json\`: one array of the ended jobs). \`--dry-run\` prints \`<id> RUNNING <command>\` for each and stops nothing. A stop that fails is reported on stderr; the others go on, and jobctl then exits 1.
+      With \`--label key=value\` (repeatable: every one must match) instead of an id, stops every running or waiting job that carries the labels (the waiting ones first, so that none starts as the others end), printing one line per job as it ends: \`<id> <status line>\` (with \`--json\`: one array of the ended jobs). \`--dry-run\` prints \`<id> RUNNING <command>\` (or WAITING) for each and stops nothing. A stop that fails is reported on stderr; the others go on, and jobctl then exits 1.
     `,
     examples: [
       ['Stop a job', '$0 stop 123e4567-e89b-12d3-a456-426614174000'],
@@ -44,14 +44,17 @@ export class StopCommand extends JobctlCommand {
       this.context.stdout.write(this.json ? toJsonLine(jobJson(job)) : `${statusLine(job)}\n`);
       return 0;
     }
-    const selected = await client.list({ status: JobStatus.JOB_STATUS_RUNNING, labels: labelsOf(this.label) });
+    const labels = labelsOf(this.label);
+    const waiting = await client.list({ status: JobStatus.JOB_STATUS_WAITING, labels });
+    const running = await client.list({ status: JobStatus.JOB_STATUS_RUNNING, labels });
+    const selected = [...waiting, ...running];
     if (this.dryRun) {
-      this.context.stdout.write(this.json ? toJsonLine(selected.map(jobJson)) : selected.map((job) => `${job.id} RUNNING ${commandLine(job)}\n`).join(''));
+      this.context.stdout.write(this.json ? toJsonLine(selected.map(jobJson)) : selected.map((job) => `${job.id} ${statusName(job.status)} ${commandLine(job)}\n`).join(''));
       return 0;
     }
     const stopped: Job[] = [];
     let failed = false;
-    await atMost(STOPS_AT_ONCE, selected, async (job) => {
+    const stop = async (job: Job): Promise<void> => {
       try {
         const ended = await client.stop(job.id, { graceMs: this.grace });
         stopped.push(ended);
@@ -60,7 +63,9 @@ export class StopCommand extends JobctlCommand {
         failed = true;
         this.context.stderr.write(`jobctl: ${job.id}: ${describeError(err).message ?? 'failed'}\n`);
       }
-    });
+    };
+    await atMost(STOPS_AT_ONCE, waiting, stop);
+    await atMost(STOPS_AT_ONCE, running, stop);
     if (this.json) this.context.stdout.write(toJsonLine(stopped.map(jobJson)));
     return failed ? ExitCode.SERVER_ERROR : 0;
   }

@@ -713,3 +713,56 @@ test('quota: the rule that applies, each limit and the use; --owner names anothe
   t.is(ownJson.rule, null);
   t.true(Object.values(ownJson.limits).every((limit) => limit === null));
 });
+
+// ---------------------------------------------------------------------------
+// create --after
+
+test('create --after: the job is WAITING (get, list --status WAITING) until its dependency ends; :any runs after a stop, :ok ends FAILED saying why; stop --label stops waiting jobs', async (t) => {
+  const dependency = await startJob({ command: 'sleep', args: ['600'], name: 'jobctl-after-dep' });
+  const anyEnd = await jobctl(['create', '--after', 'jobctl-after-dep:any', '--label', 'after-test=1', '--', 'echo', 'went on']);
+  t.is(anyEnd.exitCode, 0, anyEnd.stderr);
+  const anyId = anyEnd.stdout.trim();
+  t.regex(anyId, UUID);
+  const okOnly = (await jobctl(['create', '--after', dependency.id, '--label', 'after-test=1', 'true'])).stdout.trim();
+  const detail = await jobctl(['get', anyId]);
+  t.regex(detail.stdout, /^status: +WAITING$/m);
+  t.regex(detail.stdout, new RegExp(`^after: +${dependency.id}:any$`, 'm'));
+  t.regex(detail.stdout, new RegExp(`^message: +waiting for job ${dependency.id}$`, 'm'));
+  t.regex(detail.stdout, /^pid: +-$/m);
+  t.regex(detail.stdout, /^started: +-$/m);
+  const json = JSON.parse((await jobctl(['get', '--json', okOnly])).stdout);
+  t.is(json.status, 'WAITING');
+  t.deepEqual(json.after, [{ job: dependency.id, condition: 'ok' }]);
+  t.is(json.startedAt, null);
+  t.truthy(json.createdAt);
+  const waiting = (await jobctl(['list', '--status', 'WAITING', '--label', 'after-test=1', '--json'])).stdout;
+  t.deepEqual(JSON.parse(waiting).map((job: { id: string }) => job.id).sort(), [anyId, okOnly].sort());
+
+  t.is((await jobctl(['stop', '--grace', '0', dependency.id])).exitCode, 0);
+  const waited = await jobctl(['wait', anyId, okOnly]);
+  t.is(waited.stdout, '0\n1\n');
+  t.is(waited.exitCode, 1);
+  t.is((await jobctl(['stream', anyId])).stdout, 'went on\n');
+  const failed = JSON.parse((await jobctl(['get', '--json', okOnly])).stdout);
+  t.is(failed.status, 'FAILED');
+  t.is(failed.message, `not run: dependency ${dependency.id} (jobctl-after-dep) ended STOPPED: stopped; killed by SIGKILL`);
+
+  // stop --label: the waiting jobs that carry the labels, the waiting first.
+  const blocker = await startJob({ command: 'sleep', args: ['600'], labels: { 'after-stop': '1' } });
+  const held = (await jobctl(['create', '--after', blocker.id, '--label', 'after-stop=1', 'true'])).stdout.trim();
+  const dry = await jobctl(['stop', '--dry-run', '--label', 'after-stop=1']);
+  t.is(dry.stdout, `${held} WAITING true\n${blocker.id} RUNNING sleep 600\n`);
+  const stopped = await jobctl(['stop', '--grace', '0', '--label', 'after-stop=1']);
+  t.is(stopped.exitCode, 0, stopped.stderr);
+  t.is(stopped.stdout.split('\n')[0], `${held} STOPPED`);
+});
+
+test(badFlag, ['create', '--after', 'x:sometimes', 'true'], '--after', 'x:sometimes');
+test(badFlag, ['create', '--after', 'not a name', 'true'], '--after', 'not a name');
+
+test('create --after: a job the server does not have is its one-line refusal and exit 1, and nothing is recorded', async (t) => {
+  const result = await jobctl(['create', '--after', MISSING_ID, 'true']);
+  t.is(result.exitCode, 1);
+  t.is(result.stderr, `jobctl: after[0]: job ${MISSING_ID} not found\n`);
+  t.is(result.stdout, '');
+});

@@ -255,3 +255,45 @@ test.serial('with the data directory full, CreateJob is refused with RESOURCE_EX
   t.is(later.status, JobStatus.JOB_STATUS_RUNNING);
   await collectStream(client, { id: later.id, follow: true });
 });
+
+test('a waiting job is kept with the environment it is to start with, until it starts; its creation time and dependencies stay', (t) => {
+  const dir = scratchDir(t, os.tmpdir());
+  const history = JobHistory.open(dir, []);
+  t.teardown(() => history.close());
+  const createdAt = new Date(1_700_000_000_000);
+  const after = [{ id: 'first', condition: 'any' as const }];
+  const waiting = storedJob('second', { state: 'WAITING', pid: 0, cgroup: '', createdAt, startedAt: null, endedAt: null, exitCode: null, after, env: { TOKEN: 'x' } });
+  history.put(storedJob('first', { createdAt: new Date(1_600_000_000_000), startedAt: new Date(1_600_000_000_000) }));
+  history.put(waiting);
+  t.deepEqual(history.load([])[1], waiting);
+  // Started: pid, cgroup and start time are written, the environment is gone.
+  const startedAt = new Date(1_700_000_005_000);
+  history.put({ ...waiting, state: 'RUNNING', pid: 42, cgroup: '/jobworker/second', startedAt, env: null });
+  const [, started] = history.load([]);
+  t.like(started, { state: 'RUNNING', pid: 42, cgroup: '/jobworker/second', env: null, after });
+  t.is(started!.startedAt!.getTime(), startedAt.getTime());
+  t.is(started!.createdAt.getTime(), createdAt.getTime());
+});
+
+test.serial('a job waiting when the server is SIGKILLed waits on after the restart, and runs with its environment once its dependency has ended', async (t) => {
+  const { pki, parent } = await daemonSetup(t);
+  const first = await startDaemon(t, pki, parent, { hostView: true });
+  const client = adminClient(t, pki, first.port);
+  const dependency = (await unary(client, 'createJob', { command: 'sleep', args: ['600'], limits })).job!;
+  const after = [{ job: dependency.id, condition: 2 }];
+  const waiting = (await unary(client, 'createJob', { command: 'sh', args: ['-c', 'echo "$SECRET"'], env: ['SECRET=kept'], limits, after })).job!;
+  t.is(waiting.status, JobStatus.JOB_STATUS_WAITING);
+  first.process.kill('SIGKILL');
+  await first.process;
+
+  const second = await startDaemon(t, pki, parent, { hostView: true });
+  const again = adminClient(t, pki, second.port);
+  // The restart ended the dependency FAILED; the waiting job, :any, ran.
+  const ended = (await unary(again, 'waitJob', { id: waiting.id })).job!;
+  t.is(ended.status, JobStatus.JOB_STATUS_COMPLETED);
+  t.is((await collectStream(again, { id: waiting.id, follow: true })).stdout.toString(), 'kept\n');
+  t.is((await unary(again, 'getJob', { id: dependency.id })).job!.message, RESTARTED_WHILE_RUNNING);
+  t.false(alive(dependency.pid));
+  second.process.kill('SIGTERM');
+  t.is((await second.process).exitCode, 0);
+});
