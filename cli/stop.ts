@@ -46,7 +46,8 @@ export class StopCommand extends JobctlCommand {
     }
     const labels = labelsOf(this.label);
     const waiting = await client.list({ status: JobStatus.JOB_STATUS_WAITING, labels });
-    const running = await client.list({ status: JobStatus.JOB_STATUS_RUNNING, labels });
+    // One that started between the two reads is in both: stopped (and printed) once, as the waiting one it was.
+    const running = (await client.list({ status: JobStatus.JOB_STATUS_RUNNING, labels })).filter((job) => !waiting.some((other) => other.id === job.id));
     const selected = [...waiting, ...running];
     if (this.dryRun) {
       this.context.stdout.write(this.json ? toJsonLine(selected.map(jobJson)) : selected.map((job) => `${job.id} ${statusName(job.status)} ${commandLine(job)}\n`).join(''));

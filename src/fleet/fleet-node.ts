@@ -721,6 +721,7 @@ function startUnknown(node: NodeInfo, id: string, why: string): JobworkerError {
 /** The record a start claim writes: INITIALIZING, on `node`. */
 function toPending(request: StartJobReq, node: string): Job {
   const req = request.request!;
+  const now = new Date();
   return {
     id: request.id,
     command: req.command,
@@ -729,8 +730,8 @@ function toPending(request: StartJobReq, node: string): Job {
     status: JobStatus.JOB_STATUS_INITIALIZING,
     pid: 0,
     cgroup: '',
-    startedAt: new Date(),
-    createdAt: new Date(),
+    startedAt: now,
+    createdAt: now,
     after: [],
     endedAt: undefined,
     exitCode: undefined,

@@ -25,7 +25,7 @@ export type Refresh = (jobs: Job[]) => Promise<Job[]>;
 
 export async function readFleetPage(client: Etcd3, keys: FleetKeys, request: GetJobsReq, refresh: Refresh): Promise<JobsPage> {
   if (request.pageSize > MAX_PAGE_SIZE) throw Errors.invalidArgument(`page_size must be at most ${MAX_PAGE_SIZE}, got ${request.pageSize}`);
-  if (request.status === JobStatus.UNRECOGNIZED) throw Errors.invalidArgument('status must be one of INITIALIZING, RUNNING, COMPLETED, FAILED, STOPPED, TIMED_OUT');
+  if (request.status === JobStatus.UNRECOGNIZED) throw Errors.invalidArgument('status must be one of INITIALIZING, WAITING, RUNNING, COMPLETED, FAILED, STOPPED, TIMED_OUT');
   checkLabelFilter(request.labels);
   const limit = request.pageSize === 0 ? MAX_PAGE_SIZE : request.pageSize;
   let below = request.pageToken === '' ? null : keys.job(parseToken(request.pageToken));

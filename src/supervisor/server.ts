@@ -170,9 +170,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     // Made once the quotas are: told of every job's end, as retention and the backend are.
     let waiting: WaitingJobs | undefined;
     const jobEnded = (record: JobRecord): void => {
+      waiting?.jobEnded(record);
       retention.prune();
       backend?.jobEnded(record);
-      waiting?.jobEnded(record);
     };
     const retention = new Retention(store, { jobs: options.retainJobs ?? DEFAULT_RETAIN_JOBS, forMs: options.retainForMs ?? DEFAULT_RETAIN_FOR_MS }, logger);
     const runner = new JobRunner(store, {
@@ -199,8 +199,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     // After prepare(): it has killed whatever the jobs that were running left in their groups.
     const stillWaiting = endInterrupted(store, earlier, logger);
     logPrepared(cgroup, options, logger);
-    retention.start();
-    made.push(() => retention.stop());
     if (options.signal?.aborted) throw new StartAbortedError();
 
     refuseFleetQuotas(options, options.quotas);
@@ -209,6 +207,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     calls.rules = quotas.rules;
     waiting = new WaitingJobs({ store, runner, quotas, metrics, logger, outputRoot, maxOutputBytes, onJobEnded: jobEnded });
     made.push(() => waiting?.close());
+    retention.isPinned = waiting.isPinned.bind(waiting);
     const service = new JobService({
       store,
       runner,
@@ -221,7 +220,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       calls,
       waiting,
     });
-    waiting.resume(stillWaiting);
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
     boundary.calls = calls;
@@ -240,6 +238,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       metricsEndpoint = await startMetricsEndpoint({ listen: options.metricsListen, registry: metrics.registry, tls: options.tls, denyList: () => boundary.denyList, logger });
       made.push(() => metricsEndpoint?.close());
     }
+    // Last, once nothing of startup can fail any more (a job started here would be stopped by its undoing).
+    waiting.resume(stillWaiting, backend ? 'this server is now a fleet node, and a fleet does not run jobs that wait for others yet' : undefined);
+    retention.start();
+    made.push(() => retention.stop());
     // The pool and the cgroup driver are ready (prepare() ran), the port is bound.
     health.serving();
     logger.info({ listen: options.listen, port, cgroupDriver: cgroup.driver, cgroupParent: `/${cgroup.parent}`, controllers: cgroup.controllers }, 'jobworkerd listening');

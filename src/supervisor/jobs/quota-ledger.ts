@@ -70,12 +70,12 @@ export class QuotaLedger {
    * Admits a job of `limits` for the caller, or throws QUOTA_EXCEEDED
    * naming the quota, its limit and the use: nothing is reserved then.
    */
-  admit(caller: QuotaCaller, limits: JobLimits, now = Date.now()): Admission {
+  admit(caller: QuotaCaller, limits: JobLimits, { now = Date.now(), counted = true } = {}): Admission {
     const owner = this.#ownerUse(caller.cn);
     this.#roles.set(caller.cn, caller.role);
     const rule = this.#rules.ruleFor(caller);
     try {
-      if (rule) this.#check(rule, caller.cn, owner, limits, now);
+      if (rule) this.#check(rule, caller.cn, owner, limits, now, counted);
     } catch (err) {
       // A CN refused before it ever ran anything leaves no entry behind.
       this.#forgetIfIdle(caller.cn, owner);
@@ -83,7 +83,7 @@ export class QuotaLedger {
     }
     const share: Share = { cpuPercent: limits.cpuPercent, memoryBytes: limits.memoryBytes };
     owner.starting.add(share);
-    const rated = rule?.limits.rate !== undefined;
+    const rated = counted && rule?.limits.rate !== undefined;
     if (rated) owner.created.push(now);
     let settled = false;
     return {
@@ -112,6 +112,28 @@ export class QuotaLedger {
     };
   }
 
+  /**
+   * A job that waits (waiting-jobs.ts), as it is accepted: refused when it
+   * could never start under its owner's rule (its limits alone past a cap,
+   * or running=0) and counted against the rule's rate, which counts jobs as
+   * they are created. The rest is checked at its start (admit, not counted).
+   */
+  accept(caller: QuotaCaller, limits: JobLimits, now = Date.now()): void {
+    const rule = this.#rules.ruleFor(caller);
+    if (!rule) return;
+    this.#roles.set(caller.cn, caller.role);
+    this.#checkRunning(rule, caller.cn, { jobs: new Set(), starting: new Set(), created: [] }, limits);
+    if (rule.limits.rate === undefined) return;
+    const owner = this.#ownerUse(caller.cn);
+    try {
+      this.#checkRate(rule, caller.cn, owner, now);
+    } catch (err) {
+      this.#forgetIfIdle(caller.cn, owner);
+      throw err;
+    }
+    owner.created.push(now);
+  }
+
   /** The role `cn` last created a job with; null: none seen (its role's rule cannot be told). */
   roleOf(cn: string): string | null {
     return this.#roles.get(cn) ?? null;
@@ -128,8 +150,15 @@ export class QuotaLedger {
     };
   }
 
-  #check(rule: QuotaRule, cn: string, owner: OwnerUse, limits: JobLimits, now: number): void {
-    const { running, cpuPercent, memoryMb, outputBytes, rate } = rule.limits;
+  #check(rule: QuotaRule, cn: string, owner: OwnerUse, limits: JobLimits, now: number, counted = true): void {
+    this.#checkRunning(rule, cn, owner, limits);
+    this.#checkOutput(rule, cn);
+    if (counted) this.#checkRate(rule, cn, owner, now);
+  }
+
+  /** Running jobs, their CPU and their memory, with this job's added. */
+  #checkRunning(rule: QuotaRule, cn: string, owner: OwnerUse, limits: JobLimits): void {
+    const { running, cpuPercent, memoryMb } = rule.limits;
     const use = this.#running(owner);
     const by = `${rule.subject} at ${rule.where}`;
     const who = `cn=${cn}`;
@@ -147,12 +176,24 @@ export class QuotaLedger {
         `quota exceeded: memory (the --max-memory of running jobs, MiB): limit ${memoryMb}, ${who} uses ${use.memoryMb} and this job asks ${askedMb} (rule ${by})`,
       );
     }
+  }
+
+  #checkOutput(rule: QuotaRule, cn: string): void {
+    const { outputBytes } = rule.limits;
+    const by = `${rule.subject} at ${rule.where}`;
+    const who = `cn=${cn}`;
     if (outputBytes !== undefined) {
       const kept = this.#outputBytes(cn);
       if (kept >= outputBytes) {
         throw Errors.quotaExceeded(`quota exceeded: output kept: limit ${outputBytes} bytes, ${who}'s jobs keep ${kept} (rule ${by}; it drops as they are pruned)`);
       }
     }
+  }
+
+  #checkRate(rule: QuotaRule, cn: string, owner: OwnerUse, now: number): void {
+    const { rate } = rule.limits;
+    const by = `${rule.subject} at ${rule.where}`;
+    const who = `cn=${cn}`;
     if (rate !== undefined) {
       // Only the window is kept: older creations can never count again.
       const since = now - rate.windowMs;

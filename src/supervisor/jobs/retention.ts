@@ -24,6 +24,8 @@ export class Retention {
 
   /** Told of every job pruned, after the store has forgotten it (a fleet then forgets it too). */
   onPruned: ((job: JobRecord) => void) | undefined;
+  /** Jobs kept whatever the limits say: a waiting job names them in its after (WaitingJobs.isPinned). */
+  isPinned: ((id: string) => boolean) | undefined;
 
   constructor(store: JobStore, options: RetentionOptions, logger: Logger) {
     this.#store = store;
@@ -51,7 +53,7 @@ export class Retention {
     // (what is doomed only lowers it), and a job created after the cutoff
     // cannot have ended before it: from such a job on, nothing more goes.
     for (const job of this.#store.values()) {
-      if (isLive(job.state)) continue;
+      if (isLive(job.state) || this.isPinned?.(job.id)) continue;
       const tooMany = ended - doomed.length > this.#options.jobs;
       const tooOld = job.endedAt !== null && job.endedAt.getTime() < cutoff;
       if (!tooMany && !tooOld) {

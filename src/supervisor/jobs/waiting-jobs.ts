@@ -6,14 +6,16 @@
 // condition ends FAILED without running. A waiting job survives a restart:
 // the store gives it back and the ends it waited for are read from there.
 //
-// Quotas count a waiting job from its start, not its creation: it holds
-// nothing until then. One whose dependencies have ended but whose owner is at
-// a quota waits on, its message saying which quota, and is tried again as
-// jobs end and while a rate window moves on.
+// Quotas count a waiting job's creation against a rate as it is accepted,
+// and refuse one that could never start under its owner's rule; its running
+// share counts from its start, since it holds nothing until then. One whose
+// dependencies have ended but whose owner is at a quota waits on, its
+// message saying which quota, and is tried again as jobs end (and every
+// second while any is held back).
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { messageOf } from '../../common/error-message.js';
-import { JobworkerError } from '../errors.js';
+import { Errors, JobworkerError } from '../errors.js';
 import type { ServerMetrics } from '../ops/metrics.js';
 import { OutputLog, jobLogOptions } from '../output/log.js';
 import type { Role } from '../rpc/authz.js';
@@ -49,6 +51,16 @@ interface Entry {
   readonly left: Set<string>;
   /** Its start, once begun: a stop then waits for it and stops the job. */
   starting?: Promise<void>;
+  /** Resolved once it waits here no more: started, ended, or left waiting in the history by a shutdown. */
+  readonly gone: Promise<void>;
+  readonly leave: () => void;
+}
+
+/** An entry for a waiting record (its `gone` unresolved). */
+function entryFor(waiting: WaitingRecord, role: Role | null): Entry {
+  let leave!: () => void;
+  const gone = new Promise<void>((resolve) => (leave = resolve));
+  return { waiting, role, left: new Set(), gone, leave };
 }
 
 export class WaitingJobs {
@@ -57,6 +69,12 @@ export class WaitingJobs {
   readonly #entries = new Map<string, Entry>();
   /** For each job waited for, the entries that wait for it. */
   readonly #dependents = new Map<string, Set<Entry>>();
+  /**
+   * How many waiting jobs name each job in their `after`: retention keeps
+   * such a job (isPinned), so its end can be judged whenever it is needed
+   * (after a restart too).
+   */
+  readonly #pins = new Map<string, number>();
   /** Entries whose dependencies have all ended, held back by their owner's quota: oldest first. */
   #heldBack: Entry[] = [];
   #retry: NodeJS.Timeout | undefined;
@@ -113,14 +131,32 @@ export class WaitingJobs {
     record.message = waitingFor(after.map((dependency) => dependency.id));
     store.add(record, job.env);
     logger.info({ jobId: id, owner, after }, 'job accepted, waiting for its dependencies');
-    this.#take({ waiting: { record, settle, env: job.env }, role, left: new Set() });
+    this.#take(entryFor({ record, settle, env: job.env }, role));
     return record;
   }
 
-  /** Jobs that were waiting when the server last stopped (JobStore.restore): they wait on, oldest first. */
-  resume(waiting: readonly WaitingRecord[]): void {
-    for (const job of waiting) this.#take({ waiting: job, role: 'admin', left: new Set() });
-    if (waiting.length > 0) this.#options.logger.info({ jobs: waiting.length }, 'jobs waiting for their dependencies taken up again');
+  /**
+   * Jobs that were waiting when the server last stopped (JobStore.restore):
+   * they wait on, oldest first. (Admins alone create jobs: their owners'
+   * role.) With `refusal`, each ends FAILED saying it instead (a fleet node
+   * does not run jobs that wait).
+   */
+  resume(waiting: readonly WaitingRecord[], refusal?: string): void {
+    for (const job of waiting) {
+      if (refusal === undefined) this.#take(entryFor(job, 'admin'));
+      else this.#end(this.#register(entryFor(job, 'admin')), 'FAILED', `not run: ${refusal}`);
+    }
+    if (waiting.length > 0) this.#options.logger.info({ jobs: waiting.length, refusal }, 'jobs waiting for their dependencies taken up again');
+  }
+
+  /** True while some waiting job names `id` in its after: retention keeps it. */
+  isPinned(id: string): boolean {
+    return this.#pins.has(id);
+  }
+
+  /** Resolves once the job waits no more: started, ended, or (shutdown) left waiting; at once for any other job. */
+  until(record: JobRecord): Promise<void> {
+    return this.#entries.get(record.id)?.gone ?? Promise.resolve();
   }
 
   /** True while the job waits here (or its start is in flight). */
@@ -152,20 +188,46 @@ export class WaitingJobs {
   async stop(record: JobRecord, graceMs: number): Promise<void> {
     const entry = this.#entries.get(record.id);
     if (!entry) return;
-    if (entry.starting) {
-      await entry.starting;
-      if (record.state === 'RUNNING') await this.#options.runner.stop(record, graceMs);
-      await record.ended;
-      return;
-    }
-    this.#end(entry, 'STOPPED', 'stopped while waiting: it never ran');
+    if (entry.starting) await entry.starting;
+    else if (!this.#closing) return this.#end(entry, 'STOPPED', 'stopped while waiting: it never ran');
+    // Shutting down: it waits on in the history, for the next start.
+    if (record.state === 'WAITING') throw Errors.shuttingDown();
+    if (record.state === 'RUNNING') await this.#options.runner.stop(record, graceMs);
+    await record.ended;
   }
 
-  /** Shutdown: nothing more starts; waiting jobs stay WAITING in the history, to wait on after the restart. */
+  /**
+   * Shutdown: nothing more starts; waiting jobs stay WAITING in the
+   * history, to wait on after the restart, and whoever waits on them here
+   * is let go (until()).
+   */
   close(): void {
     this.#closing = true;
     clearTimeout(this.#retry);
     this.#retry = undefined;
+    for (const entry of this.#entries.values()) if (!entry.starting) entry.leave();
+  }
+
+  /** Holds an entry (and pins what it names) until #forget. */
+  #register(entry: Entry): Entry {
+    this.#entries.set(entry.waiting.record.id, entry);
+    for (const { id } of entry.waiting.record.after) this.#pins.set(id, (this.#pins.get(id) ?? 0) + 1);
+    return entry;
+  }
+
+  /** The entry waits here no more (started or ended). */
+  #forget(entry: Entry): void {
+    const { record } = entry.waiting;
+    if (this.#entries.get(record.id) !== entry) return;
+    this.#entries.delete(record.id);
+    for (const { id } of record.after) {
+      const pins = (this.#pins.get(id) ?? 1) - 1;
+      if (pins > 0) this.#pins.set(id, pins);
+      else this.#pins.delete(id);
+      this.#dependents.get(id)?.delete(entry);
+      if (this.#dependents.get(id)?.size === 0) this.#dependents.delete(id);
+    }
+    entry.leave();
   }
 
   /**
@@ -175,7 +237,7 @@ export class WaitingJobs {
    */
   #take(entry: Entry): void {
     const { record } = entry.waiting;
-    this.#entries.set(record.id, entry);
+    this.#register(entry);
     for (const { id } of record.after) {
       const dependency = this.#options.store.get(id);
       if (!dependency || !isLive(dependency.state)) continue;
@@ -209,7 +271,8 @@ export class WaitingJobs {
     const { quotas, runner, logger } = this.#options;
     let admission;
     try {
-      admission = quotas.admit({ cn: record.owner, role: entry.role }, record.limits);
+      // Its creation was counted against a rate as it was accepted (QuotaLedger.accept).
+      admission = quotas.admit({ cn: record.owner, role: entry.role }, record.limits, { counted: false });
     } catch (err) {
       if (!(err instanceof JobworkerError) || err.code !== 'QUOTA_EXCEEDED') throw err;
       record.message = `waiting for room in its owner's quota: ${err.message}`;
@@ -234,16 +297,16 @@ export class WaitingJobs {
     entry.starting = runner.start(request).then(
       (started) => {
         admission.started(started);
-        this.#entries.delete(record.id);
+        this.#forget(entry);
       },
       (err: unknown) => {
         admission.failed();
         if (err instanceof JobworkerError && err.code === 'SHUTTING_DOWN') {
           // It waits on in the history: the next start takes it up again.
-          entry.starting = undefined;
+          entry.leave();
           return;
         }
-        this.#entries.delete(record.id);
+        this.#forget(entry);
         // A start the history could not record was stopped, and has ended, in the runner.
         if (!isLive(record.state)) return;
         logger.warn({ jobId: record.id, err: messageOf(err) }, 'a job that waited could not start');
@@ -256,21 +319,20 @@ export class WaitingJobs {
   #end(entry: Entry, state: JobState, message: string): void {
     const { record, settle } = entry.waiting;
     const { store, metrics, logger, onJobEnded } = this.#options;
-    this.#entries.delete(record.id);
-    for (const id of entry.left) this.#dependents.get(id)?.delete(entry);
     this.#heldBack = this.#heldBack.filter((other) => other !== entry);
     record.state = state;
     record.message = message;
     record.endedAt = new Date();
+    metrics.jobEnded(record);
     try {
       store.recordEnd(record);
-      metrics.jobEnded(record);
     } catch (err) {
       // Ended here all the same; on disk it still waits, and is judged again at the next start.
       logger.error({ jobId: record.id, err: err instanceof NotRecordedError ? err.reason : err }, 'could not record the end of a waiting job in the job history');
     }
     logger.info({ jobId: record.id, state, message }, 'job ended without running');
     void record.log.close();
+    this.#forget(entry);
     settle();
     // Its own dependents next, a turn later: a long chain ends link by link, never as one deep recursion.
     setImmediate(() => onJobEnded(record));
@@ -280,7 +342,16 @@ export class WaitingJobs {
   #retryHeldBack(): void {
     const heldBack = this.#heldBack;
     this.#heldBack = [];
-    for (const entry of heldBack) this.#start(entry);
+    for (const [i, entry] of heldBack.entries()) {
+      try {
+        this.#start(entry);
+      } catch (err) {
+        // Not a quota's refusal (#start gives back no other): keep the rest, and say so.
+        this.#heldBack.push(...heldBack.slice(i + 1).filter((other) => !this.#heldBack.includes(other)));
+        this.#armRetry();
+        throw err;
+      }
+    }
   }
 
   #armRetry(): void {

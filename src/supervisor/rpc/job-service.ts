@@ -175,6 +175,7 @@ export class JobService implements JobApi {
     const claim = job.name === null ? undefined : this.options.store.claimName(job.name);
     if (claim && 'heldBy' in claim) throw Errors.nameTaken(job.name!, claim.heldBy?.id ?? null);
     try {
+      this.options.quotas.accept(caller, job.limits);
       return this.options.waiting.accept(job, caller.cn, caller.role, after);
     } catch (err) {
       if (err instanceof NotRecordedError) throw Errors.notRecorded(err.message);
@@ -249,8 +250,21 @@ export class JobService implements JobApi {
   /** Answers once the job has ended; a caller that goes away stops the wait (signal). */
   async waitJob(_caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
     const record = this.find(request.id);
-    await eitherAborted(settledSignal(record.ended), signal);
+    await this.#untilEnded(record, signal);
     return toJob(record);
+  }
+
+  /**
+   * Resolves once the job has ended, or `signal` aborts. A job that waits
+   * (waiting-jobs.ts) and is still waiting when the server shuts down will
+   * not end in this server's life: SHUTTING_DOWN then.
+   */
+  async #untilEnded(record: JobRecord, signal: AbortSignal): Promise<void> {
+    if (record.state === 'WAITING') {
+      await eitherAborted(settledSignal(this.options.waiting.until(record)), signal);
+      if (record.state === 'WAITING' && !signal.aborted) throw Errors.shuttingDown();
+    }
+    await eitherAborted(settledSignal(record.ended), signal);
   }
 
   /** WriteInput: see writeTo. */
@@ -270,9 +284,13 @@ export class JobService implements JobApi {
    * Answers once the job has taken every byte.
    */
   async writeTo(record: JobRecord, input: InputStream): Promise<WriteInputRes> {
+    // A job that waits takes its input once it runs: the writer waits with it (gRPC flow control holds what it sends).
+    if (record.state === 'WAITING' && record.stdin) {
+      await eitherAborted(settledSignal(this.options.waiting.until(record)), input.gone);
+      if (record.state === 'WAITING' && !input.gone.aborted) throw Errors.shuttingDown();
+    }
     const channel = this.options.runner.inputOf(record);
     if (!channel) {
-      if (record.state === 'WAITING') throw Errors.inputRefused(`job ${record.id} is waiting for its dependencies: its stdin opens when it starts`);
       if (!record.stdin) throw Errors.inputRefused(`job ${record.id} was not created with stdin (CreateJobReq.stdin, jobctl create -i): its stdin is /dev/null`);
       throw Errors.inputAfterEnd(record.id, record.state);
     }
@@ -373,7 +391,7 @@ export class JobService implements JobApi {
       // The log closes before the job's end is recorded (that waits for the
       // disk): a follower told of the end must find it in GetJob.
       letGo();
-      if (follow) await eitherAborted(settledSignal(record.ended), gone.signal);
+      if (follow) await this.#untilEnded(record, gone.signal);
     } catch (err) {
       // The client went away: nothing to send, nothing to report.
       if (gone.signal.aborted) return;
