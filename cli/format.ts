@@ -4,7 +4,22 @@
 // sees every job: they are printed with control characters escaped so that a
 // job's argv cannot move the cursor or rewrite the terminal of the person
 // listing it.
-import { DependencyCondition, JobStatus, Network, NodeState, OutputStream, type DataChunk, type Job, type Node, type Quota } from '../src/gen/jobworker/v1/jobworker.js';
+import {
+  CatchUpPolicy,
+  ConcurrencyPolicy,
+  DependencyCondition,
+  FiringOutcome,
+  JobStatus,
+  Network,
+  NodeState,
+  OutputStream,
+  type DataChunk,
+  type Firing,
+  type Job,
+  type Node,
+  type Quota,
+  type Schedule,
+} from '../src/gen/jobworker/v1/jobworker.js';
 import { formatDuration } from '../src/common/units.js';
 import type { JobRates } from './usage-rates.js';
 
@@ -417,4 +432,107 @@ export function nodeTable(nodes: readonly Node[], now: Date): string {
     Object.entries(node.labels).map(([key, value]) => `${key}=${value}`).join(',') || '-',
   ]);
   return alignColumns([header, ...rows]);
+}
+
+// ---------------------------------------------------------------------------
+// Schedules
+
+const CONCURRENCY_NAMES: Readonly<Record<number, string>> = {
+  [ConcurrencyPolicy.CONCURRENCY_POLICY_UNSPECIFIED]: 'allow',
+  [ConcurrencyPolicy.CONCURRENCY_POLICY_ALLOW]: 'allow',
+  [ConcurrencyPolicy.CONCURRENCY_POLICY_FORBID]: 'forbid',
+  [ConcurrencyPolicy.CONCURRENCY_POLICY_REPLACE]: 'replace',
+};
+const OUTCOME_NAMES: Readonly<Record<number, string>> = {
+  [FiringOutcome.FIRING_OUTCOME_STARTED]: 'STARTED',
+  [FiringOutcome.FIRING_OUTCOME_SKIPPED]: 'SKIPPED',
+  [FiringOutcome.FIRING_OUTCOME_FAILED]: 'FAILED',
+  [FiringOutcome.FIRING_OUTCOME_STARTING]: 'STARTING',
+};
+const outcomeName = (outcome: FiringOutcome): string => OUTCOME_NAMES[outcome] ?? 'UNKNOWN';
+
+/** The --json shape of a firing: the job's status without its prefix, null where unset. */
+export function firingJson(firing: Firing) {
+  return {
+    slot: firing.slot?.toISOString() ?? null,
+    firedAt: firing.firedAt?.toISOString() ?? null,
+    outcome: outcomeName(firing.outcome),
+    jobId: firing.jobId || null,
+    jobStatus: firing.jobStatus === JobStatus.JOB_STATUS_UNSPECIFIED ? null : statusName(firing.jobStatus),
+    reason: firing.reason || null,
+    manual: firing.manual,
+  };
+}
+
+/** The --json shape of a schedule. */
+export function scheduleJson(schedule: Schedule) {
+  const job = schedule.job;
+  return {
+    id: schedule.id,
+    name: schedule.name || null,
+    cron: schedule.cron,
+    timezone: schedule.timezone || 'UTC',
+    paused: schedule.paused,
+    concurrency: CONCURRENCY_NAMES[schedule.concurrency] ?? 'allow',
+    catchUp: schedule.catchUp === CatchUpPolicy.CATCH_UP_POLICY_NONE ? 'none' : 'once',
+    catchUpWindowMs: schedule.catchUpWindowMs,
+    owner: schedule.owner,
+    createdAt: schedule.createdAt?.toISOString() ?? null,
+    nextFiringAt: schedule.nextFiringAt?.toISOString() ?? null,
+    job: job ? { command: job.command, args: job.args, labels: job.labels, env: job.env, workdir: job.workdir || null, timeoutMs: job.timeoutMs ?? null } : null,
+    firings: schedule.firings.map(firingJson),
+  };
+}
+
+/** The table of `jobctl schedule list`. */
+export function scheduleTable(schedules: readonly Schedule[]): string {
+  const header = ['ID', 'NAME', 'CRON', 'TIMEZONE', 'NEXT', 'LAST', 'COMMAND'];
+  const rows = schedules.map((schedule) => {
+    const last = schedule.firings[0];
+    return [
+      schedule.id,
+      schedule.name || '-',
+      escapeControl(schedule.cron),
+      schedule.timezone || 'UTC',
+      schedule.paused ? 'paused' : formatTime(schedule.nextFiringAt),
+      last ? firingOutcomeText(last) : '-',
+      schedule.job ? commandLine(schedule.job) : '-',
+    ];
+  });
+  return alignColumns([header, ...rows]);
+}
+
+/** The key/value view of `jobctl schedule get`, then its last firings, newest first. */
+export function scheduleDetail(schedule: Schedule): string {
+  const fields: [string, string][] = [
+    ['id', schedule.id],
+    ['name', schedule.name || '-'],
+    ['cron', escapeControl(schedule.cron)],
+    ['timezone', schedule.timezone || 'UTC'],
+    ['state', schedule.paused ? 'paused' : 'active'],
+    ['next firing', schedule.paused ? '- (paused)' : formatTime(schedule.nextFiringAt)],
+    ['concurrency', CONCURRENCY_NAMES[schedule.concurrency] ?? 'allow'],
+    ['catch-up', schedule.catchUp === CatchUpPolicy.CATCH_UP_POLICY_NONE ? 'none' : `once, within ${formatDuration(schedule.catchUpWindowMs)}`],
+    ['owner', escapeControl(schedule.owner)],
+    ['created', formatTime(schedule.createdAt)],
+    ['command', schedule.job ? commandLine(schedule.job) : '-'],
+    ['labels', labelsText({ ...(schedule.job?.labels ?? {}), schedule: schedule.id })],
+  ];
+  const width = Math.max(...fields.map(([key]) => key.length)) + 1;
+  const head = fields.map(([key, value]) => `${`${key}:`.padEnd(width)}  ${value}\n`).join('');
+  if (schedule.firings.length === 0) return `${head}firings: none yet\n`;
+  const rows = schedule.firings.map((firing) => [
+    formatTime(firing.slot) + (firing.manual ? ' (run-now)' : ''),
+    outcomeName(firing.outcome),
+    firing.jobId || '-',
+    firing.jobStatus === JobStatus.JOB_STATUS_UNSPECIFIED ? '-' : statusName(firing.jobStatus),
+    escapeControl(firing.reason) || '-',
+  ]);
+  return `${head}firings:\n${alignColumns([['SLOT', 'OUTCOME', 'JOB', 'JOB STATUS', 'REASON'], ...rows])}`;
+}
+
+/** "STARTED (COMPLETED)", "SKIPPED": a firing in one word or two. */
+export function firingOutcomeText(firing: Firing): string {
+  const status = firing.jobStatus === JobStatus.JOB_STATUS_UNSPECIFIED ? '' : ` (${statusName(firing.jobStatus)})`;
+  return `${outcomeName(firing.outcome)}${status}`;
 }

@@ -10,6 +10,7 @@ import { ListCommand } from './list.js';
 import { DrainCommand, NodesCommand, UndrainCommand } from './nodes.js';
 import { QuotaCommand } from './quota.js';
 import { RunCommand } from './run.js';
+import { ScheduleCreateCommand, ScheduleDeleteCommand, ScheduleGetCommand, ScheduleListCommand, SchedulePauseCommand, ScheduleResumeCommand, ScheduleRunNowCommand } from './schedule.js';
 import { StopCommand } from './stop.js';
 import { StreamCommand } from './stream.js';
 import { TopCommand } from './top.js';
@@ -26,6 +27,13 @@ const COMMANDS: CommandClass[] = [
   StopCommand,
   TopCommand,
   QuotaCommand,
+  ScheduleCreateCommand,
+  ScheduleListCommand,
+  ScheduleGetCommand,
+  SchedulePauseCommand,
+  ScheduleResumeCommand,
+  ScheduleDeleteCommand,
+  ScheduleRunNowCommand,
   NodesCommand,
   DrainCommand,
   UndrainCommand,

@@ -7,7 +7,16 @@ import { connectivityState as ConnectivityState, credentials, Metadata, type Ser
 import { unlessAborted } from '../common/abortable.js';
 import { MAX_PAGE_SIZE } from '../common/api-limits.js';
 import {
+  CreateJobReq as CreateJobReqCodec,
+  CreateScheduleReq as CreateScheduleReqCodec,
   FleetServiceClient,
+  ScheduleServiceClient,
+  type CreateScheduleReq,
+  type Firing,
+  type GetSchedulesReq,
+  type Schedule,
+  type ScheduleRef,
+  type Schedules,
   GetJobsStreamReq,
   JobStatus,
   type CreateJobReq,
@@ -35,6 +44,8 @@ export interface ClientOptions extends ConnectOptions {
 
 /** What to run: the command, and anything else CreateJob takes (limits, env as NAME=value, workdir, isolation). */
 export type JobSpec = { command: string } & DeepPartial<Omit<CreateJobReq, 'command'>>;
+/** A schedule as createSchedule() takes it: `job` as create() takes a job. */
+export type ScheduleSpec = { cron: string; job: JobSpec } & DeepPartial<Omit<CreateScheduleReq, 'cron' | 'job'>>;
 
 export interface Cancellable {
   /** Aborting cancels the call; it then rejects with the signal's reason (create(): see there). */
@@ -145,7 +156,8 @@ export function connect(options: ClientOptions): JobworkerClient {
  */
 function mayRetry(method: string, raw: unknown, err: unknown): boolean {
   if (!(err instanceof UnavailableError)) return false;
-  if (method !== 'createJob') return true;
+  // What creates something is tried elsewhere only when it surely created nothing.
+  if (method !== 'createJob' && method !== 'createSchedule' && method !== 'runSchedule') return true;
   if (err.code === 'CONNECT_TIMEOUT') return true;
   if (!isServiceError(raw)) return false;
   const [code] = raw.metadata?.get(ERROR_CODE_TRAILER) ?? [];
@@ -182,20 +194,32 @@ class Endpoint {
   close(): void {
     for (const clear of this.#waiting) clear();
     this.#fleet?.close();
+    this.#schedules?.close();
     this.grpc.close();
   }
 
   #fleet: FleetServiceClient | undefined;
+  #schedules: ScheduleServiceClient | undefined;
 
   /** FleetService on the same channel (the credentials given here are not used: the channel has its own). */
   fleetUnary<M extends FleetMethod>(method: M, request: FleetRequests[M], signal: AbortSignal | undefined): Promise<FleetResponses[M]> {
     this.#fleet ??= new FleetServiceClient(this.server, credentials.createInsecure(), { channelOverride: this.grpc.getChannel() });
-    const fleet = this.#fleet;
+    return this.#serviceUnary<FleetRequests[M], FleetResponses[M]>(this.#fleet, method, request, signal);
+  }
+
+  /** ScheduleService on the same channel. */
+  scheduleUnary<M extends ScheduleMethod>(method: M, request: ScheduleRequests[M], signal: AbortSignal | undefined): Promise<ScheduleResponses[M]> {
+    this.#schedules ??= new ScheduleServiceClient(this.server, credentials.createInsecure(), { channelOverride: this.grpc.getChannel() });
+    return this.#serviceUnary<ScheduleRequests[M], ScheduleResponses[M]>(this.#schedules, method, request, signal);
+  }
+
+  /** One unary call of another service's client on this channel. */
+  #serviceUnary<Req, Res>(client: object, method: string, request: Req, signal: AbortSignal | undefined): Promise<Res> {
     let cancelCall: (() => void) | undefined;
-    const call = new Promise<FleetResponses[M]>((resolve, reject) => {
+    const call = new Promise<Res>((resolve, reject) => {
       signal?.throwIfAborted();
-      const send = fleet[method] as unknown as (request: FleetRequests[M], metadata: Metadata, options: object, callback: (err: ServiceError | null, res: FleetResponses[M]) => void) => { cancel(): void };
-      const handle = send.call(fleet, request, new Metadata(), {}, (err, res) => (err ? reject(signal?.aborted ? signal.reason : err) : resolve(res)));
+      const send = (client as Record<string, unknown>)[method] as (request: Req, metadata: Metadata, options: object, callback: (err: ServiceError | null, res: Res) => void) => { cancel(): void };
+      const handle = send.call(client, request, new Metadata(), {}, (err, res) => (err ? reject(signal?.aborted ? signal.reason : err) : resolve(res)));
       cancelCall = () => handle.cancel();
       signal?.addEventListener('abort', cancelCall, { once: true });
     });
@@ -497,6 +521,47 @@ export class JobworkerClient {
     return requireNode((await this.#failover('undrainNode', (endpoint) => endpoint.fleetUnary('undrainNode', { name }, options.signal), options.signal)).node);
   }
 
+  /**
+   * A schedule: jobs the server creates at the times `cron` names (README,
+   * Schedules). `job` is what each firing creates, as create() takes it
+   * (but for name, after and stdin).
+   */
+  async createSchedule(spec: ScheduleSpec, options: Cancellable = {}): Promise<Schedule> {
+    const { job, ...rest } = spec;
+    const request = CreateScheduleReqCodec.fromPartial({ ...rest, job: CreateJobReqCodec.fromPartial(job) });
+    return this.#failover('createSchedule', (endpoint) => endpoint.scheduleUnary('createSchedule', request, options.signal), options.signal);
+  }
+
+  /** By id or name: with its next firing time and its last firings. */
+  async schedule(ref: string, options: Cancellable = {}): Promise<Schedule> {
+    return this.#scheduleCall('getSchedule', ref, options);
+  }
+
+  async schedules(options: Cancellable = {}): Promise<Schedule[]> {
+    return (await this.#failover('getSchedules', (endpoint) => endpoint.scheduleUnary('getSchedules', {}, options.signal), options.signal)).schedules;
+  }
+
+  async pauseSchedule(ref: string, options: Cancellable = {}): Promise<Schedule> {
+    return this.#scheduleCall('pauseSchedule', ref, options);
+  }
+
+  async resumeSchedule(ref: string, options: Cancellable = {}): Promise<Schedule> {
+    return this.#scheduleCall('resumeSchedule', ref, options);
+  }
+
+  async deleteSchedule(ref: string, options: Cancellable = {}): Promise<Schedule> {
+    return this.#scheduleCall('deleteSchedule', ref, options);
+  }
+
+  /** Fires the schedule now: the firing as recorded (its job, or why it was skipped or failed). */
+  async runSchedule(ref: string, options: Cancellable = {}): Promise<Firing> {
+    return this.#failover('runSchedule', (endpoint) => endpoint.scheduleUnary('runSchedule', { schedule: ref }, options.signal), options.signal);
+  }
+
+  #scheduleCall(method: 'getSchedule' | 'pauseSchedule' | 'resumeSchedule' | 'deleteSchedule', ref: string, options: Cancellable): Promise<Schedule> {
+    return this.#failover(method, (endpoint) => endpoint.scheduleUnary(method, { schedule: ref }, options.signal), options.signal);
+  }
+
   #unary<M extends UnaryMethod>(method: M, request: PartialRequestOf<M>, signal: AbortSignal | undefined): Promise<ResponseOf<M>> {
     return this.#failover(method, (endpoint) => endpoint.unary(method, request, signal), signal);
   }
@@ -522,6 +587,26 @@ export class JobworkerClient {
 function requireNode(node: Node | undefined): Node {
   if (!node) throw new BadResponseError("the server's answer has no node");
   return node;
+}
+
+type ScheduleMethod = 'createSchedule' | 'getSchedule' | 'getSchedules' | 'pauseSchedule' | 'resumeSchedule' | 'deleteSchedule' | 'runSchedule';
+interface ScheduleRequests {
+  createSchedule: CreateScheduleReq;
+  getSchedule: ScheduleRef;
+  getSchedules: GetSchedulesReq;
+  pauseSchedule: ScheduleRef;
+  resumeSchedule: ScheduleRef;
+  deleteSchedule: ScheduleRef;
+  runSchedule: ScheduleRef;
+}
+interface ScheduleResponses {
+  createSchedule: Schedule;
+  getSchedule: Schedule;
+  getSchedules: Schedules;
+  pauseSchedule: Schedule;
+  resumeSchedule: Schedule;
+  deleteSchedule: Schedule;
+  runSchedule: Firing;
 }
 
 type FleetMethod = 'getNodes' | 'drainNode' | 'undrainNode';

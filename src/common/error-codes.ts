@@ -29,6 +29,10 @@ export const ErrorCodes = {
   // WriteInput: the job takes no input now (not created with stdin, ended,
   // another writer, closed) or stopped reading before taking every byte.
   INPUT_REFUSED: Status.FAILED_PRECONDITION,
+  // ScheduleService: no schedule of that id or name; the name another schedule has; past the most a server keeps.
+  SCHEDULE_NOT_FOUND: Status.NOT_FOUND,
+  SCHEDULE_NAME_TAKEN: Status.ALREADY_EXISTS,
+  TOO_MANY_SCHEDULES: Status.RESOURCE_EXHAUSTED,
   // What a fleet does not do yet (the message says what).
   FLEET_UNSUPPORTED: Status.UNIMPLEMENTED,
   // Fleet (jobworkerd --fleet-etcd). A fleet call on a server that is not part of one:

@@ -36,6 +36,9 @@ export const Errors = {
   notRecorded: (message: string) => new JobworkerError('NOT_RECORDED', message),
   outputUnreadable: (id: string, reason: string) => new JobworkerError('OUTPUT_UNREADABLE', `job ${id}: ${reason}`),
   startFailed: (code: StartFailureCode, message: string) => new JobworkerError(code, message),
+  scheduleNotFound: (ref: string) => new JobworkerError('SCHEDULE_NOT_FOUND', `schedule ${quoted(ref)} not found`),
+  scheduleNameTaken: (name: string, holder: string) => new JobworkerError('SCHEDULE_NAME_TAKEN', `schedule name ${quoted(name)} is taken by schedule ${holder}`),
+  tooManySchedules: (max: number) => new JobworkerError('TOO_MANY_SCHEDULES', `this server keeps at most ${max} schedules: delete one first`),
   notAFleet: (what: string) => new JobworkerError('NOT_A_FLEET', `${what}: this server is not part of a fleet (jobworkerd --fleet-etcd)`),
 };
 

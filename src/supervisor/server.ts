@@ -20,6 +20,8 @@ import { RpcBoundary } from './rpc/boundary.js';
 import { DenyList } from './rpc/deny-list.js';
 import { QuotaLedger } from './jobs/quota-ledger.js';
 import { WaitingJobs } from './jobs/waiting-jobs.js';
+import { ScheduleBook } from './schedules/schedule-book.js';
+import { Scheduler, refusingSchedules } from './schedules/scheduler.js';
 import { NOT_IN_A_FLEET, QuotaRules } from './policy/quotas.js';
 import { CallQuota } from './rpc/call-quota.js';
 import { bind, createGrpcServer, type FleetServices } from './rpc/grpc-server.js';
@@ -164,6 +166,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   try {
     const { history, outputRoot, earlier } = await readBack(options.dataDir, maxOutputBytes, logger);
     made.push(() => history.close());
+    const book = ScheduleBook.open(options.dataDir);
+    made.push(() => book.close());
     const store = new JobStore(history);
     const metrics = new ServerMetrics(options.loopWindowMs);
     made.push(() => metrics.stop());
@@ -220,6 +224,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       calls,
       waiting,
     });
+    const scheduler = new Scheduler({ book, service, store, logger });
+    made.push(() => scheduler.close());
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
     boundary.calls = calls;
@@ -229,7 +235,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       retention.onPruned = backend.jobPruned.bind(backend);
     }
     const tlsCredentials = new MutualTlsCredentials(options.tls);
-    const { server, health } = createGrpcServer(backend?.api ?? service, boundary, backend?.services);
+    const schedules = backend ? refusingSchedules('a fleet does not run schedules yet: create them on a single host') : scheduler;
+    const { server, health } = createGrpcServer(backend?.api ?? service, schedules, boundary, backend?.services);
     made.push(() => server.forceShutdown());
     const port = await bind(server, options.listen, tlsCredentials);
     await backend?.join(port);
@@ -240,6 +247,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     }
     // Last, once nothing of startup can fail any more (a job started here would be stopped by its undoing).
     waiting.resume(stillWaiting, backend ? 'this server is now a fleet node, and a fleet does not run jobs that wait for others yet' : undefined);
+    // A fleet node leaves a single host's schedules on disk, unfired (it refuses ScheduleService).
+    if (!backend) scheduler.start();
     retention.start();
     made.push(() => retention.stop());
     // The pool and the cgroup driver are ready (prepare() ran), the port is bound.
@@ -256,6 +265,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // end when their jobs do, which runner.close() brings about.
         const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
         retention.stop();
+        scheduler.close();
         waiting?.close();
         await backend?.leaving();
         // Jobs end even on a full disk (once its processes are gone a job's
@@ -266,6 +276,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // Every job's end is recorded; nothing writes after this (output the
         // disk still refuses is given up, and logged).
         history.close();
+        book.close();
         await Promise.all(store.list().map((job) => job.log.dispose()));
         // Every job has ended, so following streams are finishing; a client
         // that stopped reading must not hold the server up for ever.

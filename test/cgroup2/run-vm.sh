@@ -16,7 +16,7 @@ TESTS=(
   dist/test/supervisor/policy/isolation.test.js dist/test/supervisor/ops/metrics.test.js dist/test/supervisor/jobs/supervision.test.js
   dist/test/native-init/job-init.test.js dist/test/workers/cgroup-select.test.js dist/test/workers/delegation.test.js
   dist/test/supervisor/quotas.test.js
-  dist/test/supervisor/dependencies.test.js
+  dist/test/supervisor/dependencies.test.js dist/test/supervisor/schedules.test.js
 )
 VM_TIMEOUT=${VM_TIMEOUT:-2400}
 # VM_MATCH='*usage*' runs only the tests whose titles match (ava --match), for work on one test.

@@ -1,5 +1,6 @@
 // Small pieces for tests that drive a server through the client library (jobworker/client).
-import { ServerError, type JobworkerClient } from 'jobworker/client';
+import { connect, ServerError, type JobworkerClient } from 'jobworker/client';
+import type { TestServer } from './server.js';
 
 /** Everything the job writes, stdout and stderr together, followed to its end. */
 export async function outputOf(client: JobworkerClient, id: string): Promise<string> {
@@ -16,4 +17,10 @@ export async function refusal(promise: Promise<unknown>): Promise<ServerError> {
   );
   if (!(err instanceof ServerError)) throw new Error(`expected a ServerError, got ${String(err)}`);
   return err;
+}
+
+/** A client library connection to a test server with the role's certificate; the caller closes it. */
+export function clientOf(server: TestServer, role: 'admin' | 'viewer' = 'admin'): JobworkerClient {
+  const env = server.env(role);
+  return connect({ server: server.address, ca: env.JOBWORKER_CA!, cert: env.JOBWORKER_CERT!, key: env.JOBWORKER_KEY! });
 }

@@ -10,9 +10,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
 import test from 'ava';
-import { connect, DependencyCondition, JobStatus, UnavailableError, type Job, type JobworkerClient, type ServerError } from 'jobworker/client';
+import { DependencyCondition, JobStatus, UnavailableError, type Job, type JobworkerClient, type ServerError } from 'jobworker/client';
 import { QuotaRules } from '../../src/supervisor/policy/quotas.js';
-import { outputOf, refusal } from '../helpers/client-lib.js';
+import { clientOf, outputOf, refusal } from '../helpers/client-lib.js';
 import { groupsUnder } from '../helpers/host.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -20,10 +20,7 @@ let server: TestServer;
 let client: JobworkerClient;
 let dataDir: string;
 
-function connectTo(ts: TestServer): JobworkerClient {
-  const env = ts.env('admin');
-  return connect({ server: ts.address, ca: env.JOBWORKER_CA!, cert: env.JOBWORKER_CERT!, key: env.JOBWORKER_KEY! });
-}
+const connectTo = clientOf;
 
 test.before(async () => {
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-after-'));

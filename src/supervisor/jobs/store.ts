@@ -79,6 +79,24 @@ export class JobStore {
     this.#write(record);
   }
 
+  /**
+   * A waiting job is about to start: written as a job that runs (without its
+   * environment), so that a server that dies before it can record the start
+   * ends it FAILED at its next start rather than start it a second time.
+   */
+  recordStarting(record: JobRecord): void {
+    try {
+      this.#history.put({ ...stored(record, null), state: 'RUNNING' });
+    } catch (err) {
+      throw new NotRecordedError(record.id, err);
+    }
+  }
+
+  /** A waiting job whose start did not begin after all (shutdown): written back as waiting, with its environment. */
+  recordWaiting(record: JobRecord, env: Record<string, string>): void {
+    this.#write(record, env);
+  }
+
   /** Records a job's end (once), writing it to the history; throws NotRecordedError when that fails. */
   recordEnd(record: JobRecord): void {
     if (this.#jobs.get(record.id) !== record) return;

@@ -280,6 +280,14 @@ export class WaitingJobs {
       this.#armRetry();
       return;
     }
+    // Before anything is spawned: a job must never start twice, whichever process dies when.
+    try {
+      this.#options.store.recordStarting(record);
+    } catch (err) {
+      admission.failed();
+      logger.error({ jobId: record.id, err: err instanceof NotRecordedError ? err.reason : err }, 'could not record the start of a waiting job');
+      return this.#end(entry, 'FAILED', `its dependencies ended as asked, but its start could not be recorded: ${messageOf(err)}`);
+    }
     const request: StartRequest = {
       command: record.command,
       args: [...record.args],
@@ -303,6 +311,11 @@ export class WaitingJobs {
         admission.failed();
         if (err instanceof JobworkerError && err.code === 'SHUTTING_DOWN') {
           // It waits on in the history: the next start takes it up again.
+          try {
+            this.#options.store.recordWaiting(record, env);
+          } catch (undo) {
+            logger.error({ jobId: record.id, err: messageOf(undo) }, 'a waiting job whose start was refused at shutdown is recorded as started: it will end FAILED at the next start');
+          }
           entry.leave();
           return;
         }

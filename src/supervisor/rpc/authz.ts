@@ -18,6 +18,13 @@ export type RpcName =
   | 'WriteInput'
   | 'WaitJob'
   | 'GetQuota'
+  | 'CreateSchedule'
+  | 'GetSchedule'
+  | 'GetSchedules'
+  | 'PauseSchedule'
+  | 'ResumeSchedule'
+  | 'DeleteSchedule'
+  | 'RunSchedule'
   | 'GetNodes'
   | 'DrainNode'
   | 'UndrainNode'
@@ -32,6 +39,13 @@ export const PERMISSIONS: Readonly<Record<RpcName, readonly Role[]>> = {
   WriteInput: ['admin'],
   WaitJob: ['admin', 'viewer'],
   GetQuota: ['admin', 'viewer'],
+  CreateSchedule: ['admin'],
+  GetSchedule: ['admin', 'viewer'],
+  GetSchedules: ['admin', 'viewer'],
+  PauseSchedule: ['admin'],
+  ResumeSchedule: ['admin'],
+  DeleteSchedule: ['admin'],
+  RunSchedule: ['admin'],
   GetNodes: ['admin', 'viewer'],
   DrainNode: ['admin'],
   UndrainNode: ['admin'],

@@ -1,7 +1,8 @@
 // The gRPC server: its transport limits, the JobService behind the RPC
 // boundary, and the standard health and reflection services beside it.
 import { Server, type ServerCredentials } from '@grpc/grpc-js';
-import { FleetServiceService, JobServiceService, NodeServiceService } from '../../gen/jobworker/v1/jobworker.js';
+import { FleetServiceService, JobServiceService, NodeServiceService, ScheduleServiceService } from '../../gen/jobworker/v1/jobworker.js';
+import type { ScheduleApi } from '../schedules/scheduler.js';
 import { Errors } from '../errors.js';
 import type { RpcBoundary } from './boundary.js';
 import { encodeDataChunk } from './chunk-encoder.js';
@@ -29,7 +30,7 @@ export interface FleetServices {
   node: NodeApi;
 }
 
-export function createGrpcServer(service: JobApi, boundary: RpcBoundary, fleet?: FleetServices): { server: Server; health: Health } {
+export function createGrpcServer(service: JobApi, schedules: ScheduleApi, boundary: RpcBoundary, fleet?: FleetServices): { server: Server; health: Health } {
   const server = new Server({
     'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
     // One connection cannot hold more than this many calls open at once; its
@@ -60,6 +61,15 @@ export function createGrpcServer(service: JobApi, boundary: RpcBoundary, fleet?:
     writeInput: boundary.clientStream('WriteInput', (caller, call) => service.writeInput(caller, call)),
     waitJob: boundary.unary('WaitJob', async (caller, req, signal) => ({ job: await service.waitJob(caller, req, signal) })),
     getQuota: boundary.unary('GetQuota', (caller, req) => service.getQuota(caller, req)),
+  });
+  server.addService(ScheduleServiceService, {
+    createSchedule: boundary.unary('CreateSchedule', (caller, req) => schedules.createSchedule(caller, req)),
+    getSchedule: boundary.unary('GetSchedule', (caller, req) => schedules.getSchedule(caller, req)),
+    getSchedules: boundary.unary('GetSchedules', (caller) => schedules.getSchedules(caller)),
+    pauseSchedule: boundary.unary('PauseSchedule', (caller, req) => schedules.pauseSchedule(caller, req)),
+    resumeSchedule: boundary.unary('ResumeSchedule', (caller, req) => schedules.resumeSchedule(caller, req)),
+    deleteSchedule: boundary.unary('DeleteSchedule', (caller, req) => schedules.deleteSchedule(caller, req)),
+    runSchedule: boundary.unary('RunSchedule', (caller, req) => schedules.runSchedule(caller, req)),
   });
   const nodes = fleet?.fleet ?? NO_FLEET;
   server.addService(FleetServiceService, {

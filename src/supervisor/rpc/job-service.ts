@@ -115,7 +115,8 @@ export class JobService implements JobApi {
 
   constructor(readonly options: ServiceOptions) {}
 
-  async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
+  /** `id`: the job's, when the caller chose it (a schedule's firing, recorded before the job is made). */
+  async createJob(caller: Caller, request: CreateJobReq, id?: string): Promise<Job> {
     if (request.node !== '' || Object.keys(request.constraints).length > 0) throw Errors.notAFleet('node and constraints place jobs in a fleet');
     const job = this.resolve(request);
     if (request.after.length > 0) return toJob(this.#accept(job, caller, this.resolveAfter(request.after)));
@@ -123,7 +124,7 @@ export class JobService implements JobApi {
     const admission = this.options.quotas.admit(caller, job.limits);
     let record: JobRecord;
     try {
-      record = await this.start(job, caller.cn);
+      record = await this.start(job, caller.cn, id);
     } catch (err) {
       admission.failed();
       throw err;

@@ -1,7 +1,14 @@
 // How a job's record takes the usage read from its cgroup.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import test from 'ava';
+import { pino } from 'pino';
+import { JobHistory } from '../../../src/supervisor/jobs/history.js';
 import type { JobRecord } from '../../../src/supervisor/jobs/record.js';
-import { endJob, setUsage } from '../../../src/supervisor/jobs/store.js';
+import { endJob, JobStore, setUsage } from '../../../src/supervisor/jobs/store.js';
+import { OutputLog, jobLogOptions } from '../../../src/supervisor/output/log.js';
+import { storedJob } from '../../helpers/history.js';
 import type { ResourceUsage } from '../../../src/workers/protocol.js';
 
 let clock = Date.now();
@@ -38,4 +45,24 @@ test('usage: figures read before the ones the record holds do not replace them (
   t.is(record.usage, later);
   setUsage(record, usage(80, 80, 60));
   t.like(record.usage, { cpuUsec: 60, memoryBytes: 80, memoryPeakBytes: 100 });
+});
+
+test('a waiting job whose start was recorded as begun, but not as done, is FAILED at the next start, never waiting to start again', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-store-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const logger = pino({ level: 'silent' });
+  const stored = storedJob('waiter', { state: 'WAITING', pid: 0, cgroup: '', startedAt: null, endedAt: null, exitCode: null, after: [{ id: 'first', condition: 'ok' }], env: { A: 'b' } });
+  const history = JobHistory.open(dir, []);
+  t.teardown(() => history.close());
+  history.put(stored);
+  const { waiting } = new JobStore(history).restore([{ job: stored, log: new OutputLog(jobLogOptions(dir, 'waiter', 1024, logger)) }], new Date());
+  t.is(waiting.length, 1);
+  new JobStore(history).recordStarting(waiting[0]!.record);
+  // The server dies here. Its next start:
+  const [row] = history.load([]);
+  const after = new JobStore(history).restore([{ job: row!, log: new OutputLog(jobLogOptions(dir, 'waiter', 1024, logger)) }], new Date());
+  t.deepEqual(after.waiting, []);
+  t.deepEqual(after.interrupted, ['waiter']);
+  t.is(history.load([])[0]!.state, 'FAILED');
+  t.is(history.load([])[0]!.env, null);
 });
