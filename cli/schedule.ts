@@ -16,7 +16,7 @@ export class ScheduleCreateCommand extends StartCommand {
     category: 'Schedules',
     description: 'Create a schedule and print its id',
     details: `
-      At each time \`--cron\` names (five fields, minute hour day-of-month month day-of-week, or @hourly, @daily…; in \`--timezone\`, UTC by default), the server creates the job given here, with every option \`create\` takes (limits, isolation, env, labels, timeout) but \`--after\` and \`-i\`. Each job is labelled \`schedule=<id>\` (\`jobctl list --label schedule=<id>\`) and named after the schedule and the firing time (\`nightly-20261206-030000\`, UTC).
+      At each time \`--cron\` names (five fields, minute hour day-of-month month day-of-week, or @hourly, @daily…; in \`--timezone\`, UTC by default), the server creates the job given here, with every option \`create\` takes (limits, isolation, env, labels, timeout) but \`--after\` and \`-i\` (the server refuses those: a scheduled job waits for nothing and reads /dev/null). Each job is labelled \`schedule=<id>\` (\`jobctl list --label schedule=<id>\`) and named after the schedule and the firing time (\`nightly-20261206-030000\`, UTC).
 
       \`--concurrency\` says what a firing does while the job of an earlier one has not ended: \`allow\` (the default) starts another, \`forbid\` skips the firing, \`replace\` stops that job first. \`--catch-up\` says what the server does at its start for the slots it missed while it was down: \`once\` (the default) fires the latest missed slot once if it is no older than \`--catch-up-window\` (1h by default), \`none\` fires none. A skip is recorded with its reason (\`jobctl schedule get\`); a slot never fires twice.
 

@@ -767,3 +767,54 @@ test('create --after: a job the server does not have is its one-line refusal and
   t.is(result.stderr, `jobctl: after[0]: job ${MISSING_ID} not found\n`);
   t.is(result.stdout, '');
 });
+
+// ---------------------------------------------------------------------------
+// schedule
+
+test.serial('schedule: create prints the id; get, list, run-now, pause, resume and delete, each with --json', async (t) => {
+  const created = await jobctl(['schedule', 'create', '--cron', '0 4 * * *', '--timezone', 'UTC', '--name', 'jobctl-nightly', '--concurrency', 'forbid', '--label', 'team=ops', '--', 'echo', 'ran']);
+  t.is(created.exitCode, 0, created.stderr);
+  const id = created.stdout.trim();
+  t.regex(id, UUID);
+  t.teardown(() => jobctl(['schedule', 'delete', id]));
+  const detail = (await jobctl(['schedule', 'get', 'jobctl-nightly'])).stdout;
+  t.regex(detail, /^cron: +0 4 \* \* \*$/m);
+  t.regex(detail, /^next firing: +\d{4}-\d\d-\d\dT04:00:00/m);
+  t.regex(detail, /^concurrency: +forbid$/m);
+  t.regex(detail, /^catch-up: +once, within 1h$/m);
+  t.regex(detail, new RegExp(`^labels: +schedule=${id},team=ops$`, 'm'));
+  t.regex(detail, /^firings: none yet$/m);
+
+  const ran = await jobctl(['schedule', 'run-now', 'jobctl-nightly']);
+  t.is(ran.exitCode, 0, ran.stderr);
+  const jobId = ran.stdout.trim();
+  t.regex(jobId, UUID);
+  t.is((await jobctl(['wait', jobId])).stdout, '0\n');
+  const job = JSON.parse((await jobctl(['get', '--json', jobId])).stdout);
+  t.deepEqual(job.labels, { team: 'ops', schedule: id });
+  t.regex(job.name, /^jobctl-nightly-\d{8}-\d{6}$/);
+  const json = JSON.parse((await jobctl(['schedule', 'get', '--json', id])).stdout);
+  t.like(json, { id, name: 'jobctl-nightly', cron: '0 4 * * *', timezone: 'UTC', paused: false, concurrency: 'forbid', catchUp: 'once', catchUpWindowMs: 3600_000, owner: 'admin' });
+  t.like(json.firings[0], { outcome: 'STARTED', jobId, jobStatus: 'COMPLETED', manual: true, reason: null });
+  const listed = (await jobctl(['schedule', 'list'])).stdout.split('\n');
+  t.deepEqual(listed[0]!.split(/ +/), ['ID', 'NAME', 'CRON', 'TIMEZONE', 'NEXT', 'LAST', 'COMMAND']);
+  t.true(listed.some((line) => line.startsWith(id) && line.includes('jobctl-nightly') && line.includes('STARTED (COMPLETED)') && line.endsWith('echo ran')));
+
+  t.is((await jobctl(['schedule', 'pause', id])).stdout, `${id} paused\n`);
+  t.true(JSON.parse((await jobctl(['schedule', 'get', '--json', id])).stdout).paused);
+  t.regex((await jobctl(['schedule', 'resume', 'jobctl-nightly'])).stdout, new RegExp(`^${id} next firing \\d{4}-\\d\\d-\\d\\dT04:00:00.000Z\\n$`));
+  t.is((await jobctl(['schedule', 'delete', 'jobctl-nightly'])).stdout, `${id} deleted\n`);
+  const gone = await jobctl(['schedule', 'get', id]);
+  t.is(gone.exitCode, 1);
+  t.is(gone.stderr, `jobctl: schedule "${id}" not found\n`);
+});
+
+test('schedule create: a bad cron is the server\'s one-line refusal naming the field, exit 1; a bad --concurrency is exit 2', async (t) => {
+  const bad = await jobctl(['schedule', 'create', '--cron', '0 25 * * *', '--', 'true']);
+  t.is(bad.exitCode, 1);
+  t.is(bad.stderr, 'jobctl: cron "0 25 * * *": Invalid value for hour: 25\n');
+  t.is(bad.stdout, '');
+  const flag = await jobctl(['schedule', 'create', '--cron', '* * * * *', '--concurrency', 'sometimes', '--', 'true']);
+  t.is(flag.exitCode, 2);
+  t.regex(flag.stderr, /^jobctl: invalid value for --concurrency: /);
+});

@@ -7,8 +7,12 @@ const cert = (subject: Record<string, unknown>): PeerCertificate => ({ subject }
 const RPCS = Object.keys(PERMISSIONS) as RpcName[];
 
 const table: [string, Record<string, unknown>, RpcName[]][] = [
-  ['admin', { CN: 'alice', OU: 'admin' }, ['CreateJob', 'GetJob', 'StopJob', 'GetJobs', 'GetJobsStream', 'WriteInput', 'WaitJob', 'GetQuota', 'GetNodes', 'DrainNode', 'UndrainNode']],
-  ['viewer', { CN: 'bob', OU: 'viewer' }, ['GetJob', 'GetJobs', 'GetJobsStream', 'WaitJob', 'GetQuota', 'GetNodes']],
+  ['admin', { CN: 'alice', OU: 'admin' }, [
+      'CreateJob', 'GetJob', 'StopJob', 'GetJobs', 'GetJobsStream', 'WriteInput', 'WaitJob', 'GetQuota',
+      'CreateSchedule', 'GetSchedule', 'GetSchedules', 'PauseSchedule', 'ResumeSchedule', 'DeleteSchedule', 'RunSchedule',
+      'GetNodes', 'DrainNode', 'UndrainNode',
+    ]],
+  ['viewer', { CN: 'bob', OU: 'viewer' }, ['GetJob', 'GetJobs', 'GetJobsStream', 'WaitJob', 'GetQuota', 'GetSchedule', 'GetSchedules', 'GetNodes']],
   // A fleet node's certificate: it hands jobs over; everything else it does for a caller it names.
   ['node', { CN: 'n1', OU: 'node' }, ['StartJob']],
   ['no OU', { CN: 'carol' }, []],
