@@ -330,7 +330,7 @@ export function shellQuote(word: string): string {
   return `$'${word.replace(/[\\']/g, '\\$&').replace(CONTROL_GLOBAL, hexEscape)}'`;
 }
 
-function escapeControl(text: string): string {
+export function escapeControl(text: string): string {
   return text.replace(CONTROL_GLOBAL, hexEscape);
 }
 

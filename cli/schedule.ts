@@ -4,7 +4,7 @@ import * as t from 'typanion';
 import type { JobworkerClient } from '../src/client/client.js';
 import { CatchUpPolicy, ConcurrencyPolicy } from '../src/gen/jobworker/v1/jobworker.js';
 import { StartCommand } from './create.js';
-import { firingJson, firingOutcomeText, scheduleDetail, scheduleJson, scheduleTable, toJsonLine } from './format.js';
+import { escapeControl, firingJson, firingOutcomeText, scheduleDetail, scheduleJson, scheduleTable, toJsonLine } from './format.js';
 import { isJobName, isTimeout, JobctlCommand } from './options.js';
 
 const CONCURRENCY = { allow: ConcurrencyPolicy.CONCURRENCY_POLICY_ALLOW, forbid: ConcurrencyPolicy.CONCURRENCY_POLICY_FORBID, replace: ConcurrencyPolicy.CONCURRENCY_POLICY_REPLACE } as const;
@@ -134,7 +134,7 @@ export class ScheduleRunNowCommand extends OneScheduleCommand {
       if (!this.json) this.context.stdout.write(`${firing.jobId}\n`);
       return 0;
     }
-    if (!this.json) this.context.stderr.write(`jobctl: ${firingOutcomeText(firing).toLowerCase()}: ${firing.reason}\n`);
+    if (!this.json) this.context.stderr.write(`jobctl: ${firingOutcomeText(firing).toLowerCase()}: ${escapeControl(firing.reason)}\n`);
     return 1;
   }
 }

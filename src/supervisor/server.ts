@@ -226,6 +226,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     });
     const scheduler = new Scheduler({ book, service, store, logger });
     made.push(() => scheduler.close());
+    // Read before the port is bound (every call sees them); fired once startup is done (start()).
+    if (!options.backend) scheduler.load();
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
     boundary.calls = calls;

@@ -792,7 +792,7 @@ test.serial('schedule: create prints the id; get, list, run-now, pause, resume a
   t.is((await jobctl(['wait', jobId])).stdout, '0\n');
   const job = JSON.parse((await jobctl(['get', '--json', jobId])).stdout);
   t.deepEqual(job.labels, { team: 'ops', schedule: id });
-  t.regex(job.name, /^jobctl-nightly-\d{8}-\d{6}$/);
+  t.regex(job.name, /^jobctl-nightly-\d{8}-\d{6}-\d{3}$/);
   const json = JSON.parse((await jobctl(['schedule', 'get', '--json', id])).stdout);
   t.like(json, { id, name: 'jobctl-nightly', cron: '0 4 * * *', timezone: 'UTC', paused: false, concurrency: 'forbid', catchUp: 'once', catchUpWindowMs: 3600_000, owner: 'admin' });
   t.like(json.firings[0], { outcome: 'STARTED', jobId, jobStatus: 'COMPLETED', manual: true, reason: null });

@@ -52,7 +52,9 @@ async function once(id: string, done: (schedule: Schedule) => boolean, what: str
 }
 
 test.serial('a firing creates an ordinary job, labelled schedule=<id> and named after the schedule and the time; get shows the firing and the next time', async (t) => {
-  const schedule = await client.createSchedule({ cron: '0 3 * * *', timezone: 'Europe/Berlin', name: 'nightly', job: { command: 'echo', args: ['backed up'], labels: { team: 'ops' } } });
+  const schedule = await client.createSchedule({ cron: '0 3 * * *', timezone: 'Europe/Berlin', name: 'nightly', job: { command: 'sh', args: ['-c', 'echo "backed up with $TOKEN"'], env: ['TOKEN=s3cret'], labels: { team: 'ops' } } });
+  // Its environment is kept, and shown by name alone.
+  t.deepEqual(schedule.job!.env, ['TOKEN']);
   t.is(schedule.name, 'nightly');
   t.is(schedule.concurrency, ConcurrencyPolicy.CONCURRENCY_POLICY_ALLOW);
   t.is(schedule.catchUp, CatchUpPolicy.CATCH_UP_POLICY_ONCE);
@@ -68,9 +70,9 @@ test.serial('a firing creates an ordinary job, labelled schedule=<id> and named 
   const job = await client.wait(firing.jobId);
   t.is(job.status, JobStatus.JOB_STATUS_COMPLETED);
   t.deepEqual(job.labels, { team: 'ops', schedule: schedule.id });
-  t.regex(job.name, /^nightly-\d{8}-\d{6}$/);
+  t.regex(job.name, /^nightly-\d{8}-\d{6}-\d{3}$/);
   t.is(job.owner, 'admin');
-  t.is(await outputOf(client, job.id), 'backed up\n');
+  t.is(await outputOf(client, job.id), 'backed up with s3cret\n');
   t.deepEqual((await client.list({ labels: { schedule: schedule.id } })).map((j) => j.id), [job.id]);
   const after = await client.schedule(schedule.id);
   t.is(after.firings.length, 1);
@@ -101,6 +103,10 @@ test.serial('concurrency: forbid skips a firing while the earlier job runs, sayi
   t.is(second.jobId, '');
   t.is(second.reason, `the job of an earlier firing, ${first.jobId}, has not ended (concurrency forbid)`);
   t.is((await client.list({ labels: { schedule: forbid.id } })).length, 1);
+  // However many firings it skips (only the last 20 are kept), the job that runs still counts.
+  for (let i = 0; i < 21; i += 1) t.is((await client.runSchedule(forbid.id)).outcome, FiringOutcome.FIRING_OUTCOME_SKIPPED);
+  t.is((await client.list({ labels: { schedule: forbid.id } })).length, 1);
+  t.is((await client.schedule(forbid.id)).firings.length, 20);
 
   const replace = await client.createSchedule({ cron: YEARLY, concurrency: ConcurrencyPolicy.CONCURRENCY_POLICY_REPLACE, job: { command: 'sleep', args: ['600'] } });
   const old = await client.runSchedule(replace.id);
@@ -151,6 +157,8 @@ test.serial('bad schedules are refused naming the field, and nothing is recorded
     [{ cron: YEARLY, timezone: 'Mars/Base', job: { command: 'true' } }, 'INVALID_ARGUMENT', 'timezone "Mars/Base" is not an IANA time zone such as Europe/Berlin or UTC'],
     [{ cron: YEARLY, name: 'taken', job: { command: 'true' } }, 'SCHEDULE_NAME_TAKEN', /^schedule name "taken" is taken by schedule [0-9a-f-]{36}$/],
     [{ cron: YEARLY, name: 'bad name', job: { command: 'true' } }, 'INVALID_ARGUMENT', /^name: schedule name "bad name" is not valid/],
+    [{ cron: YEARLY, name: 'n'.repeat(44), job: { command: 'true' } }, 'INVALID_ARGUMENT', "name: a schedule's name is at most 43 characters (its jobs' names add the firing time), got 44"],
+    [{ cron: YEARLY, job: { command: 'true', labels: { schedule: 'mine' } } }, 'INVALID_ARGUMENT', "job.labels: the schedule label is the server's (schedule=<id> on every job a schedule creates)"],
     [{ cron: YEARLY, job: { command: 'true', name: 'mine' } }, 'INVALID_ARGUMENT', "job.name: a schedule names its jobs (the schedule's name and the firing time)"],
     [{ cron: YEARLY, job: { command: 'true', stdin: true } }, 'INVALID_ARGUMENT', "job.stdin: a scheduled job's stdin is /dev/null"],
     [{ cron: YEARLY, job: { command: 'true', limits: { maxCpuPercent: 100_000 } } }, 'INVALID_LIMITS', /^job: /],

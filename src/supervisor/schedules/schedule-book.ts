@@ -109,9 +109,11 @@ export class ScheduleBook {
     this.#putSchedule = db.prepare(`
       INSERT OR REPLACE INTO schedules (id, name, cron, timezone, job, concurrency, catch_up, catch_up_window_ms, paused, owner, created_at, last_slot)
       VALUES (@id, @name, @cron, @timezone, @job, @concurrency, @catch_up, @catch_up_window_ms, @paused, @owner, @created_at, @last_slot)`);
+    // Only for a schedule that is still there: a firing that ends after its schedule's delete leaves no row behind.
     this.#putFiring = db.prepare(`
       INSERT OR REPLACE INTO firings (schedule_id, slot, manual, fired_at, outcome, job_id, reason)
-      VALUES (@schedule_id, @slot, @manual, @fired_at, @outcome, @job_id, @reason)`);
+      SELECT @schedule_id, @slot, @manual, @fired_at, @outcome, @job_id, @reason
+      WHERE EXISTS (SELECT 1 FROM schedules WHERE id = @schedule_id)`);
     this.#trim = db.prepare(`
       DELETE FROM firings WHERE schedule_id = ? AND rowid NOT IN
         (SELECT rowid FROM firings WHERE schedule_id = ? ORDER BY fired_at DESC, slot DESC LIMIT ${FIRINGS_KEPT})`);
@@ -126,7 +128,8 @@ export class ScheduleBook {
       fs.accessSync(dataDir);
       db = new Database(file);
       db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
+      // FULL, not the job history's NORMAL: a claim lost to a power cut could fire its slot again; claims are few.
+      db.pragma('synchronous = FULL');
       db.exec(SCHEMA);
       return new ScheduleBook(db);
     } catch (err) {

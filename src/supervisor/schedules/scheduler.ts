@@ -37,12 +37,17 @@ export const MAX_TEMPLATE_BYTES = 16 * 1024;
 export const DEFAULT_CATCH_UP_WINDOW_MS = 3600_000;
 /** At most this: a week. */
 const MAX_CATCH_UP_WINDOW_MS = 7 * 24 * 3600_000;
-/** Missed slots counted one by one up to this many after downtime (an every-minute schedule down for a year would be 525,600). */
-const MISSED_COUNTED = 10_000;
+/**
+ * Missed slots counted one by one up to this many after downtime (an
+ * every-minute schedule down for a year would be 525,600; croner takes ~60 µs
+ * a step in a time zone, and startup must not stall on it).
+ */
+const MISSED_COUNTED = 100;
+/** A schedule's name at most: its jobs' names add a time to it and must fit 63 characters. */
+export const MAX_SCHEDULE_NAME = 43;
 /** setTimeout's longest delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** Where a job name's firing time goes: -YYYYMMDD-HHMMSS. */
-const TIME_SUFFIX_LENGTH = 16;
+
 
 /** What the ScheduleService RPCs are answered by. */
 export interface ScheduleApi {
@@ -70,6 +75,8 @@ export interface SchedulerOptions {
 
 interface Live {
   stored: StoredSchedule;
+  /** The last manual firing's time: two in one millisecond would be one row. */
+  lastManual: number;
   cron: CronSchedule;
   /** The next slot; null while paused or when none is left. */
   next: Date | null;
@@ -94,18 +101,38 @@ export class Scheduler implements ScheduleApi {
    * handled as each schedule's catch-up policy says, and every schedule armed.
    */
   start(now = new Date()): void {
-    for (const stored of this.#options.book.all()) {
-      for (const firing of this.#options.book.firings(stored.id)) {
-        if (firing.outcome !== 'STARTING') continue;
-        const ran = firing.jobId !== null && this.#options.store.get(firing.jobId) !== undefined;
-        this.#options.book.record({ ...firing, outcome: ran ? 'STARTED' : 'FAILED', reason: ran ? '' : 'the server stopped while it was starting the job: it never ran' });
+    for (const live of this.#schedules.values()) {
+      const { stored } = live;
+      try {
+        for (const firing of this.#options.book.firings(stored.id)) {
+          if (firing.outcome !== 'STARTING') continue;
+          const ran = firing.jobId !== null && this.#options.store.get(firing.jobId) !== undefined;
+          this.#options.book.record(ran ? { ...firing, outcome: 'STARTED' } : { ...firing, outcome: 'FAILED', jobId: null, reason: 'the server stopped while it was starting the job: it never ran' });
+        }
+        if (!stored.paused) this.#catchUp(live, now);
+        this.#arm(live);
+      } catch (err) {
+        // One schedule the server cannot take up must not keep the others (or the server) from running.
+        this.#options.logger.error({ scheduleId: stored.id, err: messageOf(err) }, 'could not take up a schedule: it does not fire until the server starts again');
       }
-      const live: Live = { stored, cron: new CronSchedule(stored.cron, stored.timezone), next: null, firing: Promise.resolve() };
-      this.#schedules.set(stored.id, live);
-      if (!stored.paused) this.#catchUp(live, now);
-      this.#arm(live);
     }
     if (this.#schedules.size > 0) this.#options.logger.info({ schedules: this.#schedules.size }, 'schedules taken up');
+  }
+
+  /**
+   * Reads the schedules on disk, before the server serves: the API sees
+   * them all from its first call. start() fires them. One whose cron
+   * expression or time zone this server no longer takes is logged and left
+   * out (it stays on disk).
+   */
+  load(): void {
+    for (const stored of this.#options.book.all()) {
+      try {
+        this.#schedules.set(stored.id, { stored, lastManual: 0, cron: new CronSchedule(stored.cron, stored.timezone), next: null, firing: Promise.resolve() });
+      } catch (err) {
+        this.#options.logger.error({ scheduleId: stored.id, cron: stored.cron, timezone: stored.timezone, err: messageOf(err) }, 'a schedule on disk cannot be read: left out');
+      }
+    }
   }
 
   /** Shutdown: no more firings (one in flight finishes, as any create does). */
@@ -124,6 +151,7 @@ export class Scheduler implements ScheduleApi {
     if (name !== null) {
       const nameProblem = jobNameProblem(name);
       if (nameProblem) throw Errors.invalidArgument(`name: ${nameProblem.replace(/^job name/, 'schedule name')}`);
+      if (name.length > MAX_SCHEDULE_NAME) throw Errors.invalidArgument(`name: a schedule's name is at most ${MAX_SCHEDULE_NAME} characters (its jobs' names add the firing time), got ${name.length}`);
     }
     const concurrency = concurrencyOf(request.concurrency);
     const catchUp = catchUpOf(request.catchUp);
@@ -152,7 +180,7 @@ export class Scheduler implements ScheduleApi {
       lastSlot: now,
     };
     this.#write(() => this.#options.book.put(stored));
-    const live: Live = { stored, cron: new CronSchedule(stored.cron, timezone), next: null, firing: Promise.resolve() };
+    const live: Live = { stored, lastManual: 0, cron: new CronSchedule(stored.cron, timezone), next: null, firing: Promise.resolve() };
     this.#schedules.set(id, live);
     this.#arm(live);
     this.#options.logger.info({ scheduleId: id, name, cron: stored.cron, timezone, owner: caller.cn }, 'schedule created');
@@ -190,12 +218,20 @@ export class Scheduler implements ScheduleApi {
     return this.#view(live);
   }
 
+  /** Once a firing in flight has created its job (or failed to): nothing of the schedule happens after the answer. */
   async deleteSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
     const live = this.#find(request.schedule);
     const view = this.#view(live);
-    this.#write(() => this.#options.book.delete(live.stored.id));
     clearTimeout(live.timer);
     this.#schedules.delete(live.stored.id);
+    await live.firing;
+    try {
+      this.#options.book.delete(live.stored.id);
+    } catch (err) {
+      this.#schedules.set(live.stored.id, live);
+      this.#arm(live);
+      throw Errors.notRecorded(`cannot record the schedule: ${messageOf(err)}`);
+    }
     this.#options.logger.info({ scheduleId: live.stored.id }, 'schedule deleted');
     return view;
   }
@@ -203,7 +239,14 @@ export class Scheduler implements ScheduleApi {
   async runSchedule(_caller: Caller, request: ScheduleRef): Promise<Firing> {
     const live = this.#find(request.schedule);
     if (this.#closing) throw Errors.shuttingDown();
-    const firing = await this.#fire(live, new Date(), true);
+    // After a firing in flight: the concurrency policy sees its job.
+    const fired = live.firing.then(() => {
+      const now = Math.max(Date.now(), live.lastManual + 1);
+      live.lastManual = now;
+      return this.#fire(live, new Date(now), true);
+    });
+    live.firing = fired;
+    const firing = await fired;
     if (!firing) throw Errors.notRecorded('cannot record the firing in the schedules: it did not fire');
     return this.#firingView(firing);
   }
@@ -215,6 +258,7 @@ export class Scheduler implements ScheduleApi {
     if (job.after.length > 0) throw Errors.invalidArgument('job.after: a scheduled job cannot wait for others');
     if (job.stdin) throw Errors.invalidArgument("job.stdin: a scheduled job's stdin is /dev/null");
     if (job.node !== '' || Object.keys(job.constraints).length > 0) throw Errors.notAFleet('job.node and job.constraints place jobs in a fleet');
+    if (Object.hasOwn(job.labels, 'schedule')) throw Errors.invalidArgument('job.labels: the schedule label is the server\'s (schedule=<id> on every job a schedule creates)');
     let bytes = Buffer.byteLength(job.command) + Buffer.byteLength(job.workdir);
     for (const text of [...job.args, ...job.env]) bytes += Buffer.byteLength(text);
     bytes += Buffer.byteLength(job.isolation?.rootfs ?? '') + Buffer.byteLength(job.isolation?.user ?? '');
@@ -229,44 +273,46 @@ export class Scheduler implements ScheduleApi {
   }
 
   /** What a firing at `time` asks CreateJob for. */
-  #request(job: CreateJobReq, id: string, name: string | null, time: Date): CreateJobReq {
-    return { ...job, name: jobName(name ?? `schedule-${id.slice(0, 8)}`, time), labels: { ...job.labels, schedule: id } };
+  #request(job: CreateJobReq, id: string, name: string | null, time: Date, manual = false): CreateJobReq {
+    return { ...job, name: jobName(name ?? `schedule-${id.slice(0, 8)}`, time, manual), labels: { ...job.labels, schedule: id } };
   }
 
   /**
-   * What the server missed while it was down: with catch-up once, the latest
-   * missed slot fires if it is within the window; every other is recorded
-   * skipped, in one entry.
+   * The slots missed while the server was down (or its timers were: a
+   * suspended host, a stalled loop, a clock stepped forward): with catch-up
+   * once, the latest fires if it is within the window; every other is
+   * recorded skipped, in one entry (at the first missed slot).
    */
   #catchUp(live: Live, now: Date): void {
     const { stored } = live;
-    let latest: Date | null = null;
-    let missed = 0;
-    for (let slot = live.cron.after(stored.lastSlot); slot !== null && slot <= now; slot = live.cron.after(slot)) {
+    const first = live.cron.after(stored.lastSlot);
+    if (first === null || first > now) return;
+    let latest = first;
+    let missed = 1;
+    for (let slot = live.cron.after(first); slot !== null && slot <= now; slot = live.cron.after(slot)) {
       latest = slot;
       missed += 1;
       if (missed >= MISSED_COUNTED) {
-        // Far behind: the latest missed slot is the last one at or before now.
         latest = lastSlotUpTo(live.cron, slot, now);
         break;
       }
     }
-    if (latest === null) return;
-    const count = missed >= MISSED_COUNTED ? `at least ${MISSED_COUNTED}` : String(missed);
+    const many = missed >= MISSED_COUNTED;
     const fires = stored.catchUp === 'once' && now.getTime() - latest.getTime() <= stored.catchUpWindowMs;
     const skipped = fires ? missed - 1 : missed;
-    if (skipped > 0 || !fires) {
+    if (skipped > 0 || many) {
+      const count = many ? `at least ${MISSED_COUNTED - (fires ? 1 : 0)}` : String(skipped);
       const why =
         stored.catchUp === 'none'
           ? `missed ${count} firing(s) while the server was down, the last at ${latest.toISOString()} (catch-up none)`
           : fires
-            ? `missed ${missed >= MISSED_COUNTED ? count : skipped} earlier firing(s) while the server was down; the latest, ${latest.toISOString()}, fires once (catch-up once)`
+            ? `missed ${count} earlier firing(s) while the server was down; the latest, ${latest.toISOString()}, fires once (catch-up once)`
             : `missed ${count} firing(s) while the server was down, the last at ${latest.toISOString()}, older than the catch-up window (${stored.catchUpWindowMs / 1000} s)`;
-      // Recorded under the slot before the latest when that fires, so that the two entries do not collide.
-      const at = fires ? new Date(latest.getTime() - 1) : latest;
-      this.#claim(live, { scheduleId: stored.id, slot: at, firedAt: now, outcome: 'SKIPPED', jobId: null, reason: why, manual: false });
+      // Under the first missed slot, or the latest when that one does not fire (a slot claimed once).
+      this.#claim(live, { scheduleId: stored.id, slot: fires ? first : latest, firedAt: now, outcome: 'SKIPPED', jobId: null, reason: why, manual: false });
     }
-    if (fires) live.firing = this.#fire(live, latest, false);
+    // The latest is what the timer fires next (#arm), at once, as any slot: moved to just before it here alone (on disk the claim moves it).
+    if (fires) live.stored = { ...live.stored, lastSlot: new Date(latest.getTime() - 1) };
   }
 
   /** Sets the timer for the schedule's next slot (none while paused). */
@@ -279,17 +325,25 @@ export class Scheduler implements ScheduleApi {
     const wait = (): void => {
       const left = slot.getTime() - Date.now();
       if (left > MAX_TIMER_MS) {
-        live.timer = setTimeout(wait, MAX_TIMER_MS);
+        live.timer = setTimeout(wait, MAX_TIMER_MS).unref();
         return;
       }
       live.timer = setTimeout(() => {
         live.timer = undefined;
+        const now = new Date();
+        const after = live.cron.after(slot);
+        // Late past the next slot too (a suspended host, a stalled loop, a clock stepped forward): as after downtime, not a burst.
+        if (after !== null && after <= now) {
+          this.#catchUp(live, now);
+          this.#arm(live);
+          return;
+        }
         // After the firing before it, if that is still creating its job.
-        live.firing = live.firing.then(() => this.#fire(live, slot, false)).finally(() => {
+        live.firing = live.firing.then(() => this.#fire(live, slot, false));
+        void live.firing.then(() => {
           if (this.#schedules.get(live.stored.id) === live && live.next === slot) this.#arm(live);
         });
-      }, Math.max(0, left));
-      live.timer.unref();
+      }, Math.max(0, left)).unref();
     };
     wait();
   }
@@ -300,12 +354,27 @@ export class Scheduler implements ScheduleApi {
    * Resolves with the firing as recorded.
    */
   async #fire(live: Live, slot: Date, manual: boolean): Promise<StoredFiring | undefined> {
+    try {
+      return await this.#fireOnce(live, slot, manual);
+    } catch (err) {
+      // Never a rejected chain (live.firing) nor a crash: logged; the slot is passed over.
+      this.#options.logger.error({ scheduleId: live.stored.id, slot, err: messageOf(err) }, 'a firing failed before it could be recorded');
+      if (!manual && slot > live.stored.lastSlot) live.stored = { ...live.stored, lastSlot: slot };
+      return undefined;
+    }
+  }
+
+  async #fireOnce(live: Live, slot: Date, manual: boolean): Promise<StoredFiring | undefined> {
     const { stored } = live;
     if (this.#closing || this.#schedules.get(stored.id) !== live) return undefined;
-    if (!manual && stored.paused) return undefined;
     const firedAt = new Date();
     const base = { scheduleId: stored.id, slot, firedAt, manual };
-    const previous = this.#previousJob(stored.id);
+    if (!manual && stored.paused) {
+      // Due before the pause, fired after it (behind a firing in flight): skipped, saying so.
+      const paused: StoredFiring = { ...base, outcome: 'SKIPPED', jobId: null, reason: 'the schedule was paused when its turn came' };
+      return this.#claim(live, paused) ? paused : undefined;
+    }
+    const previous = this.#runningJob(stored.id);
     if (previous && stored.concurrency === 'forbid') {
       const skipped: StoredFiring = { ...base, outcome: 'SKIPPED', jobId: null, reason: `the job of an earlier firing, ${previous}, has not ended (concurrency forbid)` };
       return this.#claim(live, skipped) ? skipped : undefined;
@@ -317,7 +386,7 @@ export class Scheduler implements ScheduleApi {
     let done: StoredFiring;
     try {
       if (previous && stored.concurrency === 'replace') await this.#options.service.stopJob(owner, { id: previous, graceMs: undefined });
-      await this.#options.service.createJob(owner, this.#request(stored.job, stored.id, stored.name, manual ? firedAt : slot), jobId);
+      await this.#options.service.createJob(owner, this.#request(stored.job, stored.id, stored.name, manual ? firedAt : slot, manual), jobId);
       done = { ...starting, outcome: 'STARTED' };
     } catch (err) {
       done = { ...starting, outcome: 'FAILED', jobId: null, reason: messageOf(err) };
@@ -335,7 +404,11 @@ export class Scheduler implements ScheduleApi {
   /** Records a firing claiming its slot (and moves the schedule past it); false when it was handled already or the disk refused. */
   #claim(live: Live, firing: StoredFiring): boolean {
     try {
-      if (!this.#options.book.claim(firing)) return false;
+      if (!this.#options.book.claim(firing)) {
+        // Handled already (the disk says so): this side moves past it too, or the timer would come back to it.
+        if (!firing.manual && firing.slot > live.stored.lastSlot) live.stored = { ...live.stored, lastSlot: firing.slot };
+        return false;
+      }
     } catch (err) {
       // Not recorded, so not fired: the slot is passed over (in memory), or the timer would fire it again at once.
       this.#options.logger.error({ scheduleId: firing.scheduleId, slot: firing.slot, err: messageOf(err) }, 'could not record a firing: it does not fire');
@@ -346,14 +419,16 @@ export class Scheduler implements ScheduleApi {
     return true;
   }
 
-  /** The job of the schedule's newest firing that created one, while it has not ended. */
-  #previousJob(scheduleId: string): string | null {
-    for (const firing of this.#options.book.firings(scheduleId)) {
-      if ((firing.outcome !== 'STARTED' && firing.outcome !== 'STARTING') || firing.jobId === null) continue;
-      const job = this.#options.store.get(firing.jobId);
-      return job && isLive(job.state) ? firing.jobId : null;
-    }
-    return null;
+  /**
+   * A job of the schedule that has not ended, the newest: read from the job
+   * store by its label (firings are trimmed to the last 20, and a job may
+   * outlive many skipped ones). Firings of a schedule run one at a time, so
+   * none is being created now.
+   */
+  #runningJob(scheduleId: string): string | null {
+    let newest: string | null = null;
+    for (const job of this.#options.store.values()) if (isLive(job.state) && job.labels.schedule === scheduleId) newest = job.id;
+    return newest;
   }
 
   #find(ref: string): Live {
@@ -383,7 +458,8 @@ export class Scheduler implements ScheduleApi {
       name: stored.name ?? '',
       cron: stored.cron,
       timezone: stored.timezone,
-      job: stored.job,
+      // Its environment's names only: values may be secrets, and a viewer reads schedules (a job's environment is never shown either).
+      job: { ...stored.job, env: stored.job.env.map((entry) => entry.slice(0, Math.max(0, entry.indexOf('=')))) },
       concurrency: CONCURRENCY[stored.concurrency],
       catchUp: stored.catchUp === 'none' ? CatchUpPolicy.CATCH_UP_POLICY_NONE : CatchUpPolicy.CATCH_UP_POLICY_ONCE,
       catchUpWindowMs: stored.catchUpWindowMs,
@@ -435,11 +511,16 @@ function catchUpOf(policy: CatchUpPolicy): CatchUp {
   throw Errors.invalidArgument(`catch_up must be ONCE or NONE, got ${quoted(String(policy))}`);
 }
 
-/** `<base>-YYYYMMDD-HHMMSS` (UTC), at most 63 characters: a job name. */
-export function jobName(base: string, time: Date): string {
+/**
+ * `<base>-YYYYMMDD-HHMMSS` (the slot, UTC), or for a manual firing
+ * `<base>-YYYYMMDD-HHMMSS-mmm` (two in one second must not share a name): a
+ * job name, at most 63 characters (a base from a schedule's name is at most
+ * MAX_SCHEDULE_NAME).
+ */
+export function jobName(base: string, time: Date, manual = false): string {
   const iso = time.toISOString();
   const stamp = `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}-${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}`;
-  return `${base.slice(0, 63 - TIME_SUFFIX_LENGTH)}-${stamp}`;
+  return `${base.slice(0, MAX_SCHEDULE_NAME)}-${stamp}${manual ? `-${iso.slice(20, 23)}` : ''}`;
 }
 
 /** The last slot at or before `now`, from `from` on (which is at or before it), stepping by halves of the gap. */
