@@ -189,7 +189,12 @@ export class WaitingJobs {
     const entry = this.#entries.get(record.id);
     if (!entry) return;
     if (entry.starting) await entry.starting;
-    else if (!this.#closing) return this.#end(entry, 'STOPPED', 'stopped while waiting: it never ran');
+    else if (!this.#closing) {
+      const unrecorded = this.#end(entry, 'STOPPED', 'stopped while waiting: it never ran');
+      // The caller must know: on disk it still waits, and after a restart it would wait (and may run) again.
+      if (unrecorded) throw Errors.notRecorded(`${unrecorded.message}; the job is stopped until the server restarts, when it would wait again`);
+      return;
+    }
     // Shutting down: it waits on in the history, for the next start.
     if (record.state === 'WAITING') throw Errors.shuttingDown();
     if (record.state === 'RUNNING') await this.#options.runner.stop(record, graceMs);
@@ -286,7 +291,8 @@ export class WaitingJobs {
     } catch (err) {
       admission.failed();
       logger.error({ jobId: record.id, err: err instanceof NotRecordedError ? err.reason : err }, 'could not record the start of a waiting job');
-      return this.#end(entry, 'FAILED', `its dependencies ended as asked, but its start could not be recorded: ${messageOf(err)}`);
+      this.#end(entry, 'FAILED', `its dependencies ended as asked, but its start could not be recorded: ${messageOf(err)}`);
+      return;
     }
     const request: StartRequest = {
       command: record.command,
@@ -329,7 +335,8 @@ export class WaitingJobs {
   }
 
   /** Ends a job that never ran: recorded, its log closed (nothing was written), its waiters and dependents told. */
-  #end(entry: Entry, state: JobState, message: string): void {
+  /** Returns the history's refusal to record it, if it refused (the job has ended here all the same). */
+  #end(entry: Entry, state: JobState, message: string): NotRecordedError | undefined {
     const { record, settle } = entry.waiting;
     const { store, metrics, logger, onJobEnded } = this.#options;
     this.#heldBack = this.#heldBack.filter((other) => other !== entry);
@@ -337,11 +344,14 @@ export class WaitingJobs {
     record.message = message;
     record.endedAt = new Date();
     metrics.jobEnded(record);
+    let unrecorded: NotRecordedError | undefined;
     try {
       store.recordEnd(record);
     } catch (err) {
       // Ended here all the same; on disk it still waits, and is judged again at the next start.
       logger.error({ jobId: record.id, err: err instanceof NotRecordedError ? err.reason : err }, 'could not record the end of a waiting job in the job history');
+      if (err instanceof NotRecordedError) unrecorded = err;
+      else throw err;
     }
     logger.info({ jobId: record.id, state, message }, 'job ended without running');
     void record.log.close();
@@ -349,6 +359,7 @@ export class WaitingJobs {
     settle();
     // Its own dependents next, a turn later: a long chain ends link by link, never as one deep recursion.
     setImmediate(() => onJobEnded(record));
+    return unrecorded;
   }
 
   /** Tries the held-back entries again, oldest first; those still without room stay (in order). */
