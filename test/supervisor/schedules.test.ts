@@ -84,14 +84,18 @@ test.serial('a real slot fires once, at its minute, as the cron expression says'
   const schedule = await client.createSchedule({ cron: '* * * * *', job: { command: 'true' } });
   const slot = schedule.nextFiringAt!;
   t.is(slot.getUTCSeconds(), 0);
-  const fired = await once(schedule.id, (s) => s.firings.length > 0, 'a firing', 90_000);
-  const [firing] = fired.firings;
+  // STARTING while its job is being created (a slow host shows it): what the test waits for is how it went.
+  const fired = await once(schedule.id, (s) => s.firings.length > 0 && s.firings.at(-1)!.outcome !== FiringOutcome.FIRING_OUTCOME_STARTING, 'a firing', 90_000);
+  const firing = fired.firings.at(-1);
   t.is(firing!.outcome, FiringOutcome.FIRING_OUTCOME_STARTED);
   t.is(firing!.slot!.getTime(), slot.getTime());
   t.false(firing!.manual);
   const job = await client.get(firing!.jobId);
   t.is(job.name, `schedule-${schedule.id.slice(0, 8)}-${slot.toISOString().slice(0, 10).replaceAll('-', '')}-${slot.toISOString().slice(11, 19).replaceAll(':', '')}`);
-  t.true(fired.nextFiringAt!.getTime() === slot.getTime() + 60_000);
+  // Once: every later firing is for a later slot.
+  t.is(fired.firings.filter((f) => f.slot!.getTime() === slot.getTime()).length, 1);
+  t.true(fired.nextFiringAt!.getTime() > slot.getTime());
+  t.is(fired.nextFiringAt!.getUTCSeconds(), 0);
 });
 
 test.serial('concurrency: forbid skips a firing while the earlier job runs, saying so; replace stops it first', async (t) => {

@@ -466,7 +466,8 @@ export class Scheduler implements ScheduleApi {
       paused: stored.paused,
       owner: stored.owner,
       createdAt: stored.createdAt,
-      nextFiringAt: live.next ?? undefined,
+      // From the last slot claimed, not the timer's: a firing in flight has already moved past its slot.
+      nextFiringAt: stored.paused ? undefined : (live.cron.after(stored.lastSlot) ?? undefined),
       firings: this.#options.book.firings(stored.id).map((firing) => this.#firingView(firing)),
     };
   }
