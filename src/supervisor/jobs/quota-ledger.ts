@@ -122,7 +122,7 @@ export class QuotaLedger {
     const rule = this.#rules.ruleFor(caller);
     if (!rule) return;
     this.#roles.set(caller.cn, caller.role);
-    this.#checkRunning(rule, caller.cn, { jobs: new Set(), starting: new Set(), created: [] }, limits);
+    this.#checkRunning(rule, caller.cn, idleOwner(), limits);
     if (rule.limits.rate === undefined) return;
     const owner = this.#ownerUse(caller.cn);
     try {
@@ -217,9 +217,9 @@ export class QuotaLedger {
   /** Without creating an entry for a CN never seen (asking about one must not grow the ledger). */
   #ownerUse(cn: string, keep = true): OwnerUse {
     let owner = this.#owners.get(cn);
-    if (!owner && !keep) return { jobs: new Set(), starting: new Set(), created: [] };
+    if (!owner && !keep) return idleOwner();
     if (!owner) {
-      owner = { jobs: new Set(), starting: new Set(), created: [] };
+      owner = idleOwner();
       this.#owners.set(cn, owner);
     }
     return owner;
@@ -249,6 +249,11 @@ export class QuotaLedger {
     for (const job of this.#store.values()) if (job.owner === cn) bytes += job.log.length - job.log.start;
     return bytes;
   }
+}
+
+/** An owner with nothing running, starting or created: a CN not seen, or a job checked alone. */
+function idleOwner(): OwnerUse {
+  return { jobs: new Set(), starting: new Set(), created: [] };
 }
 
 function windowName(ms: number): string {

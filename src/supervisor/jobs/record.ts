@@ -11,6 +11,13 @@ export function isLive(state: JobState): boolean {
   return state === 'RUNNING' || state === 'WAITING';
 }
 
+/** The `ended` of a job that waits (it ends when it has run, or without running), and what settles it. */
+export function waitingEnd(): { ended: Promise<void>; settle: () => void } {
+  let settle!: () => void;
+  const ended = new Promise<void>((resolve) => (settle = resolve));
+  return { ended, settle };
+}
+
 /** What a job waits for (CreateJobReq.after): a job's end, or (`ok`) its COMPLETED end. */
 export interface Dependency {
   readonly id: string;

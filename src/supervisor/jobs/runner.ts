@@ -94,8 +94,7 @@ export interface StartRequest {
   /**
    * A job that waited (waiting-jobs.ts): its record, in the store already,
    * becomes the running job's (and keeps its id, name, log and creation
-   * time); `settle` resolves its `ended` once the job has ended. Its
-   * dependencies, for the record of a job that did not wait.
+   * time); `settle` resolves its `ended` once the job has ended.
    */
   waiting?: { record: JobRecord; settle: () => void };
 }

@@ -6,7 +6,7 @@
 import type { JobOutcome, ResourceUsage } from '../../workers/protocol.js';
 import type { OutputLog } from '../output/log.js';
 import type { JobHistory, StoredJob } from './history.js';
-import { isLive, type JobRecord, type JobState } from './record.js';
+import { isLive, waitingEnd, type JobRecord, type JobState } from './record.js';
 
 /** The job was not recorded on disk: the history said why. */
 export class NotRecordedError extends Error {
@@ -118,8 +118,7 @@ export class JobStore {
     for (const { job, log } of jobs) {
       const { outputBytes: _recorded, env, ...fields } = job;
       if (fields.state === 'WAITING') {
-        let settle!: () => void;
-        const ended = new Promise<void>((resolve) => (settle = resolve));
+        const { ended, settle } = waitingEnd();
         const record: JobRecord = { ...fields, log, ended };
         waiting.push({ record, settle, env: env ?? {} });
         this.#insert(record);

@@ -20,7 +20,7 @@ import type { ServerMetrics } from '../ops/metrics.js';
 import { OutputLog, jobLogOptions } from '../output/log.js';
 import type { Role } from '../rpc/authz.js';
 import type { QuotaLedger } from './quota-ledger.js';
-import { isLive, type Dependency, type JobRecord, type JobState } from './record.js';
+import { isLive, waitingEnd, type Dependency, type JobRecord, type JobState } from './record.js';
 import type { JobRunner, StartRequest } from './runner.js';
 import { NotRecordedError, type JobStore, type WaitingRecord } from './store.js';
 
@@ -84,11 +84,6 @@ export class WaitingJobs {
     this.#options = options;
   }
 
-  /** How many jobs wait now. */
-  get size(): number {
-    return this.#entries.size;
-  }
-
   /**
    * Records a job that waits for `after` (ids of jobs in the store) and
    * takes it up: it may start, or end, as soon as this returns (its
@@ -99,8 +94,7 @@ export class WaitingJobs {
   accept(job: WaitingStart, owner: string, role: Role | null, after: readonly Dependency[]): JobRecord {
     const { store, outputRoot, maxOutputBytes, logger } = this.#options;
     const id = randomUUID();
-    let settle!: () => void;
-    const ended = new Promise<void>((resolve) => (settle = resolve));
+    const { ended, settle } = waitingEnd();
     const record: JobRecord = {
       id,
       command: job.command,
@@ -125,10 +119,9 @@ export class WaitingJobs {
       exitCode: null,
       signal: null,
       oomKilled: false,
-      message: '',
+      message: waitingFor(after.map((dependency) => dependency.id)),
       usage: null,
     };
-    record.message = waitingFor(after.map((dependency) => dependency.id));
     store.add(record, job.env);
     logger.info({ jobId: id, owner, after }, 'job accepted, waiting for its dependencies');
     this.#take(entryFor({ record, settle, env: job.env }, role));

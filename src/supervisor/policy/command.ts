@@ -19,15 +19,23 @@ export const MAX_ARG_BYTES = 128 * 1024 - 1;
  */
 export const MAX_REQUEST_BYTES = 256 * 1024;
 
+/** What of a CreateJob request the server keeps with the job. */
+type StoredParts = Pick<CreateJobReq, 'command' | 'args' | 'env' | 'workdir' | 'isolation'>;
+
+/** The size of a request's stored parts: command, args, env, workdir, rootfs and user. */
+export function requestBytes(request: StoredParts): number {
+  let bytes = Buffer.byteLength(request.command) + Buffer.byteLength(request.workdir);
+  for (const arg of request.args) bytes += Buffer.byteLength(arg);
+  for (const entry of request.env) bytes += Buffer.byteLength(entry);
+  return bytes + Buffer.byteLength(request.isolation?.rootfs ?? '') + Buffer.byteLength(request.isolation?.user ?? '');
+}
+
 /**
  * INVALID_ARGUMENT when the request's stored parts pass MAX_REQUEST_BYTES.
  * Checked first, before anything looks at what they say.
  */
-export function checkRequestSize(request: Pick<CreateJobReq, 'command' | 'args' | 'env' | 'workdir' | 'isolation'>): void {
-  let bytes = Buffer.byteLength(request.command) + Buffer.byteLength(request.workdir);
-  for (const arg of request.args) bytes += Buffer.byteLength(arg);
-  for (const entry of request.env) bytes += Buffer.byteLength(entry);
-  bytes += Buffer.byteLength(request.isolation?.rootfs ?? '') + Buffer.byteLength(request.isolation?.user ?? '');
+export function checkRequestSize(request: StoredParts): void {
+  const bytes = requestBytes(request);
   if (bytes > MAX_REQUEST_BYTES) {
     throw Errors.invalidArgument(
       `the job's command, args, env, workdir, rootfs and user must be at most ${MAX_REQUEST_BYTES} bytes together (256 KiB), got ${bytes}`,

@@ -22,6 +22,7 @@ import {
   type Schedules,
 } from '../../gen/jobworker/v1/jobworker.js';
 import { Errors, JobworkerError, quoted } from '../errors.js';
+import { requestBytes } from '../policy/command.js';
 import { isLive } from '../jobs/record.js';
 import type { JobStore } from '../jobs/store.js';
 import type { Caller } from '../rpc/authz.js';
@@ -259,9 +260,7 @@ export class Scheduler implements ScheduleApi {
     if (job.stdin) throw Errors.invalidArgument("job.stdin: a scheduled job's stdin is /dev/null");
     if (job.node !== '' || Object.keys(job.constraints).length > 0) throw Errors.notAFleet('job.node and job.constraints place jobs in a fleet');
     if (Object.hasOwn(job.labels, 'schedule')) throw Errors.invalidArgument('job.labels: the schedule label is the server\'s (schedule=<id> on every job a schedule creates)');
-    let bytes = Buffer.byteLength(job.command) + Buffer.byteLength(job.workdir);
-    for (const text of [...job.args, ...job.env]) bytes += Buffer.byteLength(text);
-    bytes += Buffer.byteLength(job.isolation?.rootfs ?? '') + Buffer.byteLength(job.isolation?.user ?? '');
+    const bytes = requestBytes(job);
     if (bytes > MAX_TEMPLATE_BYTES) throw Errors.invalidArgument(`job: a schedule's command, args, env, workdir, rootfs and user must be at most ${MAX_TEMPLATE_BYTES} bytes together, got ${bytes}`);
     try {
       this.#options.service.resolve(this.#request(job, id, name, new Date()));
