@@ -147,8 +147,9 @@ test('default: a stop reaches the job through job-init; whatever ignores it is k
     unary(client, 'stopJob', { id: graceful.id, graceMs: 5_000 }),
     unary(client, 'stopJob', { id: stubborn.id, graceMs: 200 }).then((reply) => ({ ...reply, ms: performance.now() - stopping })),
   ]);
-  // The grace period is waited out, and not much more (a generous margin: the machines are slow).
-  t.true(stubbornEnd.ms >= 200 && stubbornEnd.ms < 10_000, `${stubbornEnd.ms} ms`);
+  // The grace period is waited out. The upper bound only catches an escalation that stalls: the v2 VM,
+  // under the whole suite, once took 10.9 s for this stop; a kill that never came fails on the signal below.
+  t.true(stubbornEnd.ms >= 200 && stubbornEnd.ms < 60_000, `${stubbornEnd.ms} ms`);
   t.deepEqual(processesOf(sleeper[1]!), [], 'the grandchild is gone too');
   t.is(gracefulEnd.job!.status, JobStatus.JOB_STATUS_STOPPED);
   t.is(gracefulEnd.job!.exitCode, 3);
