@@ -13,6 +13,8 @@ export class QuotaCommand extends JobctlCommand {
 
       Another CN's role is in its certificate, not in its jobs: its role's rule shows once the server has seen it create a job.
 
+      In a fleet, any node answers with the fleet's use: running jobs, CPU, memory and the rate count the owner's jobs on every node; output and calls are the answering node's own.
+
       With \`--json\`: one JSON object; a limit is null where nothing is limited.
     `,
     examples: [

@@ -17,3 +17,16 @@ const CRASH_AT = process.env.JOBWORKER_FLEET_CRASH_AT;
 export function crashAt(point: CrashPoint): void {
   if (CRASH_AT === point) process.kill(process.pid, 'SIGKILL');
 }
+
+// Delay points, for the tests of races: with JOBWORKER_FLEET_DELAY_AT set to
+// "<point>:<ms>", the step waits that long there, so that racing starts all
+// reach it before any goes on. Unset, delayAt() resolves at once.
+export type DelayPoint =
+  /** Chosen node: its owner's quota use is read, the start not yet claimed. */
+  'quota-read';
+
+const DELAY_AT = /^([a-z-]+):(\d{1,5})$/.exec(process.env.JOBWORKER_FLEET_DELAY_AT ?? '');
+
+export async function delayAt(point: DelayPoint): Promise<void> {
+  if (DELAY_AT?.[1] === point) await new Promise((resolve) => setTimeout(resolve, Number(DELAY_AT[2])));
+}

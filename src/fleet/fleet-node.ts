@@ -42,7 +42,8 @@ import type { Caller } from '../supervisor/rpc/authz.js';
 import { openInput, type InputStream } from '../supervisor/rpc/input-call.js';
 import type { FleetApi, InputCall, JobApi, NodeApi, OutputCall } from '../supervisor/rpc/job-api.js';
 import type { JobsPage } from '../supervisor/rpc/job-pages.js';
-import { checkJobId, checkJobRef } from '../supervisor/rpc/job-service.js';
+import { checkJobId, checkJobRef, checkQuotaOwner, type ResolvedJob } from '../supervisor/rpc/job-service.js';
+import type { QuotaCaller } from '../supervisor/policy/quotas.js';
 import { toJob } from '../supervisor/rpc/job-view.js';
 import { WriteWindow } from '../supervisor/rpc/write-window.js';
 import type { LocalParts } from '../supervisor/server.js';
@@ -55,7 +56,8 @@ import { readNodes, toNode, type NodeInfo, type NodeView } from './nodes.js';
 import { Peers, forwardedMetadata, fromPeer, nodeUnavailable } from './peers.js';
 import { crashAt } from './faults.js';
 import { capacityRefusal, describeRefusals, place } from './placement.js';
-import { FleetRecords, newAttempt, type NameHolder } from './records.js';
+import { FleetQuotas } from './quota-use.js';
+import { FleetRecords, newAttempt, type ClaimOutcome, type NameHolder, type StartClaim } from './records.js';
 
 /** From the hand-off to the other node's answer: its start (job-init's own time-out is 30 s) and a few etcd writes. */
 const HAND_OFF_TIMEOUT_MS = 60_000;
@@ -68,6 +70,8 @@ const DECLARATIONS_AT_ONCE = 16;
 /** GetJobs fresh_usage: reads of other nodes' running jobs in flight at once, and how long each may take. */
 const FRESH_READS_AT_ONCE = 32;
 const FRESH_TIMEOUT_MS = 2_000;
+/** How long a start keeps trying to claim while other starts change its owner's quota use or its name. */
+const CLAIM_RETRY_MS = 10_000;
 /** How often a hand-off whose answer was lost looks at the job's record. */
 const SETTLE_POLL_MS = 100;
 /**
@@ -83,6 +87,7 @@ const MIB = 1024 * 1024;
 export class FleetNode implements JobApi, FleetApi, NodeApi {
   readonly keys: FleetKeys;
   readonly records: FleetRecords;
+  readonly quotas: FleetQuotas;
   readonly peers: Peers;
   readonly membership: Membership;
   readonly self: string;
@@ -107,6 +112,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     this.self = config.nodeName;
     this.keys = new FleetKeys(config.prefix);
     this.records = new FleetRecords(client, this.keys);
+    this.quotas = new FleetQuotas(client, this.keys, () => local.service.options.quotas.rules, (cn) => local.service.options.quotas.outputOf(cn));
     this.peers = new Peers(config.nodeTls);
     this.membership = new Membership(client, this.keys, config, {
       stats: () => this.#stats(),
@@ -314,7 +320,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   }
 
   async #handOff(node: NodeInfo, id: string, caller: Caller, request: CreateJobReq): Promise<Job> {
-    const start: StartJobReq = { id, request, owner: caller.cn, attempt: newAttempt() };
+    const start: StartJobReq = { id, request, owner: caller.cn, ownerRole: caller.role ?? '', attempt: newAttempt() };
     if (node.name === this.self) return this.#start(start);
     crashAt('entry-before-hand-off');
     try {
@@ -378,13 +384,9 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         // etcd late is ended by this node's next upkeep (#reconcile).
         throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer; job ${request.id} was not started: ${messageOf(err)}`);
       };
-      const name = resolved.name === null ? undefined : await this.#freeName(resolved.name).catch((err: unknown) => (err instanceof JobworkerError ? Promise.reject(err) : notStarted(err)));
-      const outcome = await this.records.claimStart(request.id, { node: this.self, attempt: newAttempt() }, pending, name).catch(notStarted);
-      if (!outcome.won && outcome.claim === null) {
-        // Another start took the name between the read and the claim.
-        const holder = await this.records.nameHolder(resolved.name!).catch(() => ({ id: null }));
-        throw Errors.nameTaken(resolved.name!, holder.id);
-      }
+      const owner = { cn: request.owner, role: request.ownerRole === '' ? null : request.ownerRole };
+      const ours = (err: unknown): Promise<never> => (err instanceof JobworkerError ? Promise.reject(err) : notStarted(err));
+      const outcome = await this.#claimStart(request.id, pending, resolved, owner, ours, notStarted);
       if (!outcome.won) {
         const claim = outcome.claim!;
         if (claim.cancelled) throw new JobworkerError('START_CANCELLED', `job ${request.id}: its start was cancelled by node ${claim.node}`);
@@ -395,7 +397,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       try {
         record = await this.local.service.start(resolved, request.owner, request.id);
       } catch (err) {
-        await this.records.forgetFailedStart(request.id, this.self, resolved.name).catch((forgetErr: unknown) => {
+        await this.records.forgetFailedStart(request.id, this.self, request.owner, resolved.name).catch((forgetErr: unknown) => {
           this.logger.warn({ jobId: request.id, err: messageOf(forgetErr) }, 'could not remove the record of a job that failed to start');
         });
         throw err;
@@ -407,6 +409,35 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       return job;
     } finally {
       this.#admitting.delete(request.id);
+    }
+  }
+
+  /**
+   * The start claim, made only while the job's name is free and its owner's
+   * quota has room as read: NAME_TAKEN or QUOTA_EXCEEDED when not. When
+   * another start changed either between the read and the claim, both are
+   * read again, for up to CLAIM_RETRY_MS (creates of one owner at its edge
+   * from several nodes at once); past it the start is refused as not made.
+   */
+  async #claimStart(
+    id: string,
+    pending: Job,
+    resolved: ResolvedJob,
+    owner: QuotaCaller,
+    ours: (err: unknown) => Promise<never>,
+    notStarted: (err: unknown) => never,
+  ): Promise<ClaimOutcome<StartClaim>> {
+    const until = performance.now() + CLAIM_RETRY_MS;
+    for (let delayMs = 5; ; delayMs = Math.min(delayMs * 2, 100)) {
+      const name = resolved.name === null ? undefined : await this.#freeName(resolved.name).catch(ours);
+      const quota = await this.quotas.reserve(owner, id, resolved.limits).catch(ours);
+      const outcome = await this.records.claimStart(id, { node: this.self, attempt: newAttempt() }, pending, name, quota).catch(notStarted);
+      if (outcome.won || outcome.claim !== null) return outcome;
+      if (performance.now() > until) {
+        throw new JobworkerError('FLEET_UNAVAILABLE', `job ${id} was not started: for ${CLAIM_RETRY_MS / 1000} s other starts kept changing its owner's quota use or its name before it could claim its start`);
+      }
+      // Spread out, so that racing nodes do not meet again at once.
+      await sleep(delayMs * (0.5 + Math.random()));
     }
   }
 
@@ -511,9 +542,17 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     return fresh;
   }
 
-  /** Quotas are not the fleet's yet (jobworkerd refuses --quota-file with --fleet-etcd): this node's answer, no rule. */
-  getQuota(caller: Caller, request: GetQuotaReq): Promise<Quota> {
-    return this.local.service.getQuota(caller, request);
+  /** The rule of this node's --quota-file, with the use of the whole fleet (quota-use.ts); calls in flight are this node's. */
+  async getQuota(caller: Caller, request: GetQuotaReq): Promise<Quota> {
+    const owner = checkQuotaOwner(caller, request);
+    try {
+      const role = owner === caller.cn ? caller.role : ((await this.quotas.roleOf(owner)) ?? this.local.service.options.quotas.roleOf(owner));
+      const whose = { cn: owner, role };
+      return this.local.service.quotaOf(whose, await this.quotas.useOf(whose));
+    } catch (err) {
+      if (err instanceof JobworkerError) throw err;
+      throw etcdUnavailable(err);
+    }
   }
 
   /**

@@ -9,6 +9,11 @@
 //   running/<node>/<id>  the node's unfinished jobs: what a loss must end
 //   names/<name>         the id of the newest job of that name; a start
 //                        takes it over only while that job has ended
+//   quota/<cn>/version   touched by every start of the CN's jobs (a start
+//                        counts the use it read only if nobody started one since)
+//   quota/<cn>/running/<id>  a job of the CN that has not ended: its share
+//   quota/<cn>/created/<id>  when the job was created, for rate=; on a lease
+//                        that outlives the longest window (CNs URI-encoded)
 // A claim is created once (create revision 0) in a transaction that also
 // writes the record, and never rewritten: whoever created it decided. A
 // job's claims go only with its record, when its node prunes it; an end
@@ -32,6 +37,10 @@ export class FleetKeys {
   readonly runningOn = (node: string): string => `${this.prefix}running/${node}/`;
   readonly running = (node: string, id: string): string => `${this.prefix}running/${node}/${id}`;
   readonly name = (name: string): string => `${this.prefix}names/${name}`;
+  readonly quota = (cn: string): string => `${this.prefix}quota/${encodeURIComponent(cn)}/`;
+  readonly quotaVersion = (cn: string): string => `${this.quota(cn)}version`;
+  readonly quotaRunning = (cn: string, id: string): string => `${this.quota(cn)}running/${id}`;
+  readonly quotaCreated = (cn: string, id: string): string => `${this.quota(cn)}created/${id}`;
 
   /** The last path element of a key (a node's name under drain/, a job's id under running/). */
   static last(key: string): string {

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { Etcd3 } from 'etcd3';
 import { Job } from '../gen/jobworker/v1/jobworker.js';
 import { FleetKeys } from './keys.js';
+import type { Reservation } from './quota-use.js';
 
 export interface StartClaim {
   /** The node that started the job, or that cancelled its start. */
@@ -29,7 +30,10 @@ export interface EndClaim {
 export type ClaimOutcome<C> = { won: true } | { won: false; claim: C | null };
 
 /** A key that must exist (true) or must not (false), or must be as last read (its mod revision), for a claim to be made. */
-type Condition = [key: string, exists: boolean] | [key: string, 'unchanged', modRevision: string];
+export type Condition = [key: string, exists: boolean] | [key: string, 'unchanged', modRevision: string];
+
+/** What a transaction writes when its conditions hold. */
+export type Writes = Parameters<ReturnType<Etcd3['if']>['then']>;
 
 /** Who holds a job name in the fleet as last read: the key's mod revision ('0' when absent) and the job it names. */
 export interface NameHolder {
@@ -67,21 +71,22 @@ export class FleetRecords {
 
   /**
    * Claims the start of job `id` for `claim.node` and writes its first record
-   * (and its entry in running/, and its name): won, or the claim that was
-   * there first. A job with a name takes it over only if nobody took it
-   * since `name` was read (its holder then had ended): otherwise the claim
-   * is not made (claim null).
+   * (and its entry in running/, its name, its owner's quota use): won, or
+   * the claim that was there first. A job with a name takes it over only if
+   * nobody took it since `name` was read (its holder then had ended), and
+   * its quota reservation holds only if its owner's use is as read
+   * (quota-use.ts): otherwise the claim is not made (claim null).
    */
-  claimStart(id: string, claim: StartClaim, record: Job, name?: NameHolder): Promise<ClaimOutcome<StartClaim>> {
+  claimStart(id: string, claim: StartClaim, record: Job, name?: NameHolder, quota?: Reservation): Promise<ClaimOutcome<StartClaim>> {
     const conditions: Condition[] = name && record.name !== '' ? [[this.keys.name(record.name), 'unchanged', name.revision]] : [];
-    const writes = claim.cancelled
-      ? [this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim))]
-      : [
-          this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim)),
-          this.client.put(this.keys.job(id)).value(encodeJob(record)),
-          this.client.put(this.keys.running(record.node, id)).value(''),
-          ...(conditions.length > 0 ? [this.client.put(this.keys.name(record.name)).value(id)] : []),
-        ];
+    const writes = [
+      this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim)),
+      this.client.put(this.keys.job(id)).value(encodeJob(record)),
+      this.client.put(this.keys.running(record.node, id)).value(''),
+      ...(conditions.length > 0 ? [this.client.put(this.keys.name(record.name)).value(id)] : []),
+      ...(quota?.writes ?? []),
+    ];
+    if (quota?.condition) conditions.push(quota.condition);
     return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, conditions, writes);
   }
 
@@ -91,11 +96,20 @@ export class FleetRecords {
     return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, [], [this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim))]);
   }
 
-  /** A job whose start failed: its record and running/ entry go, and its name if it still holds it (the claim stays: the id is spent). */
-  async forgetFailedStart(id: string, node: string, name: string | null): Promise<void> {
+  /**
+   * A job whose start failed: its record, running/ entry and quota use go
+   * (it was not created, for rate= either), and its name if it still holds
+   * it (the claim stays: the id is spent).
+   */
+  async forgetFailedStart(id: string, node: string, owner: string, name: string | null): Promise<void> {
     await this.client
       .if(this.keys.startClaim(id), 'Create', '>', 0)
-      .then(this.client.delete().key(this.keys.job(id)), this.client.delete().key(this.keys.running(node, id)))
+      .then(
+        this.client.delete().key(this.keys.job(id)),
+        this.client.delete().key(this.keys.running(node, id)),
+        this.client.delete().key(this.keys.quotaRunning(owner, id)),
+        this.client.delete().key(this.keys.quotaCreated(owner, id)),
+      )
       .commit();
     if (name !== null) await this.#release(name, id);
   }
@@ -123,8 +137,8 @@ export class FleetRecords {
   }
 
   /**
-   * Claims the end of a job and writes its final record, leaving running/:
-   * won, or the claim that was there first. Only for a job whose start was
+   * Claims the end of a job and writes its final record, leaving running/
+   * and its owner's running quota use: won, or the claim that was there first. Only for a job whose start was
    * claimed (a pruned job's claims are gone: nothing comes back). A node
    * declaring another's job lost passes that node's name: the claim is made
    * only while that node has no heartbeat, so a node that has registered
@@ -137,6 +151,7 @@ export class FleetRecords {
       this.client.put(this.keys.endClaim(record.id)).value(JSON.stringify(claim)),
       this.client.put(this.keys.job(record.id)).value(encodeJob(record)),
       this.client.delete().key(this.keys.running(record.node, record.id)),
+      this.client.delete().key(this.keys.quotaRunning(record.owner, record.id)),
     ]);
   }
 
@@ -146,7 +161,7 @@ export class FleetRecords {
     return keys.map(FleetKeys.last);
   }
 
-  async #claim<C extends { attempt: string }>(key: string, attempt: string, conditions: Condition[], writes: Parameters<ReturnType<Etcd3['if']>['then']>): Promise<ClaimOutcome<C>> {
+  async #claim<C extends { attempt: string }>(key: string, attempt: string, conditions: Condition[], writes: Writes): Promise<ClaimOutcome<C>> {
     let failure: unknown;
     try {
       let txn = this.client.if(key, 'Create', '==', 0);

@@ -15,7 +15,7 @@ import { IsolationConfigError } from './policy/isolation.js';
 import { parseListen } from './ops/metrics-endpoint.js';
 import { HistoryError } from './jobs/history.js';
 import { loadDenyList, loadQuotas, loadTls, watchConfig, type ConfigFiles } from './ops/reload.js';
-import { NOT_IN_A_FLEET, type QuotaRules } from './policy/quotas.js';
+import type { QuotaRules } from './policy/quotas.js';
 import type { TlsMaterial } from './rpc/tls-credentials.js';
 import { StartAbortedError, startServer } from './server.js';
 import { fleetBackend, FleetStartError } from '../fleet/backend.js';
@@ -129,7 +129,7 @@ class ServeCommand extends Command {
   });
   quotaFile = Option.String('--quota-file', {
     description:
-      'File of quotas, one rule a line: "default", "role=<role>" or "cn=<common name>", then any of running=N cpu=N (percent of a core) memory=N (MiB) output=SIZE rate=N/s|m|h calls=N rps=N; the most specific rule applies (not yet with --fleet-etcd)',
+      'File of quotas, one rule a line: "default", "role=<role>" or "cn=<common name>", then any of running=N cpu=N (percent of a core) memory=N (MiB) output=SIZE rate=N/s|m|h calls=N rps=N; the most specific rule applies (with --fleet-etcd, running, cpu, memory and rate count the whole fleet: give every node the same file)',
   });
   auditLog = Option.String('--audit-log', {
     description: 'Append the audit trail (one JSON line per call) to this file instead of the main log',
@@ -203,9 +203,6 @@ class ServeCommand extends Command {
       tls = loadTls(files);
       denyList = loadDenyList(files);
       quotas = loadQuotas(files);
-      if (this.quotaFile !== undefined && this.fleetEtcd !== undefined) {
-        throw new Error(`--quota-file with --fleet-etcd: ${NOT_IN_A_FLEET}`);
-      }
       if (this.fleetEtcd !== undefined) fleet = fleetConfig(this, tls);
       if (this.auditLog) audit = openAuditLog(this.auditLog);
     } catch (err) {

@@ -22,7 +22,7 @@ import { QuotaLedger } from './jobs/quota-ledger.js';
 import { WaitingJobs } from './jobs/waiting-jobs.js';
 import { ScheduleBook } from './schedules/schedule-book.js';
 import { Scheduler, refusingSchedules } from './schedules/scheduler.js';
-import { NOT_IN_A_FLEET, QuotaRules } from './policy/quotas.js';
+import { QuotaRules } from './policy/quotas.js';
 import { CallQuota } from './rpc/call-quota.js';
 import { bind, createGrpcServer, type FleetServices } from './rpc/grpc-server.js';
 import type { JobApi } from './rpc/job-api.js';
@@ -205,7 +205,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     logPrepared(cgroup, options, logger);
     if (options.signal?.aborted) throw new StartAbortedError();
 
-    refuseFleetQuotas(options, options.quotas);
     const quotas = new QuotaLedger(store, options.quotas ?? QuotaRules.NONE);
     const calls = new CallQuota();
     calls.rules = quotas.rules;
@@ -308,7 +307,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         boundary.denyList = denyList;
       },
       setQuotas: (rules) => {
-        refuseFleetQuotas(options, rules);
         quotas.rules = rules;
         calls.rules = rules;
       },
@@ -318,10 +316,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await made.release().catch((releaseErr: unknown) => logger.error({ err: releaseErr }, 'could not undo everything a failed start had made'));
     throw err;
   }
-}
-
-function refuseFleetQuotas(options: ServerOptions, rules: QuotaRules | undefined): void {
-  if (options.backend && (rules?.size ?? 0) > 0) throw new Error(NOT_IN_A_FLEET);
 }
 
 /** What preparing the cgroups found and did, for the operator. */

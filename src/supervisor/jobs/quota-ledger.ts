@@ -4,8 +4,8 @@
 // is admitted, and its share reserved, in one synchronous step before its
 // start begins: concurrent creates at the edge can never all pass the check
 // (the event loop runs one at a time), so use never overshoots a quota, not
-// even for a moment.
-import { Errors } from '../errors.js';
+// even for a moment. What a rule says of the use is policy/quota-checks.ts.
+import { checkOutput, checkRate, checkRunning } from '../policy/quota-checks.js';
 import type { QuotaCaller, QuotaRule, QuotaRules } from '../policy/quotas.js';
 import type { JobLimits } from '../../workers/protocol.js';
 import type { JobRecord } from './record.js';
@@ -145,64 +145,29 @@ export class QuotaLedger {
     const windowMs = this.#rules.ruleFor(caller)?.limits.rate?.windowMs;
     return {
       ...this.#running(owner),
-      outputBytes: this.#outputBytes(caller.cn),
+      outputBytes: this.outputOf(caller.cn),
       created: windowMs === undefined ? 0 : owner.created.filter((at) => at > now - windowMs).length,
     };
   }
 
   #check(rule: QuotaRule, cn: string, owner: OwnerUse, limits: JobLimits, now: number, counted = true): void {
     this.#checkRunning(rule, cn, owner, limits);
-    this.#checkOutput(rule, cn);
+    checkOutput(rule, cn, this.outputOf(cn));
     if (counted) this.#checkRate(rule, cn, owner, now);
   }
 
-  /** Running jobs, their CPU and their memory, with this job's added. */
   #checkRunning(rule: QuotaRule, cn: string, owner: OwnerUse, limits: JobLimits): void {
-    const { running, cpuPercent, memoryMb } = rule.limits;
-    const use = this.#running(owner);
-    const by = `${rule.subject} at ${rule.where}`;
-    const who = `cn=${cn}`;
-    if (running !== undefined && use.running + 1 > running) {
-      throw Errors.quotaExceeded(`quota exceeded: running jobs: limit ${running}, ${who} has ${use.running} running or starting (rule ${by})`);
-    }
-    const askedMb = limits.memoryBytes / MIB;
-    if (cpuPercent !== undefined && use.cpuPercent + limits.cpuPercent > cpuPercent) {
-      throw Errors.quotaExceeded(
-        `quota exceeded: cpu (the --max-cpu of running jobs, percent of a core): limit ${cpuPercent}, ${who} uses ${use.cpuPercent} and this job asks ${limits.cpuPercent} (rule ${by})`,
-      );
-    }
-    if (memoryMb !== undefined && use.memoryMb + askedMb > memoryMb) {
-      throw Errors.quotaExceeded(
-        `quota exceeded: memory (the --max-memory of running jobs, MiB): limit ${memoryMb}, ${who} uses ${use.memoryMb} and this job asks ${askedMb} (rule ${by})`,
-      );
-    }
-  }
-
-  #checkOutput(rule: QuotaRule, cn: string): void {
-    const { outputBytes } = rule.limits;
-    const by = `${rule.subject} at ${rule.where}`;
-    const who = `cn=${cn}`;
-    if (outputBytes !== undefined) {
-      const kept = this.#outputBytes(cn);
-      if (kept >= outputBytes) {
-        throw Errors.quotaExceeded(`quota exceeded: output kept: limit ${outputBytes} bytes, ${who}'s jobs keep ${kept} (rule ${by}; it drops as they are pruned)`);
-      }
-    }
+    checkRunning(rule, cn, this.#running(owner), limits);
   }
 
   #checkRate(rule: QuotaRule, cn: string, owner: OwnerUse, now: number): void {
     const { rate } = rule.limits;
-    const by = `${rule.subject} at ${rule.where}`;
-    const who = `cn=${cn}`;
-    if (rate !== undefined) {
-      // Only the window is kept: older creations can never count again.
-      const since = now - rate.windowMs;
-      const first = owner.created.findIndex((at) => at > since);
-      owner.created = first < 0 ? [] : owner.created.slice(first);
-      if (owner.created.length + 1 > rate.jobs) {
-        throw Errors.quotaExceeded(`quota exceeded: rate: limit ${rate.jobs} jobs per ${windowName(rate.windowMs)}, ${who} created ${owner.created.length} in the last one (rule ${by})`);
-      }
-    }
+    if (rate === undefined) return;
+    // Only the window is kept: older creations can never count again.
+    const since = now - rate.windowMs;
+    const first = owner.created.findIndex((at) => at > since);
+    owner.created = first < 0 ? [] : owner.created.slice(first);
+    checkRate(rule, cn, owner.created.length);
   }
 
   /**
@@ -243,8 +208,8 @@ export class QuotaLedger {
     return { running, cpuPercent, memoryMb: memoryBytes / MIB };
   }
 
-  /** Output kept of every job `cn` owns, running or ended. */
-  #outputBytes(cn: string): number {
+  /** Output kept on this host of every job `cn` owns, running or ended. */
+  outputOf(cn: string): number {
     let bytes = 0;
     for (const job of this.#store.values()) if (job.owner === cn) bytes += job.log.length - job.log.start;
     return bytes;
@@ -254,8 +219,4 @@ export class QuotaLedger {
 /** An owner with nothing running, starting or created: a CN not seen, or a job checked alone. */
 function idleOwner(): OwnerUse {
   return { jobs: new Set(), starting: new Set(), created: [] };
-}
-
-function windowName(ms: number): string {
-  return ms === 1_000 ? 'second' : ms === 60_000 ? 'minute' : 'hour';
 }

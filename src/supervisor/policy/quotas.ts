@@ -9,8 +9,9 @@
 //   role=admin      running=50 cpu=800 memory=16384
 //   cn=alice        running=2 cpu=150 memory=512 output=1G rate=60/m
 //
-// This module is the file and its rules; jobs/quota-ledger.ts counts use
-// against them.
+// This module is the file and its rules; policy/quota-checks.ts says what a
+// rule makes of the use, which jobs/quota-ledger.ts counts on a single host
+// and fleet/quota-use.ts in a fleet's etcd.
 import { parseBytes } from '../../common/units.js';
 
 /** What one rule limits; a limit left out is not limited. */
@@ -47,9 +48,6 @@ export class QuotaFileError extends Error {
     this.name = 'QuotaFileError';
   }
 }
-
-/** Why quotas are refused in a fleet (jobworkerd --fleet-etcd): its starts take a path of their own (src/fleet) that no quota counts yet. */
-export const NOT_IN_A_FLEET = "quotas do not count a fleet's jobs yet: a node would count only its own";
 
 /** The caller a rule is looked up for. */
 export interface QuotaCaller {

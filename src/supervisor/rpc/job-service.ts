@@ -40,7 +40,8 @@ import { ChunkMemory, REUSED_CHUNK_BYTES } from './chunk-encoder.js';
 import { openInput, type InputStream } from './input-call.js';
 import type { InputCall, JobApi, OutputCall } from './job-api.js';
 import { readPage, type JobsPage } from './job-pages.js';
-import type { QuotaLedger } from '../jobs/quota-ledger.js';
+import type { QuotaLedger, QuotaUse } from '../jobs/quota-ledger.js';
+import type { QuotaCaller } from '../policy/quotas.js';
 import type { CallQuota } from './call-quota.js';
 import { toJob } from './job-view.js';
 import { CHUNKS_IN_FLIGHT, WriteWindow } from './write-window.js';
@@ -77,6 +78,12 @@ export const MAX_DEPENDENCIES = 32;
 /** The InputChannel's refusals as INPUT_REFUSED; anything else as it is. */
 function asInputError(err: unknown): unknown {
   return err instanceof InputRefusedError ? Errors.inputRefused(err.message) : err;
+}
+
+/** GetQuota's owner, checked: the caller's own CN when empty. */
+export function checkQuotaOwner(caller: Caller, request: GetQuotaReq): string {
+  if (request.owner.length > MAX_OWNER_LENGTH) throw Errors.invalidArgument(`owner must be at most ${MAX_OWNER_LENGTH} characters, got ${request.owner.length}`);
+  return request.owner === '' ? caller.cn : request.owner;
 }
 
 /** INVALID_ARGUMENT unless `id` is a job id (a UUID, lower case). */
@@ -223,15 +230,18 @@ export class JobService implements JobApi {
 
   /** The caller's quota, or another CN's: the rule that applies, its limits, the use now. */
   async getQuota(caller: Caller, request: GetQuotaReq): Promise<Quota> {
-    if (request.owner.length > MAX_OWNER_LENGTH) throw Errors.invalidArgument(`owner must be at most ${MAX_OWNER_LENGTH} characters, got ${request.owner.length}`);
-    const owner = request.owner === '' ? caller.cn : request.owner;
+    const owner = checkQuotaOwner(caller, request);
     const { quotas } = this.options;
     const whose = { cn: owner, role: owner === caller.cn ? caller.role : quotas.roleOf(owner) };
-    const rule = quotas.rules.ruleFor(whose);
-    const use = quotas.useOf(whose);
+    return this.quotaOf(whose, quotas.useOf(whose));
+  }
+
+  /** The answer of GetQuota for `whose`, given its use (this server's, or the fleet's). */
+  quotaOf(whose: QuotaCaller, use: QuotaUse): Quota {
+    const rule = this.options.quotas.rules.ruleFor(whose);
     const limits = rule?.limits;
     return {
-      owner,
+      owner: whose.cn,
       rule: rule?.subject ?? '',
       ruleSource: rule?.where ?? '',
       limits: limits && {
@@ -244,7 +254,7 @@ export class JobService implements JobApi {
         calls: limits.calls,
         rps: limits.rps,
       },
-      use: { ...use, calls: this.options.calls.inFlight(owner) },
+      use: { ...use, calls: this.options.calls.inFlight(whose.cn) },
     };
   }
 

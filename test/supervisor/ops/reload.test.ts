@@ -133,11 +133,6 @@ test.serial('quotas: a bad --quota-file at start is one line naming file:line an
   t.is(missing.exitCode, 2);
   t.is(missing.stderr, `jobworkerd: --quota-file ${quotas}.gone: no such file`);
   fs.writeFileSync(quotas, 'cn=admin running=1\n');
-  const fleet = await launchDaemon(t, pki, parent, { args: ['--quota-file', quotas, '--fleet-etcd', '127.0.0.1:2379', '--node-name', 'n1'] }).process;
-  t.is(fleet.exitCode, 2);
-  t.is(fleet.stderr, "jobworkerd: --quota-file with --fleet-etcd: quotas do not count a fleet's jobs yet: a node would count only its own");
-
-  fs.writeFileSync(quotas, 'cn=admin running=1\n');
   const daemon = await startDaemon(t, pki, parent, { args: ['--quota-file', quotas] });
   const admin = adminClient(t, pki, daemon.port);
   const sleeper = { command: 'sleep', args: ['600'], limits: undefined };
