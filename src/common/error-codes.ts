@@ -47,6 +47,9 @@ export const ErrorCodes = {
   // Node to node: the start of this job id was already claimed or cancelled.
   START_CLAIMED: Status.ALREADY_EXISTS,
   START_CANCELLED: Status.ABORTED,
+  // A start whose claim other starts of its owner kept beating for a while
+  // (its quota use, or its name, changed before each claim): nothing started.
+  START_CONTENDED: Status.ABORTED,
   // The job's node did not answer and etcd could not say whether it started
   // the job: not UNAVAILABLE, which clients may retry elsewhere — a retry
   // could start it twice. The message names the job's id, to look it up.

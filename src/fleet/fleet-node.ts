@@ -56,7 +56,7 @@ import { readNodes, toNode, type NodeInfo, type NodeView } from './nodes.js';
 import { Peers, forwardedMetadata, fromPeer, nodeUnavailable } from './peers.js';
 import { crashAt } from './faults.js';
 import { capacityRefusal, describeRefusals, place } from './placement.js';
-import { FleetQuotas } from './quota-use.js';
+import { FleetQuotas, shareOf } from './quota-use.js';
 import { FleetRecords, newAttempt, type ClaimOutcome, type NameHolder, type StartClaim } from './records.js';
 
 /** From the hand-off to the other node's answer: its start (job-init's own time-out is 30 s) and a few etcd writes. */
@@ -240,7 +240,9 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     }
     const usage = job.usage ? { ...job.usage, memoryBytes: 0 } : undefined;
     const lost: Job = { ...job, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), usage, message: `${why}: the job was ended as lost; its output stays on that node` };
-    const outcome = await this.records.claimEnd(lost, { node: this.self, attempt: newAttempt(), lost: true }, node);
+    // Its share of the owner's quota lingers until a node cut off (not dead) has stopped its jobs.
+    const linger = { lease: await this.quotas.lingerLease(this.config.stopJobsAfterMs), share: shareOf(job) };
+    const outcome = await this.records.claimEnd(lost, { node: this.self, attempt: newAttempt(), lost: true }, node, linger);
     if (outcome.won) this.logger.warn({ jobId: id, node }, 'ended a job of a lost node');
   }
 
@@ -380,6 +382,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         timeoutMs: resolved.timeoutMs ?? 0,
       };
       const notStarted = (err: unknown): never => {
+        this.quotas.claimFailed(err);
         // Not started here, whatever becomes of the claim: one that reaches
         // etcd late is ended by this node's next upkeep (#reconcile).
         throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer; job ${request.id} was not started: ${messageOf(err)}`);
@@ -434,7 +437,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       const outcome = await this.records.claimStart(id, { node: this.self, attempt: newAttempt() }, pending, name, quota).catch(notStarted);
       if (outcome.won || outcome.claim !== null) return outcome;
       if (performance.now() > until) {
-        throw new JobworkerError('FLEET_UNAVAILABLE', `job ${id} was not started: for ${CLAIM_RETRY_MS / 1000} s other starts kept changing its owner's quota use or its name before it could claim its start`);
+        throw new JobworkerError('START_CONTENDED', `job ${id} was not started: for ${CLAIM_RETRY_MS / 1000} s other starts kept changing its owner's quota use or its name before it could claim its start`);
       }
       // Spread out, so that racing nodes do not meet again at once.
       await sleep(delayMs * (0.5 + Math.random()));
@@ -477,6 +480,18 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     return kept && ENDED.has(kept.status) ? kept : null;
   }
 
+  /**
+   * A job of this node that a stop has ended, answered once the fleet has
+   * its end (milliseconds while etcd answers, END_WRITE_WAIT_MS at most): a
+   * create right after the answer finds its share of the owner's quota given
+   * back, as on a single host.
+   */
+  async #endWritten(local: Job): Promise<Job> {
+    const write = this.#endWrites.get(local.id);
+    if (write) await settlesWithin(write, END_WRITE_WAIT_MS);
+    return local;
+  }
+
   /** A forwarded call's answer about this node's own job: as the fleet keeps it, or refused with `code` while etcd has not decided. */
   async #keptOrRefused(local: Job, code: 'FLEET_UNAVAILABLE' | 'NODE_UNAVAILABLE'): Promise<Job> {
     const answer = await this.#asFleetKeepsIt(local);
@@ -497,12 +512,12 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   }
 
   async stopJob(caller: Caller, request: StopJobReq): Promise<Job> {
-    if (caller.via) return this.#localJob(await this.local.service.stopJob(caller, request));
+    if (caller.via) return this.#endWritten(this.#localJob(await this.local.service.stopJob(caller, request)));
     const graceMs = request.graceMs ?? this.local.service.options.defaultGraceMs;
     if (graceMs > MAX_GRACE_MS) throw Errors.invalidArgument(`grace_ms must be at most ${MAX_GRACE_MS}, got ${graceMs}`);
     const job = await this.#fleetJob(request.id);
     if (ENDED.has(job.status)) return job;
-    if (job.node === this.self) return this.#localJob(await this.local.service.stopJob(caller, { ...request, id: job.id }));
+    if (job.node === this.self) return this.#endWritten(this.#localJob(await this.local.service.stopJob(caller, { ...request, id: job.id })));
     const node = await this.#nodeOf(job, 'its jobs are being ended as lost');
     try {
       const answer = await callPeer<StopJobReq, { job?: Job }>(this.peers.jobs(node.info), 'stopJob', { ...request, id: job.id }, forwardedMetadata(caller), graceMs + FORWARD_TIMEOUT_MS * 3);

@@ -12,8 +12,11 @@
 //   quota/<cn>/version   touched by every start of the CN's jobs (a start
 //                        counts the use it read only if nobody started one since)
 //   quota/<cn>/running/<id>  a job of the CN that has not ended: its share
-//   quota/<cn>/created/<id>  when the job was created, for rate=; on a lease
-//                        that outlives the longest window (CNs URI-encoded)
+//                        (one declared lost: on a lease, until its node
+//                        would have stopped it)
+//   quota/<cn>/created/<id>  a job created under a rate= rule (the UUIDv7 id
+//                        says when); on a lease that outlives the longest
+//                        window. CNs are URI-encoded.
 // A claim is created once (create revision 0) in a transaction that also
 // writes the record, and never rewritten: whoever created it decided. A
 // job's claims go only with its record, when its node prunes it; an end
@@ -39,8 +42,10 @@ export class FleetKeys {
   readonly name = (name: string): string => `${this.prefix}names/${name}`;
   readonly quota = (cn: string): string => `${this.prefix}quota/${encodeURIComponent(cn)}/`;
   readonly quotaVersion = (cn: string): string => `${this.quota(cn)}version`;
-  readonly quotaRunning = (cn: string, id: string): string => `${this.quota(cn)}running/${id}`;
-  readonly quotaCreated = (cn: string, id: string): string => `${this.quota(cn)}created/${id}`;
+  readonly quotaRunningOf = (cn: string): string => `${this.quota(cn)}running/`;
+  readonly quotaRunning = (cn: string, id: string): string => `${this.quotaRunningOf(cn)}${id}`;
+  readonly quotaCreatedOf = (cn: string): string => `${this.quota(cn)}created/`;
+  readonly quotaCreated = (cn: string, id: string): string => `${this.quotaCreatedOf(cn)}${id}`;
 
   /** The last path element of a key (a node's name under drain/, a job's id under running/). */
   static last(key: string): string {

@@ -7,9 +7,11 @@
 // and makes its claim only if no other start of that owner was claimed since
 // the read (quota/<cn>/version unchanged): two nodes admitting at the edge
 // at once cannot both pass, so use never overshoots a quota, not even for
-// a moment. Output kept is the node's own (output lives where the job ran),
-// and calls=/rps= are each node's (they guard that node's RPC threads).
-import type { Etcd3, Lease } from 'etcd3';
+// a moment. A job declared lost keeps its share until its node, if only cut
+// off, has stopped it. Output kept is the node's own (output lives where the
+// job ran), and calls=/rps= are each node's (they guard its RPC threads).
+import { EtcdLeaseInvalidError, type Etcd3, type Lease } from 'etcd3';
+import type { Job } from '../gen/jobworker/v1/jobworker.js';
 import type { QuotaUse } from '../supervisor/jobs/quota-ledger.js';
 import { checkOutput, checkRate, checkRunning, type JobShare, type RunningUse } from '../supervisor/policy/quota-checks.js';
 import type { QuotaCaller, QuotaRules } from '../supervisor/policy/quotas.js';
@@ -19,15 +21,15 @@ import type { Condition, Writes } from './records.js';
 
 const MIB = 1024 * 1024;
 /**
- * Creation keys (for rate=) ride on a lease that ends by itself: taken for
- * RATE_LEASE_USE_MS and lasting RATE_LEASE_TTL_S, each key outlives the
- * longest window (an hour) and none is left behind, even by a node that
- * never comes back.
+ * Creation keys (for rate=) and quota/<cn>/version ride on a lease that ends
+ * by itself: taken for RATE_LEASE_USE_MS and lasting RATE_LEASE_TTL_S, each
+ * key outlives the longest window (an hour) and none is left behind, even by
+ * a node that never comes back.
  */
 const RATE_LEASE_TTL_S = 2 * 60 * 60;
 const RATE_LEASE_USE_MS = 30 * 60 * 1000;
-/** The longest rate window the quota file can name. */
-const LONGEST_WINDOW_MS = 60 * 60 * 1000;
+/** A lease for lost jobs' shares is taken at most this often (one per upkeep, not one per job). */
+const LINGER_LEASE_USE_MS = 1_000;
 
 /** What a start must find unchanged (none when no counted limit applies) and write along with its claim. */
 export interface Reservation {
@@ -35,23 +37,27 @@ export interface Reservation {
   writes: Writes;
 }
 
-/** An owner's use in the fleet, as read at one revision. */
-interface FleetUse extends RunningUse {
-  /** Creation times (ms) of its jobs within the longest window. */
-  created: number[];
-  /** The role its newest start was made with; null: none recorded. */
-  role: string | null;
-  /** quota/<cn>/version's mod revision ('0': absent). */
-  version: string;
-}
-
+/** A job's share of its owner's running quota, as quota/<cn>/running/<id> holds it. */
 interface Share {
   cpuPercent: number;
   memoryMb: number;
 }
 
+/** The share of a job the fleet records (its limits as its node resolved them). */
+export function shareOf(job: Job): string {
+  const share: Share = { cpuPercent: job.limits?.maxCpuPercent ?? 0, memoryMb: job.limits?.maxMemoryMb ?? 0 };
+  return JSON.stringify(share);
+}
+
+interface HeldLease {
+  id: Promise<string>;
+  /** performance.now() past which it is not taken again (a clock step must not keep an expired lease). */
+  until: number;
+}
+
 export class FleetQuotas {
-  #lease: { id: Promise<string>; until: number } | undefined;
+  #rateLease: HeldLease | undefined;
+  #lingerLease: HeldLease | undefined;
 
   constructor(
     readonly client: Etcd3,
@@ -63,93 +69,126 @@ export class FleetQuotas {
   ) {}
 
   /**
-   * Checks a start of job `id` for the caller against its rule and the
-   * fleet's use (QUOTA_EXCEEDED naming the quota, the limit and the use),
-   * and returns what the start claim must hold to. Whether or not a rule
-   * applies, every start is counted, so that a rule added later, and
-   * GetQuota on any node, see the use as it is; but only a start that a
-   * counted limit applies to waits on its owner's other starts (the
-   * version condition): an unlimited owner's creates never contend.
+   * Checks a start of job `id` (a UUIDv7: its creation time leads it) for
+   * the caller against its rule and the fleet's use (QUOTA_EXCEEDED naming
+   * the quota, the limit and the use), and returns what the start claim
+   * must hold to and write. Only what the rule limits is read. Every start
+   * counts its running share and touches the owner's version, so that
+   * GetQuota on any node, and a rule added later, see the running use as it
+   * is; creations are counted only under a rate rule (as on a single host,
+   * a rule added later starts its window empty). Only a start that a
+   * counted limit applies to waits on its owner's other starts (the version
+   * condition): an unlimited owner's creates never contend.
    */
   async reserve(caller: QuotaCaller, id: string, job: JobShare, now = Date.now()): Promise<Reservation> {
-    const use = await this.#read(caller.cn);
-    await delayAt('quota-read');
     const rule = this.rules().ruleFor(caller);
     const { running, cpuPercent, memoryMb, rate } = rule?.limits ?? {};
-    const counted = running !== undefined || cpuPercent !== undefined || memoryMb !== undefined || rate !== undefined;
-    if (rule) {
-      checkRunning(rule, caller.cn, use, job, ' in the fleet');
-      checkOutput(rule, caller.cn, this.outputBytes(caller.cn));
-      const windowMs = rule.limits.rate?.windowMs;
-      if (windowMs !== undefined) checkRate(rule, caller.cn, use.created.filter((at) => at > now - windowMs).length, ' in the fleet');
+    const limitsRunning = running !== undefined || cpuPercent !== undefined || memoryMb !== undefined;
+    let version: string | undefined;
+    if (rule && (limitsRunning || rate !== undefined)) {
+      // The version first: a start claimed after this read changes it, whatever the reads below saw.
+      version = await this.#version(caller.cn);
+      const use = limitsRunning ? await this.#running(caller.cn) : undefined;
+      const created = rate !== undefined ? await this.#created(caller.cn, now - rate.windowMs) : 0;
+      await delayAt('quota-read');
+      if (use) checkRunning(rule, caller.cn, use, job, ' in the fleet');
+      checkRate(rule, caller.cn, created, ' in the fleet');
     }
-    const lease = await this.#rateLease(now);
+    if (rule) checkOutput(rule, caller.cn, this.outputBytes(caller.cn));
+    const lease = await this.#lease('rate', RATE_LEASE_TTL_S, RATE_LEASE_USE_MS);
     const share: Share = { cpuPercent: job.cpuPercent, memoryMb: job.memoryBytes / MIB };
     return {
-      condition: counted ? [this.keys.quotaVersion(caller.cn), 'unchanged', use.version] : undefined,
+      condition: version === undefined ? undefined : [this.keys.quotaVersion(caller.cn), 'unchanged', version],
       writes: [
         this.client.put(this.keys.quotaVersion(caller.cn)).value(JSON.stringify({ role: caller.role })).lease(lease),
         this.client.put(this.keys.quotaRunning(caller.cn, id)).value(JSON.stringify(share)),
-        this.client.put(this.keys.quotaCreated(caller.cn, id)).value(String(now)).lease(lease),
+        ...(rate !== undefined ? [this.client.put(this.keys.quotaCreated(caller.cn, id)).value('').lease(lease)] : []),
       ],
     };
   }
 
-  /** What `caller.cn` uses in the fleet now; `created` counts the window of the rule that applies to `caller`. */
+  /** What `caller.cn` uses in the fleet now; `created` counts the window of the rule that applies to `caller` (0 without one). */
   async useOf(caller: QuotaCaller, now = Date.now()): Promise<QuotaUse> {
-    const use = await this.#read(caller.cn);
     const windowMs = this.rules().ruleFor(caller)?.limits.rate?.windowMs;
     return {
-      running: use.running,
-      cpuPercent: use.cpuPercent,
-      memoryMb: use.memoryMb,
+      ...(await this.#running(caller.cn)),
       outputBytes: this.outputBytes(caller.cn),
-      created: windowMs === undefined ? 0 : use.created.filter((at) => at > now - windowMs).length,
+      created: windowMs === undefined ? 0 : await this.#created(caller.cn, now - windowMs),
     };
   }
 
   /** The role `cn` last started a job with anywhere in the fleet (within the rate lease's life); null: none known. */
   async roleOf(cn: string): Promise<string | null> {
-    return (await this.#read(cn)).role;
+    const value = await this.client.get(this.keys.quotaVersion(cn)).string();
+    return value === null ? null : (JSON.parse(value) as { role: string | null }).role;
   }
 
-  /** One read of quota/<cn>/: every key at one revision. */
-  async #read(cn: string): Promise<FleetUse> {
-    const prefix = this.keys.quota(cn);
-    const response = await this.client.getAll().prefix(prefix).exec();
-    const use: FleetUse = { running: 0, cpuPercent: 0, memoryMb: 0, created: [], role: null, version: '0' };
-    const since = Date.now() - LONGEST_WINDOW_MS;
-    for (const kv of response.kvs) {
-      const key = kv.key.toString().slice(prefix.length);
-      if (key === 'version') {
-        use.version = kv.mod_revision;
-        use.role = (JSON.parse(kv.value.toString()) as { role: string | null }).role;
-      } else if (key.startsWith('running/')) {
-        const share = JSON.parse(kv.value.toString()) as Share;
-        use.running += 1;
-        use.cpuPercent += share.cpuPercent;
-        use.memoryMb += share.memoryMb;
-      } else if (key.startsWith('created/')) {
-        const at = Number(kv.value.toString());
-        if (at > since) use.created.push(at);
-      }
+  /**
+   * A lease for the shares of jobs declared lost: they count until
+   * `stopJobsAfterMs` has passed, by when a node that was cut off rather
+   * than dead has stopped them itself (membership.ts).
+   */
+  lingerLease(stopJobsAfterMs: number): Promise<string> {
+    return this.#lease('linger', Math.ceil(stopJobsAfterMs / 1000) + 1, LINGER_LEASE_USE_MS);
+  }
+
+  /** A claim failed: if etcd no longer has a lease held here (expired early, etcd restored), the next start takes a fresh one. */
+  claimFailed(err: unknown): void {
+    if (!(err instanceof EtcdLeaseInvalidError)) return;
+    this.#rateLease = undefined;
+    this.#lingerLease = undefined;
+  }
+
+  /** quota/<cn>/version's mod revision ('0': absent). */
+  async #version(cn: string): Promise<string> {
+    const response = await this.client.get(this.keys.quotaVersion(cn)).exec();
+    return response.kvs[0]?.mod_revision ?? '0';
+  }
+
+  async #running(cn: string): Promise<RunningUse> {
+    const shares = await this.client.getAll().prefix(this.keys.quotaRunningOf(cn)).strings();
+    const use: RunningUse = { running: 0, cpuPercent: 0, memoryMb: 0 };
+    for (const value of Object.values(shares)) {
+      const share = JSON.parse(value) as Share;
+      use.running += 1;
+      use.cpuPercent += share.cpuPercent;
+      use.memoryMb += share.memoryMb;
     }
     return use;
   }
 
-  /** The lease creation keys go on: a fresh one every RATE_LEASE_USE_MS (none is kept alive). */
-  #rateLease(now: number): Promise<string> {
-    if (this.#lease && now < this.#lease.until) return this.#lease.id;
-    const lease: Lease = this.client.lease(RATE_LEASE_TTL_S, { autoKeepAlive: false });
-    // Not kept alive: its end is the point, not news.
-    lease.on('lost', () => undefined);
-    const id = lease.grant();
-    const held = { id, until: now + RATE_LEASE_USE_MS };
-    this.#lease = held;
-    // A grant that failed is asked for again at the next start.
-    id.catch(() => {
-      if (this.#lease === held) this.#lease = undefined;
-    });
-    return id;
+  /** Jobs of `cn` created since `since` (ms): their keys are their UUIDv7 ids, which begin with their creation time. */
+  #created(cn: string, since: number): Promise<number> {
+    const from = this.keys.quotaCreated(cn, uuidv7Floor(Math.max(0, since + 1)));
+    return this.client.getAll().inRange({ start: from, end: prefixEnd(this.keys.quotaCreatedOf(cn)) }).count();
   }
+
+  /** A lease of `ttlS`, the same one for `useMs` (none is kept alive: its end is the point). */
+  #lease(kind: 'rate' | 'linger', ttlS: number, useMs: number): Promise<string> {
+    const now = performance.now();
+    const held = kind === 'rate' ? this.#rateLease : this.#lingerLease;
+    if (held && now < held.until) return held.id;
+    const lease: Lease = this.client.lease(ttlS, { autoKeepAlive: false });
+    lease.on('lost', () => undefined);
+    const fresh: HeldLease = { id: lease.grant(), until: now + useMs };
+    if (kind === 'rate') this.#rateLease = fresh;
+    else this.#lingerLease = fresh;
+    // A grant that failed is asked for again next time.
+    fresh.id.catch(() => {
+      if (this.#rateLease === fresh) this.#rateLease = undefined;
+      if (this.#lingerLease === fresh) this.#lingerLease = undefined;
+    });
+    return fresh.id;
+  }
+}
+
+/** The smallest UUIDv7 of millisecond `ms` (its 48-bit time, then zeros): ids at or after it were made at `ms` or later. */
+function uuidv7Floor(ms: number): string {
+  const hex = ms.toString(16).padStart(12, '0');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-0000-0000-000000000000`;
+}
+
+/** The key just past every key that begins with `prefix`. */
+function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }

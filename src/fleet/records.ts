@@ -142,16 +142,20 @@ export class FleetRecords {
    * claimed (a pruned job's claims are gone: nothing comes back). A node
    * declaring another's job lost passes that node's name: the claim is made
    * only while that node has no heartbeat, so a node that has registered
-   * again keeps its jobs.
+   * again keeps its jobs; the job's quota share is then kept on `linger`
+   * (a lease) rather than removed: the node may be cut off, not dead, and
+   * run the job until it stops its jobs itself.
    */
-  claimEnd(record: Job, claim: EndClaim, lostNode?: string): Promise<ClaimOutcome<EndClaim>> {
+  claimEnd(record: Job, claim: EndClaim, lostNode?: string, linger?: { lease: string; share: string }): Promise<ClaimOutcome<EndClaim>> {
     const conditions: Condition[] = [[this.keys.startClaim(record.id), true]];
     if (lostNode !== undefined) conditions.push([this.keys.nodeAlive(lostNode), false]);
     return this.#claim<EndClaim>(this.keys.endClaim(record.id), claim.attempt, conditions, [
       this.client.put(this.keys.endClaim(record.id)).value(JSON.stringify(claim)),
       this.client.put(this.keys.job(record.id)).value(encodeJob(record)),
       this.client.delete().key(this.keys.running(record.node, record.id)),
-      this.client.delete().key(this.keys.quotaRunning(record.owner, record.id)),
+      linger === undefined
+        ? this.client.delete().key(this.keys.quotaRunning(record.owner, record.id))
+        : this.client.put(this.keys.quotaRunning(record.owner, record.id)).value(linger.share).lease(linger.lease),
     ]);
   }
 

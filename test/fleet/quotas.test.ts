@@ -31,7 +31,7 @@ test('quotas count the whole fleet: racing creates through every node never over
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-fleet-quotas-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const quotaFile = path.join(dir, 'quotas.conf');
-  fs.writeFileSync(quotaFile, 'cn=admin running=3 memory=1024\ncn=alice rate=2/m\n');
+  fs.writeFileSync(quotaFile, 'cn=admin running=3 memory=1024\ncn=alice rate=2/m\nrole=admin running=1\n');
   // Each start waits 300 ms between reading its owner's use and claiming: racing starts all read the same use.
   const { etcd, ca, nodes } = await startFleet(t, { args: () => ['--quota-file', quotaFile], env: () => ({ JOBWORKER_FLEET_DELAY_AT: 'quota-read:300' }) });
   const [n1, n2, n3] = nodes as [FleetNode, FleetNode, FleetNode];
@@ -67,7 +67,7 @@ test('quotas count the whole fleet: racing creates through every node never over
     t.deepEqual([quota.rule, quota.use.running, quota.use.memoryMb], ['cn=admin', 3, 192], `through ${node.name}`);
   }
 
-  // A stop through one node makes room for a start through another, on a third.
+  // A stop through one node makes room for a start through another at once (the stop answers once the fleet has the end).
   const SIXTY_FOUR = { maxCpuPercent: 10, maxMemoryMb: 64, maxIoBps: 0, maxPids: 0 };
   const other = (...names: string[]): FleetNode => nodes.find((node) => !names.includes(node.name))!;
   const first = started[0]!;
@@ -89,6 +89,9 @@ test('quotas count the whole fleet: racing creates through every node never over
   t.true(onLost >= 1);
   lost.daemon.process.kill('SIGKILL');
   await lost.daemon.process.catch(() => undefined);
+  // Ended as lost, its share still counts: a node cut off rather than dead runs its jobs until --stop-jobs-after (3 s here).
+  await waitForFleet(() => unary(survivor.jobs, 'getJob', { id: admitted.id }), (res) => res.job!.status === JobStatus.JOB_STATUS_FAILED, 'the job ended as lost', 30_000);
+  t.is(await runningKeys('admin'), 2);
   await waitForFleet(() => unary(survivor.jobs, 'getQuota', {}), (quota) => quota.use!.running === 2 - onLost, "the lost node's jobs given back", 30_000);
   t.is(await runningKeys('admin'), 2 - onLost);
 
@@ -111,12 +114,27 @@ test('quotas count the whole fleet: racing creates through every node never over
     errorCode: 'QUOTA_EXCEEDED',
     details: `quota exceeded: rate: limit 2 jobs per minute, cn=alice created 2 in the last one in the fleet (rule cn=alice at ${quotaFile}:2)`,
   });
-  // Another CN's quota, asked of any node: its role is the fleet's to know.
+  // Another CN's quota, asked of any node.
   const aliceSeen = await unary(last.jobs, 'getQuota', { owner: 'alice' });
   t.deepEqual([aliceSeen.rule, aliceSeen.use!.created, aliceSeen.use!.running], ['cn=alice', 2, 0]);
+
+  // A role's rule, for a start handed to another node: the caller's role travels with it.
+  const bobPair = await issueCert(ca, { cn: 'bob', ou: 'admin', kind: 'client' });
+  fs.writeFileSync(path.join(dir, 'bob-cert.pem'), bobPair.certPem);
+  fs.writeFileSync(path.join(dir, 'bob-key.pem'), bobPair.keyPem, { mode: 0o600 });
+  const bob = openChannel({ server: `127.0.0.1:${survivor.port}`, ca: `${survivor.dir}/ca-cert.pem`, cert: path.join(dir, 'bob-cert.pem'), key: path.join(dir, 'bob-key.pem') });
+  t.teardown(() => bob.close());
+  started.push((await unary(bob, 'createJob', { command: 'sleep', args: ['600'], limits: SIXTY_FOUR, node: last.name })).job!);
+  t.deepEqual(await refusal(unary(bob, 'createJob', { command: 'true', limits: SIXTY_FOUR, node: last.name })), {
+    errorCode: 'QUOTA_EXCEEDED',
+    details: `quota exceeded: running jobs: limit 1, cn=bob has 1 running or starting in the fleet (rule role=admin at ${quotaFile}:3)`,
+  });
+  const bobSeen = await unary(last.jobs, 'getQuota', { owner: 'bob' });
+  t.deepEqual([bobSeen.rule, bobSeen.use!.running], ['role=admin', 1], "another CN's role is the fleet's to know");
 
   // Every job ended: no share is left in etcd.
   for (const job of started) await unary(survivor.jobs, 'stopJob', { id: job.id, graceMs: 0 }).catch(() => undefined);
   await waitForFleet(() => runningKeys('admin'), (count) => count === 0, 'every share given back');
   t.is(await runningKeys('alice'), 0);
+  t.is(await runningKeys('bob'), 0);
 });
