@@ -20,6 +20,8 @@ export class ScheduleCreateCommand extends StartCommand {
 
       \`--concurrency\` says what a firing does while the job of an earlier one has not ended: \`allow\` (the default) starts another, \`forbid\` skips the firing, \`replace\` stops that job first. \`--catch-up\` says what the server does at its start for the slots it missed while it was down: \`once\` (the default) fires the latest missed slot once if it is no older than \`--catch-up-window\` (1h by default), \`none\` fires none. A skip is recorded with its reason (\`jobctl schedule get\`); a slot never fires twice.
 
+      In a fleet the schedule is the fleet's: any node answers for it, each slot fires once for the whole fleet, and its job is placed as \`create\` places one (\`--node\`, \`--constraint\`).
+
       Prints the schedule's id alone (with \`--json\`: the schedule).
     `,
     examples: [

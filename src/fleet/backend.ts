@@ -1,12 +1,14 @@
 // The fleet as a backend of the server (ServerOptions.backend): connects to
 // etcd, checks it can use it (a wrong endpoint, certificate or role stops the
 // start with one line, as any bad flag does), and puts a FleetNode in front
-// of the local JobService.
+// of the local JobService; the fleet's schedules are kept in etcd.
 import type { Backend, BackendFactory } from '../supervisor/server.js';
 import type { FleetConfig } from './config.js';
 import { checkEtcd, connectEtcd } from './etcd.js';
 import { FleetNode } from './fleet-node.js';
+import { fleetJobs } from './fleet-schedules.js';
 import { FleetKeys } from './keys.js';
+import { EtcdScheduleStore } from './schedule-store.js';
 
 export function fleetBackend(config: FleetConfig): BackendFactory {
   return async (local): Promise<Backend> => {
@@ -20,6 +22,7 @@ export function fleetBackend(config: FleetConfig): BackendFactory {
     // One scrape configuration covers the fleet: every series says its node.
     local.metrics.registry.setDefaultLabels({ node: config.nodeName });
     const node = new FleetNode(config, client, local, local.logger.child({ node: config.nodeName }));
+    const book = new EtcdScheduleStore(client, node.keys);
     return {
       api: node,
       services: { fleet: node, node },
@@ -28,6 +31,7 @@ export function fleetBackend(config: FleetConfig): BackendFactory {
       join: (port) => node.join(port),
       leaving: () => node.leaving(),
       close: () => node.close(),
+      schedules: { book, jobs: fleetJobs(node, book), fleet: { node: config.nodeName, syncEveryMs: config.heartbeatMs } },
     };
   };
 }

@@ -1,4 +1,4 @@
-// Crash points for the tests of the hand-off: with JOBWORKER_FLEET_CRASH_AT
+// Crash points for the tests of the hand-off and of schedules: with JOBWORKER_FLEET_CRASH_AT
 // naming a step, the process SIGKILLs itself there, as a power cut would,
 // so a test can check that each step leaves exactly one outcome. Unset (any
 // real deployment), crashAt() does nothing.
@@ -10,7 +10,9 @@ export type CrashPoint =
   /** Chosen node: its start claim is written, the job not started. */
   | 'owner-after-claim'
   /** Chosen node: the job runs, the entry node not yet answered. */
-  | 'owner-after-start';
+  | 'owner-after-start'
+  /** A schedule's firing: its STARTING claim is written, its job not yet created. */
+  | 'schedule-after-claim';
 
 const CRASH_AT = process.env.JOBWORKER_FLEET_CRASH_AT;
 

@@ -232,6 +232,13 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     await this.#reconcile();
   }
 
+  /** Whether `name` is in the node table as last read and not lost (this node is, while it runs). */
+  nodeAlive(name: string): boolean {
+    if (name === this.self) return true;
+    const view = this.#table.get(name);
+    return view !== undefined && view.state !== 'lost';
+  }
+
   async #declareLost(id: string, node: string, why: string): Promise<void> {
     const job = await this.records.job(id);
     if (!job) {
@@ -287,17 +294,9 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   // ---------------------------------------------------------------------------
   // JobApi
 
-  async createJob(caller: Caller, request: CreateJobReq): Promise<Job> {
-    // What does not depend on the node is refused here, before anything moves.
-    if (request.after.length > 0) throw new JobworkerError('FLEET_UNSUPPORTED', 'after: a fleet does not run jobs that wait for others yet; create it once they have ended, or on a single host');
-    checkRequestSize(request);
-    parseEnv(request.env);
-    validateCommand(request.command, request.args);
-    for (const [key, value] of Object.entries(request.constraints)) {
-      const problem = labelProblem(key, value);
-      if (problem) throw Errors.invalidArgument(`constraint: ${problem}`);
-    }
-    if (request.node !== '' && !NODE_NAME.test(request.node)) throw Errors.invalidArgument(`node must be a node's name, got ${quoted(request.node)}`);
+  /** `id`: the job's on the first node tried, when the caller chose it (a schedule's firing); a UUIDv7. */
+  async createJob(caller: Caller, request: CreateJobReq, id?: string): Promise<Job> {
+    checkCreate(request);
     const nodes = await this.#readNodes();
     if (request.node !== '' && !nodes.has(request.node)) throw new JobworkerError('NODE_NOT_FOUND', `node ${request.node} is not part of the fleet`);
     const needs = {
@@ -307,10 +306,10 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       constraints: request.constraints,
     };
     const { candidates, refused } = place(nodes.values(), needs);
-    for (const candidate of candidates) {
+    for (const [at, candidate] of candidates.entries()) {
       try {
         // An id per node tried: a claim that reached etcd late cannot stand in the way of the next.
-        return await this.#handOff(candidate.info, uuidv7(), caller, request);
+        return await this.#handOff(candidate.info, at === 0 && id !== undefined ? id : uuidv7(), caller, request);
       } catch (err) {
         // That node said no before starting anything (its own figures, its
         // shutdown, its lease): the next one may say yes.
@@ -805,6 +804,19 @@ function toPending(request: StartJobReq, node: string): Job {
     timeoutMs: 0,
     stdin: req.stdin,
   };
+}
+
+/** What a fleet refuses of a CreateJob before anything moves: what does not depend on the node. */
+export function checkCreate(request: CreateJobReq): void {
+  if (request.after.length > 0) throw new JobworkerError('FLEET_UNSUPPORTED', 'after: a fleet does not run jobs that wait for others yet; create it once they have ended, or on a single host');
+  checkRequestSize(request);
+  parseEnv(request.env);
+  validateCommand(request.command, request.args);
+  for (const [key, value] of Object.entries(request.constraints)) {
+    const problem = labelProblem(key, value);
+    if (problem) throw Errors.invalidArgument(`constraint: ${problem}`);
+  }
+  if (request.node !== '' && !NODE_NAME.test(request.node)) throw Errors.invalidArgument(`node must be a node's name, got ${quoted(request.node)}`);
 }
 
 /** One unary call to another node, with a deadline (Infinity: none); cancelled when `signal` aborts. */

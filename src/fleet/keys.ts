@@ -17,6 +17,10 @@
 //   quota/<cn>/created/<id>  a job created under a rate= rule (the UUIDv7 id
 //                        says when); on a lease that outlives the longest
 //                        window. CNs are URI-encoded.
+//   schedules/<id>       a schedule, its last firings and its newest job
+//                        (JSON; schedule-store.ts): every change one swap
+//   schedule-names/<name>  the id of the schedule of that name
+//   schedule-count       touched by every schedule's creation (the count cap)
 // A claim is created once (create revision 0) in a transaction that also
 // writes the record, and never rewritten: whoever created it decided. A
 // job's claims go only with its record, when its node prunes it; an end
@@ -40,6 +44,10 @@ export class FleetKeys {
   readonly runningOn = (node: string): string => `${this.prefix}running/${node}/`;
   readonly running = (node: string, id: string): string => `${this.prefix}running/${node}/${id}`;
   readonly name = (name: string): string => `${this.prefix}names/${name}`;
+  readonly schedules = (): string => `${this.prefix}schedules/`;
+  readonly schedule = (id: string): string => `${this.prefix}schedules/${id}`;
+  readonly scheduleName = (name: string): string => `${this.prefix}schedule-names/${name}`;
+  readonly scheduleCount = (): string => `${this.prefix}schedule-count`;
   readonly quota = (cn: string): string => `${this.prefix}quota/${encodeURIComponent(cn)}/`;
   readonly quotaVersion = (cn: string): string => `${this.quota(cn)}version`;
   readonly quotaRunningOf = (cn: string): string => `${this.quota(cn)}running/`;

@@ -21,7 +21,9 @@ import { DenyList } from './rpc/deny-list.js';
 import { QuotaLedger } from './jobs/quota-ledger.js';
 import { WaitingJobs } from './jobs/waiting-jobs.js';
 import { ScheduleBook } from './schedules/schedule-book.js';
-import { Scheduler, refusingSchedules } from './schedules/scheduler.js';
+import type { ScheduleStore } from './schedules/schedule-book.js';
+import { localJobs, type ScheduledJobs } from './schedules/scheduled-jobs.js';
+import { Scheduler } from './schedules/scheduler.js';
 import { QuotaRules } from './policy/quotas.js';
 import { CallQuota } from './rpc/call-quota.js';
 import { bind, createGrpcServer, type FleetServices } from './rpc/grpc-server.js';
@@ -110,6 +112,8 @@ export interface Backend {
   leaving(): Promise<void>;
   /** After every local job has ended: leave, after what the jobs' ends still have to write. */
   close(): Promise<void>;
+  /** Where its schedules are kept and how their jobs are made (the Scheduler runs on them). */
+  schedules: { book: ScheduleStore; jobs: ScheduledJobs; fleet: { node: string; syncEveryMs: number } };
 }
 
 export type BackendFactory = (local: LocalParts) => Promise<Backend>;
@@ -223,10 +227,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       calls,
       waiting,
     });
-    const scheduler = new Scheduler({ book, service, store, logger });
-    made.push(() => scheduler.close());
-    // Read before the port is bound (every call sees them); fired once startup is done (start()).
-    if (!options.backend) scheduler.load();
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
     boundary.calls = calls;
@@ -235,9 +235,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       made.push(backend.close.bind(backend));
       retention.onPruned = backend.jobPruned.bind(backend);
     }
+    // A fleet's schedules are the fleet's (its store, its jobs); a single host's are in schedules.db.
+    const scheduler = new Scheduler(backend ? { ...backend.schedules, logger } : { book, jobs: localJobs(service, store), logger });
+    made.push(() => scheduler.close());
+    // Read before the port is bound (every call sees them); fired once startup is done (start()).
+    await scheduler.load();
     const tlsCredentials = new MutualTlsCredentials(options.tls);
-    const schedules = backend ? refusingSchedules('a fleet does not run schedules yet: create them on a single host') : scheduler;
-    const { server, health } = createGrpcServer(backend?.api ?? service, schedules, boundary, backend?.services);
+    const { server, health } = createGrpcServer(backend?.api ?? service, scheduler, boundary, backend?.services);
     made.push(() => server.forceShutdown());
     const port = await bind(server, options.listen, tlsCredentials);
     await backend?.join(port);
@@ -248,8 +252,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     }
     // Last, once nothing of startup can fail any more (a job started here would be stopped by its undoing).
     waiting.resume(stillWaiting, backend ? 'this server is now a fleet node, and a fleet does not run jobs that wait for others yet' : undefined);
-    // A fleet node leaves a single host's schedules on disk, unfired (it refuses ScheduleService).
-    if (!backend) scheduler.start();
+    // A fleet node leaves a single host's schedules on disk, unfired: it fires the fleet's.
+    await scheduler.start();
     retention.start();
     made.push(() => retention.stop());
     // The pool and the cgroup driver are ready (prepare() ran), the port is bound.

@@ -33,6 +33,8 @@ export interface StoredSchedule {
   createdAt: Date;
   /** The last slot handled (fired, skipped or failed); slots after it are still to come. */
   lastSlot: Date;
+  /** Read from a shared store: some firing of it is STARTING (its scheduler may have stopped half-way). */
+  halfDone?: boolean;
 }
 
 export interface StoredFiring {
@@ -43,6 +45,34 @@ export interface StoredFiring {
   jobId: string | null;
   reason: string;
   manual: boolean;
+  /** In a fleet, the node that claimed it (a firing its node left STARTING is judged by another). */
+  node?: string;
+}
+
+type MaybePromise<T> = T | Promise<T>;
+
+/**
+ * Where schedules are kept: this host's schedules.db (ScheduleBook), or a
+ * fleet's etcd (src/fleet/schedule-store.ts), where several schedulers share
+ * them and each write is checked against what the others wrote.
+ */
+export interface ScheduleStore {
+  all(): MaybePromise<StoredSchedule[]>;
+  /** A new schedule. A shared store checks the name and the count itself (SCHEDULE_NAME_TAKEN, TOO_MANY_SCHEDULES). */
+  create(schedule: StoredSchedule): MaybePromise<void>;
+  /** Paused or resumed: only `paused` and `lastSlot` are taken from `schedule`. */
+  setPaused(schedule: StoredSchedule): MaybePromise<void>;
+  delete(id: string): MaybePromise<void>;
+  /**
+   * Claims a slot and records its firing at once: false (nothing written)
+   * when the slot was handled already, or — in a shared store — the
+   * schedule was paused or deleted meanwhile. A manual firing claims no slot.
+   */
+  claim(firing: StoredFiring): MaybePromise<boolean>;
+  /** Records (or updates) a firing, keeping the newest FIRINGS_KEPT of its schedule. */
+  record(firing: StoredFiring): MaybePromise<void>;
+  /** The schedule's firings, newest first. */
+  firings(scheduleId: string): MaybePromise<StoredFiring[]>;
 }
 
 const SCHEMA = `
@@ -97,7 +127,7 @@ interface FiringRow {
   reason: string;
 }
 
-export class ScheduleBook {
+export class ScheduleBook implements ScheduleStore {
   readonly #db: Database.Database;
   readonly #putSchedule: Database.Statement;
   readonly #putFiring: Database.Statement;
@@ -143,7 +173,15 @@ export class ScheduleBook {
     return (this.#db.prepare('SELECT * FROM schedules ORDER BY created_at, id').all() as ScheduleRow[]).map(scheduleOf);
   }
 
-  /** Inserts or replaces the schedule's row (creation, pause, resume). */
+  create(schedule: StoredSchedule): void {
+    this.put(schedule);
+  }
+
+  setPaused(schedule: StoredSchedule): void {
+    this.put(schedule);
+  }
+
+  /** Inserts or replaces the schedule's row. */
   put(schedule: StoredSchedule): void {
     this.#putSchedule.run({
       id: schedule.id,
@@ -168,11 +206,7 @@ export class ScheduleBook {
     })();
   }
 
-  /**
-   * Claims a slot and records its firing, in one transaction: false (and
-   * nothing written) when the slot was handled already. A manual firing
-   * claims no slot.
-   */
+  /** In one transaction: see ScheduleStore. */
   claim(firing: StoredFiring): boolean {
     return this.#db.transaction(() => {
       if (!firing.manual) {

@@ -1,10 +1,11 @@
-// The ScheduleService of a single host: schedules kept in schedules.db
-// (schedule-book.ts), each armed with a timer for its next slot. A firing
-// claims its slot on disk before it creates anything, so a slot fires at most
-// once; and it is never skipped silently: a skip (the concurrency policy,
-// missed while the server was down) is recorded with its reason. Each firing
-// creates an ordinary job through the JobService, as its owner, under its
-// owner's quota.
+// The ScheduleService: schedules kept in a store (schedule-book.ts: this
+// host's schedules.db, or a fleet's etcd), each armed with a timer for its
+// next slot. A firing claims its slot in the store before it creates
+// anything, so a slot fires at most once — in a fleet every node arms the
+// timers and one claim wins; and it is never skipped silently: a skip (the
+// concurrency policy, missed while the server was down) is recorded with
+// its reason. Each firing creates an ordinary job (scheduled-jobs.ts) as its
+// owner, under its owner's quota.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { messageOf } from '../../common/error-message.js';
@@ -23,13 +24,10 @@ import {
 } from '../../gen/jobworker/v1/jobworker.js';
 import { Errors, JobworkerError, quoted } from '../errors.js';
 import { requestBytes } from '../policy/command.js';
-import { isLive } from '../jobs/record.js';
-import type { JobStore } from '../jobs/store.js';
 import type { Caller } from '../rpc/authz.js';
-import type { JobService } from '../rpc/job-service.js';
-import { STATUS } from '../rpc/job-view.js';
 import { CronSchedule, cronProblem, timezoneProblem } from './cron.js';
-import type { CatchUp, Concurrency, ScheduleBook, StoredFiring, StoredSchedule } from './schedule-book.js';
+import type { CatchUp, Concurrency, ScheduleStore, StoredFiring, StoredSchedule } from './schedule-book.js';
+import type { ScheduledJobs } from './scheduled-jobs.js';
 
 /** A server keeps at most this many schedules: GetSchedules answers them all in one message. */
 export const MAX_SCHEDULES = 100;
@@ -61,17 +59,16 @@ export interface ScheduleApi {
   runSchedule(caller: Caller, request: ScheduleRef): Promise<Firing>;
 }
 
-/** A fleet's answer for now: one scheduler for many nodes needs the fleet's store. */
-export function refusingSchedules(why: string): ScheduleApi {
-  const refuse = (): Promise<never> => Promise.reject(new JobworkerError('FLEET_UNSUPPORTED', why));
-  return { createSchedule: refuse, getSchedule: refuse, getSchedules: refuse, pauseSchedule: refuse, resumeSchedule: refuse, deleteSchedule: refuse, runSchedule: refuse };
-}
-
 export interface SchedulerOptions {
-  book: ScheduleBook;
-  service: JobService;
-  store: JobStore;
+  book: ScheduleStore;
+  jobs: ScheduledJobs;
   logger: Logger;
+  /**
+   * A fleet's: this node's name (written into the firings it claims), and
+   * how often the schedules are read again from the shared store (others'
+   * creates, pauses and deletes; firings their node left half-done).
+   */
+  fleet?: { node: string; syncEveryMs: number };
 }
 
 interface Live {
@@ -90,6 +87,11 @@ export class Scheduler implements ScheduleApi {
   readonly #options: SchedulerOptions;
   /** By id, oldest first. */
   readonly #schedules = new Map<string, Live>();
+  /** Firings being made here now, by firingKey(). */
+  readonly #inFlight = new Set<string>();
+  #syncTimer: NodeJS.Timeout | undefined;
+  /** The sync in progress, or the last one. */
+  #syncs: Promise<void> = Promise.resolve();
   #closing = false;
 
   constructor(options: SchedulerOptions) {
@@ -101,16 +103,12 @@ export class Scheduler implements ScheduleApi {
    * judged from the job history, the slots missed while the server was down
    * handled as each schedule's catch-up policy says, and every schedule armed.
    */
-  start(now = new Date()): void {
+  async start(now = new Date()): Promise<void> {
     for (const live of this.#schedules.values()) {
       const { stored } = live;
       try {
-        for (const firing of this.#options.book.firings(stored.id)) {
-          if (firing.outcome !== 'STARTING') continue;
-          const ran = firing.jobId !== null && this.#options.store.get(firing.jobId) !== undefined;
-          this.#options.book.record(ran ? { ...firing, outcome: 'STARTED' } : { ...firing, outcome: 'FAILED', jobId: null, reason: 'the server stopped while it was starting the job: it never ran' });
-        }
-        if (!stored.paused) this.#catchUp(live, now);
+        await this.#judgeHalfDone(live);
+        if (!stored.paused) await this.#catchUp(live, now);
         this.#arm(live);
       } catch (err) {
         // One schedule the server cannot take up must not keep the others (or the server) from running.
@@ -118,27 +116,112 @@ export class Scheduler implements ScheduleApi {
       }
     }
     if (this.#schedules.size > 0) this.#options.logger.info({ schedules: this.#schedules.size }, 'schedules taken up');
+    if (this.#options.fleet) this.#scheduleSync(this.#options.fleet.syncEveryMs);
+  }
+
+  /** Firings a stopped scheduler left STARTING, judged by whether their job exists (ScheduledJobs.madeBy). */
+  async #judgeHalfDone(live: Live): Promise<void> {
+    for (const firing of await this.#options.book.firings(live.stored.id)) {
+      if (firing.outcome !== 'STARTING' || this.#inFlight.has(firingKey(firing))) continue;
+      const name = this.#jobName(live.stored, firing.manual ? firing.firedAt : firing.slot, firing.manual);
+      const made = await this.#options.jobs.madeBy(firing, name);
+      if (made === undefined) continue;
+      const who = firing.node === undefined ? 'the server' : `node ${firing.node}`;
+      await this.#options.book.record(made !== null ? { ...firing, outcome: 'STARTED', jobId: made } : { ...firing, outcome: 'FAILED', jobId: null, reason: `${who} stopped while it was starting the job: it never ran` });
+    }
   }
 
   /**
-   * Reads the schedules on disk, before the server serves: the API sees
-   * them all from its first call. start() fires them. One whose cron
-   * expression or time zone this server no longer takes is logged and left
-   * out (it stays on disk).
+   * Runs `fn` (an API call) after a sync begun now, and before the next: in
+   * a fleet, one node's answer follows another's create, pause or delete,
+   * and a sync never overtakes this node's own write. A single host's
+   * schedules are all here: `fn` runs at once.
    */
-  load(): void {
-    for (const stored of this.#options.book.all()) {
+  #inSync<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.#options.fleet) return fn();
+    const run = this.#syncs.then(async () => {
       try {
-        this.#schedules.set(stored.id, { stored, lastManual: 0, cron: new CronSchedule(stored.cron, stored.timezone), next: null, firing: Promise.resolve() });
+        await this.#sync();
       } catch (err) {
-        this.#options.logger.error({ scheduleId: stored.id, cron: stored.cron, timezone: stored.timezone, err: messageOf(err) }, 'a schedule on disk cannot be read: left out');
+        throw new JobworkerError('FLEET_UNAVAILABLE', `cannot read the fleet's schedules: ${messageOf(err)}`);
+      }
+      return fn();
+    });
+    this.#syncs = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /**
+   * A fleet's: the schedules as the shared store has them now — others'
+   * creates, pauses, resumes, slots claimed and deletes taken up, and
+   * firings a lost node left STARTING judged — every syncEveryMs, and
+   * before every answer.
+   */
+  async #sync(now = new Date()): Promise<void> {
+    const stored = await this.#options.book.all();
+    const ids = new Set(stored.map((schedule) => schedule.id));
+    for (const [id, live] of this.#schedules) {
+      if (ids.has(id)) continue;
+      clearTimeout(live.timer);
+      this.#schedules.delete(id);
+    }
+    for (const schedule of stored) {
+      let live = this.#schedules.get(schedule.id);
+      try {
+        if (!live) {
+          live = this.#take(schedule);
+          if (!live) continue;
+          if (!schedule.paused) await this.#catchUp(live, now);
+          this.#arm(live);
+        } else if (live.stored.paused !== schedule.paused || schedule.lastSlot > live.stored.lastSlot) {
+          live.stored = { ...live.stored, paused: schedule.paused, lastSlot: new Date(Math.max(schedule.lastSlot.getTime(), live.stored.lastSlot.getTime())) };
+          this.#arm(live);
+        }
+        if (schedule.halfDone) await this.#judgeHalfDone(live);
+      } catch (err) {
+        this.#options.logger.warn({ scheduleId: schedule.id, err: messageOf(err) }, 'could not take up a schedule from the fleet; trying again');
       }
     }
+  }
+
+  #scheduleSync(everyMs: number): void {
+    if (this.#closing) return;
+    this.#syncTimer = setTimeout(() => {
+      this.#inSync(() => Promise.resolve())
+        .catch((err: unknown) => this.#options.logger.warn({ err: messageOf(err) }, "could not read the fleet's schedules; trying again"))
+        .finally(() => this.#scheduleSync(everyMs));
+    }, everyMs).unref();
+  }
+
+  /** A schedule from the store, as this scheduler keeps it; undefined (logged) when this server cannot read its cron expression or zone. */
+  #take(stored: StoredSchedule): Live | undefined {
+    try {
+      const live: Live = { stored, lastManual: 0, cron: new CronSchedule(stored.cron, stored.timezone), next: null, firing: Promise.resolve() };
+      this.#schedules.set(stored.id, live);
+      return live;
+    } catch (err) {
+      this.#options.logger.error({ scheduleId: stored.id, cron: stored.cron, timezone: stored.timezone, err: messageOf(err) }, 'a schedule in the store cannot be read: left out');
+      return undefined;
+    }
+  }
+
+  /**
+   * Reads the schedules in the store, before the server serves: the API
+   * sees them all from its first call. start() fires them. One whose cron
+   * expression or time zone this server no longer takes is logged and left
+   * out (it stays in the store).
+   */
+  async load(): Promise<void> {
+    for (const stored of await this.#options.book.all()) this.#take(stored);
   }
 
   /** Shutdown: no more firings (one in flight finishes, as any create does). */
   close(): void {
     this.#closing = true;
+    clearTimeout(this.#syncTimer);
     for (const live of this.#schedules.values()) clearTimeout(live.timer);
   }
 
@@ -160,96 +243,111 @@ export class Scheduler implements ScheduleApi {
     if (window < 1 || window > MAX_CATCH_UP_WINDOW_MS) throw Errors.invalidArgument(`catch_up_window_ms must be from 1 to ${MAX_CATCH_UP_WINDOW_MS} (a week), got ${window}`);
     const id = randomUUID();
     const job = this.#checkJob(request.job, id, name);
-    if (name !== null) {
-      const holder = this.#byName(name);
-      if (holder) throw Errors.scheduleNameTaken(name, holder.stored.id);
-    }
-    if (this.#schedules.size >= MAX_SCHEDULES) throw Errors.tooManySchedules(MAX_SCHEDULES);
-    const now = new Date();
-    const stored: StoredSchedule = {
-      id,
-      name,
-      cron: request.cron.trim(),
-      timezone,
-      job,
-      concurrency,
-      catchUp,
-      catchUpWindowMs: window,
-      paused: false,
-      owner: caller.cn,
-      createdAt: now,
-      lastSlot: now,
-    };
-    this.#write(() => this.#options.book.put(stored));
-    const live: Live = { stored, lastManual: 0, cron: new CronSchedule(stored.cron, timezone), next: null, firing: Promise.resolve() };
-    this.#schedules.set(id, live);
-    this.#arm(live);
-    this.#options.logger.info({ scheduleId: id, name, cron: stored.cron, timezone, owner: caller.cn }, 'schedule created');
-    return this.#view(live);
-  }
-
-  async getSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
-    return this.#view(this.#find(request.schedule));
-  }
-
-  async getSchedules(): Promise<Schedules> {
-    return { schedules: [...this.#schedules.values()].map((live) => this.#view(live)) };
-  }
-
-  async pauseSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
-    const live = this.#find(request.schedule);
-    if (!live.stored.paused) {
-      const stored = { ...live.stored, paused: true };
-      this.#write(() => this.#options.book.put(stored));
-      live.stored = stored;
+    return this.#inSync(async () => {
+      if (name !== null) {
+        const holder = this.#byName(name);
+        if (holder) throw Errors.scheduleNameTaken(name, holder.stored.id);
+      }
+      if (this.#schedules.size >= MAX_SCHEDULES) throw Errors.tooManySchedules(MAX_SCHEDULES);
+      const now = new Date();
+      const stored: StoredSchedule = {
+        id,
+        name,
+        cron: request.cron.trim(),
+        timezone,
+        job,
+        concurrency,
+        catchUp,
+        catchUpWindowMs: window,
+        paused: false,
+        owner: caller.cn,
+        createdAt: now,
+        lastSlot: now,
+      };
+      // Held here before the write, so that a create racing this one on this server sees its name and count.
+      const live: Live = { stored, lastManual: 0, cron: new CronSchedule(stored.cron, timezone), next: null, firing: Promise.resolve() };
+      this.#schedules.set(id, live);
+      try {
+        await this.#write(() => this.#options.book.create(stored));
+      } catch (err) {
+        this.#schedules.delete(id);
+        throw err;
+      }
       this.#arm(live);
-    }
-    return this.#view(live);
+      this.#options.logger.info({ scheduleId: id, name, cron: stored.cron, timezone, owner: caller.cn }, 'schedule created');
+      return this.#view(live);
+    });
+  }
+
+  getSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
+    return this.#inSync(async () => this.#view(this.#find(request.schedule)));
+  }
+
+  getSchedules(): Promise<Schedules> {
+    return this.#inSync(async () => ({ schedules: await Promise.all([...this.#schedules.values()].map((live) => this.#view(live))) }));
+  }
+
+  pauseSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
+    return this.#inSync(async () => {
+      const live = this.#find(request.schedule);
+      if (!live.stored.paused) {
+        await this.#write(() => this.#options.book.setPaused({ ...live.stored, paused: true }));
+        live.stored = { ...live.stored, paused: true };
+        this.#arm(live);
+      }
+      return this.#view(live);
+    });
   }
 
   /** Slots missed while paused are not caught up: it goes on from now. */
-  async resumeSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
-    const live = this.#find(request.schedule);
-    if (live.stored.paused) {
-      const stored = { ...live.stored, paused: false, lastSlot: new Date(Math.max(Date.now(), live.stored.lastSlot.getTime())) };
-      this.#write(() => this.#options.book.put(stored));
-      live.stored = stored;
-      this.#arm(live);
-    }
-    return this.#view(live);
+  resumeSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
+    return this.#inSync(async () => {
+      const live = this.#find(request.schedule);
+      if (live.stored.paused) {
+        const lastSlot = new Date(Math.max(Date.now(), live.stored.lastSlot.getTime()));
+        await this.#write(() => this.#options.book.setPaused({ ...live.stored, paused: false, lastSlot }));
+        live.stored = { ...live.stored, paused: false, lastSlot: new Date(Math.max(lastSlot.getTime(), live.stored.lastSlot.getTime())) };
+        this.#arm(live);
+      }
+      return this.#view(live);
+    });
   }
 
   /** Once a firing in flight has created its job (or failed to): nothing of the schedule happens after the answer. */
-  async deleteSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
-    const live = this.#find(request.schedule);
-    const view = this.#view(live);
-    clearTimeout(live.timer);
-    this.#schedules.delete(live.stored.id);
-    await live.firing;
-    try {
-      this.#options.book.delete(live.stored.id);
-    } catch (err) {
-      this.#schedules.set(live.stored.id, live);
-      this.#arm(live);
-      throw Errors.notRecorded(`cannot record the schedule: ${messageOf(err)}`);
-    }
-    this.#options.logger.info({ scheduleId: live.stored.id }, 'schedule deleted');
-    return view;
+  deleteSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
+    return this.#inSync(async () => {
+      const live = this.#find(request.schedule);
+      const view = await this.#view(live);
+      clearTimeout(live.timer);
+      this.#schedules.delete(live.stored.id);
+      await live.firing;
+      try {
+        await this.#options.book.delete(live.stored.id);
+      } catch (err) {
+        this.#schedules.set(live.stored.id, live);
+        this.#arm(live);
+        throw Errors.notRecorded(`cannot record the schedule: ${messageOf(err)}`);
+      }
+      this.#options.logger.info({ scheduleId: live.stored.id }, 'schedule deleted');
+      return view;
+    });
   }
 
-  async runSchedule(_caller: Caller, request: ScheduleRef): Promise<Firing> {
-    const live = this.#find(request.schedule);
-    if (this.#closing) throw Errors.shuttingDown();
-    // After a firing in flight: the concurrency policy sees its job.
-    const fired = live.firing.then(() => {
-      const now = Math.max(Date.now(), live.lastManual + 1);
-      live.lastManual = now;
-      return this.#fire(live, new Date(now), true);
+  runSchedule(_caller: Caller, request: ScheduleRef): Promise<Firing> {
+    return this.#inSync(async () => {
+      const live = this.#find(request.schedule);
+      if (this.#closing) throw Errors.shuttingDown();
+      // After a firing in flight: the concurrency policy sees its job.
+      const fired = live.firing.then(() => {
+        const now = Math.max(Date.now(), live.lastManual + 1);
+        live.lastManual = now;
+        return this.#fire(live, new Date(now), true);
+      });
+      live.firing = fired;
+      const firing = await fired;
+      if (!firing) throw Errors.notRecorded('cannot record the firing in the schedules: it did not fire');
+      return await this.#firingView(firing);
     });
-    live.firing = fired;
-    const firing = await fired;
-    if (!firing) throw Errors.notRecorded('cannot record the firing in the schedules: it did not fire');
-    return this.#firingView(firing);
   }
 
   /** The schedule's job as CreateJob would check it, with its name and label as a firing gives them: what it keeps. */
@@ -258,12 +356,12 @@ export class Scheduler implements ScheduleApi {
     if (job.name !== '') throw Errors.invalidArgument('job.name: a schedule names its jobs (the schedule\'s name and the firing time)');
     if (job.after.length > 0) throw Errors.invalidArgument('job.after: a scheduled job cannot wait for others');
     if (job.stdin) throw Errors.invalidArgument("job.stdin: a scheduled job's stdin is /dev/null");
-    if (job.node !== '' || Object.keys(job.constraints).length > 0) throw Errors.notAFleet('job.node and job.constraints place jobs in a fleet');
+    if (!this.#options.jobs.placed && (job.node !== '' || Object.keys(job.constraints).length > 0)) throw Errors.notAFleet('job.node and job.constraints place jobs in a fleet');
     if (Object.hasOwn(job.labels, 'schedule')) throw Errors.invalidArgument('job.labels: the schedule label is the server\'s (schedule=<id> on every job a schedule creates)');
     const bytes = requestBytes(job);
     if (bytes > MAX_TEMPLATE_BYTES) throw Errors.invalidArgument(`job: a schedule's command, args, env, workdir, rootfs and user must be at most ${MAX_TEMPLATE_BYTES} bytes together, got ${bytes}`);
     try {
-      this.#options.service.resolve(this.#request(job, id, name, new Date()));
+      this.#options.jobs.check(this.#request(job, id, name, new Date()));
     } catch (err) {
       if (err instanceof JobworkerError) throw new JobworkerError(err.code, `job: ${err.message}`);
       throw err;
@@ -276,13 +374,18 @@ export class Scheduler implements ScheduleApi {
     return { ...job, name: jobName(name ?? `schedule-${id.slice(0, 8)}`, time, manual), labels: { ...job.labels, schedule: id } };
   }
 
+  /** The name a firing at `time` gives its job. */
+  #jobName(stored: StoredSchedule, time: Date, manual: boolean): string {
+    return jobName(stored.name ?? `schedule-${stored.id.slice(0, 8)}`, time, manual);
+  }
+
   /**
    * The slots missed while the server was down (or its timers were: a
    * suspended host, a stalled loop, a clock stepped forward): with catch-up
    * once, the latest fires if it is within the window; every other is
    * recorded skipped, in one entry (at the first missed slot).
    */
-  #catchUp(live: Live, now: Date): void {
+  async #catchUp(live: Live, now: Date): Promise<void> {
     const { stored } = live;
     const first = live.cron.after(stored.lastSlot);
     if (first === null || first > now) return;
@@ -308,9 +411,9 @@ export class Scheduler implements ScheduleApi {
             ? `missed ${count} earlier firing(s) while the server was down; the latest, ${latest.toISOString()}, fires once (catch-up once)`
             : `missed ${count} firing(s) while the server was down, the last at ${latest.toISOString()}, older than the catch-up window (${stored.catchUpWindowMs / 1000} s)`;
       // Under the first missed slot, or the latest when that one does not fire (a slot claimed once).
-      this.#claim(live, { scheduleId: stored.id, slot: fires ? first : latest, firedAt: now, outcome: 'SKIPPED', jobId: null, reason: why, manual: false });
+      await this.#claim(live, { scheduleId: stored.id, slot: fires ? first : latest, firedAt: now, outcome: 'SKIPPED', jobId: null, reason: why, manual: false, node: this.#options.fleet?.node });
     }
-    // The latest is what the timer fires next (#arm), at once, as any slot: moved to just before it here alone (on disk the claim moves it).
+    // The latest is what the timer fires next (#arm), at once, as any slot: moved to just before it here alone (in the store the claim moves it).
     if (fires) live.stored = { ...live.stored, lastSlot: new Date(latest.getTime() - 1) };
   }
 
@@ -333,8 +436,12 @@ export class Scheduler implements ScheduleApi {
         const after = live.cron.after(slot);
         // Late past the next slot too (a suspended host, a stalled loop, a clock stepped forward): as after downtime, not a burst.
         if (after !== null && after <= now) {
-          this.#catchUp(live, now);
-          this.#arm(live);
+          live.firing = live.firing.then(() => this.#catchUp(live, now)).catch((err: unknown) => {
+            this.#options.logger.error({ scheduleId: live.stored.id, err: messageOf(err) }, 'could not catch up missed firings');
+          });
+          void live.firing.then(() => {
+            if (this.#schedules.get(live.stored.id) === live) this.#arm(live);
+          });
           return;
         }
         // After the firing before it, if that is still creating its job.
@@ -367,43 +474,49 @@ export class Scheduler implements ScheduleApi {
     const { stored } = live;
     if (this.#closing || this.#schedules.get(stored.id) !== live) return undefined;
     const firedAt = new Date();
-    const base = { scheduleId: stored.id, slot, firedAt, manual };
+    const base = { scheduleId: stored.id, slot, firedAt, manual, node: this.#options.fleet?.node };
     if (!manual && stored.paused) {
       // Due before the pause, fired after it (behind a firing in flight): skipped, saying so.
       const paused: StoredFiring = { ...base, outcome: 'SKIPPED', jobId: null, reason: 'the schedule was paused when its turn came' };
-      return this.#claim(live, paused) ? paused : undefined;
+      return (await this.#claim(live, paused)) ? paused : undefined;
     }
-    const previous = this.#runningJob(stored.id);
+    const previous = stored.concurrency === 'allow' ? null : await this.#options.jobs.running(stored);
     if (previous && stored.concurrency === 'forbid') {
       const skipped: StoredFiring = { ...base, outcome: 'SKIPPED', jobId: null, reason: `the job of an earlier firing, ${previous}, has not ended (concurrency forbid)` };
-      return this.#claim(live, skipped) ? skipped : undefined;
+      return (await this.#claim(live, skipped)) ? skipped : undefined;
     }
-    const jobId = randomUUID();
-    const starting: StoredFiring = { ...base, outcome: 'STARTING', jobId, reason: '' };
-    if (!this.#claim(live, starting)) return undefined;
-    const owner: Caller = { cn: stored.owner, role: 'admin' };
-    let done: StoredFiring;
+    const starting: StoredFiring = { ...base, outcome: 'STARTING', jobId: this.#options.jobs.newId(), reason: '' };
+    const key = firingKey(starting);
+    // In flight from before the claim: a sync running meanwhile must not judge it half-done.
+    this.#inFlight.add(key);
     try {
-      if (previous && stored.concurrency === 'replace') await this.#options.service.stopJob(owner, { id: previous, graceMs: undefined });
-      await this.#options.service.createJob(owner, this.#request(stored.job, stored.id, stored.name, manual ? firedAt : slot, manual), jobId);
-      done = { ...starting, outcome: 'STARTED' };
-    } catch (err) {
-      done = { ...starting, outcome: 'FAILED', jobId: null, reason: messageOf(err) };
-      this.#options.logger.warn({ scheduleId: stored.id, slot, err: messageOf(err) }, 'a schedule fired, and its job could not be created');
+      if (!(await this.#claim(live, starting))) return undefined;
+      const owner: Caller = { cn: stored.owner, role: 'admin' };
+      let done: StoredFiring;
+      try {
+        if (previous && stored.concurrency === 'replace') await this.#options.jobs.stop(owner, previous);
+        const jobId = await this.#options.jobs.create(owner, this.#request(stored.job, stored.id, stored.name, manual ? firedAt : slot, manual), starting.jobId!);
+        done = { ...starting, outcome: 'STARTED', jobId };
+      } catch (err) {
+        done = { ...starting, outcome: 'FAILED', jobId: null, reason: messageOf(err) };
+        this.#options.logger.warn({ scheduleId: stored.id, slot, err: messageOf(err) }, 'a schedule fired, and its job could not be created');
+      }
+      try {
+        await this.#options.book.record(done);
+      } catch (err) {
+        // Judged again from the jobs (at the next start; in a fleet, at the next sync).
+        this.#options.logger.error({ scheduleId: stored.id, slot, err: messageOf(err) }, 'could not record how a firing went');
+      }
+      return done;
+    } finally {
+      this.#inFlight.delete(key);
     }
-    try {
-      this.#options.book.record(done);
-    } catch (err) {
-      // Judged again from the job history at the next start.
-      this.#options.logger.error({ scheduleId: stored.id, slot, err: messageOf(err) }, 'could not record how a firing went');
-    }
-    return done;
   }
 
-  /** Records a firing claiming its slot (and moves the schedule past it); false when it was handled already or the disk refused. */
-  #claim(live: Live, firing: StoredFiring): boolean {
+  /** Records a firing claiming its slot (and moves the schedule past it); false when it was handled already or the store refused. */
+  async #claim(live: Live, firing: StoredFiring): Promise<boolean> {
     try {
-      if (!this.#options.book.claim(firing)) {
+      if (!(await this.#options.book.claim(firing))) {
         // Handled already (the disk says so): this side moves past it too, or the timer would come back to it.
         if (!firing.manual && firing.slot > live.stored.lastSlot) live.stored = { ...live.stored, lastSlot: firing.slot };
         return false;
@@ -418,18 +531,6 @@ export class Scheduler implements ScheduleApi {
     return true;
   }
 
-  /**
-   * A job of the schedule that has not ended, the newest: read from the job
-   * store by its label (firings are trimmed to the last 20, and a job may
-   * outlive many skipped ones). Firings of a schedule run one at a time, so
-   * none is being created now.
-   */
-  #runningJob(scheduleId: string): string | null {
-    let newest: string | null = null;
-    for (const job of this.#options.store.values()) if (isLive(job.state) && job.labels.schedule === scheduleId) newest = job.id;
-    return newest;
-  }
-
   #find(ref: string): Live {
     const live = this.#schedules.get(ref) ?? this.#byName(ref);
     if (!live) throw Errors.scheduleNotFound(ref.slice(0, 100));
@@ -441,16 +542,17 @@ export class Scheduler implements ScheduleApi {
     return undefined;
   }
 
-  /** A write to schedules.db: NOT_RECORDED (nothing changed) when the disk refuses it. */
-  #write(write: () => void): void {
+  /** A write to the store: NOT_RECORDED (nothing changed) when it refuses it; the store's own refusals (a shared store's name or count) as they are. */
+  async #write(write: () => void | Promise<void>): Promise<void> {
     try {
-      write();
+      await write();
     } catch (err) {
+      if (err instanceof JobworkerError) throw err;
       throw Errors.notRecorded(`cannot record the schedule: ${messageOf(err)}`);
     }
   }
 
-  #view(live: Live): Schedule {
+  async #view(live: Live): Promise<Schedule> {
     const { stored } = live;
     return {
       id: stored.id,
@@ -467,18 +569,17 @@ export class Scheduler implements ScheduleApi {
       createdAt: stored.createdAt,
       // From the last slot claimed, not the timer's: a firing in flight has already moved past its slot.
       nextFiringAt: stored.paused ? undefined : (live.cron.after(stored.lastSlot) ?? undefined),
-      firings: this.#options.book.firings(stored.id).map((firing) => this.#firingView(firing)),
+      firings: await Promise.all((await this.#options.book.firings(stored.id)).map((firing) => this.#firingView(firing))),
     };
   }
 
-  #firingView(firing: StoredFiring): Firing {
-    const job = firing.jobId === null ? undefined : this.#options.store.get(firing.jobId);
+  async #firingView(firing: StoredFiring): Promise<Firing> {
     return {
       slot: firing.slot,
       firedAt: firing.firedAt,
       outcome: OUTCOME[firing.outcome],
       jobId: firing.jobId ?? '',
-      jobStatus: job ? STATUS[job.state] : JobStatus.JOB_STATUS_UNSPECIFIED,
+      jobStatus: firing.jobId === null ? JobStatus.JOB_STATUS_UNSPECIFIED : await this.#options.jobs.status(firing.jobId),
       reason: firing.reason,
       manual: firing.manual,
     };
@@ -497,6 +598,11 @@ const OUTCOME: Record<StoredFiring['outcome'], FiringOutcome> = {
   SKIPPED: FiringOutcome.FIRING_OUTCOME_SKIPPED,
   FAILED: FiringOutcome.FIRING_OUTCOME_FAILED,
 };
+
+/** A firing's identity: its schedule, slot and kind (a manual one claims no slot). */
+function firingKey(firing: StoredFiring): string {
+  return `${firing.scheduleId}/${firing.slot.getTime()}/${firing.manual ? 'manual' : 'slot'}`;
+}
 
 function concurrencyOf(policy: ConcurrencyPolicy): Concurrency {
   if (policy === ConcurrencyPolicy.CONCURRENCY_POLICY_UNSPECIFIED || policy === ConcurrencyPolicy.CONCURRENCY_POLICY_ALLOW) return 'allow';
