@@ -232,11 +232,11 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     await this.#reconcile();
   }
 
-  /** Whether `name` is in the node table as last read and not lost (this node is, while it runs). */
+  /** Whether `name` is not lost as the node table was last read (a node not in it yet has only just joined: alive). */
   nodeAlive(name: string): boolean {
     if (name === this.self) return true;
     const view = this.#table.get(name);
-    return view !== undefined && view.state !== 'lost';
+    return view === undefined || view.state !== 'lost';
   }
 
   async #declareLost(id: string, node: string, why: string): Promise<void> {

@@ -25,10 +25,10 @@ export function fleetJobs(node: FleetNode, store: EtcdScheduleStore): ScheduledJ
     },
     // Under forbid and replace at most the newest job of a schedule runs: the one the schedule keeps.
     async running(schedule) {
-      const id = await store.lastJobId(schedule.id);
-      if (id === null) return null;
-      const job = await node.records.job(id);
-      return job && !ENDED.has(job.status) ? id : null;
+      const newestJob = await store.lastJobId(schedule.id);
+      if (newestJob === null) return { id: null, newestJob };
+      const job = await node.records.job(newestJob);
+      return { id: job && !ENDED.has(job.status) ? newestJob : null, newestJob };
     },
     async status(jobId) {
       return (await node.records.job(jobId))?.status ?? JobStatus.JOB_STATUS_UNSPECIFIED;

@@ -11,14 +11,17 @@
 import { randomUUID } from 'node:crypto';
 import type { Etcd3 } from 'etcd3';
 import { CreateJobReq } from '../gen/jobworker/v1/jobworker.js';
-import { Errors } from '../supervisor/errors.js';
-import { FIRINGS_KEPT, type ScheduleStore, type StoredFiring, type StoredSchedule } from '../supervisor/schedules/schedule-book.js';
+import { messageOf } from '../common/error-message.js';
+import { Errors, JobworkerError } from '../supervisor/errors.js';
+import { FIRINGS_KEPT, type ClaimGuard, type ScheduleStore, type StoredFiring, type StoredSchedule } from '../supervisor/schedules/schedule-book.js';
 import { MAX_SCHEDULES } from '../supervisor/schedules/scheduler.js';
 import { crashAt } from './faults.js';
 import type { FleetKeys } from './keys.js';
 
 /** Swaps of one schedule tried before giving up (every node's claim of a slot is one; they settle in a few). */
 const SWAP_TRIES = 50;
+/** etcd errors (not a lost compare) a swap gets before it gives up with the last one. */
+const SWAP_ERRORS = 3;
 
 interface FiringJson {
   slot: number;
@@ -50,6 +53,8 @@ interface ScheduleJson {
   firings: FiringJson[];
   /** The newest job a firing made: for forbid and replace, the only one that can still run. */
   lastJobId: string | null;
+  /** When the firing that made it fired (a late record of an older firing does not take its place). */
+  lastJobAt?: number;
 }
 
 export class EtcdScheduleStore implements ScheduleStore {
@@ -83,13 +88,31 @@ export class EtcdScheduleStore implements ScheduleStore {
       if (schedule.name !== null) txn = txn.and(this.keys.scheduleName(schedule.name), 'Create', '==', 0);
       const writes = [this.client.put(this.keys.schedule(schedule.id)).value(JSON.stringify(value)), this.client.put(this.keys.scheduleCount()).value('')];
       if (schedule.name !== null) writes.push(this.client.put(this.keys.scheduleName(schedule.name)).value(schedule.id));
-      const result = await txn.then(...writes).commit().catch(() => undefined);
+      let failure: unknown;
+      const result = await txn
+        .then(...writes)
+        .commit()
+        .catch((err: unknown) => {
+          failure = err;
+          return undefined;
+        });
       if (result?.succeeded) return;
       // Lost to another create, or this one's answer was lost: the keys say which.
-      if (await this.client.get(this.keys.schedule(schedule.id)).exec().then((res) => res.kvs.length > 0)) return;
+      let exists: boolean;
+      try {
+        exists = (await this.client.get(this.keys.schedule(schedule.id)).exec()).kvs.length > 0;
+      } catch (err) {
+        throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer; schedule ${schedule.id} may have been created: look for it (${messageOf(failure ?? err)})`);
+      }
+      if (exists) return;
+      if (failure !== undefined) throw failure;
       if (schedule.name !== null) {
         const holder = await this.client.get(this.keys.scheduleName(schedule.name)).string();
-        if (holder !== null) throw Errors.scheduleNameTaken(schedule.name, holder);
+        if (holder !== null) {
+          // A name left by a delete cut short (its schedule gone) is freed; any other is taken.
+          if ((await this.client.get(this.keys.schedule(holder)).exec()).kvs.length > 0) throw Errors.scheduleNameTaken(schedule.name, holder);
+          await this.client.if(this.keys.scheduleName(schedule.name), 'Value', '==', holder).then(this.client.delete().key(this.keys.scheduleName(schedule.name))).commit();
+        }
       }
     }
     throw new Error(`other creates kept changing the fleet's schedules for ${SWAP_TRIES} tries`);
@@ -100,42 +123,72 @@ export class EtcdScheduleStore implements ScheduleStore {
     if (done === 'missing') throw Errors.scheduleNotFound(schedule.id);
   }
 
+  /** The schedule and its name go in one transaction (a name another schedule took since is left). */
   async delete(id: string): Promise<void> {
-    const value = await this.#read(id);
-    if (!value) return;
-    await this.client.delete().key(this.keys.schedule(id)).exec();
-    if (value.value.name !== null) {
-      await this.client.if(this.keys.scheduleName(value.value.name), 'Value', '==', id).then(this.client.delete().key(this.keys.scheduleName(value.value.name))).commit();
+    const read = await this.#read(id);
+    if (!read) return;
+    const { name } = read.value;
+    const key = this.keys.schedule(id);
+    if (name !== null) {
+      const both = await this.client
+        .if(key, 'Mod', '==', read.revision)
+        .and(this.keys.scheduleName(name), 'Value', '==', id)
+        .then(this.client.delete().key(key), this.client.delete().key(this.keys.scheduleName(name)))
+        .commit();
+      if (both.succeeded) return;
     }
+    await this.client.delete().key(key).exec();
   }
 
-  /** Won only by the first claim of a slot; never while the fleet has the schedule paused (a slot's STARTING claim) or deleted. */
-  async claim(firing: StoredFiring): Promise<boolean> {
+  /**
+   * Won only by the first claim of a slot; never while the fleet has the
+   * schedule paused (a slot's STARTING claim) or deleted. With a guard, not
+   * while another firing of the schedule is STARTING (its job is about to
+   * run) or its newest job is not the one the policy looked at.
+   */
+  async claim(firing: StoredFiring, guard?: ClaimGuard): Promise<boolean | { retry: string; busy: boolean }> {
     const attempt = randomUUID();
     const slot = firing.slot.getTime();
-    let claimed = false;
+    let outcome: boolean | { retry: string; busy: boolean } = false;
     const done = await this.#swap(firing.scheduleId, (value) => {
       // Decided afresh at every read: a swap that lost to another claim comes back here.
-      claimed = false;
+      outcome = false;
       if (value.firings.some((kept) => kept.attempt === attempt)) {
         // This claim's own write, its answer lost.
-        claimed = true;
+        outcome = true;
         return null;
       }
       if (!firing.manual && (value.lastSlot >= slot || (value.paused && firing.outcome === 'STARTING'))) return null;
-      claimed = true;
+      if (guard) {
+        const starting = value.firings.find((kept) => kept.outcome === 'STARTING');
+        if (starting) {
+          outcome = { retry: `another firing of the schedule${starting.node === undefined ? '' : `, on node ${starting.node},`} is starting its job`, busy: true };
+          return null;
+        }
+        if (value.lastJobId !== guard.newestJob) {
+          outcome = { retry: `the schedule's newest job changed to ${value.lastJobId} while its policy was applied`, busy: false };
+          return null;
+        }
+      }
+      outcome = true;
       return withFiring({ ...value, lastSlot: firing.manual ? value.lastSlot : slot }, { ...toFiringJson(firing), attempt });
     });
-    if (done !== 'missing' && claimed && firing.outcome === 'STARTING') crashAt('schedule-after-claim');
-    return done !== 'missing' && claimed;
+    if (done === 'missing') return false;
+    // Set in the swap's callback, which TypeScript does not follow.
+    const claimed = outcome as boolean | { retry: string; busy: boolean };
+    if (claimed === true && firing.outcome === 'STARTING') crashAt('schedule-after-claim');
+    return claimed;
   }
 
-  /** How a firing went, over its claim; the job it made becomes the schedule's newest. */
-  async record(firing: StoredFiring): Promise<void> {
+  /** How a firing went, over its claim; the job it made becomes the schedule's newest, unless a later firing's already is. */
+  async record(firing: StoredFiring, { ifStarting = false } = {}): Promise<void> {
     await this.#swap(firing.scheduleId, (value) => {
       const kept = value.firings.find((old) => old.slot === firing.slot.getTime() && old.manual === firing.manual);
+      if (ifStarting && kept?.outcome !== 'STARTING') return null;
       const next = withFiring(value, { ...toFiringJson(firing), attempt: kept?.attempt });
-      return firing.outcome === 'STARTED' && firing.jobId !== null ? { ...next, lastJobId: firing.jobId } : next;
+      const firedAt = firing.firedAt.getTime();
+      const newest = firing.outcome === 'STARTED' && firing.jobId !== null && firedAt >= (value.lastJobAt ?? 0);
+      return newest ? { ...next, lastJobId: firing.jobId, lastJobAt: firedAt } : next;
     });
   }
 
@@ -161,13 +214,19 @@ export class EtcdScheduleStore implements ScheduleStore {
    */
   async #swap(id: string, change: (value: ScheduleJson) => ScheduleJson | null): Promise<'done' | 'missing'> {
     const key = this.keys.schedule(id);
+    let errors = 0;
     for (let tries = 0; tries < SWAP_TRIES; tries++) {
       const read = await this.#read(id);
       if (!read) return 'missing';
       const next = change(read.value);
       if (next === null) return 'done';
-      const result = await this.client.if(key, 'Mod', '==', read.revision).then(this.client.put(key).value(JSON.stringify(next))).commit().catch(() => undefined);
-      if (result?.succeeded) return 'done';
+      try {
+        const result = await this.client.if(key, 'Mod', '==', read.revision).then(this.client.put(key).value(JSON.stringify(next))).commit();
+        if (result.succeeded) return 'done';
+      } catch (err) {
+        // Perhaps an answer lost after the write (the next read shows it), perhaps etcd refusing it for good.
+        if (++errors >= SWAP_ERRORS) throw err;
+      }
     }
     throw new Error(`schedule ${id} kept changing under ${SWAP_TRIES} tries to write it`);
   }

@@ -65,6 +65,12 @@ test('a fleet schedule: created on one node, answered by all; a real slot fires 
   t.is(third.outcome, FiringOutcome.FIRING_OUTCOME_STARTED, third.reason);
   t.is((await c1.get(third.jobId)).labels.schedule, single.id);
   await c1.stop(third.jobId, { graceMs: 0 });
+  // Two nodes firing it at once: one job, the other firing skipped (the claim holds the policy).
+  const racing = await Promise.all([c1.runSchedule('single'), c2.runSchedule('single'), c3.runSchedule('single')]);
+  t.deepEqual(racing.map((firing) => firing.outcome).sort(), [FiringOutcome.FIRING_OUTCOME_STARTED, FiringOutcome.FIRING_OUTCOME_SKIPPED, FiringOutcome.FIRING_OUTCOME_SKIPPED].sort());
+  const winner = racing.find((firing) => firing.outcome === FiringOutcome.FIRING_OUTCOME_STARTED)!;
+  t.is((await c3.list({ labels: { schedule: single.id }, status: JobStatus.JOB_STATUS_RUNNING })).length, 1);
+  await c1.stop(winner.jobId, { graceMs: 0 });
 
   // A pause through one node is every node's.
   t.true((await c3.pauseSchedule('single')).paused);

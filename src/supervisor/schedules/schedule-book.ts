@@ -51,6 +51,11 @@ export interface StoredFiring {
 
 type MaybePromise<T> = T | Promise<T>;
 
+/** What a policy (forbid, replace) decided from: the schedule's newest job as it saw it. */
+export interface ClaimGuard {
+  newestJob: string | null;
+}
+
 /**
  * Where schedules are kept: this host's schedules.db (ScheduleBook), or a
  * fleet's etcd (src/fleet/schedule-store.ts), where several schedulers share
@@ -67,10 +72,18 @@ export interface ScheduleStore {
    * Claims a slot and records its firing at once: false (nothing written)
    * when the slot was handled already, or — in a shared store — the
    * schedule was paused or deleted meanwhile. A manual firing claims no slot.
+   * With a guard (a STARTING firing under forbid or replace), a shared store
+   * claims only while no other firing of the schedule is starting and its
+   * newest job is the one the policy looked at: otherwise nothing is written
+   * and `retry` says why (a single store's firings run one at a time).
    */
-  claim(firing: StoredFiring): MaybePromise<boolean>;
-  /** Records (or updates) a firing, keeping the newest FIRINGS_KEPT of its schedule. */
-  record(firing: StoredFiring): MaybePromise<void>;
+  claim(firing: StoredFiring, guard?: ClaimGuard): MaybePromise<boolean | { retry: string; busy: boolean }>;
+  /**
+   * Records (or updates) a firing, keeping the newest FIRINGS_KEPT of its
+   * schedule. `ifStarting`: only over a firing still STARTING (a judgement
+   * of a half-done firing must not overwrite how it went).
+   */
+  record(firing: StoredFiring, options?: { ifStarting?: boolean }): MaybePromise<void>;
   /** The schedule's firings, newest first. */
   firings(scheduleId: string): MaybePromise<StoredFiring[]>;
 }

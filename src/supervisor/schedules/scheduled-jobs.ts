@@ -22,8 +22,12 @@ export interface ScheduledJobs {
   /** Creates a firing's job as `owner`; its id (`id`, or the one a fleet gave it). */
   create(owner: Caller, request: CreateJobReq, id: string): Promise<string>;
   stop(owner: Caller, id: string): Promise<void>;
-  /** A job of the schedule that has not ended, the newest; null: none. */
-  running(schedule: StoredSchedule): MaybePromise<string | null>;
+  /**
+   * A job of the schedule that has not ended, the newest (null: none), and
+   * what that was read from (a fleet: the schedule's newest job, for the
+   * claim to check it is still the newest).
+   */
+  running(schedule: StoredSchedule): MaybePromise<{ id: string | null; newestJob: string | null }>;
   /** A job's status now; UNSPECIFIED when it is not known (pruned). */
   status(jobId: string): MaybePromise<JobStatus>;
   /**
@@ -53,7 +57,7 @@ export function localJobs(service: JobService, store: JobStore): ScheduledJobs {
     running(schedule) {
       let newest: string | null = null;
       for (const job of store.values()) if (isLive(job.state) && job.labels.schedule === schedule.id) newest = job.id;
-      return newest;
+      return { id: newest, newestJob: newest };
     },
     status(jobId) {
       const job = store.get(jobId);

@@ -7,6 +7,7 @@
 // its reason. Each firing creates an ordinary job (scheduled-jobs.ts) as its
 // owner, under its owner's quota.
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { messageOf } from '../../common/error-message.js';
 import { jobNameProblem } from '../../common/job-refs.js';
@@ -26,7 +27,7 @@ import { Errors, JobworkerError, quoted } from '../errors.js';
 import { requestBytes } from '../policy/command.js';
 import type { Caller } from '../rpc/authz.js';
 import { CronSchedule, cronProblem, timezoneProblem } from './cron.js';
-import type { CatchUp, Concurrency, ScheduleStore, StoredFiring, StoredSchedule } from './schedule-book.js';
+import type { CatchUp, ClaimGuard, Concurrency, ScheduleStore, StoredFiring, StoredSchedule } from './schedule-book.js';
 import type { ScheduledJobs } from './scheduled-jobs.js';
 
 /** A server keeps at most this many schedules: GetSchedules answers them all in one message. */
@@ -44,6 +45,15 @@ const MAX_CATCH_UP_WINDOW_MS = 7 * 24 * 3600_000;
 const MISSED_COUNTED = 100;
 /** A schedule's name at most: its jobs' names add a time to it and must fit 63 characters. */
 export const MAX_SCHEDULE_NAME = 43;
+/** How long a firing under forbid or replace waits for another node's firing of it to start its job, and how often it looks. */
+const POLICY_WAIT_MS = 60_000;
+const POLICY_RETRY_MS = 200;
+/**
+ * In a fleet, slots this recent are not "missed" when a node takes a
+ * schedule up: its timers, and every other node's, fire them as they come
+ * (a catch-up claim could otherwise beat the on-time one).
+ */
+const FLEET_CATCH_UP_GRACE_MS = 10_000;
 /** setTimeout's longest delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -119,15 +129,20 @@ export class Scheduler implements ScheduleApi {
     if (this.#options.fleet) this.#scheduleSync(this.#options.fleet.syncEveryMs);
   }
 
-  /** Firings a stopped scheduler left STARTING, judged by whether their job exists (ScheduledJobs.madeBy). */
+  /**
+   * Firings a stopped scheduler left STARTING, judged by whether their job
+   * exists (ScheduledJobs.madeBy); written only over a firing still
+   * STARTING, so a judgement never overwrites how a firing went.
+   */
   async #judgeHalfDone(live: Live): Promise<void> {
     for (const firing of await this.#options.book.firings(live.stored.id)) {
       if (firing.outcome !== 'STARTING' || this.#inFlight.has(firingKey(firing))) continue;
       const name = this.#jobName(live.stored, firing.manual ? firing.firedAt : firing.slot, firing.manual);
       const made = await this.#options.jobs.madeBy(firing, name);
-      if (made === undefined) continue;
+      if (made === undefined || this.#inFlight.has(firingKey(firing))) continue;
       const who = firing.node === undefined ? 'the server' : `node ${firing.node}`;
-      await this.#options.book.record(made !== null ? { ...firing, outcome: 'STARTED', jobId: made } : { ...firing, outcome: 'FAILED', jobId: null, reason: `${who} stopped while it was starting the job: it never ran` });
+      const judged: StoredFiring = made !== null ? { ...firing, outcome: 'STARTED', jobId: made } : { ...firing, outcome: 'FAILED', jobId: null, reason: `${who} stopped while it was starting the job: it never ran` };
+      await this.#options.book.record(judged, { ifStarting: true });
     }
   }
 
@@ -145,7 +160,12 @@ export class Scheduler implements ScheduleApi {
       } catch (err) {
         throw new JobworkerError('FLEET_UNAVAILABLE', `cannot read the fleet's schedules: ${messageOf(err)}`);
       }
-      return fn();
+      try {
+        return await fn();
+      } catch (err) {
+        if (err instanceof JobworkerError) throw err;
+        throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer: ${messageOf(err)}`);
+      }
     });
     this.#syncs = run.then(
       () => undefined,
@@ -333,21 +353,27 @@ export class Scheduler implements ScheduleApi {
     });
   }
 
-  runSchedule(_caller: Caller, request: ScheduleRef): Promise<Firing> {
-    return this.#inSync(async () => {
+  async runSchedule(_caller: Caller, request: ScheduleRef): Promise<Firing> {
+    // The firing itself outside the sync order (#inSync): making a job may take a while, and other calls need not wait for it.
+    const fired = await this.#inSync(async () => {
       const live = this.#find(request.schedule);
       if (this.#closing) throw Errors.shuttingDown();
       // After a firing in flight: the concurrency policy sees its job.
-      const fired = live.firing.then(() => {
+      const firing = live.firing.then(() => {
         const now = Math.max(Date.now(), live.lastManual + 1);
         live.lastManual = now;
         return this.#fire(live, new Date(now), true);
       });
-      live.firing = fired;
-      const firing = await fired;
-      if (!firing) throw Errors.notRecorded('cannot record the firing in the schedules: it did not fire');
-      return await this.#firingView(firing);
+      live.firing = firing;
+      return { firing };
     });
+    const firing = await fired.firing;
+    if (!firing) throw Errors.notRecorded('cannot record the firing in the schedules: it did not fire');
+    try {
+      return await this.#firingView(firing);
+    } catch (err) {
+      throw new JobworkerError('FLEET_UNAVAILABLE', `the schedule fired (${firing.outcome}), and etcd did not answer for its job: ${messageOf(err)}`);
+    }
   }
 
   /** The schedule's job as CreateJob would check it, with its name and label as a firing gives them: what it keeps. */
@@ -385,8 +411,9 @@ export class Scheduler implements ScheduleApi {
    * once, the latest fires if it is within the window; every other is
    * recorded skipped, in one entry (at the first missed slot).
    */
-  async #catchUp(live: Live, now: Date): Promise<void> {
+  async #catchUp(live: Live, at: Date): Promise<void> {
     const { stored } = live;
+    const now = this.#options.fleet ? new Date(at.getTime() - FLEET_CATCH_UP_GRACE_MS) : at;
     const first = live.cron.after(stored.lastSlot);
     if (first === null || first > now) return;
     let latest = first;
@@ -478,19 +505,36 @@ export class Scheduler implements ScheduleApi {
     if (!manual && stored.paused) {
       // Due before the pause, fired after it (behind a firing in flight): skipped, saying so.
       const paused: StoredFiring = { ...base, outcome: 'SKIPPED', jobId: null, reason: 'the schedule was paused when its turn came' };
-      return (await this.#claim(live, paused)) ? paused : undefined;
-    }
-    const previous = stored.concurrency === 'allow' ? null : await this.#options.jobs.running(stored);
-    if (previous && stored.concurrency === 'forbid') {
-      const skipped: StoredFiring = { ...base, outcome: 'SKIPPED', jobId: null, reason: `the job of an earlier firing, ${previous}, has not ended (concurrency forbid)` };
-      return (await this.#claim(live, skipped)) ? skipped : undefined;
+      return (await this.#claim(live, paused)) === true ? paused : undefined;
     }
     const starting: StoredFiring = { ...base, outcome: 'STARTING', jobId: this.#options.jobs.newId(), reason: '' };
     const key = firingKey(starting);
     // In flight from before the claim: a sync running meanwhile must not judge it half-done.
     this.#inFlight.add(key);
     try {
-      if (!(await this.#claim(live, starting))) return undefined;
+      let previous: string | null = null;
+      // Under forbid or replace the policy is decided from the schedule's newest job, and the claim
+      // holds only while that is still so (in a fleet, another node may be firing it too).
+      for (const until = performance.now() + POLICY_WAIT_MS; ; ) {
+        const running = stored.concurrency === 'allow' ? null : await this.#options.jobs.running(stored);
+        previous = running?.id ?? null;
+        if (previous && stored.concurrency === 'forbid') {
+          const skipped: StoredFiring = { ...base, outcome: 'SKIPPED', jobId: null, reason: `the job of an earlier firing, ${previous}, has not ended (concurrency forbid)` };
+          return (await this.#claim(live, skipped)) === true ? skipped : undefined;
+        }
+        const claimed = await this.#claim(live, starting, running ? { newestJob: running.newestJob } : undefined);
+        if (claimed === false) return undefined;
+        if (claimed === true) break;
+        if (claimed.busy && stored.concurrency === 'forbid') {
+          const skipped: StoredFiring = { ...base, outcome: 'SKIPPED', jobId: null, reason: `${claimed.retry} (concurrency forbid)` };
+          return (await this.#claim(live, skipped)) === true ? skipped : undefined;
+        }
+        if (performance.now() > until) {
+          const failed: StoredFiring = { ...base, outcome: 'FAILED', jobId: null, reason: `for ${POLICY_WAIT_MS / 1000} s: ${claimed.retry} (concurrency ${stored.concurrency})` };
+          return (await this.#claim(live, failed)) === true ? failed : undefined;
+        }
+        await sleep(POLICY_RETRY_MS);
+      }
       const owner: Caller = { cn: stored.owner, role: 'admin' };
       let done: StoredFiring;
       try {
@@ -498,6 +542,11 @@ export class Scheduler implements ScheduleApi {
         const jobId = await this.#options.jobs.create(owner, this.#request(stored.job, stored.id, stored.name, manual ? firedAt : slot, manual), starting.jobId!);
         done = { ...starting, outcome: 'STARTED', jobId };
       } catch (err) {
+        if (err instanceof JobworkerError && err.code === 'START_UNKNOWN') {
+          // The job may run: left STARTING, to be judged from the jobs once the fleet can say (its name).
+          this.#options.logger.warn({ scheduleId: stored.id, slot, err: messageOf(err) }, 'a schedule fired, and the fleet cannot say yet whether its job started');
+          return starting;
+        }
         done = { ...starting, outcome: 'FAILED', jobId: null, reason: messageOf(err) };
         this.#options.logger.warn({ scheduleId: stored.id, slot, err: messageOf(err) }, 'a schedule fired, and its job could not be created');
       }
@@ -513,10 +562,16 @@ export class Scheduler implements ScheduleApi {
     }
   }
 
-  /** Records a firing claiming its slot (and moves the schedule past it); false when it was handled already or the store refused. */
-  async #claim(live: Live, firing: StoredFiring): Promise<boolean> {
+  /**
+   * Records a firing claiming its slot (and moves the schedule past it);
+   * false when it was handled already or the store refused; a retry (its
+   * reason) when the guard did not hold.
+   */
+  async #claim(live: Live, firing: StoredFiring, guard?: ClaimGuard): Promise<boolean | { retry: string; busy: boolean }> {
     try {
-      if (!(await this.#options.book.claim(firing))) {
+      const claimed = await this.#options.book.claim(firing, guard);
+      if (typeof claimed === 'object') return claimed;
+      if (!claimed) {
         // Handled already (the disk says so): this side moves past it too, or the timer would come back to it.
         if (!firing.manual && firing.slot > live.stored.lastSlot) live.stored = { ...live.stored, lastSlot: firing.slot };
         return false;
