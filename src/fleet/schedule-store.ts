@@ -58,13 +58,37 @@ interface ScheduleJson {
 }
 
 export class EtcdScheduleStore implements ScheduleStore {
+  /** The schedules as last read, and what they were read after: how many, and the newest change. */
+  #cache: { count: number; newest: string; schedules: StoredSchedule[] } | undefined;
+
   constructor(
     readonly client: Etcd3,
     readonly keys: FleetKeys,
   ) {}
 
+  /**
+   * Every node reads this every heartbeat: unless a schedule was created,
+   * changed (a claim, a record, a pause) or deleted since the last read —
+   * any put makes its key the newest under schedules/, any delete lowers
+   * the count — two small reads answer, not the whole of every schedule.
+   */
   async all(): Promise<StoredSchedule[]> {
-    const values = await this.client.getAll().prefix(this.keys.schedules()).strings();
+    const prefix = this.keys.schedules();
+    const count = await this.client.getAll().prefix(prefix).count();
+    const newest = (await this.#newestRevision(prefix)) ?? '0';
+    if (this.#cache && this.#cache.count === count && this.#cache.newest === newest) return this.#cache.schedules;
+    const schedules = await this.#readAll(prefix);
+    this.#cache = { count, newest, schedules };
+    return schedules;
+  }
+
+  async #newestRevision(prefix: string): Promise<string | undefined> {
+    const response = await this.client.getAll().prefix(prefix).sort('Mod', 'Descend').limit(1).exec();
+    return response.kvs[0]?.mod_revision;
+  }
+
+  async #readAll(prefix: string): Promise<StoredSchedule[]> {
+    const values = await this.client.getAll().prefix(prefix).strings();
     return Object.values(values)
       .map((text) => {
         const value = JSON.parse(text) as ScheduleJson;
