@@ -31,7 +31,12 @@ export function fleetBackend(config: FleetConfig): BackendFactory {
       join: (port) => node.join(port),
       leaving: () => node.leaving(),
       close: () => node.close(),
-      schedules: { book, jobs: fleetJobs(node, book), fleet: { node: config.nodeName, syncEveryMs: config.heartbeatMs } },
+      schedules: {
+        book,
+        jobs: fleetJobs(node, book),
+        // A firing under forbid or replace waits on a dead node's firing until the fleet has judged it: past its loss.
+        fleet: { node: config.nodeName, syncEveryMs: config.heartbeatMs, policyWaitMs: Math.max(60_000, 2 * config.nodeLostAfterMs + 10_000) },
+      },
     };
   };
 }

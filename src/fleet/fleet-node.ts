@@ -232,11 +232,10 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     await this.#reconcile();
   }
 
-  /** Whether `name` is not lost as the node table was last read (a node not in it yet has only just joined: alive). */
-  nodeAlive(name: string): boolean {
+  /** Whether node `name` has a heartbeat in etcd now (a lost node's lease has taken it away; a node that left deleted it). */
+  async nodeAlive(name: string): Promise<boolean> {
     if (name === this.self) return true;
-    const view = this.#table.get(name);
-    return view === undefined || view.state !== 'lost';
+    return (await this.client.get(this.keys.nodeAlive(name)).exec()).kvs.length > 0;
   }
 
   async #declareLost(id: string, node: string, why: string): Promise<void> {

@@ -36,7 +36,7 @@ export function fleetJobs(node: FleetNode, store: EtcdScheduleStore): ScheduledJ
     // A firing left STARTING by a node still alive may be in flight there: its node records it.
     // Otherwise its job is the one holding its name, if any (a fleet's ids are per node tried).
     async madeBy(firing, name) {
-      if (firing.node !== undefined && firing.node !== node.self && node.nodeAlive(firing.node)) return undefined;
+      if (firing.node !== undefined && firing.node !== node.self && (await node.nodeAlive(firing.node))) return undefined;
       return (await node.records.nameHolder(name)).id;
     },
   };

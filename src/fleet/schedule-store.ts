@@ -33,6 +33,8 @@ interface FiringJson {
   node?: string;
   /** The claim's own id: a claim whose answer was lost finds itself by it. */
   attempt?: string;
+  /** The claim's place in the schedule's order of claims (the swaps are totally ordered; the nodes' clocks are not). */
+  seq?: number;
 }
 
 interface ScheduleJson {
@@ -53,8 +55,10 @@ interface ScheduleJson {
   firings: FiringJson[];
   /** The newest job a firing made: for forbid and replace, the only one that can still run. */
   lastJobId: string | null;
-  /** When the firing that made it fired (a late record of an older firing does not take its place). */
-  lastJobAt?: number;
+  /** The seq of the firing that made it: a late record of an earlier firing does not take its place. */
+  lastJobSeq?: number;
+  /** The last seq given to a claim. */
+  seq?: number;
 }
 
 export class EtcdScheduleStore implements ScheduleStore {
@@ -74,27 +78,22 @@ export class EtcdScheduleStore implements ScheduleStore {
    */
   async all(): Promise<StoredSchedule[]> {
     const prefix = this.keys.schedules();
-    const count = await this.client.getAll().prefix(prefix).count();
-    const newest = (await this.#newestRevision(prefix)) ?? '0';
-    if (this.#cache && this.#cache.count === count && this.#cache.newest === newest) return this.#cache.schedules;
-    const schedules = await this.#readAll(prefix);
-    this.#cache = { count, newest, schedules };
-    return schedules;
-  }
-
-  async #newestRevision(prefix: string): Promise<string | undefined> {
-    const response = await this.client.getAll().prefix(prefix).sort('Mod', 'Descend').limit(1).exec();
-    return response.kvs[0]?.mod_revision;
-  }
-
-  async #readAll(prefix: string): Promise<StoredSchedule[]> {
-    const values = await this.client.getAll().prefix(prefix).strings();
-    return Object.values(values)
-      .map((text) => {
-        const value = JSON.parse(text) as ScheduleJson;
+    // One range, one revision: how many there are (etcd counts the whole range) and the newest change.
+    const newest = await this.client.getAll().prefix(prefix).sort('Mod', 'Descend').limit(1).exec();
+    const signature = { count: Number(newest.count), newest: newest.kvs[0]?.mod_revision ?? '0' };
+    if (this.#cache && this.#cache.count === signature.count && this.#cache.newest === signature.newest) return this.#cache.schedules;
+    const response = await this.client.getAll().prefix(prefix).exec();
+    const schedules = response.kvs
+      .map((kv) => {
+        const value = JSON.parse(kv.value.toString()) as ScheduleJson;
         return { ...toStored(value), halfDone: value.firings.some((firing) => firing.outcome === 'STARTING') };
       })
       .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : 1));
+    // Keyed by what this read itself saw: a change after it, whatever it is, changes the signature.
+    let top = 0n;
+    for (const kv of response.kvs) if (BigInt(kv.mod_revision) > top) top = BigInt(kv.mod_revision);
+    this.#cache = { count: response.kvs.length, newest: response.kvs.length === 0 ? '0' : top.toString(), schedules };
+    return schedules;
   }
 
   /**
@@ -104,6 +103,7 @@ export class EtcdScheduleStore implements ScheduleStore {
    */
   async create(schedule: StoredSchedule): Promise<void> {
     const value: ScheduleJson = { ...toJson(schedule), firings: [], lastJobId: null };
+    let errors = 0;
     for (let tries = 0; tries < SWAP_TRIES; tries++) {
       const counted = (await this.client.get(this.keys.scheduleCount()).exec()).kvs[0]?.mod_revision ?? '0';
       const count = await this.client.getAll().prefix(this.keys.schedules()).count();
@@ -129,7 +129,11 @@ export class EtcdScheduleStore implements ScheduleStore {
         throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer; schedule ${schedule.id} may have been created: look for it (${messageOf(failure ?? err)})`);
       }
       if (exists) return;
-      if (failure !== undefined) throw failure;
+      // Not there: a commit that failed outright is tried again (the same id; the count compare and this check settle it).
+      if (failure !== undefined) {
+        if (++errors >= SWAP_ERRORS) throw new JobworkerError('FLEET_UNAVAILABLE', `etcd did not answer; schedule ${schedule.id} may have been created: look for it (${messageOf(failure)})`);
+        continue;
+      }
       if (schedule.name !== null) {
         const holder = await this.client.get(this.keys.scheduleName(schedule.name)).string();
         if (holder !== null) {
@@ -195,7 +199,8 @@ export class EtcdScheduleStore implements ScheduleStore {
         }
       }
       outcome = true;
-      return withFiring({ ...value, lastSlot: firing.manual ? value.lastSlot : slot }, { ...toFiringJson(firing), attempt });
+      const seq = (value.seq ?? 0) + 1;
+      return withFiring({ ...value, seq, lastSlot: firing.manual ? value.lastSlot : slot }, { ...toFiringJson(firing), attempt, seq });
     });
     if (done === 'missing') return false;
     // Set in the swap's callback, which TypeScript does not follow.
@@ -209,10 +214,10 @@ export class EtcdScheduleStore implements ScheduleStore {
     await this.#swap(firing.scheduleId, (value) => {
       const kept = value.firings.find((old) => old.slot === firing.slot.getTime() && old.manual === firing.manual);
       if (ifStarting && kept?.outcome !== 'STARTING') return null;
-      const next = withFiring(value, { ...toFiringJson(firing), attempt: kept?.attempt });
-      const firedAt = firing.firedAt.getTime();
-      const newest = firing.outcome === 'STARTED' && firing.jobId !== null && firedAt >= (value.lastJobAt ?? 0);
-      return newest ? { ...next, lastJobId: firing.jobId, lastJobAt: firedAt } : next;
+      const seq = kept?.seq ?? 0;
+      const next = withFiring(value, { ...toFiringJson(firing), attempt: kept?.attempt, seq: kept?.seq });
+      const newest = firing.outcome === 'STARTED' && firing.jobId !== null && seq >= (value.lastJobSeq ?? 0);
+      return newest ? { ...next, lastJobId: firing.jobId, lastJobSeq: seq } : next;
     });
   }
 
@@ -256,10 +261,15 @@ export class EtcdScheduleStore implements ScheduleStore {
   }
 }
 
-/** The firing added (or put over the one of its slot and kind), newest first, FIRINGS_KEPT kept. */
+/**
+ * The firing added (or put over the one of its slot and kind), newest
+ * first, FIRINGS_KEPT kept — and any older one still STARTING, which must
+ * stay to be judged (and to hold forbid and replace while it may start a job).
+ */
 function withFiring(value: ScheduleJson, firing: FiringJson): ScheduleJson {
   const others = value.firings.filter((old) => !(old.slot === firing.slot && old.manual === firing.manual));
-  const firings = [firing, ...others].sort((a, b) => b.firedAt - a.firedAt || b.slot - a.slot).slice(0, FIRINGS_KEPT);
+  const sorted = [firing, ...others].sort((a, b) => b.firedAt - a.firedAt || b.slot - a.slot);
+  const firings = sorted.filter((kept, at) => at < FIRINGS_KEPT || kept.outcome === 'STARTING');
   return { ...value, firings };
 }
 

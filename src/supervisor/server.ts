@@ -113,7 +113,7 @@ export interface Backend {
   /** After every local job has ended: leave, after what the jobs' ends still have to write. */
   close(): Promise<void>;
   /** Where its schedules are kept and how their jobs are made (the Scheduler runs on them). */
-  schedules: { book: ScheduleStore; jobs: ScheduledJobs; fleet: { node: string; syncEveryMs: number } };
+  schedules: { book: ScheduleStore; jobs: ScheduledJobs; fleet: { node: string; syncEveryMs: number; policyWaitMs?: number } };
 }
 
 export type BackendFactory = (local: LocalParts) => Promise<Backend>;
@@ -276,6 +276,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // Jobs end even on a full disk (once its processes are gone a job's
         // output is not held back for the disk).
         await runner.close(options.stopGraceMs);
+        // A firing in flight records how it went (a fleet's: before this node leaves, or another must judge it).
+        await scheduler.settled();
         // The fleet hears of those ends before this node leaves it.
         await backend?.close();
         // Every job's end is recorded; nothing writes after this (output the

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { messageOf } from '../../common/error-message.js';
+import { settlesWithin } from '../../common/settle-within.js';
 import { jobNameProblem } from '../../common/job-refs.js';
 import {
   CatchUpPolicy,
@@ -45,7 +46,11 @@ const MAX_CATCH_UP_WINDOW_MS = 7 * 24 * 3600_000;
 const MISSED_COUNTED = 100;
 /** A schedule's name at most: its jobs' names add a time to it and must fit 63 characters. */
 export const MAX_SCHEDULE_NAME = 43;
-/** How long a firing under forbid or replace waits for another node's firing of it to start its job, and how often it looks. */
+/**
+ * How long a firing under forbid or replace waits for another node's firing
+ * of it to start its job (a fleet's: long enough for a dead node's firing to
+ * be judged), and how often it looks.
+ */
 const POLICY_WAIT_MS = 60_000;
 const POLICY_RETRY_MS = 200;
 /**
@@ -54,6 +59,8 @@ const POLICY_RETRY_MS = 200;
  * (a catch-up claim could otherwise beat the on-time one).
  */
 const FLEET_CATCH_UP_GRACE_MS = 10_000;
+/** How long shutdown waits for firings in flight. */
+const SETTLE_TIMEOUT_MS = 10_000;
 /** setTimeout's longest delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -78,7 +85,7 @@ export interface SchedulerOptions {
    * how often the schedules are read again from the shared store (others'
    * creates, pauses and deletes; firings their node left half-done).
    */
-  fleet?: { node: string; syncEveryMs: number };
+  fleet?: { node: string; syncEveryMs: number; policyWaitMs?: number };
 }
 
 interface Live {
@@ -238,6 +245,11 @@ export class Scheduler implements ScheduleApi {
     for (const stored of await this.#options.book.all()) this.#take(stored);
   }
 
+  /** Once every firing in flight has finished, or `timeoutMs` has passed (shutdown: before a fleet node leaves). */
+  async settled(timeoutMs = SETTLE_TIMEOUT_MS): Promise<void> {
+    await settlesWithin(Promise.all([...this.#schedules.values()].map((live) => live.firing)), timeoutMs);
+  }
+
   /** Shutdown: no more firings (one in flight finishes, as any create does). */
   close(): void {
     this.#closing = true;
@@ -334,13 +346,13 @@ export class Scheduler implements ScheduleApi {
   }
 
   /** Once a firing in flight has created its job (or failed to): nothing of the schedule happens after the answer. */
-  deleteSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
-    return this.#inSync(async () => {
+  async deleteSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
+    const { live, view } = await this.#inSync(async () => {
       const live = this.#find(request.schedule);
       const view = await this.#view(live);
       clearTimeout(live.timer);
+      // Out of the map first: a firing waiting on its policy gives up, and no new one begins.
       this.#schedules.delete(live.stored.id);
-      await live.firing;
       try {
         await this.#options.book.delete(live.stored.id);
       } catch (err) {
@@ -348,9 +360,12 @@ export class Scheduler implements ScheduleApi {
         this.#arm(live);
         throw Errors.notRecorded(`cannot record the schedule: ${messageOf(err)}`);
       }
-      this.#options.logger.info({ scheduleId: live.stored.id }, 'schedule deleted');
-      return view;
+      return { live, view };
     });
+    // A firing in flight finishes (its job made, or not) before the answer, outside the sync order: nothing of the schedule happens after it.
+    await live.firing;
+    this.#options.logger.info({ scheduleId: live.stored.id }, 'schedule deleted');
+    return view;
   }
 
   async runSchedule(_caller: Caller, request: ScheduleRef): Promise<Firing> {
@@ -515,7 +530,10 @@ export class Scheduler implements ScheduleApi {
       let previous: string | null = null;
       // Under forbid or replace the policy is decided from the schedule's newest job, and the claim
       // holds only while that is still so (in a fleet, another node may be firing it too).
-      for (const until = performance.now() + POLICY_WAIT_MS; ; ) {
+      const waitMs = this.#options.fleet?.policyWaitMs ?? POLICY_WAIT_MS;
+      for (const until = performance.now() + waitMs; ; ) {
+        // Deleted, or the server stopping, while this firing waited: it does not fire.
+        if (this.#closing || this.#schedules.get(stored.id) !== live) return undefined;
         const running = stored.concurrency === 'allow' ? null : await this.#options.jobs.running(stored);
         previous = running?.id ?? null;
         if (previous && stored.concurrency === 'forbid') {
@@ -530,7 +548,7 @@ export class Scheduler implements ScheduleApi {
           return (await this.#claim(live, skipped)) === true ? skipped : undefined;
         }
         if (performance.now() > until) {
-          const failed: StoredFiring = { ...base, outcome: 'FAILED', jobId: null, reason: `for ${POLICY_WAIT_MS / 1000} s: ${claimed.retry} (concurrency ${stored.concurrency})` };
+          const failed: StoredFiring = { ...base, outcome: 'FAILED', jobId: null, reason: `for ${waitMs / 1000} s: ${claimed.retry} (concurrency ${stored.concurrency})` };
           return (await this.#claim(live, failed)) === true ? failed : undefined;
         }
         await sleep(POLICY_RETRY_MS);
