@@ -3,7 +3,9 @@
 // after claiming it is judged by another node.
 import test from 'ava';
 import { connect, ConcurrencyPolicy, FiringOutcome, JobStatus, UnavailableError, type JobworkerClient, type Schedule } from 'jobworker/client';
+import { execa } from 'execa';
 import { refusal } from '../helpers/client-lib.js';
+import { jobctlPath } from '../helpers/paths.js';
 import { startFleet, type FleetNode } from '../helpers/fleet.js';
 
 function clientOf(t: { teardown(fn: () => void): void }, node: FleetNode): JobworkerClient {
@@ -25,7 +27,7 @@ async function once(client: JobworkerClient, id: string, done: (schedule: Schedu
 
 const YEARLY = '0 0 1 1 *';
 
-test('a fleet schedule: created on one node, answered by all; a real slot fires once for the whole fleet; run-now, forbid, pause and delete across nodes', async (t) => {
+test('a fleet schedule: created on one node, answered by all; a real slot fires once for the whole fleet; run-now, forbid, pause and delete across nodes; jobctl through any node', async (t) => {
   const { nodes } = await startFleet(t);
   const [c1, c2, c3] = nodes.map((node) => clientOf(t, node)) as [JobworkerClient, JobworkerClient, JobworkerClient];
   t.teardown(async () => {
@@ -77,6 +79,25 @@ test('a fleet schedule: created on one node, answered by all; a real slot fires 
   for (const client of [c1, c2]) t.true((await client.schedule('single')).paused);
   t.false((await c1.resumeSchedule('single')).paused);
   t.is((await c2.schedules()).length, 1);
+
+  // jobctl, through other nodes each time: created on n2 for jobs on n1, fired through n3.
+  const jobctl = (node: FleetNode, args: string[]) =>
+    execa('node', [jobctlPath, ...args], {
+      env: { JOBWORKER_SERVER: `127.0.0.1:${node.port}`, JOBWORKER_CA: `${node.dir}/ca-cert.pem`, JOBWORKER_CERT: `${node.dir}/client-admin-cert.pem`, JOBWORKER_KEY: `${node.dir}/client-admin-key.pem` },
+      reject: false,
+      timeout: 60_000,
+    });
+  const [n1, n2, n3] = nodes as [FleetNode, FleetNode, FleetNode];
+  const made = await jobctl(n2, ['schedule', 'create', '--cron', YEARLY, '--name', 'cli-made', '--node', 'n1', '--', 'echo', 'from-cli']);
+  t.is(made.exitCode, 0, made.stderr);
+  t.teardown(() => jobctl(n1, ['schedule', 'delete', 'cli-made']));
+  const ran = await jobctl(n3, ['schedule', 'run-now', 'cli-made']);
+  t.is(ran.exitCode, 0, ran.stderr);
+  const job = JSON.parse((await jobctl(n1, ['get', '--json', ran.stdout.trim()])).stdout) as { node: string; labels: Record<string, string> };
+  t.deepEqual([job.node, job.labels.schedule], ['n1', made.stdout.trim()]);
+  const listed = JSON.parse((await jobctl(n1, ['schedule', 'list', '--json'])).stdout) as { name: string }[];
+  t.deepEqual(listed.map((schedule) => schedule.name).sort(), ['cli-made', 'single']);
+  t.is((await jobctl(n3, ['schedule', 'delete', 'cli-made'])).exitCode, 0);
 });
 
 test('a firing whose node dies after claiming it is judged by another node: FAILED, naming the node; nothing ran', async (t) => {
