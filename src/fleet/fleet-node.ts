@@ -81,7 +81,8 @@ const SETTLE_POLL_MS = 100;
 const NEXT_CANDIDATE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE']);
 /** How long a closing node waits for the fleet to hear of its jobs' ends. */
 const END_WRITES_TIMEOUT_MS = 5_000;
-const ENDED = new Set([JobStatus.JOB_STATUS_COMPLETED, JobStatus.JOB_STATUS_FAILED, JobStatus.JOB_STATUS_STOPPED, JobStatus.JOB_STATUS_TIMED_OUT]);
+/** The statuses of a job that has ended, as the fleet's records say them. */
+export const ENDED: ReadonlySet<JobStatus> = new Set([JobStatus.JOB_STATUS_COMPLETED, JobStatus.JOB_STATUS_FAILED, JobStatus.JOB_STATUS_STOPPED, JobStatus.JOB_STATUS_TIMED_OUT]);
 const MIB = 1024 * 1024;
 
 export class FleetNode implements JobApi, FleetApi, NodeApi {

@@ -3,11 +3,9 @@
 // name a node or constraints), and judged from the fleet's records.
 import { JobStatus } from '../gen/jobworker/v1/jobworker.js';
 import type { ScheduledJobs } from '../supervisor/schedules/scheduled-jobs.js';
-import { checkCreate, type FleetNode } from './fleet-node.js';
+import { ENDED, checkCreate, type FleetNode } from './fleet-node.js';
 import { uuidv7 } from './job-id.js';
 import type { EtcdScheduleStore } from './schedule-store.js';
-
-const ENDED = new Set([JobStatus.JOB_STATUS_COMPLETED, JobStatus.JOB_STATUS_FAILED, JobStatus.JOB_STATUS_STOPPED, JobStatus.JOB_STATUS_TIMED_OUT]);
 
 export function fleetJobs(node: FleetNode, store: EtcdScheduleStore): ScheduledJobs {
   return {

@@ -43,9 +43,12 @@ interface Share {
   memoryMb: number;
 }
 
-/** The share of a job the fleet records (its limits as its node resolved them). */
+/** The share of a job the fleet records (its limits as its node resolved them), as quota/<cn>/running/<id> holds it. */
 export function shareOf(job: Job): string {
-  const share: Share = { cpuPercent: job.limits?.maxCpuPercent ?? 0, memoryMb: job.limits?.maxMemoryMb ?? 0 };
+  return encodeShare({ cpuPercent: job.limits?.maxCpuPercent ?? 0, memoryMb: job.limits?.maxMemoryMb ?? 0 });
+}
+
+function encodeShare(share: Share): string {
   return JSON.stringify(share);
 }
 
@@ -96,12 +99,11 @@ export class FleetQuotas {
     }
     if (rule) checkOutput(rule, caller.cn, this.outputBytes(caller.cn));
     const lease = await this.#lease('rate', RATE_LEASE_TTL_S, RATE_LEASE_USE_MS);
-    const share: Share = { cpuPercent: job.cpuPercent, memoryMb: job.memoryBytes / MIB };
     return {
       condition: version === undefined ? undefined : [this.keys.quotaVersion(caller.cn), 'unchanged', version],
       writes: [
         this.client.put(this.keys.quotaVersion(caller.cn)).value(JSON.stringify({ role: caller.role })).lease(lease),
-        this.client.put(this.keys.quotaRunning(caller.cn, id)).value(JSON.stringify(share)),
+        this.client.put(this.keys.quotaRunning(caller.cn, id)).value(encodeShare({ cpuPercent: job.cpuPercent, memoryMb: job.memoryBytes / MIB })),
         ...(rate !== undefined ? [this.client.put(this.keys.quotaCreated(caller.cn, id)).value('').lease(lease)] : []),
       ],
     };

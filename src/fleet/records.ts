@@ -138,8 +138,9 @@ export class FleetRecords {
 
   /**
    * Claims the end of a job and writes its final record, leaving running/
-   * and its owner's running quota use: won, or the claim that was there first. Only for a job whose start was
-   * claimed (a pruned job's claims are gone: nothing comes back). A node
+   * and its owner's running quota use: won, or the claim that was there
+   * first. Only for a job whose start was claimed (a pruned job's claims
+   * are gone: nothing comes back). A node
    * declaring another's job lost passes that node's name: the claim is made
    * only while that node has no heartbeat, so a node that has registered
    * again keeps its jobs; the job's quota share is then kept on `linger`

@@ -122,7 +122,7 @@ export class QuotaLedger {
     const rule = this.#rules.ruleFor(caller);
     if (!rule) return;
     this.#roles.set(caller.cn, caller.role);
-    this.#checkRunning(rule, caller.cn, idleOwner(), limits);
+    checkRunning(rule, caller.cn, this.#running(idleOwner()), limits);
     if (rule.limits.rate === undefined) return;
     const owner = this.#ownerUse(caller.cn);
     try {
@@ -151,13 +151,9 @@ export class QuotaLedger {
   }
 
   #check(rule: QuotaRule, cn: string, owner: OwnerUse, limits: JobLimits, now: number, counted = true): void {
-    this.#checkRunning(rule, cn, owner, limits);
+    checkRunning(rule, cn, this.#running(owner), limits);
     checkOutput(rule, cn, this.outputOf(cn));
     if (counted) this.#checkRate(rule, cn, owner, now);
-  }
-
-  #checkRunning(rule: QuotaRule, cn: string, owner: OwnerUse, limits: JobLimits): void {
-    checkRunning(rule, cn, this.#running(owner), limits);
   }
 
   #checkRate(rule: QuotaRule, cn: string, owner: OwnerUse, now: number): void {

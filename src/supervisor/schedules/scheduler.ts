@@ -144,7 +144,7 @@ export class Scheduler implements ScheduleApi {
   async #judgeHalfDone(live: Live): Promise<void> {
     for (const firing of await this.#options.book.firings(live.stored.id)) {
       if (firing.outcome !== 'STARTING' || this.#inFlight.has(firingKey(firing))) continue;
-      const name = this.#jobName(live.stored, firing.manual ? firing.firedAt : firing.slot, firing.manual);
+      const name = jobName(jobBase(live.stored.id, live.stored.name), firing.manual ? firing.firedAt : firing.slot, firing.manual);
       const made = await this.#options.jobs.madeBy(firing, name);
       if (made === undefined || this.#inFlight.has(firingKey(firing))) continue;
       const who = firing.node === undefined ? 'the server' : `node ${firing.node}`;
@@ -226,7 +226,7 @@ export class Scheduler implements ScheduleApi {
   /** A schedule from the store, as this scheduler keeps it; undefined (logged) when this server cannot read its cron expression or zone. */
   #take(stored: StoredSchedule): Live | undefined {
     try {
-      const live: Live = { stored, lastManual: 0, cron: new CronSchedule(stored.cron, stored.timezone), next: null, firing: Promise.resolve() };
+      const live = liveOf(stored);
       this.#schedules.set(stored.id, live);
       return live;
     } catch (err) {
@@ -297,7 +297,7 @@ export class Scheduler implements ScheduleApi {
         lastSlot: now,
       };
       // Held here before the write, so that a create racing this one on this server sees its name and count.
-      const live: Live = { stored, lastManual: 0, cron: new CronSchedule(stored.cron, timezone), next: null, firing: Promise.resolve() };
+      const live = liveOf(stored);
       this.#schedules.set(id, live);
       try {
         await this.#write(() => this.#options.book.create(stored));
@@ -345,7 +345,11 @@ export class Scheduler implements ScheduleApi {
     });
   }
 
-  /** Once a firing in flight has created its job (or failed to): nothing of the schedule happens after the answer. */
+  /**
+   * Once a firing in flight here has created its job (or failed to):
+   * nothing of the schedule happens here after the answer (in a fleet, a
+   * firing another node had already claimed still makes its job).
+   */
   async deleteSchedule(_caller: Caller, request: ScheduleRef): Promise<Schedule> {
     const { live, view } = await this.#inSync(async () => {
       const live = this.#find(request.schedule);
@@ -412,12 +416,7 @@ export class Scheduler implements ScheduleApi {
 
   /** What a firing at `time` asks CreateJob for. */
   #request(job: CreateJobReq, id: string, name: string | null, time: Date, manual = false): CreateJobReq {
-    return { ...job, name: jobName(name ?? `schedule-${id.slice(0, 8)}`, time, manual), labels: { ...job.labels, schedule: id } };
-  }
-
-  /** The name a firing at `time` gives its job. */
-  #jobName(stored: StoredSchedule, time: Date, manual: boolean): string {
-    return jobName(stored.name ?? `schedule-${stored.id.slice(0, 8)}`, time, manual);
+    return { ...job, name: jobName(jobBase(id, name), time, manual), labels: { ...job.labels, schedule: id } };
   }
 
   /**
@@ -671,6 +670,16 @@ const OUTCOME: Record<StoredFiring['outcome'], FiringOutcome> = {
   SKIPPED: FiringOutcome.FIRING_OUTCOME_SKIPPED,
   FAILED: FiringOutcome.FIRING_OUTCOME_FAILED,
 };
+
+/** A schedule as this scheduler keeps it: nothing armed, nothing in flight. */
+function liveOf(stored: StoredSchedule): Live {
+  return { stored, lastManual: 0, cron: new CronSchedule(stored.cron, stored.timezone), next: null, firing: Promise.resolve() };
+}
+
+/** What a schedule's jobs are named after: its name, or the start of its id. */
+function jobBase(id: string, name: string | null): string {
+  return name ?? `schedule-${id.slice(0, 8)}`;
+}
 
 /** A firing's identity: its schedule, slot and kind (a manual one claims no slot). */
 function firingKey(firing: StoredFiring): string {
