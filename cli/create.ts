@@ -63,7 +63,7 @@ export abstract class StartCommand extends JobctlCommand {
     validator: isTimeout,
   });
   after = Option.Array('--after', [], {
-    description: 'Wait until this job (ID|NAME) has ended, :ok (the default) COMPLETED with exit 0 or :any end at all (repeatable, at most 32). Meanwhile the job is WAITING, with no cgroup and no process; a dependency that ends short of its condition ends it FAILED without running',
+    description: 'Wait until this job (ID|NAME) has ended, :ok (the default) COMPLETED with exit 0 or :any end at all (repeatable, at most 32). Meanwhile the job is WAITING, with no cgroup and no process; a dependency that ends short of its condition ends it FAILED without running. In a fleet the dependency may run on any node, and the job is placed once its dependencies have ended',
     validator: isDependencies,
   });
   stdin = Option.Boolean('-i,--stdin', false, { description: "Keep the job's stdin open for input (run: jobctl's own stdin; create: jobctl attach-input); otherwise it reads /dev/null" });
@@ -117,6 +117,7 @@ export class CreateCommand extends StartCommand {
       ['In a fleet, on a node labelled disk=ssd', '$0 create --constraint disk=ssd -- fio job.fio'],
       ['Named, labelled, stopped after 10 minutes', '$0 create --name web-1 --label env=load --timeout 10m -- ./serve'],
       ['Input later: create with stdin open, then write to it', 'id=$($0 create -i wc -l); seq 1000 | $0 attach-input "$id"'],
+      ['Deploy once the build has completed (it prints its id now; the job waits)', '$0 create --after build --name deploy -- ./deploy.sh'],
     ],
   });
 

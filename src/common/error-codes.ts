@@ -47,6 +47,9 @@ export const ErrorCodes = {
   // Node to node: the start of this job id was already claimed or cancelled.
   START_CLAIMED: Status.ALREADY_EXISTS,
   START_CANCELLED: Status.ABORTED,
+  // Node to node: a job that waited for others is no longer waiting as its
+  // keeper read it (stopped, moved to another keeper, or handed on again).
+  START_NOT_WAITING: Status.ABORTED,
   // A start whose claim other starts of its owner kept beating for a while
   // (its quota use, or its name, changed before each claim): nothing started.
   START_CONTENDED: Status.ABORTED,

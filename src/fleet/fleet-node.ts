@@ -37,14 +37,13 @@ import { Errors, JobworkerError, quoted } from '../supervisor/errors.js';
 import type { JobRecord } from '../supervisor/jobs/record.js';
 import { checkRequestSize, validateCommand } from '../supervisor/policy/command.js';
 import { parseEnv } from '../supervisor/policy/job-environment.js';
-import { DEFAULT_CPU_PERCENT, DEFAULT_MEMORY_MB } from '../supervisor/policy/limits.js';
 import type { Caller } from '../supervisor/rpc/authz.js';
 import { openInput, type InputStream } from '../supervisor/rpc/input-call.js';
 import type { FleetApi, InputCall, JobApi, NodeApi, OutputCall } from '../supervisor/rpc/job-api.js';
 import type { JobsPage } from '../supervisor/rpc/job-pages.js';
 import { checkJobId, checkJobRef, checkQuotaOwner, type ResolvedJob } from '../supervisor/rpc/job-service.js';
 import type { QuotaCaller } from '../supervisor/policy/quotas.js';
-import { toJob } from '../supervisor/rpc/job-view.js';
+import { fromDependencies, toJob } from '../supervisor/rpc/job-view.js';
 import { WriteWindow } from '../supervisor/rpc/write-window.js';
 import type { LocalParts } from '../supervisor/server.js';
 import { NODE_NAME, type FleetConfig } from './config.js';
@@ -55,9 +54,11 @@ import { Membership } from './membership.js';
 import { readNodes, toNode, type NodeInfo, type NodeView } from './nodes.js';
 import { Peers, forwardedMetadata, fromPeer, nodeUnavailable } from './peers.js';
 import { crashAt } from './faults.js';
-import { capacityRefusal, describeRefusals, place } from './placement.js';
+import { capacityRefusal, describeRefusals, needsOf, place } from './placement.js';
 import { FleetQuotas, shareOf } from './quota-use.js';
-import { FleetRecords, newAttempt, type ClaimOutcome, type NameHolder, type StartClaim } from './records.js';
+import { ENDED, FleetRecords, newAttempt, type ClaimOutcome, type NameHolder, type StartClaim, type Waited } from './records.js';
+import { FleetWaiting } from './waiting.js';
+import { untilUncontended } from './contention.js';
 
 /** From the hand-off to the other node's answer: its start (job-init's own time-out is 30 s) and a few etcd writes. */
 const HAND_OFF_TIMEOUT_MS = 60_000;
@@ -70,19 +71,15 @@ const DECLARATIONS_AT_ONCE = 16;
 /** GetJobs fresh_usage: reads of other nodes' running jobs in flight at once, and how long each may take. */
 const FRESH_READS_AT_ONCE = 32;
 const FRESH_TIMEOUT_MS = 2_000;
-/** How long a start keeps trying to claim while other starts change its owner's quota use or its name. */
-const CLAIM_RETRY_MS = 10_000;
 /** How often a hand-off whose answer was lost looks at the job's record. */
 const SETTLE_POLL_MS = 100;
 /**
  * What a chosen node may answer having started nothing, for the entry node
  * to try the next candidate: its own figures, its shutdown, its lease.
  */
-const NEXT_CANDIDATE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE']);
+export const NEXT_CANDIDATE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE']);
 /** How long a closing node waits for the fleet to hear of its jobs' ends. */
 const END_WRITES_TIMEOUT_MS = 5_000;
-/** The statuses of a job that has ended, as the fleet's records say them. */
-export const ENDED: ReadonlySet<JobStatus> = new Set([JobStatus.JOB_STATUS_COMPLETED, JobStatus.JOB_STATUS_FAILED, JobStatus.JOB_STATUS_STOPPED, JobStatus.JOB_STATUS_TIMED_OUT]);
 const MIB = 1024 * 1024;
 
 export class FleetNode implements JobApi, FleetApi, NodeApi {
@@ -91,6 +88,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   readonly quotas: FleetQuotas;
   readonly peers: Peers;
   readonly membership: Membership;
+  /** Jobs that wait for others in the fleet, those this node keeps (waiting.ts). */
+  readonly waiting: FleetWaiting;
   readonly self: string;
   /** The node table as last read: addresses for forwarding, lost nodes for relays. */
   #table = new Map<string, NodeView>();
@@ -115,6 +114,23 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     this.records = new FleetRecords(client, this.keys);
     this.quotas = new FleetQuotas(client, this.keys, () => local.service.options.quotas.rules, (cn) => local.service.options.quotas.outputOf(cn));
     this.peers = new Peers(config.nodeTls);
+    this.waiting = new FleetWaiting(
+      {
+        self: this.self,
+        records: this.records,
+        quotas: this.quotas,
+        logger,
+        everyMs: config.heartbeatMs,
+        retainForMs: local.retainForMs,
+        nodes: () => this.#readNodes(),
+        nodeAlive: (name) => this.nodeAlive(name),
+        job: (ref) => this.#fleetJob(ref),
+        freeName: (name, id) => this.#freeName(name, id),
+        resolve: (request) => local.service.resolve(request),
+        handTo: (node, start) => this.#handTo(node, start),
+      },
+      client,
+    );
     this.membership = new Membership(client, this.keys, config, {
       stats: () => this.#stats(),
       stopJobs: () => void this.#stopAll('this node was cut off from etcd past --stop-jobs-after'),
@@ -138,11 +154,14 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   async leaving(): Promise<void> {
     this.#closing = true;
     await this.membership.markLeaving();
+    // Its waiting jobs stay in etcd, kept by this node when it is back, or by another once its heartbeat is gone.
+    await this.waiting.close();
   }
 
   /** After every job here has ended: their ends written (for a while), then out of the fleet. */
   async close(): Promise<void> {
     this.#closing = true;
+    await this.waiting.close();
     const writes = Promise.all(this.#endWrites.values());
     if (!(await settlesWithin(writes, END_WRITES_TIMEOUT_MS))) {
       this.logger.warn({ pending: this.#endWrites.size }, 'the fleet has not heard of every job end yet; leaving anyway');
@@ -231,6 +250,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       await atMost(DECLARATIONS_AT_ONCE, ids, (id) => this.#declareLost(id, view.info.name, why));
     }
     await this.#reconcile();
+    await this.waiting.keep();
   }
 
   /** Whether node `name` has a heartbeat in etcd now (a lost node's lease has taken it away; a node that left deleted it). */
@@ -265,6 +285,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     this.#endWrites.set(job.id, write);
     void write.finally(() => {
       if (this.#endWrites.get(job.id) === write) this.#endWrites.delete(job.id);
+      // A job waiting here for this one starts now rather than at the next heartbeat.
+      this.waiting.keepSoon();
     });
   }
 
@@ -299,13 +321,13 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     checkCreate(request);
     const nodes = await this.#readNodes();
     if (request.node !== '' && !nodes.has(request.node)) throw new JobworkerError('NODE_NOT_FOUND', `node ${request.node} is not part of the fleet`);
-    const needs = {
-      cpuPercent: request.limits?.maxCpuPercent || DEFAULT_CPU_PERCENT,
-      memoryMb: request.limits?.maxMemoryMb || DEFAULT_MEMORY_MB,
-      node: request.node,
-      constraints: request.constraints,
-    };
-    const { candidates, refused } = place(nodes.values(), needs);
+    if (this.#closing) throw Errors.shuttingDown();
+    // Placed once what it waits for has ended, by the node that keeps it (waiting.ts).
+    if (request.after.length > 0) return this.waiting.accept(caller, request).catch((err: unknown) => {
+      if (err instanceof JobworkerError) throw err;
+      throw etcdUnavailable(err);
+    });
+    const { candidates, refused } = place(nodes.values(), needsOf(request));
     for (const [at, candidate] of candidates.entries()) {
       try {
         // An id per node tried: a claim that reached etcd late cannot stand in the way of the next.
@@ -321,17 +343,12 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   }
 
   async #handOff(node: NodeInfo, id: string, caller: Caller, request: CreateJobReq): Promise<Job> {
-    const start: StartJobReq = { id, request, owner: caller.cn, ownerRole: caller.role ?? '', attempt: newAttempt() };
-    if (node.name === this.self) return this.#start(start);
-    crashAt('entry-before-hand-off');
+    const start: StartJobReq = { id, request, owner: caller.cn, ownerRole: caller.role ?? '', attempt: newAttempt(), keeper: '', waitingRevision: '', createdAt: undefined };
     try {
-      const answer = await callPeer<StartJobReq, CreateJobRes>(this.peers.nodes(node), 'startJob', start, undefined, HAND_OFF_TIMEOUT_MS);
-      crashAt('entry-after-hand-off');
-      return answer.job!;
-    } catch (err) {
-      const failure = fromPeer(err, node);
+      return await this.#handTo(node, start);
+    } catch (failure) {
       // The node's own refusal: it started nothing.
-      if (failure.code !== 'NODE_UNAVAILABLE') throw failure;
+      if (!(failure instanceof JobworkerError) || failure.code !== 'NODE_UNAVAILABLE' || node.name === this.self) throw failure;
       // No answer: it may have started the job. Close the door, then look.
       const why = failure.message.replace(/^node \S+ \(\S+\) is unavailable: /, '');
       let outcome;
@@ -344,6 +361,19 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       // It claimed the start: the job is recorded. Answer once its start is
       // settled either way (its node answers it, or ends it as lost).
       return this.#settled(node, id, why);
+    }
+  }
+
+  /** The start, on this node or handed to `node`: the job, or the node's refusal (NODE_UNAVAILABLE: no answer, it may have started it). */
+  async #handTo(node: NodeInfo, start: StartJobReq): Promise<Job> {
+    if (node.name === this.self) return this.#start(start);
+    crashAt('entry-before-hand-off');
+    try {
+      const answer = await callPeer<StartJobReq, CreateJobRes>(this.peers.nodes(node), 'startJob', start, undefined, HAND_OFF_TIMEOUT_MS);
+      crashAt('entry-after-hand-off');
+      return answer.job!;
+    } catch (err) {
+      throw fromPeer(err, node);
     }
   }
 
@@ -374,6 +404,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     const refused = capacityRefusal(capacity, free, needs);
     if (refused) throw new JobworkerError('NO_NODE_FITS', refused);
     this.#admitting.set(request.id, needs);
+    // A job that waited in the fleet (waiting.ts): started only while it still waits as its keeper read it.
+    const waited: Waited | undefined = request.keeper === '' ? undefined : { keeper: request.keeper, revision: request.waitingRevision };
     try {
       const pending: Job = {
         ...toPending(request, this.self),
@@ -388,7 +420,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       };
       const owner = { cn: request.owner, role: request.ownerRole === '' ? null : request.ownerRole };
       const ours = (err: unknown): Promise<never> => (err instanceof JobworkerError ? Promise.reject(err) : notStarted(err));
-      const outcome = await this.#claimStart(request.id, pending, resolved, owner, ours, notStarted);
+      const outcome = await this.#claimStart(request.id, pending, resolved, owner, ours, notStarted, waited);
       if (!outcome.won) {
         const claim = outcome.claim!;
         if (claim.cancelled) throw new JobworkerError('START_CANCELLED', `job ${request.id}: its start was cancelled by node ${claim.node}`);
@@ -397,10 +429,13 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       crashAt('owner-after-claim');
       let record: JobRecord;
       try {
-        record = await this.local.service.start(resolved, request.owner, request.id);
+        const job = waited ? { ...resolved, waited: { createdAt: pending.createdAt!, after: fromDependencies(pending.after) } } : resolved;
+        record = await this.local.service.start(job, request.owner, request.id);
       } catch (err) {
-        await this.records.forgetFailedStart(request.id, this.self, request.owner, resolved.name).catch((forgetErr: unknown) => {
-          this.logger.warn({ jobId: request.id, err: messageOf(forgetErr) }, 'could not remove the record of a job that failed to start');
+        // A new job was never created (its caller hears why); one that waited was, and ends without running.
+        const undone = waited ? this.waiting.startFailed(pending, messageOf(err)) : this.records.forgetFailedStart(request.id, this.self, request.owner, resolved.name);
+        await undone.catch((undoErr: unknown) => {
+          this.logger.warn({ jobId: request.id, err: messageOf(undoErr) }, 'could not record the failed start of a job in etcd');
         });
         throw err;
       }
@@ -418,8 +453,10 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
    * The start claim, made only while the job's name is free and its owner's
    * quota has room as read: NAME_TAKEN or QUOTA_EXCEEDED when not. When
    * another start changed either between the read and the claim, both are
-   * read again, for up to CLAIM_RETRY_MS (creates of one owner at its edge
-   * from several nodes at once); past it the start is refused as not made.
+   * read again for a while (creates of one owner at its edge from several
+   * nodes at once: contention.ts). A job that waited claims only while it
+   * still waits as its keeper read it: START_NOT_WAITING when not; its
+   * creation was counted against its owner's rate as it was accepted.
    */
   async #claimStart(
     id: string,
@@ -428,25 +465,25 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     owner: QuotaCaller,
     ours: (err: unknown) => Promise<never>,
     notStarted: (err: unknown) => never,
+    waited?: Waited,
   ): Promise<ClaimOutcome<StartClaim>> {
-    const until = performance.now() + CLAIM_RETRY_MS;
-    for (let delayMs = 5; ; delayMs = Math.min(delayMs * 2, 100)) {
-      const name = resolved.name === null ? undefined : await this.#freeName(resolved.name).catch(ours);
-      const quota = await this.quotas.reserve(owner, id, resolved.limits).catch(ours);
-      const outcome = await this.records.claimStart(id, { node: this.self, attempt: newAttempt() }, pending, name, quota).catch(notStarted);
+    return untilUncontended(id, 'started', async () => {
+      const name = resolved.name === null ? undefined : await this.#freeName(resolved.name, id).catch(ours);
+      const quota = await this.quotas.reserve(owner, id, resolved.limits, { counted: !waited }).catch(ours);
+      const outcome = await this.records.claimStart(id, { node: this.self, attempt: newAttempt() }, pending, name, quota, waited).catch(notStarted);
       if (outcome.won || outcome.claim !== null) return outcome;
-      if (performance.now() > until) {
-        throw new JobworkerError('START_CONTENDED', `job ${id} was not started: for ${CLAIM_RETRY_MS / 1000} s other starts kept changing its owner's quota use or its name before it could claim its start`);
+      if (waited && !(await this.records.stillWaiting(id, waited).catch(notStarted))) {
+        throw new JobworkerError('START_NOT_WAITING', `job ${id} no longer waits as node ${waited.keeper} saw it (stopped, or handed on again): not started here`);
       }
-      // Spread out, so that racing nodes do not meet again at once.
-      await sleep(delayMs * (0.5 + Math.random()));
-    }
+      return null;
+    });
   }
 
-  /** The name as the fleet has it, free to take: NAME_TAKEN while a job that has not ended holds it. */
-  async #freeName(name: string): Promise<NameHolder> {
+  /** The name as the fleet has it, free to take for job `id`: NAME_TAKEN while another job that has not ended holds it. */
+  async #freeName(name: string, id: string): Promise<NameHolder> {
     const holder = await this.records.nameHolder(name);
-    if (holder.id === null) return holder;
+    // Held by the job itself: one that waited took its name as it was accepted.
+    if (holder.id === null || holder.id === id) return holder;
     const held = await this.records.job(holder.id);
     // Pruned, or its start failed after its claim: nothing holds the name.
     if (held && !ENDED.has(held.status)) throw Errors.nameTaken(name, holder.id);
@@ -514,7 +551,17 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     if (caller.via) return this.#endWritten(this.#localJob(await this.local.service.stopJob(caller, request)));
     const graceMs = request.graceMs ?? this.local.service.options.defaultGraceMs;
     if (graceMs > MAX_GRACE_MS) throw Errors.invalidArgument(`grace_ms must be at most ${MAX_GRACE_MS}, got ${graceMs}`);
-    const job = await this.#fleetJob(request.id);
+    let job = await this.#fleetJob(request.id);
+    if (job.status === JobStatus.JOB_STATUS_WAITING) {
+      const stop = await this.waiting.stop(job).catch((err: unknown) => {
+        if (err instanceof JobworkerError) throw err;
+        throw etcdUnavailable(err);
+      });
+      if ('stopped' in stop) return stop.stopped;
+      // It started meanwhile: stopped where it runs.
+      job = stop.started;
+    }
+    job = await this.#pastStart(job);
     if (ENDED.has(job.status)) return job;
     if (job.node === this.self) return this.#endWritten(this.#localJob(await this.local.service.stopJob(caller, { ...request, id: job.id })));
     const node = await this.#nodeOf(job, 'its jobs are being ended as lost');
@@ -586,7 +633,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     }
     while (!ENDED.has(job.status) && !signal.aborted) {
       const node = this.#table.get(job.node);
-      if (job.node !== this.self && node && node.state !== 'lost') {
+      // Waiting (on no node), or starting (its node may not have it yet): read again.
+      if (job.node !== this.self && node && node.state !== 'lost' && job.status !== JobStatus.JOB_STATUS_INITIALIZING) {
         try {
           const answer = await callPeer<WaitJobReq, WaitJobRes>(this.peers.jobs(node.info), 'waitJob', { id: job.id }, forwardedMetadata(caller), Number.POSITIVE_INFINITY, signal);
           return answer.job ?? job;
@@ -606,7 +654,14 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     if (caller.via) return this.local.service.writeInput(caller, call);
     const input = await openInput(call);
     try {
-      const job = await this.#fleetJob(input.first.id);
+      let job = await this.#fleetJob(input.first.id);
+      if (job.status === JobStatus.JOB_STATUS_WAITING) {
+        if (!job.stdin) throw Errors.inputRefused(`job ${job.id} was not created with stdin (CreateJobReq.stdin, jobctl create -i): its stdin is /dev/null`);
+        // Its input goes to it once it runs: the writer waits with it (gRPC flow control holds what it sends).
+        const placed = await this.waiting.untilPlaced(job.id, input.gone);
+        if (!placed) throw Errors.inputRefused(`the writer went away while job ${job.id} waited`);
+        job = placed;
+      }
       if (job.node === this.self) return await this.local.service.writeTo(this.local.service.find(job.id), input);
       if (ENDED.has(job.status)) throw Errors.inputAfterEnd(job.id, JobStatus[job.status].replace('JOB_STATUS_', ''));
       const node = await this.#nodeOf(job, 'its jobs are being ended as lost');
@@ -649,7 +704,23 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
 
   async streamOutput(caller: Caller, call: OutputCall): Promise<void> {
     if (caller.via) return this.local.service.streamOutput(caller, call);
-    const job = await this.#fleetJob(call.request.id);
+    let job = await this.#fleetJob(call.request.id);
+    if (job.status === JobStatus.JOB_STATUS_WAITING) {
+      // No output yet, and no node holds it: a follower waits for its start, from its first byte.
+      const gone = new AbortController();
+      const onGone = (): void => gone.abort();
+      call.once('cancelled', onGone);
+      call.once('close', onGone);
+      const placed = call.request.follow ? await this.waiting.untilPlaced(job.id, gone.signal).finally(() => {
+        call.off('cancelled', onGone);
+        call.off('close', onGone);
+      }) : null;
+      if (!placed || placed.startedAt === undefined) {
+        if (!gone.signal.aborted) call.end();
+        return;
+      }
+      job = placed;
+    }
     // By name too: the fleet's newest job of that name is this node's, so it is this node's newest of that name.
     if (job.node === this.self) return this.local.service.streamOutput(caller, call);
     const node = await this.#nodeOf(job, 'the job\'s output lives there', '; the job\'s output lives there');
@@ -691,6 +762,20 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       call.off('close', onCancel);
     }
     if (!gone.signal.aborted) call.end();
+  }
+
+  /**
+   * A job whose start is claimed but not settled on its node (INITIALIZING:
+   * its node may not have it yet), once it is: for a call its node must
+   * answer. As it is, past the hand-off's time.
+   */
+  async #pastStart(job: Job): Promise<Job> {
+    const until = performance.now() + HAND_OFF_TIMEOUT_MS;
+    while (job.status === JobStatus.JOB_STATUS_INITIALIZING && performance.now() < until) {
+      await sleep(SETTLE_POLL_MS);
+      job = await this.#fleetJob(job.id);
+    }
+    return job;
   }
 
   /** The node a job runs on, to forward to: NODE_UNAVAILABLE when it is not in the fleet (saying `missing`) or is lost (saying `lost`). */
@@ -784,8 +869,9 @@ function toPending(request: StartJobReq, node: string): Job {
     pid: 0,
     cgroup: '',
     startedAt: now,
-    createdAt: now,
-    after: [],
+    // A job that waited in the fleet keeps when it was accepted, and what it waited for (by id).
+    createdAt: request.createdAt ?? now,
+    after: req.after,
     endedAt: undefined,
     exitCode: undefined,
     signal: '',
@@ -808,7 +894,6 @@ function toPending(request: StartJobReq, node: string): Job {
 
 /** What a fleet refuses of a CreateJob before anything moves: what does not depend on the node. */
 export function checkCreate(request: CreateJobReq): void {
-  if (request.after.length > 0) throw new JobworkerError('FLEET_UNSUPPORTED', 'after: a fleet does not run jobs that wait for others yet; create it once they have ended, or on a single host');
   checkRequestSize(request);
   parseEnv(request.env);
   validateCommand(request.command, request.args);

@@ -3,7 +3,8 @@
 // name a node or constraints), and judged from the fleet's records.
 import { JobStatus } from '../gen/jobworker/v1/jobworker.js';
 import type { ScheduledJobs } from '../supervisor/schedules/scheduled-jobs.js';
-import { ENDED, checkCreate, type FleetNode } from './fleet-node.js';
+import { checkCreate, type FleetNode } from './fleet-node.js';
+import { ENDED } from './records.js';
 import { uuidv7 } from './job-id.js';
 import type { EtcdScheduleStore } from './schedule-store.js';
 

@@ -7,6 +7,10 @@
 //   claims/<id>/start    who started the job, or that its start was cancelled
 //   claims/<id>/end      who recorded its end (its node, or the node that declared it lost)
 //   running/<node>/<id>  the node's unfinished jobs: what a loss must end
+//   waiting/<keeper>/<id>  a job waiting for others (a protobuf WaitingJob):
+//                        the node that judges its dependencies and places it;
+//                        its start claim takes the key away, and a keeper
+//                        lost is replaced by whichever node moves it first
 //   names/<name>         the id of the newest job of that name; a start
 //                        takes it over only while that job has ended
 //   quota/<cn>/version   touched by every start of the CN's jobs (a start
@@ -43,6 +47,9 @@ export class FleetKeys {
   readonly claims = (id: string): string => `${this.prefix}claims/${id}/`;
   readonly runningOn = (node: string): string => `${this.prefix}running/${node}/`;
   readonly running = (node: string, id: string): string => `${this.prefix}running/${node}/${id}`;
+  readonly waitingAll = (): string => `${this.prefix}waiting/`;
+  readonly waitingOn = (keeper: string): string => `${this.prefix}waiting/${keeper}/`;
+  readonly waiting = (keeper: string, id: string): string => `${this.prefix}waiting/${keeper}/${id}`;
   readonly name = (name: string): string => `${this.prefix}names/${name}`;
   readonly schedules = (): string => `${this.prefix}schedules/`;
   readonly schedule = (id: string): string => `${this.prefix}schedules/${id}`;

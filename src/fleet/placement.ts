@@ -2,6 +2,8 @@
 // picks, and the chosen node admits the job against its own exact figures
 // (admission.ts), so two entry nodes placing at once on a table a heartbeat
 // old cannot overfill a node; a refusal sends the job to the next candidate.
+import type { CreateJobReq } from '../gen/jobworker/v1/jobworker.js';
+import { DEFAULT_CPU_PERCENT, DEFAULT_MEMORY_MB } from '../supervisor/policy/limits.js';
 import type { NodeView } from './nodes.js';
 
 export interface JobNeeds {
@@ -19,6 +21,16 @@ export interface Placement {
   refused: Map<string, string>;
 }
 
+/** What a CreateJob asks of its node. */
+export function needsOf(request: CreateJobReq): JobNeeds {
+  return {
+    cpuPercent: request.limits?.maxCpuPercent || DEFAULT_CPU_PERCENT,
+    memoryMb: request.limits?.maxMemoryMb || DEFAULT_MEMORY_MB,
+    node: request.node,
+    constraints: request.constraints,
+  };
+}
+
 export function freeOf(view: NodeView): { cpuPercent: number; memoryMb: number } {
   return {
     cpuPercent: view.info.cpuPercent - (view.alive?.reservedCpuPercent ?? 0),
@@ -30,11 +42,31 @@ export function freeOf(view: NodeView): { cpuPercent: number; memoryMb: number }
 export function refusal(view: NodeView, needs: JobNeeds): string | null {
   if (view.state === 'lost') return 'lost';
   if (view.state === 'draining') return 'draining';
+  return labelRefusal(view, needs) ?? capacityRefusal(view.info, freeOf(view), needs);
+}
+
+function labelRefusal(view: NodeView, needs: JobNeeds): string | null {
   for (const [key, value] of Object.entries(needs.constraints)) {
     const has = view.info.labels[key];
     if (has !== value) return has === undefined ? `no label ${key}` : `label ${key}=${has}, not ${value}`;
   }
-  return capacityRefusal(view.info, freeOf(view), needs);
+  return null;
+}
+
+/**
+ * Why no node of the fleet could take the job even with nothing running on
+ * it (its labels, its whole capacity), or null when one could: a job that
+ * waits for others is placed later, and must not wait for what can never be.
+ */
+export function neverFits(nodes: Iterable<NodeView>, needs: JobNeeds): string | null {
+  const refused = new Map<string, string>();
+  for (const view of nodes) {
+    if (needs.node !== '' && view.info.name !== needs.node) continue;
+    const why = labelRefusal(view, needs) ?? capacityRefusal(view.info, view.info, needs);
+    if (!why) return null;
+    refused.set(view.info.name, why);
+  }
+  return describeRefusals(refused) || 'the fleet has no nodes';
 }
 
 type Resources = { cpuPercent: number; memoryMb: number };

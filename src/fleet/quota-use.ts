@@ -10,7 +10,7 @@
 // a moment. A job declared lost keeps its share until its node, if only cut
 // off, has stopped it. Output kept is the node's own (output lives where the
 // job ran), and calls=/rps= are each node's (they guard its RPC threads).
-import { EtcdLeaseInvalidError, type Etcd3, type Lease } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import type { Job } from '../gen/jobworker/v1/jobworker.js';
 import type { QuotaUse } from '../supervisor/jobs/quota-ledger.js';
 import { checkOutput, checkRate, checkRunning, type JobShare, type RunningUse } from '../supervisor/policy/quota-checks.js';
@@ -18,6 +18,7 @@ import type { QuotaCaller, QuotaRules } from '../supervisor/policy/quotas.js';
 import { delayAt } from './faults.js';
 import type { FleetKeys } from './keys.js';
 import type { Condition, Writes } from './records.js';
+import { SharedLease } from './shared-lease.js';
 
 const MIB = 1024 * 1024;
 /**
@@ -52,15 +53,9 @@ function encodeShare(share: Share): string {
   return JSON.stringify(share);
 }
 
-interface HeldLease {
-  id: Promise<string>;
-  /** performance.now() past which it is not taken again (a clock step must not keep an expired lease). */
-  until: number;
-}
-
 export class FleetQuotas {
-  #rateLease: HeldLease | undefined;
-  #lingerLease: HeldLease | undefined;
+  readonly #rateLease: SharedLease;
+  #lingerLease: SharedLease | undefined;
 
   constructor(
     readonly client: Etcd3,
@@ -69,7 +64,9 @@ export class FleetQuotas {
     readonly rules: () => QuotaRules,
     /** Output kept on this node by the CN's jobs. */
     readonly outputBytes: (cn: string) => number,
-  ) {}
+  ) {
+    this.#rateLease = new SharedLease(client, RATE_LEASE_TTL_S, RATE_LEASE_USE_MS);
+  }
 
   /**
    * Checks a start of job `id` (a UUIDv7: its creation time leads it) for
@@ -83,9 +80,11 @@ export class FleetQuotas {
    * counted limit applies to waits on its owner's other starts (the version
    * condition): an unlimited owner's creates never contend.
    */
-  async reserve(caller: QuotaCaller, id: string, job: JobShare, now = Date.now()): Promise<Reservation> {
+  async reserve(caller: QuotaCaller, id: string, job: JobShare, { now = Date.now(), counted = true } = {}): Promise<Reservation> {
     const rule = this.rules().ruleFor(caller);
-    const { running, cpuPercent, memoryMb, rate } = rule?.limits ?? {};
+    const { running, cpuPercent, memoryMb } = rule?.limits ?? {};
+    // A job that waited had its creation counted as it was accepted (accept()).
+    const rate = counted ? rule?.limits.rate : undefined;
     const limitsRunning = running !== undefined || cpuPercent !== undefined || memoryMb !== undefined;
     let version: string | undefined;
     if (rule && (limitsRunning || rate !== undefined)) {
@@ -98,13 +97,38 @@ export class FleetQuotas {
       checkRate(rule, caller.cn, created, ' in the fleet');
     }
     if (rule) checkOutput(rule, caller.cn, this.outputBytes(caller.cn));
-    const lease = await this.#lease('rate', RATE_LEASE_TTL_S, RATE_LEASE_USE_MS);
+    const lease = await this.#rateLease.id();
     return {
       condition: version === undefined ? undefined : [this.keys.quotaVersion(caller.cn), 'unchanged', version],
       writes: [
         this.client.put(this.keys.quotaVersion(caller.cn)).value(JSON.stringify({ role: caller.role })).lease(lease),
         this.client.put(this.keys.quotaRunning(caller.cn, id)).value(encodeShare({ cpuPercent: job.cpuPercent, memoryMb: job.memoryBytes / MIB })),
         ...(rate !== undefined ? [this.client.put(this.keys.quotaCreated(caller.cn, id)).value('').lease(lease)] : []),
+      ],
+    };
+  }
+
+  /**
+   * A job that waits for others (waiting.ts), as it is accepted: refused
+   * when it could never start under its owner's rule (its limits alone past
+   * a cap, or running=0) or past the rule's rate in the fleet, whose
+   * creations it counts from now; its running share counts from its start
+   * (reserve, not counted again). What the acceptance must hold to and write.
+   */
+  async accept(caller: QuotaCaller, id: string, job: JobShare, now = Date.now()): Promise<Reservation> {
+    const rule = this.rules().ruleFor(caller);
+    if (!rule) return { writes: [] };
+    checkRunning(rule, caller.cn, { running: 0, cpuPercent: 0, memoryMb: 0 }, job, ' in the fleet');
+    const { rate } = rule.limits;
+    if (rate === undefined) return { writes: [] };
+    const version = await this.#version(caller.cn);
+    checkRate(rule, caller.cn, await this.#created(caller.cn, now - rate.windowMs), ' in the fleet');
+    const lease = await this.#rateLease.id();
+    return {
+      condition: [this.keys.quotaVersion(caller.cn), 'unchanged', version],
+      writes: [
+        this.client.put(this.keys.quotaVersion(caller.cn)).value(JSON.stringify({ role: caller.role })).lease(lease),
+        this.client.put(this.keys.quotaCreated(caller.cn, id)).value('').lease(lease),
       ],
     };
   }
@@ -131,14 +155,14 @@ export class FleetQuotas {
    * than dead has stopped them itself (membership.ts).
    */
   lingerLease(stopJobsAfterMs: number): Promise<string> {
-    return this.#lease('linger', Math.ceil(stopJobsAfterMs / 1000) + 1, LINGER_LEASE_USE_MS);
+    this.#lingerLease ??= new SharedLease(this.client, Math.ceil(stopJobsAfterMs / 1000) + 1, LINGER_LEASE_USE_MS);
+    return this.#lingerLease.id();
   }
 
   /** A claim failed: if etcd no longer has a lease held here (expired early, etcd restored), the next start takes a fresh one. */
   claimFailed(err: unknown): void {
-    if (!(err instanceof EtcdLeaseInvalidError)) return;
-    this.#rateLease = undefined;
-    this.#lingerLease = undefined;
+    this.#rateLease.failed(err);
+    this.#lingerLease?.failed(err);
   }
 
   /** quota/<cn>/version's mod revision ('0': absent). */
@@ -165,23 +189,6 @@ export class FleetQuotas {
     return this.client.getAll().inRange({ start: from, end: prefixEnd(this.keys.quotaCreatedOf(cn)) }).count();
   }
 
-  /** A lease of `ttlS`, the same one for `useMs` (none is kept alive: its end is the point). */
-  #lease(kind: 'rate' | 'linger', ttlS: number, useMs: number): Promise<string> {
-    const now = performance.now();
-    const held = kind === 'rate' ? this.#rateLease : this.#lingerLease;
-    if (held && now < held.until) return held.id;
-    const lease: Lease = this.client.lease(ttlS, { autoKeepAlive: false });
-    lease.on('lost', () => undefined);
-    const fresh: HeldLease = { id: lease.grant(), until: now + useMs };
-    if (kind === 'rate') this.#rateLease = fresh;
-    else this.#lingerLease = fresh;
-    // A grant that failed is asked for again next time.
-    fresh.id.catch(() => {
-      if (this.#rateLease === fresh) this.#rateLease = undefined;
-      if (this.#lingerLease === fresh) this.#lingerLease = undefined;
-    });
-    return fresh.id;
-  }
 }
 
 /** The smallest UUIDv7 of millisecond `ms` (its 48-bit time, then zeros): ids at or after it were made at `ms` or later. */

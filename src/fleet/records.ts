@@ -8,7 +8,7 @@
 // read of the claim before deciding.
 import { randomUUID } from 'node:crypto';
 import type { Etcd3 } from 'etcd3';
-import { Job } from '../gen/jobworker/v1/jobworker.js';
+import { Job, JobStatus, WaitingJob } from '../gen/jobworker/v1/jobworker.js';
 import { FleetKeys } from './keys.js';
 import type { Reservation } from './quota-use.js';
 
@@ -40,6 +40,22 @@ export interface NameHolder {
   revision: string;
   id: string | null;
 }
+
+/** A job that waited in the fleet (waiting.ts): its keeper, and the mod revision of its entry there that its start must find unchanged. */
+export interface Waited {
+  keeper: string;
+  revision: string;
+}
+
+/** A waiting job's entry under its keeper as last read. */
+export interface WaitingEntry {
+  id: string;
+  revision: string;
+  job: WaitingJob;
+}
+
+/** The statuses of a job that has ended, as the fleet's records say them. */
+export const ENDED: ReadonlySet<JobStatus> = new Set([JobStatus.JOB_STATUS_COMPLETED, JobStatus.JOB_STATUS_FAILED, JobStatus.JOB_STATUS_STOPPED, JobStatus.JOB_STATUS_TIMED_OUT]);
 
 export const newAttempt = (): string => randomUUID();
 
@@ -75,9 +91,11 @@ export class FleetRecords {
    * the claim that was there first. A job with a name takes it over only if
    * nobody took it since `name` was read (its holder then had ended), and
    * its quota reservation holds only if its owner's use is as read
-   * (quota-use.ts): otherwise the claim is not made (claim null).
+   * (quota-use.ts): otherwise the claim is not made (claim null). A job
+   * that waited (`waited`) starts only while its entry under its keeper is
+   * as read and nobody has ended it (a stop): the claim takes the entry.
    */
-  claimStart(id: string, claim: StartClaim, record: Job, name?: NameHolder, quota?: Reservation): Promise<ClaimOutcome<StartClaim>> {
+  claimStart(id: string, claim: StartClaim, record: Job, name?: NameHolder, quota?: Reservation, waited?: Waited): Promise<ClaimOutcome<StartClaim>> {
     const conditions: Condition[] = name && record.name !== '' ? [[this.keys.name(record.name), 'unchanged', name.revision]] : [];
     const writes = [
       this.client.put(this.keys.startClaim(id)).value(JSON.stringify(claim)),
@@ -85,9 +103,128 @@ export class FleetRecords {
       this.client.put(this.keys.running(record.node, id)).value(''),
       ...(conditions.length > 0 ? [this.client.put(this.keys.name(record.name)).value(id)] : []),
       ...(quota?.writes ?? []),
+      ...(waited ? [this.client.delete().key(this.keys.waiting(waited.keeper, id))] : []),
     ];
     if (quota?.condition) conditions.push(quota.condition);
+    if (waited) conditions.push([this.keys.waiting(waited.keeper, id), 'unchanged', waited.revision], [this.keys.endClaim(id), false]);
     return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, conditions, writes);
+  }
+
+  /**
+   * Records a job that waits for others (WAITING, on no node) with its
+   * entry under `keeper`, taking its name only if nobody took it since
+   * `name` was read and writing its creation's quota use only if its
+   * owner's use is as read: true, or false when a condition did not hold
+   * (nothing written).
+   */
+  async acceptWaiting(record: Job, keeper: string, entry: WaitingJob, name?: NameHolder, quota?: Reservation): Promise<boolean> {
+    const conditions: Condition[] = [[this.keys.job(record.id), false]];
+    if (name && record.name !== '') conditions.push([this.keys.name(record.name), 'unchanged', name.revision]);
+    if (quota?.condition) conditions.push(quota.condition);
+    let failure: unknown;
+    try {
+      const result = await this.#txn(conditions, [
+        this.client.put(this.keys.job(record.id)).value(encodeJob(record)),
+        this.client.put(this.keys.waiting(keeper, record.id)).value(encodeWaiting(entry)),
+        ...(record.name !== '' ? [this.client.put(this.keys.name(record.name)).value(record.id)] : []),
+        ...(quota?.writes ?? []),
+      ]);
+      if (result.succeeded) return true;
+    } catch (err) {
+      failure = err;
+    }
+    // The id is new: a record under it is this write's, its answer lost.
+    if ((await this.client.get(this.keys.job(record.id)).exec()).kvs.length > 0) return true;
+    if (failure) throw failure;
+    return false;
+  }
+
+  /** Whether a waiting job's entry is still as `waited` read it, and nobody has ended the job. */
+  async stillWaiting(id: string, waited: Waited): Promise<boolean> {
+    const [entry, end] = await Promise.all([this.client.get(this.keys.waiting(waited.keeper, id)).exec(), this.client.get(this.keys.endClaim(id)).exec()]);
+    return entry.kvs[0]?.mod_revision === waited.revision && end.kvs.length === 0;
+  }
+
+  /** The waiting jobs `keeper` keeps, with the revisions a change of each must find. */
+  async waitingOn(keeper: string): Promise<WaitingEntry[]> {
+    const response = await this.client.getAll().prefix(this.keys.waitingOn(keeper)).exec();
+    return response.kvs.map((kv) => ({ id: FleetKeys.last(kv.key.toString()), revision: kv.mod_revision, job: WaitingJob.decode(kv.value) }));
+  }
+
+  /** Every keeper with waiting jobs, and their ids (keys only). */
+  async keepers(): Promise<Map<string, string[]>> {
+    const keys = await this.client.getAll().prefix(this.keys.waitingAll()).keys();
+    const keepers = new Map<string, string[]>();
+    for (const key of keys) {
+      const [keeper, id] = key.slice(this.keys.waitingAll().length).split('/') as [string, string];
+      keepers.set(keeper, [...(keepers.get(keeper) ?? []), id]);
+    }
+    return keepers;
+  }
+
+  /**
+   * Rewrites a waiting job's entry (and its record, while nobody has
+   * started or ended it) if the entry is as read: its new revision, or null
+   * when it was not (started, ended, moved, or changed meanwhile).
+   */
+  async rewriteWaiting(record: Job, keeper: string, entry: WaitingEntry): Promise<string | null> {
+    const key = this.keys.waiting(keeper, record.id);
+    const result = await this.#txn(
+      [
+        [key, 'unchanged', entry.revision],
+        [this.keys.startClaim(record.id), false],
+        [this.keys.endClaim(record.id), false],
+      ],
+      [this.client.put(key).value(encodeWaiting(entry.job)), this.client.put(this.keys.job(record.id)).value(encodeJob(record))],
+    );
+    return result.succeeded ? result.header.revision : null;
+  }
+
+  /** A waiting job's entry goes, if it is as read (its job has ended, or is gone). */
+  async dropWaiting(keeper: string, entry: WaitingEntry): Promise<void> {
+    await this.#txn([[this.keys.waiting(keeper, entry.id), 'unchanged', entry.revision]], [this.client.delete().key(this.keys.waiting(keeper, entry.id))]);
+  }
+
+  /** Takes over a waiting job of `from`, a keeper with no heartbeat, if its entry is as read: true if this call moved it. */
+  async adoptWaiting(from: string, to: string, entry: WaitingEntry): Promise<boolean> {
+    const key = this.keys.waiting(from, entry.id);
+    const result = await this.#txn(
+      [
+        [key, 'unchanged', entry.revision],
+        [this.keys.nodeAlive(from), false],
+      ],
+      [this.client.delete().key(key), this.client.put(this.keys.waiting(to, entry.id)).value(encodeWaiting(entry.job))],
+    );
+    return result.succeeded;
+  }
+
+  /**
+   * Claims the end of a job that never ran: one still waiting (no start
+   * claim: a stop, or a dependency that failed it), or a job that waited
+   * whose start failed after its claim on node `startedOn`. No node's
+   * retention holds such a job: its record, claims and name go with
+   * `lease` (--retain-for).
+   */
+  async endUnrun(record: Job, claim: EndClaim, lease: string, startedOn?: string): Promise<ClaimOutcome<EndClaim>> {
+    const start = startedOn === undefined ? undefined : (await this.client.get(this.keys.startClaim(record.id)).exec()).kvs[0];
+    if (startedOn !== undefined && !start) return { won: false, claim: null };
+    const conditions: Condition[] = [start ? [this.keys.startClaim(record.id), 'unchanged', start.mod_revision] : [this.keys.startClaim(record.id), false]];
+    const writes: Writes = [
+      this.client.put(this.keys.endClaim(record.id)).value(JSON.stringify(claim)).lease(lease),
+      this.client.put(this.keys.job(record.id)).value(encodeJob(record)).lease(lease),
+    ];
+    if (start) {
+      writes.push(
+        this.client.put(this.keys.startClaim(record.id)).value(start.value).lease(lease),
+        this.client.delete().key(this.keys.running(startedOn!, record.id)),
+        this.client.delete().key(this.keys.quotaRunning(record.owner, record.id)),
+      );
+    }
+    const outcome = await this.#claim<EndClaim>(this.keys.endClaim(record.id), claim.attempt, conditions, writes);
+    if (outcome.won && record.name !== '') {
+      await this.client.if(this.keys.name(record.name), 'Value', '==', record.id).then(this.client.put(this.keys.name(record.name)).value(record.id).lease(lease)).commit();
+    }
+    return outcome;
   }
 
   /** The start of `id` may never happen: won, or the start claim that was there first. */
@@ -169,11 +306,7 @@ export class FleetRecords {
   async #claim<C extends { attempt: string }>(key: string, attempt: string, conditions: Condition[], writes: Writes): Promise<ClaimOutcome<C>> {
     let failure: unknown;
     try {
-      let txn = this.client.if(key, 'Create', '==', 0);
-      for (const [other, exists, revision] of conditions) {
-        txn = exists === 'unchanged' ? txn.and(other, 'Mod', '==', revision!) : txn.and(other, 'Create', exists ? '>' : '==', 0);
-      }
-      const result = await txn.then(...writes).commit();
+      const result = await this.#txn([[key, false], ...conditions], writes);
       if (result.succeeded) return { won: true };
     } catch (err) {
       failure = err;
@@ -188,4 +321,20 @@ export class FleetRecords {
     if (failure) throw failure;
     return { won: false, claim: null };
   }
+
+  /** One transaction: `writes` if every condition holds. */
+  #txn(conditions: Condition[], writes: Writes): ReturnType<ReturnType<ReturnType<Etcd3['if']>['then']>['commit']> {
+    const [first, ...rest] = conditions;
+    let txn = condition(this.client.if.bind(this.client), first!);
+    for (const other of rest) txn = condition(txn.and.bind(txn), other);
+    return txn.then(...writes).commit();
+  }
+}
+
+function condition<T>(add: (key: string, target: 'Create' | 'Mod', op: '==' | '>', value: number | string) => T, [key, exists, revision]: Condition): T {
+  return exists === 'unchanged' ? add(key, 'Mod', '==', revision!) : add(key, 'Create', exists ? '>' : '==', 0);
+}
+
+export function encodeWaiting(entry: WaitingJob): Buffer {
+  return Buffer.from(WaitingJob.encode(entry).finish());
 }

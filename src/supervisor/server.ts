@@ -92,6 +92,8 @@ export interface LocalParts {
   store: JobStore;
   metrics: ServerMetrics;
   logger: Logger;
+  /** How long an ended job is kept (--retain-for). */
+  retainForMs: number;
 }
 
 /**
@@ -181,7 +183,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       retention.prune();
       backend?.jobEnded(record);
     };
-    const retention = new Retention(store, { jobs: options.retainJobs ?? DEFAULT_RETAIN_JOBS, forMs: options.retainForMs ?? DEFAULT_RETAIN_FOR_MS }, logger);
+    const retainForMs = options.retainForMs ?? DEFAULT_RETAIN_FOR_MS;
+    const retention = new Retention(store, { jobs: options.retainJobs ?? DEFAULT_RETAIN_JOBS, forMs: retainForMs }, logger);
     const runner = new JobRunner(store, {
       workers: options.workers,
       cgroupDriver: options.cgroupDriver,
@@ -229,7 +232,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const boundary = new RpcBoundary(logger, options.auditLogger ?? logger.child({ audit: true }), metrics);
     boundary.denyList = options.denyList ?? DenyList.EMPTY;
     boundary.calls = calls;
-    backend = options.backend ? await options.backend({ service, store, metrics, logger }) : undefined;
+    backend = options.backend ? await options.backend({ service, store, metrics, logger, retainForMs }) : undefined;
     if (backend) {
       made.push(backend.close.bind(backend));
       retention.onPruned = backend.jobPruned.bind(backend);
@@ -250,7 +253,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       made.push(() => metricsEndpoint?.close());
     }
     // Last, once nothing of startup can fail any more (a job started here would be stopped by its undoing).
-    waiting.resume(stillWaiting, backend ? 'this server is now a fleet node, and a fleet does not run jobs that wait for others yet' : undefined);
+    // A fleet's waiting jobs wait in etcd (fleet/waiting.ts): one that waited here as a single host's waited for its jobs, not the fleet's.
+    waiting.resume(stillWaiting, backend ? 'this server is now a fleet node: a job that waited on it as a single host is not carried into the fleet' : undefined);
     // A fleet node leaves a single host's schedules on disk, unfired: it fires the fleet's.
     await scheduler.start();
     retention.start();

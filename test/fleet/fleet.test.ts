@@ -94,12 +94,6 @@ test('placement: --node, constraints and free capacity; RESOURCE_EXHAUSTED namin
   const missing = (await unary(n1.jobs, 'createJob', { command: 'true', node: 'n9' }).catch((err: ServiceError) => err)) as ServiceError;
   t.is(missing.code, Status.NOT_FOUND);
   t.is(missing.details, 'node n9 is not part of the fleet');
-  // Jobs that wait for others are a single host's for now: refused saying so, nothing recorded.
-  const listed = (await unary(n1.jobs, 'getJobs', {})).jobs.length;
-  const waiting = (await unary(n1.jobs, 'createJob', { command: 'true', after: [{ job: started[0]!.id, condition: 0 }] }).catch((err: ServiceError) => err)) as ServiceError;
-  t.is(waiting.code, Status.UNIMPLEMENTED);
-  t.is(waiting.details, 'after: a fleet does not run jobs that wait for others yet; create it once they have ended, or on a single host');
-  t.is((await unary(n1.jobs, 'getJobs', {})).jobs.length, listed);
 });
 
 test("the fleet's edges: a client posing as a forwarding node is refused, a node cannot write another node's keys in etcd, metrics say their node, paging crosses nodes, pruned jobs leave etcd", async (t) => {

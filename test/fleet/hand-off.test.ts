@@ -101,7 +101,7 @@ test('start claims: a second StartJob of one id starts nothing (ALREADY_EXISTS),
   });
   const start = (on: NodeServiceClient, request: StartJobReq) => new Promise<CreateJobRes>((resolve, reject) => on.startJob(request, (err, res) => (err ? reject(err) : resolve(res))));
   const job = uniqueSleep();
-  const request = (id: string): StartJobReq => ({ id, request: CreateJobReq.fromPartial(job), owner: 'someone', ownerRole: 'admin', attempt: randomUUID() });
+  const request = (id: string): StartJobReq => ({ id, request: CreateJobReq.fromPartial(job), owner: 'someone', ownerRole: 'admin', attempt: randomUUID(), keeper: '', waitingRevision: '', createdAt: undefined });
 
   const id = uuidv7();
   const { job: started } = await start(node, request(id));

@@ -36,7 +36,7 @@ import { RingPool } from '../output/ring-pool.js';
 import { RingReader, pumpRing } from '../output/ring-reader.js';
 import { InputChannel } from './input-channel.js';
 import { askUsage } from './usage-request.js';
-import type { JobRecord } from './record.js';
+import type { Dependency, JobRecord } from './record.js';
 import { NotRecordedError, abandonJob, endJob, setUsage, type JobStore } from './store.js';
 
 /** A supervisor thread answers a usage request in well under a millisecond; past this, answer with what is known. */
@@ -97,6 +97,8 @@ export interface StartRequest {
    * time); `settle` resolves its `ended` once the job has ended.
    */
   waiting?: { record: JobRecord; settle: () => void };
+  /** A job that waited in a fleet (fleet/waiting.ts), never in this store: when the fleet accepted it, and what it waited for. */
+  waited?: { createdAt: Date; after: readonly Dependency[] };
 }
 
 /** setTimeout's longest delay (2^31 - 1 ms, about 24.8 days): a longer one fires at once. */
@@ -333,9 +335,9 @@ export class JobRunner {
       stdin: request.stdin,
       pid: first.pid,
       cgroup: first.cgroup,
-      createdAt: startedAt,
+      createdAt: request.waited?.createdAt ?? startedAt,
       startedAt,
-      after: [],
+      after: request.waited?.after ?? [],
       log,
       ended: ended.finally(cleanUp),
       state: 'RUNNING',

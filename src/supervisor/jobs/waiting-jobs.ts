@@ -131,8 +131,8 @@ export class WaitingJobs {
   /**
    * Jobs that were waiting when the server last stopped (JobStore.restore):
    * they wait on, oldest first. (Admins alone create jobs: their owners'
-   * role.) With `refusal`, each ends FAILED saying it instead (a fleet node
-   * does not run jobs that wait).
+   * role.) With `refusal`, each ends FAILED saying it instead (a fleet
+   * node: its waiting jobs wait in etcd).
    */
   resume(waiting: readonly WaitingRecord[], refusal?: string): void {
     for (const job of waiting) {
@@ -382,13 +382,25 @@ export class WaitingJobs {
 }
 
 /** "waiting for job …", or for n jobs. */
-function waitingFor(ids: readonly string[]): string {
+export function waitingFor(ids: readonly string[]): string {
   return ids.length === 1 ? `waiting for job ${ids[0]}` : `waiting for ${ids.length} jobs: ${ids.join(', ')}`;
 }
 
-/** Why a dependency that has ended does not let its dependent run; null when it does. */
-function unmet(dependency: Dependency, ended: JobRecord | undefined): string | null {
-  if (!ended) return `dependency ${dependency.id} is no longer known to this server (pruned before it was judged)`;
+/** How a dependency ended, as far as judging it goes: a server's record, or the fleet's. */
+export interface EndedDependency {
+  id: string;
+  name: string | null;
+  state: string;
+  message: string;
+}
+
+/**
+ * Why a dependency that has ended does not let its dependent run; null
+ * when it does. `ended` undefined: no longer known to `knower` (pruned
+ * before it was judged).
+ */
+export function unmet(dependency: Dependency, ended: EndedDependency | undefined, knower = 'this server'): string | null {
+  if (!ended) return `dependency ${dependency.id} is no longer known to ${knower} (pruned before it was judged)`;
   if (dependency.condition === 'any' || ended.state === 'COMPLETED') return null;
   const name = ended.name === null ? '' : ` (${ended.name})`;
   return `dependency ${ended.id}${name} ended ${ended.state}${ended.message ? `: ${ended.message}` : ''}`;

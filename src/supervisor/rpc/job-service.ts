@@ -75,6 +75,38 @@ const USAGE_READS_AT_ONCE = 64;
 /** CreateJobReq.after: at most this many dependencies. */
 export const MAX_DEPENDENCIES = 32;
 
+/** CreateJobReq.after's own checks, before any job is looked for: how many, and each condition (INVALID_ARGUMENT). */
+export function checkAfter(after: readonly DependencyReq[]): void {
+  if (after.length > MAX_DEPENDENCIES) throw Errors.invalidArgument(`after takes at most ${MAX_DEPENDENCIES} jobs, got ${after.length}`);
+  for (const [i, { condition }] of after.entries()) {
+    if (condition !== DependencyCondition.DEPENDENCY_CONDITION_UNSPECIFIED && condition !== DependencyCondition.DEPENDENCY_CONDITION_OK && condition !== DependencyCondition.DEPENDENCY_CONDITION_ANY) {
+      throw Errors.invalidArgument(`after[${i}].condition must be OK or ANY, got ${condition}`);
+    }
+  }
+}
+
+/**
+ * CreateJobReq.after, each job found by `find` (by id or name; a server's
+ * store, or the fleet's records): INVALID_ARGUMENT for too many, a bad
+ * reference or condition, or a job named twice; NOT_FOUND for one not found.
+ */
+export function resolveAfter(after: readonly DependencyReq[], find: (ref: string) => { id: string }): Dependency[] {
+  checkAfter(after);
+  const resolved: Dependency[] = [];
+  for (const [i, { job, condition }] of after.entries()) {
+    let id: string;
+    try {
+      id = find(job).id;
+    } catch (err) {
+      if (err instanceof JobworkerError) throw new JobworkerError(err.code, `after[${i}]: ${err.message}`);
+      throw err;
+    }
+    if (resolved.some((d) => d.id === id)) throw Errors.invalidArgument(`after[${i}]: job ${id} is already a dependency`);
+    resolved.push({ id, condition: condition === DependencyCondition.DEPENDENCY_CONDITION_ANY ? 'any' : 'ok' });
+  }
+  return resolved;
+}
+
 /** The InputChannel's refusals as INPUT_REFUSED; anything else as it is. */
 function asInputError(err: unknown): unknown {
   return err instanceof InputRefusedError ? Errors.inputRefused(err.message) : err;
@@ -155,27 +187,10 @@ export class JobService implements JobApi {
 
   /**
    * CreateJobReq.after, each job found in the store now (by id or name):
-   * INVALID_ARGUMENT for too many, a bad reference or condition, or a job
-   * named twice; NOT_FOUND for one this server does not have.
+   * see resolveAfter.
    */
   resolveAfter(after: readonly DependencyReq[]): Dependency[] {
-    if (after.length > MAX_DEPENDENCIES) throw Errors.invalidArgument(`after takes at most ${MAX_DEPENDENCIES} jobs, got ${after.length}`);
-    const resolved: Dependency[] = [];
-    for (const [i, { job, condition }] of after.entries()) {
-      if (condition !== DependencyCondition.DEPENDENCY_CONDITION_UNSPECIFIED && condition !== DependencyCondition.DEPENDENCY_CONDITION_OK && condition !== DependencyCondition.DEPENDENCY_CONDITION_ANY) {
-        throw Errors.invalidArgument(`after[${i}].condition must be OK or ANY, got ${condition}`);
-      }
-      let record: JobRecord;
-      try {
-        record = this.find(job);
-      } catch (err) {
-        if (err instanceof JobworkerError) throw new JobworkerError(err.code, `after[${i}]: ${err.message}`);
-        throw err;
-      }
-      if (resolved.some((d) => d.id === record.id)) throw Errors.invalidArgument(`after[${i}]: job ${record.id} is already a dependency`);
-      resolved.push({ id: record.id, condition: condition === DependencyCondition.DEPENDENCY_CONDITION_ANY ? 'any' : 'ok' });
-    }
-    return resolved;
+    return resolveAfter(after, (ref) => this.find(ref));
   }
 
   /** Records a job that waits for `after` (waiting-jobs.ts); its name is held as start() holds it. */

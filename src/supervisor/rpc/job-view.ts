@@ -1,7 +1,7 @@
 // A job as the API shows it (the proto's Job), from its record.
-import { DependencyCondition, JobStatus, Network, type Isolation, type Job } from '../../gen/jobworker/v1/jobworker.js';
+import { DependencyCondition, JobStatus, Network, type Dependency as DependencyView, type Isolation, type Job } from '../../gen/jobworker/v1/jobworker.js';
 import type { JobIsolation } from '../../workers/protocol.js';
-import type { JobRecord, JobState } from '../jobs/record.js';
+import type { Dependency, JobRecord, JobState } from '../jobs/record.js';
 
 export const STATUS: Record<JobState, JobStatus> = {
   WAITING: JobStatus.JOB_STATUS_WAITING,
@@ -46,8 +46,18 @@ export function toJob(record: JobRecord, node = ''): Job {
     timeoutMs: record.timeoutMs ?? 0,
     stdin: record.stdin,
     createdAt: record.createdAt,
-    after: record.after.map(({ id, condition }) => ({ job: id, condition: condition === 'any' ? DependencyCondition.DEPENDENCY_CONDITION_ANY : DependencyCondition.DEPENDENCY_CONDITION_OK })),
+    after: toDependencies(record.after),
   };
+}
+
+/** Dependencies as Job.after shows them (by id). */
+export function toDependencies(after: readonly Dependency[]): DependencyView[] {
+  return after.map(({ id, condition }) => ({ job: id, condition: condition === 'any' ? DependencyCondition.DEPENDENCY_CONDITION_ANY : DependencyCondition.DEPENDENCY_CONDITION_OK }));
+}
+
+/** Job.after (by id) as a record holds it. */
+export function fromDependencies(after: readonly DependencyView[]): Dependency[] {
+  return after.map(({ job, condition }) => ({ id: job, condition: condition === DependencyCondition.DEPENDENCY_CONDITION_ANY ? 'any' : 'ok' }));
 }
 
 function isolationOf(isolation: JobIsolation): Isolation {

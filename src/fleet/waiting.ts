@@ -1,0 +1,387 @@
+// Jobs that wait for others (CreateJobReq.after) in a fleet. A waiting job is
+// on no node: the fleet keeps its record (WAITING, node empty) and an entry
+// under the node that keeps it (waiting/<keeper>/<id>, keys.ts), at first
+// the node that accepted it. Every heartbeat the keeper reads the records of
+// the jobs each entry waits for, wherever they run; once all have ended as
+// asked, it places the job as a CreateJob is placed and hands it to the
+// chosen node under its own id. That node's start claim takes the entry away
+// in the same transaction, and only while the entry is as the keeper read
+// it: the job starts once or not at all. A keeper that hears nothing back
+// rewrites the entry first, so a claim that lands late starts nothing; a
+// keeper that is lost (its heartbeat key gone) is replaced by whichever node
+// moves its entries first. All a keeper knows is in etcd: a restart, or
+// another node, takes up where it stopped.
+//
+// One that cannot start yet — no node fits, its owner's quota has no room —
+// waits on, its message saying why, and is tried again every heartbeat. One
+// whose dependency ended short of its condition, or that a stop ends, ends
+// without running; no node's retention holds it, so etcd removes it after
+// --retain-for (records.endUnrun).
+import type { Logger } from 'pino';
+import { atMost } from '../common/at-most.js';
+import { messageOf } from '../common/error-message.js';
+import { settlesWithin } from '../common/settle-within.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { JobStatus, type CreateJobReq, type Job, type StartJobReq } from '../gen/jobworker/v1/jobworker.js';
+import { JobworkerError } from '../supervisor/errors.js';
+import type { Dependency } from '../supervisor/jobs/record.js';
+import { unmet, waitingFor } from '../supervisor/jobs/waiting-jobs.js';
+import type { Caller } from '../supervisor/rpc/authz.js';
+import { checkAfter, resolveAfter, type ResolvedJob } from '../supervisor/rpc/job-service.js';
+import { fromDependencies, toDependencies } from '../supervisor/rpc/job-view.js';
+import { untilUncontended } from './contention.js';
+import { uuidv7 } from './job-id.js';
+import type { NodeInfo, NodeView } from './nodes.js';
+import { describeRefusals, needsOf, neverFits, place } from './placement.js';
+import type { FleetQuotas } from './quota-use.js';
+import { ENDED, newAttempt, type FleetRecords, type NameHolder, type WaitingEntry } from './records.js';
+import { SharedLease } from './shared-lease.js';
+
+/** Dependencies' records read at once in one pass, and waiting jobs judged at once. */
+const READS_AT_ONCE = 16;
+/** How long a stop that lost to a start waits for the start to settle, before stopping the job where it runs. */
+const START_SETTLE_MS = 60_000;
+const SETTLE_POLL_MS = 100;
+/** How long a closing node waits for the placements it has in flight. */
+const PLACEMENTS_TIMEOUT_MS = 10_000;
+
+/** What a keeper needs of its node. */
+export interface WaitingPorts {
+  readonly self: string;
+  readonly records: FleetRecords;
+  readonly quotas: FleetQuotas;
+  readonly logger: Logger;
+  /** How often a keeper judges its jobs (the heartbeat): also how often a follower of a waiting job looks again. */
+  readonly everyMs: number;
+  /** --retain-for: how long a job that never ran stays in etcd. */
+  readonly retainForMs: number;
+  /** The node table, read now. */
+  nodes(): Promise<Map<string, NodeView>>;
+  /** Whether `name` has a heartbeat in etcd now. */
+  nodeAlive(name: string): Promise<boolean>;
+  /** The fleet's record of a job by id or name (NOT_FOUND when it has none). */
+  job(ref: string): Promise<Job>;
+  /** `name` as the fleet has it, free for job `id` (NAME_TAKEN while another job that has not ended holds it). */
+  freeName(name: string, id: string): Promise<NameHolder>;
+  /** Checks a CreateJob against this node's policy: what a start here would run. */
+  resolve(request: CreateJobReq): ResolvedJob;
+  /** Hands a start to `node` (this one too): the started job, or that node's refusal (NODE_UNAVAILABLE: no answer). */
+  handTo(node: NodeInfo, start: StartJobReq): Promise<Job>;
+}
+
+/** The codes a chosen node answers having started nothing because of itself: the next node may take the job. */
+const OTHER_NODE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE']);
+/** The codes that mean the owner has no room yet: the job waits on. */
+const NO_ROOM: ReadonlySet<string> = new Set(['QUOTA_EXCEEDED', 'START_CONTENDED']);
+/** The codes that mean the job is no longer this keeper's to start (stopped, started, moved): the next pass looks again. */
+const NOT_OURS: ReadonlySet<string> = new Set(['START_NOT_WAITING', 'START_CLAIMED', 'START_CANCELLED']);
+
+export class FleetWaiting {
+  readonly #ports: WaitingPorts;
+  readonly #lease: SharedLease;
+  /** Jobs whose placement is in flight here: not judged again meanwhile. */
+  readonly #placing = new Map<string, Promise<void>>();
+  #keeping: Promise<void> | undefined;
+  #again = false;
+  /** Entries found here by the last pass (or accepted since): a job's end looks again only if there are some. */
+  #kept = 0;
+  #closed = false;
+
+  constructor(ports: WaitingPorts, client: ConstructorParameters<typeof SharedLease>[0]) {
+    this.#ports = ports;
+    const ttlS = Math.max(1, Math.ceil(ports.retainForMs / 1000));
+    this.#lease = new SharedLease(client, ttlS, Math.min(3_600_000, Math.max(1_000, ports.retainForMs / 10)));
+  }
+
+  /**
+   * A CreateJob with `after`: checked as this node would start it (its
+   * policy, its dependencies in the fleet, a node that could ever take it,
+   * its owner's quota), then recorded WAITING with its entry kept here.
+   */
+  async accept(caller: Caller, request: CreateJobReq): Promise<Job> {
+    const { records, quotas, self } = this.#ports;
+    const resolved = this.#ports.resolve(request);
+    const after = await this.#dependencies(request);
+    const never = neverFits((await this.#ports.nodes()).values(), needsOf(request));
+    if (never) throw new JobworkerError('NO_NODE_FITS', `no node could ever take the job, so it would wait for ever: ${never}`);
+    const id = uuidv7();
+    const createdAt = new Date();
+    const start: StartJobReq = {
+      id,
+      request: { ...request, after: toDependencies(after) },
+      owner: caller.cn,
+      ownerRole: caller.role ?? '',
+      attempt: newAttempt(),
+      keeper: '',
+      waitingRevision: '',
+      createdAt,
+    };
+    const record: Job = {
+      id,
+      command: request.command,
+      args: request.args,
+      limits: { maxCpuPercent: resolved.limits.cpuPercent, maxMemoryMb: resolved.limits.memoryBytes / 1024 / 1024, maxIoBps: resolved.limits.ioBps, maxPids: resolved.limits.pids },
+      status: JobStatus.JOB_STATUS_WAITING,
+      pid: 0,
+      cgroup: '',
+      startedAt: undefined,
+      createdAt,
+      after: toDependencies(after),
+      endedAt: undefined,
+      exitCode: undefined,
+      signal: '',
+      oomKilled: false,
+      owner: caller.cn,
+      message: waitingFor(after.map((dependency) => dependency.id)),
+      outputBytes: 0,
+      usage: undefined,
+      outputStart: 0,
+      outputProblem: '',
+      isolation: undefined,
+      workdir: request.workdir,
+      node: '',
+      name: resolved.name ?? '',
+      labels: request.labels,
+      timeoutMs: resolved.timeoutMs ?? 0,
+      stdin: request.stdin,
+    };
+    const owner = { cn: caller.cn, role: caller.role };
+    await untilUncontended(id, 'accepted', async () => {
+      const name = resolved.name === null ? undefined : await this.#ports.freeName(resolved.name, id);
+      const quota = await quotas.accept(owner, id, resolved.limits);
+      return (await records.acceptWaiting(record, self, { start, met: [] }, name, quota).catch((err: unknown) => {
+        quotas.claimFailed(err);
+        throw err;
+      }))
+        ? true
+        : null;
+    });
+    this.#ports.logger.info({ jobId: id, owner: caller.cn, after: after.map((d) => d.id) }, 'job accepted, waiting for its dependencies in the fleet');
+    this.#kept += 1;
+    // Its dependencies may have ended already.
+    this.keepSoon();
+    return record;
+  }
+
+  /** request.after, each job found in the fleet's records (by id or name). */
+  async #dependencies(request: CreateJobReq): Promise<Dependency[]> {
+    checkAfter(request.after);
+    const found = new Map<string, { id: string } | JobworkerError>();
+    for (const { job: ref } of request.after) {
+      if (found.has(ref)) continue;
+      found.set(
+        ref,
+        await this.#ports.job(ref).catch((err: unknown) => {
+          if (err instanceof JobworkerError) return err;
+          throw err;
+        }),
+      );
+    }
+    return resolveAfter(request.after, (ref) => {
+      const job = found.get(ref)!;
+      if (job instanceof JobworkerError) throw job;
+      return job;
+    });
+  }
+
+  /**
+   * Stops a waiting job: it ends STOPPED without running. If it started
+   * (or ended) meanwhile: the job once its start has settled (RUNNING or
+   * ended on its node), for the caller to stop it there.
+   */
+  async stop(job: Job): Promise<{ stopped: Job } | { started: Job }> {
+    const stopped: Job = { ...job, status: JobStatus.JOB_STATUS_STOPPED, endedAt: new Date(), message: 'stopped while waiting: it never ran' };
+    const outcome = await this.#ports.records.endUnrun(stopped, { node: this.#ports.self, attempt: newAttempt() }, await this.#lease.id());
+    if (outcome.won) {
+      this.#ports.logger.info({ jobId: job.id }, 'job stopped while waiting');
+      return { stopped };
+    }
+    // Ended by another (a stop, a judgement): as the fleet has it; or started: once its node has it.
+    const until = performance.now() + START_SETTLE_MS;
+    for (;;) {
+      const now = await this.#ports.job(job.id);
+      if (now.status !== JobStatus.JOB_STATUS_WAITING && now.status !== JobStatus.JOB_STATUS_INITIALIZING) return { started: now };
+      if (performance.now() > until) throw new JobworkerError('START_UNKNOWN', `job ${job.id} began its start on node ${now.node || '(none yet)'} as it was stopped, and has not settled it; stop it again`);
+      await sleep(SETTLE_POLL_MS);
+    }
+  }
+
+  /**
+   * The job once it is no longer WAITING: RUNNING on its node (or ended),
+   * for a follower of its output or a writer of its input; null if `signal`
+   * aborts first. Read every heartbeat.
+   */
+  async untilPlaced(ref: string, signal: AbortSignal): Promise<Job | null> {
+    for (;;) {
+      const job = await this.#ports.job(ref);
+      if (job.status !== JobStatus.JOB_STATUS_WAITING && job.status !== JobStatus.JOB_STATUS_INITIALIZING) return job;
+      await sleep(this.#ports.everyMs, undefined, { signal }).catch(() => undefined);
+      if (signal.aborted) return null;
+    }
+  }
+
+  /** A job that waited, started on this node, whose start failed after its claim: it ends FAILED without running. */
+  async startFailed(job: Job, why: string): Promise<void> {
+    const failed: Job = { ...job, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), message: `its dependencies ended as asked, but it could not start: ${why}` };
+    await this.#ports.records.endUnrun(failed, { node: this.#ports.self, attempt: newAttempt() }, await this.#lease.id(), job.node);
+  }
+
+  /** Soon, outside the heartbeat: a job ended here, or one was accepted here. Only when this node keeps any. */
+  keepSoon(): void {
+    if (this.#kept === 0 || this.#closed) return;
+    void this.keep(false).catch((err: unknown) => this.#ports.logger.warn({ err: messageOf(err) }, 'could not judge the jobs waiting here'));
+  }
+
+  /**
+   * One pass (every heartbeat): take over the entries of keepers that have
+   * no heartbeat (`adopt`), then judge this node's own. Passes never
+   * overlap: one asked for during another runs after it.
+   */
+  keep(adopt = true): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    if (this.#keeping) {
+      this.#again = true;
+      return this.#keeping;
+    }
+    this.#keeping = (async () => {
+      let first = true;
+      while (first || this.#again) {
+        this.#again = false;
+        if (adopt && first) await this.#adopt();
+        first = false;
+        await this.#judgeAll();
+      }
+    })().finally(() => (this.#keeping = undefined));
+    return this.#keeping;
+  }
+
+  /** Shutdown: no more passes or placements; resolves once the placements in flight have answered (for a while). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await settlesWithin(Promise.allSettled([this.#keeping, ...this.#placing.values()]), PLACEMENTS_TIMEOUT_MS);
+  }
+
+  async #adopt(): Promise<void> {
+    const { records, self, logger } = this.#ports;
+    for (const [keeper] of await records.keepers()) {
+      if (keeper === self || (await this.#ports.nodeAlive(keeper))) continue;
+      for (const entry of await records.waitingOn(keeper)) {
+        if (await records.adoptWaiting(keeper, self, entry)) logger.warn({ jobId: entry.id, keeper }, 'took over a waiting job from a node with no heartbeat');
+      }
+    }
+  }
+
+  async #judgeAll(): Promise<void> {
+    const entries = await this.#ports.records.waitingOn(this.#ports.self);
+    this.#kept = entries.length;
+    // Each dependency read once a pass, however many wait for it.
+    const reads = new Map<string, Promise<Job | null>>();
+    const read = (id: string): Promise<Job | null> => {
+      let job = reads.get(id);
+      if (!job) reads.set(id, (job = this.#ports.records.job(id)));
+      return job;
+    };
+    await atMost(READS_AT_ONCE, entries, async (entry) => {
+      if (this.#closed || this.#placing.has(entry.id)) return;
+      try {
+        await this.#judge(entry, read);
+      } catch (err) {
+        this.#ports.logger.warn({ jobId: entry.id, err: messageOf(err) }, 'could not judge a waiting job; trying again at the next heartbeat');
+      }
+    });
+  }
+
+  /** Ends it (a dependency failed it), notes what has ended, or places it once every dependency has ended as asked. */
+  async #judge(entry: WaitingEntry, read: (id: string) => Promise<Job | null>): Promise<void> {
+    const { records, self } = this.#ports;
+    const record = await records.job(entry.id);
+    // Ended (a stop) or gone: the entry is all that is left of it here.
+    if (!record || record.status !== JobStatus.JOB_STATUS_WAITING) return records.dropWaiting(self, entry);
+    const met = new Set(entry.job.met);
+    const left: string[] = [];
+    for (const dependency of fromDependencies(entry.job.start!.request!.after)) {
+      if (met.has(dependency.id)) continue;
+      const job = await read(dependency.id);
+      if (job && !ENDED.has(job.status)) {
+        left.push(dependency.id);
+        continue;
+      }
+      const failed = unmet(dependency, job ? { id: job.id, name: job.name || null, state: statusName(job.status), message: job.message } : undefined, 'the fleet');
+      if (failed) return this.#end(record, `not run: ${failed}`);
+      met.add(dependency.id);
+    }
+    const message = left.length > 0 ? waitingFor(left) : record.message;
+    const changed = met.size !== entry.job.met.length || message !== record.message;
+    const noted = changed ? await this.#rewrite(record, entry, { met: [...met], message }) : entry;
+    if (!noted || left.length > 0) return;
+    const placing = this.#place(record, noted)
+      .catch((err: unknown) => this.#ports.logger.warn({ jobId: record.id, err: messageOf(err) }, 'could not place a job whose dependencies have ended; trying again at the next heartbeat'))
+      .finally(() => this.#placing.delete(record.id));
+    this.#placing.set(record.id, placing);
+  }
+
+  /**
+   * Hands the job to the best node that takes it. A node that refuses
+   * because of itself sends it to the next; one that does not answer has
+   * its claim fenced off (the entry rewritten) first. No room for it
+   * anywhere, or in its owner's quota: it waits on, saying why.
+   */
+  async #place(record: Job, entry: WaitingEntry): Promise<void> {
+    const { self, logger } = this.#ports;
+    const start = entry.job.start!;
+    const { candidates, refused } = place((await this.#ports.nodes()).values(), needsOf(start.request!));
+    let revision = entry.revision;
+    for (const candidate of candidates) {
+      if (this.#closed) return;
+      try {
+        const job = await this.#ports.handTo(candidate.info, { ...start, attempt: newAttempt(), keeper: self, waitingRevision: revision });
+        logger.info({ jobId: job.id, node: job.node }, 'dependencies ended as asked: job started');
+        return;
+      } catch (err) {
+        if (!(err instanceof JobworkerError)) throw err;
+        if (OTHER_NODE.has(err.code)) {
+          refused.set(candidate.info.name, err.message);
+          continue;
+        }
+        if (err.code === 'NODE_UNAVAILABLE') {
+          // It may yet claim the start: a rewritten entry makes such a claim fail.
+          const fenced = await this.#ports.records.rewriteWaiting(record, self, { ...entry, revision });
+          // Gone: its claim landed (the record says how the start went), or a stop came first.
+          if (fenced === null) return;
+          revision = fenced;
+          refused.set(candidate.info.name, err.message);
+          continue;
+        }
+        if (NO_ROOM.has(err.code)) {
+          await this.#rewrite(record, { ...entry, revision }, { message: `its dependencies have ended; waiting for room in its owner's quota: ${err.message}` });
+          return;
+        }
+        if (NOT_OURS.has(err.code)) return;
+        // Refused for good (the node's policy), or its start failed (that node has ended it then).
+        logger.warn({ jobId: record.id, node: candidate.info.name, err: err.message }, 'a job whose dependencies ended could not start');
+        await this.#end(record, `its dependencies ended as asked, but it could not start: ${err.message}`);
+        return;
+      }
+    }
+    await this.#rewrite(record, { ...entry, revision }, { message: `its dependencies have ended; waiting for a node that fits: ${describeRefusals(refused) || 'the fleet has no nodes'}` });
+  }
+
+  /** Ends a job that never ran FAILED (nothing, if it has started or ended meanwhile). */
+  async #end(record: Job, message: string): Promise<void> {
+    const failed: Job = { ...record, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), message };
+    const outcome = await this.#ports.records.endUnrun(failed, { node: this.#ports.self, attempt: newAttempt() }, await this.#lease.id());
+    if (outcome.won) this.#ports.logger.info({ jobId: record.id, message }, 'job ended without running');
+  }
+
+  /** The entry (and the record's message) as changed; null when it is no longer as read. */
+  async #rewrite(record: Job, entry: WaitingEntry, change: { met?: string[]; message?: string }): Promise<WaitingEntry | null> {
+    const job = { ...entry.job, met: change.met ?? entry.job.met };
+    const revision = await this.#ports.records.rewriteWaiting({ ...record, message: change.message ?? record.message }, this.#ports.self, { ...entry, job });
+    return revision === null ? null : { ...entry, revision, job };
+  }
+}
+
+/** COMPLETED, FAILED…: a status as a record's state says it. */
+function statusName(status: JobStatus): string {
+  return JobStatus[status].replace('JOB_STATUS_', '');
+}
