@@ -6,6 +6,9 @@
 // by another node when the one that kept them dies. Dependencies end when
 // the test writes to their stdin: no timing.
 import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { connect, type JobworkerClient } from 'jobworker/client';
 import { execa } from 'execa';
 import { status as Status, type ServiceError } from '@grpc/grpc-js';
@@ -147,4 +150,69 @@ test('a job waits for jobs of other nodes: accepted through one node, WAITING on
   t.not(orphanDone.node, 'n2');
   t.is((await collectStream(n1.jobs, { id: orphan.id })).stdout.toString(), 'orphan ran\n', 'started once');
   t.deepEqual(await waitingKeys(), []);
+});
+
+test("a waiting job in a fleet under a quota: refused at creation when it could never start or no node could ever take it; when its dependency ends with the owner's quota full it waits on, saying so, and starts once a job ends anywhere", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'jobworker-fleet-after-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const quotaFile = path.join(dir, 'quotas.conf');
+  fs.writeFileSync(quotaFile, 'cn=admin running=2 memory=2048\n');
+  const { nodes } = await startFleet(t, { args: (i) => ['--quota-file', quotaFile, '--node-label', `zone=z${i + 1}`] });
+  const [n1, n2, n3] = nodes as [FleetNode, FleetNode, FleetNode];
+  const clients = nodes.map(clientOf);
+  t.teardown(() => clients.forEach((client) => client.close()));
+  const made: string[] = [];
+  t.teardown(() => Promise.all(made.map((id) => unary(n1.jobs, 'stopJob', { id, graceMs: 0 }).catch(() => undefined))));
+  const create = async (via: FleetNode, request: PartialRequestOf<'createJob'>): Promise<Job> => {
+    const job = (await unary(via.jobs, 'createJob', request)).job!;
+    made.push(job.id);
+    return job;
+  };
+  const refused = (via: FleetNode, request: PartialRequestOf<'createJob'>) => unary(via.jobs, 'createJob', request).then(
+    () => {
+      throw new Error('created, not refused');
+    },
+    (err: ServiceError) => err,
+  );
+
+  const first = await create(n1, gate('n1'));
+  const listed = (await unary(n1.jobs, 'getJobs', {})).jobs.length;
+  // Past the owner's memory quota on its own: it could never start.
+  const tooBig = await refused(n2, { command: 'true', limits: { maxMemoryMb: 4096, maxCpuPercent: 0, maxIoBps: 0, maxPids: 0 }, after: [{ job: first.id, condition: 0 }] });
+  t.is(tooBig.code, Status.RESOURCE_EXHAUSTED);
+  t.regex(tooBig.details, /^quota exceeded: memory .*limit 2048/);
+  // A constraint no node has: it would wait for ever.
+  const nowhere = await refused(n3, { command: 'true', constraints: { zone: 'z9' }, after: [{ job: first.id, condition: 0 }] });
+  t.is(nowhere.code, Status.RESOURCE_EXHAUSTED);
+  t.is(nowhere.details, 'no node could ever take the job, so it would wait for ever: n1: label zone=z1, not z9; n2: label zone=z2, not z9; n3: label zone=z3, not z9');
+  t.is((await unary(n1.jobs, 'getJobs', {})).jobs.length, listed, 'nothing recorded');
+
+  // Two jobs run (the quota's two); two more wait for the first, which frees one place as it ends.
+  const second = await create(n2, gate('n2'));
+  const a = await create(n2, { ...gate('n3'), after: [{ job: first.id, condition: 0 }] });
+  const b = await create(n3, { ...gate('n3'), after: [{ job: first.id, condition: 0 }] });
+  t.is(a.status, JobStatus.JOB_STATUS_WAITING);
+  await open(clients[0]!, first.id);
+  // One of them takes the place first gave back; the other waits on, saying why.
+  const dependents = async () => Promise.all([a.id, b.id].map(async (id) => (await unary(n1.jobs, 'getJob', { id })).job!));
+  const { value: settled } = await waitForFleet(
+    dependents,
+    (jobs) => jobs.some((job) => job.status === JobStatus.JOB_STATUS_RUNNING) && jobs.some((job) => job.message.includes('waiting for room')),
+    'one dependent to run and the other to wait for room',
+  );
+  const running = settled.find((job) => job.status === JobStatus.JOB_STATUS_RUNNING)!;
+  const heldBack = settled.find((job) => job.id !== running.id)!;
+  t.is(running.node, 'n3');
+  t.is(heldBack.status, JobStatus.JOB_STATUS_WAITING);
+  t.is(heldBack.message, `its dependencies have ended; waiting for room in its owner's quota: quota exceeded: running jobs: limit 2, cn=admin has 2 running or starting in the fleet (rule cn=admin at ${quotaFile}:1)`);
+  t.is((await unary(n2.jobs, 'getJobs', { status: JobStatus.JOB_STATUS_RUNNING })).jobs.length, 2, 'never more than the quota');
+  // The running one ends: the held-back one takes its place.
+  await open(clients[2]!, running.id);
+  await waitForFleet(async () => (await unary(n3.jobs, 'getJob', { id: heldBack.id })).job!, (job) => job.status === JobStatus.JOB_STATUS_RUNNING, 'the held-back dependent to start');
+  await open(clients[2]!, heldBack.id);
+  const heldDone = await waitJob(n2, heldBack.id);
+  t.is(heldDone.status, JobStatus.JOB_STATUS_COMPLETED);
+  t.is(heldDone.node, 'n3');
+  t.is((await collectStream(n1.jobs, { id: heldBack.id })).stdout.toString(), 'got go\n');
+  await open(clients[1]!, second.id);
 });

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import test from 'ava';
 import { credentials, status as Status, type ServiceError } from '@grpc/grpc-js';
 import { withoutIpServerName } from '../../src/client/channel.js';
-import { CreateJobReq, JobStatus, NodeServiceClient, type CreateJobRes, type StartJobReq } from '../../src/gen/jobworker/v1/jobworker.js';
+import { CreateJobReq, JobStatus, NodeServiceClient, WaitingJob, type CreateJobRes, type StartJobReq } from '../../src/gen/jobworker/v1/jobworker.js';
 import { uuidv7 } from '../../src/fleet/job-id.js';
 import { alive, processesOf, waitUntil } from '../helpers/host.js';
 import { listAll, unary } from '../helpers/server.js';
@@ -86,7 +86,7 @@ test('the chosen node dies after starting the job, before answering: the create 
   t.regex(after!.message, /^node n2 was lost/);
 });
 
-test('start claims: a second StartJob of one id starts nothing (ALREADY_EXISTS), nor one after the entry node cancelled it (ABORTED); only node certificates may call StartJob', async (t) => {
+test('start claims: a second StartJob of one id starts nothing (ALREADY_EXISTS), nor one after the entry node cancelled it (ABORTED), nor a waiting job\'s once its keeper rewrote its entry or it was stopped (ABORTED); only node certificates may call StartJob', async (t) => {
   const { nodes, etcd } = await startFleet(t, { nodes: 1 });
   const [n1] = nodes as [FleetNode];
   const nodeCert = (name: string) => ({ cert: fs.readFileSync(`${n1.dir}/server-cert.pem`), key: fs.readFileSync(`${n1.dir}/server-key.pem`), name });
@@ -123,4 +123,40 @@ test('start claims: a second StartJob of one id starts nothing (ALREADY_EXISTS),
   t.is(byAdmin.code, Status.PERMISSION_DENIED);
   t.is(byAdmin.details, 'permission denied: role "admin" may not StartJob');
   t.is(processesOf(job.marker).length, 1);
+
+  // A job that waits (after the one above, which runs on): its start holds only while its keeper's entry is as the keeper read it.
+  const waiting = uniqueSleep();
+  const tenth = { maxCpuPercent: 10, maxMemoryMb: 0, maxIoBps: 0, maxPids: 0 };
+  const { job: accepted } = await unary(n1.jobs, 'createJob', { ...waiting, limits: tenth, after: [{ job: id, condition: 0 }] });
+  t.teardown(() => unary(n1.jobs, 'stopJob', { id: accepted!.id, graceMs: 0 }).catch(() => undefined));
+  const entryKey = `${PREFIX}waiting/n1/${accepted!.id}`;
+  const entry = async () => {
+    const kv = (await etcd.root.get(entryKey).exec()).kvs[0]!;
+    return { revision: kv.mod_revision, start: WaitingJob.decode(kv.value).start! };
+  };
+  const kept = await entry();
+  const waited = (revision: string): StartJobReq => ({ ...kept.start, attempt: randomUUID(), keeper: 'n1', waitingRevision: revision });
+  // The keeper rewrote its entry since (it heard nothing back from a hand-off): a claim with the old revision starts nothing.
+  await etcd.root.put(entryKey).value(Buffer.from(WaitingJob.encode({ start: kept.start, met: [] }).finish()));
+  const stale = (await start(node, waited(kept.revision)).catch((e: ServiceError) => e)) as ServiceError;
+  t.is(stale.code, Status.ABORTED);
+  t.is(stale.details, `job ${accepted!.id} no longer waits as node n1 saw it (stopped, or handed on again): not started here`);
+  t.is(processesOf(waiting.marker).length, 0);
+  t.is((await unary(n1.jobs, 'getJob', { id: accepted!.id })).job!.status, JobStatus.JOB_STATUS_WAITING);
+  // With the entry as it is now: started, the entry taken with the claim, its creation time and dependency kept.
+  const { job: startedWaited } = await start(node, waited((await entry()).revision));
+  t.is(startedWaited!.status, JobStatus.JOB_STATUS_RUNNING);
+  t.deepEqual(startedWaited!.createdAt, accepted!.createdAt);
+  t.deepEqual(startedWaited!.after, accepted!.after);
+  t.is((await etcd.root.get(entryKey).exec()).kvs.length, 0);
+  t.is(processesOf(waiting.marker).length, 1);
+
+  // A waiting job stopped: a start with its keeper's revision starts nothing.
+  const { job: other } = await unary(n1.jobs, 'createJob', { ...uniqueSleep(), limits: tenth, after: [{ job: id, condition: 0 }] });
+  const otherKey = `${PREFIX}waiting/n1/${other!.id}`;
+  const otherKv = (await etcd.root.get(otherKey).exec()).kvs[0]!;
+  t.is((await unary(n1.jobs, 'stopJob', { id: other!.id })).job!.status, JobStatus.JOB_STATUS_STOPPED);
+  const afterStop = (await start(node, { ...WaitingJob.decode(otherKv.value).start!, attempt: randomUUID(), keeper: 'n1', waitingRevision: otherKv.mod_revision }).catch((e: ServiceError) => e)) as ServiceError;
+  t.is(afterStop.code, Status.ABORTED);
+  t.is((await unary(n1.jobs, 'getJob', { id: other!.id })).job!.status, JobStatus.JOB_STATUS_STOPPED);
 });
