@@ -494,7 +494,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     // Undecided, the asking node answers with the fleet's record (its node's answer failed).
     if (caller.via) return this.#keptOrRefused(this.#localJob(await this.local.service.getJob(caller, request)), 'FLEET_UNAVAILABLE');
     const job = await this.#fleetJob(request.id);
-    if (ENDED.has(job.status)) return job;
+    // Ended, waiting (on no node), or starting (its node may not have it yet): as the fleet has it.
+    if (ENDED.has(job.status) || job.status === JobStatus.JOB_STATUS_INITIALIZING) return job;
     if (job.node === this.self) return (await this.#asFleetKeepsIt(this.#localJob(await this.local.service.getJob(caller, { id: job.id })))) ?? job;
     return this.#fromItsNode(caller, job, FORWARD_TIMEOUT_MS);
   }
@@ -625,7 +626,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
   async waitJob(caller: Caller, request: WaitJobReq, signal: AbortSignal): Promise<Job> {
     // Undecided (this node is cut off from etcd), the asking node reads the fleet's record until it has decided.
     if (caller.via) return this.#keptOrRefused(this.#localJob(await this.local.service.waitJob(caller, request, signal)), 'NODE_UNAVAILABLE');
-    let job = await this.#fleetJob(request.id);
+    let job = await this.#pastStart(await this.#fleetJob(request.id));
     if (job.node === this.self && !ENDED.has(job.status)) {
       const answer = await this.#asFleetKeepsIt(this.#localJob(await this.local.service.waitJob(caller, { id: job.id }, signal)));
       if (answer) return answer;
@@ -662,6 +663,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         if (!placed) throw Errors.inputRefused(`the writer went away while job ${job.id} waited`);
         job = placed;
       }
+      job = await this.#pastStart(job);
       if (job.node === this.self) return await this.local.service.writeTo(this.local.service.find(job.id), input);
       if (ENDED.has(job.status)) throw Errors.inputAfterEnd(job.id, JobStatus[job.status].replace('JOB_STATUS_', ''));
       const node = await this.#nodeOf(job, 'its jobs are being ended as lost');
@@ -721,6 +723,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       }
       job = placed;
     }
+    job = await this.#pastStart(job);
     // By name too: the fleet's newest job of that name is this node's, so it is this node's newest of that name.
     if (job.node === this.self) return this.local.service.streamOutput(caller, call);
     const node = await this.#nodeOf(job, 'the job\'s output lives there', '; the job\'s output lives there');

@@ -107,6 +107,8 @@ test('a job waits for jobs of other nodes: accepted through one node, WAITING on
   // build completes (its stdin written through n2): deploy starts on n3, once.
   await open(c2, build.id);
   const done = await waited;
+  const built = (await unary(n3.jobs, 'getJob', { id: build.id })).job!;
+  t.log(`deploy (on n3) started ${done.startedAt!.getTime() - built.endedAt!.getTime()} ms after build (on n1) ended; heartbeat 200 ms`);
   t.is(done.status, JobStatus.JOB_STATUS_COMPLETED);
   t.is(done.node, 'n3');
   t.is(done.exitCode, 0);
