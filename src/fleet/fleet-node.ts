@@ -220,7 +220,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         await this.client.delete().key(this.keys.running(this.self, id)).exec();
         continue;
       }
-      this.#writeEnd({ ...job, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), message: `node ${this.self} never started the job (it restarted, or its start failed after the claim)` });
+      // In no node's history: its record leaves etcd on a lease, as any job that never ran.
+      await this.waiting.endNeverRan(job, `node ${this.self} never started the job (it restarted, or its start failed after the claim)`);
     }
     for (const record of runningHere) {
       if (listed.has(record.id) || record.state !== 'RUNNING') continue;
@@ -241,16 +242,20 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
    * node may; the claim makes it once), and reconcile this node's own.
    */
   async #tick(): Promise<void> {
-    this.#table = await readNodes(this.client, this.keys);
-    for (const view of this.#table.values()) {
-      if (view.state !== 'lost' || view.info.name === this.self) continue;
-      const why = `node ${view.info.name} was lost (no heartbeat within ${this.config.nodeLostAfterMs / 1000}s)`;
-      for (const relay of this.#relays.get(view.info.name) ?? []) relay(why);
-      const ids = await this.records.runningOn(view.info.name);
-      await atMost(DECLARATIONS_AT_ONCE, ids, (id) => this.#declareLost(id, view.info.name, why));
+    try {
+      this.#table = await readNodes(this.client, this.keys);
+      for (const view of this.#table.values()) {
+        if (view.state !== 'lost' || view.info.name === this.self) continue;
+        const why = `node ${view.info.name} was lost (no heartbeat within ${this.config.nodeLostAfterMs / 1000}s)`;
+        for (const relay of this.#relays.get(view.info.name) ?? []) relay(why);
+        const ids = await this.records.runningOn(view.info.name);
+        await atMost(DECLARATIONS_AT_ONCE, ids, (id) => this.#declareLost(id, view.info.name, why));
+      }
+      await this.#reconcile();
+    } finally {
+      // Whatever the rest did: while this node has a heartbeat, nobody else judges the jobs it keeps.
+      await this.waiting.keep();
     }
-    await this.#reconcile();
-    await this.waiting.keep();
   }
 
   /** Whether node `name` has a heartbeat in etcd now (a lost node's lease has taken it away; a node that left deleted it). */
@@ -321,7 +326,6 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     checkCreate(request);
     const nodes = await this.#readNodes();
     if (request.node !== '' && !nodes.has(request.node)) throw new JobworkerError('NODE_NOT_FOUND', `node ${request.node} is not part of the fleet`);
-    if (this.#closing) throw Errors.shuttingDown();
     // Placed once what it waits for has ended, by the node that keeps it (waiting.ts).
     if (request.after.length > 0) return this.waiting.accept(caller, request).catch((err: unknown) => {
       if (err instanceof JobworkerError) throw err;
@@ -433,7 +437,9 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         record = await this.local.service.start(job, request.owner, request.id);
       } catch (err) {
         // A new job was never created (its caller hears why); one that waited was, and ends without running.
-        const undone = waited ? this.waiting.startFailed(pending, messageOf(err)) : this.records.forgetFailedStart(request.id, this.self, request.owner, resolved.name);
+        const undone = waited
+          ? this.waiting.endNeverRan(pending, `its dependencies ended as asked, but it could not start: ${messageOf(err)}`)
+          : this.records.forgetFailedStart(request.id, this.self, request.owner, resolved.name);
         await undone.catch((undoErr: unknown) => {
           this.logger.warn({ jobId: request.id, err: messageOf(undoErr) }, 'could not record the failed start of a job in etcd');
         });
@@ -664,6 +670,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         job = placed;
       }
       job = await this.#pastStart(job);
+      if (ENDED.has(job.status) && job.startedAt === undefined) throw Errors.inputAfterEnd(job.id, JobStatus[job.status].replace('JOB_STATUS_', ''));
       if (job.node === this.self) return await this.local.service.writeTo(this.local.service.find(job.id), input);
       if (ENDED.has(job.status)) throw Errors.inputAfterEnd(job.id, JobStatus[job.status].replace('JOB_STATUS_', ''));
       const node = await this.#nodeOf(job, 'its jobs are being ended as lost');
@@ -717,13 +724,18 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         call.off('cancelled', onGone);
         call.off('close', onGone);
       }) : null;
-      if (!placed || placed.startedAt === undefined) {
+      if (!placed) {
         if (!gone.signal.aborted) call.end();
         return;
       }
       job = placed;
     }
     job = await this.#pastStart(job);
+    // Ended without running (stopped while waiting, its start failed): no node has output of it.
+    if (ENDED.has(job.status) && job.startedAt === undefined) {
+      call.end();
+      return;
+    }
     // By name too: the fleet's newest job of that name is this node's, so it is this node's newest of that name.
     if (job.node === this.self) return this.local.service.streamOutput(caller, call);
     const node = await this.#nodeOf(job, 'the job\'s output lives there', '; the job\'s output lives there');

@@ -133,6 +133,20 @@ export class FleetQuotas {
     };
   }
 
+  /**
+   * Whether the running quota of `caller` has room for `job` now, as the
+   * fleet's use says (QUOTA_EXCEEDED when not): a keeper's look before it
+   * hands a waiting job on. `uses` shares the reads of one pass. The start
+   * checks again as it claims (reserve).
+   */
+  async checkRoom(caller: QuotaCaller, job: JobShare, uses: Map<string, Promise<RunningUse>>): Promise<void> {
+    const rule = this.rules().ruleFor(caller);
+    if (!rule) return;
+    let use = uses.get(caller.cn);
+    if (!use) uses.set(caller.cn, (use = this.#running(caller.cn)));
+    checkRunning(rule, caller.cn, await use, job, ' in the fleet');
+  }
+
   /** What `caller.cn` uses in the fleet now; `created` counts the window of the rule that applies to `caller` (0 without one). */
   async useOf(caller: QuotaCaller, now = Date.now()): Promise<QuotaUse> {
     const windowMs = this.rules().ruleFor(caller)?.limits.rate?.windowMs;

@@ -106,7 +106,8 @@ export class FleetRecords {
       ...(waited ? [this.client.delete().key(this.keys.waiting(waited.keeper, id))] : []),
     ];
     if (quota?.condition) conditions.push(quota.condition);
-    if (waited) conditions.push([this.keys.waiting(waited.keeper, id), 'unchanged', waited.revision], [this.keys.endClaim(id), false]);
+    // The record too: an end that never ran goes with its record on a lease, and the entry, left for its keeper to drop, must not outlive both.
+    if (waited) conditions.push([this.keys.waiting(waited.keeper, id), 'unchanged', waited.revision], [this.keys.endClaim(id), false], [this.keys.job(id), true]);
     return this.#claim<StartClaim>(this.keys.startClaim(id), claim.attempt, conditions, writes);
   }
 
@@ -172,6 +173,7 @@ export class FleetRecords {
     const result = await this.#txn(
       [
         [key, 'unchanged', entry.revision],
+        [this.keys.job(record.id), true],
         [this.keys.startClaim(record.id), false],
         [this.keys.endClaim(record.id), false],
       ],
@@ -200,10 +202,10 @@ export class FleetRecords {
 
   /**
    * Claims the end of a job that never ran: one still waiting (no start
-   * claim: a stop, or a dependency that failed it), or a job that waited
-   * whose start failed after its claim on node `startedOn`. No node's
-   * retention holds such a job: its record, claims and name go with
-   * `lease` (--retain-for).
+   * claim: a stop, or a dependency that failed it), or one whose start was
+   * claimed on node `startedOn` but never ran there (it failed, or the node
+   * restarted). No node's retention holds such a job: its record, claims
+   * and name go with `lease` (--retain-for).
    */
   async endUnrun(record: Job, claim: EndClaim, lease: string, startedOn?: string): Promise<ClaimOutcome<EndClaim>> {
     const start = startedOn === undefined ? undefined : (await this.client.get(this.keys.startClaim(record.id)).exec()).kvs[0];
@@ -222,7 +224,12 @@ export class FleetRecords {
     }
     const outcome = await this.#claim<EndClaim>(this.keys.endClaim(record.id), claim.attempt, conditions, writes);
     if (outcome.won && record.name !== '') {
-      await this.client.if(this.keys.name(record.name), 'Value', '==', record.id).then(this.client.put(this.keys.name(record.name)).value(record.id).lease(lease)).commit();
+      // Best effort: the end stands; a name left without its lease names a record that is gone, which frees it.
+      await this.client
+        .if(this.keys.name(record.name), 'Value', '==', record.id)
+        .then(this.client.put(this.keys.name(record.name)).value(record.id).lease(lease))
+        .commit()
+        .catch(() => undefined);
     }
     return outcome;
   }

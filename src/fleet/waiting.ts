@@ -36,6 +36,7 @@ import { describeRefusals, needsOf, neverFits, place } from './placement.js';
 import type { FleetQuotas } from './quota-use.js';
 import { ENDED, newAttempt, type FleetRecords, type NameHolder, type WaitingEntry } from './records.js';
 import { SharedLease } from './shared-lease.js';
+import type { RunningUse } from '../supervisor/policy/quota-checks.js';
 
 /** Dependencies' records read at once in one pass, and waiting jobs judged at once. */
 const READS_AT_ONCE = 16;
@@ -69,10 +70,13 @@ export interface WaitingPorts {
   handTo(node: NodeInfo, start: StartJobReq): Promise<Job>;
 }
 
-/** The codes a chosen node answers having started nothing because of itself: the next node may take the job. */
-const OTHER_NODE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE']);
-/** The codes that mean the owner has no room yet: the job waits on. */
-const NO_ROOM: ReadonlySet<string> = new Set(['QUOTA_EXCEEDED', 'START_CONTENDED']);
+/**
+ * The codes a chosen node answers having started nothing because of itself:
+ * the next node may take the job. A quota's refusal is one: the keeper has
+ * seen room in the fleet's running use, so what is left is the node's own
+ * (output kept), or another start that took the room first.
+ */
+const OTHER_NODE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE', 'QUOTA_EXCEEDED', 'START_CONTENDED']);
 /** The codes that mean the job is no longer this keeper's to start (stopped, started, moved): the next pass looks again. */
 const NOT_OURS: ReadonlySet<string> = new Set(['START_NOT_WAITING', 'START_CLAIMED', 'START_CANCELLED']);
 
@@ -83,6 +87,8 @@ export class FleetWaiting {
   readonly #placing = new Map<string, Promise<void>>();
   #keeping: Promise<void> | undefined;
   #again = false;
+  /** A heartbeat asked for a pass that looks for gone keepers too. */
+  #adoptAsked = false;
   /** Entries found here by the last pass (or accepted since): a job's end looks again only if there are some. */
   #kept = 0;
   #closed = false;
@@ -191,7 +197,7 @@ export class FleetWaiting {
    */
   async stop(job: Job): Promise<{ stopped: Job } | { started: Job }> {
     const stopped: Job = { ...job, status: JobStatus.JOB_STATUS_STOPPED, endedAt: new Date(), message: 'stopped while waiting: it never ran' };
-    const outcome = await this.#ports.records.endUnrun(stopped, { node: this.#ports.self, attempt: newAttempt() }, await this.#lease.id());
+    const outcome = await this.#endUnrun(stopped);
     if (outcome.won) {
       this.#ports.logger.info({ jobId: job.id }, 'job stopped while waiting');
       return { stopped };
@@ -220,10 +226,23 @@ export class FleetWaiting {
     }
   }
 
-  /** A job that waited, started on this node, whose start failed after its claim: it ends FAILED without running. */
-  async startFailed(job: Job, why: string): Promise<void> {
-    const failed: Job = { ...job, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), message: `its dependencies ended as asked, but it could not start: ${why}` };
-    await this.#ports.records.endUnrun(failed, { node: this.#ports.self, attempt: newAttempt() }, await this.#lease.id(), job.node);
+  /**
+   * A job whose start this node claimed but that never ran here (its start
+   * failed, or the node restarted in between): it ends FAILED saying
+   * `message`, on the lease of jobs that never ran (no node's history has it).
+   */
+  async endNeverRan(job: Job, message: string): Promise<void> {
+    await this.#endUnrun({ ...job, status: JobStatus.JOB_STATUS_FAILED, startedAt: undefined, endedAt: new Date(), message }, job.node);
+  }
+
+  /** records.endUnrun, claimed by this node, on the lease of jobs that never ran. */
+  async #endUnrun(job: Job, startedOn?: string): Promise<Awaited<ReturnType<FleetRecords['endUnrun']>>> {
+    try {
+      return await this.#ports.records.endUnrun(job, { node: this.#ports.self, attempt: newAttempt() }, await this.#lease.id(), startedOn);
+    } catch (err) {
+      this.#lease.failed(err);
+      throw err;
+    }
   }
 
   /** Soon, outside the heartbeat: a job ended here, or one was accepted here. Only when this node keeps any. */
@@ -239,18 +258,26 @@ export class FleetWaiting {
    */
   keep(adopt = true): Promise<void> {
     if (this.#closed) return Promise.resolve();
+    if (adopt) this.#adoptAsked = true;
     if (this.#keeping) {
       this.#again = true;
       return this.#keeping;
     }
     this.#keeping = (async () => {
-      let first = true;
-      while (first || this.#again) {
+      do {
         this.#again = false;
-        if (adopt && first) await this.#adopt();
-        first = false;
-        await this.#judgeAll();
-      }
+        let mine = true;
+        if (this.#adoptAsked) {
+          this.#adoptAsked = false;
+          // The heartbeat's pass lists every keeper's entries (keys only): this node's own are read only if it has some.
+          mine = await this.#adopt().catch((err: unknown) => {
+            this.#ports.logger.warn({ err: messageOf(err) }, 'could not look for waiting jobs of nodes that are gone');
+            return true;
+          });
+        }
+        if (mine) await this.#judgeAll();
+        else this.#kept = 0;
+      } while (this.#again && !this.#closed);
     })().finally(() => (this.#keeping = undefined));
     return this.#keeping;
   }
@@ -261,21 +288,28 @@ export class FleetWaiting {
     await settlesWithin(Promise.allSettled([this.#keeping, ...this.#placing.values()]), PLACEMENTS_TIMEOUT_MS);
   }
 
-  async #adopt(): Promise<void> {
+  /** Moves here the entries of keepers with no heartbeat; whether this node keeps any now. */
+  async #adopt(): Promise<boolean> {
     const { records, self, logger } = this.#ports;
-    for (const [keeper] of await records.keepers()) {
+    const keepers = await records.keepers();
+    let mine = keepers.has(self);
+    for (const [keeper] of keepers) {
       if (keeper === self || (await this.#ports.nodeAlive(keeper))) continue;
       for (const entry of await records.waitingOn(keeper)) {
-        if (await records.adoptWaiting(keeper, self, entry)) logger.warn({ jobId: entry.id, keeper }, 'took over a waiting job from a node with no heartbeat');
+        if (!(await records.adoptWaiting(keeper, self, entry))) continue;
+        logger.warn({ jobId: entry.id, keeper }, 'took over a waiting job from a node with no heartbeat');
+        mine = true;
       }
     }
+    return mine;
   }
 
   async #judgeAll(): Promise<void> {
     const entries = await this.#ports.records.waitingOn(this.#ports.self);
     this.#kept = entries.length;
-    // Each dependency read once a pass, however many wait for it.
+    // Each dependency read once a pass, however many wait for it; each owner's quota use too.
     const reads = new Map<string, Promise<Job | null>>();
+    const uses = new Map<string, Promise<RunningUse>>();
     const read = (id: string): Promise<Job | null> => {
       let job = reads.get(id);
       if (!job) reads.set(id, (job = this.#ports.records.job(id)));
@@ -284,7 +318,7 @@ export class FleetWaiting {
     await atMost(READS_AT_ONCE, entries, async (entry) => {
       if (this.#closed || this.#placing.has(entry.id)) return;
       try {
-        await this.#judge(entry, read);
+        await this.#judge(entry, read, uses);
       } catch (err) {
         this.#ports.logger.warn({ jobId: entry.id, err: messageOf(err) }, 'could not judge a waiting job; trying again at the next heartbeat');
       }
@@ -292,7 +326,7 @@ export class FleetWaiting {
   }
 
   /** Ends it (a dependency failed it), notes what has ended, or places it once every dependency has ended as asked. */
-  async #judge(entry: WaitingEntry, read: (id: string) => Promise<Job | null>): Promise<void> {
+  async #judge(entry: WaitingEntry, read: (id: string) => Promise<Job | null>, uses: Map<string, Promise<RunningUse>>): Promise<void> {
     const { records, self } = this.#ports;
     const record = await records.job(entry.id);
     // Ended (a stop) or gone: the entry is all that is left of it here.
@@ -314,6 +348,13 @@ export class FleetWaiting {
     const changed = met.size !== entry.job.met.length || message !== record.message;
     const noted = changed ? await this.#rewrite(record, entry, { met: [...met], message }) : entry;
     if (!noted || left.length > 0) return;
+    // No room in its owner's quota: it waits on, without a hand-off each heartbeat.
+    const start = noted.job.start!;
+    const resolved = await this.#quotaRoom(record, start, uses);
+    if (resolved !== null) {
+      await this.#hold(record, noted, `its dependencies have ended; waiting for room in its owner's quota: ${resolved}`);
+      return;
+    }
     const placing = this.#place(record, noted)
       .catch((err: unknown) => this.#ports.logger.warn({ jobId: record.id, err: messageOf(err) }, 'could not place a job whose dependencies have ended; trying again at the next heartbeat'))
       .finally(() => this.#placing.delete(record.id));
@@ -352,10 +393,6 @@ export class FleetWaiting {
           refused.set(candidate.info.name, err.message);
           continue;
         }
-        if (NO_ROOM.has(err.code)) {
-          await this.#rewrite(record, { ...entry, revision }, { message: `its dependencies have ended; waiting for room in its owner's quota: ${err.message}` });
-          return;
-        }
         if (NOT_OURS.has(err.code)) return;
         // Refused for good (the node's policy), or its start failed (that node has ended it then).
         logger.warn({ jobId: record.id, node: candidate.info.name, err: err.message }, 'a job whose dependencies ended could not start');
@@ -363,13 +400,30 @@ export class FleetWaiting {
         return;
       }
     }
-    await this.#rewrite(record, { ...entry, revision }, { message: `its dependencies have ended; waiting for a node that fits: ${describeRefusals(refused) || 'the fleet has no nodes'}` });
+    await this.#hold(record, { ...entry, revision }, `its dependencies have ended; waiting for a node that fits: ${describeRefusals(refused) || 'the fleet has no nodes'}`);
+  }
+
+  /** Why its owner's running quota has no room for it in the fleet now; null when it has. */
+  async #quotaRoom(record: Job, start: StartJobReq, uses: Map<string, Promise<RunningUse>>): Promise<string | null> {
+    const owner = { cn: start.owner, role: start.ownerRole === '' ? null : start.ownerRole };
+    const limits = record.limits!;
+    try {
+      await this.#ports.quotas.checkRoom(owner, { cpuPercent: limits.maxCpuPercent, memoryBytes: limits.maxMemoryMb * 1024 * 1024 }, uses);
+      return null;
+    } catch (err) {
+      if (err instanceof JobworkerError && err.code === 'QUOTA_EXCEEDED') return err.message;
+      throw err;
+    }
+  }
+
+  /** It waits on, saying why: written only when that changes (a held job must not rewrite etcd every heartbeat). */
+  async #hold(record: Job, entry: WaitingEntry, message: string): Promise<void> {
+    if (record.message !== message) await this.#rewrite(record, entry, { message });
   }
 
   /** Ends a job that never ran FAILED (nothing, if it has started or ended meanwhile). */
   async #end(record: Job, message: string): Promise<void> {
-    const failed: Job = { ...record, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), message };
-    const outcome = await this.#ports.records.endUnrun(failed, { node: this.#ports.self, attempt: newAttempt() }, await this.#lease.id());
+    const outcome = await this.#endUnrun({ ...record, status: JobStatus.JOB_STATUS_FAILED, endedAt: new Date(), message });
     if (outcome.won) this.#ports.logger.info({ jobId: record.id, message }, 'job ended without running');
   }
 
