@@ -221,7 +221,9 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         continue;
       }
       // In no node's history: its record leaves etcd on a lease, as any job that never ran.
-      await this.waiting.endNeverRan(job, `node ${this.self} never started the job (it restarted, or its start failed after the claim)`);
+      await this.waiting.endNeverRan(job, `node ${this.self} never started the job (it restarted, or its start failed after the claim)`).catch((err: unknown) => {
+        this.logger.warn({ jobId: id, err: messageOf(err) }, 'could not end in etcd a job this node never started; trying again at the next upkeep');
+      });
     }
     for (const record of runningHere) {
       if (listed.has(record.id) || record.state !== 'RUNNING') continue;
@@ -407,6 +409,8 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     const free = { cpuPercent: capacity.cpuPercent - stats.reservedCpuPercent, memoryMb: capacity.memoryMb - stats.reservedMemoryMb };
     const refused = capacityRefusal(capacity, free, needs);
     if (refused) throw new JobworkerError('NO_NODE_FITS', refused);
+    // The same start twice at once (a keeper that restarted, or was replaced, handing a waiting job on again): one claim decides, but the second must not touch the first's admission.
+    if (this.#admitting.has(request.id)) throw new JobworkerError('START_CLAIMED', `job ${request.id} is being started by node ${this.self} already`);
     this.#admitting.set(request.id, needs);
     // A job that waited in the fleet (waiting.ts): started only while it still waits as its keeper read it.
     const waited: Waited | undefined = request.keeper === '' ? undefined : { keeper: request.keeper, revision: request.waitingRevision };
@@ -451,7 +455,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       await this.records.update(job).catch((err: unknown) => this.logger.warn({ jobId: job.id, err: messageOf(err) }, 'could not record a job start in etcd'));
       return job;
     } finally {
-      this.#admitting.delete(request.id);
+      if (this.#admitting.get(request.id) === needs) this.#admitting.delete(request.id);
     }
   }
 
@@ -670,7 +674,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
         job = placed;
       }
       job = await this.#pastStart(job);
-      if (ENDED.has(job.status) && job.startedAt === undefined) throw Errors.inputAfterEnd(job.id, JobStatus[job.status].replace('JOB_STATUS_', ''));
+      if (neverRan(job)) throw Errors.inputAfterEnd(job.id, JobStatus[job.status].replace('JOB_STATUS_', ''));
       if (job.node === this.self) return await this.local.service.writeTo(this.local.service.find(job.id), input);
       if (ENDED.has(job.status)) throw Errors.inputAfterEnd(job.id, JobStatus[job.status].replace('JOB_STATUS_', ''));
       const node = await this.#nodeOf(job, 'its jobs are being ended as lost');
@@ -732,7 +736,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     }
     job = await this.#pastStart(job);
     // Ended without running (stopped while waiting, its start failed): no node has output of it.
-    if (ENDED.has(job.status) && job.startedAt === undefined) {
+    if (neverRan(job)) {
       call.end();
       return;
     }
@@ -860,6 +864,15 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     if (!view) throw new JobworkerError('NODE_NOT_FOUND', `node ${name} is not part of the fleet`);
     return { node: toNode(view) };
   }
+}
+
+/**
+ * A job the fleet has ended without it ever running as far as the fleet
+ * knows (stopped or failed while waiting, ended as lost while starting): no
+ * node holds output of it or takes input for it.
+ */
+function neverRan(job: Job): boolean {
+  return ENDED.has(job.status) && (job.startedAt === undefined || job.pid === 0);
 }
 
 /** etcd could not be read or written: nothing was done that depends on it. */

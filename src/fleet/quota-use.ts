@@ -136,15 +136,24 @@ export class FleetQuotas {
   /**
    * Whether the running quota of `caller` has room for `job` now, as the
    * fleet's use says (QUOTA_EXCEEDED when not): a keeper's look before it
-   * hands a waiting job on. `uses` shares the reads of one pass. The start
-   * checks again as it claims (reserve).
+   * hands a waiting job on. `uses` shares the reads of one pass, and counts
+   * each job found room for, so that the next of the pass sees it. The
+   * start checks again as it claims (reserve).
    */
   async checkRoom(caller: QuotaCaller, job: JobShare, uses: Map<string, Promise<RunningUse>>): Promise<void> {
     const rule = this.rules().ruleFor(caller);
     if (!rule) return;
-    let use = uses.get(caller.cn);
-    if (!use) uses.set(caller.cn, (use = this.#running(caller.cn)));
-    checkRunning(rule, caller.cn, await use, job, ' in the fleet');
+    const use = uses.get(caller.cn) ?? this.#running(caller.cn);
+    // Counted before the await: jobs of one owner judged at once see each other.
+    const withJob = use.then((counted) => {
+      checkRunning(rule, caller.cn, counted, job, ' in the fleet');
+      return { running: counted.running + 1, cpuPercent: counted.cpuPercent + job.cpuPercent, memoryMb: counted.memoryMb + job.memoryBytes / MIB };
+    });
+    // Refused, the next sees the use as it was; a failed read fails the next too (handled here, awaited there).
+    const next = withJob.catch(() => use);
+    next.catch(() => undefined);
+    uses.set(caller.cn, next);
+    await withJob;
   }
 
   /** What `caller.cn` uses in the fleet now; `created` counts the window of the rule that applies to `caller` (0 without one). */

@@ -208,30 +208,32 @@ export class FleetRecords {
    * and name go with `lease` (--retain-for).
    */
   async endUnrun(record: Job, claim: EndClaim, lease: string, startedOn?: string): Promise<ClaimOutcome<EndClaim>> {
-    const start = startedOn === undefined ? undefined : (await this.client.get(this.keys.startClaim(record.id)).exec()).kvs[0];
-    if (startedOn !== undefined && !start) return { won: false, claim: null };
-    const conditions: Condition[] = [start ? [this.keys.startClaim(record.id), 'unchanged', start.mod_revision] : [this.keys.startClaim(record.id), false]];
-    const writes: Writes = [
-      this.client.put(this.keys.endClaim(record.id)).value(JSON.stringify(claim)).lease(lease),
-      this.client.put(this.keys.job(record.id)).value(encodeJob(record)).lease(lease),
-    ];
-    if (start) {
-      writes.push(
-        this.client.put(this.keys.startClaim(record.id)).value(start.value).lease(lease),
-        this.client.delete().key(this.keys.running(startedOn!, record.id)),
-        this.client.delete().key(this.keys.quotaRunning(record.owner, record.id)),
-      );
+    for (let tries = 1; ; tries += 1) {
+      const start = startedOn === undefined ? undefined : (await this.client.get(this.keys.startClaim(record.id)).exec()).kvs[0];
+      if (startedOn !== undefined && !start) return { won: false, claim: null };
+      const conditions: Condition[] = [start ? [this.keys.startClaim(record.id), 'unchanged', start.mod_revision] : [this.keys.startClaim(record.id), false]];
+      const writes: Writes = [
+        this.client.put(this.keys.endClaim(record.id)).value(JSON.stringify(claim)).lease(lease),
+        this.client.put(this.keys.job(record.id)).value(encodeJob(record)).lease(lease),
+      ];
+      if (start) {
+        writes.push(
+          this.client.put(this.keys.startClaim(record.id)).value(start.value).lease(lease),
+          this.client.delete().key(this.keys.running(startedOn!, record.id)),
+          this.client.delete().key(this.keys.quotaRunning(record.owner, record.id)),
+        );
+      }
+      // Its name goes with it if it still holds it (a later job of that name keeps its own).
+      const name = record.name === '' ? undefined : (await this.client.get(this.keys.name(record.name)).exec()).kvs[0];
+      const holdsName = name !== undefined && name.value.toString() === record.id;
+      if (holdsName) {
+        conditions.push([this.keys.name(record.name), 'unchanged', name.mod_revision]);
+        writes.push(this.client.put(this.keys.name(record.name)).value(record.id).lease(lease));
+      }
+      const outcome = await this.#claim<EndClaim>(this.keys.endClaim(record.id), claim.attempt, conditions, writes);
+      // Not made: its start was claimed meanwhile; or its name changed hands between the read and the claim, which is read again.
+      if (outcome.won || outcome.claim !== null || !holdsName || tries === 3) return outcome;
     }
-    const outcome = await this.#claim<EndClaim>(this.keys.endClaim(record.id), claim.attempt, conditions, writes);
-    if (outcome.won && record.name !== '') {
-      // Best effort: the end stands; a name left without its lease names a record that is gone, which frees it.
-      await this.client
-        .if(this.keys.name(record.name), 'Value', '==', record.id)
-        .then(this.client.put(this.keys.name(record.name)).value(record.id).lease(lease))
-        .commit()
-        .catch(() => undefined);
-    }
-    return outcome;
   }
 
   /** The start of `id` may never happen: won, or the start claim that was there first. */

@@ -76,7 +76,7 @@ export interface WaitingPorts {
  * seen room in the fleet's running use, so what is left is the node's own
  * (output kept), or another start that took the room first.
  */
-const OTHER_NODE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE', 'QUOTA_EXCEEDED', 'START_CONTENDED']);
+const OTHER_NODE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'QUOTA_EXCEEDED', 'START_CONTENDED']);
 /** The codes that mean the job is no longer this keeper's to start (stopped, started, moved): the next pass looks again. */
 const NOT_OURS: ReadonlySet<string> = new Set(['START_NOT_WAITING', 'START_CLAIMED', 'START_CANCELLED']);
 
@@ -252,9 +252,11 @@ export class FleetWaiting {
   }
 
   /**
-   * One pass (every heartbeat): take over the entries of keepers that have
-   * no heartbeat (`adopt`), then judge this node's own. Passes never
-   * overlap: one asked for during another runs after it.
+   * A pass (every heartbeat): take over the entries of keepers that have no
+   * heartbeat, then judge this node's own. Passes never overlap: one asked
+   * for during another runs after it. A caller waits for at most two passes
+   * (job ends on a busy node must not hold the heartbeat's upkeep); what is
+   * asked for after those runs on its own.
    */
   keep(adopt = true): Promise<void> {
     if (this.#closed) return Promise.resolve();
@@ -263,23 +265,37 @@ export class FleetWaiting {
       this.#again = true;
       return this.#keeping;
     }
-    this.#keeping = (async () => {
-      do {
-        this.#again = false;
-        let mine = true;
-        if (this.#adoptAsked) {
-          this.#adoptAsked = false;
-          // The heartbeat's pass lists every keeper's entries (keys only): this node's own are read only if it has some.
-          mine = await this.#adopt().catch((err: unknown) => {
-            this.#ports.logger.warn({ err: messageOf(err) }, 'could not look for waiting jobs of nodes that are gone');
-            return true;
-          });
+    const keeping = (async () => {
+      try {
+        for (let passes = 0; passes < 2 && !this.#closed; passes += 1) {
+          this.#again = false;
+          await this.#pass();
+          if (!this.#again) break;
         }
-        if (mine) await this.#judgeAll();
-        else this.#kept = 0;
-      } while (this.#again && !this.#closed);
-    })().finally(() => (this.#keeping = undefined));
-    return this.#keeping;
+      } finally {
+        this.#keeping = undefined;
+      }
+    })();
+    this.#keeping = keeping;
+    void keeping.then(
+      () => this.#again && this.keepSoon(),
+      () => undefined,
+    );
+    return keeping;
+  }
+
+  async #pass(): Promise<void> {
+    let mine = true;
+    if (this.#adoptAsked) {
+      this.#adoptAsked = false;
+      // The heartbeat's pass lists every keeper's entries (keys only): this node's own are read only if it has some.
+      mine = await this.#adopt().catch((err: unknown) => {
+        this.#ports.logger.warn({ err: messageOf(err) }, 'could not look for waiting jobs of nodes that are gone');
+        return true;
+      });
+    }
+    if (mine) await this.#judgeAll();
+    else this.#kept = 0;
   }
 
   /** Shutdown: no more passes or placements; resolves once the placements in flight have answered (for a while). */
@@ -384,8 +400,8 @@ export class FleetWaiting {
           refused.set(candidate.info.name, err.message);
           continue;
         }
-        if (err.code === 'NODE_UNAVAILABLE') {
-          // It may yet claim the start: a rewritten entry makes such a claim fail.
+        if (err.code === 'NODE_UNAVAILABLE' || err.code === 'FLEET_UNAVAILABLE') {
+          // It may yet claim the start (no answer; or etcd's answer lost to it): a rewritten entry makes such a claim fail.
           const fenced = await this.#ports.records.rewriteWaiting(record, self, { ...entry, revision });
           // Gone: its claim landed (the record says how the start went), or a stop came first.
           if (fenced === null) return;
