@@ -33,7 +33,8 @@ export const ErrorCodes = {
   SCHEDULE_NOT_FOUND: Status.NOT_FOUND,
   SCHEDULE_NAME_TAKEN: Status.ALREADY_EXISTS,
   TOO_MANY_SCHEDULES: Status.RESOURCE_EXHAUSTED,
-  // What a fleet does not do yet (the message says what).
+  // What a fleet does not do (the message says what). No node sends it now
+  // (its last use, `after`, works in a fleet); kept for clients of older nodes.
   FLEET_UNSUPPORTED: Status.UNIMPLEMENTED,
   // Fleet (jobworkerd --fleet-etcd). A fleet call on a server that is not part of one:
   NOT_A_FLEET: Status.FAILED_PRECONDITION,
