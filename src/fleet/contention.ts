@@ -13,13 +13,14 @@ export const CONTENDED_RETRY_MS = 10_000;
  * again); START_CONTENDED past CONTENDED_RETRY_MS, saying job `id` was not
  * `done` (started, accepted).
  */
-export async function untilUncontended<T>(id: string, done: string, attempt: () => Promise<T | null>): Promise<T> {
+export async function untilUncontended<T>(id: string, done: 'started' | 'accepted', attempt: () => Promise<T | null>): Promise<T> {
   const until = performance.now() + CONTENDED_RETRY_MS;
   for (let delayMs = 5; ; delayMs = Math.min(delayMs * 2, 100)) {
     const answer = await attempt();
     if (answer !== null) return answer;
     if (performance.now() > until) {
-      throw new JobworkerError('START_CONTENDED', `job ${id} was not ${done}: for ${CONTENDED_RETRY_MS / 1000} s other starts kept changing its owner's quota use or its name before it could claim its start`);
+      const step = done === 'started' ? 'claim its start' : 'be recorded';
+      throw new JobworkerError('START_CONTENDED', `job ${id} was not ${done}: for ${CONTENDED_RETRY_MS / 1000} s other starts kept changing its owner's quota use or its name before it could ${step}`);
     }
     await sleep(delayMs * (0.5 + Math.random()));
   }

@@ -56,7 +56,7 @@ import { Peers, forwardedMetadata, fromPeer, nodeUnavailable } from './peers.js'
 import { crashAt } from './faults.js';
 import { capacityRefusal, describeRefusals, needsOf, place } from './placement.js';
 import { FleetQuotas, shareOf } from './quota-use.js';
-import { ENDED, FleetRecords, newAttempt, type ClaimOutcome, type NameHolder, type StartClaim, type Waited } from './records.js';
+import { ENDED, FleetRecords, firstRecord, newAttempt, statusName, type ClaimOutcome, type NameHolder, type StartClaim, type Waited } from './records.js';
 import { FleetWaiting } from './waiting.js';
 import { untilUncontended } from './contention.js';
 
@@ -77,7 +77,7 @@ const SETTLE_POLL_MS = 100;
  * What a chosen node may answer having started nothing, for the entry node
  * to try the next candidate: its own figures, its shutdown, its lease.
  */
-export const NEXT_CANDIDATE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE']);
+const NEXT_CANDIDATE: ReadonlySet<string> = new Set(['NO_NODE_FITS', 'SHUTTING_DOWN', 'FLEET_UNAVAILABLE']);
 /** How long a closing node waits for the fleet to hear of its jobs' ends. */
 const END_WRITES_TIMEOUT_MS = 5_000;
 const MIB = 1024 * 1024;
@@ -415,11 +415,7 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     // A job that waited in the fleet (waiting.ts): started only while it still waits as its keeper read it.
     const waited: Waited | undefined = request.keeper === '' ? undefined : { keeper: request.keeper, revision: request.waitingRevision };
     try {
-      const pending: Job = {
-        ...toPending(request, this.self),
-        limits: { maxCpuPercent: resolved.limits.cpuPercent, maxMemoryMb: needs.memoryMb, maxIoBps: resolved.limits.ioBps, maxPids: resolved.limits.pids },
-        timeoutMs: resolved.timeoutMs ?? 0,
-      };
+      const pending = firstRecord(request, resolved, this.self);
       const notStarted = (err: unknown): never => {
         this.quotas.claimFailed(err);
         // Not started here, whatever becomes of the claim: one that reaches
@@ -667,16 +663,16 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     try {
       let job = await this.#fleetJob(input.first.id);
       if (job.status === JobStatus.JOB_STATUS_WAITING) {
-        if (!job.stdin) throw Errors.inputRefused(`job ${job.id} was not created with stdin (CreateJobReq.stdin, jobctl create -i): its stdin is /dev/null`);
+        if (!job.stdin) throw Errors.noStdin(job.id);
         // Its input goes to it once it runs: the writer waits with it (gRPC flow control holds what it sends).
         const placed = await this.waiting.untilPlaced(job.id, input.gone);
         if (!placed) throw Errors.inputRefused(`the writer went away while job ${job.id} waited`);
         job = placed;
       }
       job = await this.#pastStart(job);
-      if (neverRan(job)) throw Errors.inputAfterEnd(job.id, JobStatus[job.status].replace('JOB_STATUS_', ''));
+      if (neverRan(job)) throw Errors.inputAfterEnd(job.id, statusName(job.status));
       if (job.node === this.self) return await this.local.service.writeTo(this.local.service.find(job.id), input);
-      if (ENDED.has(job.status)) throw Errors.inputAfterEnd(job.id, JobStatus[job.status].replace('JOB_STATUS_', ''));
+      if (ENDED.has(job.status)) throw Errors.inputAfterEnd(job.id, statusName(job.status));
       const node = await this.#nodeOf(job, 'its jobs are being ended as lost');
       return await this.#relayInput(node.info, caller, job.id, input);
     } finally {
@@ -720,18 +716,12 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
     let job = await this.#fleetJob(call.request.id);
     if (job.status === JobStatus.JOB_STATUS_WAITING) {
       // No output yet, and no node holds it: a follower waits for its start, from its first byte.
-      const gone = new AbortController();
-      const onGone = (): void => gone.abort();
-      call.once('cancelled', onGone);
-      call.once('close', onGone);
-      const placed = call.request.follow ? await this.waiting.untilPlaced(job.id, gone.signal).finally(() => {
-        call.off('cancelled', onGone);
-        call.off('close', onGone);
-      }) : null;
-      if (!placed) {
-        if (!gone.signal.aborted) call.end();
+      if (!call.request.follow) {
+        call.end();
         return;
       }
+      const placed = await this.#untilPlaced(call, job.id);
+      if (!placed) return;
       job = placed;
     }
     job = await this.#pastStart(job);
@@ -795,6 +785,20 @@ export class FleetNode implements JobApi, FleetApi, NodeApi {
       job = await this.#fleetJob(job.id);
     }
     return job;
+  }
+
+  /** A waiting job once it no longer waits, for a follower of its output; null (the call ended) if the follower goes first. */
+  async #untilPlaced(call: OutputCall, id: string): Promise<Job | null> {
+    const gone = new AbortController();
+    const onGone = (): void => gone.abort();
+    call.once('cancelled', onGone);
+    call.once('close', onGone);
+    try {
+      return await this.waiting.untilPlaced(id, gone.signal);
+    } finally {
+      call.off('cancelled', onGone);
+      call.off('close', onGone);
+    }
   }
 
   /** The node a job runs on, to forward to: NODE_UNAVAILABLE when it is not in the fleet (saying `missing`) or is lost (saying `lost`). */
@@ -882,42 +886,6 @@ function etcdUnavailable(err: unknown): JobworkerError {
 
 function startUnknown(node: NodeInfo, id: string, why: string): JobworkerError {
   return new JobworkerError('START_UNKNOWN', `node ${node.name} (${node.address}) did not answer: ${why}; look for job ${id} before creating it again`);
-}
-
-/** The record a start claim writes: INITIALIZING, on `node`. */
-function toPending(request: StartJobReq, node: string): Job {
-  const req = request.request!;
-  const now = new Date();
-  return {
-    id: request.id,
-    command: req.command,
-    args: req.args,
-    limits: undefined,
-    status: JobStatus.JOB_STATUS_INITIALIZING,
-    pid: 0,
-    cgroup: '',
-    startedAt: now,
-    // A job that waited in the fleet keeps when it was accepted, and what it waited for (by id).
-    createdAt: request.createdAt ?? now,
-    after: req.after,
-    endedAt: undefined,
-    exitCode: undefined,
-    signal: '',
-    oomKilled: false,
-    owner: request.owner,
-    message: '',
-    outputBytes: 0,
-    usage: undefined,
-    outputStart: 0,
-    outputProblem: '',
-    isolation: undefined,
-    workdir: req.workdir,
-    node,
-    name: req.name,
-    labels: req.labels,
-    timeoutMs: 0,
-    stdin: req.stdin,
-  };
 }
 
 /** What a fleet refuses of a CreateJob before anything moves: what does not depend on the node. */

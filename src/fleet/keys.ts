@@ -26,8 +26,10 @@
 //   schedule-names/<name>  the id of the schedule of that name
 //   schedule-count       touched by every schedule's creation (the count cap)
 // A claim is created once (create revision 0) in a transaction that also
-// writes the record, and never rewritten: whoever created it decided. A
-// job's claims go only with its record, when its node prunes it; an end
+// writes the record, and never rewritten (but put, unchanged, on the lease
+// its record goes with): whoever created it decided. A job's claims go only
+// with its record: when its node prunes it, or, for a job that never ran
+// (no node's history has it), when the lease of --retain-for ends; an end
 // claim needs the start claim, so nothing of a pruned job comes back.
 // A node's etcd user may write only its own nodes/<name>/; every node writes
 // the shared prefixes (any of them may declare another lost).

@@ -8,7 +8,8 @@
 // read of the claim before deciding.
 import { randomUUID } from 'node:crypto';
 import type { Etcd3 } from 'etcd3';
-import { Job, JobStatus, WaitingJob } from '../gen/jobworker/v1/jobworker.js';
+import { Job, JobStatus, WaitingJob, type StartJobReq } from '../gen/jobworker/v1/jobworker.js';
+import type { ResolvedJob } from '../supervisor/rpc/job-service.js';
 import { FleetKeys } from './keys.js';
 import type { Reservation } from './quota-use.js';
 
@@ -57,7 +58,55 @@ export interface WaitingEntry {
 /** The statuses of a job that has ended, as the fleet's records say them. */
 export const ENDED: ReadonlySet<JobStatus> = new Set([JobStatus.JOB_STATUS_COMPLETED, JobStatus.JOB_STATUS_FAILED, JobStatus.JOB_STATUS_STOPPED, JobStatus.JOB_STATUS_TIMED_OUT]);
 
+/** COMPLETED, FAILED…: a status as a job's state is said in messages. */
+export function statusName(status: JobStatus): string {
+  return JobStatus[status].replace('JOB_STATUS_', '');
+}
+
 export const newAttempt = (): string => randomUUID();
+
+const MIB = 1024 * 1024;
+
+/**
+ * The first record of a job as the fleet keeps it: INITIALIZING on `node`,
+ * written by its start claim; or, `node` empty, WAITING on none, written as
+ * a job that waits for others is accepted (waiting.ts). A job that waited
+ * keeps when it was accepted, and what it waited for (by id).
+ */
+export function firstRecord(start: StartJobReq, resolved: Pick<ResolvedJob, 'limits' | 'timeoutMs'>, node: string): Job {
+  const req = start.request!;
+  const { limits } = resolved;
+  const now = new Date();
+  return {
+    id: start.id,
+    command: req.command,
+    args: req.args,
+    limits: { maxCpuPercent: limits.cpuPercent, maxMemoryMb: limits.memoryBytes / MIB, maxIoBps: limits.ioBps, maxPids: limits.pids },
+    status: node === '' ? JobStatus.JOB_STATUS_WAITING : JobStatus.JOB_STATUS_INITIALIZING,
+    pid: 0,
+    cgroup: '',
+    startedAt: node === '' ? undefined : now,
+    createdAt: start.createdAt ?? now,
+    after: req.after,
+    endedAt: undefined,
+    exitCode: undefined,
+    signal: '',
+    oomKilled: false,
+    owner: start.owner,
+    message: '',
+    outputBytes: 0,
+    usage: undefined,
+    outputStart: 0,
+    outputProblem: '',
+    isolation: undefined,
+    workdir: req.workdir,
+    node,
+    name: req.name,
+    labels: req.labels,
+    timeoutMs: resolved.timeoutMs ?? 0,
+    stdin: req.stdin,
+  };
+}
 
 export function encodeJob(job: Job): Buffer {
   return Buffer.from(Job.encode(job).finish());

@@ -17,6 +17,7 @@
 // whose dependency ended short of its condition, or that a stop ends, ends
 // without running; no node's retention holds it, so etcd removes it after
 // --retain-for (records.endUnrun).
+import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { atMost } from '../common/at-most.js';
 import { messageOf } from '../common/error-message.js';
@@ -34,15 +35,12 @@ import { uuidv7 } from './job-id.js';
 import type { NodeInfo, NodeView } from './nodes.js';
 import { describeRefusals, needsOf, neverFits, place } from './placement.js';
 import type { FleetQuotas } from './quota-use.js';
-import { ENDED, newAttempt, type FleetRecords, type NameHolder, type WaitingEntry } from './records.js';
+import { ENDED, firstRecord, newAttempt, statusName, type FleetRecords, type NameHolder, type WaitingEntry } from './records.js';
 import { SharedLease } from './shared-lease.js';
 import type { RunningUse } from '../supervisor/policy/quota-checks.js';
 
 /** Dependencies' records read at once in one pass, and waiting jobs judged at once. */
 const READS_AT_ONCE = 16;
-/** How long a stop that lost to a start waits for the start to settle, before stopping the job where it runs. */
-const START_SETTLE_MS = 60_000;
-const SETTLE_POLL_MS = 100;
 /** How long a closing node waits for the placements it has in flight. */
 const PLACEMENTS_TIMEOUT_MS = 10_000;
 
@@ -93,7 +91,7 @@ export class FleetWaiting {
   #kept = 0;
   #closed = false;
 
-  constructor(ports: WaitingPorts, client: ConstructorParameters<typeof SharedLease>[0]) {
+  constructor(ports: WaitingPorts, client: Etcd3) {
     this.#ports = ports;
     const ttlS = Math.max(1, Math.ceil(ports.retainForMs / 1000));
     this.#lease = new SharedLease(client, ttlS, Math.min(3_600_000, Math.max(1_000, ports.retainForMs / 10)));
@@ -122,35 +120,7 @@ export class FleetWaiting {
       waitingRevision: '',
       createdAt,
     };
-    const record: Job = {
-      id,
-      command: request.command,
-      args: request.args,
-      limits: { maxCpuPercent: resolved.limits.cpuPercent, maxMemoryMb: resolved.limits.memoryBytes / 1024 / 1024, maxIoBps: resolved.limits.ioBps, maxPids: resolved.limits.pids },
-      status: JobStatus.JOB_STATUS_WAITING,
-      pid: 0,
-      cgroup: '',
-      startedAt: undefined,
-      createdAt,
-      after: toDependencies(after),
-      endedAt: undefined,
-      exitCode: undefined,
-      signal: '',
-      oomKilled: false,
-      owner: caller.cn,
-      message: waitingFor(after.map((dependency) => dependency.id)),
-      outputBytes: 0,
-      usage: undefined,
-      outputStart: 0,
-      outputProblem: '',
-      isolation: undefined,
-      workdir: request.workdir,
-      node: '',
-      name: resolved.name ?? '',
-      labels: request.labels,
-      timeoutMs: resolved.timeoutMs ?? 0,
-      stdin: request.stdin,
-    };
+    const record: Job = { ...firstRecord(start, resolved, ''), message: waitingFor(after.map((dependency) => dependency.id)) };
     const owner = { cn: caller.cn, role: caller.role };
     await untilUncontended(id, 'accepted', async () => {
       const name = resolved.name === null ? undefined : await this.#ports.freeName(resolved.name, id);
@@ -192,8 +162,8 @@ export class FleetWaiting {
 
   /**
    * Stops a waiting job: it ends STOPPED without running. If it started
-   * (or ended) meanwhile: the job once its start has settled (RUNNING or
-   * ended on its node), for the caller to stop it there.
+   * (or ended) meanwhile: its record now, for the caller to stop it where
+   * it runs once its start has settled.
    */
   async stop(job: Job): Promise<{ stopped: Job } | { started: Job }> {
     const stopped: Job = { ...job, status: JobStatus.JOB_STATUS_STOPPED, endedAt: new Date(), message: 'stopped while waiting: it never ran' };
@@ -202,25 +172,19 @@ export class FleetWaiting {
       this.#ports.logger.info({ jobId: job.id }, 'job stopped while waiting');
       return { stopped };
     }
-    // Ended by another (a stop, a judgement): as the fleet has it; or started: once its node has it.
-    const until = performance.now() + START_SETTLE_MS;
-    for (;;) {
-      const now = await this.#ports.job(job.id);
-      if (now.status !== JobStatus.JOB_STATUS_WAITING && now.status !== JobStatus.JOB_STATUS_INITIALIZING) return { started: now };
-      if (performance.now() > until) throw new JobworkerError('START_UNKNOWN', `job ${job.id} began its start on node ${now.node || '(none yet)'} as it was stopped, and has not settled it; stop it again`);
-      await sleep(SETTLE_POLL_MS);
-    }
+    // Ended by another (a stop, a judgement), or its start claimed (the claim writes its record): as the fleet has it now.
+    return { started: await this.#ports.job(job.id) };
   }
 
   /**
-   * The job once it is no longer WAITING: RUNNING on its node (or ended),
+   * The job once it is no longer WAITING (starting on its node, or ended),
    * for a follower of its output or a writer of its input; null if `signal`
    * aborts first. Read every heartbeat.
    */
   async untilPlaced(ref: string, signal: AbortSignal): Promise<Job | null> {
     for (;;) {
       const job = await this.#ports.job(ref);
-      if (job.status !== JobStatus.JOB_STATUS_WAITING && job.status !== JobStatus.JOB_STATUS_INITIALIZING) return job;
+      if (job.status !== JobStatus.JOB_STATUS_WAITING) return job;
       await sleep(this.#ports.everyMs, undefined, { signal }).catch(() => undefined);
       if (signal.aborted) return null;
     }
@@ -451,7 +415,3 @@ export class FleetWaiting {
   }
 }
 
-/** COMPLETED, FAILED…: a status as a record's state says it. */
-function statusName(status: JobStatus): string {
-  return JobStatus[status].replace('JOB_STATUS_', '');
-}

@@ -29,6 +29,7 @@ export const Errors = {
     new JobworkerError('NAME_TAKEN', `job name ${quoted(name)} is taken ${holder ? `by job ${holder}, which has not ended` : 'by a job that is starting'}`),
   quotaExceeded: (message: string) => new JobworkerError('QUOTA_EXCEEDED', message),
   inputRefused: (message: string) => new JobworkerError('INPUT_REFUSED', message),
+  noStdin: (id: string) => new JobworkerError('INPUT_REFUSED', `job ${id} was not created with stdin (CreateJobReq.stdin, jobctl create -i): its stdin is /dev/null`),
   inputAfterEnd: (id: string, state: string) => new JobworkerError('INPUT_REFUSED', `job ${id} has ended (${state}): it takes no more input`),
   unauthenticated: (message: string) => new JobworkerError('UNAUTHENTICATED', message),
   permissionDenied: (message: string) => new JobworkerError('PERMISSION_DENIED', message),

@@ -317,7 +317,7 @@ export class JobService implements JobApi {
     }
     const channel = this.options.runner.inputOf(record);
     if (!channel) {
-      if (!record.stdin) throw Errors.inputRefused(`job ${record.id} was not created with stdin (CreateJobReq.stdin, jobctl create -i): its stdin is /dev/null`);
+      if (!record.stdin) throw Errors.noStdin(record.id);
       throw Errors.inputAfterEnd(record.id, record.state);
     }
     // Outside the try below: a refused writer must not close the input of the one it was refused for.
